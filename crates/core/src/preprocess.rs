@@ -1,0 +1,352 @@
+//! Preprocessing fit on training rows only: one-hot categoricals with an unknown bucket, a signed log1p
+//! for heavy-tailed columns, standardisation with clipping.
+//!
+//! A [`Normaliser`] remembers the schema hash of the layout it was fit on and refuses a frame of another
+//! layout. It never looks at labels, and it only ever sees the rows the caller passes to
+//! [`Normaliser::fit`]: the split decides which those are.
+
+use serde::{Deserialize, Serialize};
+
+use crate::frame::FlowFrame;
+use crate::schema::{DatasetKind, FeatureLayout};
+use crate::CoreError;
+
+/// Preprocessing parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct PreprocessConfig {
+    /// Standardised values are clipped to `[-clip, clip]`; infinities map to the bounds.
+    pub clip: f32,
+    /// A category needs at least this many training rows to get its own one-hot column.
+    pub min_category_count: usize,
+    /// At most this many one-hot columns per categorical feature (most frequent first), plus unknown.
+    pub max_categories: usize,
+}
+
+impl Default for PreprocessConfig {
+    fn default() -> Self {
+        PreprocessConfig { clip: 8.0, min_category_count: 3, max_categories: 64 }
+    }
+}
+
+/// How one numeric column is transformed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NumericColumn {
+    /// Column name.
+    pub name: String,
+    /// Whether the signed log1p is applied before standardising. Chosen at fit time: columns whose
+    /// training values leave [-1, 1] (counts, bytes, rates, durations) are log-scaled; ratios are not.
+    pub log: bool,
+    /// Mean of the (log-scaled) finite training values.
+    pub mean: f32,
+    /// Standard deviation of the same; 1 for constant columns.
+    pub std: f32,
+}
+
+/// How one categorical column is one-hot encoded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CategoricalColumn {
+    /// Column name.
+    pub name: String,
+    /// The values with their own one-hot column, in output order. Any other value, and a missing one,
+    /// goes to a final unknown column.
+    pub values: Vec<String>,
+}
+
+/// A preprocessing transform fit on training rows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Normaliser {
+    /// Format version of this serialisation.
+    pub version: u32,
+    /// Dataset kind of the layout it was fit on.
+    pub kind: DatasetKind,
+    /// Schema hash of that layout ([`FeatureLayout::hash`]).
+    pub schema_hash: String,
+    /// Parameters used.
+    pub config: PreprocessConfig,
+    /// Numeric columns, in layout order.
+    pub numeric: Vec<NumericColumn>,
+    /// Categorical columns, in layout order.
+    pub categorical: Vec<CategoricalColumn>,
+    /// Number of rows it was fit on.
+    pub fit_rows: usize,
+}
+
+/// Signed log1p: `sign(x) · ln(1 + |x|)`, defined on the whole real line.
+#[inline]
+pub fn signed_log1p(x: f32) -> f32 {
+    x.signum() * x.abs().ln_1p()
+}
+
+impl Normaliser {
+    /// Fits on `rows` of `frame` (and nothing else).
+    ///
+    /// # Errors
+    /// [`CoreError::Preprocess`] when `rows` is empty or the config is invalid.
+    pub fn fit(frame: &FlowFrame, rows: &[usize], config: PreprocessConfig) -> Result<Self, CoreError> {
+        if rows.is_empty() {
+            return Err(CoreError::Preprocess("cannot fit on zero training rows".into()));
+        }
+        if !(config.clip.is_finite() && config.clip > 0.0) {
+            return Err(CoreError::Preprocess(format!("clip must be positive, got {}", config.clip)));
+        }
+        let d = frame.layout.numeric.len();
+        let mut numeric = Vec::with_capacity(d);
+        for (i, name) in frame.layout.numeric.iter().enumerate() {
+            let values = rows.iter().map(|&r| frame.numeric[r * d + i]).filter(|v| v.is_finite());
+            let log = values.clone().any(|v| v.abs() > 1.0);
+            let (mut n, mut sum, mut sumsq) = (0usize, 0f64, 0f64);
+            for v in values {
+                let t = f64::from(if log { signed_log1p(v) } else { v });
+                n += 1;
+                sum += t;
+                sumsq += t * t;
+            }
+            let (mean, std) = if n == 0 {
+                (0.0, 1.0)
+            } else {
+                let mean = sum / n as f64;
+                let var = (sumsq / n as f64 - mean * mean).max(0.0);
+                let std = var.sqrt();
+                (mean, if std < 1e-9 { 1.0 } else { std })
+            };
+            numeric.push(NumericColumn { name: name.clone(), log, mean: mean as f32, std: std as f32 });
+        }
+        let dc = frame.layout.categorical.len();
+        let mut categorical = Vec::with_capacity(dc);
+        for (j, name) in frame.layout.categorical.iter().enumerate() {
+            let interner = &frame.categories[j];
+            let mut counts = vec![0usize; interner.len()];
+            for &r in rows {
+                counts[frame.categorical[r * dc + j] as usize] += 1;
+            }
+            let mut kept: Vec<(usize, &str)> = counts
+                .iter()
+                .enumerate()
+                .filter(|(code, &c)| c >= config.min_category_count.max(1) && !interner.name(*code as u32).is_empty())
+                .map(|(code, &c)| (c, interner.name(code as u32)))
+                .collect();
+            kept.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1)));
+            kept.truncate(config.max_categories);
+            categorical.push(CategoricalColumn {
+                name: name.clone(),
+                values: kept.into_iter().map(|(_, v)| v.to_string()).collect(),
+            });
+        }
+        Ok(Normaliser {
+            version: 1,
+            kind: frame.layout.kind,
+            schema_hash: frame.layout.hash(),
+            config,
+            numeric,
+            categorical,
+            fit_rows: rows.len(),
+        })
+    }
+
+    /// Width of a transformed row.
+    pub fn output_dim(&self) -> usize {
+        self.numeric.len() + self.categorical.iter().map(|c| c.values.len() + 1).sum::<usize>()
+    }
+
+    /// Names of the output columns (`name`, `name=value`, `name=<unknown>`).
+    pub fn output_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.numeric.iter().map(|c| c.name.clone()).collect();
+        for c in &self.categorical {
+            names.extend(c.values.iter().map(|v| format!("{}={v}", c.name)));
+            names.push(format!("{}=<unknown>", c.name));
+        }
+        names
+    }
+
+    /// Refuses a layout other than the one it was fit on.
+    pub fn check(&self, layout: &FeatureLayout) -> Result<(), CoreError> {
+        let found_hash = layout.hash();
+        if found_hash != self.schema_hash {
+            return Err(CoreError::SchemaMismatch {
+                what: "the normaliser",
+                expected_kind: self.kind,
+                expected_hash: self.schema_hash.clone(),
+                found_kind: layout.kind,
+                found_hash,
+            });
+        }
+        Ok(())
+    }
+
+    /// A transformer bound to `frame` (its category codes resolved once).
+    pub fn bind<'a>(&'a self, frame: &'a FlowFrame) -> Result<BoundNormaliser<'a>, CoreError> {
+        self.check(&frame.layout)?;
+        let lookup = self
+            .categorical
+            .iter()
+            .enumerate()
+            .map(|(j, c)| {
+                frame.categories[j]
+                    .names()
+                    .iter()
+                    .map(|name| c.values.iter().position(|v| v == name).unwrap_or(c.values.len()) as u32)
+                    .collect()
+            })
+            .collect();
+        Ok(BoundNormaliser { norm: self, frame, lookup })
+    }
+
+    /// Transforms `rows` of `frame` into a row-major `rows.len() × output_dim()` matrix.
+    pub fn transform(&self, frame: &FlowFrame, rows: &[usize]) -> Result<Vec<f32>, CoreError> {
+        let bound = self.bind(frame)?;
+        let dim = self.output_dim();
+        let mut out = vec![0f32; rows.len() * dim];
+        for (k, &r) in rows.iter().enumerate() {
+            bound.transform_row(r, &mut out[k * dim..(k + 1) * dim]);
+        }
+        Ok(out)
+    }
+
+    /// Serialises to pretty JSON.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_default()
+    }
+
+    /// Parses JSON written by [`Normaliser::to_json`].
+    pub fn from_json(text: &str) -> Result<Self, CoreError> {
+        serde_json::from_str(text).map_err(|e| CoreError::Parse { what: "normaliser", message: e.to_string() })
+    }
+}
+
+/// A [`Normaliser`] bound to one frame's category codes.
+#[derive(Debug)]
+pub struct BoundNormaliser<'a> {
+    norm: &'a Normaliser,
+    frame: &'a FlowFrame,
+    /// Per categorical column: frame code → one-hot offset within that column.
+    lookup: Vec<Vec<u32>>,
+}
+
+impl BoundNormaliser<'_> {
+    /// Transforms row `r` of the frame into `out` (length [`Normaliser::output_dim`]).
+    pub fn transform_row(&self, r: usize, out: &mut [f32]) {
+        let clip = self.norm.config.clip;
+        let d = self.norm.numeric.len();
+        let raw = self.frame.numeric_row(r);
+        for ((o, &x), c) in out[..d].iter_mut().zip(raw).zip(&self.norm.numeric) {
+            *o = if x.is_nan() {
+                0.0
+            } else if x.is_infinite() {
+                clip.copysign(x)
+            } else {
+                let t = if c.log { signed_log1p(x) } else { x };
+                ((t - c.mean) / c.std).clamp(-clip, clip)
+            };
+        }
+        let dc = self.norm.categorical.len();
+        let codes = &self.frame.categorical[r * dc..(r + 1) * dc];
+        let mut offset = d;
+        for (j, c) in self.norm.categorical.iter().enumerate() {
+            let width = c.values.len() + 1;
+            out[offset..offset + width].iter_mut().for_each(|v| *v = 0.0);
+            out[offset + self.lookup[j][codes[j] as usize] as usize] = 1.0;
+            offset += width;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::RowSource;
+    use crate::record::{ColumnMap, RowBuf};
+
+    fn frame_from(lines: &[&str]) -> FlowFrame {
+        let map = ColumnMap::nsl_kdd();
+        let mut frame = FlowFrame::new(map.layout.clone());
+        let f = frame.add_file("t", &map);
+        let mut row = RowBuf::default();
+        for (i, l) in lines.iter().enumerate() {
+            map.parse_into(l.split(',').map(str::as_bytes).collect::<Vec<_>>().into_iter(), &mut row).expect("row");
+            frame.push(&row, RowSource { file: f, line: i as u64 + 1 });
+        }
+        frame
+    }
+
+    fn line(duration: u32, proto: &str, service: &str, label: &str) -> String {
+        format!("{duration},{proto},{service},SF,100,0,0,0,0,0,0,1,0,0,0,0,0,0,0,0,0,0,2,2,0.00,0.00,0.00,0.00,1.00,0.00,0.00,9,9,1.00,0.00,0.11,0.00,0.00,0.00,0.00,0.00,{label},20")
+    }
+
+    #[test]
+    fn fit_uses_only_given_rows_and_clips() {
+        let lines: Vec<String> = vec![
+            line(0, "tcp", "http", "normal"),
+            line(10, "tcp", "http", "normal"),
+            line(100, "tcp", "http", "normal"),
+            line(1_000_000, "udp", "domain", "x"),
+        ];
+        let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+        let frame = frame_from(&refs);
+        let norm = Normaliser::fit(&frame, &[0, 1, 2], PreprocessConfig::default()).expect("fit");
+        assert_eq!(norm.fit_rows, 3);
+        let duration = &norm.numeric[0];
+        assert!(duration.log);
+        // Only rows 0..3 contribute: mean of ln(1), ln(11), ln(101).
+        let expected = (0f32 + 11f32.ln() + 101f32.ln()) / 3.0;
+        assert!((duration.mean - expected).abs() < 1e-5);
+        // udp never appeared in the fit rows: it goes to the unknown bucket.
+        assert_eq!(norm.categorical[0].values, vec!["tcp"]);
+        let out = norm.transform(&frame, &[3]).expect("transform");
+        assert_eq!(out.len(), norm.output_dim());
+        assert!(out.iter().all(|v| v.abs() <= norm.config.clip));
+        let names = norm.output_names();
+        let unknown = names.iter().position(|n| n == "protocol_type=<unknown>").expect("unknown column");
+        assert_eq!(out[unknown], 1.0);
+        // Rates in [0, 1] are not log-scaled.
+        let rate = norm.numeric.iter().find(|c| c.name == "same_srv_rate").expect("rate");
+        assert!(!rate.log);
+    }
+
+    #[test]
+    fn normaliser_refuses_another_schema() {
+        let lines = [line(1, "tcp", "http", "normal")];
+        let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+        let frame = frame_from(&refs);
+        let norm = Normaliser::fit(&frame, &[0], PreprocessConfig::default()).expect("fit");
+        let other = FlowFrame::new(DatasetKind::Cic.layout());
+        let err = norm.transform(&other, &[]).expect_err("mismatch");
+        let msg = err.to_string();
+        assert!(msg.contains("schema mismatch") && msg.contains("nsl-kdd") && msg.contains("cic"), "{msg}");
+    }
+
+    #[test]
+    fn json_round_trip() {
+        let lines = [line(1, "tcp", "http", "normal"), line(5, "udp", "http", "normal")];
+        let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+        let frame = frame_from(&refs);
+        let norm = Normaliser::fit(&frame, &[0, 1], PreprocessConfig { min_category_count: 1, ..Default::default() })
+            .expect("fit");
+        let back = Normaliser::from_json(&norm.to_json()).expect("parse");
+        assert_eq!(back, norm);
+        assert!(Normaliser::from_json("{").is_err());
+    }
+
+    #[test]
+    fn empty_fit_is_an_error() {
+        let frame = FlowFrame::new(DatasetKind::NslKdd.layout());
+        assert!(Normaliser::fit(&frame, &[], PreprocessConfig::default()).is_err());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn transformed_values_are_finite_and_bounded(values in proptest::collection::vec(proptest::num::f32::ANY, 2..20)) {
+            let lines: Vec<String> = (0..values.len()).map(|_| line(1, "tcp", "http", "normal")).collect();
+            let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+            let mut frame = frame_from(&refs);
+            for (r, v) in values.iter().enumerate() {
+                frame.numeric[r * 38] = *v;
+            }
+            let rows: Vec<usize> = (0..values.len()).collect();
+            let norm = Normaliser::fit(&frame, &rows[..1.max(rows.len() / 2)], PreprocessConfig::default()).expect("fit");
+            let out = norm.transform(&frame, &rows).expect("transform");
+            for v in out {
+                proptest::prop_assert!(v.is_finite() && v.abs() <= norm.config.clip);
+            }
+        }
+    }
+}

@@ -1,0 +1,409 @@
+//! metaids-ingest: streaming readers for labelled flow datasets.
+//!
+//! Reads NSL-KDD text files, UNSW-NB15 CSVs and CICFlowMeter CSVs (corrected 91-column schema, and the
+//! original CIC-IDS2017/2018 schemas), plain or gzip-compressed, into a [`FlowFrame`]. The format is
+//! detected from the first line unless the caller fixes it. Memory is bounded per record: a line longer
+//! than [`MAX_LINE_BYTES`] is an error, not an allocation. Every error names the file, the line and,
+//! for a bad field, the column with what was expected and what was found. This crate does not split,
+//! normalise or evaluate; it only reads.
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use flate2::read::MultiGzDecoder;
+use metaids_core::frame::RowSource;
+use metaids_core::record::{ColumnMap, RowBuf};
+use metaids_core::schema::{DatasetKind, FileFormat};
+use metaids_core::{CoreError, FlowFrame};
+use sha2::{Digest, Sha256};
+
+/// Longest accepted line, in bytes. Real rows are under 2 KiB.
+pub const MAX_LINE_BYTES: usize = 1 << 20;
+
+/// Errors of the dataset readers.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// The file cannot be opened or read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The underlying error.
+        source: io::Error,
+    },
+    /// The file has no bytes (or only a byte-order mark).
+    #[error("{path}: the file is empty")]
+    Empty {
+        /// The file.
+        path: String,
+    },
+    /// The first line matches no known format.
+    #[error("{path}: line 1 matches no known format (nsl-kdd, unsw-nb15, cic-improved, cic-original): {first_line:?}")]
+    UnknownFormat {
+        /// The file.
+        path: String,
+        /// The start of its first line.
+        first_line: String,
+    },
+    /// The file's format belongs to another dataset than the one asked for.
+    #[error("{path}: this is a {found} file, but dataset {expected} was asked for")]
+    WrongDataset {
+        /// The file.
+        path: String,
+        /// The dataset asked for.
+        expected: DatasetKind,
+        /// The format the file has.
+        found: FileFormat,
+    },
+    /// The header does not fit the format.
+    #[error("{path}: line 1 (header): {source}")]
+    Header {
+        /// The file.
+        path: String,
+        /// What is wrong with it.
+        source: CoreError,
+    },
+    /// A record is malformed.
+    #[error("{path}: line {line}: {source}")]
+    Row {
+        /// The file.
+        path: String,
+        /// 1-based line number.
+        line: u64,
+        /// What is wrong with it.
+        source: CoreError,
+    },
+    /// The CSV layer failed (bad quoting, a line over [`MAX_LINE_BYTES`], invalid gzip).
+    #[error("{path}: line {line}: {message}")]
+    Csv {
+        /// The file.
+        path: String,
+        /// 1-based line number where reading stopped.
+        line: u64,
+        /// The reader's message.
+        message: String,
+    },
+    /// A pattern of the split file matched no file in the data directory.
+    #[error("no file in {dir} matches {pattern:?} (nor {pattern:?}.gz)")]
+    NoFiles {
+        /// The data directory.
+        dir: String,
+        /// The pattern.
+        pattern: String,
+    },
+    /// Files of different datasets were given together.
+    #[error("{path}: a {found} file cannot be read together with {expected} files")]
+    MixedDatasets {
+        /// The file.
+        path: String,
+        /// The dataset of the files before it.
+        expected: DatasetKind,
+        /// Its format.
+        found: FileFormat,
+    },
+}
+
+/// What to do with a malformed row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BadRowPolicy {
+    /// Stop with an error naming file, line and column.
+    #[default]
+    Error,
+    /// Skip the row and count it.
+    Skip,
+}
+
+/// Reader options.
+#[derive(Debug, Clone, Default)]
+pub struct ReadOptions {
+    /// Force a format instead of detecting it from the first line.
+    pub format: Option<FileFormat>,
+    /// Dataset every file must belong to (checked after detection).
+    pub dataset: Option<DatasetKind>,
+    /// Malformed-row policy.
+    pub on_bad_row: BadRowPolicy,
+}
+
+/// The first skipped rows of a read, for the user to inspect.
+#[derive(Debug, Clone, Default)]
+pub struct SkipLog {
+    /// Rows skipped in all files.
+    pub skipped: usize,
+    /// The first few skip reasons (file, line, message).
+    pub examples: Vec<String>,
+}
+
+fn open(path: &Path) -> Result<Box<dyn Read>, IngestError> {
+    let file = File::open(path).map_err(|e| io_err(path, e))?;
+    let is_gz = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gz"));
+    Ok(if is_gz { Box::new(MultiGzDecoder::new(file)) } else { Box::new(file) })
+}
+
+fn io_err(path: &Path, source: io::Error) -> IngestError {
+    IngestError::Io { path: path.display().to_string(), source }
+}
+
+/// Passes bytes through, failing once a line grows past a limit: bounds the CSV reader's buffers on
+/// corrupt input with no newlines.
+struct LineLimit<R> {
+    inner: R,
+    current: usize,
+    limit: usize,
+}
+
+impl<R: Read> Read for LineLimit<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let chunk = &buf[..n];
+        match chunk.iter().rposition(|&b| b == b'\n') {
+            Some(last) => self.current = n - last - 1,
+            None => self.current += n,
+        }
+        if self.current > self.limit {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("a line is longer than {} bytes", self.limit),
+            ));
+        }
+        Ok(n)
+    }
+}
+
+/// Detects the format of a file from its first line.
+pub fn detect_format(path: &Path) -> Result<FileFormat, IngestError> {
+    let mut reader = BufReader::with_capacity(64 * 1024, LineLimit { inner: open(path)?, current: 0, limit: MAX_LINE_BYTES });
+    detect_from(&mut reader, path)
+}
+
+fn detect_from<R: BufRead>(reader: &mut R, path: &Path) -> Result<FileFormat, IngestError> {
+    let mut first = Vec::new();
+    // Peek without consuming: read the line into a copy from fill_buf chunks is not possible across
+    // refills, so read it and let the caller reopen; detection reads a single line only.
+    reader.read_until(b'\n', &mut first).map_err(|e| io_err(path, e))?;
+    let stripped = metaids_core::schema::strip_bom(&first);
+    if stripped.iter().all(u8::is_ascii_whitespace) {
+        return Err(IngestError::Empty { path: path.display().to_string() });
+    }
+    FileFormat::detect(stripped).ok_or_else(|| {
+        let text = String::from_utf8_lossy(&stripped[..stripped.len().min(120)]);
+        IngestError::UnknownFormat { path: path.display().to_string(), first_line: text.trim_end().to_string() }
+    })
+}
+
+/// Reads one file into `frame` (whose layout must be the file's dataset kind).
+///
+/// Returns the number of rows read and skipped.
+pub fn read_into(frame: &mut FlowFrame, path: &Path, opts: &ReadOptions, skips: &mut SkipLog) -> Result<(usize, usize), IngestError> {
+    let shown = path.display().to_string();
+    let format = match opts.format {
+        Some(f) => f,
+        None => detect_format(path)?,
+    };
+    if format.kind() != frame.layout.kind {
+        return Err(IngestError::MixedDatasets { path: shown, expected: frame.layout.kind, found: format });
+    }
+    let input = LineLimit { inner: open(path)?, current: 0, limit: MAX_LINE_BYTES };
+    let mut csv = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .buffer_capacity(256 * 1024)
+        .from_reader(input);
+    let mut record = csv::ByteRecord::new();
+    let csv_err = |e: csv::Error, line: u64| IngestError::Csv {
+        path: shown.clone(),
+        line: e.position().map_or(line, |p| p.line()),
+        message: match e.kind() {
+            csv::ErrorKind::Io(io) => io.to_string(),
+            _ => e.to_string(),
+        },
+    };
+    let map = if format.has_header() {
+        let got = csv.read_byte_record(&mut record).map_err(|e| csv_err(e, 1))?;
+        if !got || record.iter().all(|f| metaids_core::schema::strip_bom(f).trim_ascii().is_empty()) {
+            return Err(IngestError::Empty { path: shown });
+        }
+        let fields: Vec<&[u8]> = record.iter().collect();
+        ColumnMap::from_header(format, &fields).map_err(|source| IngestError::Header { path: shown.clone(), source })?
+    } else {
+        ColumnMap::nsl_kdd()
+    };
+    let file = frame.add_file(&shown, &map);
+    let mut row = RowBuf::default();
+    let (mut rows, mut skipped) = (0usize, 0usize);
+    let mut line = if format.has_header() { 1u64 } else { 0 };
+    loop {
+        match csv.read_byte_record(&mut record) {
+            Ok(false) => break,
+            Ok(true) => {}
+            Err(e) => return Err(csv_err(e, line + 1)),
+        }
+        line = record.position().map_or(line + 1, |p| p.line());
+        // A blank line (a trailing empty line, CRLF debris) carries no row.
+        if record.len() == 1 && record[0].trim_ascii().is_empty() {
+            continue;
+        }
+        match map.parse_into(record.iter(), &mut row) {
+            Ok(()) => {
+                frame.push(&row, RowSource { file, line });
+                rows += 1;
+            }
+            Err(source) => match opts.on_bad_row {
+                BadRowPolicy::Error => return Err(IngestError::Row { path: shown, line, source }),
+                BadRowPolicy::Skip => {
+                    skipped += 1;
+                    skips.skipped += 1;
+                    if skips.examples.len() < 5 {
+                        skips.examples.push(format!("{shown}: line {line}: {source}"));
+                    }
+                }
+            },
+        }
+    }
+    if rows == 0 && skipped == 0 && !format.has_header() {
+        return Err(IngestError::Empty { path: shown });
+    }
+    if let Some(f) = frame.files.get_mut(file as usize) {
+        f.skipped = skipped;
+    }
+    Ok((rows, skipped))
+}
+
+/// Reads files of one dataset into a new frame. The dataset is `opts.dataset`, else that of the first
+/// file's format.
+pub fn read_files(paths: &[PathBuf], opts: &ReadOptions) -> Result<(FlowFrame, SkipLog), IngestError> {
+    let mut skips = SkipLog::default();
+    let Some(first) = paths.first() else {
+        return Err(IngestError::NoFiles { dir: ".".into(), pattern: "<none given>".into() });
+    };
+    let kind = match (opts.dataset, opts.format) {
+        (Some(k), _) => k,
+        (None, Some(f)) => f.kind(),
+        (None, None) => detect_format(first)?.kind(),
+    };
+    let mut frame = FlowFrame::new(kind.layout());
+    for path in paths {
+        let format = match opts.format {
+            Some(f) => f,
+            None => detect_format(path)?,
+        };
+        if format.kind() != kind {
+            return Err(IngestError::WrongDataset { path: path.display().to_string(), expected: kind, found: format });
+        }
+        let file_opts = ReadOptions { format: Some(format), ..opts.clone() };
+        read_into(&mut frame, path, &file_opts, &mut skips)?;
+    }
+    Ok((frame, skips))
+}
+
+/// Resolves split-file patterns (`*` wildcards; a `.gz` copy accepted) against a data directory, in
+/// pattern order, each pattern's matches sorted by name.
+pub fn resolve_files(dir: &Path, patterns: &[String]) -> Result<Vec<PathBuf>, IngestError> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map_err(|e| io_err(dir, e))?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect();
+    names.sort();
+    let mut out: Vec<PathBuf> = Vec::new();
+    for pattern in patterns {
+        let mut matched: Vec<&String> = names.iter().filter(|n| glob_match(pattern, n)).collect();
+        if matched.is_empty() {
+            let gz = format!("{pattern}.gz");
+            matched = names.iter().filter(|n| glob_match(&gz, n)).collect();
+        }
+        if matched.is_empty() {
+            return Err(IngestError::NoFiles { dir: dir.display().to_string(), pattern: pattern.clone() });
+        }
+        for m in matched {
+            let p = dir.join(m);
+            if !out.contains(&p) {
+                out.push(p);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Matches `name` against a pattern whose only metacharacter is `*` (any run of characters).
+pub fn glob_match(pattern: &str, name: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    if parts.len() == 1 {
+        return pattern == name;
+    }
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if !name.starts_with(first) || name.len() < first.len() + last.len() || !name.ends_with(last) {
+        return false;
+    }
+    let mut rest = &name[first.len()..name.len() - last.len()];
+    for mid in &parts[1..parts.len() - 1] {
+        match rest.find(mid) {
+            Some(i) => rest = &rest[i + mid.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+/// Sha256 of a file's bytes (as stored, compressed or not), hex.
+pub fn file_sha256(path: &Path) -> Result<String, IngestError> {
+    let mut file = File::open(path).map_err(|e| io_err(path, e))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = file.read(&mut buf).map_err(|e| io_err(path, e))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(metaids_core::schema::hex(&h.finalize()))
+}
+
+/// Writes `bytes` to `path` atomically: a temporary file in the same directory, synced, then renamed.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), IngestError> {
+    use std::io::Write;
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
+    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let result = (|| {
+        let mut f = File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.map_err(|e| io_err(path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn glob() {
+        assert!(glob_match("*.csv", "a.csv"));
+        assert!(glob_match("KDDTrain+.txt", "KDDTrain+.txt"));
+        assert!(!glob_match("KDDTrain+.txt", "KDDTrain+_20Percent.txt"));
+        assert!(glob_match("UNSW_NB15_*-set.csv", "UNSW_NB15_testing-set.csv"));
+        assert!(!glob_match("a*b*c", "acb"));
+        assert!(glob_match("a*b*c", "axxbyyc"));
+    }
+
+    #[test]
+    fn line_limit_stops_runaway_lines() {
+        let data = vec![b'x'; 5000];
+        let mut r = LineLimit { inner: &data[..], current: 0, limit: 1000 };
+        let mut sink = Vec::new();
+        let err = r.read_to_end(&mut sink).expect_err("limit");
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        let ok = b"abc\ndef\n".repeat(1000);
+        let mut r = LineLimit { inner: &ok[..], current: 0, limit: 10 };
+        let mut sink = Vec::new();
+        r.read_to_end(&mut sink).expect("short lines pass");
+        assert_eq!(sink.len(), ok.len());
+    }
+}

@@ -1,0 +1,106 @@
+//! The readers on the real files of `../shared/data`: row and class counts as their SOURCES.md state.
+
+use std::path::PathBuf;
+
+use metaids_core::schema::{DatasetKind, FileFormat};
+use metaids_ingest::{read_files, resolve_files, BadRowPolicy, ReadOptions};
+
+fn shared(sub: &str) -> PathBuf {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data").join(sub);
+    assert!(p.exists(), "shared data missing at {} (tests read ../shared/data beside the checkout)", p.display());
+    p
+}
+
+#[test]
+fn nsl_kdd_counts_match_sources() {
+    let dir = shared("nsl-kdd");
+    let (frame, skips) = read_files(&[dir.join("KDDTrain+.txt")], &ReadOptions::default()).expect("read");
+    assert_eq!(skips.skipped, 0);
+    assert_eq!(frame.len(), 125_973);
+    let counts = frame.family_counts();
+    assert_eq!(counts.len(), 23);
+    assert_eq!(counts["normal"], 67_343);
+    assert_eq!(counts["neptune"], 41_214);
+    assert_eq!(counts["spy"], 2);
+    assert_eq!(frame.files[0].format, FileFormat::NslKdd);
+
+    let (test, _) = read_files(&[dir.join("KDDTest+.txt")], &ReadOptions::default()).expect("read");
+    assert_eq!(test.len(), 22_544);
+    let counts = test.family_counts();
+    assert_eq!(counts.len(), 38);
+    assert_eq!(counts["mscan"], 996);
+    assert_eq!(counts["imap"], 1);
+    let (t21, _) = read_files(&[dir.join("KDDTest-21.txt")], &ReadOptions::default()).expect("read");
+    assert_eq!(t21.len(), 11_850);
+    let (t20, _) = read_files(&[dir.join("KDDTrain+_20Percent.txt")], &ReadOptions::default()).expect("read");
+    assert_eq!(t20.len(), 25_192);
+    assert_eq!(t20.family_counts().len(), 22);
+}
+
+#[test]
+fn unsw_counts_match_sources() {
+    let path = shared("unsw-nb15").join("UNSW_NB15_testing-set.csv");
+    let opts = ReadOptions { dataset: Some(DatasetKind::UnswNb15), ..Default::default() };
+    let (frame, _) = read_files(&[path], &opts).expect("read");
+    assert_eq!(frame.len(), 82_332);
+    let counts = frame.family_counts();
+    let expected = [
+        ("Normal", 37_000),
+        ("Generic", 18_871),
+        ("Exploits", 11_132),
+        ("Fuzzers", 6_062),
+        ("DoS", 4_089),
+        ("Reconnaissance", 3_496),
+        ("Analysis", 677),
+        ("Backdoor", 583),
+        ("Shellcode", 378),
+        ("Worms", 44),
+    ];
+    assert_eq!(counts.len(), expected.len());
+    for (name, n) in expected {
+        assert_eq!(counts[name], n, "{name}");
+    }
+    // The BOM is stripped from `id`, which stays an identifier.
+    let ids = frame.identifiers(0);
+    assert_eq!(ids[0], ("id", "1"));
+}
+
+#[test]
+fn cic_improved_counts_match_sources() {
+    let dir = shared("cic-ids2017-improved");
+    let files = resolve_files(&dir, &["*.csv".to_string()]).expect("files");
+    assert_eq!(files.len(), 16);
+    let (frame, _) = read_files(&files, &ReadOptions::default()).expect("read");
+    assert_eq!(frame.len(), 43_419);
+    let counts = frame.family_counts();
+    assert_eq!(counts.len(), 16);
+    for (name, n) in [
+        ("BENIGN", 5000),
+        ("Botnet", 736),
+        ("DoS Slowhttptest", 1740),
+        ("Heartbleed", 11),
+        ("Infiltration - Portscan", 5000),
+        ("SSH-Patator", 2961),
+        ("Web Attack - Brute Force", 73),
+        ("Web Attack - SQL Injection", 13),
+        ("Web Attack - XSS", 18),
+    ] {
+        assert_eq!(counts[name], n, "{name}");
+    }
+    assert!(frame.files.iter().all(|f| f.format == FileFormat::CicImproved && f.missing_features.is_empty()));
+    // Identifiers are kept for reports, outside the feature layout.
+    let ids = frame.identifiers(0);
+    assert_eq!(ids.iter().map(|(n, _)| *n).collect::<Vec<_>>(), ["id", "Flow ID", "Src IP", "Src Port", "Dst IP", "Timestamp"]);
+    for forbidden in ["id", "Flow ID", "Src IP", "Src Port", "Dst IP", "Timestamp"] {
+        assert!(!frame.layout.numeric.iter().any(|c| c == forbidden));
+        assert!(!frame.layout.categorical.iter().any(|c| c == forbidden));
+    }
+}
+
+#[test]
+fn skip_policy_reads_good_rows_of_real_file() {
+    let dir = shared("nsl-kdd");
+    let opts = ReadOptions { on_bad_row: BadRowPolicy::Skip, ..Default::default() };
+    let (frame, skips) = read_files(&[dir.join("KDDTest-21.txt")], &opts).expect("read");
+    assert_eq!((frame.len(), skips.skipped), (11_850, 0));
+}
