@@ -59,20 +59,34 @@ impl EpisodeSampler {
     ///
     /// `always` names a class that is one of the ways in every episode (benign during meta-training).
     /// Returns `None` when fewer than N classes are eligible or `always` is not eligible.
-    pub fn sample(&self, classes: &[ClassRows<'_>], always: Option<&str>, rng: &mut ChaCha8Rng) -> Option<Episode> {
+    pub fn sample(
+        &self,
+        classes: &[ClassRows<'_>],
+        always: Option<&str>,
+        rng: &mut ChaCha8Rng,
+    ) -> Option<Episode> {
         let need = self.shots + self.queries;
-        let eligible: Vec<&ClassRows<'_>> = classes.iter().filter(|c| c.rows.len() >= need).collect();
+        let eligible: Vec<&ClassRows<'_>> =
+            classes.iter().filter(|c| c.rows.len() >= need).collect();
         let mut chosen: Vec<&ClassRows<'_>> = Vec::with_capacity(self.ways);
         if let Some(a) = always {
             chosen.push(*eligible.iter().find(|c| c.name == a)?);
         }
-        let rest: Vec<&ClassRows<'_>> = eligible.iter().copied().filter(|c| Some(c.name) != always).collect();
+        let rest: Vec<&ClassRows<'_>> = eligible
+            .iter()
+            .copied()
+            .filter(|c| Some(c.name) != always)
+            .collect();
         let more = self.ways.checked_sub(chosen.len())?;
         if rest.len() < more {
             return None;
         }
         chosen.extend(rest.choose_multiple(rng, more).copied());
-        let mut ep = Episode { classes: Vec::new(), support: Vec::new(), query: Vec::new() };
+        let mut ep = Episode {
+            classes: Vec::new(),
+            support: Vec::new(),
+            query: Vec::new(),
+        };
         for c in chosen {
             let picked: Vec<usize> = c.rows.choose_multiple(rng, need).copied().collect();
             ep.classes.push(c.name.to_string());
@@ -116,14 +130,24 @@ pub fn sample_detection_task(
     if q == 0 || benign_pool.len() < q {
         return None;
     }
-    let mut picked: Vec<usize> = family_rows.choose_multiple(rng, shots + q).copied().collect();
+    let mut picked: Vec<usize> = family_rows
+        .choose_multiple(rng, shots + q)
+        .copied()
+        .collect();
     // choose_multiple's order is random but keep it explicit: shuffle once more is unnecessary.
     let queries_attack = picked.split_off(shots);
     let benign: Vec<usize> = benign_pool.choose_multiple(rng, q).copied().collect();
     let mut queries = queries_attack;
     queries.extend(benign);
     let truth = (0..2 * q).map(|i| i < q).collect();
-    Some(DetectionTask { family: family.to_string(), shots, episode, support: picked, queries, truth })
+    Some(DetectionTask {
+        family: family.to_string(),
+        shots,
+        episode,
+        support: picked,
+        queries,
+        truth,
+    })
 }
 
 /// Shuffles a copy of `rows` with a seed and keeps at most `cap`, sorted: a seeded stratum cap.
@@ -151,34 +175,68 @@ mod tests {
         let c: Vec<usize> = (200..205).collect();
         let d: Vec<usize> = (300..340).collect();
         let classes = [
-            ClassRows { name: "benign", rows: &a },
-            ClassRows { name: "b", rows: &b },
-            ClassRows { name: "c", rows: &c },
-            ClassRows { name: "d", rows: &d },
+            ClassRows {
+                name: "benign",
+                rows: &a,
+            },
+            ClassRows {
+                name: "b",
+                rows: &b,
+            },
+            ClassRows {
+                name: "c",
+                rows: &c,
+            },
+            ClassRows {
+                name: "d",
+                rows: &d,
+            },
         ];
-        let s = EpisodeSampler { ways: 3, shots: 5, queries: 5 };
-        let e1 = s.sample(&classes, Some("benign"), &mut episode_rng(1, "t", 5, 0)).expect("episode");
-        let e2 = s.sample(&classes, Some("benign"), &mut episode_rng(1, "t", 5, 0)).expect("episode");
+        let s = EpisodeSampler {
+            ways: 3,
+            shots: 5,
+            queries: 5,
+        };
+        let e1 = s
+            .sample(&classes, Some("benign"), &mut episode_rng(1, "t", 5, 0))
+            .expect("episode");
+        let e2 = s
+            .sample(&classes, Some("benign"), &mut episode_rng(1, "t", 5, 0))
+            .expect("episode");
         assert_eq!(e1, e2);
         assert_eq!(e1.classes[0], "benign");
         // "c" has 5 rows < K + Q = 10: never chosen.
         assert!(!e1.classes.contains(&"c".to_string()));
-        let e3 = s.sample(&classes, Some("benign"), &mut episode_rng(2, "t", 5, 0)).expect("episode");
+        let e3 = s
+            .sample(&classes, Some("benign"), &mut episode_rng(2, "t", 5, 0))
+            .expect("episode");
         assert!(e3 != e1 || e3.support != e1.support);
         // Four ways are impossible with only three eligible classes.
         let s4 = EpisodeSampler { ways: 4, ..s };
-        assert!(s4.sample(&classes, Some("benign"), &mut episode_rng(1, "t", 5, 0)).is_none());
+        assert!(s4
+            .sample(&classes, Some("benign"), &mut episode_rng(1, "t", 5, 0))
+            .is_none());
     }
 
     #[test]
     fn detection_task_shapes() {
         let fam: Vec<usize> = (0..30).collect();
         let benign: Vec<usize> = (1000..1100).collect();
-        let t = sample_detection_task("x", &fam, &benign, 5, 50, &mut episode_rng(0, "d", 5, 0), 0).expect("task");
+        let t = sample_detection_task("x", &fam, &benign, 5, 50, &mut episode_rng(0, "d", 5, 0), 0)
+            .expect("task");
         assert_eq!(t.support.len(), 5);
         assert_eq!(t.queries.len(), 50);
         assert_eq!(t.truth.iter().filter(|&&x| x).count(), 25);
-        assert!(sample_detection_task("x", &fam[..5], &benign, 5, 50, &mut episode_rng(0, "d", 5, 0), 0).is_none());
+        assert!(sample_detection_task(
+            "x",
+            &fam[..5],
+            &benign,
+            5,
+            50,
+            &mut episode_rng(0, "d", 5, 0),
+            0
+        )
+        .is_none());
     }
 
     proptest! {

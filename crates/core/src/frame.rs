@@ -99,8 +99,10 @@ pub struct FlowFrame {
     pub sources: Vec<RowSource>,
     /// Files read, in order.
     pub files: Vec<SourceFile>,
-    /// Identifier values of each row, joined by U+001F, for reports only.
-    identifiers: Vec<Box<str>>,
+    /// Identifier values of all rows, each value followed by U+001F, for reports only.
+    identifier_text: String,
+    /// Start of each row's identifiers in `identifier_text` (one more entry than rows).
+    identifier_starts: Vec<usize>,
 }
 
 impl FlowFrame {
@@ -116,7 +118,8 @@ impl FlowFrame {
             families: Interner::default(),
             sources: Vec::new(),
             files: Vec::new(),
-            identifiers: Vec::new(),
+            identifier_text: String::new(),
+            identifier_starts: vec![0],
         }
     }
 
@@ -139,13 +142,31 @@ impl FlowFrame {
     pub fn push(&mut self, row: &RowBuf, source: RowSource) {
         debug_assert_eq!(row.numeric.len(), self.layout.numeric.len());
         self.numeric.extend_from_slice(&row.numeric);
+        let dc = self.layout.categorical.len();
         for (j, v) in row.categorical.iter().enumerate() {
-            let code = self.categories[j].intern(v);
+            // Consecutive rows mostly repeat a category: reuse the previous row's code when it matches.
+            let code = match self
+                .categorical
+                .len()
+                .checked_sub(dc)
+                .map(|i| self.categorical[i])
+            {
+                Some(prev) if self.categories[j].name(prev) == v => prev,
+                _ => self.categories[j].intern(v),
+            };
             self.categorical.push(code);
         }
-        self.labels.push(self.families.intern(&row.label));
+        let label = match self.labels.last() {
+            Some(&prev) if self.families.name(prev) == row.label => prev,
+            _ => self.families.intern(&row.label),
+        };
+        self.labels.push(label);
         self.sources.push(source);
-        self.identifiers.push(row.identifiers.join("\u{1f}").into_boxed_str());
+        for id in &row.identifiers {
+            self.identifier_text.push_str(id);
+            self.identifier_text.push('\u{1f}');
+        }
+        self.identifier_starts.push(self.identifier_text.len());
         if let Some(f) = self.files.get_mut(source.file as usize) {
             f.rows += 1;
         }
@@ -184,11 +205,13 @@ impl FlowFrame {
     /// Identifier (name, value) pairs of row `r`: for reports, never for features.
     pub fn identifiers(&self, r: usize) -> Vec<(&str, &str)> {
         let names = &self.files[self.sources[r].file as usize].identifier_names;
-        let values = &self.identifiers[r];
-        if names.is_empty() {
-            return Vec::new();
-        }
-        names.iter().map(String::as_str).zip(values.split('\u{1f}')).collect()
+        let values =
+            &self.identifier_text[self.identifier_starts[r]..self.identifier_starts[r + 1]];
+        names
+            .iter()
+            .map(String::as_str)
+            .zip(values.split_terminator('\u{1f}'))
+            .collect()
     }
 
     /// A short human reference to row `r`: `file:line`.
@@ -212,7 +235,10 @@ impl FlowFrame {
 
     /// Row count of each family.
     pub fn family_counts(&self) -> BTreeMap<String, usize> {
-        self.rows_by_family().into_iter().map(|(k, v)| (k, v.len())).collect()
+        self.rows_by_family()
+            .into_iter()
+            .map(|(k, v)| (k, v.len()))
+            .collect()
     }
 }
 
@@ -227,12 +253,22 @@ mod tests {
         let f = frame.add_file("a.txt", &map);
         let mut row = RowBuf::default();
         let line = "0,tcp,private,REJ,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,229,10,0.00,0.00,1.00,1.00,0.04,0.06,0.00,255,10,0.04,0.06,0.00,0.00,0.00,0.00,1.00,1.00,neptune,21";
-        map.parse_into(line.split(',').map(str::as_bytes).collect::<Vec<_>>().into_iter(), &mut row).expect("row");
+        map.parse_into(
+            line.split(',')
+                .map(str::as_bytes)
+                .collect::<Vec<_>>()
+                .into_iter(),
+            &mut row,
+        )
+        .expect("row");
         frame.push(&row, RowSource { file: f, line: 1 });
         frame.push(&row, RowSource { file: f, line: 2 });
         assert_eq!(frame.len(), 2);
         assert_eq!(frame.label(1), "neptune");
-        assert_eq!(frame.categorical_row(0).collect::<Vec<_>>(), vec!["tcp", "private", "REJ"]);
+        assert_eq!(
+            frame.categorical_row(0).collect::<Vec<_>>(),
+            vec!["tcp", "private", "REJ"]
+        );
         assert_eq!(frame.family_counts().get("neptune"), Some(&2));
         assert_eq!(frame.provenance(1), "a.txt:2");
         assert!(frame.identifiers(0).is_empty());

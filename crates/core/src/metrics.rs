@@ -89,7 +89,11 @@ impl Summary {
     pub fn of(samples: &[f64]) -> Self {
         let n = samples.len();
         if n == 0 {
-            return Summary { mean: 0.0, ci95: 0.0, n };
+            return Summary {
+                mean: 0.0,
+                ci95: 0.0,
+                n,
+            };
         }
         let mean = samples.iter().sum::<f64>() / n as f64;
         if n < 2 {
@@ -110,9 +114,9 @@ impl Summary {
 /// Cornish-Fisher expansion accurate to 1e-4).
 pub fn t975(df: usize) -> f64 {
     const TABLE: [f64; 30] = [
-        12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
-        2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
-        2.045, 2.042,
+        12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
+        2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056,
+        2.052, 2.048, 2.045, 2.042,
     ];
     if df == 0 {
         return f64::INFINITY;
@@ -136,7 +140,15 @@ mod tests {
         let truth = [true, true, true, false, false, false, false];
         let pred = [true, true, false, true, false, false, false];
         let c = BinaryCounts::from_predictions(&truth, &pred);
-        assert_eq!(c, BinaryCounts { tp: 2, fp: 1, tn: 3, fn_: 1 });
+        assert_eq!(
+            c,
+            BinaryCounts {
+                tp: 2,
+                fp: 1,
+                tn: 3,
+                fn_: 1
+            }
+        );
         assert!((c.recall() - 2.0 / 3.0).abs() < 1e-12);
         assert!((c.fpr() - 0.25).abs() < 1e-12);
         assert!((c.precision() - 2.0 / 3.0).abs() < 1e-12);

@@ -24,7 +24,11 @@ pub struct PreprocessConfig {
 
 impl Default for PreprocessConfig {
     fn default() -> Self {
-        PreprocessConfig { clip: 8.0, min_category_count: 3, max_categories: 64 }
+        PreprocessConfig {
+            clip: 8.0,
+            min_category_count: 3,
+            max_categories: 64,
+        }
     }
 }
 
@@ -82,17 +86,29 @@ impl Normaliser {
     ///
     /// # Errors
     /// [`CoreError::Preprocess`] when `rows` is empty or the config is invalid.
-    pub fn fit(frame: &FlowFrame, rows: &[usize], config: PreprocessConfig) -> Result<Self, CoreError> {
+    pub fn fit(
+        frame: &FlowFrame,
+        rows: &[usize],
+        config: PreprocessConfig,
+    ) -> Result<Self, CoreError> {
         if rows.is_empty() {
-            return Err(CoreError::Preprocess("cannot fit on zero training rows".into()));
+            return Err(CoreError::Preprocess(
+                "cannot fit on zero training rows".into(),
+            ));
         }
         if !(config.clip.is_finite() && config.clip > 0.0) {
-            return Err(CoreError::Preprocess(format!("clip must be positive, got {}", config.clip)));
+            return Err(CoreError::Preprocess(format!(
+                "clip must be positive, got {}",
+                config.clip
+            )));
         }
         let d = frame.layout.numeric.len();
         let mut numeric = Vec::with_capacity(d);
         for (i, name) in frame.layout.numeric.iter().enumerate() {
-            let values = rows.iter().map(|&r| frame.numeric[r * d + i]).filter(|v| v.is_finite());
+            let values = rows
+                .iter()
+                .map(|&r| frame.numeric[r * d + i])
+                .filter(|v| v.is_finite());
             let log = values.clone().any(|v| v.abs() > 1.0);
             let (mut n, mut sum, mut sumsq) = (0usize, 0f64, 0f64);
             for v in values {
@@ -109,7 +125,12 @@ impl Normaliser {
                 let std = var.sqrt();
                 (mean, if std < 1e-9 { 1.0 } else { std })
             };
-            numeric.push(NumericColumn { name: name.clone(), log, mean: mean as f32, std: std as f32 });
+            numeric.push(NumericColumn {
+                name: name.clone(),
+                log,
+                mean: mean as f32,
+                std: std as f32,
+            });
         }
         let dc = frame.layout.categorical.len();
         let mut categorical = Vec::with_capacity(dc);
@@ -122,7 +143,9 @@ impl Normaliser {
             let mut kept: Vec<(usize, &str)> = counts
                 .iter()
                 .enumerate()
-                .filter(|(code, &c)| c >= config.min_category_count.max(1) && !interner.name(*code as u32).is_empty())
+                .filter(|(code, &c)| {
+                    c >= config.min_category_count.max(1) && !interner.name(*code as u32).is_empty()
+                })
                 .map(|(code, &c)| (c, interner.name(code as u32)))
                 .collect();
             kept.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1)));
@@ -145,7 +168,12 @@ impl Normaliser {
 
     /// Width of a transformed row.
     pub fn output_dim(&self) -> usize {
-        self.numeric.len() + self.categorical.iter().map(|c| c.values.len() + 1).sum::<usize>()
+        self.numeric.len()
+            + self
+                .categorical
+                .iter()
+                .map(|c| c.values.len() + 1)
+                .sum::<usize>()
     }
 
     /// Names of the output columns (`name`, `name=value`, `name=<unknown>`).
@@ -184,11 +212,20 @@ impl Normaliser {
                 frame.categories[j]
                     .names()
                     .iter()
-                    .map(|name| c.values.iter().position(|v| v == name).unwrap_or(c.values.len()) as u32)
+                    .map(|name| {
+                        c.values
+                            .iter()
+                            .position(|v| v == name)
+                            .unwrap_or(c.values.len()) as u32
+                    })
                     .collect()
             })
             .collect();
-        Ok(BoundNormaliser { norm: self, frame, lookup })
+        Ok(BoundNormaliser {
+            norm: self,
+            frame,
+            lookup,
+        })
     }
 
     /// Transforms `rows` of `frame` into a row-major `rows.len() × output_dim()` matrix.
@@ -209,7 +246,10 @@ impl Normaliser {
 
     /// Parses JSON written by [`Normaliser::to_json`].
     pub fn from_json(text: &str) -> Result<Self, CoreError> {
-        serde_json::from_str(text).map_err(|e| CoreError::Parse { what: "normaliser", message: e.to_string() })
+        serde_json::from_str(text).map_err(|e| CoreError::Parse {
+            what: "normaliser",
+            message: e.to_string(),
+        })
     }
 }
 
@@ -243,7 +283,9 @@ impl BoundNormaliser<'_> {
         let mut offset = d;
         for (j, c) in self.norm.categorical.iter().enumerate() {
             let width = c.values.len() + 1;
-            out[offset..offset + width].iter_mut().for_each(|v| *v = 0.0);
+            out[offset..offset + width]
+                .iter_mut()
+                .for_each(|v| *v = 0.0);
             out[offset + self.lookup[j][codes[j] as usize] as usize] = 1.0;
             offset += width;
         }
@@ -262,8 +304,21 @@ mod tests {
         let f = frame.add_file("t", &map);
         let mut row = RowBuf::default();
         for (i, l) in lines.iter().enumerate() {
-            map.parse_into(l.split(',').map(str::as_bytes).collect::<Vec<_>>().into_iter(), &mut row).expect("row");
-            frame.push(&row, RowSource { file: f, line: i as u64 + 1 });
+            map.parse_into(
+                l.split(',')
+                    .map(str::as_bytes)
+                    .collect::<Vec<_>>()
+                    .into_iter(),
+                &mut row,
+            )
+            .expect("row");
+            frame.push(
+                &row,
+                RowSource {
+                    file: f,
+                    line: i as u64 + 1,
+                },
+            );
         }
         frame
     }
@@ -295,10 +350,17 @@ mod tests {
         assert_eq!(out.len(), norm.output_dim());
         assert!(out.iter().all(|v| v.abs() <= norm.config.clip));
         let names = norm.output_names();
-        let unknown = names.iter().position(|n| n == "protocol_type=<unknown>").expect("unknown column");
+        let unknown = names
+            .iter()
+            .position(|n| n == "protocol_type=<unknown>")
+            .expect("unknown column");
         assert_eq!(out[unknown], 1.0);
         // Rates in [0, 1] are not log-scaled.
-        let rate = norm.numeric.iter().find(|c| c.name == "same_srv_rate").expect("rate");
+        let rate = norm
+            .numeric
+            .iter()
+            .find(|c| c.name == "same_srv_rate")
+            .expect("rate");
         assert!(!rate.log);
     }
 
@@ -311,16 +373,29 @@ mod tests {
         let other = FlowFrame::new(DatasetKind::Cic.layout());
         let err = norm.transform(&other, &[]).expect_err("mismatch");
         let msg = err.to_string();
-        assert!(msg.contains("schema mismatch") && msg.contains("nsl-kdd") && msg.contains("cic"), "{msg}");
+        assert!(
+            msg.contains("schema mismatch") && msg.contains("nsl-kdd") && msg.contains("cic"),
+            "{msg}"
+        );
     }
 
     #[test]
     fn json_round_trip() {
-        let lines = [line(1, "tcp", "http", "normal"), line(5, "udp", "http", "normal")];
+        let lines = [
+            line(1, "tcp", "http", "normal"),
+            line(5, "udp", "http", "normal"),
+        ];
         let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
         let frame = frame_from(&refs);
-        let norm = Normaliser::fit(&frame, &[0, 1], PreprocessConfig { min_category_count: 1, ..Default::default() })
-            .expect("fit");
+        let norm = Normaliser::fit(
+            &frame,
+            &[0, 1],
+            PreprocessConfig {
+                min_category_count: 1,
+                ..Default::default()
+            },
+        )
+        .expect("fit");
         let back = Normaliser::from_json(&norm.to_json()).expect("parse");
         assert_eq!(back, norm);
         assert!(Normaliser::from_json("{").is_err());

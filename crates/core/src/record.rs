@@ -4,8 +4,8 @@
 //! what was found. It does not split lines, track line numbers or read files (see `metaids-ingest`).
 
 use crate::schema::{
-    cic_canonical_label, cic_canonical_name, strip_bom, ColumnRole, DatasetKind, FeatureLayout, FileFormat,
-    CIC_IDENTIFIERS, NSL_KDD_COLUMNS, UNSW_IDENTIFIER_LIKE,
+    cic_canonical_label, cic_canonical_name, strip_bom, ColumnRole, DatasetKind, FeatureLayout,
+    FileFormat, CIC_IDENTIFIERS, NSL_KDD_COLUMNS, UNSW_IDENTIFIER_LIKE,
 };
 use crate::CoreError;
 
@@ -93,14 +93,20 @@ impl ColumnMap {
                 Some("attack_cat") if format == FileFormat::UnswNb15 => Some(ColumnRole::Label),
                 Some("label") if format == FileFormat::UnswNb15 => Some(ColumnRole::BinaryLabel),
                 Some("Attempted Category") => Some(ColumnRole::Ignored),
-                Some(c) if is_identifier(format, c) => Some(ColumnRole::Identifier(identifier_names.len())),
+                Some(c) if is_identifier(format, c) => {
+                    Some(ColumnRole::Identifier(identifier_names.len()))
+                }
                 Some(c) => layout_role(&layout, c),
             };
             let role = match role {
                 Some(ColumnRole::Numeric(i)) if seen_numeric[i] => None,
                 Some(ColumnRole::Categorical(j)) if seen_categorical[j] => None,
                 Some(ColumnRole::Label) if has_label => None,
-                Some(ColumnRole::Identifier(_)) if identifier_names.contains(&canonical.clone().unwrap_or_default()) => None,
+                Some(ColumnRole::Identifier(_))
+                    if identifier_names.contains(&canonical.clone().unwrap_or_default()) =>
+                {
+                    None
+                }
                 r => r,
             };
             match role {
@@ -108,7 +114,9 @@ impl ColumnMap {
                 Some(ColumnRole::Categorical(j)) => seen_categorical[j] = true,
                 Some(ColumnRole::Label) => has_label = true,
                 Some(ColumnRole::BinaryLabel) => has_binary = true,
-                Some(ColumnRole::Identifier(_)) => identifier_names.push(canonical.clone().unwrap_or_default()),
+                Some(ColumnRole::Identifier(_)) => {
+                    identifier_names.push(canonical.clone().unwrap_or_default())
+                }
                 Some(ColumnRole::Ignored) => ignored.push(name.clone()),
                 None => ignored.push(name.clone()),
             }
@@ -148,7 +156,10 @@ impl ColumnMap {
             missing_required.extend(missing_numeric.iter().cloned());
         }
         if !missing_required.is_empty() {
-            return Err(CoreError::MissingColumns { format, columns: missing_required });
+            return Err(CoreError::MissingColumns {
+                format,
+                columns: missing_required,
+            });
         }
         Ok(ColumnMap {
             format,
@@ -185,7 +196,11 @@ fn layout_role(layout: &FeatureLayout, name: &str) -> Option<ColumnRole> {
     if let Some(i) = layout.numeric.iter().position(|c| c == name) {
         return Some(ColumnRole::Numeric(i));
     }
-    layout.categorical.iter().position(|c| c == name).map(ColumnRole::Categorical)
+    layout
+        .categorical
+        .iter()
+        .position(|c| c == name)
+        .map(ColumnRole::Categorical)
 }
 
 /// One parsed row, reused across records to avoid allocation.
@@ -199,6 +214,9 @@ pub struct RowBuf {
     pub label: String,
     /// Identifier values in [`ColumnMap::identifier_names`] order.
     pub identifiers: Vec<String>,
+    /// The raw bytes `label` was canonicalised from: consecutive rows mostly share a label, so the
+    /// canonical form is only recomputed when they change.
+    label_raw: Vec<u8>,
 }
 
 /// Parses a numeric field: decimal or scientific notation, surrounding spaces allowed, plus the
@@ -223,7 +241,10 @@ pub fn parse_number(field: &[u8]) -> Option<f64> {
         "NaN" | "nan" | "NAN" => Some(f64::NAN),
         _ => {
             // Reject the spellings std accepts but no dataset uses ("infinity", "nAn" …).
-            if !s.bytes().all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'+' | b'e' | b'E')) {
+            if !s
+                .bytes()
+                .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'+' | b'e' | b'E'))
+            {
                 return None;
             }
             s.parse::<f64>().ok()
@@ -243,19 +264,24 @@ impl ColumnMap {
         row: &mut RowBuf,
     ) -> Result<(), CoreError> {
         if fields.len() != self.width() {
-            return Err(CoreError::FieldCount { expected: self.width(), found: fields.len() });
+            return Err(CoreError::FieldCount {
+                expected: self.width(),
+                found: fields.len(),
+            });
         }
         row.numeric.clear();
         row.numeric.resize(self.layout.numeric.len(), f32::NAN);
-        row.categorical.resize(self.layout.categorical.len(), String::new());
+        row.categorical
+            .resize(self.layout.categorical.len(), String::new());
         row.categorical.iter_mut().for_each(String::clear);
-        row.identifiers.resize(self.identifier_names.len(), String::new());
-        row.label.clear();
+        row.identifiers
+            .resize(self.identifier_names.len(), String::new());
         let mut binary: Option<(usize, u8)> = None;
         for (col, (field, role)) in fields.zip(&self.roles).enumerate() {
             match *role {
                 ColumnRole::Numeric(i) => {
-                    let v = parse_number(field).ok_or_else(|| self.field_error(col, "a number", field))?;
+                    let v = parse_number(field)
+                        .ok_or_else(|| self.field_error(col, "a number", field))?;
                     row.numeric[i] = v as f32;
                 }
                 ColumnRole::Categorical(j) => {
@@ -267,6 +293,9 @@ impl ColumnMap {
                     row.categorical[j].push_str(v);
                 }
                 ColumnRole::Label => {
+                    if !row.label.is_empty() && row.label_raw == field {
+                        continue;
+                    }
                     let raw = String::from_utf8_lossy(field);
                     let label = match self.format.kind() {
                         DatasetKind::Cic => cic_canonical_label(&raw),
@@ -276,6 +305,8 @@ impl ColumnMap {
                         return Err(self.field_error(col, "a class label", field));
                     }
                     row.label = label;
+                    row.label_raw.clear();
+                    row.label_raw.extend_from_slice(field);
                 }
                 ColumnRole::BinaryLabel => match field.trim_ascii() {
                     b"0" => binary = Some((col, 0)),
@@ -289,7 +320,8 @@ impl ColumnMap {
                 }
                 ColumnRole::Ignored => {
                     if self.format == FileFormat::NslKdd && self.names[col] == "difficulty" {
-                        let d = parse_number(field).filter(|d| (0.0..=21.0).contains(d) && d.fract() == 0.0);
+                        let d = parse_number(field)
+                            .filter(|d| (0.0..=21.0).contains(d) && d.fract() == 0.0);
                         if d.is_none() {
                             return Err(self.field_error(col, "an integer difficulty 0-21", field));
                         }
@@ -309,7 +341,10 @@ impl ColumnMap {
             }
         }
         for j in 0..row.categorical.len() {
-            if self.missing_categorical.contains(&self.layout.categorical[j]) {
+            if self
+                .missing_categorical
+                .contains(&self.layout.categorical[j])
+            {
                 row.categorical[j].clear();
             }
         }
@@ -326,7 +361,11 @@ impl ColumnMap {
         } else {
             found = format!("{found:?}");
         }
-        CoreError::Field { column: self.names[col].clone(), expected, found }
+        CoreError::Field {
+            column: self.names[col].clone(),
+            expected,
+            found,
+        }
     }
 }
 
@@ -345,13 +384,19 @@ mod tests {
     fn nsl_kdd_row_parses() {
         let map = ColumnMap::nsl_kdd();
         let mut row = RowBuf::default();
-        map.parse_into(split(NSL).into_iter(), &mut row).expect("parses");
+        map.parse_into(split(NSL).into_iter(), &mut row)
+            .expect("parses");
         assert_eq!(row.label, "neptune");
         assert_eq!(row.categorical, vec!["tcp", "private", "REJ"]);
         assert_eq!(row.numeric.len(), 38);
         assert_eq!(row.numeric[0], 0.0);
         // `count` is the first numeric after the 19 zero counters.
-        let count = map.layout.numeric.iter().position(|c| c == "count").expect("count");
+        let count = map
+            .layout
+            .numeric
+            .iter()
+            .position(|c| c == "count")
+            .expect("count");
         assert_eq!(row.numeric[count], 229.0);
     }
 
@@ -359,8 +404,19 @@ mod tests {
     fn wrong_field_count_is_reported() {
         let map = ColumnMap::nsl_kdd();
         let mut row = RowBuf::default();
-        let err = map.parse_into(split("0,tcp,private").into_iter(), &mut row).expect_err("short");
-        assert!(matches!(err, CoreError::FieldCount { expected: 43, found: 3 }), "{err}");
+        let err = map
+            .parse_into(split("0,tcp,private").into_iter(), &mut row)
+            .expect_err("short");
+        assert!(
+            matches!(
+                err,
+                CoreError::FieldCount {
+                    expected: 43,
+                    found: 3
+                }
+            ),
+            "{err}"
+        );
     }
 
     #[test]
@@ -368,9 +424,14 @@ mod tests {
         let map = ColumnMap::nsl_kdd();
         let mut row = RowBuf::default();
         let bad = NSL.replacen("0,tcp", "zero,tcp", 1);
-        let err = map.parse_into(split(&bad).into_iter(), &mut row).expect_err("bad");
+        let err = map
+            .parse_into(split(&bad).into_iter(), &mut row)
+            .expect_err("bad");
         let msg = err.to_string();
-        assert!(msg.contains("duration") && msg.contains("a number") && msg.contains("zero"), "{msg}");
+        assert!(
+            msg.contains("duration") && msg.contains("a number") && msg.contains("zero"),
+            "{msg}"
+        );
     }
 
     #[test]
@@ -404,7 +465,13 @@ mod tests {
         let map = ColumnMap::from_header(FileFormat::CicOriginal, &fields).expect("map");
         assert_eq!(
             map.missing_numeric,
-            vec!["Fwd RST Flags", "Bwd RST Flags", "ICMP Code", "ICMP Type", "Total TCP Flow Time"]
+            vec![
+                "Fwd RST Flags",
+                "Bwd RST Flags",
+                "ICMP Code",
+                "ICMP Type",
+                "Total TCP Flow Time"
+            ]
         );
         assert_eq!(map.missing_categorical, vec!["Protocol"]);
         assert_eq!(map.ignored, vec!["Fwd Header Length"]);
@@ -413,7 +480,8 @@ mod tests {
         values[15] = "NaN".into();
         values.push("Web Attack \u{fffd} XSS".into());
         let mut row = RowBuf::default();
-        map.parse_into(values.iter().map(|s| s.as_bytes()), &mut row).expect("row");
+        map.parse_into(values.iter().map(|s| s.as_bytes()), &mut row)
+            .expect("row");
         assert_eq!(row.label, "Web Attack - XSS");
         assert_eq!(row.numeric[13], f32::INFINITY);
         assert!(row.numeric[14].is_nan());
@@ -430,15 +498,22 @@ mod tests {
         assert_eq!(map.identifier_names, vec!["id", "stcpb", "dtcpb"]);
         let mut values: Vec<String> = vec!["1".into()];
         for f in crate::schema::UNSW_FEATURES {
-            values.push(if ["proto", "service", "state"].contains(&f) { "x".into() } else { "0".into() });
+            values.push(if ["proto", "service", "state"].contains(&f) {
+                "x".into()
+            } else {
+                "0".into()
+            });
         }
         values.push("Normal".into());
         values.push("1".into());
         let mut row = RowBuf::default();
-        let err = map.parse_into(values.iter().map(|s| s.as_bytes()), &mut row).expect_err("mismatch");
+        let err = map
+            .parse_into(values.iter().map(|s| s.as_bytes()), &mut row)
+            .expect_err("mismatch");
         assert!(err.to_string().contains("label"), "{err}");
         *values.last_mut().expect("last") = "0".into();
-        map.parse_into(values.iter().map(|s| s.as_bytes()), &mut row).expect("ok");
+        map.parse_into(values.iter().map(|s| s.as_bytes()), &mut row)
+            .expect("ok");
         assert_eq!(row.label, "Normal");
     }
 

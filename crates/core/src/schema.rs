@@ -24,7 +24,8 @@ pub enum DatasetKind {
 
 impl DatasetKind {
     /// All kinds, in command-line order.
-    pub const ALL: [DatasetKind; 3] = [DatasetKind::NslKdd, DatasetKind::UnswNb15, DatasetKind::Cic];
+    pub const ALL: [DatasetKind; 3] =
+        [DatasetKind::NslKdd, DatasetKind::UnswNb15, DatasetKind::Cic];
 
     /// The name used on the command line and in split files.
     pub fn name(self) -> &'static str {
@@ -348,7 +349,8 @@ pub const UNSW_CATEGORICAL: [&str; 3] = ["proto", "service", "state"];
 pub const UNSW_IDENTIFIER_LIKE: [&str; 2] = ["stcpb", "dtcpb"];
 
 /// Identifier columns of the corrected CIC files, in file order.
-pub const CIC_IDENTIFIERS: [&str; 6] = ["id", "Flow ID", "Src IP", "Src Port", "Dst IP", "Timestamp"];
+pub const CIC_IDENTIFIERS: [&str; 6] =
+    ["id", "Flow ID", "Src IP", "Src Port", "Dst IP", "Timestamp"];
 
 /// Categorical CIC features: the destination port names the service, the protocol number the transport.
 pub const CIC_CATEGORICAL: [&str; 2] = ["Dst Port", "Protocol"];
@@ -441,7 +443,16 @@ pub const CIC_FLOW_FEATURES: [&str; 81] = [
 
 /// The full 91-column header of the corrected CIC-IDS2017 files.
 pub fn cic_improved_header() -> Vec<&'static str> {
-    let mut h = vec!["id", "Flow ID", "Src IP", "Src Port", "Dst IP", "Dst Port", "Protocol", "Timestamp"];
+    let mut h = vec![
+        "id",
+        "Flow ID",
+        "Src IP",
+        "Src Port",
+        "Dst IP",
+        "Dst Port",
+        "Protocol",
+        "Timestamp",
+    ];
     h.extend(CIC_FLOW_FEATURES);
     h.extend(["Label", "Attempted Category"]);
     h
@@ -457,8 +468,14 @@ const CIC_ALIASES: &[(&str, &[&str])] = &[
     ("Dst Port", &["destinationport", "dstport"]),
     ("Total Fwd Packet", &["totalfwdpackets", "totfwdpkts"]),
     ("Total Bwd packets", &["totalbackwardpackets", "totbwdpkts"]),
-    ("Total Length of Fwd Packet", &["totallengthoffwdpackets", "totlenfwdpkts"]),
-    ("Total Length of Bwd Packet", &["totallengthofbwdpackets", "totlenbwdpkts"]),
+    (
+        "Total Length of Fwd Packet",
+        &["totallengthoffwdpackets", "totlenfwdpkts"],
+    ),
+    (
+        "Total Length of Bwd Packet",
+        &["totallengthofbwdpackets", "totlenbwdpkts"],
+    ),
     ("Fwd Packet Length Max", &["fwdpktlenmax"]),
     ("Fwd Packet Length Min", &["fwdpktlenmin"]),
     ("Fwd Packet Length Mean", &["fwdpktlenmean"]),
@@ -486,11 +503,20 @@ const CIC_ALIASES: &[(&str, &[&str])] = &[
     ("PSH Flag Count", &["pshflagcnt"]),
     ("ACK Flag Count", &["ackflagcnt"]),
     ("URG Flag Count", &["urgflagcnt"]),
-    ("CWR Flag Count", &["cweflagcount", "cweflagcnt", "cwrflagcnt"]),
+    (
+        "CWR Flag Count",
+        &["cweflagcount", "cweflagcnt", "cwrflagcnt"],
+    ),
     ("ECE Flag Count", &["eceflagcnt"]),
     ("Average Packet Size", &["pktsizeavg"]),
-    ("Fwd Segment Size Avg", &["avgfwdsegmentsize", "fwdsegsizeavg"]),
-    ("Bwd Segment Size Avg", &["avgbwdsegmentsize", "bwdsegsizeavg"]),
+    (
+        "Fwd Segment Size Avg",
+        &["avgfwdsegmentsize", "fwdsegsizeavg"],
+    ),
+    (
+        "Bwd Segment Size Avg",
+        &["avgbwdsegmentsize", "bwdsegsizeavg"],
+    ),
     ("Fwd Bytes/Bulk Avg", &["fwdavgbytesbulk", "fwdbytsbavg"]),
     ("Fwd Packet/Bulk Avg", &["fwdavgpacketsbulk", "fwdpktsbavg"]),
     ("Fwd Bulk Rate Avg", &["fwdavgbulkrate", "fwdblkrateavg"]),
@@ -501,8 +527,14 @@ const CIC_ALIASES: &[(&str, &[&str])] = &[
     ("Subflow Fwd Bytes", &["subflowfwdbyts"]),
     ("Subflow Bwd Packets", &["subflowbwdpkts"]),
     ("Subflow Bwd Bytes", &["subflowbwdbyts"]),
-    ("FWD Init Win Bytes", &["initwinbytesforward", "initfwdwinbyts"]),
-    ("Bwd Init Win Bytes", &["initwinbytesbackward", "initbwdwinbyts"]),
+    (
+        "FWD Init Win Bytes",
+        &["initwinbytesforward", "initfwdwinbyts"],
+    ),
+    (
+        "Bwd Init Win Bytes",
+        &["initwinbytesbackward", "initbwdwinbyts"],
+    ),
     ("Fwd Act Data Pkts", &["actdatapktfwd"]),
     ("Fwd Seg Size Min", &["minsegsizeforward"]),
 ];
@@ -536,7 +568,13 @@ pub fn cic_canonical_label(raw: &str) -> String {
     // reaches us as U+FFFD; normalise every dash-like separator.
     let mut s: String = trimmed
         .chars()
-        .map(|c| if matches!(c, '\u{fffd}' | '\u{2013}' | '\u{2014}') { '-' } else { c })
+        .map(|c| {
+            if matches!(c, '\u{fffd}' | '\u{2013}' | '\u{2014}') {
+                '-'
+            } else {
+                c
+            }
+        })
         .collect();
     while s.contains("  ") {
         s = s.replace("  ", " ");
@@ -577,27 +615,48 @@ mod tests {
     #[test]
     fn original_cic_names_map_to_corrected_names() {
         assert_eq!(cic_canonical_name(" Destination Port"), Some("Dst Port"));
-        assert_eq!(cic_canonical_name(" Total Backward Packets"), Some("Total Bwd packets"));
-        assert_eq!(cic_canonical_name("Init_Win_bytes_forward"), Some("FWD Init Win Bytes"));
+        assert_eq!(
+            cic_canonical_name(" Total Backward Packets"),
+            Some("Total Bwd packets")
+        );
+        assert_eq!(
+            cic_canonical_name("Init_Win_bytes_forward"),
+            Some("FWD Init Win Bytes")
+        );
         assert_eq!(cic_canonical_name("Tot Fwd Pkts"), Some("Total Fwd Packet"));
-        assert_eq!(cic_canonical_name(" CWE Flag Count"), Some("CWR Flag Count"));
-        assert_eq!(cic_canonical_name(" Fwd Header Length"), Some("Fwd Header Length"));
+        assert_eq!(
+            cic_canonical_name(" CWE Flag Count"),
+            Some("CWR Flag Count")
+        );
+        assert_eq!(
+            cic_canonical_name(" Fwd Header Length"),
+            Some("Fwd Header Length")
+        );
         assert_eq!(cic_canonical_name("Flow Byts/s"), Some("Flow Bytes/s"));
         assert_eq!(cic_canonical_name("no such column"), None);
     }
 
     #[test]
     fn labels_are_canonicalised() {
-        assert_eq!(cic_canonical_label("Web Attack \u{fffd} Brute Force"), "Web Attack - Brute Force");
+        assert_eq!(
+            cic_canonical_label("Web Attack \u{fffd} Brute Force"),
+            "Web Attack - Brute Force"
+        );
         assert_eq!(cic_canonical_label(" Bot "), "Botnet");
         assert_eq!(cic_canonical_label("DDoS"), "DDoS");
     }
 
     #[test]
     fn formats_are_detected_from_first_line() {
-        assert_eq!(FileFormat::detect(b"\xEF\xBB\xBFid,dur,proto,sbytes,attack_cat,label"), Some(FileFormat::UnswNb15));
+        assert_eq!(
+            FileFormat::detect(b"\xEF\xBB\xBFid,dur,proto,sbytes,attack_cat,label"),
+            Some(FileFormat::UnswNb15)
+        );
         let cic = cic_improved_header().join(",");
-        assert_eq!(FileFormat::detect(cic.as_bytes()), Some(FileFormat::CicImproved));
+        assert_eq!(
+            FileFormat::detect(cic.as_bytes()),
+            Some(FileFormat::CicImproved)
+        );
         assert_eq!(
             FileFormat::detect(b" Destination Port, Flow Duration, Total Fwd Packets, Label"),
             Some(FileFormat::CicOriginal)

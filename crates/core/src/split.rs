@@ -45,8 +45,10 @@ pub struct SplitSpec {
 impl SplitSpec {
     /// Parses and validates a split file's text.
     pub fn from_toml(text: &str) -> Result<Self, CoreError> {
-        let spec: SplitSpec =
-            toml::from_str(text).map_err(|e| CoreError::Parse { what: "split file", message: e.to_string() })?;
+        let spec: SplitSpec = toml::from_str(text).map_err(|e| CoreError::Parse {
+            what: "split file",
+            message: e.to_string(),
+        })?;
         spec.validate()?;
         Ok(spec)
     }
@@ -71,11 +73,16 @@ impl SplitSpec {
         }
         for v in &self.validation {
             if self.novel.contains(v) {
-                return Err(CoreError::Split(format!("family {v:?} is listed both as novel and as validation")));
+                return Err(CoreError::Split(format!(
+                    "family {v:?} is listed both as novel and as validation"
+                )));
             }
         }
         if self.novel.contains(&self.benign) || self.validation.contains(&self.benign) {
-            return Err(CoreError::Split(format!("the benign label {:?} cannot be a novel or validation family", self.benign)));
+            return Err(CoreError::Split(format!(
+                "the benign label {:?} cannot be a novel or validation family",
+                self.benign
+            )));
         }
         if self.novel.is_empty() {
             return Err(CoreError::Split("no novel families listed".into()));
@@ -206,13 +213,18 @@ seed = 7
     #[test]
     fn rejects_bad_specs() {
         let bad = SPEC.replace("version = 1", "version = 2");
-        assert!(SplitSpec::from_toml(&bad).expect_err("v2").to_string().contains("version 2"));
+        assert!(SplitSpec::from_toml(&bad)
+            .expect_err("v2")
+            .to_string()
+            .contains("version 2"));
         let bad = SPEC.replace("validation = [\"back\"]", "validation = [\"apache2\"]");
         assert!(SplitSpec::from_toml(&bad).is_err());
         let bad = SPEC.replace("0.25", "1.5");
         assert!(SplitSpec::from_toml(&bad).is_err());
         let bad = SPEC.replace("seed = 7", "seed = 7\nextra = 1");
-        let msg = SplitSpec::from_toml(&bad).expect_err("unknown field").to_string();
+        let msg = SplitSpec::from_toml(&bad)
+            .expect_err("unknown field")
+            .to_string();
         assert!(msg.contains("extra"), "{msg}");
     }
 }

@@ -136,12 +136,21 @@ pub struct SkipLog {
 
 fn open(path: &Path) -> Result<Box<dyn Read>, IngestError> {
     let file = File::open(path).map_err(|e| io_err(path, e))?;
-    let is_gz = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gz"));
-    Ok(if is_gz { Box::new(MultiGzDecoder::new(file)) } else { Box::new(file) })
+    let is_gz = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("gz"));
+    Ok(if is_gz {
+        Box::new(MultiGzDecoder::new(file))
+    } else {
+        Box::new(file)
+    })
 }
 
 fn io_err(path: &Path, source: io::Error) -> IngestError {
-    IngestError::Io { path: path.display().to_string(), source }
+    IngestError::Io {
+        path: path.display().to_string(),
+        source,
+    }
 }
 
 /// Passes bytes through, failing once a line grows past a limit: bounds the CSV reader's buffers on
@@ -172,7 +181,14 @@ impl<R: Read> Read for LineLimit<R> {
 
 /// Detects the format of a file from its first line.
 pub fn detect_format(path: &Path) -> Result<FileFormat, IngestError> {
-    let mut reader = BufReader::with_capacity(64 * 1024, LineLimit { inner: open(path)?, current: 0, limit: MAX_LINE_BYTES });
+    let mut reader = BufReader::with_capacity(
+        64 * 1024,
+        LineLimit {
+            inner: open(path)?,
+            current: 0,
+            limit: MAX_LINE_BYTES,
+        },
+    );
     detect_from(&mut reader, path)
 }
 
@@ -180,30 +196,50 @@ fn detect_from<R: BufRead>(reader: &mut R, path: &Path) -> Result<FileFormat, In
     let mut first = Vec::new();
     // Peek without consuming: read the line into a copy from fill_buf chunks is not possible across
     // refills, so read it and let the caller reopen; detection reads a single line only.
-    reader.read_until(b'\n', &mut first).map_err(|e| io_err(path, e))?;
+    reader
+        .read_until(b'\n', &mut first)
+        .map_err(|e| io_err(path, e))?;
     let stripped = metaids_core::schema::strip_bom(&first);
     if stripped.iter().all(u8::is_ascii_whitespace) {
-        return Err(IngestError::Empty { path: path.display().to_string() });
+        return Err(IngestError::Empty {
+            path: path.display().to_string(),
+        });
     }
     FileFormat::detect(stripped).ok_or_else(|| {
         let text = String::from_utf8_lossy(&stripped[..stripped.len().min(120)]);
-        IngestError::UnknownFormat { path: path.display().to_string(), first_line: text.trim_end().to_string() }
+        IngestError::UnknownFormat {
+            path: path.display().to_string(),
+            first_line: text.trim_end().to_string(),
+        }
     })
 }
 
 /// Reads one file into `frame` (whose layout must be the file's dataset kind).
 ///
 /// Returns the number of rows read and skipped.
-pub fn read_into(frame: &mut FlowFrame, path: &Path, opts: &ReadOptions, skips: &mut SkipLog) -> Result<(usize, usize), IngestError> {
+pub fn read_into(
+    frame: &mut FlowFrame,
+    path: &Path,
+    opts: &ReadOptions,
+    skips: &mut SkipLog,
+) -> Result<(usize, usize), IngestError> {
     let shown = path.display().to_string();
     let format = match opts.format {
         Some(f) => f,
         None => detect_format(path)?,
     };
     if format.kind() != frame.layout.kind {
-        return Err(IngestError::MixedDatasets { path: shown, expected: frame.layout.kind, found: format });
+        return Err(IngestError::MixedDatasets {
+            path: shown,
+            expected: frame.layout.kind,
+            found: format,
+        });
     }
-    let input = LineLimit { inner: open(path)?, current: 0, limit: MAX_LINE_BYTES };
+    let input = LineLimit {
+        inner: open(path)?,
+        current: 0,
+        limit: MAX_LINE_BYTES,
+    };
     let mut csv = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
@@ -219,12 +255,21 @@ pub fn read_into(frame: &mut FlowFrame, path: &Path, opts: &ReadOptions, skips: 
         },
     };
     let map = if format.has_header() {
-        let got = csv.read_byte_record(&mut record).map_err(|e| csv_err(e, 1))?;
-        if !got || record.iter().all(|f| metaids_core::schema::strip_bom(f).trim_ascii().is_empty()) {
+        let got = csv
+            .read_byte_record(&mut record)
+            .map_err(|e| csv_err(e, 1))?;
+        if !got
+            || record
+                .iter()
+                .all(|f| metaids_core::schema::strip_bom(f).trim_ascii().is_empty())
+        {
             return Err(IngestError::Empty { path: shown });
         }
         let fields: Vec<&[u8]> = record.iter().collect();
-        ColumnMap::from_header(format, &fields).map_err(|source| IngestError::Header { path: shown.clone(), source })?
+        ColumnMap::from_header(format, &fields).map_err(|source| IngestError::Header {
+            path: shown.clone(),
+            source,
+        })?
     } else {
         ColumnMap::nsl_kdd()
     };
@@ -249,12 +294,20 @@ pub fn read_into(frame: &mut FlowFrame, path: &Path, opts: &ReadOptions, skips: 
                 rows += 1;
             }
             Err(source) => match opts.on_bad_row {
-                BadRowPolicy::Error => return Err(IngestError::Row { path: shown, line, source }),
+                BadRowPolicy::Error => {
+                    return Err(IngestError::Row {
+                        path: shown,
+                        line,
+                        source,
+                    })
+                }
                 BadRowPolicy::Skip => {
                     skipped += 1;
                     skips.skipped += 1;
                     if skips.examples.len() < 5 {
-                        skips.examples.push(format!("{shown}: line {line}: {source}"));
+                        skips
+                            .examples
+                            .push(format!("{shown}: line {line}: {source}"));
                     }
                 }
             },
@@ -271,10 +324,16 @@ pub fn read_into(frame: &mut FlowFrame, path: &Path, opts: &ReadOptions, skips: 
 
 /// Reads files of one dataset into a new frame. The dataset is `opts.dataset`, else that of the first
 /// file's format.
-pub fn read_files(paths: &[PathBuf], opts: &ReadOptions) -> Result<(FlowFrame, SkipLog), IngestError> {
+pub fn read_files(
+    paths: &[PathBuf],
+    opts: &ReadOptions,
+) -> Result<(FlowFrame, SkipLog), IngestError> {
     let mut skips = SkipLog::default();
     let Some(first) = paths.first() else {
-        return Err(IngestError::NoFiles { dir: ".".into(), pattern: "<none given>".into() });
+        return Err(IngestError::NoFiles {
+            dir: ".".into(),
+            pattern: "<none given>".into(),
+        });
     };
     let kind = match (opts.dataset, opts.format) {
         (Some(k), _) => k,
@@ -288,9 +347,16 @@ pub fn read_files(paths: &[PathBuf], opts: &ReadOptions) -> Result<(FlowFrame, S
             None => detect_format(path)?,
         };
         if format.kind() != kind {
-            return Err(IngestError::WrongDataset { path: path.display().to_string(), expected: kind, found: format });
+            return Err(IngestError::WrongDataset {
+                path: path.display().to_string(),
+                expected: kind,
+                found: format,
+            });
         }
-        let file_opts = ReadOptions { format: Some(format), ..opts.clone() };
+        let file_opts = ReadOptions {
+            format: Some(format),
+            ..opts.clone()
+        };
         read_into(&mut frame, path, &file_opts, &mut skips)?;
     }
     Ok((frame, skips))
@@ -314,7 +380,10 @@ pub fn resolve_files(dir: &Path, patterns: &[String]) -> Result<Vec<PathBuf>, In
             matched = names.iter().filter(|n| glob_match(&gz, n)).collect();
         }
         if matched.is_empty() {
-            return Err(IngestError::NoFiles { dir: dir.display().to_string(), pattern: pattern.clone() });
+            return Err(IngestError::NoFiles {
+                dir: dir.display().to_string(),
+                pattern: pattern.clone(),
+            });
         }
         for m in matched {
             let p = dir.join(m);
@@ -361,22 +430,79 @@ pub fn file_sha256(path: &Path) -> Result<String, IngestError> {
     Ok(metaids_core::schema::hex(&h.finalize()))
 }
 
-/// Writes `bytes` to `path` atomically: a temporary file in the same directory, synced, then renamed.
+/// A file written under a temporary name in the same directory and renamed into place by
+/// [`AtomicFile::commit`]: readers never see half of it, and a crash or an error leaves the old
+/// file (if any) untouched. Dropped without commit, the temporary file is removed.
+#[derive(Debug)]
+pub struct AtomicFile {
+    path: PathBuf,
+    tmp: PathBuf,
+    file: Option<io::BufWriter<File>>,
+}
+
+impl AtomicFile {
+    /// Creates the temporary file for `path`.
+    pub fn create(path: &Path) -> Result<Self, IngestError> {
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "out".into());
+        let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+        let file = File::create(&tmp).map_err(|e| io_err(&tmp, e))?;
+        Ok(AtomicFile {
+            path: path.to_path_buf(),
+            tmp,
+            file: Some(io::BufWriter::new(file)),
+        })
+    }
+
+    /// Flushes, syncs and renames the file into place.
+    pub fn commit(mut self) -> Result<(), IngestError> {
+        let Some(w) = self.file.take() else {
+            return Ok(());
+        };
+        let file = w
+            .into_inner()
+            .map_err(|e| io_err(&self.path, e.into_error()))?;
+        file.sync_all().map_err(|e| io_err(&self.path, e))?;
+        std::fs::rename(&self.tmp, &self.path).map_err(|e| io_err(&self.path, e))
+    }
+}
+
+impl io::Write for AtomicFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match &mut self.file {
+            Some(f) => f.write(buf),
+            None => Err(io::Error::other("file already committed")),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match &mut self.file {
+            Some(f) => f.flush(),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for AtomicFile {
+    fn drop(&mut self) {
+        if self.file.take().is_some() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+/// Writes `bytes` to `path` atomically (see [`AtomicFile`]).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), IngestError> {
     use std::io::Write;
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "out".into());
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let result = (|| {
-        let mut f = File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result.map_err(|e| io_err(path, e))
+    let mut f = AtomicFile::create(path)?;
+    f.write_all(bytes).map_err(|e| io_err(path, e))?;
+    f.commit()
 }
 
 #[cfg(test)]
@@ -384,11 +510,33 @@ mod tests {
     use super::*;
 
     #[test]
+    fn atomic_file_appears_only_on_commit() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("out.json");
+        std::fs::write(&path, b"old").expect("old");
+        {
+            let mut f = AtomicFile::create(&path).expect("create");
+            f.write_all(b"half").expect("write");
+            // Dropped without commit: the old content stays and no temporary file is left.
+        }
+        assert_eq!(std::fs::read(&path).expect("read"), b"old");
+        assert_eq!(std::fs::read_dir(dir.path()).expect("dir").count(), 1);
+        let mut f = AtomicFile::create(&path).expect("create");
+        f.write_all(b"new").expect("write");
+        f.commit().expect("commit");
+        assert_eq!(std::fs::read(&path).expect("read"), b"new");
+    }
+
+    #[test]
     fn glob() {
         assert!(glob_match("*.csv", "a.csv"));
         assert!(glob_match("KDDTrain+.txt", "KDDTrain+.txt"));
         assert!(!glob_match("KDDTrain+.txt", "KDDTrain+_20Percent.txt"));
-        assert!(glob_match("UNSW_NB15_*-set.csv", "UNSW_NB15_testing-set.csv"));
+        assert!(glob_match(
+            "UNSW_NB15_*-set.csv",
+            "UNSW_NB15_testing-set.csv"
+        ));
         assert!(!glob_match("a*b*c", "acb"));
         assert!(glob_match("a*b*c", "axxbyyc"));
     }
@@ -396,12 +544,20 @@ mod tests {
     #[test]
     fn line_limit_stops_runaway_lines() {
         let data = vec![b'x'; 5000];
-        let mut r = LineLimit { inner: &data[..], current: 0, limit: 1000 };
+        let mut r = LineLimit {
+            inner: &data[..],
+            current: 0,
+            limit: 1000,
+        };
         let mut sink = Vec::new();
         let err = r.read_to_end(&mut sink).expect_err("limit");
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
         let ok = b"abc\ndef\n".repeat(1000);
-        let mut r = LineLimit { inner: &ok[..], current: 0, limit: 10 };
+        let mut r = LineLimit {
+            inner: &ok[..],
+            current: 0,
+            limit: 10,
+        };
         let mut sink = Vec::new();
         r.read_to_end(&mut sink).expect("short lines pass");
         assert_eq!(sink.len(), ok.len());

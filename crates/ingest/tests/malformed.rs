@@ -10,7 +10,9 @@ const NSL_ROW: &str = "0,tcp,private,REJ,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,229
 
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     let p = dir.join(name);
-    std::fs::File::create(&p).and_then(|mut f| f.write_all(text.as_bytes())).expect("write");
+    std::fs::File::create(&p)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .expect("write");
     p
 }
 
@@ -26,9 +28,15 @@ fn truncated_last_line_names_line_and_counts() {
     let err = read(&p, ReadOptions::default()).expect_err("truncated");
     let msg = err.to_string();
     assert!(matches!(err, IngestError::Row { line: 3, .. }), "{msg}");
-    assert!(msg.contains("t.txt") && msg.contains("line 3") && msg.contains("expected 43 fields"), "{msg}");
+    assert!(
+        msg.contains("t.txt") && msg.contains("line 3") && msg.contains("expected 43 fields"),
+        "{msg}"
+    );
     // With skip, the good rows are kept and the bad one counted.
-    let opts = ReadOptions { on_bad_row: BadRowPolicy::Skip, ..Default::default() };
+    let opts = ReadOptions {
+        on_bad_row: BadRowPolicy::Skip,
+        ..Default::default()
+    };
     let (frame, skips) = read_files(&[p], &opts).expect("skip");
     assert_eq!((frame.len(), skips.skipped), (2, 1));
     assert!(skips.examples[0].contains("line 3"));
@@ -39,8 +47,13 @@ fn wrong_column_count_in_csv() {
     let dir = tempfile::tempdir().expect("tmp");
     let header = cic_improved_header().join(",");
     let p = write(dir.path(), "c.csv", &format!("{header}\n1,2,3\n"));
-    let msg = read(&p, ReadOptions::default()).expect_err("count").to_string();
-    assert!(msg.contains("c.csv: line 2: expected 91 fields, found 3"), "{msg}");
+    let msg = read(&p, ReadOptions::default())
+        .expect_err("count")
+        .to_string();
+    assert!(
+        msg.contains("c.csv: line 2: expected 91 fields, found 3"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -48,8 +61,13 @@ fn non_numeric_field_names_column_expected_and_found() {
     let dir = tempfile::tempdir().expect("tmp");
     let bad = NSL_ROW.replacen(",229,", ",lots,", 1);
     let p = write(dir.path(), "n.txt", &format!("{NSL_ROW}\n{bad}\n"));
-    let msg = read(&p, ReadOptions::default()).expect_err("nan").to_string();
-    assert!(msg.contains("n.txt: line 2: column \"count\": expected a number, found \"lots\""), "{msg}");
+    let msg = read(&p, ReadOptions::default())
+        .expect_err("nan")
+        .to_string();
+    assert!(
+        msg.contains("n.txt: line 2: column \"count\": expected a number, found \"lots\""),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -60,24 +78,44 @@ fn empty_file_is_an_error() {
     assert!(matches!(err, IngestError::Empty { .. }), "{err}");
     assert!(err.to_string().contains("e.csv: the file is empty"));
     let p = write(dir.path(), "bom.csv", "\u{feff}\n");
-    assert!(matches!(read(&p, ReadOptions::default()), Err(IngestError::Empty { .. })));
+    assert!(matches!(
+        read(&p, ReadOptions::default()),
+        Err(IngestError::Empty { .. })
+    ));
 }
 
 #[test]
 fn unknown_and_wrong_formats() {
     let dir = tempfile::tempdir().expect("tmp");
     let p = write(dir.path(), "junk.csv", "hello,world\n1,2\n");
-    let msg = read(&p, ReadOptions::default()).expect_err("unknown").to_string();
-    assert!(msg.contains("junk.csv: line 1 matches no known format"), "{msg}");
+    let msg = read(&p, ReadOptions::default())
+        .expect_err("unknown")
+        .to_string();
+    assert!(
+        msg.contains("junk.csv: line 1 matches no known format"),
+        "{msg}"
+    );
     // An NSL-KDD file offered as UNSW-NB15.
     let p = write(dir.path(), "kdd.txt", &format!("{NSL_ROW}\n"));
-    let opts = ReadOptions { dataset: Some(DatasetKind::UnswNb15), ..Default::default() };
+    let opts = ReadOptions {
+        dataset: Some(DatasetKind::UnswNb15),
+        ..Default::default()
+    };
     let msg = read(&p, opts).expect_err("wrong dataset").to_string();
-    assert!(msg.contains("kdd.txt: this is a nsl-kdd file, but dataset unsw-nb15 was asked for"), "{msg}");
+    assert!(
+        msg.contains("kdd.txt: this is a nsl-kdd file, but dataset unsw-nb15 was asked for"),
+        "{msg}"
+    );
     // Forcing a CSV format onto it: its first line is taken as a header that lacks the columns.
-    let opts = ReadOptions { format: Some(FileFormat::UnswNb15), ..Default::default() };
+    let opts = ReadOptions {
+        format: Some(FileFormat::UnswNb15),
+        ..Default::default()
+    };
     let msg = read(&p, opts).expect_err("forced").to_string();
-    assert!(msg.contains("line 1 (header)") && msg.contains("lacks required column"), "{msg}");
+    assert!(
+        msg.contains("line 1 (header)") && msg.contains("lacks required column"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -86,8 +124,13 @@ fn runaway_line_is_bounded() {
     let header = cic_improved_header().join(",");
     let huge = "9".repeat(2 << 20);
     let p = write(dir.path(), "big.csv", &format!("{header}\n{huge}"));
-    let msg = read(&p, ReadOptions::default()).expect_err("huge").to_string();
-    assert!(msg.contains("big.csv") && msg.contains("longer than"), "{msg}");
+    let msg = read(&p, ReadOptions::default())
+        .expect_err("huge")
+        .to_string();
+    assert!(
+        msg.contains("big.csv") && msg.contains("longer than"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -95,14 +138,20 @@ fn gzip_files_read_like_plain_ones() {
     use flate2::write::GzEncoder;
     let dir = tempfile::tempdir().expect("tmp");
     let p = dir.path().join("k.txt.gz");
-    let mut enc = GzEncoder::new(std::fs::File::create(&p).expect("create"), flate2::Compression::fast());
-    enc.write_all(format!("{NSL_ROW}\n{NSL_ROW}\n").as_bytes()).expect("gz");
+    let mut enc = GzEncoder::new(
+        std::fs::File::create(&p).expect("create"),
+        flate2::Compression::fast(),
+    );
+    enc.write_all(format!("{NSL_ROW}\n{NSL_ROW}\n").as_bytes())
+        .expect("gz");
     enc.finish().expect("finish");
     assert_eq!(read(&p, ReadOptions::default()).expect("gz read"), 2);
 }
 
 #[test]
 fn missing_file_names_path() {
-    let msg = read(Path::new("/nonexistent/x.csv"), ReadOptions::default()).expect_err("missing").to_string();
+    let msg = read(Path::new("/nonexistent/x.csv"), ReadOptions::default())
+        .expect_err("missing")
+        .to_string();
     assert!(msg.starts_with("/nonexistent/x.csv:"), "{msg}");
 }

@@ -6,15 +6,22 @@ use metaids_core::schema::{DatasetKind, FileFormat};
 use metaids_ingest::{read_files, resolve_files, BadRowPolicy, ReadOptions};
 
 fn shared(sub: &str) -> PathBuf {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data").join(sub);
-    assert!(p.exists(), "shared data missing at {} (tests read ../shared/data beside the checkout)", p.display());
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/data")
+        .join(sub);
+    assert!(
+        p.exists(),
+        "shared data missing at {} (tests read ../shared/data beside the checkout)",
+        p.display()
+    );
     p
 }
 
 #[test]
 fn nsl_kdd_counts_match_sources() {
     let dir = shared("nsl-kdd");
-    let (frame, skips) = read_files(&[dir.join("KDDTrain+.txt")], &ReadOptions::default()).expect("read");
+    let (frame, skips) =
+        read_files(&[dir.join("KDDTrain+.txt")], &ReadOptions::default()).expect("read");
     assert_eq!(skips.skipped, 0);
     assert_eq!(frame.len(), 125_973);
     let counts = frame.family_counts();
@@ -30,9 +37,14 @@ fn nsl_kdd_counts_match_sources() {
     assert_eq!(counts.len(), 38);
     assert_eq!(counts["mscan"], 996);
     assert_eq!(counts["imap"], 1);
-    let (t21, _) = read_files(&[dir.join("KDDTest-21.txt")], &ReadOptions::default()).expect("read");
+    let (t21, _) =
+        read_files(&[dir.join("KDDTest-21.txt")], &ReadOptions::default()).expect("read");
     assert_eq!(t21.len(), 11_850);
-    let (t20, _) = read_files(&[dir.join("KDDTrain+_20Percent.txt")], &ReadOptions::default()).expect("read");
+    let (t20, _) = read_files(
+        &[dir.join("KDDTrain+_20Percent.txt")],
+        &ReadOptions::default(),
+    )
+    .expect("read");
     assert_eq!(t20.len(), 25_192);
     assert_eq!(t20.family_counts().len(), 22);
 }
@@ -40,7 +52,10 @@ fn nsl_kdd_counts_match_sources() {
 #[test]
 fn unsw_counts_match_sources() {
     let path = shared("unsw-nb15").join("UNSW_NB15_testing-set.csv");
-    let opts = ReadOptions { dataset: Some(DatasetKind::UnswNb15), ..Default::default() };
+    let opts = ReadOptions {
+        dataset: Some(DatasetKind::UnswNb15),
+        ..Default::default()
+    };
     let (frame, _) = read_files(&[path], &opts).expect("read");
     assert_eq!(frame.len(), 82_332);
     let counts = frame.family_counts();
@@ -87,10 +102,16 @@ fn cic_improved_counts_match_sources() {
     ] {
         assert_eq!(counts[name], n, "{name}");
     }
-    assert!(frame.files.iter().all(|f| f.format == FileFormat::CicImproved && f.missing_features.is_empty()));
+    assert!(frame
+        .files
+        .iter()
+        .all(|f| f.format == FileFormat::CicImproved && f.missing_features.is_empty()));
     // Identifiers are kept for reports, outside the feature layout.
     let ids = frame.identifiers(0);
-    assert_eq!(ids.iter().map(|(n, _)| *n).collect::<Vec<_>>(), ["id", "Flow ID", "Src IP", "Src Port", "Dst IP", "Timestamp"]);
+    assert_eq!(
+        ids.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+        ["id", "Flow ID", "Src IP", "Src Port", "Dst IP", "Timestamp"]
+    );
     for forbidden in ["id", "Flow ID", "Src IP", "Src Port", "Dst IP", "Timestamp"] {
         assert!(!frame.layout.numeric.iter().any(|c| c == forbidden));
         assert!(!frame.layout.categorical.iter().any(|c| c == forbidden));
@@ -100,7 +121,10 @@ fn cic_improved_counts_match_sources() {
 #[test]
 fn skip_policy_reads_good_rows_of_real_file() {
     let dir = shared("nsl-kdd");
-    let opts = ReadOptions { on_bad_row: BadRowPolicy::Skip, ..Default::default() };
+    let opts = ReadOptions {
+        on_bad_row: BadRowPolicy::Skip,
+        ..Default::default()
+    };
     let (frame, skips) = read_files(&[dir.join("KDDTest-21.txt")], &opts).expect("read");
     assert_eq!((frame.len(), skips.skipped), (11_850, 0));
 }

@@ -1,0 +1,168 @@
+//! Command-line arguments as typed (clap), before validation; `checked` turns them into settings.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// metaids: detect new network attack families from a handful of labelled flows.
+///
+/// Start with `metaids demo`. Benchmarks: `metaids evaluate --dataset nsl-kdd --data DIR`.
+#[derive(Debug, Parser)]
+#[command(name = "metaids", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+    /// Log level (error, warn, info, debug, trace); also METAIDS_LOG.
+    #[arg(long, global = true, default_value = "warn")]
+    pub log: String,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the unseen-family benchmark on the NSL-KDD copy shipped in data/ and print the table.
+    Demo(DemoArgs),
+    /// Few-shot benchmark on attack families never seen in training, with classical baselines.
+    ///
+    /// For every novel family of the split with at least K + 10 rows and each K: EPISODES tasks with K
+    /// support rows of the family and up to 50 other rows of it plus as many benign query-pool rows as
+    /// queries. Reports recall, FPR, precision and F1 macro-averaged over families, mean ± 95% CI over
+    /// episodes, per-family rows, and N-way accuracy among novel families.
+    ///
+    /// Example: metaids evaluate --dataset cic --data ../shared/data/cic-ids2017-improved --json cic.json
+    Evaluate(EvaluateArgs),
+    /// Read dataset files and print row counts per family, skipped rows and missing features.
+    Stats(DataArgs),
+    /// Turn pcap/pcapng captures into bidirectional flows with the corrected CICFlowMeter features.
+    ///
+    /// Writes the same 91-column header as the corrected CIC-IDS2017 CSVs (identifiers filled, Label =
+    /// `unlabelled` or --label, Attempted Category = -1), so `metaids evaluate`/`stats` read it unchanged;
+    /// or JSON lines with --jsonl. Prints packet, byte, flow, skip and eviction counters at the end.
+    ///
+    /// Example: metaids extract --pcap attack.pcapng --label "SSH-Patator" --out flows.csv
+    Extract(ExtractArgs),
+    /// Measure reading and preprocessing throughput (rows/s per core) on dataset files.
+    Bench(BenchArgs),
+}
+
+/// What to do with a malformed row.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum OnBadRow {
+    /// Stop with an error naming the file, line and column.
+    Error,
+    /// Skip the row, count it and show the first few.
+    Skip,
+}
+
+/// Where data comes from.
+#[derive(Debug, Args)]
+pub struct DataArgs {
+    /// Dataset: nsl-kdd, unsw-nb15 or cic. Optional when --data lists files (detected from them).
+    #[arg(long)]
+    pub dataset: Option<String>,
+    /// A data directory (files chosen by the split's `files` patterns) or one or more files (plain or .gz).
+    #[arg(long, num_args = 1.., required = true)]
+    pub data: Vec<PathBuf>,
+    /// Force the file format instead of detecting it: nsl-kdd, unsw-nb15, cic-improved, cic-original.
+    #[arg(long)]
+    pub format: Option<String>,
+    /// Malformed rows: stop with an error, or skip and count them.
+    #[arg(long, value_enum, default_value_t = OnBadRow::Error)]
+    pub on_bad_row: OnBadRow,
+    /// Split file (default: the one in splits/ for the dataset, built into the binary).
+    #[arg(long)]
+    pub split: Option<PathBuf>,
+}
+
+/// `evaluate` arguments.
+#[derive(Debug, Args)]
+pub struct EvaluateArgs {
+    /// Data selection.
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Protocol settings.
+    #[command(flatten)]
+    pub protocol: ProtocolArgs,
+}
+
+/// Protocol settings shared by `evaluate` and `demo`.
+#[derive(Debug, Args)]
+pub struct ProtocolArgs {
+    /// K values (shots), comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,5,10")]
+    pub shots: Vec<usize>,
+    /// Episodes per family and K (at least 100 for reported figures).
+    #[arg(long, default_value_t = 100)]
+    pub episodes: usize,
+    /// Seed of the episodes and baselines.
+    #[arg(long, default_value_t = 2026)]
+    pub seed: u64,
+    /// N of the N-way accuracy episodes.
+    #[arg(long, default_value_t = 5)]
+    pub ways: usize,
+    /// Methods to run, comma-separated (default: all baselines): nearest-centroid, knn, knn+shots,
+    /// forest, forest+shots.
+    #[arg(long, value_delimiter = ',')]
+    pub methods: Vec<String>,
+    /// Write the full report (protocol, per-method, per-family) as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Also print the per-family table of this method at K = 5.
+    #[arg(long)]
+    pub per_family: Option<String>,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// `demo` arguments.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Directory holding the vendored NSL-KDD files.
+    #[arg(long, default_value = "data/nsl-kdd")]
+    pub data: PathBuf,
+    /// Protocol settings.
+    #[command(flatten)]
+    pub protocol: ProtocolArgs,
+}
+
+/// `bench` arguments.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Data selection.
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Read the files this many times and report the best pass.
+    #[arg(long, default_value_t = 5)]
+    pub repeat: usize,
+}
+
+/// `extract` arguments.
+#[derive(Debug, Args)]
+pub struct ExtractArgs {
+    /// Capture files (pcap or pcapng, detected from the magic number).
+    #[arg(long, num_args = 1.., required = true)]
+    pub pcap: Vec<PathBuf>,
+    /// Output file (written to a temporary name, then renamed).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Value of the Label column (default `unlabelled`).
+    #[arg(long)]
+    pub label: Option<String>,
+    /// Write JSON lines instead of CSV.
+    #[arg(long)]
+    pub jsonl: bool,
+    /// Active timeout in seconds: a flow is cut this long after its first packet (CICFlowMeter: 120).
+    #[arg(long, default_value_t = 120.0)]
+    pub flow_timeout: f64,
+    /// Activity timeout in seconds separating active and idle periods (CICFlowMeter: 5).
+    #[arg(long, default_value_t = 5.0)]
+    pub activity_timeout: f64,
+    /// A flow silent this many seconds is ended (default: the flow timeout).
+    #[arg(long)]
+    pub idle_timeout: Option<f64>,
+    /// Most live flows; beyond, the least recently seen is ended early and counted as an eviction.
+    #[arg(long, default_value_t = 1 << 20)]
+    pub max_flows: usize,
+}

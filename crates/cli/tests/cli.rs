@@ -1,0 +1,143 @@
+//! The `metaids` binary end to end: JSON report fields, clear errors on bad input, `--help`.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn metaids() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_metaids"));
+    c.current_dir(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.."));
+    c
+}
+
+fn shared(sub: &str) -> String {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/data")
+        .join(sub);
+    assert!(p.exists(), "shared data missing at {}", p.display());
+    p.display().to_string()
+}
+
+#[test]
+fn evaluate_writes_report_with_protocol_and_ci() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let json = dir.path().join("r.json");
+    let out = metaids()
+        .args([
+            "evaluate",
+            "--dataset",
+            "cic",
+            "--data",
+            &shared("cic-ids2017-improved"),
+            "--shots",
+            "1,5",
+        ])
+        .args([
+            "--episodes",
+            "3",
+            "--methods",
+            "nearest-centroid,knn+shots",
+            "--quiet",
+            "--json",
+        ])
+        .arg(&json)
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("| nearest-centroid | 5 |"), "{table}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("json")).expect("parse");
+    let results = report["results"].as_array().expect("results");
+    assert_eq!(results.len(), 4);
+    for r in results {
+        assert!(r["method"].is_string() && r["shots"].is_u64());
+        for m in ["macro_f1", "recall", "fpr", "precision"] {
+            assert!(
+                r[m]["mean"].is_f64() && r[m]["ci95"].is_f64(),
+                "{m}: {}",
+                r[m]
+            );
+        }
+        assert_eq!(r["per_family"].as_array().expect("per family").len(), 5);
+    }
+    let p = &report["protocol"];
+    assert_eq!(p["dataset"], "cic");
+    assert_eq!(p["seed"], 2026);
+    assert_eq!(p["episodes"], 3);
+    assert_eq!(p["split_sha256"].as_str().expect("hash").len(), 64);
+    assert_eq!(p["files"].as_array().expect("files").len(), 16);
+    assert!(p["too_small"].as_array().expect("too small").is_empty());
+}
+
+#[test]
+fn malformed_file_gives_named_error_and_exit_1() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let bad = dir.path().join("bad.txt");
+    std::fs::write(&bad, "0,tcp,http,SF,1,2\n").expect("write");
+    let out = metaids()
+        .args(["stats", "--data"])
+        .arg(&bad)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.txt: line 1 matches no known format"),
+        "{err}"
+    );
+
+    let row = "0,tcp,private,REJ,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,229,10,0.00,0.00,1.00,1.00,0.04,0.06,0.00,255,10,0.04,0.06,0.00,0.00,0.00,0.00,1.00,1.00,neptune,21";
+    let file = dir.path().join("k.txt");
+    std::fs::write(&file, format!("{row}\n{}\n", row.replace(",229,", ",x,"))).expect("write");
+    let out = metaids()
+        .args(["stats", "--dataset", "nsl-kdd", "--data"])
+        .arg(&file)
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("k.txt: line 2: column \"count\": expected a number, found \"x\""),
+        "{err}"
+    );
+    let out = metaids()
+        .args([
+            "stats",
+            "--dataset",
+            "nsl-kdd",
+            "--on-bad-row",
+            "skip",
+            "--data",
+        ])
+        .arg(&file)
+        .output()
+        .expect("run");
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("skipped 1 malformed row"));
+}
+
+#[test]
+fn directory_without_dataset_is_refused_clearly() {
+    let out = metaids()
+        .args(["evaluate", "--data", &shared("nsl-kdd")])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--dataset"));
+}
+
+#[test]
+fn help_teaches_the_protocol() {
+    let out = metaids()
+        .args(["evaluate", "--help"])
+        .output()
+        .expect("run");
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        help.contains("K + 10") && help.contains("--on-bad-row") && help.contains("Example"),
+        "{help}"
+    );
+}

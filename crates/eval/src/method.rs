@@ -1,0 +1,126 @@
+//! The seam between the evaluation harness and anything it evaluates: the [`FewShotMethod`] trait.
+//!
+//! A method is prepared once on the training view of a split, then answers detection tasks and N-way
+//! episodes. Baselines and the meta-learned model implement the same trait, so they are scored on the
+//! very same episodes. This module holds no method of its own.
+
+use metaids_core::episode::{DetectionTask, Episode};
+use metaids_core::preprocess::Normaliser;
+use metaids_core::split::Split;
+use metaids_core::FlowFrame;
+
+/// A dense row-major matrix of preprocessed features.
+#[derive(Debug, Clone, Default)]
+pub struct Matrix {
+    /// Values, `rows × dim`.
+    pub data: Vec<f32>,
+    /// Columns.
+    pub dim: usize,
+}
+
+impl Matrix {
+    /// Row `r`.
+    pub fn row(&self, r: usize) -> &[f32] {
+        &self.data[r * self.dim..(r + 1) * self.dim]
+    }
+
+    /// Number of rows.
+    pub fn rows(&self) -> usize {
+        self.data.len().checked_div(self.dim).unwrap_or(0)
+    }
+
+    /// Gathers `rows` into a new row-major buffer.
+    pub fn gather(&self, rows: &[usize]) -> Vec<f32> {
+        let mut out = Vec::with_capacity(rows.len() * self.dim);
+        for &r in rows {
+            out.extend_from_slice(self.row(r));
+        }
+        out
+    }
+
+    /// Mean of `rows`.
+    pub fn centroid(&self, rows: &[usize]) -> Vec<f32> {
+        let mut c = vec![0f64; self.dim];
+        for &r in rows {
+            c.iter_mut()
+                .zip(self.row(r))
+                .for_each(|(a, &b)| *a += f64::from(b));
+        }
+        let n = rows.len().max(1) as f64;
+        c.into_iter().map(|v| (v / n) as f32).collect()
+    }
+}
+
+/// Squared Euclidean distance.
+#[inline]
+pub fn sq_dist(a: &[f32], b: &[f32]) -> f32 {
+    // Eight independent accumulators let the compiler vectorise the reduction.
+    let mut acc = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for i in 0..8 {
+            let d = x[i] - y[i];
+            acc[i] += d * d;
+        }
+    }
+    let tail: f32 = ra.iter().zip(rb).map(|(x, y)| (x - y) * (x - y)).sum();
+    acc.iter().sum::<f32>() + tail
+}
+
+/// Everything a method may look at.
+///
+/// Methods must fit only on [`Split::training_rows`] (benign training pool, seen and validation
+/// families) and on the support rows of each task; query rows and novel families are off limits.
+#[derive(Debug)]
+pub struct EvalContext<'a> {
+    /// The raw rows (for methods with their own preprocessing).
+    pub frame: &'a FlowFrame,
+    /// The class-disjoint split.
+    pub split: &'a Split,
+    /// The normaliser fit on the training rows.
+    pub normaliser: &'a Normaliser,
+    /// Every row of `frame`, transformed by `normaliser`.
+    pub x: &'a Matrix,
+    /// The run's seed.
+    pub seed: u64,
+}
+
+/// Errors a method may raise while preparing.
+#[derive(Debug, thiserror::Error)]
+pub enum EvalError {
+    /// The method cannot run on this data.
+    #[error("{method}: {message}")]
+    Method {
+        /// The method's name.
+        method: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The core refused something (schema mismatch, split).
+    #[error(transparent)]
+    Core(#[from] metaids_core::CoreError),
+}
+
+/// A few-shot detector under evaluation.
+pub trait FewShotMethod: Send + Sync {
+    /// Short name for tables (`nearest-centroid`, `random-forest+shots`, …).
+    fn name(&self) -> String;
+
+    /// One line on what it does, for the report.
+    fn description(&self) -> String;
+
+    /// Fits on the training rows. `query_rows` lists every row any task may query, so a method may
+    /// cache per-row work that does not depend on the support set (it must not fit on them).
+    fn prepare(&mut self, ctx: &EvalContext<'_>, query_rows: &[usize]) -> Result<(), EvalError>;
+
+    /// Flags each query of a detection task (true = attack).
+    fn detect(&self, ctx: &EvalContext<'_>, task: &DetectionTask) -> Vec<bool>;
+
+    /// Classifies each query of an N-way episode among its ways (queries in way order, flattened);
+    /// `None` if the method cannot tell families apart (a zero-shot detector).
+    fn classify(&self, ctx: &EvalContext<'_>, episode: &Episode) -> Option<Vec<usize>> {
+        let _ = (ctx, episode);
+        None
+    }
+}

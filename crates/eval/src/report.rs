@@ -1,0 +1,162 @@
+//! Benchmark results as JSON (for machines) and Markdown (for people), with the full protocol.
+//!
+//! Only shapes and renders results; it computes no metric.
+
+use serde::{Deserialize, Serialize};
+
+use crate::baselines::BaselineConfig;
+use crate::protocol::{EvalConfig, MethodResult, TooSmall};
+use metaids_core::preprocess::PreprocessConfig;
+
+/// One input file of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DataFile {
+    /// Path as given.
+    pub path: String,
+    /// Sha256 of its bytes.
+    pub sha256: String,
+    /// Rows read.
+    pub rows: usize,
+    /// Malformed rows skipped.
+    pub skipped: usize,
+}
+
+/// A family and its size.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FamilySize {
+    /// Family label.
+    pub family: String,
+    /// Rows.
+    pub rows: usize,
+}
+
+/// Everything needed to reproduce a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Protocol {
+    /// Dataset kind.
+    pub dataset: String,
+    /// Input files.
+    pub files: Vec<DataFile>,
+    /// The split file used.
+    pub split_file: String,
+    /// Its sha256.
+    pub split_sha256: String,
+    /// Seed of episodes and baselines.
+    pub seed: u64,
+    /// Episodes per family and K.
+    pub episodes: usize,
+    /// The protocol parameters.
+    pub config: EvalConfig,
+    /// Benign label.
+    pub benign_label: String,
+    /// Benign rows in the training pool.
+    pub benign_train_rows: usize,
+    /// Benign rows in the query pool (never trained on).
+    pub benign_query_rows: usize,
+    /// Seen families (training).
+    pub seen_families: Vec<FamilySize>,
+    /// Seen families held back for model selection.
+    pub validation_families: Vec<FamilySize>,
+    /// Novel families (never trained on, never used for a choice).
+    pub novel_families: Vec<FamilySize>,
+    /// Families named in the split but absent from the data.
+    pub absent_families: Vec<String>,
+    /// Novel families too small for some K.
+    pub too_small: Vec<TooSmall>,
+    /// Rows the normaliser was fit on (benign training pool + seen + validation families).
+    pub preprocessing_fit_rows: usize,
+    /// Width of a preprocessed row.
+    pub feature_dim: usize,
+    /// Preprocessing parameters.
+    pub preprocessing: PreprocessConfig,
+    /// Baseline parameters.
+    pub baselines: BaselineConfig,
+    /// How metrics are computed.
+    pub metric_definition: String,
+}
+
+/// A full benchmark report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    /// metaids version that produced it.
+    pub metaids_version: String,
+    /// The protocol.
+    pub protocol: Protocol,
+    /// One entry per method and K.
+    pub results: Vec<MethodResult>,
+}
+
+/// The metric definition recorded in every report.
+pub const METRIC_DEFINITION: &str = "Per task (one novel family, one K, one episode): K support rows of the family; \
+queries = up to 50 other rows of the family (positives) + as many benign query-pool rows (negatives). \
+Recall, FPR, precision and F1 per task (precision = F1 = 0 when nothing is flagged). Per episode index, the \
+metric is macro-averaged over the families evaluated at that K; reported as mean ± 95% Student-t half-width \
+over episodes. N-way accuracy: N novel families per episode, K support and 10 queries each.";
+
+impl Report {
+    /// Markdown table of all results, grouped by K.
+    pub fn markdown(&self) -> String {
+        let p = &self.protocol;
+        let mut out = format!(
+            "### {} — novel-family protocol ({} episodes, seed {}, split {:.12})\n\n",
+            p.dataset, p.episodes, p.seed, p.split_sha256
+        );
+        out.push_str("| method | K | macro-F1 | recall | FPR | precision | N-way acc |\n");
+        out.push_str("|---|---:|---|---|---|---|---|\n");
+        let mut rows: Vec<&MethodResult> = self.results.iter().collect();
+        rows.sort_by_key(|r| r.shots);
+        for r in rows {
+            let nway = r.nway_accuracy.map_or("—".to_string(), |s| {
+                format!("{} ({}-way)", s.display(), r.ways)
+            });
+            out.push_str(&format!(
+                "| {} | {} | {} | {} | {} | {} | {} |\n",
+                r.method,
+                r.shots,
+                r.macro_f1.display(),
+                r.recall.display(),
+                r.fpr.display(),
+                r.precision.display(),
+                nway
+            ));
+        }
+        if !p.too_small.is_empty() {
+            out.push_str("\nNot evaluated (fewer than K + 10 rows): ");
+            let items: Vec<String> = p
+                .too_small
+                .iter()
+                .map(|t| format!("{} ({} rows, K={})", t.family, t.rows, t.shots))
+                .collect();
+            out.push_str(&items.join(", "));
+            out.push('\n');
+        }
+        out
+    }
+
+    /// Markdown table of per-family F1 for one method and K.
+    pub fn per_family_markdown(&self, method: &str, shots: usize) -> Option<String> {
+        let r = self
+            .results
+            .iter()
+            .find(|r| r.method == method && r.shots == shots)?;
+        let mut out = format!(
+            "| family ({method}, K={shots}) | rows | F1 | recall | FPR |\n|---|---:|---|---|---|\n"
+        );
+        for f in &r.per_family {
+            out.push_str(&format!(
+                "| {} | {} | {} | {} | {} |\n",
+                f.family,
+                f.rows,
+                f.f1.display(),
+                f.recall.display(),
+                f.fpr.display()
+            ));
+        }
+        Some(out)
+    }
+
+    /// Pretty JSON.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_default()
+    }
+}
