@@ -78,6 +78,10 @@ pub struct Normaliser {
 /// Signed log1p: `sign(x) · ln(1 + |x|)`, defined on the whole real line.
 #[inline]
 pub fn signed_log1p(x: f32) -> f32 {
+    // Flow features are mostly zeros; skip the logarithm for them.
+    if x == 0.0 {
+        return 0.0;
+    }
     x.signum() * x.abs().ln_1p()
 }
 
@@ -230,13 +234,25 @@ impl Normaliser {
 
     /// Transforms `rows` of `frame` into a row-major `rows.len() × output_dim()` matrix.
     pub fn transform(&self, frame: &FlowFrame, rows: &[usize]) -> Result<Vec<f32>, CoreError> {
+        let mut out = Vec::new();
+        self.transform_into(frame, rows, &mut out)?;
+        Ok(out)
+    }
+
+    /// Like [`Normaliser::transform`], into a reused buffer (resized to `rows.len() × output_dim()`).
+    pub fn transform_into(
+        &self,
+        frame: &FlowFrame,
+        rows: &[usize],
+        out: &mut Vec<f32>,
+    ) -> Result<(), CoreError> {
         let bound = self.bind(frame)?;
         let dim = self.output_dim();
-        let mut out = vec![0f32; rows.len() * dim];
+        out.resize(rows.len() * dim, 0.0);
         for (k, &r) in rows.iter().enumerate() {
             bound.transform_row(r, &mut out[k * dim..(k + 1) * dim]);
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Serialises to pretty JSON.
@@ -275,7 +291,7 @@ impl BoundNormaliser<'_> {
                 clip.copysign(x)
             } else {
                 let t = if c.log { signed_log1p(x) } else { x };
-                ((t - c.mean) / c.std).clamp(-clip, clip)
+                ((t - c.mean) * c.std.recip()).clamp(-clip, clip)
             };
         }
         let dc = self.norm.categorical.len();

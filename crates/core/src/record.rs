@@ -226,13 +226,8 @@ pub fn parse_number(field: &[u8]) -> Option<f64> {
     if f.is_empty() {
         return None;
     }
-    // Fast path: plain non-negative integers, the bulk of flow features.
-    if f.len() <= 15 && f.iter().all(u8::is_ascii_digit) {
-        let mut v: u64 = 0;
-        for &b in f {
-            v = v * 10 + u64::from(b - b'0');
-        }
-        return Some(v as f64);
+    if let Some(v) = parse_plain_decimal(f) {
+        return Some(v);
     }
     let s = std::str::from_utf8(f).ok()?;
     match s {
@@ -250,6 +245,51 @@ pub fn parse_number(field: &[u8]) -> Option<f64> {
             s.parse::<f64>().ok()
         }
     }
+}
+
+/// Exact fast path for the bulk of dataset values: `[-]digits[.digits]` with at most 19 digits.
+///
+/// When the digits fit in 2^53 and there are at most 22 decimals, `m / 10^k` is correctly rounded
+/// (Clinger's fast path), so the result equals `str::parse::<f64>`; anything else returns `None`
+/// and takes the general parser.
+fn parse_plain_decimal(f: &[u8]) -> Option<f64> {
+    const POW10: [f64; 23] = [
+        1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
+        1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+    ];
+    let (negative, digits) = match f.first()? {
+        b'-' => (true, &f[1..]),
+        _ => (false, f),
+    };
+    let (int, frac) = match digits.iter().position(|&b| b == b'.') {
+        Some(dot) => (&digits[..dot], &digits[dot + 1..]),
+        None => (digits, &digits[digits.len()..]),
+    };
+    // Up to 19 digits cannot overflow a u64; longer numbers take the general parser.
+    if int.is_empty()
+        || int.len() + frac.len() > 19
+        || (frac.is_empty() && int.len() < digits.len())
+    {
+        return None;
+    }
+    let mut mantissa: u64 = 0;
+    for &b in int.iter().chain(frac) {
+        let d = b.wrapping_sub(b'0');
+        if d > 9 {
+            return None;
+        }
+        mantissa = mantissa * 10 + u64::from(d);
+    }
+    let k = frac.len();
+    if mantissa > (1u64 << 53) || k >= POW10.len() {
+        return None;
+    }
+    let v = if k == 0 {
+        mantissa as f64
+    } else {
+        mantissa as f64 / POW10[k]
+    };
+    Some(if negative { -v } else { v })
 }
 
 impl ColumnMap {
@@ -434,8 +474,39 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        #[test]
+        fn fast_path_equals_std_parse(int in 0u64..(1u64 << 54), frac in proptest::option::of(0u32..8), neg: bool) {
+            let text = match frac {
+                Some(places) if places > 0 => {
+                    let s = int.to_string();
+                    let p = (places as usize).min(s.len().saturating_sub(1));
+                    if p == 0 { s } else { format!("{}.{}", &s[..s.len() - p], &s[s.len() - p..]) }
+                }
+                _ => int.to_string(),
+            };
+            let text = if neg { format!("-{text}") } else { text };
+            let expected: f64 = text.parse().expect("std");
+            proptest::prop_assert_eq!(parse_number(text.as_bytes()), Some(expected), "{}", text);
+        }
+    }
+
     #[test]
     fn numbers_in_all_dataset_spellings() {
+        assert_eq!(
+            parse_number(b"27662.385301227576"),
+            Some(27662.385301227576)
+        );
+        assert_eq!(parse_number(b"0.00"), Some(0.0));
+        assert_eq!(parse_number(b"-1"), Some(-1.0));
+        assert_eq!(parse_number(b"1."), Some(1.0));
+        assert_eq!(parse_number(b"-"), None);
+        assert_eq!(parse_number(b"1.2.3"), None);
+        assert_eq!(parse_number(b"99999999999999999999"), Some(1e20));
+        assert_eq!(
+            parse_number(b"123456789012345678901234"),
+            Some(1.2345678901234568e23)
+        );
         assert_eq!(parse_number(b"42"), Some(42.0));
         assert_eq!(parse_number(b" 1.5e3 "), Some(1500.0));
         assert_eq!(parse_number(b"-3.25"), Some(-3.25));
