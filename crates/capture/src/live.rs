@@ -55,6 +55,10 @@ impl LiveCapture {
             .map_err(pcap_err(format!("interface {iface}")))?
             .promisc(config.promiscuous)
             .snaplen(config.snaplen)
+            // Immediate mode: libpcap then uses TPACKET_V2 on Linux, whose poll honours the
+            // read timeout even when no packet arrives. With TPACKET_V3 an idle interface
+            // blocks the read forever, so neither the stop flag nor the tick would be seen.
+            .immediate_mode(true)
             .timeout(timeout_ms.max(1));
         if let Some(size) = config.buffer_size {
             inactive = inactive.buffer_size(size);

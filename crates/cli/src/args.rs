@@ -44,6 +44,15 @@ pub enum Command {
     Extract(ExtractArgs),
     /// Measure reading and preprocessing throughput (rows/s per core) on dataset files.
     Bench(BenchArgs),
+    /// Meta-train the universal threat model on seen families and write it to a model directory.
+    ///
+    /// Prototypical-network episodes over the split's seen families (benign always one of the ways);
+    /// the kept weights are those with the best K=5 detection F1 on the validation families (never the
+    /// novel ones); benign prototypes come from k-means and thresholds are calibrated on held-out benign
+    /// training rows at the false-positive budget.
+    ///
+    /// Example: metaids train --dataset cic --data ../shared/data/cic-ids2017-improved --out cic.model
+    Train(TrainArgs),
 }
 
 /// What to do with a malformed row.
@@ -84,6 +93,69 @@ pub struct EvaluateArgs {
     /// Protocol settings.
     #[command(flatten)]
     pub protocol: ProtocolArgs,
+    /// A model written by `metaids train`: its rows (protonet, protonet+unknown) are added beside the
+    /// baselines. Refused if it was trained on another dataset or feature schema.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+}
+
+/// `train` arguments.
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// Data selection.
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Output model directory (written to a temporary name, then renamed).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Seed of initialisation, episodes, the benign hold-out and k-means.
+    #[arg(long, default_value_t = 2026)]
+    pub seed: u64,
+    /// Most optimiser steps (one episode each); early stopping may end sooner.
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// Embedding size.
+    #[arg(long)]
+    pub embedding: Option<usize>,
+    /// Hidden width.
+    #[arg(long)]
+    pub hidden: Option<usize>,
+    /// Hidden blocks after the input layer.
+    #[arg(long)]
+    pub depth: Option<usize>,
+    /// Plain MLP blocks instead of residual ones.
+    #[arg(long)]
+    pub no_residual: bool,
+    /// No LayerNorm.
+    #[arg(long)]
+    pub no_layer_norm: bool,
+    /// Ways per training episode, benign included.
+    #[arg(long)]
+    pub ways: Option<usize>,
+    /// K values of training episodes, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub shots: Vec<usize>,
+    /// Query rows per way in training episodes.
+    #[arg(long)]
+    pub queries: Option<usize>,
+    /// AdamW learning rate.
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Validate every this many steps.
+    #[arg(long)]
+    pub eval_every: Option<usize>,
+    /// Stop after this many validations without improvement (0: never).
+    #[arg(long)]
+    pub patience: Option<usize>,
+    /// Number of benign prototypes (k of k-means).
+    #[arg(long)]
+    pub benign_prototypes: Option<usize>,
+    /// False-positive budget of the calibrated thresholds.
+    #[arg(long)]
+    pub fpr_budget: Option<f64>,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
 }
 
 /// Protocol settings shared by `evaluate` and `demo`.
@@ -101,8 +173,8 @@ pub struct ProtocolArgs {
     /// N of the N-way accuracy episodes.
     #[arg(long, default_value_t = 5)]
     pub ways: usize,
-    /// Methods to run, comma-separated (default: all baselines): nearest-centroid, knn, knn+shots,
-    /// forest, forest+shots.
+    /// Methods to run, comma-separated (default: all baselines, plus the model's rows with --model):
+    /// nearest-centroid, knn, knn+shots, forest, forest+shots, protonet, protonet+unknown.
     #[arg(long, value_delimiter = ',')]
     pub methods: Vec<String>,
     /// Write the full report (protocol, per-method, per-family) as JSON here.

@@ -5,6 +5,7 @@
 
 mod args;
 mod extract;
+mod model_cmd;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -34,6 +35,7 @@ fn main() {
         Command::Stats(a) => stats(a),
         Command::Bench(a) => bench(a),
         Command::Extract(a) => extract::run(a),
+        Command::Train(a) => model_cmd::train(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");
@@ -169,8 +171,14 @@ fn eval_config(p: &ProtocolArgs) -> Result<EvalConfig> {
     })
 }
 
-fn select_methods(bench: &Benchmark<'_>, names: &[String]) -> Result<Vec<Box<dyn FewShotMethod>>> {
-    let all = bench.baseline_methods();
+fn select_methods(
+    bench: &Benchmark<'_>,
+    names: &[String],
+    extra: Vec<Box<dyn FewShotMethod>>,
+) -> Result<Vec<Box<dyn FewShotMethod>>> {
+    let mut all = bench.baseline_methods();
+    let has_model = !extra.is_empty();
+    all.extend(extra);
     if names.is_empty() {
         return Ok(all);
     }
@@ -186,8 +194,11 @@ fn select_methods(bench: &Benchmark<'_>, names: &[String]) -> Result<Vec<Box<dyn
         .to_string()
     };
     for n in names {
+        if n.starts_with("protonet") && !has_model {
+            bail!("method {n:?} needs a trained model: add --model MODEL (see `metaids train`)");
+        }
         if !all.iter().any(|m| key(&m.name()) == *n) {
-            bail!("unknown method {n:?}: expected nearest-centroid, knn, knn+shots, forest, forest+shots");
+            bail!("unknown method {n:?}: expected nearest-centroid, knn, knn+shots, forest, forest+shots, protonet, protonet+unknown");
         }
     }
     Ok(all
@@ -196,7 +207,11 @@ fn select_methods(bench: &Benchmark<'_>, names: &[String]) -> Result<Vec<Box<dyn
         .collect())
 }
 
-fn run_benchmark(loaded: &Loaded, p: &ProtocolArgs) -> Result<Report> {
+fn run_benchmark(
+    loaded: &Loaded,
+    p: &ProtocolArgs,
+    extra: Vec<Box<dyn FewShotMethod>>,
+) -> Result<Report> {
     let cfg = eval_config(p)?;
     let started = Instant::now();
     let bench = Benchmark::new(
@@ -208,7 +223,7 @@ fn run_benchmark(loaded: &Loaded, p: &ProtocolArgs) -> Result<Report> {
         PreprocessConfig::default(),
         BaselineConfig::default(),
     )?;
-    let mut methods = select_methods(&bench, &p.methods)?;
+    let mut methods = select_methods(&bench, &p.methods, extra)?;
     let total = bench.plan.work() * methods.len() as u64;
     let bar = if p.quiet {
         ProgressBar::hidden()
@@ -273,7 +288,15 @@ fn run_benchmark(loaded: &Loaded, p: &ProtocolArgs) -> Result<Report> {
 
 fn evaluate(a: EvaluateArgs) -> Result<()> {
     let loaded = load(&a.data)?;
-    run_benchmark(&loaded, &a.protocol)?;
+    let model = match &a.model {
+        Some(path) => Some(model_cmd::load_for(path, &loaded)?),
+        None => None,
+    };
+    let extra = model.as_ref().map(model_cmd::methods).unwrap_or_default();
+    run_benchmark(&loaded, &a.protocol, extra)?;
+    if let Some(m) = &model {
+        model_cmd::report_enrolment(m, &loaded)?;
+    }
     Ok(())
 }
 
@@ -300,7 +323,7 @@ fn demo(a: DemoArgs) -> Result<()> {
         split: None,
     };
     let loaded = load(&data)?;
-    let report = run_benchmark(&loaded, &a.protocol)?;
+    let report = run_benchmark(&loaded, &a.protocol, Vec::new())?;
     if let Some(best) = report
         .results
         .iter()

@@ -223,11 +223,31 @@ pub fn read_into(
     opts: &ReadOptions,
     skips: &mut SkipLog,
 ) -> Result<(usize, usize), IngestError> {
-    let shown = path.display().to_string();
     let format = match opts.format {
         Some(f) => f,
         None => detect_format(path)?,
     };
+    read_from(
+        frame,
+        open(path)?,
+        &path.display().to_string(),
+        format,
+        opts.on_bad_row,
+        skips,
+    )
+}
+
+/// Reads a stream of `format` named `name` (for messages) into `frame`: the parser behind
+/// [`read_into`], usable on any bytes (and fuzzed as such).
+pub fn read_from<R: Read>(
+    frame: &mut FlowFrame,
+    reader: R,
+    name: &str,
+    format: FileFormat,
+    on_bad_row: BadRowPolicy,
+    skips: &mut SkipLog,
+) -> Result<(usize, usize), IngestError> {
+    let shown = name.to_string();
     if format.kind() != frame.layout.kind {
         return Err(IngestError::MixedDatasets {
             path: shown,
@@ -236,7 +256,7 @@ pub fn read_into(
         });
     }
     let input = LineLimit {
-        inner: open(path)?,
+        inner: reader,
         current: 0,
         limit: MAX_LINE_BYTES,
     };
@@ -293,7 +313,7 @@ pub fn read_into(
                 frame.push(&row, RowSource { file, line });
                 rows += 1;
             }
-            Err(source) => match opts.on_bad_row {
+            Err(source) => match on_bad_row {
                 BadRowPolicy::Error => {
                     return Err(IngestError::Row {
                         path: shown,

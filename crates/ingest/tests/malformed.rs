@@ -155,3 +155,47 @@ fn missing_file_names_path() {
         .to_string();
     assert!(msg.starts_with("/nonexistent/x.csv:"), "{msg}");
 }
+
+/// The original CIC-IDS2017 `MachineLearningCSV` schema: leading spaces, the duplicated
+/// `Fwd Header Length`, `Infinity`/`NaN`, a Latin-1 dash in the label, CRLF line ends.
+#[test]
+fn original_cic_schema_is_detected_and_mapped() {
+    let header = " Destination Port, Flow Duration, Total Fwd Packets, Total Backward Packets,Total Length of Fwd Packets, Total Length of Bwd Packets, Fwd Packet Length Max, Fwd Packet Length Min, Fwd Packet Length Mean, Fwd Packet Length Std,Bwd Packet Length Max, Bwd Packet Length Min, Bwd Packet Length Mean, Bwd Packet Length Std,Flow Bytes/s, Flow Packets/s, Flow IAT Mean, Flow IAT Std, Flow IAT Max, Flow IAT Min,Fwd IAT Total, Fwd IAT Mean, Fwd IAT Std, Fwd IAT Max, Fwd IAT Min,Bwd IAT Total, Bwd IAT Mean, Bwd IAT Std, Bwd IAT Max, Bwd IAT Min,Fwd PSH Flags, Bwd PSH Flags, Fwd URG Flags, Bwd URG Flags, Fwd Header Length, Bwd Header Length,Fwd Packets/s, Bwd Packets/s, Min Packet Length, Max Packet Length, Packet Length Mean, Packet Length Std, Packet Length Variance,FIN Flag Count, SYN Flag Count, RST Flag Count, PSH Flag Count, ACK Flag Count, URG Flag Count, CWE Flag Count, ECE Flag Count, Down/Up Ratio, Average Packet Size, Avg Fwd Segment Size, Avg Bwd Segment Size, Fwd Header Length,Fwd Avg Bytes/Bulk, Fwd Avg Packets/Bulk, Fwd Avg Bulk Rate, Bwd Avg Bytes/Bulk, Bwd Avg Packets/Bulk,Bwd Avg Bulk Rate,Subflow Fwd Packets, Subflow Fwd Bytes, Subflow Bwd Packets, Subflow Bwd Bytes,Init_Win_bytes_forward, Init_Win_bytes_backward, act_data_pkt_fwd, min_seg_size_forward,Active Mean, Active Std, Active Max, Active Min,Idle Mean, Idle Std, Idle Max, Idle Min, Label";
+    let mut values: Vec<String> = (0..78).map(|i| (i * 3).to_string()).collect();
+    values[0] = "80".into();
+    values[14] = "Infinity".into();
+    values[15] = "NaN".into();
+    let benign = format!("{},BENIGN", values.join(","));
+    let dir = tempfile::tempdir().expect("tmp");
+    let p = dir.path().join("Tuesday-WorkingHours.pcap_ISCX.csv");
+    let mut bytes = format!("{header}\r\n{benign}\r\n").into_bytes();
+    bytes.extend_from_slice(values.join(",").as_bytes());
+    bytes.extend_from_slice(b",Web Attack \x96 XSS\r\n");
+    std::fs::write(&p, bytes).expect("write");
+    let (frame, _) = read_files(&[p], &ReadOptions::default()).expect("read");
+    assert_eq!(frame.layout.kind, DatasetKind::Cic);
+    assert_eq!(frame.files[0].format, FileFormat::CicOriginal);
+    assert_eq!(frame.len(), 2);
+    assert_eq!(frame.label(0), "BENIGN");
+    assert_eq!(frame.label(1), "Web Attack - XSS");
+    let bytes_per_s = frame
+        .layout
+        .numeric
+        .iter()
+        .position(|c| c == "Flow Bytes/s")
+        .expect("column");
+    assert_eq!(frame.numeric_row(0)[bytes_per_s], f32::INFINITY);
+    assert!(frame.numeric_row(0)[bytes_per_s + 1].is_nan());
+    // Features the original release lacks are recorded, and read as missing.
+    assert!(frame.files[0]
+        .missing_features
+        .contains(&"Total TCP Flow Time".to_string()));
+    let tcp_time = frame
+        .layout
+        .numeric
+        .iter()
+        .position(|c| c == "Total TCP Flow Time")
+        .expect("column");
+    assert!(frame.numeric_row(0)[tcp_time].is_nan());
+    assert_eq!(frame.categorical_row(0).next(), Some("80"));
+}

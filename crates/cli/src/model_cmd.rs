@@ -1,0 +1,175 @@
+//! The model commands: `metaids train` (meta-train and write a model directory) and the `--model`
+//! wiring of `metaids evaluate` (load, check against the data, add the model's rows, time enrolment).
+//!
+//! No learning or decision logic lives here; it is all in `metaids-model`.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use metaids_core::episode::seeded_subsample;
+use metaids_core::preprocess::PreprocessConfig;
+use metaids_eval::FewShotMethod;
+use metaids_model::{
+    DataFileHash, EncoderConfig, ProtoNetMethod, Provenance, ThreatModel, TrainConfig,
+    TrainProgress,
+};
+
+use crate::args::TrainArgs;
+use crate::{load, Loaded};
+
+/// `metaids train`.
+pub fn train(a: TrainArgs) -> Result<()> {
+    let loaded = load(&a.data)?;
+    let split = loaded
+        .spec
+        .apply(&loaded.frame)
+        .with_context(|| format!("split file {}", loaded.split_name))?;
+    let defaults = TrainConfig::default();
+    let cfg = TrainConfig {
+        seed: a.seed,
+        steps: a.steps.unwrap_or(defaults.steps),
+        ways: a.ways.unwrap_or(defaults.ways),
+        shots: if a.shots.is_empty() {
+            defaults.shots.clone()
+        } else {
+            a.shots.clone()
+        },
+        queries: a.queries.unwrap_or(defaults.queries),
+        learning_rate: a.lr.unwrap_or(defaults.learning_rate),
+        eval_every: a.eval_every.unwrap_or(defaults.eval_every),
+        patience: a.patience.unwrap_or(defaults.patience),
+        benign_prototypes: a.benign_prototypes.unwrap_or(defaults.benign_prototypes),
+        fpr_budget: a.fpr_budget.unwrap_or(defaults.fpr_budget),
+        ..defaults
+    };
+    let base = EncoderConfig::for_input(0);
+    let encoder = EncoderConfig {
+        hidden: a.hidden.unwrap_or(base.hidden),
+        depth: a.depth.unwrap_or(base.depth),
+        embedding: a.embedding.unwrap_or(base.embedding),
+        residual: !a.no_residual,
+        layer_norm: !a.no_layer_norm,
+        ..base
+    };
+    let files = loaded
+        .files
+        .iter()
+        .map(|p| {
+            Ok(DataFileHash {
+                path: p.display().to_string(),
+                sha256: metaids_ingest::file_sha256(p)?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let provenance = Provenance {
+        files,
+        split_file: loaded.split_name.clone(),
+        split_sha256: metaids_core::split::split_hash(&loaded.split_text),
+    };
+    let bar = if a.quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(cfg.steps as u64)
+    };
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} train [{bar:30}] {pos}/{len} steps {msg} eta {eta}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    let mut progress = |p: &TrainProgress| {
+        bar.set_position(p.step as u64);
+        if p.step % 10 == 0 {
+            bar.set_message(format!(
+                "loss {:.3} val F1 {} best {:.3}",
+                p.loss,
+                p.validation_f1.map_or("-".into(), |f| format!("{f:.3}")),
+                p.best_f1
+            ));
+        }
+    };
+    let started = Instant::now();
+    let model = metaids_model::train(
+        &loaded.frame,
+        &split,
+        PreprocessConfig::default(),
+        encoder,
+        &cfg,
+        provenance,
+        &mut progress,
+    )?;
+    bar.finish_and_clear();
+    let seconds = started.elapsed().as_secs_f64();
+    metaids_model::save(&model, &a.out)?;
+    let r = &model.record;
+    let first = r.history.first().map_or(f64::NAN, |h| h.f1);
+    println!(
+        "wrote model {} ({} data, {} steps run, kept step {}, {:.1} s)",
+        a.out.display(),
+        model.normaliser.kind,
+        r.steps_run,
+        r.best_step,
+        seconds
+    );
+    println!(
+        "validation F1 (K={}, families {}): {:.3} (untrained encoder: {:.3}); {} benign prototypes, {} calibration rows, FPR budget {}",
+        r.config.validation_shots,
+        r.validation_families.join(", "),
+        r.best_f1,
+        first,
+        model.reference.prototypes.len() / model.dim().max(1),
+        model.reference.calibration_rows(),
+        model.reference.fpr_budget
+    );
+    Ok(())
+}
+
+/// Loads a model and checks it against the loaded data (dataset and feature schema).
+pub fn load_for(path: &Path, loaded: &Loaded) -> Result<Arc<ThreatModel>> {
+    let model = metaids_model::load(path)?;
+    model.check_layout(&loaded.frame.layout)?;
+    Ok(Arc::new(model))
+}
+
+/// The model's rows for `evaluate`.
+pub fn methods(model: &Arc<ThreatModel>) -> Vec<Box<dyn FewShotMethod>> {
+    vec![
+        Box::new(ProtoNetMethod::new(Arc::clone(model), false)),
+        Box::new(ProtoNetMethod::new(Arc::clone(model), true)),
+    ]
+}
+
+/// Times enrolment of a new family (preprocess + embed K = 5 support rows + prototype + calibrated
+/// threshold) on each novel family and prints the mean per family.
+pub fn report_enrolment(model: &ThreatModel, loaded: &Loaded) -> Result<()> {
+    let split = loaded.spec.apply(&loaded.frame)?;
+    let mut times = Vec::new();
+    for (i, rows) in split.novel.values().enumerate() {
+        if rows.len() < 5 {
+            continue;
+        }
+        let support = seeded_subsample(rows, 5, 7 + i as u64);
+        for _ in 0..20 {
+            let t = Instant::now();
+            let emb = model.embed_rows(&loaded.frame, &support)?;
+            let fam = model.enrol(&emb);
+            std::hint::black_box(&fam);
+            times.push(t.elapsed().as_secs_f64());
+        }
+    }
+    if times.is_empty() {
+        bail!("no novel family has 5 rows to time enrolment on");
+    }
+    times.sort_by(f64::total_cmp);
+    eprintln!(
+        "enrolment of a new family (K=5: preprocess, embed, prototype, threshold): median {:.0} µs, max {:.0} µs over {} runs",
+        times[times.len() / 2] * 1e6,
+        times[times.len() - 1] * 1e6,
+        times.len()
+    );
+    Ok(())
+}

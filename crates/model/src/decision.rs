@@ -1,0 +1,313 @@
+//! Embedding-space decisions: benign prototypes (seeded k-means), family enrolment by support mean,
+//! the calibrated family rule and the unknown-anomaly rule.
+//!
+//! Everything here works on plain row-major `f32` embeddings; it never runs the encoder and never
+//! sees query labels. The rules, with `d` the squared Euclidean distance, `B₁…B_m` the benign
+//! prototypes, `p` a family prototype (mean of its K support embeddings), `C` the held-out benign
+//! calibration embeddings (never the evaluation query pool) and `α` the false-positive budget:
+//!
+//! * family score `s(x) = min_j d(x, B_j) − d(x, p)` (positive when `x` is closer to the family than to
+//!   the nearest benign prototype);
+//! * family threshold `τ_p = max(0, t)` where `t` is the `(n − 1 − ⌊α n⌋)`-th smallest of `s(c)` over
+//!   the `n` rows `c ∈ C`, so that at most `⌊α n⌋` calibration rows have `s(c) > τ_p`;
+//! * `x` is **flagged for the family** iff `s(x) > τ_p`;
+//! * unknown threshold `u` = the `(n − 1 − ⌊α n⌋)`-th smallest of `min_j d(c, B_j)` over `C`;
+//! * `x` is an **unknown anomaly** iff it is flagged for no enrolled family and
+//!   `min(min_j d(x, B_j), min_f d(x, p_f)) > u` (farther than `u` from every benign and every enrolled
+//!   family prototype).
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use metaids_eval::method::sq_dist;
+
+/// The `(n − 1 − ⌊α n⌋)`-th smallest value: at most `⌊α n⌋` values are strictly greater.
+///
+/// # Shapes
+/// `values`: `n` scalars (reordered in place) → one scalar; `-inf` for an empty slice.
+pub fn upper_quantile(values: &mut [f32], alpha: f64) -> f32 {
+    let n = values.len();
+    if n == 0 {
+        return f32::NEG_INFINITY;
+    }
+    let allowed = ((alpha.clamp(0.0, 1.0) * n as f64).floor() as usize).min(n - 1);
+    let idx = n - 1 - allowed;
+    let (_, v, _) = values.select_nth_unstable_by(idx, f32::total_cmp);
+    *v
+}
+
+/// Mean of `n` row-major rows of width `dim`.
+///
+/// # Shapes
+/// `rows`: `n × dim` → `dim`.
+pub fn mean_row(rows: &[f32], dim: usize) -> Vec<f32> {
+    let n = rows.len().checked_div(dim).unwrap_or(0);
+    let mut m = vec![0f32; dim];
+    for r in rows.chunks_exact(dim) {
+        m.iter_mut().zip(r).for_each(|(a, b)| *a += b);
+    }
+    let inv = 1.0 / n.max(1) as f32;
+    m.iter_mut().for_each(|a| *a *= inv);
+    m
+}
+
+/// Seeded k-means (k-means++ seeding, then Lloyd iterations) returning `min(k, n)` centres.
+///
+/// # Shapes
+/// `rows`: `n × dim` → `k' × dim` with `k' = min(k, n)`.
+pub fn kmeans(rows: &[f32], dim: usize, k: usize, iterations: usize, seed: u64) -> Vec<f32> {
+    let n = rows.len().checked_div(dim).unwrap_or(0);
+    let k = k.min(n).max(usize::from(n > 0));
+    if k == 0 {
+        return Vec::new();
+    }
+    let row = |i: usize| &rows[i * dim..(i + 1) * dim];
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut centres: Vec<f32> = row(rng.random_range(0..n)).to_vec();
+    let mut best: Vec<f32> = (0..n).map(|i| sq_dist(row(i), &centres[..dim])).collect();
+    while centres.len() / dim < k {
+        let total: f64 = best.iter().map(|&v| f64::from(v)).sum();
+        let pick = if total <= 0.0 {
+            rng.random_range(0..n)
+        } else {
+            let mut target = rng.random::<f64>() * total;
+            let mut chosen = n - 1;
+            for (i, &v) in best.iter().enumerate() {
+                target -= f64::from(v);
+                if target <= 0.0 {
+                    chosen = i;
+                    break;
+                }
+            }
+            chosen
+        };
+        let c = row(pick).to_vec();
+        for (i, b) in best.iter_mut().enumerate() {
+            *b = b.min(sq_dist(row(i), &c));
+        }
+        centres.extend_from_slice(&c);
+    }
+    let mut assign = vec![usize::MAX; n];
+    for _ in 0..iterations {
+        let mut changed = false;
+        for (i, a) in assign.iter_mut().enumerate() {
+            let c = nearest(row(i), &centres, dim).0;
+            if c != *a {
+                *a = c;
+                changed = true;
+            }
+        }
+        if !changed {
+            break;
+        }
+        let mut sums = vec![0f64; k * dim];
+        let mut counts = vec![0usize; k];
+        for (i, &a) in assign.iter().enumerate() {
+            counts[a] += 1;
+            for (s, &v) in sums[a * dim..(a + 1) * dim].iter_mut().zip(row(i)) {
+                *s += f64::from(v);
+            }
+        }
+        for c in 0..k {
+            if counts[c] > 0 {
+                for j in 0..dim {
+                    centres[c * dim + j] = (sums[c * dim + j] / counts[c] as f64) as f32;
+                }
+            }
+        }
+    }
+    centres
+}
+
+/// Index of and squared distance to the nearest of `centres`.
+///
+/// # Shapes
+/// `x`: `dim`; `centres`: `m × dim` → `(index, distance)`; `(0, +inf)` when `m = 0`.
+pub fn nearest(x: &[f32], centres: &[f32], dim: usize) -> (usize, f32) {
+    centres
+        .chunks_exact(dim)
+        .map(|c| sq_dist(x, c))
+        .enumerate()
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+        .unwrap_or((0, f32::INFINITY))
+}
+
+/// Benign side of the decision: prototypes, calibration rows and the unknown threshold.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BenignReference {
+    /// Embedding size.
+    pub dim: usize,
+    /// Benign prototypes, `m × dim`.
+    pub prototypes: Vec<f32>,
+    /// Held-out benign calibration embeddings, `n × dim`.
+    pub calibration: Vec<f32>,
+    /// `min_j d(c, B_j)` per calibration row.
+    calibration_benign_distance: Vec<f32>,
+    /// False-positive budget α.
+    pub fpr_budget: f64,
+    /// Unknown-anomaly threshold `u`.
+    pub unknown_threshold: f32,
+}
+
+/// A family enrolled from its support rows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FamilyPrototype {
+    /// Prototype: mean of the support embeddings.
+    pub centre: Vec<f32>,
+    /// Calibrated threshold `τ_p` on the family score.
+    pub threshold: f32,
+}
+
+/// What the model says about one flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Neither flagged for a family nor anomalous.
+    Benign,
+    /// Flagged for the enrolled family with this index (the highest margin `s(x) − τ_p` wins).
+    Family(usize),
+    /// Far from every benign and enrolled prototype.
+    Unknown,
+}
+
+impl BenignReference {
+    /// Builds the reference from benign prototypes and calibration embeddings.
+    ///
+    /// # Shapes
+    /// `prototypes`: `m × dim`; `calibration`: `n × dim`.
+    pub fn new(dim: usize, prototypes: Vec<f32>, calibration: Vec<f32>, fpr_budget: f64) -> Self {
+        let calibration_benign_distance: Vec<f32> = calibration
+            .chunks_exact(dim)
+            .map(|c| nearest(c, &prototypes, dim).1)
+            .collect();
+        let mut tmp = calibration_benign_distance.clone();
+        let unknown_threshold = upper_quantile(&mut tmp, fpr_budget);
+        BenignReference {
+            dim,
+            prototypes,
+            calibration,
+            calibration_benign_distance,
+            fpr_budget,
+            unknown_threshold,
+        }
+    }
+
+    /// Number of calibration rows.
+    pub fn calibration_rows(&self) -> usize {
+        self.calibration_benign_distance.len()
+    }
+
+    /// Distance to the nearest benign prototype.
+    ///
+    /// # Shapes
+    /// `x`: `dim` → scalar.
+    pub fn benign_distance(&self, x: &[f32]) -> f32 {
+        nearest(x, &self.prototypes, self.dim).1
+    }
+
+    /// Enrols a family from its support embeddings: prototype = their mean; threshold calibrated on
+    /// the held-out benign rows.
+    ///
+    /// # Shapes
+    /// `support`: `K × dim`.
+    pub fn enrol(&self, support: &[f32]) -> FamilyPrototype {
+        let centre = mean_row(support, self.dim);
+        let mut scores: Vec<f32> = self
+            .calibration
+            .chunks_exact(self.dim)
+            .zip(&self.calibration_benign_distance)
+            .map(|(c, &db)| db - sq_dist(c, &centre))
+            .collect();
+        let t = upper_quantile(&mut scores, self.fpr_budget);
+        FamilyPrototype {
+            centre,
+            threshold: t.max(0.0),
+        }
+    }
+
+    /// Family score `s(x) = min_j d(x, B_j) − d(x, p)`.
+    ///
+    /// # Shapes
+    /// `x`: `dim` → scalar.
+    pub fn family_score(&self, x: &[f32], family: &FamilyPrototype) -> f32 {
+        self.benign_distance(x) - sq_dist(x, &family.centre)
+    }
+
+    /// Whether `x` is flagged for `family`: `s(x) > τ_p`.
+    ///
+    /// # Shapes
+    /// `x`: `dim` → bool.
+    pub fn flags(&self, x: &[f32], family: &FamilyPrototype) -> bool {
+        self.family_score(x, family) > family.threshold
+    }
+
+    /// The full decision among enrolled `families`, with the unknown-anomaly rule.
+    ///
+    /// # Shapes
+    /// `x`: `dim` → one [`Decision`].
+    pub fn decide(&self, x: &[f32], families: &[FamilyPrototype]) -> Decision {
+        let db = self.benign_distance(x);
+        let mut best: Option<(usize, f32)> = None;
+        let mut nearest_family = f32::INFINITY;
+        for (i, f) in families.iter().enumerate() {
+            let df = sq_dist(x, &f.centre);
+            nearest_family = nearest_family.min(df);
+            let margin = (db - df) - f.threshold;
+            if margin > 0.0 && best.is_none_or(|(_, m)| margin > m) {
+                best = Some((i, margin));
+            }
+        }
+        match best {
+            Some((i, _)) => Decision::Family(i),
+            None if db.min(nearest_family) > self.unknown_threshold => Decision::Unknown,
+            None => Decision::Benign,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantile_respects_the_budget() {
+        let mut v: Vec<f32> = (0..200).map(|i| i as f32).collect();
+        let t = upper_quantile(&mut v, 0.01);
+        assert_eq!(t, 197.0);
+        assert_eq!((0..200).filter(|&i| i as f32 > t).count(), 2);
+        assert_eq!(upper_quantile(&mut [], 0.01), f32::NEG_INFINITY);
+        assert_eq!(upper_quantile(&mut [3.0], 0.5), 3.0);
+    }
+
+    #[test]
+    fn kmeans_finds_two_clusters_and_rules_hold() {
+        let mut rows = Vec::new();
+        for i in 0..50 {
+            let e = (i % 5) as f32 * 0.01;
+            rows.extend_from_slice(&[0.0 + e, 0.0]);
+            rows.extend_from_slice(&[10.0 + e, 0.0]);
+        }
+        let c = kmeans(&rows, 2, 2, 20, 1);
+        let mut xs: Vec<f32> = c.chunks_exact(2).map(|r| r[0]).collect();
+        xs.sort_by(f32::total_cmp);
+        assert!(xs[0] < 0.1 && xs[1] > 9.9, "{xs:?}");
+        assert_eq!(c, kmeans(&rows, 2, 2, 20, 1));
+        let reference = BenignReference::new(2, c, rows.clone(), 0.01);
+        let fam = reference.enrol(&[5.0, 8.0, 5.0, 8.2]);
+        assert!(reference.flags(&[5.0, 8.1], &fam));
+        assert!(!reference.flags(&[0.0, 0.0], &fam));
+        let flagged = rows
+            .chunks_exact(2)
+            .filter(|r| reference.flags(r, &fam))
+            .count();
+        assert!(flagged <= 1);
+        assert_eq!(
+            reference.decide(&[5.0, 8.1], &[fam.clone()]),
+            Decision::Family(0)
+        );
+        assert_eq!(
+            reference.decide(&[0.0, 0.0], &[fam.clone()]),
+            Decision::Benign
+        );
+        assert_eq!(reference.decide(&[-50.0, -50.0], &[fam]), Decision::Unknown);
+    }
+}

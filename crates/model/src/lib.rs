@@ -1,0 +1,27 @@
+//! metaids-model: the meta-learned universal threat model.
+//!
+//! A candle MLP [`Encoder`] maps preprocessed flows to embeddings; [`train()`] meta-trains it with
+//! prototypical-network episodes on seen families (validation families choose the kept weights; novel
+//! families and the benign query pool are never read); [`BenignReference`] holds k-means benign
+//! prototypes and held-out benign calibration rows so a new family is enrolled from K flows (prototype =
+//! support mean) with a threshold meeting a false-positive budget; [`io`] saves and loads the model as
+//! a directory (`weights.safetensors` + `manifest.json`) with strict checks; [`ProtoNetMethod`] plugs
+//! the model into the `metaids-eval` benchmark. This crate reads no dataset files.
+
+#![forbid(unsafe_code)]
+
+pub mod decision;
+pub mod encoder;
+pub mod error;
+pub mod io;
+pub mod method;
+pub mod model;
+pub mod train;
+
+pub use decision::{BenignReference, Decision, FamilyPrototype};
+pub use encoder::{Encoder, EncoderConfig};
+pub use error::{ModelError, Result};
+pub use io::{load, save, FORMAT_VERSION};
+pub use method::ProtoNetMethod;
+pub use model::{DataFileHash, Provenance, ThreatModel, TrainingRecord, ValidationPoint};
+pub use train::{train, TrainConfig, TrainProgress};

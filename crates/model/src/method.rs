@@ -1,0 +1,172 @@
+//! [`ProtoNetMethod`]: the trained model as a `metaids_eval::FewShotMethod`, so it is scored on the very
+//! same episodes as the baselines. Detection uses the calibrated family rule of `decision`; N-way
+//! classification is nearest prototype. It does not train: it applies a trained [`ThreatModel`].
+
+use std::sync::Arc;
+
+use metaids_core::episode::{DetectionTask, Episode};
+use metaids_eval::method::{sq_dist, EvalContext, EvalError, FewShotMethod, Matrix};
+
+use crate::decision::mean_row;
+use crate::model::ThreatModel;
+
+/// The meta-learned model under evaluation.
+#[derive(Debug)]
+pub struct ProtoNetMethod {
+    model: Arc<ThreatModel>,
+    /// Also flag unknown anomalies (far from every benign and the family prototype) as attacks.
+    with_unknown: bool,
+    /// Preprocessed rows, when the model's normaliser differs from the benchmark's.
+    own_x: Option<Matrix>,
+    /// Frame row → slot in `emb` (u32::MAX: not embedded in advance).
+    slot: Vec<u32>,
+    emb: Vec<f32>,
+}
+
+impl ProtoNetMethod {
+    /// Wraps a model. `with_unknown` adds the unknown-anomaly rule to detection.
+    pub fn new(model: Arc<ThreatModel>, with_unknown: bool) -> Self {
+        ProtoNetMethod {
+            model,
+            with_unknown,
+            own_x: None,
+            slot: Vec::new(),
+            emb: Vec::new(),
+        }
+    }
+
+    fn x<'a>(&'a self, ctx: &'a EvalContext<'_>) -> &'a Matrix {
+        self.own_x.as_ref().unwrap_or(ctx.x)
+    }
+
+    /// Embeddings of `rows`, row-major; rows not embedded in `prepare` are embedded now.
+    ///
+    /// # Shapes
+    /// `rows`: `n` indices → `n × embedding`.
+    fn embeddings(&self, ctx: &EvalContext<'_>, rows: &[usize]) -> Vec<f32> {
+        let d = self.model.dim();
+        let mut out = Vec::with_capacity(rows.len() * d);
+        let missing: Vec<usize> = rows
+            .iter()
+            .copied()
+            .filter(|&r| self.slot.get(r).is_none_or(|&s| s == u32::MAX))
+            .collect();
+        let extra = if missing.is_empty() {
+            Vec::new()
+        } else {
+            // The model was checked against this data in `prepare`; a failure here is a bug, and an
+            // all-zero embedding (never flagged) is the conservative answer.
+            self.model
+                .embed(&self.x(ctx).gather(&missing))
+                .unwrap_or_else(|_| vec![0.0; missing.len() * d])
+        };
+        let mut next_missing = 0;
+        for &r in rows {
+            match self.slot.get(r) {
+                Some(&s) if s != u32::MAX => {
+                    let s = s as usize;
+                    out.extend_from_slice(&self.emb[s * d..(s + 1) * d]);
+                }
+                _ => {
+                    out.extend_from_slice(&extra[next_missing * d..(next_missing + 1) * d]);
+                    next_missing += 1;
+                }
+            }
+        }
+        out
+    }
+}
+
+impl FewShotMethod for ProtoNetMethod {
+    fn name(&self) -> String {
+        if self.with_unknown {
+            "protonet+unknown".into()
+        } else {
+            "protonet".into()
+        }
+    }
+
+    fn description(&self) -> String {
+        let r = &self.model.record;
+        format!(
+            "meta-learned encoder ({} steps kept of {}, validation F1 {:.3}); support-mean prototype vs {} benign k-means prototypes, threshold calibrated on held-out benign rows at FPR {}{}",
+            r.best_step,
+            r.steps_run,
+            r.best_f1,
+            self.model.reference.prototypes.len() / self.model.dim().max(1),
+            self.model.reference.fpr_budget,
+            if self.with_unknown { "; unknown anomalies also flagged" } else { "" }
+        )
+    }
+
+    fn prepare(&mut self, ctx: &EvalContext<'_>, query_rows: &[usize]) -> Result<(), EvalError> {
+        let method_err = |message: String| EvalError::Method {
+            method: "protonet".into(),
+            message,
+        };
+        self.model
+            .check_layout(&ctx.frame.layout)
+            .map_err(|e| method_err(e.to_string()))?;
+        self.own_x = if self.model.normaliser == *ctx.normaliser {
+            None
+        } else {
+            let all: Vec<usize> = (0..ctx.frame.len()).collect();
+            Some(Matrix {
+                data: self.model.normaliser.transform(ctx.frame, &all)?,
+                dim: self.model.normaliser.output_dim(),
+            })
+        };
+        // Embed every row a task may query or draw support from (no labels are used here).
+        let mut rows: Vec<usize> = query_rows.to_vec();
+        rows.extend(ctx.split.novel.values().flatten());
+        rows.sort_unstable();
+        rows.dedup();
+        self.slot = vec![u32::MAX; ctx.frame.len()];
+        for (i, &r) in rows.iter().enumerate() {
+            self.slot[r] = i as u32;
+        }
+        self.emb = self
+            .model
+            .embed(&self.x(ctx).gather(&rows))
+            .map_err(|e| method_err(e.to_string()))?;
+        Ok(())
+    }
+
+    fn detect(&self, ctx: &EvalContext<'_>, task: &DetectionTask) -> Vec<bool> {
+        let d = self.model.dim();
+        let reference = &self.model.reference;
+        let family = reference.enrol(&self.embeddings(ctx, &task.support));
+        let q = self.embeddings(ctx, &task.queries);
+        q.chunks_exact(d)
+            .map(|x| {
+                let db = reference.benign_distance(x);
+                let df = sq_dist(x, &family.centre);
+                db - df > family.threshold
+                    || (self.with_unknown && db.min(df) > reference.unknown_threshold)
+            })
+            .collect()
+    }
+
+    fn classify(&self, ctx: &EvalContext<'_>, episode: &Episode) -> Option<Vec<usize>> {
+        let d = self.model.dim();
+        let protos: Vec<Vec<f32>> = episode
+            .support
+            .iter()
+            .map(|s| mean_row(&self.embeddings(ctx, s), d))
+            .collect();
+        let rows: Vec<usize> = episode.query.iter().flatten().copied().collect();
+        let q = self.embeddings(ctx, &rows);
+        Some(
+            q.chunks_exact(d)
+                .map(|x| {
+                    protos
+                        .iter()
+                        .map(|p| sq_dist(x, p))
+                        .enumerate()
+                        .min_by(|a, b| a.1.total_cmp(&b.1))
+                        .map_or(0, |(i, _)| i)
+                })
+                .collect(),
+        )
+    }
+}

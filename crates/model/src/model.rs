@@ -1,0 +1,143 @@
+//! The trained universal threat model: normaliser + encoder + benign reference, with the metadata
+//! that the model file records. It embeds preprocessed rows and enrols families; it does not train
+//! (see `train`) and does not touch files (see `io`).
+
+use std::path::PathBuf;
+
+use metaids_core::preprocess::Normaliser;
+use metaids_core::schema::FeatureLayout;
+use metaids_core::FlowFrame;
+use serde::{Deserialize, Serialize};
+
+use crate::decision::{BenignReference, FamilyPrototype};
+use crate::encoder::Encoder;
+use crate::error::{ModelError, Result};
+use crate::train::TrainConfig;
+
+/// One data file the model was trained on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataFileHash {
+    /// Path as given.
+    pub path: String,
+    /// Sha256 of its bytes.
+    pub sha256: String,
+}
+
+/// Where the training data came from.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Provenance {
+    /// The data files, with hashes.
+    pub files: Vec<DataFileHash>,
+    /// The split file's name.
+    pub split_file: String,
+    /// Sha256 of the split file.
+    pub split_sha256: String,
+}
+
+/// One model-selection evaluation during training.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ValidationPoint {
+    /// Optimiser steps done (0: the untrained encoder).
+    pub step: usize,
+    /// Mean training loss over the steps since the previous point (NaN at step 0, stored as null).
+    pub loss: Option<f64>,
+    /// Macro-F1 over validation families of K = 5 detection tasks.
+    pub f1: f64,
+    /// Macro false-positive rate on the held-out benign validation rows.
+    pub fpr: f64,
+}
+
+/// What training recorded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainingRecord {
+    /// The training configuration (seed included).
+    pub config: TrainConfig,
+    /// Validation history.
+    pub history: Vec<ValidationPoint>,
+    /// Step of the kept weights.
+    pub best_step: usize,
+    /// Validation macro-F1 of the kept weights.
+    pub best_f1: f64,
+    /// Steps actually run (early stopping may end sooner).
+    pub steps_run: usize,
+    /// Wall-clock seconds of training.
+    pub seconds: f64,
+    /// Seen families that took part in episodes.
+    pub families: Vec<String>,
+    /// Validation families used for model selection.
+    pub validation_families: Vec<String>,
+    /// Benign rows: training pool, calibration, validation queries.
+    pub benign_rows: [usize; 3],
+    /// Data provenance.
+    pub provenance: Provenance,
+}
+
+/// A trained model, ready to embed and enrol.
+#[derive(Debug)]
+pub struct ThreatModel {
+    /// Preprocessing fit on the training rows.
+    pub normaliser: Normaliser,
+    /// The encoder.
+    pub encoder: Encoder,
+    /// Benign prototypes and calibration.
+    pub reference: BenignReference,
+    /// How it was trained.
+    pub record: TrainingRecord,
+    /// Where it was loaded from (`None` when trained in this process).
+    pub path: Option<PathBuf>,
+}
+
+impl ThreatModel {
+    /// Refuses a layout other than the one the model was trained on, naming the model file.
+    pub fn check_layout(&self, layout: &FeatureLayout) -> Result<()> {
+        let found = layout.hash();
+        if found != self.normaliser.schema_hash || layout.kind != self.normaliser.kind {
+            return Err(ModelError::SchemaMismatch {
+                path: self
+                    .path
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from("<in memory>")),
+                expected: self.normaliser.kind.name().to_string(),
+                expected_hash: self.normaliser.schema_hash.clone(),
+                found: layout.kind.name().to_string(),
+                found_hash: found,
+            });
+        }
+        Ok(())
+    }
+
+    /// Embedding size.
+    pub fn dim(&self) -> usize {
+        self.encoder.config().embedding
+    }
+
+    /// Preprocesses and embeds `rows` of `frame` (after checking its schema).
+    ///
+    /// # Shapes
+    /// `rows`: `n` indices → `n × embedding` values, row-major.
+    pub fn embed_rows(&self, frame: &FlowFrame, rows: &[usize]) -> Result<Vec<f32>> {
+        self.check_layout(&frame.layout)?;
+        let x = self.normaliser.transform(frame, rows)?;
+        self.encoder.embed(&x)
+    }
+
+    /// Embeds already preprocessed rows.
+    ///
+    /// # Shapes
+    /// `x`: `n × input_dim` → `n × embedding`.
+    pub fn embed(&self, x: &[f32]) -> Result<Vec<f32>> {
+        self.encoder.embed(x)
+    }
+
+    /// Enrols a family from its support embeddings (prototype = mean; calibrated threshold).
+    ///
+    /// # Shapes
+    /// `support`: `K × embedding`.
+    pub fn enrol(&self, support: &[f32]) -> FamilyPrototype {
+        self.reference.enrol(support)
+    }
+}

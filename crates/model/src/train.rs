@@ -1,0 +1,551 @@
+//! Meta-training: prototypical-network episodes over seen families (benign always one of the ways),
+//! model selection on validation families with detection tasks built like the novel protocol, then
+//! benign prototypes (k-means) and calibration on a held-out benign slice.
+//!
+//! Rows used: `split.benign_train` (minus a seeded held-out slice, which only calibrates and
+//! validates), `split.seen` (gradient steps) and `split.validation` (model selection only). It never
+//! reads `split.novel` or `split.benign_query`, and it does not write files.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Instant;
+
+use candle_core::{Tensor, D};
+use candle_nn::{AdamW, Optimizer, ParamsAdamW};
+use metaids_core::episode::{
+    episode_rng, sample_detection_task, seeded_subsample, ClassRows, DetectionTask, EpisodeSampler,
+};
+use metaids_core::metrics::BinaryCounts;
+use metaids_core::preprocess::{Normaliser, PreprocessConfig};
+use metaids_core::split::Split;
+use metaids_core::FlowFrame;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::decision::{kmeans, BenignReference};
+use crate::encoder::{Encoder, EncoderConfig};
+use crate::error::{ModelError, Result};
+use crate::model::{Provenance, ThreatModel, TrainingRecord, ValidationPoint};
+
+/// Meta-training settings. Every default was chosen on validation families only.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Seed of initialisation, episodes, the benign hold-out and k-means.
+    pub seed: u64,
+    /// Most optimiser steps (one episode each).
+    pub steps: usize,
+    /// N: ways per episode, benign included (capped by the eligible seen families).
+    pub ways: usize,
+    /// K values; each episode draws one.
+    pub shots: Vec<usize>,
+    /// Query rows per way.
+    pub queries: usize,
+    /// AdamW learning rate.
+    pub learning_rate: f64,
+    /// AdamW weight decay.
+    pub weight_decay: f64,
+    /// Validate every this many steps.
+    pub eval_every: usize,
+    /// Stop after this many validations without improvement (0: never stop early).
+    pub patience: usize,
+    /// Detection tasks per validation family.
+    pub validation_episodes: usize,
+    /// K of the validation tasks.
+    pub validation_shots: usize,
+    /// At most this many attack (and as many benign) queries per validation task.
+    pub validation_max_queries: usize,
+    /// Fraction of `benign_train` held out for calibration and validation.
+    pub benign_holdout_fraction: f64,
+    /// At most this many held-out benign rows.
+    pub max_holdout: usize,
+    /// k of the benign k-means.
+    pub benign_prototypes: usize,
+    /// At most this many benign training rows go into k-means.
+    pub kmeans_rows: usize,
+    /// False-positive budget α of the calibrated thresholds.
+    pub fpr_budget: f64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            seed: 2026,
+            steps: 3000,
+            ways: 6,
+            shots: vec![1, 5, 10],
+            queries: 16,
+            learning_rate: 1e-3,
+            weight_decay: 1e-4,
+            eval_every: 100,
+            patience: 8,
+            validation_episodes: 20,
+            validation_shots: 5,
+            validation_max_queries: 50,
+            benign_holdout_fraction: 0.2,
+            max_holdout: 6000,
+            benign_prototypes: 8,
+            kmeans_rows: 4000,
+            fpr_budget: 0.01,
+        }
+    }
+}
+
+impl TrainConfig {
+    fn validate(&self) -> Result<()> {
+        let bad = |field, value: String, reason| {
+            Err(ModelError::Config {
+                field,
+                value,
+                reason,
+            })
+        };
+        if self.ways < 2 {
+            return bad(
+                "ways",
+                self.ways.to_string(),
+                "need at least 2 (benign + 1)",
+            );
+        }
+        if self.shots.is_empty() || self.shots.contains(&0) {
+            return bad(
+                "shots",
+                format!("{:?}", self.shots),
+                "need positive K values",
+            );
+        }
+        if self.queries == 0 {
+            return bad("queries", "0".into(), "need at least 1");
+        }
+        if !(self.learning_rate > 0.0 && self.learning_rate.is_finite()) {
+            return bad(
+                "learning_rate",
+                self.learning_rate.to_string(),
+                "must be positive",
+            );
+        }
+        if self.eval_every == 0 {
+            return bad("eval_every", "0".into(), "must be at least 1");
+        }
+        if !(self.benign_holdout_fraction > 0.0 && self.benign_holdout_fraction < 0.9) {
+            return bad(
+                "benign_holdout_fraction",
+                self.benign_holdout_fraction.to_string(),
+                "must be in (0, 0.9)",
+            );
+        }
+        if !(0.0..0.5).contains(&self.fpr_budget) {
+            return bad(
+                "fpr_budget",
+                self.fpr_budget.to_string(),
+                "must be in [0, 0.5)",
+            );
+        }
+        if self.benign_prototypes == 0 {
+            return bad("benign_prototypes", "0".into(), "must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+/// Reported to the progress callback after every step.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TrainProgress {
+    /// Steps done.
+    pub step: usize,
+    /// Most steps.
+    pub steps: usize,
+    /// Mean loss over the last steps (exponential average).
+    pub loss: f64,
+    /// Validation macro-F1 of the latest validation, if one has run.
+    pub validation_f1: Option<f64>,
+    /// Best validation macro-F1 so far.
+    pub best_f1: f64,
+}
+
+/// Preprocessed training rows, addressed by frame row.
+struct Rows {
+    dim: usize,
+    slot: Vec<u32>,
+    x: Vec<f32>,
+}
+
+impl Rows {
+    fn gather(&self, rows: &[usize], out: &mut Vec<f32>) {
+        for &r in rows {
+            let s = self.slot[r] as usize;
+            out.extend_from_slice(&self.x[s * self.dim..(s + 1) * self.dim]);
+        }
+    }
+}
+
+/// Validation material: detection tasks on validation families plus benign slices.
+struct Validation {
+    tasks: Vec<DetectionTask>,
+    rows: Vec<usize>,
+    kmeans_pool: Vec<usize>,
+    calibration: Vec<usize>,
+}
+
+/// Embeds `rows`; returns a map from row to offset (in rows) of the embedding.
+fn embed_map(
+    encoder: &Encoder,
+    data: &Rows,
+    rows: &[usize],
+) -> Result<(HashMap<usize, usize>, Vec<f32>)> {
+    let mut x = Vec::with_capacity(rows.len() * data.dim);
+    data.gather(rows, &mut x);
+    let emb = encoder.embed(&x)?;
+    Ok((rows.iter().enumerate().map(|(i, &r)| (r, i)).collect(), emb))
+}
+
+fn benign_reference(
+    encoder: &Encoder,
+    data: &Rows,
+    pool: &[usize],
+    calibration: &[usize],
+    cfg: &TrainConfig,
+) -> Result<BenignReference> {
+    let dim = encoder.config().embedding;
+    let mut x = Vec::new();
+    data.gather(pool, &mut x);
+    let pool_emb = encoder.embed(&x)?;
+    let protos = kmeans(&pool_emb, dim, cfg.benign_prototypes, 30, cfg.seed ^ 0x6b6d);
+    x.clear();
+    data.gather(calibration, &mut x);
+    let cal = encoder.embed(&x)?;
+    Ok(BenignReference::new(dim, protos, cal, cfg.fpr_budget))
+}
+
+/// Macro-F1 and macro-FPR of the validation tasks with the current encoder.
+fn validate(
+    encoder: &Encoder,
+    data: &Rows,
+    v: &Validation,
+    cfg: &TrainConfig,
+) -> Result<(f64, f64)> {
+    let dim = encoder.config().embedding;
+    let reference = benign_reference(encoder, data, &v.kmeans_pool, &v.calibration, cfg)?;
+    let (map, emb) = embed_map(encoder, data, &v.rows)?;
+    let e = |r: usize| {
+        let o = map[&r];
+        &emb[o * dim..(o + 1) * dim]
+    };
+    let mut by_family: BTreeMap<&str, Vec<(f64, f64)>> = BTreeMap::new();
+    for t in &v.tasks {
+        let mut s = Vec::with_capacity(t.support.len() * dim);
+        for &r in &t.support {
+            s.extend_from_slice(e(r));
+        }
+        let fam = reference.enrol(&s);
+        let pred: Vec<bool> = t
+            .queries
+            .iter()
+            .map(|&q| reference.flags(e(q), &fam))
+            .collect();
+        let c = BinaryCounts::from_predictions(&t.truth, &pred);
+        by_family
+            .entry(t.family.as_str())
+            .or_default()
+            .push((c.f1(), c.fpr()));
+    }
+    let n = by_family.len().max(1) as f64;
+    let mean = |i: usize| {
+        by_family
+            .values()
+            .map(|v| {
+                v.iter()
+                    .map(|p| if i == 0 { p.0 } else { p.1 })
+                    .sum::<f64>()
+                    / v.len() as f64
+            })
+            .sum::<f64>()
+            / n
+    };
+    Ok((mean(0), mean(1)))
+}
+
+/// Prototypical loss of one episode.
+///
+/// # Shapes
+/// `x`: `(N·K + N·Q, input_dim)` (support rows way by way, then query rows way by way) → scalar.
+fn episode_loss(encoder: &Encoder, x: &Tensor, ways: usize, k: usize, q: usize) -> Result<Tensor> {
+    let ctx = ModelError::tensor;
+    let emb = encoder.forward(x)?;
+    let e = encoder.config().embedding;
+    let support = emb.narrow(0, 0, ways * k).map_err(ctx("support slice"))?;
+    let queries = emb
+        .narrow(0, ways * k, ways * q)
+        .map_err(ctx("query slice"))?;
+    let protos = support
+        .reshape((ways, k, e))
+        .and_then(|t| t.mean(1))
+        .map_err(ctx("prototypes"))?;
+    let d = queries
+        .unsqueeze(1)
+        .and_then(|qq| qq.broadcast_sub(&protos.unsqueeze(0)?))
+        .and_then(|t| t.sqr())
+        .and_then(|t| t.sum(D::Minus1))
+        .map_err(ctx("distances"))?;
+    let logits = d.neg().map_err(ctx("logits"))?;
+    let targets: Vec<u32> = (0..ways as u32)
+        .flat_map(|w| std::iter::repeat_n(w, q))
+        .collect();
+    let targets = Tensor::from_vec(targets, ways * q, encoder.device()).map_err(ctx("targets"))?;
+    candle_nn::loss::cross_entropy(&logits, &targets).map_err(ctx("cross entropy"))
+}
+
+/// Meta-trains a model on `frame` under `split`.
+///
+/// The normaliser is fit on `split.training_rows()` with `preprocess` (as the benchmark does);
+/// `encoder.input_dim` is replaced by its output width. `progress` is called after every step.
+pub fn train(
+    frame: &FlowFrame,
+    split: &Split,
+    preprocess: PreprocessConfig,
+    encoder: EncoderConfig,
+    cfg: &TrainConfig,
+    provenance: Provenance,
+    progress: &mut dyn FnMut(&TrainProgress),
+) -> Result<ThreatModel> {
+    cfg.validate()?;
+    let started = Instant::now();
+    let normaliser = Normaliser::fit(frame, &split.training_rows(), preprocess)?;
+    let enc_cfg = EncoderConfig {
+        input_dim: normaliser.output_dim(),
+        ..encoder
+    };
+    let encoder = Encoder::new(enc_cfg, cfg.seed)?;
+
+    // The benign hold-out: seeded, disjoint from the benign training pool.
+    let mut benign = split.benign_train.clone();
+    benign.shuffle(&mut ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x686f_6c64));
+    let n_hold = ((benign.len() as f64 * cfg.benign_holdout_fraction).round() as usize)
+        .min(cfg.max_holdout)
+        .max(2);
+    if benign.len() < n_hold + 20 {
+        return Err(ModelError::Data(format!(
+            "only {} benign training rows; need at least {}",
+            benign.len(),
+            n_hold + 20
+        )));
+    }
+    let mut pool = benign.split_off(n_hold);
+    pool.sort_unstable();
+    let half = benign.len() / 2;
+    let mut calibration_half = benign[..half].to_vec();
+    let mut validation_benign = benign[half..].to_vec();
+    let mut holdout = benign;
+    calibration_half.sort_unstable();
+    validation_benign.sort_unstable();
+    holdout.sort_unstable();
+
+    // Preprocess only the rows training may look at.
+    let mut needed: Vec<usize> = split.benign_train.clone();
+    needed.extend(split.seen.values().flatten());
+    needed.extend(split.validation.values().flatten());
+    needed.sort_unstable();
+    needed.dedup();
+    let mut slot = vec![u32::MAX; frame.len()];
+    for (i, &r) in needed.iter().enumerate() {
+        slot[r] = i as u32;
+    }
+    let data = Rows {
+        dim: normaliser.output_dim(),
+        slot,
+        x: normaliser.transform(frame, &needed)?,
+    };
+
+    // Validation tasks, like the novel protocol but on validation families and held-out benign rows.
+    let mut tasks = Vec::new();
+    for (family, rows) in &split.validation {
+        for e in 0..cfg.validation_episodes {
+            let mut rng = episode_rng(
+                cfg.seed,
+                &format!("validate:{family}"),
+                cfg.validation_shots,
+                e,
+            );
+            if let Some(t) = sample_detection_task(
+                family,
+                rows,
+                &validation_benign,
+                cfg.validation_shots,
+                cfg.validation_max_queries,
+                &mut rng,
+                e,
+            ) {
+                tasks.push(t);
+            }
+        }
+    }
+    if tasks.is_empty() {
+        return Err(ModelError::Data(format!(
+            "no validation task could be built (validation families: {:?}; held-out benign rows: {})",
+            split.validation.keys().collect::<Vec<_>>(),
+            validation_benign.len()
+        )));
+    }
+    let mut vrows: Vec<usize> = tasks
+        .iter()
+        .flat_map(|t| t.support.iter().chain(&t.queries).copied())
+        .collect();
+    vrows.sort_unstable();
+    vrows.dedup();
+    let kmeans_pool = seeded_subsample(&pool, cfg.kmeans_rows, cfg.seed ^ 0x6b70);
+    let validation = Validation {
+        tasks,
+        rows: vrows,
+        kmeans_pool: kmeans_pool.clone(),
+        calibration: calibration_half,
+    };
+
+    // Episode classes: benign training pool plus seen families.
+    let benign_name = split.benign.as_str();
+    let mut classes = vec![ClassRows {
+        name: benign_name,
+        rows: &pool,
+    }];
+    classes.extend(split.seen.iter().map(|(f, r)| ClassRows {
+        name: f.as_str(),
+        rows: r.as_slice(),
+    }));
+    let mut samplers = Vec::new();
+    for &k in &cfg.shots {
+        let eligible = classes
+            .iter()
+            .filter(|c| c.rows.len() >= k + cfg.queries)
+            .count();
+        let ways = cfg.ways.min(eligible);
+        if ways >= 2 {
+            samplers.push(EpisodeSampler {
+                ways,
+                shots: k,
+                queries: cfg.queries,
+            });
+        }
+    }
+    if samplers.is_empty() {
+        return Err(ModelError::Data(format!(
+            "no seen family has K + {} rows for any K in {:?}",
+            cfg.queries, cfg.shots
+        )));
+    }
+    let families: Vec<String> = classes
+        .iter()
+        .skip(1)
+        .filter(|c| c.rows.len() >= samplers[0].shots + cfg.queries)
+        .map(|c| c.name.to_string())
+        .collect();
+
+    let mut opt = AdamW::new(
+        encoder.vars(),
+        ParamsAdamW {
+            lr: cfg.learning_rate,
+            weight_decay: cfg.weight_decay,
+            ..ParamsAdamW::default()
+        },
+    )
+    .map_err(ModelError::tensor("creating the optimiser"))?;
+
+    let (f1, fpr) = validate(&encoder, &data, &validation, cfg)?;
+    let mut history = vec![ValidationPoint {
+        step: 0,
+        loss: None,
+        f1,
+        fpr,
+    }];
+    let mut best = (f1, 0usize, encoder.snapshot()?);
+    let mut since_best = 0usize;
+    let mut ema = f64::NAN;
+    let mut window = (0f64, 0usize);
+    let mut steps_run = 0;
+    let mut x = Vec::new();
+    let mut last_f1 = Some(f1);
+    for step in 0..cfg.steps {
+        let mut rng = episode_rng(cfg.seed, "meta-train", 0, step);
+        let sampler = samplers[rng.random_range(0..samplers.len())];
+        let Some(ep) = sampler.sample(&classes, Some(benign_name), &mut rng) else {
+            continue;
+        };
+        x.clear();
+        for s in &ep.support {
+            data.gather(s, &mut x);
+        }
+        for q in &ep.query {
+            data.gather(q, &mut x);
+        }
+        let n = sampler.ways * (sampler.shots + sampler.queries);
+        let xt = Tensor::from_slice(&x, (n, data.dim), encoder.device())
+            .map_err(ModelError::tensor("building an episode batch"))?;
+        let loss = episode_loss(&encoder, &xt, sampler.ways, sampler.shots, sampler.queries)?;
+        opt.backward_step(&loss)
+            .map_err(ModelError::tensor("optimiser step"))?;
+        let l = f64::from(
+            loss.to_scalar::<f32>()
+                .map_err(ModelError::tensor("reading the loss"))?,
+        );
+        ema = if ema.is_nan() {
+            l
+        } else {
+            0.95 * ema + 0.05 * l
+        };
+        window.0 += l;
+        window.1 += 1;
+        steps_run = step + 1;
+        if steps_run % cfg.eval_every == 0 || steps_run == cfg.steps {
+            let (f1, fpr) = validate(&encoder, &data, &validation, cfg)?;
+            history.push(ValidationPoint {
+                step: steps_run,
+                loss: Some(window.0 / window.1.max(1) as f64),
+                f1,
+                fpr,
+            });
+            window = (0.0, 0);
+            last_f1 = Some(f1);
+            if f1 > best.0 {
+                best = (f1, steps_run, encoder.snapshot()?);
+                since_best = 0;
+            } else {
+                since_best += 1;
+            }
+        }
+        progress(&TrainProgress {
+            step: steps_run,
+            steps: cfg.steps,
+            loss: ema,
+            validation_f1: last_f1,
+            best_f1: best.0,
+        });
+        if cfg.patience > 0 && since_best >= cfg.patience {
+            break;
+        }
+    }
+    encoder.restore(&best.2)?;
+    // Final benign reference: k-means on the training pool, calibration on the whole hold-out.
+    let reference = benign_reference(&encoder, &data, &kmeans_pool, &holdout, cfg)?;
+    let record = TrainingRecord {
+        config: cfg.clone(),
+        history,
+        best_step: best.1,
+        best_f1: best.0,
+        steps_run,
+        seconds: started.elapsed().as_secs_f64(),
+        families,
+        validation_families: split.validation.keys().cloned().collect(),
+        benign_rows: [
+            pool.len(),
+            holdout.len() - validation_benign.len(),
+            validation_benign.len(),
+        ],
+        provenance,
+    };
+    Ok(ThreatModel {
+        normaliser,
+        encoder,
+        reference,
+        record,
+        path: None,
+    })
+}
