@@ -285,10 +285,12 @@ impl TreeBuilder<'_> {
 
     fn build(&mut self, rows: Vec<u32>, depth: usize) -> u32 {
         let c = self.classes;
-        let mut counts = vec![0f64; c];
-        for &r in &rows {
-            counts[self.y[r as usize] as usize] += f64::from(self.w[r as usize]);
+        // Class weights summed in four lanes (see the histogram below for why).
+        let mut lanes = vec![0f64; 4 * c];
+        for (i, &r) in rows.iter().enumerate() {
+            lanes[(i % 4) * c + self.y[r as usize] as usize] += f64::from(self.w[r as usize]);
         }
+        let counts: Vec<f64> = (0..c).map(|k| (0..4).map(|l| lanes[l * c + k]).sum()).collect();
         let total: f64 = counts.iter().sum();
         let pure = counts.iter().filter(|&&v| v > 0.0).count() <= 1;
         let min_leaf = f64::from(self.cfg.min_leaf_weight);
@@ -309,17 +311,31 @@ impl TreeBuilder<'_> {
         };
         let parent = gini(&counts, total) * total;
         let mut best: Option<(f64, usize, u8)> = None;
-        let mut hist = vec![0f64; 256 * c];
+        // Four interleaved histograms: consecutive rows often share a bin, and one histogram would make
+        // every update wait for the previous one to the same slot.
+        const LANES: usize = 4;
+        let stride = 256 * c;
+        let mut hist = vec![0f64; LANES * stride];
         let mut left = vec![0f64; c];
         let mut right = vec![0f64; c];
+        let node: Vec<(u32, usize, f64)> = rows
+            .iter()
+            .map(|&r| (r, self.y[r as usize] as usize, f64::from(self.w[r as usize])))
+            .collect();
         for f in sample(&mut self.rng, d, mtry) {
-            hist.iter_mut().for_each(|h| *h = 0.0);
             let mut max_bin = 0usize;
             let column = &self.data.columns[f];
-            for &r in &rows {
-                let b = column[r as usize] as usize;
+            for (i, &(r, y, w)) in node.iter().enumerate() {
+                let b = usize::from(column[r as usize]);
                 max_bin = max_bin.max(b);
-                hist[b * c + self.y[r as usize] as usize] += f64::from(self.w[r as usize]);
+                hist[(i % LANES) * stride + b * c + y] += w;
+            }
+            let used = (max_bin + 1) * c;
+            for lane in 1..LANES {
+                for j in 0..used {
+                    hist[j] += hist[lane * stride + j];
+                    hist[lane * stride + j] = 0.0;
+                }
             }
             left.iter_mut().for_each(|v| *v = 0.0);
             let mut left_total = 0.0;
@@ -341,6 +357,7 @@ impl TreeBuilder<'_> {
                     best = Some((impurity, f, b as u8));
                 }
             }
+            hist[..used].iter_mut().for_each(|h| *h = 0.0);
         }
         let Some((_, feature, bin)) = best else {
             return self.leaf(&counts);
