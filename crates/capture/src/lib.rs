@@ -57,8 +57,9 @@ pub struct LiveConfig {
     pub snaplen: i32,
     /// A BPF filter in tcpdump syntax (default none).
     pub filter: Option<String>,
-    /// Longest wait for a packet before the loop checks the stop flag and the tick (default
-    /// 100 ms).
+    /// libpcap's read timeout (default 100 ms). The capture is non-blocking: when no packet
+    /// waits, the loop sleeps for the smaller of this and 2 ms, then checks the stop flag and
+    /// the tick.
     pub read_timeout: Duration,
     /// Interval of the wall-clock tick that expires idle flows (default 1 s).
     pub tick_interval: Duration,

@@ -3,7 +3,7 @@
 //! decode packets or write flows itself.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use metaids_flow::{FlowEngine, FlowError, FlowRecord, LinkType, Packet};
 
@@ -55,17 +55,20 @@ impl LiveCapture {
             .map_err(pcap_err(format!("interface {iface}")))?
             .promisc(config.promiscuous)
             .snaplen(config.snaplen)
-            // Immediate mode: libpcap then uses TPACKET_V2 on Linux, whose poll honours the
-            // read timeout even when no packet arrives. With TPACKET_V3 an idle interface
-            // blocks the read forever, so neither the stop flag nor the tick would be seen.
+            // Packets are handed over as they arrive, not in batches.
             .immediate_mode(true)
             .timeout(timeout_ms.max(1));
         if let Some(size) = config.buffer_size {
             inactive = inactive.buffer_size(size);
         }
+        // Non-blocking: libpcap's read timeout does not fire on Linux while an interface is
+        // idle (TPACKET_V3 and, as observed on lo, V2), so a blocking read would never let the
+        // loop see the stop flag or run the tick. `run` sleeps briefly when no packet waits.
         let mut cap = inactive
             .open()
-            .map_err(pcap_err(format!("open interface {iface}")))?;
+            .map_err(pcap_err(format!("open interface {iface}")))?
+            .setnonblock()
+            .map_err(pcap_err(format!("set interface {iface} non-blocking")))?;
         if let Some(filter) = &config.filter {
             cap.filter(filter, true)
                 .map_err(pcap_err(format!("set BPF filter {filter:?}")))?;
@@ -89,7 +92,7 @@ impl LiveCapture {
     ///
     /// Expiry follows packet timestamps, plus a wall-clock [`FlowEngine::tick`] every
     /// [`LiveConfig::tick_interval`], so idle flows are emitted while the link is quiet. The
-    /// stop flag is checked at least every [`LiveConfig::read_timeout`].
+    /// stop flag is checked between packets and at least every 2 ms while none arrives.
     pub fn run<F>(
         &mut self,
         engine: &mut FlowEngine,
@@ -100,6 +103,7 @@ impl LiveCapture {
         F: FnMut(FlowRecord) -> Result<(), FlowError>,
     {
         let started = Instant::now();
+        let idle_sleep = self.config.read_timeout.min(Duration::from_millis(2));
         let mut last_tick = started;
         let mut stats = LiveStats {
             packets: 0,
@@ -147,7 +151,7 @@ impl LiveCapture {
                         on_flow(flow)?;
                     }
                 }
-                Err(pcap::Error::TimeoutExpired) => {}
+                Err(pcap::Error::TimeoutExpired) => std::thread::sleep(idle_sleep),
                 Err(e) => return Err(pcap_err("read packet")(e)),
             }
             if last_tick.elapsed() >= self.config.tick_interval {

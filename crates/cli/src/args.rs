@@ -214,8 +214,24 @@ pub struct BenchArgs {
 #[derive(Debug, Args)]
 pub struct ExtractArgs {
     /// Capture files (pcap or pcapng, detected from the magic number).
-    #[arg(long, num_args = 1.., required = true)]
+    #[arg(long, num_args = 1.., required_unless_present = "interface", conflicts_with = "interface")]
     pub pcap: Vec<PathBuf>,
+    /// Capture live from this interface instead (needs a build with `--features live` and root or
+    /// CAP_NET_RAW). Stops on Ctrl-C, --duration or --packets; live flows are then flushed.
+    #[arg(long)]
+    pub interface: Option<String>,
+    /// BPF filter for live capture, in tcpdump syntax (e.g. "tcp or udp").
+    #[arg(long, requires = "interface")]
+    pub filter: Option<String>,
+    /// Stop a live capture after this many seconds.
+    #[arg(long, requires = "interface")]
+    pub duration: Option<f64>,
+    /// Stop a live capture after this many packets.
+    #[arg(long, requires = "interface")]
+    pub packets: Option<u64>,
+    /// Do not put the interface in promiscuous mode.
+    #[arg(long, requires = "interface")]
+    pub no_promiscuous: bool,
     /// Output file (written to a temporary name, then renamed).
     #[arg(long)]
     pub out: PathBuf,

@@ -6,7 +6,12 @@
 use std::fs::File;
 use std::io::BufReader;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
 use anyhow::{bail, Context, Result};
+use metaids_capture::{LiveCapture, LiveConfig};
 use metaids_flow::{
     CaptureReader, CsvWriter, FlowConfig, FlowEngine, FlowRecord, JsonLinesWriter, ReaderConfig,
 };
@@ -65,6 +70,9 @@ pub fn run(a: ExtractArgs) -> Result<()> {
         Sink::Csv(CsvWriter::new(out, label)?)
     };
     let mut warnings = Vec::new();
+    if let Some(interface) = &a.interface {
+        capture_live(&a, interface, config, &mut sink)?;
+    }
     for path in &a.pcap {
         let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
         let mut reader = CaptureReader::new(
@@ -77,7 +85,7 @@ pub fn run(a: ExtractArgs) -> Result<()> {
         loop {
             match reader.next_packet() {
                 Ok(Some(pkt)) => {
-                    for flow in engine.push_packet(pkt.link_type, pkt.ts_us, pkt.data) {
+                    for flow in engine.push(&pkt) {
                         sink.write(&flow)?;
                     }
                 }
@@ -105,5 +113,50 @@ pub fn run(a: ExtractArgs) -> Result<()> {
         eprintln!("warning: {w}");
     }
     eprintln!("wrote {rows} flows to {}", a.out.display());
+    Ok(())
+}
+
+/// Captures from an interface into `sink` until Ctrl-C or a limit.
+fn capture_live(
+    a: &ExtractArgs,
+    interface: &str,
+    config: FlowConfig,
+    sink: &mut Sink,
+) -> Result<()> {
+    let mut live = LiveConfig::new(interface);
+    live.filter = a.filter.clone();
+    live.promiscuous = !a.no_promiscuous;
+    live.max_packets = a.packets;
+    if let Some(s) = a.duration {
+        if !(s.is_finite() && s > 0.0) {
+            bail!("--duration must be a positive number of seconds, got {s}");
+        }
+        live.max_duration = Some(Duration::from_secs_f64(s));
+    }
+    let mut capture =
+        LiveCapture::open(&live).with_context(|| format!("cannot capture on {interface}"))?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&stop);
+    // Ctrl-C ends the capture cleanly: live flows are flushed and the output renamed into place.
+    ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
+        .context("cannot install the Ctrl-C handler")?;
+    let mut engine = FlowEngine::new(config)?;
+    eprintln!("capturing on {interface} (Ctrl-C to stop)");
+    let mut write_error = None;
+    let stats = capture.run(&mut engine, &stop, |flow| {
+        if write_error.is_none() {
+            if let Err(e) = sink.write(&flow) {
+                write_error = Some(e);
+            }
+        }
+        Ok(())
+    })?;
+    if let Some(e) = write_error {
+        return Err(e);
+    }
+    eprintln!("{interface}: {stats:?}");
+    for line in metaids_flow::output::summary(engine.stats()).lines() {
+        eprintln!("  {line}");
+    }
     Ok(())
 }

@@ -290,7 +290,9 @@ impl TreeBuilder<'_> {
         for (i, &r) in rows.iter().enumerate() {
             lanes[(i % 4) * c + self.y[r as usize] as usize] += f64::from(self.w[r as usize]);
         }
-        let counts: Vec<f64> = (0..c).map(|k| (0..4).map(|l| lanes[l * c + k]).sum()).collect();
+        let counts: Vec<f64> = (0..c)
+            .map(|k| (0..4).map(|l| lanes[l * c + k]).sum())
+            .collect();
         let total: f64 = counts.iter().sum();
         let pure = counts.iter().filter(|&&v| v > 0.0).count() <= 1;
         let min_leaf = f64::from(self.cfg.min_leaf_weight);
@@ -320,7 +322,13 @@ impl TreeBuilder<'_> {
         let mut right = vec![0f64; c];
         let node: Vec<(u32, usize, f64)> = rows
             .iter()
-            .map(|&r| (r, self.y[r as usize] as usize, f64::from(self.w[r as usize])))
+            .map(|&r| {
+                (
+                    r,
+                    self.y[r as usize] as usize,
+                    f64::from(self.w[r as usize]),
+                )
+            })
             .collect();
         for f in sample(&mut self.rng, d, mtry) {
             let mut max_bin = 0usize;

@@ -196,6 +196,12 @@ impl BenignReference {
         self.calibration_benign_distance.len()
     }
 
+    /// The unknown-anomaly threshold at another budget than the model's.
+    pub fn unknown_threshold_at(&self, budget: f64) -> f32 {
+        let mut tmp = self.calibration_benign_distance.clone();
+        upper_quantile(&mut tmp, budget)
+    }
+
     /// Distance to the nearest benign prototype.
     ///
     /// # Shapes
@@ -210,6 +216,15 @@ impl BenignReference {
     /// # Shapes
     /// `support`: `K × dim`.
     pub fn enrol(&self, support: &[f32]) -> FamilyPrototype {
+        self.enrol_at(support, self.fpr_budget)
+    }
+
+    /// [`BenignReference::enrol`] with another budget (e.g. half of it, when the unknown-anomaly rule
+    /// takes the other half).
+    ///
+    /// # Shapes
+    /// `support`: `K × dim`.
+    pub fn enrol_at(&self, support: &[f32], budget: f64) -> FamilyPrototype {
         let centre = mean_row(support, self.dim);
         let mut scores: Vec<f32> = self
             .calibration
@@ -217,7 +232,7 @@ impl BenignReference {
             .zip(&self.calibration_benign_distance)
             .map(|(c, &db)| db - sq_dist(c, &centre))
             .collect();
-        let t = upper_quantile(&mut scores, self.fpr_budget);
+        let t = upper_quantile(&mut scores, budget);
         FamilyPrototype {
             centre,
             threshold: t.max(0.0),

@@ -14,8 +14,11 @@ use crate::model::ThreatModel;
 #[derive(Debug)]
 pub struct ProtoNetMethod {
     model: Arc<ThreatModel>,
-    /// Also flag unknown anomalies (far from every benign and the family prototype) as attacks.
+    /// Also flag unknown anomalies (far from every benign and the family prototype) as attacks; the
+    /// false-positive budget is then split in half between the two rules.
     with_unknown: bool,
+    /// Unknown threshold at half the budget (set in `prepare`).
+    unknown_half: f32,
     /// Preprocessed rows, when the model's normaliser differs from the benchmark's.
     own_x: Option<Matrix>,
     /// Frame row → slot in `emb` (u32::MAX: not embedded in advance).
@@ -29,6 +32,7 @@ impl ProtoNetMethod {
         ProtoNetMethod {
             model,
             with_unknown,
+            unknown_half: f32::INFINITY,
             own_x: None,
             slot: Vec::new(),
             emb: Vec::new(),
@@ -95,7 +99,11 @@ impl FewShotMethod for ProtoNetMethod {
             r.best_f1,
             self.model.reference.prototypes.len() / self.model.dim().max(1),
             self.model.reference.fpr_budget,
-            if self.with_unknown { "; unknown anomalies also flagged" } else { "" }
+            if self.with_unknown {
+                "; unknown anomalies also flagged (budget split in half between the two rules)"
+            } else {
+                ""
+            }
         )
     }
 
@@ -116,6 +124,10 @@ impl FewShotMethod for ProtoNetMethod {
                 dim: self.model.normaliser.output_dim(),
             })
         };
+        self.unknown_half = self
+            .model
+            .reference
+            .unknown_threshold_at(self.model.reference.fpr_budget / 2.0);
         // Embed every row a task may query or draw support from (no labels are used here).
         let mut rows: Vec<usize> = query_rows.to_vec();
         rows.extend(ctx.split.novel.values().flatten());
@@ -135,14 +147,18 @@ impl FewShotMethod for ProtoNetMethod {
     fn detect(&self, ctx: &EvalContext<'_>, task: &DetectionTask) -> Vec<bool> {
         let d = self.model.dim();
         let reference = &self.model.reference;
-        let family = reference.enrol(&self.embeddings(ctx, &task.support));
+        let support = self.embeddings(ctx, &task.support);
+        let family = if self.with_unknown {
+            reference.enrol_at(&support, reference.fpr_budget / 2.0)
+        } else {
+            reference.enrol(&support)
+        };
         let q = self.embeddings(ctx, &task.queries);
         q.chunks_exact(d)
             .map(|x| {
                 let db = reference.benign_distance(x);
                 let df = sq_dist(x, &family.centre);
-                db - df > family.threshold
-                    || (self.with_unknown && db.min(df) > reference.unknown_threshold)
+                db - df > family.threshold || (self.with_unknown && db.min(df) > self.unknown_half)
             })
             .collect()
     }
