@@ -15,6 +15,9 @@
 //! * `x` is an **unknown anomaly** iff it is flagged for no enrolled family and
 //!   `min(min_j d(x, B_j), min_f d(x, p_f)) > u` (farther than `u` from every benign and every enrolled
 //!   family prototype).
+//!
+//! The evaluation row `protonet+unknown` flags a query when either rule fires, each calibrated at half
+//! the budget (`α/2`), so at most `α` of the calibration rows are flagged in all.
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -316,11 +319,11 @@ mod tests {
             .count();
         assert!(flagged <= 1);
         assert_eq!(
-            reference.decide(&[5.0, 8.1], &[fam.clone()]),
+            reference.decide(&[5.0, 8.1], std::slice::from_ref(&fam)),
             Decision::Family(0)
         );
         assert_eq!(
-            reference.decide(&[0.0, 0.0], &[fam.clone()]),
+            reference.decide(&[0.0, 0.0], std::slice::from_ref(&fam)),
             Decision::Benign
         );
         assert_eq!(reference.decide(&[-50.0, -50.0], &[fam]), Decision::Unknown);

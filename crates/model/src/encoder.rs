@@ -18,6 +18,9 @@ const LN_EPS: f32 = 1e-5;
 /// Rows per forward pass when embedding many rows.
 const EMBED_BATCH: usize = 4096;
 
+/// One exported parameter: name, shape, row-major values.
+pub type NamedTensor = (String, Vec<usize>, Vec<f32>);
+
 /// Shape of the encoder.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -256,7 +259,7 @@ impl Encoder {
     }
 
     /// Every parameter as (name, shape, values), in parameter order.
-    pub fn export(&self) -> Result<Vec<(String, Vec<usize>, Vec<f32>)>> {
+    pub fn export(&self) -> Result<Vec<NamedTensor>> {
         self.params
             .iter()
             .map(|(n, v)| {

@@ -332,19 +332,6 @@ pub fn load(path: &Path) -> Result<ThreatModel> {
             "unexpected tensor (not part of this encoder)".into(),
         ));
     }
-    let listed: Vec<(String, Vec<usize>)> = m
-        .weights
-        .tensors
-        .iter()
-        .map(|t| (t.name.clone(), t.shape.clone()))
-        .collect();
-    if listed != expected {
-        return Err(ferr(
-            &mpath,
-            "weights.tensors",
-            "does not list the encoder's parameters and the calibration tensor in order".into(),
-        ));
-    }
     let encoder = Encoder::new(m.encoder.clone(), m.training.config.seed)
         .map_err(|e| ferr(&mpath, "encoder", e.to_string()))?;
     let mut calibration = Vec::new();
@@ -379,6 +366,24 @@ pub fn load(path: &Path) -> Result<ThreatModel> {
         } else {
             encoder.set_parameter(name, values)?;
         }
+    }
+    let listed: Vec<(String, Vec<usize>)> = m
+        .weights
+        .tensors
+        .iter()
+        .map(|t| (t.name.clone(), t.shape.clone()))
+        .collect();
+    if listed != expected {
+        let first = listed
+            .iter()
+            .zip(&expected)
+            .position(|(a, b)| a != b)
+            .unwrap_or(listed.len().min(expected.len()));
+        return Err(ferr(
+            &mpath,
+            &format!("weights.tensors[{first}]"),
+            "does not list the encoder's parameters and the calibration tensor in order".into(),
+        ));
     }
     if m.benign_prototypes.is_empty() {
         return Err(ferr(&mpath, "benign_prototypes", "empty".into()));
