@@ -8,7 +8,16 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 ///
 /// Start with `metaids demo`. Benchmarks: `metaids evaluate --dataset nsl-kdd --data DIR`.
 #[derive(Debug, Parser)]
-#[command(name = "metaids", version, about, long_about = None, propagate_version = true)]
+#[command(
+    name = "metaids",
+    version,
+    about = "metaids: detect new network attack families from a handful of labelled flows",
+    long_about = "metaids: detect new network attack families from a handful of labelled flows.\n\n\
+        Start with `metaids demo` (the unseen-family benchmark on the NSL-KDD copy in data/).\n\
+        Typical flow: `metaids extract` (captures → flows), `metaids evaluate` (benchmarks on families never \
+        seen in training), `metaids train` (meta-train the threat model).",
+    propagate_version = true
+)]
 pub struct Cli {
     /// The command.
     #[command(subcommand)]
