@@ -102,7 +102,7 @@ pub struct EvaluateArgs {
     /// Protocol settings.
     #[command(flatten)]
     pub protocol: ProtocolArgs,
-    /// A model written by `metaids train`: its rows (protonet, protonet+unknown) are added beside the
+    /// A model written by `metaids train`: its rows (protonet, protonet+known, protonet+unknown) are added beside the
     /// baselines. Refused if it was trained on another dataset or feature schema.
     #[arg(long)]
     pub model: Option<PathBuf>,
@@ -183,7 +183,7 @@ pub struct ProtocolArgs {
     #[arg(long, default_value_t = 5)]
     pub ways: usize,
     /// Methods to run, comma-separated (default: all baselines, plus the model's rows with --model):
-    /// nearest-centroid, knn, knn+shots, forest, forest+shots, protonet, protonet+unknown.
+    /// nearest-centroid, knn, knn+shots, forest, forest+shots, protonet, protonet+known, protonet+unknown.
     #[arg(long, value_delimiter = ',')]
     pub methods: Vec<String>,
     /// Write the full report (protocol, per-method, per-family) as JSON here.

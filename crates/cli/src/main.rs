@@ -198,7 +198,7 @@ fn select_methods(
             bail!("method {n:?} needs a trained model: add --model MODEL (see `metaids train`)");
         }
         if !all.iter().any(|m| key(&m.name()) == *n) {
-            bail!("unknown method {n:?}: expected nearest-centroid, knn, knn+shots, forest, forest+shots, protonet, protonet+unknown");
+            bail!("unknown method {n:?}: expected nearest-centroid, knn, knn+shots, forest, forest+shots, protonet, protonet+known, protonet+unknown");
         }
     }
     Ok(all

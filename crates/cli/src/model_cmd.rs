@@ -83,7 +83,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
     );
     let mut progress = |p: &TrainProgress| {
         bar.set_position(p.step as u64);
-        if p.step % 10 == 0 {
+        if p.step.is_multiple_of(10) {
             bar.set_message(format!(
                 "loss {:.3} val F1 {} best {:.3}",
                 p.loss,
@@ -125,6 +125,25 @@ pub fn train(a: TrainArgs) -> Result<()> {
         model.reference.calibration_rows(),
         model.reference.fpr_budget
     );
+    if !r.known_selection.is_empty() {
+        let cands: Vec<String> = r
+            .known_selection
+            .iter()
+            .map(|c| {
+                format!(
+                    "{}/family share {} F1 {:.3} FPR {:.4}",
+                    c.per_family, c.share, c.f1, c.fpr
+                )
+            })
+            .collect();
+        println!(
+            "known-family rule on validation (seen-family prototypes): {}; kept {} per family ({} prototypes), share {}",
+            cands.join(", "),
+            r.known_per_family,
+            model.reference.known_prototypes(),
+            model.reference.known_share
+        );
+    }
     Ok(())
 }
 
@@ -140,6 +159,7 @@ pub fn methods(model: &Arc<ThreatModel>) -> Vec<Box<dyn FewShotMethod>> {
     vec![
         Box::new(ProtoNetMethod::new(Arc::clone(model), false)),
         Box::new(ProtoNetMethod::new(Arc::clone(model), true)),
+        Box::new(ProtoNetMethod::with_known(Arc::clone(model))),
     ]
 }
 

@@ -18,6 +18,20 @@
 //!
 //! The evaluation row `protonet+unknown` flags a query when either rule fires, each calibrated at half
 //! the budget (`α/2`), so at most `α` of the calibration rows are flagged in all.
+//!
+//! The **known-family rule** (row `protonet+known`) also keeps prototypes `A_1…A_r` of the attack
+//! families known at training time (seeded k-means per family, so a multimodal family gets several):
+//!
+//! * known score `s_A(x) = min_j d(x, B_j) − min(d(x, p), min_i d(x, A_i))` (positive when `x` is closer
+//!   to the new family or to any known attack prototype than to the nearest benign prototype);
+//! * threshold `τ_A = max(0, t_A)` with `t_A` the same upper quantile of `s_A(c)` over `C`, so at most
+//!   `⌊α n⌋` calibration rows are flagged;
+//! * `x` is flagged iff `s_A(x) > τ_A`. Without known prototypes it is the family rule.
+//!
+//! With a **known share** `σ ∈ (0, 1)` the budget is split instead: `x` is flagged iff `s(x) > τ_p`
+//! (family rule at budget `(1 − σ) α`) or `min_j d(x, B_j) − min_i d(x, A_i) > τ_K` (`τ_K = max(0, ·)`
+//! of the upper quantile at budget `σ α` over `C`), so at most `⌊(1 − σ) α n⌋ + ⌊σ α n⌋ ≤ ⌊α n⌋`
+//! calibration rows are flagged.
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -150,6 +164,14 @@ pub struct BenignReference {
     pub fpr_budget: f64,
     /// Unknown-anomaly threshold `u`.
     pub unknown_threshold: f32,
+    /// Known attack-family prototypes `A_i`, `r × dim` (empty: none kept).
+    pub known: Vec<f32>,
+    /// The family of each known prototype (`r` names).
+    pub known_families: Vec<String>,
+    /// `min_i d(c, A_i)` per calibration row (`+inf` without known prototypes).
+    calibration_known_distance: Vec<f32>,
+    /// Share σ of the budget given to a separate known-prototype rule (0: one combined score).
+    pub known_share: f64,
 }
 
 /// A family enrolled from its support rows.
@@ -157,8 +179,10 @@ pub struct BenignReference {
 pub struct FamilyPrototype {
     /// Prototype: mean of the support embeddings.
     pub centre: Vec<f32>,
-    /// Calibrated threshold `τ_p` on the family score.
+    /// Calibrated threshold `τ_p` on the family score (or `τ_A` on the known score).
     pub threshold: f32,
+    /// Threshold `τ_K` of the separate known-prototype rule (known rule with a budget share only).
+    pub known_threshold: Option<f32>,
 }
 
 /// What the model says about one flow.
@@ -184,6 +208,7 @@ impl BenignReference {
             .collect();
         let mut tmp = calibration_benign_distance.clone();
         let unknown_threshold = upper_quantile(&mut tmp, fpr_budget);
+        let calibration_known_distance = vec![f32::INFINITY; calibration_benign_distance.len()];
         BenignReference {
             dim,
             prototypes,
@@ -191,6 +216,103 @@ impl BenignReference {
             calibration_benign_distance,
             fpr_budget,
             unknown_threshold,
+            known: Vec::new(),
+            known_families: Vec::new(),
+            calibration_known_distance,
+            known_share: 0.0,
+        }
+    }
+
+    /// Adds known attack-family prototypes (replacing any), for the known-family rule; `share` is the
+    /// budget share σ of a separate known-prototype rule (0: one combined score; clamped to `[0, 1)`).
+    ///
+    /// # Shapes
+    /// `prototypes`: `r × dim`; `families`: `r` names, one per prototype.
+    pub fn with_known(mut self, families: Vec<String>, prototypes: Vec<f32>, share: f64) -> Self {
+        self.known_share = if share.is_finite() {
+            share.clamp(0.0, 0.999)
+        } else {
+            0.0
+        };
+        self.calibration_known_distance = self
+            .calibration
+            .chunks_exact(self.dim)
+            .map(|c| nearest(c, &prototypes, self.dim).1)
+            .collect();
+        self.known = prototypes;
+        self.known_families = families;
+        self
+    }
+
+    /// Number of known attack-family prototypes.
+    pub fn known_prototypes(&self) -> usize {
+        self.known.len().checked_div(self.dim).unwrap_or(0)
+    }
+
+    /// Distance to the nearest known attack-family prototype (`+inf` without any).
+    ///
+    /// # Shapes
+    /// `x`: `dim` → scalar.
+    pub fn known_distance(&self, x: &[f32]) -> f32 {
+        nearest(x, &self.known, self.dim).1
+    }
+
+    /// Enrols a family for the known-family rule: prototype = support mean; threshold `τ_A`
+    /// calibrated on the held-out benign rows at `budget` for the score
+    /// `s_A(x) = min_j d(x, B_j) − min(d(x, p), min_i d(x, A_i))`.
+    ///
+    /// # Shapes
+    /// `support`: `K × dim`.
+    pub fn enrol_known_at(&self, support: &[f32], budget: f64) -> FamilyPrototype {
+        if self.known_share > 0.0 && !self.known.is_empty() {
+            let mut fam = self.enrol_at(support, budget * (1.0 - self.known_share));
+            let mut scores: Vec<f32> = self
+                .calibration_benign_distance
+                .iter()
+                .zip(&self.calibration_known_distance)
+                .map(|(&db, &dk)| db - dk)
+                .collect();
+            fam.known_threshold =
+                Some(upper_quantile(&mut scores, budget * self.known_share).max(0.0));
+            return fam;
+        }
+        let centre = mean_row(support, self.dim);
+        let mut scores: Vec<f32> = self
+            .calibration
+            .chunks_exact(self.dim)
+            .zip(&self.calibration_benign_distance)
+            .zip(&self.calibration_known_distance)
+            .map(|((c, &db), &dk)| db - sq_dist(c, &centre).min(dk))
+            .collect();
+        let t = upper_quantile(&mut scores, budget);
+        FamilyPrototype {
+            centre,
+            threshold: t.max(0.0),
+            known_threshold: None,
+        }
+    }
+
+    /// Known-family score `s_A(x)`.
+    ///
+    /// # Shapes
+    /// `x`: `dim` → scalar.
+    pub fn known_score(&self, x: &[f32], family: &FamilyPrototype) -> f32 {
+        self.benign_distance(x) - sq_dist(x, &family.centre).min(self.known_distance(x))
+    }
+
+    /// Whether `x` is flagged by the known-family rule for `family` (enrolled with
+    /// [`BenignReference::enrol_known_at`]): `s_A(x) > τ_A`.
+    ///
+    /// # Shapes
+    /// `x`: `dim` → bool.
+    pub fn flags_known(&self, x: &[f32], family: &FamilyPrototype) -> bool {
+        match family.known_threshold {
+            Some(tk) => {
+                let db = self.benign_distance(x);
+                db - sq_dist(x, &family.centre) > family.threshold
+                    || db - self.known_distance(x) > tk
+            }
+            None => self.known_score(x, family) > family.threshold,
         }
     }
 
@@ -239,6 +361,7 @@ impl BenignReference {
         FamilyPrototype {
             centre,
             threshold: t.max(0.0),
+            known_threshold: None,
         }
     }
 
@@ -327,5 +450,75 @@ mod tests {
             Decision::Benign
         );
         assert_eq!(reference.decide(&[-50.0, -50.0], &[fam]), Decision::Unknown);
+    }
+
+    #[test]
+    fn known_family_rule_flags_known_attacks_within_budget() {
+        // Benign rows around (0, 0) with a spread; a known attack family at (20, 0); the new family at
+        // (0, 20).
+        let mut cal = Vec::new();
+        for i in 0..400 {
+            let a = i as f32 * 0.37;
+            let r = (i % 20) as f32 * 0.15;
+            cal.extend_from_slice(&[r * a.cos(), r * a.sin()]);
+        }
+        let reference = BenignReference::new(2, vec![0.0, 0.0], cal.clone(), 0.01);
+        assert_eq!(reference.known_prototypes(), 0);
+        let plain = reference.enrol(&[0.0, 20.0, 0.2, 20.0]);
+        let near_known = [19.5, 0.3];
+        assert!(!reference.flags(&near_known, &plain));
+        // Without known prototypes the known rule is the family rule.
+        let same = reference.enrol_known_at(&[0.0, 20.0, 0.2, 20.0], 0.01);
+        assert_eq!(same, plain);
+
+        let reference = reference.with_known(
+            vec!["dos".into(), "dos".into()],
+            vec![20.0, 0.0, 20.0, 3.0],
+            0.0,
+        );
+        assert_eq!(reference.known_prototypes(), 2);
+        let fam = reference.enrol_known_at(&[0.0, 20.0, 0.2, 20.0], 0.01);
+        assert!(reference.flags_known(&near_known, &fam));
+        assert!(reference.flags_known(&[0.1, 19.8], &fam));
+        assert!(!reference.flags_known(&[0.1, 0.1], &fam));
+        // The calibration budget holds: at most ⌊0.01 · 400⌋ = 4 calibration rows flagged.
+        let flagged = cal
+            .chunks_exact(2)
+            .filter(|c| reference.flags_known(c, &fam))
+            .count();
+        assert!(flagged <= 4, "{flagged}");
+        // A benign row pulled towards a known prototype raises the threshold rather than the FPR.
+        let mut cal2 = cal.clone();
+        for _ in 0..20 {
+            cal2.extend_from_slice(&[12.0, 0.0]);
+        }
+        let r2 = BenignReference::new(2, vec![0.0, 0.0], cal2.clone(), 0.01).with_known(
+            vec!["dos".into()],
+            vec![20.0, 0.0],
+            0.0,
+        );
+        let f2 = r2.enrol_known_at(&[0.0, 20.0], 0.01);
+        let flagged = cal2
+            .chunks_exact(2)
+            .filter(|c| r2.flags_known(c, &f2))
+            .count();
+        assert!(flagged <= 4, "{flagged}");
+        assert!(r2.flags_known(&[19.0, 0.0], &f2));
+        // Split budget: both rules fire, and the union stays within ⌊α n⌋ calibration rows.
+        let r3 = BenignReference::new(2, vec![0.0, 0.0], cal2.clone(), 0.02).with_known(
+            vec!["dos".into()],
+            vec![20.0, 0.0],
+            0.5,
+        );
+        let f3 = r3.enrol_known_at(&[0.0, 20.0], 0.02);
+        assert!(f3.known_threshold.is_some());
+        assert!(r3.flags_known(&[19.0, 0.0], &f3));
+        assert!(r3.flags_known(&[0.0, 19.5], &f3));
+        assert!(!r3.flags_known(&[0.1, 0.1], &f3));
+        let flagged = cal2
+            .chunks_exact(2)
+            .filter(|c| r3.flags_known(c, &f3))
+            .count();
+        assert!(flagged <= 8, "{flagged}");
     }
 }

@@ -215,7 +215,7 @@ impl Encoder {
     /// `rows`: `n × input_dim` values, row-major → `n × embedding` values, row-major.
     pub fn embed(&self, rows: &[f32]) -> Result<Vec<f32>> {
         let d = self.config.input_dim;
-        if rows.len() % d != 0 {
+        if !rows.len().is_multiple_of(d) {
             return Err(ModelError::Data(format!(
                 "embed got {} values, not a multiple of the input width {d}",
                 rows.len()

@@ -39,6 +39,16 @@ pub struct CalibrationInfo {
     pub rows: usize,
 }
 
+/// One known attack-family prototype.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KnownPrototype {
+    /// The attack family.
+    pub family: String,
+    /// Centre in embedding space.
+    pub centre: Vec<f32>,
+}
+
 /// One tensor of the weights file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -81,6 +91,12 @@ pub struct Manifest {
     pub training: TrainingRecord,
     /// Benign prototypes (k-means centres in embedding space).
     pub benign_prototypes: Vec<Vec<f32>>,
+    /// Known attack-family prototypes of the known-family rule (empty: none).
+    #[serde(default)]
+    pub known_prototypes: Vec<KnownPrototype>,
+    /// Budget share σ of the separate known-prototype rule (0: one combined score).
+    #[serde(default)]
+    pub known_share: f64,
     /// Calibration.
     pub calibration: CalibrationInfo,
     /// The weights file.
@@ -148,6 +164,17 @@ pub fn save(model: &ThreatModel, path: &Path) -> Result<Manifest> {
             .chunks_exact(dim)
             .map(<[f32]>::to_vec)
             .collect(),
+        known_prototypes: model
+            .reference
+            .known_families
+            .iter()
+            .zip(model.reference.known.chunks_exact(dim))
+            .map(|(f, c)| KnownPrototype {
+                family: f.clone(),
+                centre: c.to_vec(),
+            })
+            .collect(),
+        known_share: model.reference.known_share,
         calibration: CalibrationInfo {
             fpr_budget: model.reference.fpr_budget,
             unknown_threshold: model.reference.unknown_threshold,
@@ -399,7 +426,24 @@ pub fn load(path: &Path) -> Result<ThreatModel> {
         }
         prototypes.extend_from_slice(p);
     }
-    let reference = BenignReference::new(dim, prototypes, calibration, m.calibration.fpr_budget);
+    let mut known = Vec::with_capacity(m.known_prototypes.len() * dim);
+    for (i, p) in m.known_prototypes.iter().enumerate() {
+        if p.centre.len() != dim || p.centre.iter().any(|v| !v.is_finite()) {
+            return Err(ferr(
+                &mpath,
+                &format!("known_prototypes[{i}]"),
+                format!("{} values, expected {dim} finite values", p.centre.len()),
+            ));
+        }
+        known.extend_from_slice(&p.centre);
+    }
+    let known_families = m
+        .known_prototypes
+        .iter()
+        .map(|p| p.family.clone())
+        .collect();
+    let reference = BenignReference::new(dim, prototypes, calibration, m.calibration.fpr_budget)
+        .with_known(known_families, known, m.known_share);
     if reference.unknown_threshold.to_bits() != m.calibration.unknown_threshold.to_bits() {
         return Err(ferr(
             &mpath,

@@ -23,5 +23,7 @@ pub use encoder::{Encoder, EncoderConfig};
 pub use error::{ModelError, Result};
 pub use io::{load, save, FORMAT_VERSION};
 pub use method::ProtoNetMethod;
-pub use model::{DataFileHash, Provenance, ThreatModel, TrainingRecord, ValidationPoint};
+pub use model::{
+    DataFileHash, KnownCandidate, Provenance, ThreatModel, TrainingRecord, ValidationPoint,
+};
 pub use train::{train, TrainConfig, TrainProgress};

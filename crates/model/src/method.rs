@@ -17,6 +17,8 @@ pub struct ProtoNetMethod {
     /// Also flag unknown anomalies (far from every benign and the family prototype) as attacks; the
     /// false-positive budget is then split in half between the two rules.
     with_unknown: bool,
+    /// Use the known-family rule (also flag flows nearer a known attack-family prototype than benign).
+    with_known: bool,
     /// Unknown threshold at half the budget (set in `prepare`).
     unknown_half: f32,
     /// Preprocessed rows, when the model's normaliser differs from the benchmark's.
@@ -32,10 +34,21 @@ impl ProtoNetMethod {
         ProtoNetMethod {
             model,
             with_unknown,
+            with_known: false,
             unknown_half: f32::INFINITY,
             own_x: None,
             slot: Vec::new(),
             emb: Vec::new(),
+        }
+    }
+
+    /// Wraps a model for the known-family rule (row `protonet+known`): a flow is flagged when it is
+    /// closer to the new family's prototype or to any known attack-family prototype kept in the model
+    /// than to the nearest benign prototype, by more than a margin calibrated on held-out benign rows.
+    pub fn with_known(model: Arc<ThreatModel>) -> Self {
+        ProtoNetMethod {
+            with_known: true,
+            ..ProtoNetMethod::new(model, false)
         }
     }
 
@@ -85,6 +98,8 @@ impl FewShotMethod for ProtoNetMethod {
     fn name(&self) -> String {
         if self.with_unknown {
             "protonet+unknown".into()
+        } else if self.with_known {
+            "protonet+known".into()
         } else {
             "protonet".into()
         }
@@ -100,9 +115,15 @@ impl FewShotMethod for ProtoNetMethod {
             self.model.reference.prototypes.len() / self.model.dim().max(1),
             self.model.reference.fpr_budget,
             if self.with_unknown {
-                "; unknown anomalies also flagged (budget split in half between the two rules)"
+                "; unknown anomalies also flagged (budget split in half between the two rules)".into()
+            } else if self.with_known {
+                format!(
+                    "; also flagged when nearer one of {} known attack-family prototypes ({} per family, chosen on validation families) than benign, one threshold for both",
+                    self.model.reference.known_prototypes(),
+                    r.known_per_family
+                )
             } else {
-                ""
+                String::new()
             }
         )
     }
@@ -148,6 +169,14 @@ impl FewShotMethod for ProtoNetMethod {
         let d = self.model.dim();
         let reference = &self.model.reference;
         let support = self.embeddings(ctx, &task.support);
+        if self.with_known {
+            let family = reference.enrol_known_at(&support, reference.fpr_budget);
+            let q = self.embeddings(ctx, &task.queries);
+            return q
+                .chunks_exact(d)
+                .map(|x| reference.flags_known(x, &family))
+                .collect();
+        }
         let family = if self.with_unknown {
             reference.enrol_at(&support, reference.fpr_budget / 2.0)
         } else {

@@ -74,6 +74,28 @@ pub struct TrainingRecord {
     pub benign_rows: [usize; 3],
     /// Data provenance.
     pub provenance: Provenance,
+    /// Validation of the known-family rule for each candidate number of prototypes per family
+    /// (seen-family prototypes, validation-family tasks).
+    #[serde(default)]
+    pub known_selection: Vec<KnownCandidate>,
+    /// Known prototypes per family kept (0: none).
+    #[serde(default)]
+    pub known_per_family: usize,
+}
+
+/// Validation of one candidate of the known-family rule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KnownCandidate {
+    /// k-means prototypes per seen family (0: none, i.e. the plain family rule).
+    pub per_family: usize,
+    /// Budget share of a separate known-prototype rule (0: one combined score).
+    #[serde(default)]
+    pub share: f64,
+    /// Validation macro-F1 (K = validation shots).
+    pub f1: f64,
+    /// Validation macro-FPR.
+    pub fpr: f64,
 }
 
 /// A trained model, ready to embed and enrol.

@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use crate::decision::{kmeans, BenignReference};
 use crate::encoder::{Encoder, EncoderConfig};
 use crate::error::{ModelError, Result};
-use crate::model::{Provenance, ThreatModel, TrainingRecord, ValidationPoint};
+use crate::model::{KnownCandidate, Provenance, ThreatModel, TrainingRecord, ValidationPoint};
 
 /// Meta-training settings. Every default was chosen on validation families only.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -66,6 +66,30 @@ pub struct TrainConfig {
     pub kmeans_rows: usize,
     /// False-positive budget α of the calibrated thresholds.
     pub fpr_budget: f64,
+    /// Candidate numbers of k-means prototypes per known attack family for the known-family rule;
+    /// the one with the best validation macro-F1 (seen-family prototypes, validation-family tasks) is
+    /// kept (ties: the fewer). 0 means no known prototypes; an empty list keeps none.
+    #[serde(default = "default_known_per_family")]
+    pub known_per_family: Vec<usize>,
+    /// At most this many rows per known family go into its k-means.
+    #[serde(default = "default_known_rows")]
+    pub known_rows: usize,
+    /// Candidate budget shares σ of a separate known-prototype rule (0: one combined score), chosen
+    /// on validation together with `known_per_family`.
+    #[serde(default = "default_known_shares")]
+    pub known_shares: Vec<f64>,
+}
+
+fn default_known_shares() -> Vec<f64> {
+    vec![0.0, 0.25, 0.5]
+}
+
+fn default_known_per_family() -> Vec<usize> {
+    vec![0, 1, 2, 4, 8]
+}
+
+fn default_known_rows() -> usize {
+    2000
 }
 
 impl Default for TrainConfig {
@@ -88,6 +112,9 @@ impl Default for TrainConfig {
             benign_prototypes: 8,
             kmeans_rows: 4000,
             fpr_budget: 0.01,
+            known_per_family: default_known_per_family(),
+            known_rows: default_known_rows(),
+            known_shares: default_known_shares(),
         }
     }
 }
@@ -218,15 +245,70 @@ fn benign_reference(
     Ok(BenignReference::new(dim, protos, cal, cfg.fpr_budget))
 }
 
-/// Macro-F1 and macro-FPR of the validation tasks with the current encoder.
+/// Embeddings of up to `cfg.known_rows` seeded rows of each family.
+fn family_embeddings(
+    encoder: &Encoder,
+    data: &Rows,
+    families: &BTreeMap<String, Vec<usize>>,
+    cfg: &TrainConfig,
+) -> Result<Vec<(String, Vec<f32>)>> {
+    let mut out = Vec::new();
+    for (i, (name, rows)) in families.iter().enumerate() {
+        let rows = seeded_subsample(rows, cfg.known_rows, cfg.seed ^ 0x6b6e ^ i as u64);
+        if rows.is_empty() {
+            continue;
+        }
+        let mut x = Vec::new();
+        data.gather(&rows, &mut x);
+        out.push((name.clone(), encoder.embed(&x)?));
+    }
+    Ok(out)
+}
+
+/// Known attack-family prototypes: `per_family` k-means centres of each family's embeddings.
+///
+/// # Shapes
+/// each family's embeddings `n_f × dim` → (`r` names, `r × dim`), `r = Σ min(per_family, n_f)`.
+fn known_prototypes(
+    embedded: &[(String, Vec<f32>)],
+    dim: usize,
+    per_family: usize,
+    seed: u64,
+) -> (Vec<String>, Vec<f32>) {
+    let mut names = Vec::new();
+    let mut protos = Vec::new();
+    if per_family == 0 {
+        return (names, protos);
+    }
+    for (i, (name, emb)) in embedded.iter().enumerate() {
+        let c = kmeans(emb, dim, per_family, 30, seed ^ 0x6b61 ^ i as u64);
+        names.extend(std::iter::repeat_n(name.clone(), c.len() / dim.max(1)));
+        protos.extend_from_slice(&c);
+    }
+    (names, protos)
+}
+
+/// Macro-F1 and macro-FPR of the validation tasks with the current encoder (family rule).
 fn validate(
     encoder: &Encoder,
     data: &Rows,
     v: &Validation,
     cfg: &TrainConfig,
 ) -> Result<(f64, f64)> {
-    let dim = encoder.config().embedding;
     let reference = benign_reference(encoder, data, &v.kmeans_pool, &v.calibration, cfg)?;
+    validate_with(encoder, data, v, &reference, false)
+}
+
+/// Macro-F1 and macro-FPR of the validation tasks under `reference`, with the family rule or (with
+/// `known`) the known-family rule.
+fn validate_with(
+    encoder: &Encoder,
+    data: &Rows,
+    v: &Validation,
+    reference: &BenignReference,
+    known: bool,
+) -> Result<(f64, f64)> {
+    let dim = encoder.config().embedding;
     let (map, emb) = embed_map(encoder, data, &v.rows)?;
     let e = |r: usize| {
         let o = map[&r];
@@ -238,12 +320,19 @@ fn validate(
         for &r in &t.support {
             s.extend_from_slice(e(r));
         }
-        let fam = reference.enrol(&s);
-        let pred: Vec<bool> = t
-            .queries
-            .iter()
-            .map(|&q| reference.flags(e(q), &fam))
-            .collect();
+        let pred: Vec<bool> = if known {
+            let fam = reference.enrol_known_at(&s, reference.fpr_budget);
+            t.queries
+                .iter()
+                .map(|&q| reference.flags_known(e(q), &fam))
+                .collect()
+        } else {
+            let fam = reference.enrol(&s);
+            t.queries
+                .iter()
+                .map(|&q| reference.flags(e(q), &fam))
+                .collect()
+        };
         let c = BinaryCounts::from_predictions(&t.truth, &pred);
         by_family
             .entry(t.family.as_str())
@@ -494,7 +583,7 @@ pub fn train(
         window.0 += l;
         window.1 += 1;
         steps_run = step + 1;
-        if steps_run % cfg.eval_every == 0 || steps_run == cfg.steps {
+        if steps_run.is_multiple_of(cfg.eval_every) || steps_run == cfg.steps {
             let (f1, fpr) = validate(&encoder, &data, &validation, cfg)?;
             history.push(ValidationPoint {
                 step: steps_run,
@@ -523,8 +612,55 @@ pub fn train(
         }
     }
     encoder.restore(&best.2)?;
-    // Final benign reference: k-means on the training pool, calibration on the whole hold-out.
-    let reference = benign_reference(&encoder, &data, &kmeans_pool, &holdout, cfg)?;
+    // Known-family prototypes: choose the number per family on the validation tasks, with prototypes
+    // of the seen families only (the validation families play the new ones).
+    let dim = encoder.config().embedding;
+    let mut known_selection = Vec::new();
+    let mut chosen: Option<(f64, usize, f64)> = None;
+    if !cfg.known_per_family.is_empty() {
+        let val_reference = benign_reference(
+            &encoder,
+            &data,
+            &validation.kmeans_pool,
+            &validation.calibration,
+            cfg,
+        )?;
+        let seen_emb = family_embeddings(&encoder, &data, &split.seen, cfg)?;
+        let shares = if cfg.known_shares.is_empty() {
+            vec![0.0]
+        } else {
+            cfg.known_shares.clone()
+        };
+        for &k in &cfg.known_per_family {
+            let (names, protos) = known_prototypes(&seen_emb, dim, k, cfg.seed);
+            for &share in if k == 0 { &shares[..1] } else { &shares[..] } {
+                let r = val_reference
+                    .clone()
+                    .with_known(names.clone(), protos.clone(), share);
+                let (f1, fpr) = validate_with(&encoder, &data, &validation, &r, true)?;
+                known_selection.push(KnownCandidate {
+                    per_family: k,
+                    share,
+                    f1,
+                    fpr,
+                });
+                if chosen.is_none_or(|(b, _, _)| f1 > b) {
+                    chosen = Some((f1, k, share));
+                }
+            }
+        }
+    }
+    // Final benign reference: k-means on the training pool, calibration on the whole hold-out; known
+    // prototypes of every non-novel attack family (seen and validation).
+    let mut reference = benign_reference(&encoder, &data, &kmeans_pool, &holdout, cfg)?;
+    let (known_per_family, known_share) = chosen.map_or((0, 0.0), |c| (c.1, c.2));
+    if known_per_family > 0 {
+        let mut known_families = split.seen.clone();
+        known_families.extend(split.validation.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let emb = family_embeddings(&encoder, &data, &known_families, cfg)?;
+        let (names, protos) = known_prototypes(&emb, dim, known_per_family, cfg.seed);
+        reference = reference.with_known(names, protos, known_share);
+    }
     let record = TrainingRecord {
         config: cfg.clone(),
         history,
@@ -540,6 +676,8 @@ pub fn train(
             validation_benign.len(),
         ],
         provenance,
+        known_selection,
+        known_per_family,
     };
     Ok(ThreatModel {
         normaliser,

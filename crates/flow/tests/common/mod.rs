@@ -94,7 +94,7 @@ pub fn pcap(frames: &[(i64, Vec<u8>)], link: u32, big_endian: bool, nanos: bool)
 
 fn ng_block(v: &mut Vec<u8>, typ: u32, body: &[u8]) {
     let mut body = body.to_vec();
-    while body.len() % 4 != 0 {
+    while !body.len().is_multiple_of(4) {
         body.push(0);
     }
     let len = (12 + body.len()) as u32;
