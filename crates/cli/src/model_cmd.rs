@@ -54,56 +54,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
         layer_norm: !a.no_layer_norm,
         ..base
     };
-    let files = loaded
-        .files
-        .iter()
-        .map(|p| {
-            Ok(DataFileHash {
-                path: p.display().to_string(),
-                sha256: metaids_ingest::file_sha256(p)?,
-            })
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let provenance = Provenance {
-        files,
-        split_file: loaded.split_name.clone(),
-        split_sha256: metaids_core::split::split_hash(&loaded.split_text),
-    };
-    let bar = if a.quiet {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::new(cfg.steps as u64)
-    };
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{spinner} train [{bar:30}] {pos}/{len} steps {msg} eta {eta}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> "),
-    );
-    let mut progress = |p: &TrainProgress| {
-        bar.set_position(p.step as u64);
-        if p.step.is_multiple_of(10) {
-            bar.set_message(format!(
-                "loss {:.3} val F1 {} best {:.3}",
-                p.loss,
-                p.validation_f1.map_or("-".into(), |f| format!("{f:.3}")),
-                p.best_f1
-            ));
-        }
-    };
-    let started = Instant::now();
-    let model = metaids_model::train(
-        &loaded.frame,
-        &split,
-        PreprocessConfig::default(),
-        encoder,
-        &cfg,
-        provenance,
-        &mut progress,
-    )?;
-    bar.finish_and_clear();
-    let seconds = started.elapsed().as_secs_f64();
+    let (model, seconds) = fit(&loaded, &split, encoder, &cfg, a.quiet)?;
     metaids_model::save(&model, &a.out)?;
     let r = &model.record;
     let first = r.history.first().map_or(f64::NAN, |h| h.f1);
@@ -145,6 +96,67 @@ pub fn train(a: TrainArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Meta-trains a model on `loaded` with `split`, showing a progress bar unless `quiet`; returns it and
+/// the training time in seconds.
+pub fn fit(
+    loaded: &Loaded,
+    split: &metaids_core::split::Split,
+    encoder: EncoderConfig,
+    cfg: &TrainConfig,
+    quiet: bool,
+) -> Result<(ThreatModel, f64)> {
+    let files = loaded
+        .files
+        .iter()
+        .map(|p| {
+            Ok(DataFileHash {
+                path: p.display().to_string(),
+                sha256: metaids_ingest::file_sha256(p)?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let provenance = Provenance {
+        files,
+        split_file: loaded.split_name.clone(),
+        split_sha256: metaids_core::split::split_hash(&loaded.split_text),
+    };
+    let bar = if quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(cfg.steps as u64)
+    };
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} train [{bar:30}] {pos}/{len} steps {msg} eta {eta}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    let mut progress = |p: &TrainProgress| {
+        bar.set_position(p.step as u64);
+        if p.step.is_multiple_of(10) {
+            bar.set_message(format!(
+                "loss {:.3} val F1 {} best {:.3}",
+                p.loss,
+                p.validation_f1.map_or("-".into(), |f| format!("{f:.3}")),
+                p.best_f1
+            ));
+        }
+    };
+    let started = Instant::now();
+    let model = metaids_model::train(
+        &loaded.frame,
+        split,
+        PreprocessConfig::default(),
+        encoder,
+        cfg,
+        provenance,
+        &mut progress,
+    )?;
+    bar.finish_and_clear();
+    Ok((model, started.elapsed().as_secs_f64()))
 }
 
 /// Loads a model and checks it against the loaded data (dataset and feature schema).

@@ -141,3 +141,34 @@ fn help_teaches_the_protocol() {
         "{help}"
     );
 }
+
+#[test]
+fn demo_runs_on_the_shipped_data() {
+    let out = metaids()
+        .args([
+            "demo",
+            "--episodes",
+            "1",
+            "--shots",
+            "5",
+            "--methods",
+            "nearest-centroid,protonet",
+            "--quiet",
+        ])
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("| protonet | 5 |") && stdout.contains("| nearest-centroid | 5 |"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("At K=5: best baseline nearest-centroid"),
+        "{stdout}"
+    );
+}
