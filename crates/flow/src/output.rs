@@ -40,19 +40,31 @@ pub fn format_timestamp_us(us: i64) -> String {
 /// Formats one feature value: integers truncated toward zero, floats always with a decimal
 /// point (`36.0`, `39.2`); non-finite values as `0`.
 pub fn format_value(value: f64, kind: FeatureKind) -> String {
-    if !value.is_finite() {
-        return "0".into();
+    let mut s = String::new();
+    push_value(&mut s, value, kind);
+    s
+}
+
+/// Appends [`format_value`]'s text to `out` without allocating: the per-flow output path.
+pub fn push_value(out: &mut String, value: f64, kind: FeatureKind) {
+    use std::fmt::Write as _;
+    // Most flow features are zero; skip the formatter for them.
+    if value == 0.0 || !value.is_finite() {
+        out.push_str(if kind == FeatureKind::Float && value.is_finite() {
+            "0.0"
+        } else {
+            "0"
+        });
+        return;
     }
-    match kind {
-        FeatureKind::Int => format!("{}", value.trunc() as i64),
-        FeatureKind::Float => {
-            if value == value.trunc() && value.abs() < 1e16 {
-                format!("{value:.1}")
-            } else {
-                format!("{value}")
-            }
+    // Writing to a String cannot fail.
+    let _ = match kind {
+        FeatureKind::Int => write!(out, "{}", value.trunc() as i64),
+        FeatureKind::Float if value == value.trunc() && value.abs() < 1e16 => {
+            write!(out, "{value:.1}")
         }
-    }
+        FeatureKind::Float => write!(out, "{value}"),
+    };
 }
 
 fn csv_field(s: &str) -> String {
@@ -99,7 +111,7 @@ impl<W: Write> CsvWriter<W> {
         ));
         for (v, k) in r.features.iter().zip(FEATURE_KINDS) {
             line.push(',');
-            line.push_str(&format_value(*v, k));
+            push_value(&mut line, *v, k);
         }
         line.push(',');
         line.push_str(&self.label);
@@ -178,7 +190,7 @@ impl<W: Write> JsonLinesWriter<W> {
             line.push(',');
             line.push_str(&json_str(name));
             line.push(':');
-            line.push_str(&format_value(*v, k));
+            push_value(&mut line, *v, k);
         }
         line.push_str(&format!(
             ",\"Label\":{},\"Attempted Category\":-1,\"End Reason\":{}}}\n",
@@ -255,5 +267,8 @@ mod tests {
         assert_eq!(format_value(21.78, FeatureKind::Int), "21");
         assert_eq!(format_value(-1.0, FeatureKind::Int), "-1");
         assert_eq!(format_value(f64::NAN, FeatureKind::Float), "0");
+        assert_eq!(format_value(0.0, FeatureKind::Float), "0.0");
+        assert_eq!(format_value(-0.0, FeatureKind::Int), "0");
+        assert_eq!(format_value(0.0, FeatureKind::Int), "0");
     }
 }
