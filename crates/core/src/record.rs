@@ -85,7 +85,8 @@ impl ColumnMap {
                 FileFormat::UnswNb15 => Some(name.to_string()),
                 FileFormat::CicImproved => Some(name.to_string()),
                 FileFormat::CicOriginal => cic_canonical_name(name).map(str::to_string),
-                FileFormat::NslKdd => unreachable_nsl(),
+                // NSL-KDD files have no header: their map is `ColumnMap::nsl_kdd`, returned above.
+                FileFormat::NslKdd => None,
             };
             let role = match canonical.as_deref() {
                 None => None,
@@ -103,7 +104,9 @@ impl ColumnMap {
                 Some(ColumnRole::Categorical(j)) if seen_categorical[j] => None,
                 Some(ColumnRole::Label) if has_label => None,
                 Some(ColumnRole::Identifier(_))
-                    if identifier_names.contains(&canonical.clone().unwrap_or_default()) =>
+                    if canonical
+                        .as_ref()
+                        .is_some_and(|c| identifier_names.contains(c)) =>
                 {
                     None
                 }
@@ -177,11 +180,6 @@ impl ColumnMap {
     pub fn width(&self) -> usize {
         self.roles.len()
     }
-}
-
-fn unreachable_nsl() -> Option<String> {
-    // NSL-KDD maps are built by `ColumnMap::nsl_kdd`, never from a header.
-    None
 }
 
 fn is_identifier(format: FileFormat, canonical: &str) -> bool {
@@ -378,14 +376,6 @@ impl ColumnMap {
                     expected: "0 exactly when attack_cat is Normal",
                     found,
                 });
-            }
-        }
-        for j in 0..row.categorical.len() {
-            if self
-                .missing_categorical
-                .contains(&self.layout.categorical[j])
-            {
-                row.categorical[j].clear();
             }
         }
         Ok(())

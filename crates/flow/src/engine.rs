@@ -609,7 +609,8 @@ impl FlowEngine {
         }
     }
 
-    /// Ends flows idle for longer than the idle timeout at the current capture time.
+    /// Moves the capture clock forward to `ts`; an earlier timestamp is counted as out of order and
+    /// leaves the clock where it is.
     fn advance_clock(&mut self, ts: i64) {
         if ts < self.now {
             self.stats.out_of_order += 1;

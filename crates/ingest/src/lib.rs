@@ -194,8 +194,7 @@ pub fn detect_format(path: &Path) -> Result<FileFormat, IngestError> {
 
 fn detect_from<R: BufRead>(reader: &mut R, path: &Path) -> Result<FileFormat, IngestError> {
     let mut first = Vec::new();
-    // Peek without consuming: read the line into a copy from fill_buf chunks is not possible across
-    // refills, so read it and let the caller reopen; detection reads a single line only.
+    // Detection consumes the first line; the reader opens the file again for parsing.
     reader
         .read_until(b'\n', &mut first)
         .map_err(|e| io_err(path, e))?;
