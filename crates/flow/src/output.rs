@@ -75,12 +75,43 @@ fn csv_field(s: &str) -> String {
     }
 }
 
+/// A sink of text lines: one reused line buffer and the row count, shared by both writers.
+struct LineSink<W: Write> {
+    out: W,
+    line: String,
+    rows: u64,
+}
+
+impl<W: Write> LineSink<W> {
+    fn new(out: W) -> Self {
+        LineSink {
+            out,
+            line: String::with_capacity(2048),
+            rows: 0,
+        }
+    }
+
+    /// Writes the buffered line, then clears it for the next row.
+    fn commit(&mut self) -> Result<(), FlowError> {
+        self.out
+            .write_all(self.line.as_bytes())
+            .map_err(FlowError::Write)?;
+        self.line.clear();
+        self.rows += 1;
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<W, FlowError> {
+        self.out.flush().map_err(FlowError::Write)?;
+        Ok(self.out)
+    }
+}
+
 /// Writes the 91-column CSV: `id`, `Flow ID`, `Src IP`, `Src Port`, `Dst IP`, `Dst Port`,
 /// `Protocol`, `Timestamp`, the 81 features, `Label`, `Attempted Category` (always −1).
 pub struct CsvWriter<W: Write> {
-    out: W,
+    sink: LineSink<W>,
     label: String,
-    rows: u64,
 }
 
 impl<W: Write> CsvWriter<W> {
@@ -89,16 +120,18 @@ impl<W: Write> CsvWriter<W> {
         let header: Vec<String> = cic_improved_header().into_iter().map(csv_field).collect();
         writeln!(out, "{}", header.join(",")).map_err(FlowError::Write)?;
         Ok(CsvWriter {
-            out,
+            sink: LineSink::new(out),
             label: csv_field(label.unwrap_or(UNLABELLED)),
-            rows: 0,
         })
     }
 
     /// Writes one row.
     pub fn write(&mut self, r: &FlowRecord) -> Result<(), FlowError> {
-        let mut line = String::with_capacity(1024);
-        line.push_str(&format!(
+        use std::fmt::Write as _;
+        let line = &mut self.sink.line;
+        // Writing to a String cannot fail.
+        let _ = write!(
+            line,
             "{},{},{},{},{},{},{},{}",
             r.id,
             r.flow_id(),
@@ -108,30 +141,25 @@ impl<W: Write> CsvWriter<W> {
             r.dst_port,
             r.protocol,
             r.timestamp()
-        ));
+        );
         for (v, k) in r.features.iter().zip(FEATURE_KINDS) {
             line.push(',');
-            push_value(&mut line, *v, k);
+            push_value(line, *v, k);
         }
         line.push(',');
         line.push_str(&self.label);
         line.push_str(",-1\n");
-        self.out
-            .write_all(line.as_bytes())
-            .map_err(FlowError::Write)?;
-        self.rows += 1;
-        Ok(())
+        self.sink.commit()
     }
 
     /// Rows written.
     pub fn rows(&self) -> u64 {
-        self.rows
+        self.sink.rows
     }
 
     /// Flushes and returns the sink.
-    pub fn finish(mut self) -> Result<W, FlowError> {
-        self.out.flush().map_err(FlowError::Write)?;
-        Ok(self.out)
+    pub fn finish(self) -> Result<W, FlowError> {
+        self.sink.finish()
     }
 }
 
@@ -153,25 +181,32 @@ fn json_str(s: &str) -> String {
 /// Writes one JSON object per line with the same 91 keys as the CSV header, plus
 /// `"End Reason"`. Numbers are JSON numbers, identifiers strings.
 pub struct JsonLinesWriter<W: Write> {
-    out: W,
+    sink: LineSink<W>,
     label: String,
-    rows: u64,
+    /// `,"<feature name>":` for each feature, escaped once.
+    keys: Vec<String>,
 }
 
 impl<W: Write> JsonLinesWriter<W> {
     /// A writer; `label` fills `Label` (`None`: `unlabelled`).
     pub fn new(out: W, label: Option<&str>) -> Self {
         JsonLinesWriter {
-            out,
+            sink: LineSink::new(out),
             label: json_str(label.unwrap_or(UNLABELLED)),
-            rows: 0,
+            keys: CIC_FLOW_FEATURES
+                .iter()
+                .map(|name| format!(",{}:", json_str(name)))
+                .collect(),
         }
     }
 
     /// Writes one line.
     pub fn write(&mut self, r: &FlowRecord) -> Result<(), FlowError> {
-        let mut line = String::with_capacity(2048);
-        line.push_str(&format!(
+        use std::fmt::Write as _;
+        let line = &mut self.sink.line;
+        // Writing to a String cannot fail.
+        let _ = write!(
+            line,
             "{{\"id\":{},\"Flow ID\":{},\"Src IP\":{},\"Src Port\":{},\"Dst IP\":{},\"Dst Port\":{},\"Protocol\":{},\"Timestamp\":{}",
             r.id,
             json_str(&r.flow_id()),
@@ -181,38 +216,28 @@ impl<W: Write> JsonLinesWriter<W> {
             r.dst_port,
             r.protocol,
             json_str(&r.timestamp())
-        ));
-        for ((name, v), k) in CIC_FLOW_FEATURES
-            .iter()
-            .zip(r.features.iter())
-            .zip(FEATURE_KINDS)
-        {
-            line.push(',');
-            line.push_str(&json_str(name));
-            line.push(':');
-            push_value(&mut line, *v, k);
+        );
+        for ((key, v), k) in self.keys.iter().zip(r.features.iter()).zip(FEATURE_KINDS) {
+            line.push_str(key);
+            push_value(line, *v, k);
         }
-        line.push_str(&format!(
-            ",\"Label\":{},\"Attempted Category\":-1,\"End Reason\":{}}}\n",
+        let _ = writeln!(
+            line,
+            ",\"Label\":{},\"Attempted Category\":-1,\"End Reason\":{}}}",
             self.label,
             json_str(r.end_reason.name())
-        ));
-        self.out
-            .write_all(line.as_bytes())
-            .map_err(FlowError::Write)?;
-        self.rows += 1;
-        Ok(())
+        );
+        self.sink.commit()
     }
 
     /// Lines written.
     pub fn rows(&self) -> u64 {
-        self.rows
+        self.sink.rows
     }
 
     /// Flushes and returns the sink.
-    pub fn finish(mut self) -> Result<W, FlowError> {
-        self.out.flush().map_err(FlowError::Write)?;
-        Ok(self.out)
+    pub fn finish(self) -> Result<W, FlowError> {
+        self.sink.finish()
     }
 }
 
