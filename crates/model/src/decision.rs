@@ -409,6 +409,13 @@ impl BenignReference {
 mod tests {
     use super::*;
 
+    /// Calibration rows (2-d) that the known-family rule flags.
+    fn known_flagged(reference: &BenignReference, cal: &[f32], family: &FamilyPrototype) -> usize {
+        cal.chunks_exact(2)
+            .filter(|c| reference.flags_known(c, family))
+            .count()
+    }
+
     #[test]
     fn quantile_respects_the_budget() {
         let mut v: Vec<f32> = (0..200).map(|i| i as f32).collect();
@@ -482,10 +489,7 @@ mod tests {
         assert!(reference.flags_known(&[0.1, 19.8], &fam));
         assert!(!reference.flags_known(&[0.1, 0.1], &fam));
         // The calibration budget holds: at most ⌊0.01 · 400⌋ = 4 calibration rows flagged.
-        let flagged = cal
-            .chunks_exact(2)
-            .filter(|c| reference.flags_known(c, &fam))
-            .count();
+        let flagged = known_flagged(&reference, &cal, &fam);
         assert!(flagged <= 4, "{flagged}");
         // A benign row pulled towards a known prototype raises the threshold rather than the FPR.
         let mut cal2 = cal.clone();
@@ -498,10 +502,7 @@ mod tests {
             0.0,
         );
         let f2 = r2.enrol_known_at(&[0.0, 20.0], 0.01);
-        let flagged = cal2
-            .chunks_exact(2)
-            .filter(|c| r2.flags_known(c, &f2))
-            .count();
+        let flagged = known_flagged(&r2, &cal2, &f2);
         assert!(flagged <= 4, "{flagged}");
         assert!(r2.flags_known(&[19.0, 0.0], &f2));
         // Split budget: both rules fire, and the union stays within ⌊α n⌋ calibration rows.
@@ -515,10 +516,7 @@ mod tests {
         assert!(r3.flags_known(&[19.0, 0.0], &f3));
         assert!(r3.flags_known(&[0.0, 19.5], &f3));
         assert!(!r3.flags_known(&[0.1, 0.1], &f3));
-        let flagged = cal2
-            .chunks_exact(2)
-            .filter(|c| r3.flags_known(c, &f3))
-            .count();
+        let flagged = known_flagged(&r3, &cal2, &f3);
         assert!(flagged <= 8, "{flagged}");
     }
 }
