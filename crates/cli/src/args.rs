@@ -182,8 +182,13 @@ pub struct ProtocolArgs {
     /// N of the N-way accuracy episodes.
     #[arg(long, default_value_t = 5)]
     pub ways: usize,
+    /// False-positive budget of the budget-matched forests (forest@budget, forest+shots@budget): their
+    /// attack-probability threshold flags at most this fraction of held-out benign training rows.
+    #[arg(long, default_value_t = 0.01)]
+    pub fpr_budget: f64,
     /// Methods to run, comma-separated (default: all baselines, plus the model's rows with --model):
-    /// nearest-centroid, knn, knn+shots, forest, forest+shots, protonet, protonet+known, protonet+unknown.
+    /// nearest-centroid, knn, knn+shots, forest, forest+shots, forest@budget, forest+shots@budget,
+    /// protonet, protonet+known, protonet+unknown.
     #[arg(long, value_delimiter = ',')]
     pub methods: Vec<String>,
     /// Write the full report (protocol, per-method, per-family) as JSON here.

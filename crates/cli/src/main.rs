@@ -153,6 +153,9 @@ fn eval_config(p: &ProtocolArgs) -> Result<EvalConfig> {
     if p.episodes == 0 {
         bail!("--episodes must be at least 1");
     }
+    if !(p.fpr_budget > 0.0 && p.fpr_budget < 1.0) {
+        bail!("--fpr-budget must be in (0, 1), e.g. 0.01");
+    }
     if p.episodes < 100 {
         eprintln!(
             "note: {} episodes per family; reported figures use at least 100",
@@ -167,6 +170,7 @@ fn eval_config(p: &ProtocolArgs) -> Result<EvalConfig> {
         episodes: p.episodes,
         seed: p.seed,
         ways: p.ways.max(2),
+        fpr_budget: p.fpr_budget,
         ..EvalConfig::default()
     })
 }
@@ -183,22 +187,27 @@ fn select_methods(
         return Ok(all);
     }
     let key = |m: &str| {
-        match m {
+        // Budget-matched baselines are named "<baseline> @α% FPR"; their key is "<key>@budget".
+        let (base, budget) = match m.split_once(" @") {
+            Some((b, _)) => (b, "@budget"),
+            None => (m, ""),
+        };
+        let k = match base {
             "nearest-centroid" => "nearest-centroid",
             "knn (zero-shot)" => "knn",
             "knn+shots" => "knn+shots",
             "random-forest (zero-shot)" => "forest",
             "random-forest+shots" => "forest+shots",
             other => other,
-        }
-        .to_string()
+        };
+        format!("{k}{budget}")
     };
     for n in names {
         if n.starts_with("protonet") && !has_model {
             bail!("method {n:?} needs a trained model: add --model MODEL (see `metaids train`)");
         }
         if !all.iter().any(|m| key(&m.name()) == *n) {
-            bail!("unknown method {n:?}: expected nearest-centroid, knn, knn+shots, forest, forest+shots, protonet, protonet+known, protonet+unknown");
+            bail!("unknown method {n:?}: expected nearest-centroid, knn, knn+shots, forest, forest+shots, forest@budget, forest+shots@budget, protonet, protonet+known, protonet+unknown");
         }
     }
     Ok(all

@@ -13,7 +13,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::forest::{BinnedData, ForestConfig, RandomForest};
-use crate::method::{sq_dist, EvalContext, EvalError, FewShotMethod};
+use crate::method::{sq_dist, upper_quantile, EvalContext, EvalError, FewShotMethod};
 
 /// Settings shared by the baselines.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -269,16 +269,28 @@ impl FewShotMethod for Knn {
 /// A random forest (benign vs attack) on the capped training sample; with shots, refit in every task
 /// with the K support rows added as attacks, weighted so the new family counts as much as an average
 /// seen family in the sample.
+///
+/// By default a query is an attack when most trees vote so. The **budget-matched** variant
+/// ([`Forest::budget_matched`]) instead flags a query when its attack probability exceeds a threshold
+/// calibrated, per fitted forest, on held-out benign training rows (rows of the benign training pool
+/// that are not in the forest's training sample, never the query pool) so that at most a fraction α
+/// of them are flagged: the same false-positive rule as the meta-learned model, so the two are
+/// compared at the same budget.
 #[derive(Debug)]
 pub struct Forest {
     cfg: BaselineConfig,
     with_shots: bool,
+    budget: Option<f64>,
     data: Option<BinnedData>,
     y: Vec<u32>,
     mean_family: f64,
     slot: Vec<u32>,
     zero_shot: Vec<bool>,
+    calibration: Vec<f32>,
 }
+
+/// At most this many held-out benign rows calibrate a budget-matched forest.
+const FOREST_CALIBRATION_ROWS: usize = 2000;
 
 impl Forest {
     /// A forest baseline; `with_shots` refits it per task with the support rows.
@@ -286,21 +298,55 @@ impl Forest {
         Forest {
             cfg,
             with_shots,
+            budget: None,
             data: None,
             y: Vec::new(),
             mean_family: 1.0,
             slot: Vec::new(),
             zero_shot: Vec::new(),
+            calibration: Vec::new(),
+        }
+    }
+
+    /// The budget-matched forest: attack probability thresholded at false-positive budget `alpha` on
+    /// held-out benign training rows.
+    pub fn budget_matched(cfg: BaselineConfig, with_shots: bool, alpha: f64) -> Self {
+        Forest {
+            budget: Some(alpha),
+            ..Forest::new(cfg, with_shots)
+        }
+    }
+
+    /// Attack-probability threshold of `forest` on the calibration rows (`None`: majority vote).
+    fn threshold(&self, forest: &RandomForest, dim: usize) -> Option<f32> {
+        let alpha = self.budget?;
+        let mut scores: Vec<f32> = self
+            .calibration
+            .chunks_exact(dim)
+            .map(|row| forest.predict_proba(row)[1])
+            .collect();
+        Some(upper_quantile(&mut scores, alpha))
+    }
+
+    /// Whether `row` is flagged: probability above the calibrated threshold, or the majority vote.
+    fn flags(forest: &RandomForest, threshold: Option<f32>, row: &[f32]) -> bool {
+        match threshold {
+            Some(t) => forest.predict_proba(row)[1] > t,
+            None => forest.predict(row) == 1,
         }
     }
 }
 
 impl FewShotMethod for Forest {
     fn name(&self) -> String {
-        if self.with_shots {
-            "random-forest+shots".into()
+        let base = if self.with_shots {
+            "random-forest+shots".to_string()
         } else {
-            "random-forest (zero-shot)".into()
+            "random-forest (zero-shot)".to_string()
+        };
+        match self.budget {
+            Some(alpha) => format!("{base} @{}% FPR", alpha * 100.0),
+            None => base,
         }
     }
 
@@ -312,7 +358,12 @@ impl FewShotMethod for Forest {
             f.max_depth,
             f.bins,
             if self.with_shots { " + K support rows weighted as one average seen family, refit per task" } else { "" }
-        )
+        ) + &match self.budget {
+            Some(alpha) => format!(
+                "; attack probability thresholded so that at most {alpha} of up to {FOREST_CALIBRATION_ROWS} held-out benign training rows are flagged"
+            ),
+            None => String::new(),
+        }
     }
 
     fn prepare(&mut self, ctx: &EvalContext<'_>, query_rows: &[usize]) -> Result<(), EvalError> {
@@ -327,16 +378,39 @@ impl FewShotMethod for Forest {
         let data = BinnedData::new(&x, ctx.x.dim, self.cfg.forest.bins);
         self.y = attack.iter().map(|&a| u32::from(a)).collect();
         self.mean_family = mean_family;
+        if self.budget.is_some() {
+            // Benign training rows the forest never fits on: `rows` is sorted.
+            let held_out: Vec<usize> = ctx
+                .split
+                .benign_train
+                .iter()
+                .copied()
+                .filter(|r| rows.binary_search(r).is_err())
+                .collect();
+            let cal = seeded_subsample(
+                &held_out,
+                FOREST_CALIBRATION_ROWS,
+                ctx.seed.wrapping_add(0xca1),
+            );
+            if cal.is_empty() {
+                return Err(EvalError::Method {
+                    method: self.name(),
+                    message: "no benign training rows are left outside the training sample to calibrate the threshold".into(),
+                });
+            }
+            self.calibration = ctx.x.gather(&cal);
+        }
         if !self.with_shots {
             let w = vec![1.0; self.y.len()];
             let forest = RandomForest::fit(&data, &self.y, &w, 2, &self.cfg.forest, ctx.seed);
+            let threshold = self.threshold(&forest, ctx.x.dim);
             self.slot = vec![u32::MAX; ctx.frame.len()];
             for (i, &q) in query_rows.iter().enumerate() {
                 self.slot[q] = i as u32;
             }
             self.zero_shot = query_rows
                 .par_iter()
-                .map(|&q| forest.predict(ctx.x.row(q)) == 1)
+                .map(|&q| Self::flags(&forest, threshold, ctx.x.row(q)))
                 .collect();
         }
         self.data = Some(data);
@@ -372,9 +446,10 @@ impl FewShotMethod for Forest {
             &self.cfg.forest,
             seed_for(ctx, "forest", task),
         );
+        let threshold = self.threshold(&forest, ctx.x.dim);
         task.queries
             .iter()
-            .map(|&q| forest.predict(ctx.x.row(q)) == 1)
+            .map(|&q| Self::flags(&forest, threshold, ctx.x.row(q)))
             .collect()
     }
 
@@ -425,6 +500,66 @@ mod tests {
         assert_eq!(
             top.iter().map(|t| t.0).collect::<Vec<_>>(),
             vec![0.5, 1.0, 2.0]
+        );
+    }
+
+    /// Overlapping two-class data in 2-d: class 1 is shifted by 1.5 along both axes.
+    fn blobs(n: usize, seed: u64) -> (Vec<f32>, Vec<u32>) {
+        use rand::SeedableRng;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        let mut x = Vec::with_capacity(2 * n);
+        let mut y = Vec::with_capacity(n);
+        for i in 0..n {
+            let c = (i % 2) as u32;
+            for _ in 0..2 {
+                x.push(rng.random_range(-1.0f32..1.0) * 1.5 + 1.5 * c as f32);
+            }
+            y.push(c);
+        }
+        (x, y)
+    }
+
+    #[test]
+    fn budget_matched_forest_flags_at_most_the_budget_of_its_calibration_rows() {
+        let (x, y) = blobs(400, 1);
+        let data = BinnedData::new(&x, 2, 32);
+        let cfg = ForestConfig {
+            trees: 15,
+            ..ForestConfig::default()
+        };
+        let forest = RandomForest::fit(&data, &y, &vec![1.0; y.len()], 2, &cfg, 7);
+        // Benign-only calibration rows drawn like class 0, some inside the overlap.
+        let (cal, cal_y) = blobs(1000, 2);
+        let benign: Vec<f32> = cal
+            .chunks_exact(2)
+            .zip(&cal_y)
+            .filter(|(_, &c)| c == 0)
+            .flat_map(|(r, _)| r.to_vec())
+            .collect();
+        let n = benign.len() / 2;
+        for alpha in [0.01, 0.05, 0.2] {
+            let mut f = Forest::budget_matched(BaselineConfig::default(), false, alpha);
+            f.calibration = benign.clone();
+            let t = f.threshold(&forest, 2);
+            let flagged = benign
+                .chunks_exact(2)
+                .filter(|r| Forest::flags(&forest, t, r))
+                .count();
+            assert!(
+                flagged <= (alpha * n as f64).floor() as usize,
+                "alpha {alpha}: {flagged} of {n} calibration rows flagged"
+            );
+        }
+        // The majority-vote forest flags more of these overlapping benign rows than a 1% budget allows.
+        let vote = benign
+            .chunks_exact(2)
+            .filter(|r| Forest::flags(&forest, None, r))
+            .count();
+        assert!(vote > n / 100, "majority vote flagged only {vote} of {n}");
+        assert!(
+            Forest::budget_matched(BaselineConfig::default(), true, 0.01)
+                .name()
+                .ends_with("@1% FPR")
         );
     }
 }

@@ -85,6 +85,8 @@ impl<'a> Benchmark<'a> {
             Box::new(Knn::new(b, true)),
             Box::new(Forest::new(b, false)),
             Box::new(Forest::new(b, true)),
+            Box::new(Forest::budget_matched(b, false, self.config.fpr_budget)),
+            Box::new(Forest::budget_matched(b, true, self.config.fpr_budget)),
         ]
     }
 

@@ -51,6 +51,21 @@ impl Matrix {
     }
 }
 
+/// The `(n − 1 − ⌊α n⌋)`-th smallest value: at most `⌊α n⌋` values are strictly greater, so a rule
+/// "flag when the score exceeds it" flags at most a fraction `α` of the rows it was calibrated on.
+///
+/// `values` is reordered in place; an empty slice gives `-inf`.
+pub fn upper_quantile(values: &mut [f32], alpha: f64) -> f32 {
+    let n = values.len();
+    if n == 0 {
+        return f32::NEG_INFINITY;
+    }
+    let allowed = ((alpha.clamp(0.0, 1.0) * n as f64).floor() as usize).min(n - 1);
+    let idx = n - 1 - allowed;
+    let (_, v, _) = values.select_nth_unstable_by(idx, f32::total_cmp);
+    *v
+}
+
 /// Squared Euclidean distance.
 #[inline]
 pub fn sq_dist(a: &[f32], b: &[f32]) -> f32 {

@@ -35,6 +35,14 @@ pub struct EvalConfig {
     pub nway_queries: usize,
     /// Seed of every episode.
     pub seed: u64,
+    /// False-positive budget α of the budget-matched baselines (the model's rows calibrate to their own
+    /// model's budget).
+    #[serde(default = "default_fpr_budget")]
+    pub fpr_budget: f64,
+}
+
+fn default_fpr_budget() -> f64 {
+    0.01
 }
 
 impl Default for EvalConfig {
@@ -47,6 +55,7 @@ impl Default for EvalConfig {
             ways: 5,
             nway_queries: 10,
             seed: 2026,
+            fpr_budget: default_fpr_budget(),
         }
     }
 }
