@@ -131,7 +131,12 @@ pub fn run(a: DetectArgs) -> Result<()> {
         ..DetectorOptions::default()
     };
     let n_threats = set.threats.len();
-    let detector = Detector::new(Arc::clone(&model), set.threats, options, set.library_version)?;
+    let detector = Detector::new(
+        Arc::clone(&model),
+        set.threats,
+        options,
+        set.library_version,
+    )?;
     let run_id = a.run_id.clone().unwrap_or_else(|| {
         let us = SystemTime::now()
             .duration_since(UNIX_EPOCH)

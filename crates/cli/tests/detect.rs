@@ -53,7 +53,16 @@ fn setup() -> &'static Setup {
         ok(&metaids()
             .args(["train", "--dataset", "cic", "--data"])
             .arg(shared("cic-ids2017-improved"))
-            .args(["--steps", "150", "--hidden", "64", "--depth", "1", "--embedding", "32"])
+            .args([
+                "--steps",
+                "150",
+                "--hidden",
+                "64",
+                "--depth",
+                "1",
+                "--embedding",
+                "32",
+            ])
             .args(["--eval-every", "50", "--seed", "5", "--quiet", "--out"])
             .arg(&model)
             .output()
@@ -87,7 +96,9 @@ fn setup() -> &'static Setup {
             .expect("embed");
         let threat = arm(&m, 1, "SSH guessing", &emb, m.reference.fpr_budget).expect("arm");
         let library = dir.path().join("threats.json");
-        ThreatSet::new(4, vec![threat]).save(&library).expect("save");
+        ThreatSet::new(4, vec![threat])
+            .save(&library)
+            .expect("save");
         Setup {
             dir,
             model,
@@ -165,7 +176,10 @@ fn detect_on_captures_writes_eve_verdicts_and_an_nft_script() {
         // The EVE field list, with Suricata's types.
         let ts = e["timestamp"].as_str().expect("timestamp");
         assert_eq!(ts.len(), 31, "{ts}");
-        assert!(ts.ends_with("+0000") && &ts[10..11] == "T" && &ts[19..20] == ".", "{ts}");
+        assert!(
+            ts.ends_with("+0000") && &ts[10..11] == "T" && &ts[19..20] == ".",
+            "{ts}"
+        );
         assert!(e["flow_id"].is_u64());
         assert_eq!(e["event_type"], "alert");
         assert!(e["src_ip"].is_string() && e["dest_ip"].is_string());
@@ -217,12 +231,22 @@ fn a_capture_and_its_extracted_csv_get_the_same_verdicts() {
     let (va, vb) = (work.path().join("a.jsonl"), work.path().join("b.jsonl"));
     let a = detect(
         s,
-        &["--pcap", &ssh.display().to_string(), "--verdicts", &va.display().to_string()],
+        &[
+            "--pcap",
+            &ssh.display().to_string(),
+            "--verdicts",
+            &va.display().to_string(),
+        ],
         &work.path().join("a.json"),
     );
     let b = detect(
         s,
-        &["--flows", &csv.display().to_string(), "--verdicts", &vb.display().to_string()],
+        &[
+            "--flows",
+            &csv.display().to_string(),
+            "--verdicts",
+            &vb.display().to_string(),
+        ],
         &work.path().join("b.json"),
     );
     let strip = |v: Vec<serde_json::Value>| -> Vec<(String, f64)> {
@@ -281,7 +305,14 @@ fn webhook_receives_every_alert() {
     let ssh = shared("pcaps/zeek-traces/ssh/sshguess.pcap");
     let stdout = detect(
         s,
-        &["--pcap", &ssh.display().to_string(), "--webhook", &url, "--dedup-max", "0"],
+        &[
+            "--pcap",
+            &ssh.display().to_string(),
+            "--webhook",
+            &url,
+            "--dedup-max",
+            "0",
+        ],
         &work.path().join("eve.json"),
     );
     let alerts = counter(&stdout, "alerts");
@@ -310,7 +341,10 @@ fn detect_refuses_flows_of_another_schema_and_bad_options() {
         .expect("run");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("nsl-kdd") || err.contains("KDDTest-21"), "{err}");
+    assert!(
+        err.contains("nsl-kdd") || err.contains("KDDTest-21"),
+        "{err}"
+    );
     let out = metaids()
         .arg("detect")
         .arg("--model")

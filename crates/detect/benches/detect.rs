@@ -39,7 +39,10 @@ fn best<F: FnMut() -> Res<()>>(reps: usize, mut f: F) -> Res<f64> {
 }
 
 fn main() -> Res<()> {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
     let opt = |name: &str| {
         args.iter()
             .position(|a| a == name)
@@ -98,7 +101,13 @@ fn main() -> Res<()> {
         .take(5)
         .collect();
     let support = model.embed_rows(&frame, &ssh)?;
-    let threat = arm(&model, 1, "SSH-Patator", &support, model.reference.fpr_budget)?;
+    let threat = arm(
+        &model,
+        1,
+        "SSH-Patator",
+        &support,
+        model.reference.fpr_budget,
+    )?;
     let detector = Detector::new(
         Arc::clone(&model),
         vec![threat.clone()],
@@ -135,7 +144,10 @@ fn main() -> Res<()> {
         }
         Ok(())
     })?;
-    println!("flows → verdicts, batch {batch}, {} rows (best of 3, one thread):", rows.len());
+    println!(
+        "flows → verdicts, batch {batch}, {} rows (best of 3, one thread):",
+        rows.len()
+    );
     println!("  preprocess            {:>12.0} flows/s", n / t_pre);
     println!("  embed                 {:>12.0} flows/s", n / t_emb);
     println!("  decide (embeddings)   {:>12.0} flows/s", n / t_dec);
@@ -213,8 +225,10 @@ fn main() -> Res<()> {
                 DetectorOptions::default(),
                 1,
             )?;
-            let sinks: Vec<Box<dyn Sink>> =
-                vec![Box::new(EveSink::create(&dir.join("pcap-eve.json"), false)?)];
+            let sinks: Vec<Box<dyn Sink>> = vec![Box::new(EveSink::create(
+                &dir.join("pcap-eve.json"),
+                false,
+            )?)];
             let mut p = Pipeline::new(d, sinks, PipelineOptions::default())?;
             let input = BufReader::with_capacity(1 << 20, File::open(&pcap)?);
             let s = p.push_capture(input, &pcap, FlowConfig::default(), &mut |_| {})?;

@@ -348,7 +348,10 @@ impl Detector {
         let (score, pct) = match threat {
             Some(t) if best_margin >= unknown_margin || !self.options.unknown => (
                 best_margin,
-                percentile(&self.calibration_scores[t], best_margin + self.threats[t].threshold),
+                percentile(
+                    &self.calibration_scores[t],
+                    best_margin + self.threats[t].threshold,
+                ),
             ),
             _ => (
                 if self.options.unknown {

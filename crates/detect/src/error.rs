@@ -38,7 +38,7 @@ pub enum DetectError {
         /// What the detector was doing.
         context: &'static str,
         /// The cause.
-        source: metaids_model::ModelError,
+        source: Box<metaids_model::ModelError>,
     },
     /// Preprocessing failed (a frame of another schema).
     #[error("preprocessing: {0}")]
@@ -81,6 +81,9 @@ impl DetectError {
 
     /// Wraps a model error with what the detector was doing.
     pub fn model(context: &'static str) -> impl FnOnce(metaids_model::ModelError) -> DetectError {
-        move |source| DetectError::Model { context, source }
+        move |source| DetectError::Model {
+            context,
+            source: Box::new(source),
+        }
     }
 }

@@ -485,7 +485,10 @@ mod tests {
             parse_timestamp_us("2017-07-07T13:39:36"),
             Some(us - 267_908)
         );
-        assert_eq!(parse_timestamp_us("2000-02-29 00:00:00.5"), Some(951_782_400_500_000));
+        assert_eq!(
+            parse_timestamp_us("2000-02-29 00:00:00.5"),
+            Some(951_782_400_500_000)
+        );
         assert_eq!(parse_timestamp_us("7/7/2017 1:39"), None);
         assert_eq!(parse_timestamp_us(""), None);
         assert_eq!(eve_timestamp(0), "1970-01-01T00:00:00.000000+0000");

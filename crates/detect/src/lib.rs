@@ -47,7 +47,9 @@ pub use error::{DetectError, Result};
 pub use eve::{eve_timestamp, proto_name, EveAlert, EveEvent, EveFlow, FlowMeta, MetaidsInfo};
 pub use nft::{NftConfig, NftablesSink};
 pub use pipeline::{CaptureSummary, Pipeline, PipelineOptions, Summary};
-pub use sink::{Alert, Batch, EveSink, Sink, SinkReport, Stage, StreamFile, VerdictLine, VerdictSink};
+pub use sink::{
+    Alert, Batch, EveSink, Sink, SinkReport, Stage, StreamFile, VerdictLine, VerdictSink,
+};
 pub use threat::{
     arm, calibrate, stable_signature_id, ArmedThreat, ThreatSet, UNKNOWN_SIGNATURE_ID,
 };

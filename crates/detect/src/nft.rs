@@ -105,7 +105,11 @@ impl NftConfig {
 
     /// The line adding `addr` to its set.
     pub fn element(&self, addr: IpAddr) -> String {
-        let set = if addr.is_ipv4() { &self.set4 } else { &self.set6 };
+        let set = if addr.is_ipv4() {
+            &self.set4
+        } else {
+            &self.set6
+        };
         format!(
             "add element {} {} {set} {{ {addr} timeout {}s }}\n",
             self.family, self.table, self.timeout_s
@@ -320,6 +324,8 @@ mod tests {
         }
         .validate()
         .is_err());
-        assert!(NftConfig::default().describe().contains("metaids blocklist"));
+        assert!(NftConfig::default()
+            .describe()
+            .contains("metaids blocklist"));
     }
 }

@@ -137,7 +137,10 @@ impl fmt::Debug for Pipeline {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Pipeline")
             .field("options", &self.options)
-            .field("sinks", &self.sinks.iter().map(|s| s.name()).collect::<Vec<_>>())
+            .field(
+                "sinks",
+                &self.sinks.iter().map(|s| s.name()).collect::<Vec<_>>(),
+            )
             .field("summary", &self.summary)
             .finish_non_exhaustive()
     }
@@ -328,10 +331,7 @@ impl Pipeline {
                     t.map_or(UNKNOWN_SIGNATURE_ID, |t| t.signature_id)
                 }
             };
-            if self
-                .dedup
-                .admit(&m.src_ip, sig, m.start_us.unwrap_or(now))
-            {
+            if self.dedup.admit(&m.src_ip, sig, m.start_us.unwrap_or(now)) {
                 candidates.push((i, *v));
             } else {
                 self.summary.suppressed += 1;

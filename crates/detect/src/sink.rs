@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::detector::{Verdict, VerdictKind};
-use crate::eve::{flow_event, AlertContext, EveEvent, FlowMeta};
 use crate::error::{DetectError, Result};
+use crate::eve::{flow_event, AlertContext, EveEvent, FlowMeta};
 
 /// When a sink runs within a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -129,12 +129,10 @@ impl StreamFile {
         let Some(w) = self.out.take() else {
             return Ok(());
         };
-        let file = w
-            .into_inner()
-            .map_err(|e| DetectError::Io {
-                path: self.partial.clone(),
-                source: e.into_error(),
-            })?;
+        let file = w.into_inner().map_err(|e| DetectError::Io {
+            path: self.partial.clone(),
+            source: e.into_error(),
+        })?;
         file.sync_all().map_err(DetectError::io(&self.partial))?;
         drop(file);
         std::fs::rename(&self.partial, &self.path).map_err(DetectError::io(&self.path))?;

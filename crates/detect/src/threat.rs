@@ -259,10 +259,18 @@ mod tests {
         assert!(e.to_string().contains("prototypes"), "{e}");
         let mut t = threat();
         t.severity = 7;
-        assert!(t.validate(2).expect_err("sev").to_string().contains("severity"));
+        assert!(t
+            .validate(2)
+            .expect_err("sev")
+            .to_string()
+            .contains("severity"));
         let mut t = threat();
         t.threshold = f32::NAN;
-        assert!(t.validate(2).expect_err("thr").to_string().contains("threshold"));
+        assert!(t
+            .validate(2)
+            .expect_err("thr")
+            .to_string()
+            .contains("threshold"));
         let mut t = threat();
         t.signature_id = UNKNOWN_SIGNATURE_ID;
         assert!(t.validate(2).is_err());
@@ -276,12 +284,21 @@ mod tests {
         set.save(&p).expect("save");
         assert_eq!(ThreatSet::load(&p, Some(2)).expect("load"), set);
         assert!(ThreatSet::load(&p, Some(3)).is_err());
-        std::fs::write(&p, "{\"format_version\":1,\"library_version\":1,\"threats\":[],\"x\":1}")
-            .expect("write");
+        std::fs::write(
+            &p,
+            "{\"format_version\":1,\"library_version\":1,\"threats\":[],\"x\":1}",
+        )
+        .expect("write");
         let e = ThreatSet::load(&p, None).expect_err("unknown field");
-        assert!(e.to_string().contains("lib.json") && e.to_string().contains('x'), "{e}");
-        std::fs::write(&p, "{\"format_version\":2,\"library_version\":1,\"threats\":[]}")
-            .expect("write");
+        assert!(
+            e.to_string().contains("lib.json") && e.to_string().contains('x'),
+            "{e}"
+        );
+        std::fs::write(
+            &p,
+            "{\"format_version\":2,\"library_version\":1,\"threats\":[]}",
+        )
+        .expect("write");
         assert!(ThreatSet::load(&p, None)
             .expect_err("version")
             .to_string()

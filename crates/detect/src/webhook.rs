@@ -74,7 +74,9 @@ impl HttpUrl {
             ))
         })?;
         if url.chars().any(|c| c.is_control() || c == ' ') {
-            return Err(err(format!("{url:?} contains spaces or control characters")));
+            return Err(err(format!(
+                "{url:?} contains spaces or control characters"
+            )));
         }
         let (authority, path) = match rest.find('/') {
             Some(i) => (&rest[..i], &rest[i..]),
@@ -126,7 +128,8 @@ fn post(url: &HttpUrl, body: &str, timeout: Duration) -> std::result::Result<u16
         }
     }
     let mut s = stream.ok_or(last)?;
-    s.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
     s.set_write_timeout(Some(timeout))
         .map_err(|e| e.to_string())?;
     let head = format!(
@@ -346,7 +349,13 @@ mod tests {
         assert_eq!((u.port, u.path.as_str()), (80, "/"));
         let u = HttpUrl::parse("http://[::1]:9/").expect("url");
         assert_eq!((u.host.as_str(), u.port), ("[::1]", 9));
-        for bad in ["https://x/", "ftp://x", "http://", "http://x:99999/", "http://x/a b"] {
+        for bad in [
+            "https://x/",
+            "ftp://x",
+            "http://",
+            "http://x:99999/",
+            "http://x/a b",
+        ] {
             assert!(HttpUrl::parse(bad).is_err(), "{bad}");
         }
     }
@@ -442,6 +451,9 @@ mod tests {
         assert_eq!(get("webhook_sent"), 0);
         assert_eq!(get("webhook_failed") + get("webhook_dropped"), 50);
         assert!(get("webhook_dropped") >= 50 - queued as u64);
-        assert!(report.notes.iter().any(|n| n.contains("connecting")), "{report:?}");
+        assert!(
+            report.notes.iter().any(|n| n.contains("connecting")),
+            "{report:?}"
+        );
     }
 }

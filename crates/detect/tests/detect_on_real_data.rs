@@ -105,7 +105,11 @@ fn is_guess(f: &FlowRecord) -> bool {
 fn ssh_threat(m: &ThreatModel) -> (metaids_detect::ArmedThreat, Vec<u64>) {
     let flows = flows_of(&sshguess());
     let support: Vec<&FlowRecord> = flows.iter().filter(|f| is_guess(f)).take(5).collect();
-    assert_eq!(support.len(), 5, "sshguess.pcap has fewer than 5 guessing flows");
+    assert_eq!(
+        support.len(),
+        5,
+        "sshguess.pcap has fewer than 5 guessing flows"
+    );
     let mut b = FrameBuilder::new("support");
     for f in &support {
         b.push(f);
@@ -125,10 +129,7 @@ fn captures() -> Vec<PathBuf> {
             let p = e.path();
             if p.is_dir() {
                 stack.push(p);
-            } else if p
-                .extension()
-                .is_some_and(|x| x == "pcap" || x == "pcapng")
-            {
+            } else if p.extension().is_some_and(|x| x == "pcap" || x == "pcapng") {
                 out.push(p);
             }
         }
@@ -152,8 +153,8 @@ fn run(inputs: &[PathBuf], rate: RateLimit, threats: Vec<metaids_detect::ArmedTh
     let alerts = dir.path().join("eve.json");
     let verdicts = dir.path().join("verdicts.jsonl");
     let nft_path = dir.path().join("block.nft");
-    let detector = Detector::new(Arc::clone(&m), threats, DetectorOptions::default(), 7)
-        .expect("detector");
+    let detector =
+        Detector::new(Arc::clone(&m), threats, DetectorOptions::default(), 7).expect("detector");
     let sinks: Vec<Box<dyn Sink>> = vec![
         Box::new(NftablesSink::create(&nft_path, NftConfig::default()).expect("nft")),
         Box::new(EveSink::create(&alerts, true).expect("eve")),
@@ -213,7 +214,12 @@ fn case(pcap: &Path, name: &str, attack: fn(&FlowRecord) -> bool) -> (f64, usize
     let m = model();
     let flows = flows_of(pcap);
     let support: Vec<&FlowRecord> = flows.iter().filter(|f| attack(f)).take(5).collect();
-    assert_eq!(support.len(), 5, "{} has fewer than 5 attack flows", pcap.display());
+    assert_eq!(
+        support.len(),
+        5,
+        "{} has fewer than 5 attack flows",
+        pcap.display()
+    );
     let support_ids: Vec<u64> = support.iter().map(|f| f.id).collect();
     let mut b = FrameBuilder::new("support");
     for f in &support {
@@ -283,7 +289,10 @@ fn threats_from_five_flows_detect_the_rest_of_their_capture() {
     let (recall, n, flagged) = case(&sshguess(), "SSH password guessing", is_guess);
     assert!(n >= 5, "{n}");
     assert!(recall >= 0.8, "SSH recall {recall:.3} over {n} flows");
-    assert!(flagged < 0.1, "{flagged:.4} of other captures' flows flagged as SSH guessing");
+    assert!(
+        flagged < 0.1,
+        "{flagged:.4} of other captures' flows flagged as SSH guessing"
+    );
     // FTP brute force (zeek's notice names 192.168.56.1 with 20 failed logins).
     let ftp = shared("pcaps/zeek-traces/ftp/bruteforce.pcap");
     let (recall, n, flagged) = case(&ftp, "FTP brute force", |f| {
@@ -291,7 +300,10 @@ fn threats_from_five_flows_detect_the_rest_of_their_capture() {
     });
     assert!(n >= 5, "{n}");
     assert!(recall >= 0.8, "FTP recall {recall:.3} over {n} flows");
-    assert!(flagged < 0.1, "{flagged:.4} of other captures' flows flagged as FTP brute force");
+    assert!(
+        flagged < 0.1,
+        "{flagged:.4} of other captures' flows flagged as FTP brute force"
+    );
 }
 
 #[test]
@@ -300,7 +312,10 @@ fn eve_records_verdicts_dedup_and_nftables_script() {
     let (threat, _) = ssh_threat(&m);
     let sig = threat.signature_id;
     let name = threat.name.clone();
-    let inputs = vec![sshguess(), shared("pcaps/esnet-scanners/nmap/nmap_80_all.pcap")];
+    let inputs = vec![
+        sshguess(),
+        shared("pcaps/esnet-scanners/nmap/nmap_80_all.pcap"),
+    ];
     let r = run(
         &inputs,
         RateLimit {
@@ -336,8 +351,11 @@ fn eve_records_verdicts_dedup_and_nftables_script() {
     assert_eq!(s.counter("alerts_written"), s.alerts);
     assert_eq!(s.counter("flow_records_written"), s.flows);
 
-    let alerts: Vec<&serde_json::Value> =
-        r.eve.iter().filter(|e| e["event_type"] == "alert").collect();
+    let alerts: Vec<&serde_json::Value> = r
+        .eve
+        .iter()
+        .filter(|e| e["event_type"] == "alert")
+        .collect();
     let flows: Vec<&serde_json::Value> =
         r.eve.iter().filter(|e| e["event_type"] == "flow").collect();
     assert_eq!(alerts.len() as u64, s.alerts);
@@ -346,7 +364,10 @@ fn eve_records_verdicts_dedup_and_nftables_script() {
     let mut per_key: BTreeMap<(String, u64), u64> = BTreeMap::new();
     let mut ids = std::collections::HashSet::new();
     for e in &alerts {
-        assert!(is_suricata_timestamp(e["timestamp"].as_str().expect("ts")), "{e}");
+        assert!(
+            is_suricata_timestamp(e["timestamp"].as_str().expect("ts")),
+            "{e}"
+        );
         assert!(e["flow_id"].is_u64());
         for k in ["src_ip", "dest_ip"] {
             let ip = e[k].as_str().expect("ip");
@@ -366,7 +387,16 @@ fn eve_records_verdicts_dedup_and_nftables_script() {
             let list = v.as_array().expect("metadata values are lists");
             assert!(list.iter().all(serde_json::Value::is_string));
         }
-        for key in ["verdict", "distance", "score", "confidence", "nearest_prototypes", "top_features", "model_version", "library_version"] {
+        for key in [
+            "verdict",
+            "distance",
+            "score",
+            "confidence",
+            "nearest_prototypes",
+            "top_features",
+            "model_version",
+            "library_version",
+        ] {
             assert!(md.contains_key(key), "metadata lacks {key}: {e}");
         }
         assert_eq!(md["library_version"][0], "7");
@@ -405,20 +435,26 @@ fn eve_records_verdicts_dedup_and_nftables_script() {
     assert!(guesser >= 1, "{per_key:?}");
     for f in &flows {
         assert!(f["flow"]["pkts_toserver"].is_u64() && f["flow"]["age"].is_u64());
-        assert!(is_suricata_timestamp(f["flow"]["end"].as_str().expect("end")));
+        assert!(is_suricata_timestamp(
+            f["flow"]["end"].as_str().expect("end")
+        ));
     }
 
     // The nftables script holds the guesser once, in the IPv4 set, and nft accepts it.
     assert_eq!(
         r.nft
             .lines()
-            .filter(|l| l.starts_with("add element inet metaids blocklist { 192.168.56.1 timeout 3600s }"))
+            .filter(|l| l
+                .starts_with("add element inet metaids blocklist { 192.168.56.1 timeout 3600s }"))
             .count(),
         1,
         "{}",
         r.nft
     );
-    assert_eq!(s.counter("nft_elements") as usize, r.nft.matches("add element").count());
+    assert_eq!(
+        s.counter("nft_elements") as usize,
+        r.nft.matches("add element").count()
+    );
     match std::process::Command::new("nft")
         .args(["-c", "-f"])
         .arg(&r.nft_path)
