@@ -62,6 +62,116 @@ pub enum Command {
     ///
     /// Example: metaids train --dataset cic --data ../shared/data/cic-ids2017-improved --out cic.model
     Train(TrainArgs),
+    /// Give every flow a verdict (benign, known threat, unknown anomaly) and write alerts as EVE JSON.
+    ///
+    /// Flows come from captures (--pcap, through the flow engine in memory), flow CSVs of the CIC
+    /// layout (--flows) or a live interface (--interface, needs `--features live`). They are scored in
+    /// micro-batches against the armed threats of --library at the model's calibrated false-positive
+    /// budget. Alerts are Suricata EVE JSON lines (event_type "alert"; with --eve-flows also "flow"),
+    /// deduplicated per (source address, signature, window); the file is written as ALERTS.partial,
+    /// synced per batch and renamed at the end. --verdicts writes every flow's verdict before any
+    /// deduplication. Responses (--respond nftables, --webhook) fire only after a batch's alerts are on
+    /// disk; nftables is a dry run (a script) unless --apply-nftables.
+    ///
+    /// Example: metaids detect --model cic.model --library threats.json --pcap capture.pcap --alerts eve.json
+    Detect(DetectArgs),
+}
+
+/// A response to alerts.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum Respond {
+    /// Add offending source addresses to nftables sets with a timeout (a script; see --apply-nftables).
+    Nftables,
+}
+
+/// `detect` arguments.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["pcap", "flows", "interface"])))]
+pub struct DetectArgs {
+    /// Model directory written by `metaids train`.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Armed threats: a threat file (JSON: format_version, library_version, threats).
+    #[arg(long)]
+    pub library: PathBuf,
+    /// Capture files (pcap or pcapng); each gets its own flow engine.
+    #[arg(long, num_args = 1.., conflicts_with_all = ["flows", "interface"])]
+    pub pcap: Vec<PathBuf>,
+    /// Flow CSVs of the CIC layout (e.g. written by `metaids extract`); another schema is refused.
+    #[arg(long, num_args = 1.., conflicts_with = "interface")]
+    pub flows: Vec<PathBuf>,
+    /// Live interface (needs a build with `--features live` and root or CAP_NET_RAW); Ctrl-C stops.
+    #[arg(long)]
+    pub interface: Option<String>,
+    /// BPF filter for live capture.
+    #[arg(long, requires = "interface")]
+    pub filter: Option<String>,
+    /// Stop a live capture after this many seconds.
+    #[arg(long, requires = "interface")]
+    pub duration: Option<f64>,
+    /// EVE JSON lines output (written as ALERTS.partial, renamed at the end).
+    #[arg(long)]
+    pub alerts: PathBuf,
+    /// Also write every flow's verdict as JSON lines here (flow_id, verdict, threat, distance, score, confidence).
+    #[arg(long)]
+    pub verdicts: Option<PathBuf>,
+    /// Also write an EVE `event_type: "flow"` record per flow.
+    #[arg(long)]
+    pub eve_flows: bool,
+    /// Flows per micro-batch.
+    #[arg(long, default_value_t = 1024)]
+    pub batch: usize,
+    /// Deduplication window in seconds (flow time).
+    #[arg(long, default_value_t = 60)]
+    pub dedup_window: u64,
+    /// Alerts per (source address, signature, window); 0 turns deduplication off.
+    #[arg(long, default_value_t = 1)]
+    pub dedup_max: u32,
+    /// Turn the unknown-anomaly rule off (flows are then benign or a known threat).
+    #[arg(long)]
+    pub no_unknown: bool,
+    /// Unknown anomalies get verdicts but raise no alerts.
+    #[arg(long)]
+    pub no_unknown_alerts: bool,
+    /// False-positive budget of the unknown-anomaly rule (default: the model's calibrated threshold).
+    #[arg(long)]
+    pub unknown_budget: Option<f64>,
+    /// Responses to alerts.
+    #[arg(long, value_enum)]
+    pub respond: Vec<Respond>,
+    /// nftables script path (default: ALERTS.nft).
+    #[arg(long)]
+    pub nft_script: Option<PathBuf>,
+    /// Apply the nftables changes with `nft -f -` per batch (prints what it will do first).
+    #[arg(long, requires = "respond")]
+    pub apply_nftables: bool,
+    /// nftables table family.
+    #[arg(long, default_value = "inet")]
+    pub nft_family: String,
+    /// nftables table name.
+    #[arg(long, default_value = "metaids")]
+    pub nft_table: String,
+    /// nftables IPv4 set name.
+    #[arg(long, default_value = "blocklist")]
+    pub nft_set: String,
+    /// nftables IPv6 set name.
+    #[arg(long, default_value = "blocklist6")]
+    pub nft_set6: String,
+    /// Seconds an address stays in the set.
+    #[arg(long, default_value_t = 3600)]
+    pub nft_timeout: u64,
+    /// Also block sources of unknown anomalies (default: known threats only).
+    #[arg(long)]
+    pub respond_unknown: bool,
+    /// POST each alert (its EVE record) to this http:// URL, with retries and backoff, never blocking detection.
+    #[arg(long)]
+    pub webhook: Option<String>,
+    /// Run id used in alert ids (default: derived from the start time).
+    #[arg(long)]
+    pub run_id: Option<String>,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
 }
 
 /// What to do with a malformed row.

@@ -4,6 +4,7 @@
 //! through `metaids-eval`, and prints or writes what they return.
 
 mod args;
+mod detect_cmd;
 mod extract;
 mod model_cmd;
 
@@ -36,6 +37,7 @@ fn main() {
         Command::Bench(a) => bench(a),
         Command::Extract(a) => extract::run(a),
         Command::Train(a) => model_cmd::train(a),
+        Command::Detect(a) => detect_cmd::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -52,6 +52,7 @@ pub mod engine;
 pub mod error;
 pub mod features;
 pub mod output;
+pub mod row;
 pub mod stats;
 
 use std::io::{Read, Write};
@@ -62,6 +63,7 @@ pub use engine::{EndReason, EngineStats, FlowConfig, FlowEngine, FlowRecord};
 pub use error::FlowError;
 pub use features::{FeatureKind, FEATURE_COUNT, FEATURE_KINDS};
 pub use output::{CsvWriter, JsonLinesWriter};
+pub use row::{fill_row, FrameBuilder};
 
 /// What [`extract_csv`] did.
 #[derive(Debug)]

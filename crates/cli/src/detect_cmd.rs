@@ -1,0 +1,267 @@
+//! `metaids detect`: loads the model and the armed threats, builds the sinks the options ask for,
+//! streams flows from captures, flow CSVs or an interface through `metaids-detect`'s pipeline, and
+//! prints the summary counters.
+//!
+//! No detection logic lives here: verdicts, alerts and responses are all `metaids-detect`'s.
+
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use metaids_capture::{LiveCapture, LiveConfig};
+use metaids_core::schema::DatasetKind;
+use metaids_detect::{
+    Detector, DetectorOptions, EveSink, NftConfig, NftablesSink, Pipeline, PipelineOptions,
+    RateLimit, Sink, ThreatSet, VerdictSink, WebhookConfig, WebhookSink,
+};
+use metaids_flow::FlowConfig;
+use metaids_ingest::{read_files, ReadOptions};
+
+use crate::args::{DetectArgs, Respond};
+
+/// Counts bytes read into a progress bar.
+struct Counting<R> {
+    inner: R,
+    bar: ProgressBar,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.bar.inc(n as u64);
+        Ok(n)
+    }
+}
+
+fn bar(quiet: bool, total: u64, template: &str) -> ProgressBar {
+    let b = if quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(total)
+    };
+    b.set_style(
+        ProgressStyle::with_template(template)
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    b
+}
+
+/// The model's weights sha256 prefix from its manifest (`None` when unreadable).
+fn model_version(path: &Path) -> Option<String> {
+    let dir = if path.is_file() { path.parent()? } else { path };
+    let text = std::fs::read_to_string(dir.join("manifest.json")).ok()?;
+    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+    let sha = v.get("weights")?.get("sha256")?.as_str()?;
+    Some(sha.chars().take(16).collect())
+}
+
+fn sinks(a: &DetectArgs) -> Result<Vec<Box<dyn Sink>>> {
+    let mut sinks: Vec<Box<dyn Sink>> = vec![Box::new(
+        EveSink::create(&a.alerts, a.eve_flows)
+            .with_context(|| format!("cannot write alerts to {}", a.alerts.display()))?,
+    )];
+    if let Some(v) = &a.verdicts {
+        sinks.push(Box::new(VerdictSink::create(v)?));
+    }
+    if a.respond.contains(&Respond::Nftables) {
+        let config = NftConfig {
+            family: a.nft_family.clone(),
+            table: a.nft_table.clone(),
+            set4: a.nft_set.clone(),
+            set6: a.nft_set6.clone(),
+            timeout_s: a.nft_timeout,
+            include_unknown: a.respond_unknown,
+            apply: a.apply_nftables,
+            nft: "nft".into(),
+        };
+        let script = a.nft_script.clone().unwrap_or_else(|| {
+            let mut p = a.alerts.clone().into_os_string();
+            p.push(".nft");
+            PathBuf::from(p)
+        });
+        if a.apply_nftables {
+            eprintln!("nftables: {}", config.describe());
+        } else {
+            eprintln!(
+                "nftables: dry run, writing {} (apply with --apply-nftables)",
+                script.display()
+            );
+        }
+        sinks.push(Box::new(NftablesSink::create(&script, config)?));
+    }
+    if let Some(url) = &a.webhook {
+        sinks.push(Box::new(WebhookSink::start(WebhookConfig::new(url))?));
+        eprintln!("webhook: POSTing alerts to {url} (background, bounded queue)");
+    }
+    Ok(sinks)
+}
+
+/// Runs the command.
+pub fn run(a: DetectArgs) -> Result<()> {
+    let started = Instant::now();
+    let model = Arc::new(
+        metaids_model::load(&a.model)
+            .with_context(|| format!("cannot load model {}", a.model.display()))?,
+    );
+    if model.normaliser.kind != DatasetKind::Cic {
+        bail!(
+            "model {} was trained on {} data; detect scores CIC-layout flows (captures, flow CSVs): use a model trained with --dataset cic",
+            a.model.display(),
+            model.normaliser.kind
+        );
+    }
+    let set = ThreatSet::load(&a.library, Some(model.dim()))
+        .with_context(|| format!("cannot load threats from {}", a.library.display()))?;
+    if set.threats.is_empty() {
+        eprintln!(
+            "note: {} arms no threat: flows are benign or unknown anomalies only",
+            a.library.display()
+        );
+    }
+    let options = DetectorOptions {
+        unknown: !a.no_unknown,
+        unknown_budget: a.unknown_budget,
+        model_version: model_version(&a.model),
+        ..DetectorOptions::default()
+    };
+    let n_threats = set.threats.len();
+    let detector = Detector::new(
+        Arc::clone(&model),
+        set.threats,
+        options,
+        set.library_version,
+    )?;
+    let run_id = a.run_id.clone().unwrap_or_else(|| {
+        let us = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros());
+        format!("{us:x}")
+    });
+    let popts = PipelineOptions {
+        batch_size: a.batch,
+        rate_limit: RateLimit {
+            window_s: a.dedup_window,
+            max_per_window: a.dedup_max,
+            ..RateLimit::default()
+        },
+        alert_unknown: !a.no_unknown && !a.no_unknown_alerts,
+        run_id,
+        ..PipelineOptions::default()
+    };
+    let mut pipeline = Pipeline::new(detector, sinks(&a)?, popts)?;
+    eprintln!(
+        "model {} ({}), {n_threats} armed threat(s), library version {}, unknown threshold {}",
+        a.model.display(),
+        pipeline.detector().model_version(),
+        pipeline.detector().library_version(),
+        pipeline.detector().unknown_threshold()
+    );
+    let mut warnings = Vec::new();
+    if !a.pcap.is_empty() {
+        let total: u64 = a
+            .pcap
+            .iter()
+            .map(|p| std::fs::metadata(p).map_or(0, |m| m.len()))
+            .sum();
+        let pb = bar(
+            a.quiet,
+            total,
+            "{spinner} detect [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec}, eta {eta}",
+        );
+        for path in &a.pcap {
+            let file =
+                File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+            let input = BufReader::with_capacity(
+                1 << 20,
+                Counting {
+                    inner: file,
+                    bar: pb.clone(),
+                },
+            );
+            let name = path.display().to_string();
+            let s = pipeline.push_capture(input, &name, FlowConfig::default(), &mut |_| {})?;
+            if let Some(e) = s.capture_error {
+                warnings.push(format!(
+                    "{name}: capture ended early ({e}); flows up to there were scored"
+                ));
+            }
+            tracing::info!(packets = s.packets, flows = s.flows, "{name}");
+        }
+        pb.finish_and_clear();
+    }
+    if !a.flows.is_empty() {
+        let opts = ReadOptions {
+            dataset: Some(DatasetKind::Cic),
+            ..ReadOptions::default()
+        };
+        let (frame, _) = read_files(&a.flows, &opts)?;
+        let pb = bar(
+            a.quiet,
+            frame.len() as u64,
+            "{spinner} detect [{bar:30}] {pos}/{len} flows, {per_sec}, eta {eta}",
+        );
+        pipeline.push_frame(&frame, &mut |n| pb.inc(n as u64))?;
+        pb.finish_and_clear();
+    }
+    if let Some(interface) = &a.interface {
+        live(&a, interface, &mut pipeline)?;
+    }
+    let summary = pipeline.finish()?;
+    for w in &warnings {
+        eprintln!("warning: {w}");
+    }
+    for s in &summary.sinks {
+        for n in &s.notes {
+            eprintln!("{n}");
+        }
+    }
+    print!("{summary}");
+    eprintln!("{:.2} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// Detects on a live interface until Ctrl-C or --duration; a batch also runs once a second.
+fn live(a: &DetectArgs, interface: &str, pipeline: &mut Pipeline) -> Result<()> {
+    let mut cfg = LiveConfig::new(interface);
+    cfg.filter = a.filter.clone();
+    if let Some(s) = a.duration {
+        if !(s.is_finite() && s > 0.0) {
+            bail!("--duration must be a positive number of seconds, got {s}");
+        }
+        cfg.max_duration = Some(Duration::from_secs_f64(s));
+    }
+    let mut capture =
+        LiveCapture::open(&cfg).with_context(|| format!("cannot capture on {interface}"))?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&stop);
+    ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
+        .context("cannot install the Ctrl-C handler")?;
+    let mut engine = metaids_flow::FlowEngine::new(FlowConfig::default())?;
+    eprintln!("detecting on {interface} (Ctrl-C to stop)");
+    let mut error = None;
+    let mut last = Instant::now();
+    capture.run(&mut engine, &stop, |flow| {
+        if error.is_none() {
+            let mut r = pipeline.push_record(&flow, interface);
+            if r.is_ok() && last.elapsed() >= Duration::from_secs(1) {
+                r = pipeline.flush();
+                last = Instant::now();
+            }
+            if let Err(e) = r {
+                error = Some(e);
+                stop.store(true, Ordering::SeqCst);
+            }
+        }
+        Ok(())
+    })?;
+    if let Some(e) = error {
+        return Err(e.into());
+    }
+    Ok(())
+}

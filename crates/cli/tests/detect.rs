@@ -1,0 +1,364 @@
+//! `metaids detect` end to end: a small model trained with `metaids train`, a threat file armed from 5
+//! flows of zeek's sshguess.pcap, then detection on captures and on the same flows as a CSV. Checks
+//! the EVE alert fields and types, the verdicts file, that captures and their extracted CSV get the
+//! same verdicts, the nftables script (`nft -c -f` when nft is installed), webhook delivery to a local
+//! server, and clear refusals.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use metaids_detect::{arm, ThreatSet};
+use metaids_flow::{CaptureReader, FlowConfig, FlowEngine, FrameBuilder, ReaderConfig};
+
+fn metaids() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_metaids"));
+    c.current_dir(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.."));
+    c
+}
+
+fn shared(sub: &str) -> PathBuf {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/data")
+        .join(sub);
+    assert!(p.exists(), "shared data missing at {}", p.display());
+    p
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "stdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A model and a threat file, made once per test binary.
+struct Setup {
+    dir: tempfile::TempDir,
+    model: PathBuf,
+    library: PathBuf,
+}
+
+fn setup() -> &'static Setup {
+    static SETUP: OnceLock<Setup> = OnceLock::new();
+    SETUP.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("tmp");
+        let model = dir.path().join("cic.model");
+        ok(&metaids()
+            .args(["train", "--dataset", "cic", "--data"])
+            .arg(shared("cic-ids2017-improved"))
+            .args([
+                "--steps",
+                "150",
+                "--hidden",
+                "64",
+                "--depth",
+                "1",
+                "--embedding",
+                "32",
+            ])
+            .args(["--eval-every", "50", "--seed", "5", "--quiet", "--out"])
+            .arg(&model)
+            .output()
+            .expect("train"));
+        let m = metaids_model::load(&model).expect("load");
+        let pcap = shared("pcaps/zeek-traces/ssh/sshguess.pcap");
+        let mut reader = CaptureReader::new(
+            BufReader::new(std::fs::File::open(pcap).expect("open")),
+            ReaderConfig::default(),
+        )
+        .expect("capture");
+        let mut engine = FlowEngine::new(FlowConfig::default()).expect("engine");
+        let mut b = FrameBuilder::new("support");
+        let mut n = 0;
+        while let Ok(Some(p)) = reader.next_packet() {
+            for f in engine.push(&p) {
+                if n < 5 && f.dst_port == 22 {
+                    b.push(&f);
+                    n += 1;
+                }
+            }
+        }
+        for f in engine.finish() {
+            if n < 5 && f.dst_port == 22 {
+                b.push(&f);
+                n += 1;
+            }
+        }
+        let emb = m
+            .embed_rows(b.frame(), &(0..b.len()).collect::<Vec<_>>())
+            .expect("embed");
+        let threat = arm(&m, 1, "SSH guessing", &emb, m.reference.fpr_budget).expect("arm");
+        let library = dir.path().join("threats.json");
+        ThreatSet::new(4, vec![threat])
+            .save(&library)
+            .expect("save");
+        Setup {
+            dir,
+            model,
+            library,
+        }
+    })
+}
+
+fn lines(p: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(p)
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON line"))
+        .collect()
+}
+
+fn counter(stdout: &str, name: &str) -> u64 {
+    stdout
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no counter {name} in {stdout}"))
+}
+
+fn detect(s: &Setup, extra: &[&str], out: &Path) -> String {
+    ok(&metaids()
+        .arg("detect")
+        .arg("--model")
+        .arg(&s.model)
+        .arg("--library")
+        .arg(&s.library)
+        .arg("--alerts")
+        .arg(out)
+        .args(["--quiet", "--run-id", "cli"])
+        .args(extra)
+        .output()
+        .expect("detect"))
+}
+
+#[test]
+fn detect_on_captures_writes_eve_verdicts_and_an_nft_script() {
+    let s = setup();
+    let work = tempfile::tempdir().expect("tmp");
+    let eve = work.path().join("eve.json");
+    let verdicts = work.path().join("verdicts.jsonl");
+    let ssh = shared("pcaps/zeek-traces/ssh/sshguess.pcap");
+    let nmap = shared("pcaps/esnet-scanners/nmap/nmap_80_all.pcap");
+    let stdout = detect(
+        s,
+        &[
+            "--pcap",
+            &ssh.display().to_string(),
+            &nmap.display().to_string(),
+            "--verdicts",
+            &verdicts.display().to_string(),
+            "--respond",
+            "nftables",
+        ],
+        &eve,
+    );
+    println!("{stdout}");
+    assert!(!work.path().join("eve.json.partial").exists());
+    let flows = counter(&stdout, "flows");
+    let alerts = counter(&stdout, "alerts");
+    let suppressed = counter(&stdout, "suppressed");
+    let threats = counter(&stdout, "threat");
+    let unknown = counter(&stdout, "unknown");
+    assert_eq!(alerts + suppressed, threats + unknown);
+    assert!(counter(&stdout, "threat[SSH guessing]") >= 10, "{stdout}");
+    let v = lines(&verdicts);
+    assert_eq!(v.len() as u64, flows);
+    let events = lines(&eve);
+    assert_eq!(events.len() as u64, alerts);
+    for e in &events {
+        // The EVE field list, with Suricata's types.
+        let ts = e["timestamp"].as_str().expect("timestamp");
+        assert_eq!(ts.len(), 31, "{ts}");
+        assert!(
+            ts.ends_with("+0000") && &ts[10..11] == "T" && &ts[19..20] == ".",
+            "{ts}"
+        );
+        assert!(e["flow_id"].is_u64());
+        assert_eq!(e["event_type"], "alert");
+        assert!(e["src_ip"].is_string() && e["dest_ip"].is_string());
+        assert!(e["src_port"].is_u64() && e["dest_port"].is_u64());
+        assert!(["TCP", "UDP", "ICMP"].contains(&e["proto"].as_str().expect("proto")));
+        let a = &e["alert"];
+        for k in ["gid", "signature_id", "rev", "severity"] {
+            assert!(a[k].is_u64(), "alert.{k}: {e}");
+        }
+        for k in ["action", "signature", "category"] {
+            assert!(a[k].is_string(), "alert.{k}: {e}");
+        }
+        assert!(a["metadata"].is_object());
+        assert_eq!(a["metadata"]["library_version"][0], "4");
+        assert!(e["metaids"]["alert_id"]
+            .as_str()
+            .expect("alert id")
+            .starts_with("cli-"));
+        // The model version is the weights file's sha256 prefix.
+        assert_eq!(e["metaids"]["model"].as_str().expect("model").len(), 16);
+    }
+    let script = work.path().join("eve.json.nft");
+    let text = std::fs::read_to_string(&script).expect("nft script");
+    assert!(text.contains("add element inet metaids blocklist { 192.168.56.1 timeout 3600s }"));
+    match Command::new("nft").args(["-c", "-f"]).arg(&script).output() {
+        Ok(out) => assert!(
+            out.status.success(),
+            "nft -c -f: {}\n{text}",
+            String::from_utf8_lossy(&out.stderr)
+        ),
+        Err(e) => println!("skipping the nft -c -f check: nft is not available ({e})"),
+    }
+}
+
+#[test]
+fn a_capture_and_its_extracted_csv_get_the_same_verdicts() {
+    let s = setup();
+    let work = tempfile::tempdir().expect("tmp");
+    let ssh = shared("pcaps/zeek-traces/ssh/sshguess.pcap");
+    let csv = work.path().join("ssh.csv");
+    ok(&metaids()
+        .arg("extract")
+        .arg("--pcap")
+        .arg(&ssh)
+        .arg("--out")
+        .arg(&csv)
+        .output()
+        .expect("extract"));
+    let (va, vb) = (work.path().join("a.jsonl"), work.path().join("b.jsonl"));
+    let a = detect(
+        s,
+        &[
+            "--pcap",
+            &ssh.display().to_string(),
+            "--verdicts",
+            &va.display().to_string(),
+        ],
+        &work.path().join("a.json"),
+    );
+    let b = detect(
+        s,
+        &[
+            "--flows",
+            &csv.display().to_string(),
+            "--verdicts",
+            &vb.display().to_string(),
+        ],
+        &work.path().join("b.json"),
+    );
+    let strip = |v: Vec<serde_json::Value>| -> Vec<(String, f64)> {
+        v.into_iter()
+            .map(|x| {
+                (
+                    x["verdict"].as_str().expect("verdict").to_string(),
+                    x["score"].as_f64().expect("score"),
+                )
+            })
+            .collect()
+    };
+    let (la, lb) = (strip(lines(&va)), strip(lines(&vb)));
+    assert_eq!(la.len(), lb.len());
+    for (x, y) in la.iter().zip(&lb) {
+        assert_eq!(x.0, y.0);
+        assert!((x.1 - y.1).abs() < 1e-3, "{x:?} vs {y:?}");
+    }
+    assert_eq!(counter(&a, "alerts"), counter(&b, "alerts"));
+    // The alerts from the CSV carry the CSV's addresses and timestamps.
+    let eb = lines(&work.path().join("b.json"));
+    assert!(eb.iter().any(|e| e["src_ip"] == "192.168.56.1"));
+}
+
+#[test]
+fn webhook_receives_every_alert() {
+    let s = setup();
+    let work = tempfile::tempdir().expect("tmp");
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}/eve", listener.local_addr().expect("addr"));
+    let got = Arc::new(AtomicUsize::new(0));
+    let g = Arc::clone(&got);
+    std::thread::spawn(move || {
+        for s in listener.incoming().flatten() {
+            let mut r = BufReader::new(s);
+            let mut len = 0usize;
+            let mut line = String::new();
+            while r.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+                line.clear();
+            }
+            let mut body = vec![0u8; len];
+            if r.read_exact(&mut body).is_ok()
+                && serde_json::from_slice::<serde_json::Value>(&body)
+                    .is_ok_and(|v| v["event_type"] == "alert")
+            {
+                g.fetch_add(1, Ordering::SeqCst);
+            }
+            let _ = r
+                .into_inner()
+                .write_all(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n");
+        }
+    });
+    let ssh = shared("pcaps/zeek-traces/ssh/sshguess.pcap");
+    let stdout = detect(
+        s,
+        &[
+            "--pcap",
+            &ssh.display().to_string(),
+            "--webhook",
+            &url,
+            "--dedup-max",
+            "0",
+        ],
+        &work.path().join("eve.json"),
+    );
+    let alerts = counter(&stdout, "alerts");
+    assert!(alerts >= 10, "{stdout}");
+    assert_eq!(counter(&stdout, "suppressed"), 0);
+    assert_eq!(counter(&stdout, "webhook_sent"), alerts);
+    assert_eq!(counter(&stdout, "webhook_dropped"), 0);
+    assert_eq!(got.load(Ordering::SeqCst) as u64, alerts);
+}
+
+#[test]
+fn detect_refuses_flows_of_another_schema_and_bad_options() {
+    let s = setup();
+    let work = tempfile::tempdir().expect("tmp");
+    let out = metaids()
+        .arg("detect")
+        .arg("--model")
+        .arg(&s.model)
+        .arg("--library")
+        .arg(&s.library)
+        .arg("--flows")
+        .arg(shared("nsl-kdd/KDDTest-21.txt"))
+        .arg("--alerts")
+        .arg(work.path().join("x.json"))
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("nsl-kdd") || err.contains("KDDTest-21"),
+        "{err}"
+    );
+    let out = metaids()
+        .arg("detect")
+        .arg("--model")
+        .arg(&s.model)
+        .arg("--library")
+        .arg(&s.library)
+        .arg("--pcap")
+        .arg(shared("pcaps/zeek-traces/ssh/sshguess.pcap"))
+        .arg("--alerts")
+        .arg(work.path().join("y.json"))
+        .args(["--respond", "nftables", "--nft-table", "x;flush ruleset"])
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nft table"));
+    let _ = &s.dir;
+}

@@ -1,0 +1,505 @@
+//! Suricata EVE JSON records for metaids verdicts: the per-flow facts an alert needs ([`FlowMeta`]),
+//! the `alert` and `flow` event types with Suricata's field names and types, and metaids' own
+//! `metaids` object (alert id, verdict, distances, nearest prototypes, top features, versions and
+//! the flow's embedding, so a confirmed or rejected alert can become a support or negative example).
+//!
+//! It formats records; it does not open files or decide anything.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use metaids_core::FlowFrame;
+use metaids_flow::FlowRecord;
+use serde::{Deserialize, Serialize};
+
+use crate::detector::{Explanation, FeatureEffect, NearestPrototype, Verdict, VerdictKind};
+
+/// The facts about one flow that verdicts and alerts report.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FlowMeta {
+    /// Run-wide flow number (1-based, in detection order): EVE `flow_id`.
+    pub flow_id: u64,
+    /// Forward source address (the first packet's sender), as text.
+    pub src_ip: String,
+    /// Forward source port.
+    pub src_port: u16,
+    /// Forward destination address.
+    pub dest_ip: String,
+    /// Forward destination port.
+    pub dest_port: u16,
+    /// IP protocol number.
+    pub proto: u8,
+    /// Start of the flow, µs since the Unix epoch (`None`: unknown, the detection time is used).
+    pub start_us: Option<i64>,
+    /// Flow duration, µs.
+    pub duration_us: f64,
+    /// Packets from source to destination.
+    pub pkts_toserver: u64,
+    /// Packets from destination to source.
+    pub pkts_toclient: u64,
+    /// Bytes from source to destination (frame bytes from captures, payload bytes from CSVs).
+    pub bytes_toserver: u64,
+    /// Bytes from destination to source.
+    pub bytes_toclient: u64,
+    /// Where the flow came from (`file:line`, or `capture:flow-id`).
+    pub origin: String,
+}
+
+fn count(v: f64) -> u64 {
+    if v.is_finite() && v > 0.0 {
+        v as u64
+    } else {
+        0
+    }
+}
+
+impl FlowMeta {
+    /// From a flow record of the flow engine (`origin` names its capture).
+    pub fn from_record(flow_id: u64, r: &FlowRecord, origin: &str) -> Self {
+        let f = &r.features;
+        FlowMeta {
+            flow_id,
+            src_ip: r.src.to_string(),
+            src_port: r.src_port,
+            dest_ip: r.dst.to_string(),
+            dest_port: r.dst_port,
+            proto: r.protocol,
+            start_us: Some(r.start_us),
+            duration_us: f[0].max(0.0),
+            pkts_toserver: count(f[1]),
+            pkts_toclient: count(f[2]),
+            bytes_toserver: if r.fwd_frame_bytes > 0 {
+                r.fwd_frame_bytes
+            } else {
+                count(f[3])
+            },
+            bytes_toclient: if r.bwd_frame_bytes > 0 {
+                r.bwd_frame_bytes
+            } else {
+                count(f[4])
+            },
+            origin: format!("{origin}:{}", r.id),
+        }
+    }
+
+    /// From row `r` of a CIC frame read from a CSV (identifiers `Src IP`, `Src Port`, `Dst IP`,
+    /// `Timestamp`; categorical `Dst Port`, `Protocol`). Missing or unparsable values read as empty
+    /// or 0; an unparsable timestamp as `None`.
+    pub fn from_frame(flow_id: u64, frame: &FlowFrame, r: usize) -> Self {
+        let ids = frame.identifiers(r);
+        let id = |name: &str| {
+            ids.iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map_or("", |(_, v)| *v)
+        };
+        let cats: Vec<&str> = frame.categorical_row(r).collect();
+        let cat = |name: &str| {
+            frame
+                .layout
+                .categorical
+                .iter()
+                .position(|c| c == name)
+                .and_then(|i| cats.get(i).copied())
+                .unwrap_or("")
+        };
+        let num = frame.numeric_row(r);
+        let f = |i: usize| num.get(i).map_or(0.0, |&v| f64::from(v));
+        FlowMeta {
+            flow_id,
+            src_ip: id("Src IP").to_string(),
+            src_port: id("Src Port").parse().unwrap_or(0),
+            dest_ip: id("Dst IP").to_string(),
+            dest_port: cat("Dst Port").parse().unwrap_or(0),
+            proto: cat("Protocol").parse().unwrap_or(0),
+            start_us: parse_timestamp_us(id("Timestamp")),
+            duration_us: f(0).max(0.0),
+            pkts_toserver: count(f(1)),
+            pkts_toclient: count(f(2)),
+            bytes_toserver: count(f(3)),
+            bytes_toclient: count(f(4)),
+            origin: frame.provenance(r),
+        }
+    }
+
+    /// The source address, when it is one.
+    pub fn src_addr(&self) -> Option<IpAddr> {
+        self.src_ip.parse().ok()
+    }
+}
+
+/// Days since 1970-01-01 of a civil date (Howard Hinnant's algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Parses `YYYY-MM-DD HH:MM:SS[.ffffff]` (UTC; `T` also accepted) to µs since the epoch.
+pub fn parse_timestamp_us(s: &str) -> Option<i64> {
+    let s = s.trim();
+    let (date, time) = s.split_once([' ', 'T'])?;
+    let mut dp = date.split('-');
+    let y: i64 = dp.next()?.parse().ok()?;
+    let mo: i64 = dp.next()?.parse().ok()?;
+    let d: i64 = dp.next()?.parse().ok()?;
+    if dp.next().is_some() || !(1..=12).contains(&mo) || !(1..=31).contains(&d) {
+        return None;
+    }
+    let time = time.trim_end_matches('Z');
+    let (hms, frac) = match time.split_once('.') {
+        Some((a, b)) => (a, b),
+        None => (time, ""),
+    };
+    let mut tp = hms.split(':');
+    let h: i64 = tp.next()?.parse().ok()?;
+    let mi: i64 = tp.next()?.parse().ok()?;
+    let sec: i64 = tp.next().unwrap_or("0").parse().ok()?;
+    if tp.next().is_some() || h > 23 || mi > 59 || sec > 60 {
+        return None;
+    }
+    let mut us = 0i64;
+    if !frac.is_empty() {
+        if frac.len() > 9 || !frac.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let digits = &frac[..frac.len().min(6)];
+        us = digits.parse::<i64>().ok()? * 10i64.pow(6 - digits.len() as u32);
+    }
+    Some((days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + sec) * 1_000_000 + us)
+}
+
+/// Suricata's timestamp format: `2026-11-28T23:35:53.123456+0000` (UTC).
+pub fn eve_timestamp(us: i64) -> String {
+    let mut s = metaids_flow::output::format_timestamp_us(us);
+    s.replace_range(10..11, "T");
+    s.push_str("+0000");
+    s
+}
+
+/// Suricata's protocol names: `TCP`, `UDP`, `ICMP`, `IPv6-ICMP`, `SCTP`, `GRE`, else the number.
+pub fn proto_name(proto: u8) -> String {
+    match proto {
+        6 => "TCP".into(),
+        17 => "UDP".into(),
+        1 => "ICMP".into(),
+        58 => "IPv6-ICMP".into(),
+        132 => "SCTP".into(),
+        47 => "GRE".into(),
+        n => n.to_string(),
+    }
+}
+
+/// EVE `alert` object.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EveAlert {
+    /// Always `allowed`: metaids detects; responses act on later traffic.
+    pub action: String,
+    /// Generator id (1, as Suricata's rules).
+    pub gid: u32,
+    /// Stable per threat; [`crate::UNKNOWN_SIGNATURE_ID`] for unknown anomalies.
+    pub signature_id: u32,
+    /// Revision of the threat.
+    pub rev: u32,
+    /// `metaids <threat name>` or `metaids unknown anomaly`.
+    pub signature: String,
+    /// The threat's category, or `Unknown anomaly`.
+    pub category: String,
+    /// 1 (high) … 4 (low).
+    pub severity: u8,
+    /// Suricata-style metadata: each key maps to a list of strings.
+    pub metadata: BTreeMap<String, Vec<String>>,
+}
+
+/// EVE `flow` object (for `event_type: "flow"` records).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EveFlow {
+    /// Packets source → destination.
+    pub pkts_toserver: u64,
+    /// Packets destination → source.
+    pub pkts_toclient: u64,
+    /// Bytes source → destination.
+    pub bytes_toserver: u64,
+    /// Bytes destination → source.
+    pub bytes_toclient: u64,
+    /// First packet.
+    pub start: String,
+    /// Last packet.
+    pub end: String,
+    /// Duration in whole seconds.
+    pub age: u64,
+    /// Always `closed`.
+    pub state: String,
+    /// Always `timeout` (Suricata's wording for a flow ended by the engine).
+    pub reason: String,
+    /// Whether metaids alerted on the flow.
+    pub alerted: bool,
+}
+
+/// metaids' own object in every record it writes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetaidsInfo {
+    /// Unique within the file: `<run id>-<sequence>` (alerts only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alert_id: Option<String>,
+    /// `benign`, `threat` or `unknown`.
+    pub verdict: VerdictKind,
+    /// The flagged threat, else the nearest one.
+    pub threat: Option<String>,
+    /// Library id of that threat.
+    pub threat_id: Option<u32>,
+    /// Squared distance to that threat's nearest prototype (`null` without threats).
+    pub distance: Option<f32>,
+    /// Squared distance to the nearest benign prototype.
+    pub benign_distance: f32,
+    /// Margin of the deciding rule.
+    pub score: f32,
+    /// Percentile of the deciding statistic among benign calibration rows.
+    pub confidence: f32,
+    /// Nearest prototypes (alerts only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nearest: Vec<NearestPrototype>,
+    /// Features that moved the margin most (alerts only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub top_features: Vec<FeatureEffect>,
+    /// Model version (weights sha256 prefix).
+    pub model: String,
+    /// Threat library version.
+    pub library_version: u64,
+    /// Where the flow came from.
+    pub origin: String,
+    /// The flow's embedding (alerts only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub embedding: Vec<f32>,
+}
+
+/// One EVE record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EveEvent {
+    /// `YYYY-MM-DDTHH:MM:SS.ffffff+0000`.
+    pub timestamp: String,
+    /// Flow number within the run.
+    pub flow_id: u64,
+    /// `alert` or `flow`.
+    pub event_type: String,
+    /// Source address.
+    pub src_ip: String,
+    /// Source port.
+    pub src_port: u16,
+    /// Destination address.
+    pub dest_ip: String,
+    /// Destination port.
+    pub dest_port: u16,
+    /// `TCP`, `UDP`, `ICMP`, ….
+    pub proto: String,
+    /// The alert (`event_type: "alert"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alert: Option<EveAlert>,
+    /// The flow (`event_type: "flow"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flow: Option<EveFlow>,
+    /// metaids' verdict details.
+    pub metaids: MetaidsInfo,
+}
+
+/// What [`alert_event`] needs besides the flow and the verdict.
+#[derive(Debug, Clone, Copy)]
+pub struct AlertContext<'a> {
+    /// The threat names, ids, signatures of the detector.
+    pub threats: &'a [crate::ArmedThreat],
+    /// Model version.
+    pub model: &'a str,
+    /// Library version.
+    pub library_version: u64,
+    /// Severity of unknown-anomaly alerts.
+    pub unknown_severity: u8,
+    /// Timestamp used when the flow's own is unknown (µs since the epoch).
+    pub now_us: i64,
+}
+
+fn fmt_f(v: f32) -> String {
+    if v.is_finite() {
+        format!("{v:.4}")
+    } else {
+        "inf".into()
+    }
+}
+
+fn info(
+    ctx: &AlertContext<'_>,
+    flow: &FlowMeta,
+    v: &Verdict,
+    alert_id: Option<String>,
+) -> MetaidsInfo {
+    let t = v.threat.and_then(|i| ctx.threats.get(i));
+    MetaidsInfo {
+        alert_id,
+        verdict: v.kind,
+        threat: t.map(|t| t.name.clone()),
+        threat_id: t.map(|t| t.id),
+        distance: v.distance.is_finite().then_some(v.distance),
+        benign_distance: v.benign_distance,
+        score: v.score,
+        confidence: v.confidence,
+        nearest: Vec::new(),
+        top_features: Vec::new(),
+        model: ctx.model.to_string(),
+        library_version: ctx.library_version,
+        origin: flow.origin.clone(),
+        embedding: Vec::new(),
+    }
+}
+
+/// An `event_type: "alert"` record for a threat or unknown verdict.
+pub fn alert_event(
+    ctx: &AlertContext<'_>,
+    flow: &FlowMeta,
+    v: &Verdict,
+    alert_id: String,
+    explanation: Explanation,
+    embedding: &[f32],
+) -> EveEvent {
+    let threat = v.threat.and_then(|i| ctx.threats.get(i));
+    let (signature_id, rev, signature, category, severity) = match (v.kind, threat) {
+        (VerdictKind::Threat, Some(t)) => (
+            t.signature_id,
+            t.rev,
+            format!("metaids {}", t.name),
+            t.category.clone(),
+            t.severity,
+        ),
+        _ => (
+            crate::UNKNOWN_SIGNATURE_ID,
+            1,
+            "metaids unknown anomaly".to_string(),
+            "Unknown anomaly".to_string(),
+            ctx.unknown_severity,
+        ),
+    };
+    let mut metadata = BTreeMap::new();
+    let mut put = |k: &str, v: Vec<String>| {
+        metadata.insert(k.to_string(), v);
+    };
+    put("verdict", vec![v.kind.name().to_string()]);
+    if let Some(t) = threat {
+        let key = if v.kind == VerdictKind::Threat {
+            "threat"
+        } else {
+            "nearest_threat"
+        };
+        put(key, vec![t.name.clone()]);
+    }
+    put("distance", vec![fmt_f(v.distance)]);
+    put("benign_distance", vec![fmt_f(v.benign_distance)]);
+    put("score", vec![fmt_f(v.score)]);
+    put("confidence", vec![fmt_f(v.confidence)]);
+    put(
+        "nearest_prototypes",
+        explanation
+            .nearest
+            .iter()
+            .map(|p| format!("{} {}", p.name, fmt_f(p.distance)))
+            .collect(),
+    );
+    put(
+        "top_features",
+        explanation
+            .top_features
+            .iter()
+            .map(|f| format!("{} (z {:.2}, effect {})", f.name, f.z, fmt_f(f.effect)))
+            .collect(),
+    );
+    put("model_version", vec![ctx.model.to_string()]);
+    put("library_version", vec![ctx.library_version.to_string()]);
+    let mut m = info(ctx, flow, v, Some(alert_id));
+    m.nearest = explanation.nearest;
+    m.top_features = explanation.top_features;
+    m.embedding = embedding.to_vec();
+    EveEvent {
+        timestamp: eve_timestamp(flow.start_us.unwrap_or(ctx.now_us)),
+        flow_id: flow.flow_id,
+        event_type: "alert".into(),
+        src_ip: flow.src_ip.clone(),
+        src_port: flow.src_port,
+        dest_ip: flow.dest_ip.clone(),
+        dest_port: flow.dest_port,
+        proto: proto_name(flow.proto),
+        alert: Some(EveAlert {
+            action: "allowed".into(),
+            gid: 1,
+            signature_id,
+            rev,
+            signature,
+            category,
+            severity,
+            metadata,
+        }),
+        flow: None,
+        metaids: m,
+    }
+}
+
+/// An `event_type: "flow"` record for any verdict.
+pub fn flow_event(ctx: &AlertContext<'_>, flow: &FlowMeta, v: &Verdict) -> EveEvent {
+    let start = flow.start_us.unwrap_or(ctx.now_us);
+    let end = start.saturating_add(flow.duration_us as i64);
+    EveEvent {
+        timestamp: eve_timestamp(start),
+        flow_id: flow.flow_id,
+        event_type: "flow".into(),
+        src_ip: flow.src_ip.clone(),
+        src_port: flow.src_port,
+        dest_ip: flow.dest_ip.clone(),
+        dest_port: flow.dest_port,
+        proto: proto_name(flow.proto),
+        alert: None,
+        flow: Some(EveFlow {
+            pkts_toserver: flow.pkts_toserver,
+            pkts_toclient: flow.pkts_toclient,
+            bytes_toserver: flow.bytes_toserver,
+            bytes_toclient: flow.bytes_toclient,
+            start: eve_timestamp(start),
+            end: eve_timestamp(end),
+            age: (flow.duration_us / 1e6) as u64,
+            state: "closed".into(),
+            reason: "timeout".into(),
+            alerted: v.kind != VerdictKind::Benign,
+        }),
+        metaids: info(ctx, flow, v, None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_round_trip_in_suricata_format() {
+        let us = 1_499_434_776_267_908;
+        assert_eq!(eve_timestamp(us), "2017-07-07T13:39:36.267908+0000");
+        assert_eq!(parse_timestamp_us("2017-07-07 13:39:36.267908"), Some(us));
+        assert_eq!(
+            parse_timestamp_us("2017-07-07T13:39:36"),
+            Some(us - 267_908)
+        );
+        assert_eq!(
+            parse_timestamp_us("2000-02-29 00:00:00.5"),
+            Some(951_782_400_500_000)
+        );
+        assert_eq!(parse_timestamp_us("7/7/2017 1:39"), None);
+        assert_eq!(parse_timestamp_us(""), None);
+        assert_eq!(eve_timestamp(0), "1970-01-01T00:00:00.000000+0000");
+    }
+
+    #[test]
+    fn protocol_names() {
+        assert_eq!(proto_name(6), "TCP");
+        assert_eq!(proto_name(17), "UDP");
+        assert_eq!(proto_name(1), "ICMP");
+        assert_eq!(proto_name(58), "IPv6-ICMP");
+        assert_eq!(proto_name(200), "200");
+    }
+}

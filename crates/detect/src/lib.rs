@@ -1,0 +1,56 @@
+//! metaids-detect: the detector behind `metaids detect`. Every flow gets a verdict — benign, a known
+//! threat (name, distance, confidence) or an unknown anomaly (nearest threat and distance) — at the
+//! model's calibrated false-positive budget; alerts are written as Suricata EVE JSON lines, so SIEM
+//! pipelines ingest them unchanged, deduplicated per (source, signature, window), and responders
+//! (nftables sets, a webhook) fire only after the alerts are on disk.
+//!
+//! Pipeline: flows from the flow engine ([`metaids_flow::FlowRecord`]) or a CIC frame → micro-batch
+//! → preprocessing ([`metaids_core::preprocess::Normaliser`]) → embedding ([`Detector::embed`]) →
+//! [`Detector::decide`] → [`Deduplicator`] → explanation → [`Sink`]s ([`EveSink`], [`VerdictSink`],
+//! then [`NftablesSink`], [`WebhookSink`]). Threats come in as plain [`ArmedThreat`]s (the threat
+//! library converts its entries into them).
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use metaids_detect::{Detector, DetectorOptions, EveSink, Pipeline, PipelineOptions, ThreatSet};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let model = Arc::new(metaids_model::load("cic.model".as_ref())?);
+//! let set = ThreatSet::load("threats.json".as_ref(), Some(model.dim()))?;
+//! let detector = Detector::new(model, set.threats, DetectorOptions::default(), set.library_version)?;
+//! let eve = EveSink::create("alerts.json".as_ref(), false)?;
+//! let mut pipeline = Pipeline::new(detector, vec![Box::new(eve)], PipelineOptions::default())?;
+//! let capture = std::io::BufReader::new(std::fs::File::open("capture.pcap")?);
+//! pipeline.push_capture(capture, "capture.pcap", Default::default(), &mut |_| {})?;
+//! print!("{}", pipeline.finish()?);
+//! # Ok(()) }
+//! ```
+
+#![forbid(unsafe_code)]
+
+pub mod dedup;
+pub mod detector;
+pub mod error;
+pub mod eve;
+pub mod nft;
+pub mod pipeline;
+pub mod sink;
+pub mod threat;
+pub mod webhook;
+
+pub use dedup::{Deduplicator, RateLimit};
+pub use detector::{
+    model_fingerprint, Detector, DetectorOptions, Explanation, FeatureEffect, NearestPrototype,
+    Verdict, VerdictKind,
+};
+pub use error::{DetectError, Result};
+pub use eve::{eve_timestamp, proto_name, EveAlert, EveEvent, EveFlow, FlowMeta, MetaidsInfo};
+pub use nft::{NftConfig, NftablesSink};
+pub use pipeline::{CaptureSummary, Pipeline, PipelineOptions, Summary};
+pub use sink::{
+    Alert, Batch, EveSink, Sink, SinkReport, Stage, StreamFile, VerdictLine, VerdictSink,
+};
+pub use threat::{
+    arm, calibrate, stable_signature_id, ArmedThreat, ThreatSet, UNKNOWN_SIGNATURE_ID,
+};
+pub use webhook::{WebhookConfig, WebhookSink};

@@ -1,0 +1,412 @@
+//! The streaming detection pipeline: flows (from the flow engine or from a CIC frame) are gathered in
+//! micro-batches, preprocessed and embedded a batch at a time, given verdicts, deduplicated into
+//! alerts, explained, and handed to the sinks — recording sinks first (durable), responders after —
+//! with summary counters for the end of the run.
+//!
+//! It opens no files itself (sinks do) and holds one batch of flows at a time.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io::Read;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use metaids_core::FlowFrame;
+use metaids_flow::{CaptureReader, FlowConfig, FlowEngine, FlowRecord, FrameBuilder, ReaderConfig};
+
+use crate::dedup::{Deduplicator, RateLimit};
+use crate::detector::{Detector, Verdict, VerdictKind};
+use crate::error::{DetectError, Result};
+use crate::eve::{alert_event, AlertContext, FlowMeta};
+use crate::sink::{Alert, Batch, Sink, SinkReport};
+use crate::UNKNOWN_SIGNATURE_ID;
+
+/// Pipeline settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PipelineOptions {
+    /// Flows per micro-batch (default 1024).
+    pub batch_size: usize,
+    /// Deduplication and rate limit of alerts.
+    pub rate_limit: RateLimit,
+    /// Whether unknown anomalies raise alerts (default true; they always get verdicts).
+    pub alert_unknown: bool,
+    /// EVE severity of unknown-anomaly alerts (default 2).
+    pub unknown_severity: u8,
+    /// Run id: alert ids are `<run id>-<sequence>`.
+    pub run_id: String,
+}
+
+impl Default for PipelineOptions {
+    fn default() -> Self {
+        PipelineOptions {
+            batch_size: 1024,
+            rate_limit: RateLimit::default(),
+            alert_unknown: true,
+            unknown_severity: 2,
+            run_id: "run".into(),
+        }
+    }
+}
+
+/// End-of-run counters.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Summary {
+    /// Flows given a verdict.
+    pub flows: u64,
+    /// Benign verdicts.
+    pub benign: u64,
+    /// Unknown-anomaly verdicts.
+    pub unknown: u64,
+    /// Threat verdicts per threat name.
+    pub threats: BTreeMap<String, u64>,
+    /// Alerts handed to the sinks (after deduplication).
+    pub alerts: u64,
+    /// Alerts suppressed by deduplication.
+    pub suppressed: u64,
+    /// Micro-batches run.
+    pub batches: u64,
+    /// Each sink's counters.
+    pub sinks: Vec<SinkReport>,
+}
+
+impl Summary {
+    /// Threat verdicts over all threats.
+    pub fn threat_total(&self) -> u64 {
+        self.threats.values().sum()
+    }
+
+    /// A sink counter by name (0 when absent).
+    pub fn counter(&self, name: &str) -> u64 {
+        self.sinks
+            .iter()
+            .flat_map(|s| &s.counters)
+            .find(|(n, _)| n == name)
+            .map_or(0, |(_, v)| *v)
+    }
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "flows {}", self.flows)?;
+        writeln!(f, "benign {}", self.benign)?;
+        writeln!(f, "threat {}", self.threat_total())?;
+        for (name, n) in &self.threats {
+            writeln!(f, "threat[{name}] {n}")?;
+        }
+        writeln!(f, "unknown {}", self.unknown)?;
+        writeln!(f, "alerts {}", self.alerts)?;
+        writeln!(f, "suppressed {}", self.suppressed)?;
+        writeln!(f, "batches {}", self.batches)?;
+        for s in &self.sinks {
+            for (k, v) in &s.counters {
+                writeln!(f, "{k} {v}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What [`Pipeline::push_capture`] read.
+#[derive(Debug, Clone)]
+pub struct CaptureSummary {
+    /// Packets read.
+    pub packets: u64,
+    /// Flows emitted.
+    pub flows: u64,
+    /// A corrupt or truncated body ended the capture early (flows up to it were scored).
+    pub capture_error: Option<String>,
+    /// The flow engine's counters, as `name value` lines.
+    pub engine: String,
+}
+
+/// The detection pipeline.
+pub struct Pipeline {
+    detector: Detector,
+    sinks: Vec<Box<dyn Sink>>,
+    options: PipelineOptions,
+    dedup: Deduplicator,
+    builder: FrameBuilder,
+    pending: Vec<FlowMeta>,
+    next_flow: u64,
+    next_alert: u64,
+    x: Vec<f32>,
+    verdicts: Vec<Verdict>,
+    summary: Summary,
+}
+
+impl fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pipeline")
+            .field("options", &self.options)
+            .field(
+                "sinks",
+                &self.sinks.iter().map(|s| s.name()).collect::<Vec<_>>(),
+            )
+            .field("summary", &self.summary)
+            .finish_non_exhaustive()
+    }
+}
+
+fn now_us() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
+impl Pipeline {
+    /// A pipeline; sinks run in stage order (recording before responding), then in the given order.
+    pub fn new(
+        detector: Detector,
+        mut sinks: Vec<Box<dyn Sink>>,
+        options: PipelineOptions,
+    ) -> Result<Self> {
+        if options.batch_size == 0 || options.batch_size > 1 << 20 {
+            return Err(DetectError::Config {
+                field: "batch size",
+                message: format!("expected 1 to 1048576, found {}", options.batch_size),
+            });
+        }
+        if !(1..=4).contains(&options.unknown_severity) {
+            return Err(DetectError::Config {
+                field: "unknown severity",
+                message: format!("expected 1 to 4, found {}", options.unknown_severity),
+            });
+        }
+        sinks.sort_by_key(|s| s.stage());
+        let mut summary = Summary::default();
+        for t in detector.threats() {
+            summary.threats.insert(t.name.clone(), 0);
+        }
+        Ok(Pipeline {
+            dedup: Deduplicator::new(options.rate_limit)?,
+            detector,
+            sinks,
+            builder: FrameBuilder::new("capture"),
+            pending: Vec::new(),
+            next_flow: 1,
+            next_alert: 1,
+            x: Vec::new(),
+            verdicts: Vec::new(),
+            summary,
+            options,
+        })
+    }
+
+    /// The detector.
+    pub fn detector(&self) -> &Detector {
+        &self.detector
+    }
+
+    /// Counters so far (sink counters come with [`Pipeline::finish`]).
+    pub fn summary(&self) -> &Summary {
+        &self.summary
+    }
+
+    /// Adds one flow from the flow engine (`origin` names its capture); runs a batch when full.
+    pub fn push_record(&mut self, record: &FlowRecord, origin: &str) -> Result<()> {
+        self.pending
+            .push(FlowMeta::from_record(self.next_flow, record, origin));
+        self.next_flow += 1;
+        self.builder.push(record);
+        if self.pending.len() >= self.options.batch_size {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Runs the gathered flows as a (possibly short) batch.
+    pub fn flush(&mut self) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let frame = self.builder.take();
+        let metas = std::mem::take(&mut self.pending);
+        let rows: Vec<usize> = (0..frame.len()).collect();
+        let r = self.process(&frame, &rows, &metas);
+        self.pending = metas;
+        self.pending.clear();
+        r
+    }
+
+    /// Scores every row of a CIC frame (read from flow CSVs) in batches, after the flows pushed so
+    /// far; `progress` gets the number of rows done after each batch.
+    pub fn push_frame(&mut self, frame: &FlowFrame, progress: &mut dyn FnMut(usize)) -> Result<()> {
+        self.detector
+            .model()
+            .check_layout(&frame.layout)
+            .map_err(DetectError::model("checking the flows' schema"))?;
+        self.flush()?;
+        let all: Vec<usize> = (0..frame.len()).collect();
+        for rows in all.chunks(self.options.batch_size) {
+            let metas: Vec<FlowMeta> = rows
+                .iter()
+                .enumerate()
+                .map(|(k, &r)| FlowMeta::from_frame(self.next_flow + k as u64, frame, r))
+                .collect();
+            self.next_flow += rows.len() as u64;
+            self.process(frame, rows, &metas)?;
+            progress(rows.len());
+        }
+        Ok(())
+    }
+
+    /// Reads a pcap/pcapng capture through a fresh flow engine and scores its flows (flows do not
+    /// span captures); `progress` gets packets read every 65,536 packets.
+    pub fn push_capture<R: Read>(
+        &mut self,
+        input: R,
+        name: &str,
+        flow_config: FlowConfig,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<CaptureSummary> {
+        let cap_err = |e: metaids_flow::FlowError| DetectError::Capture {
+            name: name.to_string(),
+            message: e.to_string(),
+        };
+        let mut reader = CaptureReader::new(input, ReaderConfig::default()).map_err(cap_err)?;
+        let mut engine = FlowEngine::new(flow_config).map_err(cap_err)?;
+        let mut flows = Vec::new();
+        let mut capture_error = None;
+        let mut packets = 0u64;
+        loop {
+            match reader.next_packet() {
+                Ok(Some(pkt)) => {
+                    packets += 1;
+                    flows.extend(engine.push(&pkt));
+                    if packets.is_multiple_of(65_536) {
+                        progress(65_536);
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    capture_error = Some(e.to_string());
+                    break;
+                }
+            }
+            for f in flows.drain(..) {
+                self.push_record(&f, name)?;
+            }
+        }
+        progress(packets % 65_536);
+        flows.extend(engine.finish());
+        let n = engine.stats().flows_emitted;
+        for f in flows.drain(..) {
+            self.push_record(&f, name)?;
+        }
+        Ok(CaptureSummary {
+            packets,
+            flows: n,
+            capture_error,
+            engine: metaids_flow::output::summary(engine.stats()),
+        })
+    }
+
+    fn process(&mut self, frame: &FlowFrame, rows: &[usize], metas: &[FlowMeta]) -> Result<()> {
+        let d = &self.detector;
+        d.model()
+            .normaliser
+            .transform_into(frame, rows, &mut self.x)?;
+        let emb = d.embed(&self.x)?;
+        d.decide_batch(&emb, &mut self.verdicts);
+        let now = now_us();
+        let mut candidates: Vec<(usize, Verdict)> = Vec::new();
+        for (i, (v, m)) in self.verdicts.iter().zip(metas).enumerate() {
+            self.summary.flows += 1;
+            let sig = match v.kind {
+                VerdictKind::Benign => {
+                    self.summary.benign += 1;
+                    continue;
+                }
+                VerdictKind::Unknown => {
+                    self.summary.unknown += 1;
+                    if !self.options.alert_unknown {
+                        continue;
+                    }
+                    UNKNOWN_SIGNATURE_ID
+                }
+                VerdictKind::Threat => {
+                    let t = v.threat.and_then(|t| d.threats().get(t));
+                    if let Some(t) = t {
+                        *self.summary.threats.entry(t.name.clone()).or_default() += 1;
+                    }
+                    t.map_or(UNKNOWN_SIGNATURE_ID, |t| t.signature_id)
+                }
+            };
+            if self.dedup.admit(&m.src_ip, sig, m.start_us.unwrap_or(now)) {
+                candidates.push((i, *v));
+            } else {
+                self.summary.suppressed += 1;
+            }
+        }
+        let raw = |r: usize| -> Vec<f64> {
+            frame
+                .numeric_row(rows[r])
+                .iter()
+                .map(|&v| f64::from(v))
+                .collect()
+        };
+        let explanations = d.explain(&self.x, &emb, &raw, &candidates)?;
+        let context = AlertContext {
+            threats: d.threats(),
+            model: d.model_version(),
+            library_version: d.library_version(),
+            unknown_severity: self.options.unknown_severity,
+            now_us: now,
+        };
+        let dim = d.dim();
+        let mut alerts = Vec::with_capacity(candidates.len());
+        for ((i, v), explanation) in candidates.into_iter().zip(explanations) {
+            let alert_id = format!("{}-{}", self.options.run_id, self.next_alert);
+            self.next_alert += 1;
+            let event = alert_event(
+                &context,
+                &metas[i],
+                &v,
+                alert_id,
+                explanation,
+                &emb[i * dim..(i + 1) * dim],
+            );
+            let line = serde_json::to_string(&event).map_err(|e| DetectError::Sink {
+                sink: "eve".into(),
+                message: e.to_string(),
+            })?;
+            alerts.push(Alert {
+                index: i,
+                event,
+                line,
+            });
+        }
+        self.summary.alerts += alerts.len() as u64;
+        self.summary.batches += 1;
+        let batch = Batch {
+            flows: metas,
+            verdicts: &self.verdicts,
+            alerts: &alerts,
+            context,
+        };
+        for s in &mut self.sinks {
+            s.write_batch(&batch)?;
+        }
+        Ok(())
+    }
+
+    /// Runs the last batch, finishes every sink (renames outputs, drains the webhook queue) and
+    /// returns the counters. Every sink is finished even when one fails; the first error is returned.
+    pub fn finish(mut self) -> Result<Summary> {
+        let flushed = self.flush();
+        let mut first_err = flushed.err();
+        for s in &mut self.sinks {
+            match s.finish() {
+                Ok(r) => self.summary.sinks.push(r),
+                Err(e) => {
+                    if first_err.is_none() {
+                        first_err = Some(e);
+                    }
+                }
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(self.summary),
+        }
+    }
+}
