@@ -1,0 +1,149 @@
+//! The crate's single error type, [`LibraryError`]. Every variant names the library (or document)
+//! file and carries what was expected and what was found. This module defines no behaviour.
+
+use std::path::PathBuf;
+
+use crate::threat::EnrolmentReport;
+
+/// Everything that can go wrong while creating, opening, changing, exporting or importing a library.
+#[derive(Debug, thiserror::Error)]
+pub enum LibraryError {
+    /// The redb store failed (I/O, corruption it detected, a lock held by another process).
+    #[error("threat library {path}: {context}: {source}")]
+    Store {
+        /// The library file.
+        path: PathBuf,
+        /// What was being done.
+        context: &'static str,
+        /// redb's error.
+        #[source]
+        source: redb::Error,
+    },
+    /// Reading or writing a file failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// `create` was asked to overwrite an existing file.
+    #[error("threat library {path} already exists; open it instead (or choose another path)")]
+    Exists {
+        /// The file.
+        path: PathBuf,
+    },
+    /// `open` was given a path where no file exists.
+    #[error("threat library {path} does not exist; create it first (e.g. `metaids threat add … --create`)")]
+    Missing {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The file is a redb database but not a metaids threat library of a format this build reads.
+    #[error("{path} is not a metaids threat library this build reads: {message}")]
+    NotALibrary {
+        /// The file.
+        path: PathBuf,
+        /// Expected versus found.
+        message: String,
+    },
+    /// A stored record does not parse or breaks an invariant (should never happen: redb commits are
+    /// atomic; this means the file was altered by something else).
+    #[error("threat library {path}: {record}: {message}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// The record at fault (e.g. `version 12`).
+        record: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The library (or an exported document) belongs to another model or feature schema.
+    #[error("{path} was built for model {expected_model} (schema {expected_schema}, {expected_dim}-d embeddings), but {what} is model {found_model} (schema {found_schema}, {found_dim}-d); prototypes of one model mean nothing to another: enrol the threats again with this model, or use the model the library was built for")]
+    ModelMismatch {
+        /// The library file (or document) whose model is `expected_*`.
+        path: PathBuf,
+        /// What was compared against it (`the model /x/cic.model`, `the document y.json`).
+        what: String,
+        /// Weights sha256 the library records.
+        expected_model: String,
+        /// Feature-schema hash the library records.
+        expected_schema: String,
+        /// Embedding size the library records.
+        expected_dim: usize,
+        /// Weights sha256 found.
+        found_model: String,
+        /// Feature-schema hash found.
+        found_schema: String,
+        /// Embedding size found.
+        found_dim: usize,
+    },
+    /// The model crate refused something (reading the model's manifest, embedding).
+    #[error(transparent)]
+    Model(#[from] metaids_model::ModelError),
+    /// No threat of that name in the current version.
+    #[error(
+        "threat library {path}: no threat named {name:?} in version {version} (threats: {known})"
+    )]
+    UnknownThreat {
+        /// The file.
+        path: PathBuf,
+        /// The name asked for.
+        name: String,
+        /// The current version.
+        version: u64,
+        /// The names there are, comma-separated.
+        known: String,
+    },
+    /// A threat of that name exists already.
+    #[error("threat library {path}: a threat named {name:?} exists already (id {id}); remove it first, or import with --replace")]
+    DuplicateName {
+        /// The file.
+        path: PathBuf,
+        /// The name.
+        name: String,
+        /// The existing threat's id.
+        id: u32,
+    },
+    /// No such library version.
+    #[error("threat library {path}: no version {version} (versions 1 to {latest})")]
+    UnknownVersion {
+        /// The file.
+        path: PathBuf,
+        /// The version asked for.
+        version: u64,
+        /// The newest version.
+        latest: u64,
+    },
+    /// Guarded enrolment refused the threat: flagging its support would flag more benign reference
+    /// flows than the false-positive budget allows.
+    #[error("enrolment of {name:?} refused: {}", report.summary())]
+    Refused {
+        /// The threat.
+        name: String,
+        /// The guard's figures.
+        report: Box<EnrolmentReport>,
+    },
+    /// A value given to the library is out of range or malformed.
+    #[error("invalid {field}: {message}")]
+    Invalid {
+        /// The field (e.g. `severity`, `support[2].embedding`).
+        field: String,
+        /// Expected versus found.
+        message: String,
+    },
+    /// An exported document does not parse or does not describe a library of this format.
+    #[error("threat document {path}: {field}: {message}")]
+    Document {
+        /// The document.
+        path: PathBuf,
+        /// The field at fault (or `<json>` with line and column in the message).
+        field: String,
+        /// Expected versus found.
+        message: String,
+    },
+}
+
+/// The crate's result type.
+pub type Result<T> = std::result::Result<T, LibraryError>;

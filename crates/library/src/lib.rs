@@ -1,0 +1,25 @@
+//! metaids-library: the threat library. Enrolled threats (prototypes in the model's embedding space,
+//! a calibrated threshold, the provenance of every support flow, negatives from rejected alerts) live
+//! in one versioned redb file: every change is a new version, any earlier version can be restored,
+//! and a crash never corrupts it. Enrolment is guarded: a threat whose support would flag more benign
+//! reference flows than the false-positive budget allows is refused unless forced. Threats are shared
+//! as JSON documents tied to the model they belong to.
+//!
+//! This crate neither reads flow files nor embeds them (the caller does, with `metaids-model`), and it
+//! does not detect: the detector scores flows with [`Threat::flags`] / [`Threat::margin`].
+
+#![forbid(unsafe_code)]
+
+pub mod error;
+pub mod exchange;
+pub mod store;
+pub mod threat;
+mod time;
+
+pub use error::{LibraryError, Result};
+pub use exchange::{ImportSummary, ThreatDocument, DOCUMENT_FORMAT, DOCUMENT_VERSION};
+pub use store::{
+    Enrolment, LibraryVersion, ModelIdentity, ThreatLibrary, VersionSummary, LIBRARY_FORMAT,
+    MAX_THREAT_ID,
+};
+pub use threat::{EnrolOptions, EnrolmentReport, SupportFlow, Threat, ThreatDraft, SIGNATURE_BASE};

@@ -1,0 +1,921 @@
+//! The versioned threat library in one redb file: every change is one write transaction that appends a
+//! full snapshot of the threats as a new version and moves the `current` pointer, so a crash leaves the
+//! last committed version intact (redb commits are atomic and crash-safe). Does not embed flows (the
+//! caller does, with the model) and does not detect (the detector reads [`ThreatLibrary::current`]).
+//!
+//! Tables: `meta` (`format`, `identity`: the model the library belongs to, as JSON), `counters`
+//! (`current`), `versions` (version → JSON [`LibraryVersion`]) and `ids` (every threat id ever
+//! assigned → the version that assigned it; ids are never reused, even after a removal).
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use metaids_model::ThreatModel;
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::{LibraryError, Result};
+use crate::exchange::{ImportSummary, ThreatDocument, DOCUMENT_FORMAT, DOCUMENT_VERSION};
+use crate::threat::{
+    check_flows, check_name, check_severity, fit, seed_for, EnrolOptions, SupportFlow, Threat,
+    ThreatDraft, SIGNATURE_BASE,
+};
+
+/// Library format this build writes and reads.
+pub const LIBRARY_FORMAT: &str = "metaids-threat-library-v1";
+/// Largest threat id: signature ids stay within `SIGNATURE_BASE..SIGNATURE_BASE + 900_000`.
+pub const MAX_THREAT_ID: u32 = 899_999;
+
+const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
+const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
+const VERSIONS: TableDefinition<u64, &str> = TableDefinition::new("versions");
+const IDS: TableDefinition<u32, u64> = TableDefinition::new("ids");
+
+/// Which model (and feature schema) a library's prototypes belong to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelIdentity {
+    /// Sha256 of the model's weights file (from its manifest); `unsaved:<sha256 of the parameters>`
+    /// for a model never written to disk.
+    pub model: String,
+    /// Feature-schema hash the model was trained on.
+    pub schema_hash: String,
+    /// Dataset kind (`cic`, `nsl-kdd`, `unsw-nb15`).
+    pub dataset: String,
+    /// Embedding size.
+    pub dim: usize,
+}
+
+impl ModelIdentity {
+    /// The identity of `model`: its manifest's weights sha256 when it was loaded from a directory.
+    pub fn of(model: &ThreatModel) -> Result<Self> {
+        let id = match &model.path {
+            Some(dir) => {
+                let mpath = dir.join(metaids_model::io::MANIFEST_FILE);
+                let text = std::fs::read_to_string(&mpath).map_err(|source| LibraryError::Io {
+                    path: mpath.clone(),
+                    source,
+                })?;
+                let v: serde_json::Value =
+                    serde_json::from_str(&text).map_err(|e| LibraryError::Document {
+                        path: mpath.clone(),
+                        field: "<json>".into(),
+                        message: e.to_string(),
+                    })?;
+                v.pointer("/weights/sha256")
+                    .and_then(serde_json::Value::as_str)
+                    .ok_or_else(|| LibraryError::Document {
+                        path: mpath.clone(),
+                        field: "weights.sha256".into(),
+                        message: "missing: not a metaids model manifest".into(),
+                    })?
+                    .to_string()
+            }
+            None => {
+                let mut h = Sha256::new();
+                for (name, shape, values) in model.encoder.export()? {
+                    h.update(name.as_bytes());
+                    for s in shape {
+                        h.update((s as u64).to_le_bytes());
+                    }
+                    for v in values {
+                        h.update(v.to_le_bytes());
+                    }
+                }
+                for v in model
+                    .reference
+                    .prototypes
+                    .iter()
+                    .chain(&model.reference.calibration)
+                {
+                    h.update(v.to_le_bytes());
+                }
+                let hex: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+                format!("unsaved:{hex}")
+            }
+        };
+        Ok(ModelIdentity {
+            model: id,
+            schema_hash: model.normaliser.schema_hash.clone(),
+            dataset: model.normaliser.kind.name().to_string(),
+            dim: model.dim(),
+        })
+    }
+}
+
+/// One version of the library: a full snapshot of its threats.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LibraryVersion {
+    /// Version number (1 = the empty library at creation); strictly increasing.
+    pub version: u64,
+    /// The version it was derived from (`None` for version 1).
+    pub parent: Option<u64>,
+    /// When (RFC 3339 UTC).
+    pub created_at: String,
+    /// Who made the change.
+    pub author: String,
+    /// What changed, in words (`add SSH brute force (id 3)`, `rollback to version 4`).
+    pub change: String,
+    /// The threats, by id.
+    pub threats: Vec<Threat>,
+}
+
+impl LibraryVersion {
+    /// The threat named `name`.
+    pub fn threat(&self, name: &str) -> Option<&Threat> {
+        self.threats.iter().find(|t| t.name == name)
+    }
+}
+
+/// A version without its threats, for `history`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VersionSummary {
+    /// Version number.
+    pub version: u64,
+    /// Parent version.
+    pub parent: Option<u64>,
+    /// When.
+    pub created_at: String,
+    /// Who.
+    pub author: String,
+    /// What.
+    pub change: String,
+    /// Names of its threats.
+    pub threats: Vec<String>,
+    /// Whether it is the current version.
+    pub current: bool,
+}
+
+/// The result of a change that fits a threat.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Enrolment {
+    /// The new library version.
+    pub version: u64,
+    /// The threat as stored (its `report` holds the guard's figures).
+    pub threat: Threat,
+}
+
+/// Ids assigned so far, within one write transaction.
+struct Ids {
+    used: BTreeSet<u32>,
+    new: Vec<u32>,
+}
+
+impl Ids {
+    /// A fresh id, or `wanted` if it was never assigned in this library.
+    fn assign(&mut self, path: &Path, wanted: Option<u32>) -> Result<u32> {
+        let id = match wanted {
+            Some(w) if w >= 1 && w <= MAX_THREAT_ID && !self.used.contains(&w) => w,
+            _ => self.used.last().map_or(1, |m| m + 1),
+        };
+        if id > MAX_THREAT_ID {
+            return Err(LibraryError::Invalid {
+                field: "threat id".into(),
+                message: format!(
+                    "{}: all {MAX_THREAT_ID} threat ids are used",
+                    path.display()
+                ),
+            });
+        }
+        self.used.insert(id);
+        self.new.push(id);
+        Ok(id)
+    }
+
+    /// The id the next fresh threat would get.
+    fn peek(&self) -> u32 {
+        self.used.last().map_or(1, |m| m + 1)
+    }
+}
+
+/// A threat library file, open.
+pub struct ThreatLibrary {
+    path: PathBuf,
+    db: Database,
+    identity: ModelIdentity,
+}
+
+impl std::fmt::Debug for ThreatLibrary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ThreatLibrary")
+            .field("path", &self.path)
+            .field("identity", &self.identity)
+            .finish()
+    }
+}
+
+fn store<'a, E: Into<redb::Error>>(
+    path: &'a Path,
+    context: &'static str,
+) -> impl FnOnce(E) -> LibraryError + 'a {
+    move |e| LibraryError::Store {
+        path: path.to_path_buf(),
+        context,
+        source: e.into(),
+    }
+}
+
+fn corrupt(path: &Path, record: impl Into<String>, message: impl Into<String>) -> LibraryError {
+    LibraryError::Corrupt {
+        path: path.to_path_buf(),
+        record: record.into(),
+        message: message.into(),
+    }
+}
+
+fn to_json<T: Serialize>(path: &Path, record: &str, value: &T) -> Result<String> {
+    serde_json::to_string(value).map_err(|e| corrupt(path, record, e.to_string()))
+}
+
+impl ThreatLibrary {
+    /// Creates a library for `model` at `path` (refused if the path exists). The file is built under a
+    /// temporary sibling name and renamed into place, so a crash never leaves a half-made library.
+    pub fn create(path: &Path, model: &ThreatModel) -> Result<Self> {
+        Self::create_with(path, ModelIdentity::of(model)?, "metaids")
+    }
+
+    /// [`ThreatLibrary::create`] for a known identity, recording `author`.
+    pub fn create_with(path: &Path, identity: ModelIdentity, author: &str) -> Result<Self> {
+        if path.exists() {
+            return Err(LibraryError::Exists {
+                path: path.to_path_buf(),
+            });
+        }
+        let name = path
+            .file_name()
+            .map_or_else(|| "library".into(), |n| n.to_string_lossy().into_owned());
+        let parent = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
+        if tmp.exists() {
+            std::fs::remove_file(&tmp).map_err(|source| LibraryError::Io {
+                path: tmp.clone(),
+                source,
+            })?;
+        }
+        {
+            let db = Database::create(&tmp).map_err(store(path, "creating the file"))?;
+            let txn = db.begin_write().map_err(store(path, "starting a write"))?;
+            {
+                let mut meta = txn.open_table(META).map_err(store(path, "opening meta"))?;
+                meta.insert("format", LIBRARY_FORMAT)
+                    .map_err(store(path, "writing meta"))?;
+                meta.insert("identity", to_json(path, "identity", &identity)?.as_str())
+                    .map_err(store(path, "writing meta"))?;
+                let mut counters = txn
+                    .open_table(COUNTERS)
+                    .map_err(store(path, "opening counters"))?;
+                counters
+                    .insert("current", 1u64)
+                    .map_err(store(path, "writing counters"))?;
+                txn.open_table(IDS).map_err(store(path, "opening ids"))?;
+                let first = LibraryVersion {
+                    version: 1,
+                    parent: None,
+                    created_at: crate::time::now(),
+                    author: author.to_string(),
+                    change: format!(
+                        "created for model {} ({} data, schema {})",
+                        identity.model, identity.dataset, identity.schema_hash
+                    ),
+                    threats: Vec::new(),
+                };
+                let mut versions = txn
+                    .open_table(VERSIONS)
+                    .map_err(store(path, "opening versions"))?;
+                versions
+                    .insert(1u64, to_json(path, "version 1", &first)?.as_str())
+                    .map_err(store(path, "writing version 1"))?;
+            }
+            txn.commit().map_err(store(path, "committing"))?;
+        }
+        if path.exists() {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(LibraryError::Exists {
+                path: path.to_path_buf(),
+            });
+        }
+        std::fs::rename(&tmp, path).map_err(|source| LibraryError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::open_without_model(path)
+    }
+
+    /// Opens the library at `path` for `model`, refusing a library built for another model, feature
+    /// schema or embedding size with an error naming the file and both identities.
+    pub fn open(path: &Path, model: &ThreatModel) -> Result<Self> {
+        let lib = Self::open_without_model(path)?;
+        let found = ModelIdentity::of(model)?;
+        let what = format!(
+            "the model {}",
+            model
+                .path
+                .as_ref()
+                .map_or_else(|| "<in memory>".into(), |p| p.display().to_string())
+        );
+        lib.check_identity(&found, what)?;
+        Ok(lib)
+    }
+
+    /// Opens the library for changes that score nothing (list, show, remove, rollback, history,
+    /// export, import: an import is checked against the library's recorded identity).
+    pub fn open_without_model(path: &Path) -> Result<Self> {
+        if !path.exists() {
+            return Err(LibraryError::Missing {
+                path: path.to_path_buf(),
+            });
+        }
+        let db = Database::open(path).map_err(store(path, "opening"))?;
+        let txn = db.begin_read().map_err(store(path, "starting a read"))?;
+        let not_lib = |message: String| LibraryError::NotALibrary {
+            path: path.to_path_buf(),
+            message,
+        };
+        let meta = txn
+            .open_table(META)
+            .map_err(|e| not_lib(format!("no meta table ({e})")))?;
+        let format = meta
+            .get("format")
+            .map_err(store(path, "reading meta"))?
+            .map(|v| v.value().to_string());
+        match format.as_deref() {
+            Some(LIBRARY_FORMAT) => {}
+            Some(other) => {
+                return Err(not_lib(format!(
+                    "format {other:?}, this build reads {LIBRARY_FORMAT:?}"
+                )))
+            }
+            None => return Err(not_lib("no format record".into())),
+        }
+        let identity_text = meta
+            .get("identity")
+            .map_err(store(path, "reading meta"))?
+            .map(|v| v.value().to_string())
+            .ok_or_else(|| not_lib("no identity record".into()))?;
+        let identity: ModelIdentity = serde_json::from_str(&identity_text)
+            .map_err(|e| corrupt(path, "identity", e.to_string()))?;
+        drop(meta);
+        drop(txn);
+        Ok(ThreatLibrary {
+            path: path.to_path_buf(),
+            db,
+            identity,
+        })
+    }
+
+    /// Errors unless `found` is the library's model.
+    pub fn check_identity(&self, found: &ModelIdentity, what: String) -> Result<()> {
+        let id = &self.identity;
+        if found.model != id.model || found.schema_hash != id.schema_hash || found.dim != id.dim {
+            return Err(LibraryError::ModelMismatch {
+                path: self.path.clone(),
+                what,
+                expected_model: id.model.clone(),
+                expected_schema: id.schema_hash.clone(),
+                expected_dim: id.dim,
+                found_model: found.model.clone(),
+                found_schema: found.schema_hash.clone(),
+                found_dim: found.dim,
+            });
+        }
+        Ok(())
+    }
+
+    /// The library file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The model the library belongs to.
+    pub fn identity(&self) -> &ModelIdentity {
+        &self.identity
+    }
+
+    fn parse_version(&self, version: u64, text: &str) -> Result<LibraryVersion> {
+        let v: LibraryVersion = serde_json::from_str(text)
+            .map_err(|e| corrupt(&self.path, format!("version {version}"), e.to_string()))?;
+        if v.version != version {
+            return Err(corrupt(
+                &self.path,
+                format!("version {version}"),
+                format!("records version number {}", v.version),
+            ));
+        }
+        Ok(v)
+    }
+
+    /// The current version.
+    pub fn current(&self) -> Result<LibraryVersion> {
+        let path = &self.path;
+        let txn = self
+            .db
+            .begin_read()
+            .map_err(store(path, "starting a read"))?;
+        let counters = txn
+            .open_table(COUNTERS)
+            .map_err(store(path, "opening counters"))?;
+        let current = counters
+            .get("current")
+            .map_err(store(path, "reading counters"))?
+            .map(|v| v.value())
+            .ok_or_else(|| corrupt(path, "counters", "no current version"))?;
+        let versions = txn
+            .open_table(VERSIONS)
+            .map_err(store(path, "opening versions"))?;
+        let text = versions
+            .get(current)
+            .map_err(store(path, "reading a version"))?
+            .map(|v| v.value().to_string())
+            .ok_or_else(|| corrupt(path, format!("version {current}"), "current but missing"))?;
+        self.parse_version(current, &text)
+    }
+
+    /// One version (any, not only the current one).
+    pub fn version(&self, version: u64) -> Result<LibraryVersion> {
+        let path = &self.path;
+        let txn = self
+            .db
+            .begin_read()
+            .map_err(store(path, "starting a read"))?;
+        let versions = txn
+            .open_table(VERSIONS)
+            .map_err(store(path, "opening versions"))?;
+        let text = versions
+            .get(version)
+            .map_err(store(path, "reading a version"))?
+            .map(|v| v.value().to_string());
+        match text {
+            Some(t) => self.parse_version(version, &t),
+            None => {
+                let latest = versions
+                    .last()
+                    .map_err(store(path, "reading versions"))?
+                    .map_or(0, |(k, _)| k.value());
+                Err(LibraryError::UnknownVersion {
+                    path: path.clone(),
+                    version,
+                    latest,
+                })
+            }
+        }
+    }
+
+    /// Every version, oldest first, without threat contents.
+    pub fn history(&self) -> Result<Vec<VersionSummary>> {
+        let path = &self.path;
+        let current = self.current()?.version;
+        let txn = self
+            .db
+            .begin_read()
+            .map_err(store(path, "starting a read"))?;
+        let versions = txn
+            .open_table(VERSIONS)
+            .map_err(store(path, "opening versions"))?;
+        let mut out = Vec::new();
+        for item in versions.iter().map_err(store(path, "reading versions"))? {
+            let (k, v) = item.map_err(store(path, "reading versions"))?;
+            let parsed = self.parse_version(k.value(), v.value())?;
+            out.push(VersionSummary {
+                version: parsed.version,
+                parent: parsed.parent,
+                created_at: parsed.created_at,
+                author: parsed.author,
+                change: parsed.change,
+                threats: parsed.threats.into_iter().map(|t| t.name).collect(),
+                current: k.value() == current,
+            });
+        }
+        Ok(out)
+    }
+
+    /// One write transaction: reads the current snapshot, lets `change` edit its threats (and assign
+    /// ids), appends the result as a new version and makes it current. Nothing is written when
+    /// `change` fails.
+    fn commit<T>(
+        &self,
+        author: &str,
+        change: impl FnOnce(&mut Vec<Threat>, &mut Ids) -> Result<(String, T)>,
+    ) -> Result<(u64, T)> {
+        let path = &self.path;
+        let txn = self
+            .db
+            .begin_write()
+            .map_err(store(path, "starting a write"))?;
+        let (version, out) = {
+            let mut counters = txn
+                .open_table(COUNTERS)
+                .map_err(store(path, "opening counters"))?;
+            let current = counters
+                .get("current")
+                .map_err(store(path, "reading counters"))?
+                .map(|v| v.value())
+                .ok_or_else(|| corrupt(path, "counters", "no current version"))?;
+            let mut versions = txn
+                .open_table(VERSIONS)
+                .map_err(store(path, "opening versions"))?;
+            let text = versions
+                .get(current)
+                .map_err(store(path, "reading a version"))?
+                .map(|v| v.value().to_string())
+                .ok_or_else(|| {
+                    corrupt(path, format!("version {current}"), "current but missing")
+                })?;
+            let snapshot = self.parse_version(current, &text)?;
+            let latest = versions
+                .last()
+                .map_err(store(path, "reading versions"))?
+                .map_or(current, |(k, _)| k.value());
+            let mut ids_table = txn.open_table(IDS).map_err(store(path, "opening ids"))?;
+            let mut used = BTreeSet::new();
+            for item in ids_table.iter().map_err(store(path, "reading ids"))? {
+                used.insert(item.map_err(store(path, "reading ids"))?.0.value());
+            }
+            let mut ids = Ids {
+                used,
+                new: Vec::new(),
+            };
+            let mut threats = snapshot.threats;
+            let (description, out) = change(&mut threats, &mut ids)?;
+            threats.sort_by_key(|t| t.id);
+            let version = latest + 1;
+            for id in &ids.new {
+                ids_table
+                    .insert(*id, version)
+                    .map_err(store(path, "writing ids"))?;
+            }
+            let next = LibraryVersion {
+                version,
+                parent: Some(current),
+                created_at: crate::time::now(),
+                author: author.to_string(),
+                change: description,
+                threats,
+            };
+            versions
+                .insert(version, to_json(path, "new version", &next)?.as_str())
+                .map_err(store(path, "writing a version"))?;
+            counters
+                .insert("current", version)
+                .map_err(store(path, "writing counters"))?;
+            (version, out)
+        };
+        txn.commit().map_err(store(path, "committing"))?;
+        Ok((version, out))
+    }
+
+    fn unknown(&self, threats: &[Threat], name: &str, version: u64) -> LibraryError {
+        LibraryError::UnknownThreat {
+            path: self.path.clone(),
+            name: name.to_string(),
+            version,
+            known: threats
+                .iter()
+                .map(|t| t.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        }
+    }
+
+    fn check_model(&self, model: &ThreatModel) -> Result<()> {
+        let what = format!(
+            "the model {}",
+            model
+                .path
+                .as_ref()
+                .map_or_else(|| "<in memory>".into(), |p| p.display().to_string())
+        );
+        self.check_identity(&ModelIdentity::of(model)?, what)
+    }
+
+    /// Fits a draft without storing it: the threat the library would hold, whether or not the guard
+    /// accepts it (its `report` holds the guard's figures; `id` is the one it would get).
+    pub fn preview(
+        &self,
+        model: &ThreatModel,
+        draft: &ThreatDraft,
+        options: EnrolOptions,
+    ) -> Result<Threat> {
+        self.check_model(model)?;
+        let current = self.current()?;
+        let path = &self.path;
+        let txn = self
+            .db
+            .begin_read()
+            .map_err(store(path, "starting a read"))?;
+        let ids_table = txn.open_table(IDS).map_err(store(path, "opening ids"))?;
+        let next = ids_table
+            .last()
+            .map_err(store(path, "reading ids"))?
+            .map_or(1, |(k, _)| k.value() + 1);
+        build(model, draft, options, next, &current.threats, path)
+    }
+
+    /// Enrols a threat (guarded): a new version holding it. Refused with
+    /// [`LibraryError::Refused`] (nothing written) when the guard refuses and `options.force` is off.
+    pub fn add(
+        &self,
+        model: &ThreatModel,
+        draft: &ThreatDraft,
+        options: EnrolOptions,
+    ) -> Result<Enrolment> {
+        self.check_model(model)?;
+        let path = self.path.clone();
+        let (version, threat) = self.commit(&draft.author, |threats, ids| {
+            let mut threat = build(model, draft, options, ids.peek(), threats, &path)?;
+            if !threat.report.accepted && !options.force {
+                return Err(LibraryError::Refused {
+                    name: draft.name.clone(),
+                    report: Box::new(threat.report),
+                });
+            }
+            threat.report.forced = !threat.report.accepted;
+            threat.id = ids.assign(&path, Some(threat.id))?;
+            threat.signature_id = SIGNATURE_BASE + threat.id;
+            threats.push(threat.clone());
+            let forced = if threat.report.forced { ", forced" } else { "" };
+            Ok((
+                format!(
+                    "add {} (id {}, {} support flows{forced})",
+                    threat.name,
+                    threat.id,
+                    threat.support.len()
+                ),
+                threat,
+            ))
+        })?;
+        Ok(Enrolment { version, threat })
+    }
+
+    /// Removes the threat `name`: a new version without it (its id is never reused).
+    pub fn remove(&self, name: &str, author: &str) -> Result<u64> {
+        let (version, ()) = self.commit(author, |threats, _| {
+            let Some(i) = threats.iter().position(|t| t.name == name) else {
+                let v = self.current()?.version;
+                return Err(self.unknown(threats, name, v));
+            };
+            let t = threats.remove(i);
+            Ok((format!("remove {} (id {})", t.name, t.id), ()))
+        })?;
+        Ok(version)
+    }
+
+    /// Edits a threat's description, severity or category (`None`: unchanged): a new version.
+    pub fn update_details(
+        &self,
+        name: &str,
+        description: Option<&str>,
+        severity: Option<u8>,
+        category: Option<&str>,
+        author: &str,
+    ) -> Result<u64> {
+        if let Some(s) = severity {
+            check_severity(s)?;
+        }
+        let (version, ()) = self.commit(author, |threats, _| {
+            let Some(t) = threats.iter_mut().find(|t| t.name == name) else {
+                let v = self.current()?.version;
+                return Err(self.unknown(threats, name, v));
+            };
+            if let Some(d) = description {
+                t.description = d.to_string();
+            }
+            if let Some(s) = severity {
+                t.severity = s;
+            }
+            if let Some(c) = category {
+                t.category = c.to_string();
+            }
+            t.updated_at = crate::time::now();
+            Ok((format!("update {} (id {})", t.name, t.id), ()))
+        })?;
+        Ok(version)
+    }
+
+    /// Makes a new version whose threats equal those of `version` (history is kept; ids assigned
+    /// since are still never reused).
+    pub fn rollback(&self, version: u64, author: &str) -> Result<u64> {
+        let old = self.version(version)?;
+        let (v, ()) = self.commit(author, |threats, _| {
+            *threats = old.threats;
+            Ok((format!("rollback to version {version}"), ()))
+        })?;
+        Ok(v)
+    }
+
+    fn refit(
+        &self,
+        model: &ThreatModel,
+        name: &str,
+        author: &str,
+        options: EnrolOptions,
+        what: &str,
+        edit: impl FnOnce(&mut Threat),
+    ) -> Result<Enrolment> {
+        self.check_model(model)?;
+        let budget = options.budget.unwrap_or(model.reference.fpr_budget);
+        let (version, threat) = self.commit(author, |threats, _| {
+            let Some(t) = threats.iter_mut().find(|t| t.name == name) else {
+                let v = self.current()?.version;
+                return Err(self.unknown(threats, name, v));
+            };
+            edit(t);
+            let f = fit(
+                &model.reference,
+                &t.support,
+                &t.negatives,
+                seed_for(t.id),
+                budget,
+            )?;
+            if !f.report.accepted && !options.force {
+                return Err(LibraryError::Refused {
+                    name: name.to_string(),
+                    report: Box::new(f.report),
+                });
+            }
+            t.prototypes = f.prototypes;
+            t.threshold = f.threshold;
+            t.report = f.report;
+            t.report.forced = !t.report.accepted;
+            t.updated_at = crate::time::now();
+            Ok((format!("{what} {} (id {})", t.name, t.id), t.clone()))
+        })?;
+        Ok(Enrolment { version, threat })
+    }
+
+    /// Feedback `--confirm`: adds `flows` to the threat's support and refits it (guarded).
+    pub fn add_support(
+        &self,
+        model: &ThreatModel,
+        name: &str,
+        flows: Vec<SupportFlow>,
+        author: &str,
+        options: EnrolOptions,
+    ) -> Result<Enrolment> {
+        check_flows("support", &flows, self.identity.dim)?;
+        let n = flows.len();
+        self.refit(
+            model,
+            name,
+            author,
+            options,
+            &format!("confirm {n} flow(s) of"),
+            |t| t.support.extend(flows),
+        )
+    }
+
+    /// Feedback `--reject`: adds `flows` as negative examples and refits the threat, whose threshold
+    /// then rises to at least their score, so they are no longer flagged.
+    pub fn add_negative(
+        &self,
+        model: &ThreatModel,
+        name: &str,
+        flows: Vec<SupportFlow>,
+        author: &str,
+        options: EnrolOptions,
+    ) -> Result<Enrolment> {
+        check_flows("negatives", &flows, self.identity.dim)?;
+        let n = flows.len();
+        self.refit(
+            model,
+            name,
+            author,
+            options,
+            &format!("reject {n} flow(s) of"),
+            |t| t.negatives.extend(flows),
+        )
+    }
+
+    /// The current version as an exchange document.
+    pub fn export_document(&self) -> Result<ThreatDocument> {
+        let current = self.current()?;
+        Ok(ThreatDocument {
+            format: DOCUMENT_FORMAT.to_string(),
+            format_version: DOCUMENT_VERSION,
+            model: self.identity.clone(),
+            library_version: current.version,
+            exported_at: crate::time::now(),
+            threats: current.threats,
+        })
+    }
+
+    /// The current version as pretty JSON.
+    pub fn export_json(&self) -> Result<String> {
+        to_json_pretty(&self.path, &self.export_document()?)
+    }
+
+    /// Writes the export document to `out` atomically (temporary file, then rename).
+    pub fn export_to(&self, out: &Path) -> Result<usize> {
+        let doc = self.export_document()?;
+        let text = to_json_pretty(&self.path, &doc)?;
+        crate::exchange::write_atomic(out, text.as_bytes())?;
+        Ok(doc.threats.len())
+    }
+
+    /// Imports an exchange document (`source` names it in messages): refused if it was exported for
+    /// another model; a name that exists already is an error unless `replace`. Imported threats keep
+    /// their ids when this library never assigned them, else get fresh ones. One new version.
+    pub fn import_json(
+        &self,
+        text: &str,
+        source: &Path,
+        replace: bool,
+        author: &str,
+    ) -> Result<ImportSummary> {
+        let doc = ThreatDocument::parse(text, source)?;
+        self.check_identity(&doc.model, format!("the document {}", source.display()))?;
+        doc.validate(source)?;
+        let path = self.path.clone();
+        let (version, summary) = self.commit(author, |threats, ids| {
+            let mut summary = ImportSummary::default();
+            for mut t in doc.threats {
+                let keep_id = if let Some(i) = threats.iter().position(|e| e.name == t.name) {
+                    if !replace {
+                        return Err(LibraryError::DuplicateName {
+                            path: path.clone(),
+                            name: t.name.clone(),
+                            id: threats[i].id,
+                        });
+                    }
+                    let old = threats.remove(i);
+                    summary.replaced.push(t.name.clone());
+                    (old.id == t.id).then_some(old.id)
+                } else {
+                    summary.added.push(t.name.clone());
+                    None
+                };
+                t.id = match keep_id {
+                    Some(id) => id,
+                    None => ids.assign(&path, Some(t.id))?,
+                };
+                t.signature_id = SIGNATURE_BASE + t.id;
+                threats.push(t);
+            }
+            let description = format!(
+                "import {} ({} added, {} replaced)",
+                source.display(),
+                summary.added.len(),
+                summary.replaced.len()
+            );
+            Ok((description, summary))
+        })?;
+        Ok(ImportSummary { version, ..summary })
+    }
+
+    /// [`ThreatLibrary::import_json`] from a file.
+    pub fn import_file(&self, source: &Path, replace: bool, author: &str) -> Result<ImportSummary> {
+        let text = std::fs::read_to_string(source).map_err(|e| LibraryError::Io {
+            path: source.to_path_buf(),
+            source: e,
+        })?;
+        self.import_json(&text, source, replace, author)
+    }
+}
+
+fn to_json_pretty<T: Serialize>(path: &Path, value: &T) -> Result<String> {
+    serde_json::to_string_pretty(value).map_err(|e| corrupt(path, "export", e.to_string()))
+}
+
+/// Fits a draft into a threat with id `id`; the caller applies the guard (`report.accepted`).
+fn build(
+    model: &ThreatModel,
+    draft: &ThreatDraft,
+    options: EnrolOptions,
+    id: u32,
+    existing: &[Threat],
+    path: &Path,
+) -> Result<Threat> {
+    check_name(&draft.name)?;
+    check_severity(draft.severity)?;
+    if let Some(t) = existing.iter().find(|t| t.name == draft.name) {
+        return Err(LibraryError::DuplicateName {
+            path: path.to_path_buf(),
+            name: draft.name.clone(),
+            id: t.id,
+        });
+    }
+    let budget = options.budget.unwrap_or(model.reference.fpr_budget);
+    let f = fit(&model.reference, &draft.support, &[], seed_for(id), budget)?;
+    let now = crate::time::now();
+    let report = f.report;
+    Ok(Threat {
+        id,
+        signature_id: SIGNATURE_BASE + id,
+        name: draft.name.clone(),
+        description: draft.description.clone(),
+        severity: draft.severity,
+        category: draft.category.clone(),
+        prototypes: f.prototypes,
+        threshold: f.threshold,
+        support: draft.support.clone(),
+        negatives: Vec::new(),
+        created_by: draft.author.clone(),
+        created_at: now.clone(),
+        updated_at: now,
+        report,
+    })
+}

@@ -1,0 +1,513 @@
+//! Threats as the library stores them, and how one is fitted from its examples: prototypes (one, or
+//! several seeded k-means centres when the support is multimodal), the calibrated threshold, negative
+//! examples and the enrolment guard. Pure: no file, no store (see `store`), no encoder (callers pass
+//! embeddings).
+//!
+//! With `d` the squared Euclidean distance, `B_j` the model's benign prototypes, `c_i` the threat's
+//! centres and `C` the model's held-out benign calibration embeddings (the **benign reference**):
+//!
+//! * score `s(x) = min_j d(x, B_j) − min_i d(x, c_i)`; `x` is **flagged** iff `s(x) > threshold`;
+//! * calibrated threshold `τ_α = max(0, t)` with `t` the upper quantile of `s` over `C` at the budget
+//!   `α` (`metaids_model::decision::upper_quantile`): at most `⌊α n⌋` reference rows score above it;
+//! * **support coverage**: the threshold must flag every support flow. When the weakest support flow
+//!   scores at or below `τ_α`, the threshold is lowered to just below its score (`s_min.next_down()`);
+//! * **negatives** (rejected alerts): the threshold is raised to the highest negative score, so a
+//!   rejected flow is never flagged again (`s(neg) > threshold` is false). Support flows scoring at
+//!   or below a negative are then no longer flagged; the report counts them;
+//! * **guard**: `would_flag` = reference rows with `s(c) > threshold`, `fpr = would_flag / n`; the
+//!   enrolment is accepted iff `fpr ≤ α`. A mislabelled or poisoned support set (benign flows called an
+//!   attack) has weak support flows, so covering them would flag many benign flows: refused unless
+//!   forced, with the weakest flows named. A genuine family scores far above the benign quantile:
+//!   `threshold = τ_α` and at most `⌊α n⌋` reference rows are flagged.
+//!
+//! Number of centres: one for `K < 6`; for `K ≥ 6`, the smallest `k` in `2..=⌊K/3⌋` whose seeded
+//! k-means within-cluster sum of squares is at most a tenth of the one-centre sum (clearly separate
+//! modes), else one. The k-means seed is fixed per threat id, so refits are reproducible.
+
+use metaids_model::decision::{kmeans, mean_row, nearest, upper_quantile};
+use metaids_model::BenignReference;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{LibraryError, Result};
+
+/// First Suricata signature id of threats: gid 1's local range; a threat's `signature_id` is this
+/// plus its id.
+pub const SIGNATURE_BASE: u32 = 9_100_000;
+
+/// A flow a threat was enrolled from (support) or told not to flag (negative).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SupportFlow {
+    /// Where it came from: a flow file's path or a capture's.
+    pub source: String,
+    /// Where in the source: `row 12 (line 13)` for a flow file, the flow id and start for a capture,
+    /// `alert …` for feedback.
+    pub locator: String,
+    /// Its embedding under the library's model (kept so prototypes can be refitted).
+    pub embedding: Vec<f32>,
+}
+
+/// What the enrolment guard found.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrolmentReport {
+    /// Benign reference rows (the model's held-out calibration embeddings).
+    pub benign_reference_rows: usize,
+    /// Reference rows the threat flags at its threshold.
+    pub would_flag: usize,
+    /// `would_flag / benign_reference_rows`.
+    pub fpr: f64,
+    /// The false-positive budget α.
+    pub budget: f64,
+    /// Whether `fpr ≤ budget`.
+    pub accepted: bool,
+    /// Whether it was stored although refused (`--force`).
+    pub forced: bool,
+    /// Threshold calibrated at the budget (`τ_α`).
+    pub calibrated_threshold: f32,
+    /// Threshold kept (after support coverage and negatives).
+    pub threshold: f32,
+    /// Support flows.
+    pub support: usize,
+    /// Support flows flagged at the kept threshold.
+    pub support_flagged: usize,
+    /// Negative examples.
+    pub negatives: usize,
+    /// Number of centres.
+    pub prototypes: usize,
+    /// The weakest support flows (lowest scores first, at most 3): `locator (score)`.
+    pub weakest: Vec<String>,
+}
+
+impl EnrolmentReport {
+    /// One line: flagged reference rows against the budget, and why it was refused if it was.
+    pub fn summary(&self) -> String {
+        let mut s = format!(
+            "would flag {} of {} benign reference flows (FPR {:.4}, budget {}); flags {} of {} support flows",
+            self.would_flag,
+            self.benign_reference_rows,
+            self.fpr,
+            self.budget,
+            self.support_flagged,
+            self.support
+        );
+        if !self.accepted {
+            s.push_str(&format!(
+                "; the weakest support flows score like benign traffic ({}): a mislabelled or poisoned support set? Drop them, or force",
+                self.weakest.join(", ")
+            ));
+        }
+        s
+    }
+}
+
+/// A threat in the library.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Threat {
+    /// Stable id, never reused within a library.
+    pub id: u32,
+    /// Signature id in alerts: [`SIGNATURE_BASE`] + `id`.
+    pub signature_id: u32,
+    /// Unique name.
+    pub name: String,
+    /// Free text.
+    pub description: String,
+    /// 1 = high … 4 = low (Suricata's scale).
+    pub severity: u8,
+    /// Category (e.g. `brute-force`, `dos`).
+    pub category: String,
+    /// Centres in embedding space (one, or several for a multimodal support).
+    pub prototypes: Vec<Vec<f32>>,
+    /// Flagged iff `s(x) > threshold` (see the module documentation).
+    pub threshold: f32,
+    /// The examples it was enrolled from (and confirmed alerts).
+    pub support: Vec<SupportFlow>,
+    /// Rejected alerts: flows it must not flag.
+    pub negatives: Vec<SupportFlow>,
+    /// Who enrolled it.
+    pub created_by: String,
+    /// When (RFC 3339 UTC).
+    pub created_at: String,
+    /// Last change (RFC 3339 UTC).
+    pub updated_at: String,
+    /// The guard's figures at the last fit.
+    pub report: EnrolmentReport,
+}
+
+impl Threat {
+    /// Distance to the nearest centre.
+    ///
+    /// # Shapes
+    /// `x`: `dim` → scalar.
+    pub fn centre_distance(&self, x: &[f32]) -> f32 {
+        min_distance(x, self.prototypes.iter().map(Vec::as_slice))
+    }
+
+    /// Score `s(x) = benign_distance(x) − min_i d(x, c_i)`.
+    ///
+    /// # Shapes
+    /// `x`: `dim` → scalar.
+    pub fn score(&self, reference: &BenignReference, x: &[f32]) -> f32 {
+        reference.benign_distance(x) - self.centre_distance(x)
+    }
+
+    /// Whether the threat flags `x`: `score(x) > threshold`.
+    ///
+    /// # Shapes
+    /// `x`: `dim` → bool.
+    pub fn flags(&self, reference: &BenignReference, x: &[f32]) -> bool {
+        self.score(reference, x) > self.threshold
+    }
+
+    /// Margin `score(x) − threshold` (positive iff flagged): the detector's ranking among threats.
+    ///
+    /// # Shapes
+    /// `x`: `dim` → scalar.
+    pub fn margin(&self, reference: &BenignReference, x: &[f32]) -> f32 {
+        self.score(reference, x) - self.threshold
+    }
+}
+
+/// Squared Euclidean distance.
+///
+/// # Shapes
+/// `a`, `b`: `dim` → scalar.
+pub fn sq_dist(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum()
+}
+
+/// Squared distance from `x` to the nearest of `centres` (`+inf` when there is none). The one
+/// function fitting and scoring share, so a threshold set from a score compares equal to it later.
+///
+/// # Shapes
+/// `x`: `dim`; each centre: `dim` → scalar.
+pub fn min_distance<'a>(x: &[f32], centres: impl Iterator<Item = &'a [f32]>) -> f32 {
+    centres.map(|c| sq_dist(x, c)).fold(f32::INFINITY, f32::min)
+}
+
+/// What a user supplies to enrol a threat.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ThreatDraft {
+    /// Unique name (1 to 128 characters, no control characters).
+    pub name: String,
+    /// Free text.
+    pub description: String,
+    /// 1 = high … 4 = low.
+    pub severity: u8,
+    /// Category.
+    pub category: String,
+    /// Support flows (at least one).
+    pub support: Vec<SupportFlow>,
+    /// Who enrols it.
+    pub author: String,
+}
+
+/// Enrolment options.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct EnrolOptions {
+    /// Store the threat even when the guard refuses it.
+    pub force: bool,
+    /// Budget instead of the model's (`None`: the model's `fpr_budget`).
+    pub budget: Option<f64>,
+}
+
+/// A fitted threat's decision parts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fit {
+    /// Centres.
+    pub prototypes: Vec<Vec<f32>>,
+    /// Kept threshold.
+    pub threshold: f32,
+    /// The guard's figures (`forced` false; the caller sets it).
+    pub report: EnrolmentReport,
+}
+
+/// Checks a name: 1 to 128 characters, no control characters, not only spaces.
+pub fn check_name(name: &str) -> Result<()> {
+    let n = name.chars().count();
+    if n == 0 || n > 128 || name.trim().is_empty() || name.chars().any(char::is_control) {
+        return Err(LibraryError::Invalid {
+            field: "name".into(),
+            message: format!("{name:?}: expected 1 to 128 characters without control characters"),
+        });
+    }
+    Ok(())
+}
+
+/// Checks a severity: 1 (high) to 4 (low).
+pub fn check_severity(severity: u8) -> Result<()> {
+    if !(1..=4).contains(&severity) {
+        return Err(LibraryError::Invalid {
+            field: "severity".into(),
+            message: format!("{severity}: expected 1 (high) to 4 (low), Suricata's scale"),
+        });
+    }
+    Ok(())
+}
+
+/// Checks that every flow has a finite embedding of `dim` values.
+pub fn check_flows(field: &str, flows: &[SupportFlow], dim: usize) -> Result<()> {
+    for (i, f) in flows.iter().enumerate() {
+        if f.embedding.len() != dim || f.embedding.iter().any(|v| !v.is_finite()) {
+            return Err(LibraryError::Invalid {
+                field: format!("{field}[{i}].embedding"),
+                message: format!(
+                    "{} values from {} {}: expected {dim} finite values",
+                    f.embedding.len(),
+                    f.source,
+                    f.locator
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Number of centres for `K` support rows (see the module documentation).
+///
+/// # Shapes
+/// `rows`: `K × dim` → `k ∈ 1..=max(1, ⌊K/3⌋)`, with its centres (`k × dim`).
+pub fn choose_centres(rows: &[f32], dim: usize, seed: u64) -> Vec<f32> {
+    let k_rows = rows.len().checked_div(dim).unwrap_or(0);
+    let one = mean_row(rows, dim);
+    if k_rows < 6 {
+        return one;
+    }
+    let sse = |centres: &[f32]| -> f64 {
+        rows.chunks_exact(dim)
+            .map(|r| f64::from(nearest(r, centres, dim).1))
+            .sum()
+    };
+    let base = sse(&one);
+    if base <= 0.0 {
+        return one;
+    }
+    for k in 2..=k_rows / 3 {
+        let c = kmeans(rows, dim, k, 50, seed);
+        if sse(&c) <= 0.1 * base {
+            return c;
+        }
+    }
+    one
+}
+
+/// Fits a threat's prototypes and threshold from its examples and runs the guard (see the module
+/// documentation for every rule).
+///
+/// # Shapes
+/// every embedding: `reference.dim`.
+pub fn fit(
+    reference: &BenignReference,
+    support: &[SupportFlow],
+    negatives: &[SupportFlow],
+    seed: u64,
+    budget: f64,
+) -> Result<Fit> {
+    let dim = reference.dim;
+    if support.is_empty() {
+        return Err(LibraryError::Invalid {
+            field: "support".into(),
+            message: "no support flows: a threat needs at least one example".into(),
+        });
+    }
+    if !(budget.is_finite() && (0.0..1.0).contains(&budget)) {
+        return Err(LibraryError::Invalid {
+            field: "budget".into(),
+            message: format!("{budget}: expected a false-positive rate in [0, 1)"),
+        });
+    }
+    check_flows("support", support, dim)?;
+    check_flows("negatives", negatives, dim)?;
+    let rows: Vec<f32> = support
+        .iter()
+        .flat_map(|f| f.embedding.iter().copied())
+        .collect();
+    let centres = choose_centres(&rows, dim, seed);
+    let score =
+        |x: &[f32]| reference.benign_distance(x) - min_distance(x, centres.chunks_exact(dim));
+    let mut reference_scores: Vec<f32> =
+        reference.calibration.chunks_exact(dim).map(score).collect();
+    let n = reference_scores.len();
+    let calibrated = upper_quantile(&mut reference_scores.clone(), budget).max(0.0);
+    let mut support_scores: Vec<(f32, &SupportFlow)> =
+        support.iter().map(|f| (score(&f.embedding), f)).collect();
+    support_scores.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let weakest = support_scores[0].0;
+    let mut threshold = if weakest > calibrated {
+        calibrated
+    } else {
+        weakest.next_down()
+    };
+    if let Some(neg) = negatives
+        .iter()
+        .map(|f| score(&f.embedding))
+        .max_by(f32::total_cmp)
+    {
+        threshold = threshold.max(neg);
+    }
+    let would_flag = reference_scores
+        .iter_mut()
+        .filter(|s| **s > threshold)
+        .count();
+    let fpr = if n == 0 {
+        0.0
+    } else {
+        would_flag as f64 / n as f64
+    };
+    let report = EnrolmentReport {
+        benign_reference_rows: n,
+        would_flag,
+        fpr,
+        budget,
+        accepted: n > 0 && fpr <= budget,
+        forced: false,
+        calibrated_threshold: calibrated,
+        threshold,
+        support: support.len(),
+        support_flagged: support_scores
+            .iter()
+            .filter(|(s, _)| *s > threshold)
+            .count(),
+        negatives: negatives.len(),
+        prototypes: centres.len() / dim.max(1),
+        weakest: support_scores
+            .iter()
+            .take(3)
+            .map(|(s, f)| format!("{} {} ({s:.3})", f.source, f.locator))
+            .collect(),
+    };
+    Ok(Fit {
+        prototypes: centres.chunks_exact(dim).map(<[f32]>::to_vec).collect(),
+        threshold,
+        report,
+    })
+}
+
+/// k-means seed of a threat (fixed per id, so a refit is reproducible).
+pub fn seed_for(id: u32) -> u64 {
+    0x6d65_7461_6964_7300 ^ u64::from(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn flow(i: usize, e: &[f32]) -> SupportFlow {
+        SupportFlow {
+            source: "t.csv".into(),
+            locator: format!("row {i}"),
+            embedding: e.to_vec(),
+        }
+    }
+
+    /// Benign reference: 400 rows in a disc of radius 3 around (0, 0).
+    fn reference() -> BenignReference {
+        let mut cal = Vec::new();
+        for i in 0..400 {
+            let a = i as f32 * 0.37;
+            let r = (i % 20) as f32 * 0.15;
+            cal.extend_from_slice(&[r * a.cos(), r * a.sin()]);
+        }
+        BenignReference::new(2, vec![0.0, 0.0], cal, 0.01)
+    }
+
+    #[test]
+    fn genuine_family_is_accepted_at_the_calibrated_threshold() {
+        let r = reference();
+        let support: Vec<_> = (0..5)
+            .map(|i| flow(i, &[20.0 + i as f32 * 0.1, 0.0]))
+            .collect();
+        let fit = fit(&r, &support, &[], 1, 0.01).expect("fit");
+        assert!(fit.report.accepted, "{:?}", fit.report);
+        assert_eq!(fit.threshold, fit.report.calibrated_threshold);
+        assert_eq!(fit.report.support_flagged, 5);
+        assert!(fit.report.would_flag <= 4);
+        assert_eq!(fit.prototypes.len(), 1);
+    }
+
+    #[test]
+    fn poisoned_support_is_refused_and_names_the_weakest_flow() {
+        let r = reference();
+        let mut support: Vec<_> = (0..4)
+            .map(|i| flow(i, &[20.0 + i as f32 * 0.1, 0.0]))
+            .collect();
+        support.push(flow(9, &[0.5, 0.5]));
+        let fit = fit(&r, &support, &[], 1, 0.01).expect("fit");
+        assert!(!fit.report.accepted, "{:?}", fit.report);
+        assert!(fit.report.fpr > 0.01);
+        assert_eq!(fit.report.support_flagged, 5);
+        assert!(fit.report.weakest[0].contains("row 9"), "{:?}", fit.report);
+        assert!(fit.report.summary().contains("poisoned"));
+    }
+
+    #[test]
+    fn negatives_raise_the_threshold_above_their_score() {
+        let r = reference();
+        let support: Vec<_> = (0..5)
+            .map(|i| flow(i, &[20.0 + i as f32 * 0.1, 0.0]))
+            .collect();
+        let neg = flow(7, &[12.0, 0.0]);
+        let plain = fit(&r, &support, &[], 1, 0.01).expect("fit");
+        let s_neg = r.benign_distance(&neg.embedding)
+            - min_distance(&neg.embedding, plain.prototypes.iter().map(Vec::as_slice));
+        assert!(s_neg > plain.threshold, "the negative is flagged before");
+        let with = fit(&r, &support, std::slice::from_ref(&neg), 1, 0.01).expect("fit");
+        let t = Threat {
+            id: 1,
+            signature_id: SIGNATURE_BASE + 1,
+            name: "x".into(),
+            description: String::new(),
+            severity: 2,
+            category: "c".into(),
+            prototypes: with.prototypes.clone(),
+            threshold: with.threshold,
+            support: support.clone(),
+            negatives: vec![neg.clone()],
+            created_by: "t".into(),
+            created_at: String::new(),
+            updated_at: String::new(),
+            report: with.report.clone(),
+        };
+        assert!(!t.flags(&r, &neg.embedding));
+        assert!(t.flags(&r, &[21.0, 0.0]));
+        assert_eq!(with.report.negatives, 1);
+        assert!(with.report.accepted);
+    }
+
+    #[test]
+    fn two_separate_modes_get_two_centres() {
+        let r = reference();
+        let mut support = Vec::new();
+        for i in 0..4 {
+            support.push(flow(i, &[20.0 + i as f32 * 0.1, 0.0]));
+            support.push(flow(10 + i, &[0.0, -20.0 - i as f32 * 0.1]));
+        }
+        let fit = fit(&r, &support, &[], 3, 0.01).expect("fit");
+        assert_eq!(fit.prototypes.len(), 2, "{:?}", fit.prototypes);
+        assert_eq!(fit.report.support_flagged, 8);
+        // A unimodal support of 8 keeps one centre.
+        let uni: Vec<_> = (0..8)
+            .map(|i| flow(i, &[20.0 + i as f32 * 0.1, 0.0]))
+            .collect();
+        assert_eq!(
+            super::fit(&r, &uni, &[], 3, 0.01)
+                .expect("fit")
+                .prototypes
+                .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn bad_inputs_are_errors() {
+        let r = reference();
+        assert!(fit(&r, &[], &[], 1, 0.01).is_err());
+        assert!(fit(&r, &[flow(0, &[1.0])], &[], 1, 0.01).is_err());
+        assert!(fit(&r, &[flow(0, &[f32::NAN, 0.0])], &[], 1, 0.01).is_err());
+        assert!(fit(&r, &[flow(0, &[1.0, 0.0])], &[], 1, 1.5).is_err());
+        assert!(check_name("").is_err() && check_name("a\nb").is_err() && check_name("ok").is_ok());
+        assert!(check_severity(0).is_err() && check_severity(5).is_err());
+        assert!(check_severity(1).is_ok());
+    }
+}
