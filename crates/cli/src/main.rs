@@ -6,6 +6,7 @@
 mod args;
 mod extract;
 mod model_cmd;
+mod threat_cmd;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -36,6 +37,7 @@ fn main() {
         Command::Bench(a) => bench(a),
         Command::Extract(a) => extract::run(a),
         Command::Train(a) => model_cmd::train(a),
+        Command::Threat(c) => threat_cmd::run(c),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");
