@@ -75,6 +75,22 @@ pub enum Command {
     ///
     /// Example: metaids detect --model cic.model --library threats.json --pcap capture.pcap --alerts eve.json
     Detect(DetectArgs),
+    /// Manage the threat library: enrol threats from a few flows (guarded), list, show, remove,
+    /// export/import as JSON, history and rollback.
+    ///
+    /// Example: metaids threat add --library lib.redb --model cic.model --name "SSH brute force"
+    ///   --flows flows.csv --label SSH-Patator --shots 5
+    #[command(subcommand)]
+    Threat(ThreatCommand),
+    /// Turn an analyst's verdict on an alert into a new example of its threat (a new library version).
+    ///
+    /// `--confirm` adds the alerted flow to the threat's support; `--reject` adds it as a negative
+    /// example, which raises the threat's threshold so that flow is no longer flagged. The threat is
+    /// refitted and guarded like an enrolment. The flow's embedding comes from the alert itself
+    /// (`metaids.embedding` in the EVE file `metaids detect` wrote).
+    ///
+    /// Example: metaids feedback --alerts alerts.json --alert run-12 --reject --library lib.redb --model cic.model
+    Feedback(FeedbackArgs),
 }
 
 /// A response to alerts.
@@ -91,7 +107,8 @@ pub struct DetectArgs {
     /// Model directory written by `metaids train`.
     #[arg(long)]
     pub model: PathBuf,
-    /// Armed threats: a threat file (JSON: format_version, library_version, threats).
+    /// Armed threats: a threat library built with `metaids threat add` (its current version), or a
+    /// JSON threat-set file (format_version, library_version, threats).
     #[arg(long)]
     pub library: PathBuf,
     /// Capture files (pcap or pcapng); each gets its own flow engine.
@@ -172,6 +189,157 @@ pub struct DetectArgs {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
+}
+
+/// `threat` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ThreatCommand {
+    /// Enrol a threat from flows of a flow file (by label or row numbers) or of a capture.
+    ///
+    /// Before anything is stored the guard reports how many benign reference flows (the model's
+    /// held-out calibration rows) the threat would flag when it flags every support flow, and refuses
+    /// (unless --force) when that exceeds the model's false-positive budget: a mislabelled or poisoned
+    /// support set must not blind or flood the detector. Creates the library if it does not exist.
+    Add(ThreatAddArgs),
+    /// List the threats of the current version.
+    List(LibraryArgs),
+    /// Show one threat: prototypes, threshold, provenance of every support flow, the guard's report.
+    Show(ThreatShowArgs),
+    /// Remove a threat (a new library version; its id is never reused).
+    Remove(ThreatNameArgs),
+    /// Export the current version as a JSON document (tied to the library's model).
+    Export(ThreatExportArgs),
+    /// Import a JSON document exported for the same model (a name clash is an error unless --replace);
+    /// creates the library for the document's model if it does not exist.
+    Import(ThreatImportArgs),
+    /// List every library version: who, when, what changed.
+    History(LibraryArgs),
+    /// Restore the threats of an earlier version (as a new version; history is kept).
+    Rollback(ThreatRollbackArgs),
+}
+
+/// The library file and who changes it.
+#[derive(Debug, Args)]
+pub struct LibraryArgs {
+    /// Threat library file (redb).
+    #[arg(long)]
+    pub library: PathBuf,
+    /// Who makes the change (default: $USER).
+    #[arg(long)]
+    pub author: Option<String>,
+}
+
+/// `threat add` arguments.
+#[derive(Debug, Args)]
+pub struct ThreatAddArgs {
+    /// Library file and author.
+    #[command(flatten)]
+    pub lib: LibraryArgs,
+    /// Model directory written by `metaids train` (the library's model).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Threat name (unique in the library).
+    #[arg(long)]
+    pub name: String,
+    /// Flow file in the model's dataset format (e.g. CIC CSV from `metaids extract`).
+    #[arg(long, required_unless_present = "pcap", conflicts_with = "pcap")]
+    pub flows: Option<PathBuf>,
+    /// Capture (pcap/pcapng): its flows are computed in memory with the corrected CICFlowMeter features.
+    #[arg(long)]
+    pub pcap: Option<PathBuf>,
+    /// Select capture flows: `host IP`, `src IP`, `dst IP`, `port N`, `sport N`, `dport N`,
+    /// `proto tcp|udp|icmp|N`, joined with `and` (src/dst/sport/dport are the flow's forward
+    /// direction, its first packet's sender). Not BPF.
+    #[arg(long, requires = "pcap")]
+    pub filter: Option<String>,
+    /// Select flow-file rows with this label.
+    #[arg(long, requires = "flows")]
+    pub label: Option<String>,
+    /// Select flow-file rows by data-row number (1 = first row after the header): e.g. 3,7,10-12.
+    #[arg(long, requires = "flows")]
+    pub rows: Option<String>,
+    /// Take this many of the selected flows, seeded-random (all if fewer).
+    #[arg(long, default_value_t = 5)]
+    pub shots: usize,
+    /// Seed of the selection.
+    #[arg(long, default_value_t = 2026)]
+    pub seed: u64,
+    /// Description.
+    #[arg(long, default_value = "")]
+    pub description: String,
+    /// Severity: 1 = high … 4 = low (Suricata's scale).
+    #[arg(long, default_value_t = 2)]
+    pub severity: u8,
+    /// Category (e.g. brute-force, dos, scan).
+    #[arg(long, default_value = "unclassified")]
+    pub category: String,
+    /// False-positive budget of the guard (default: the model's).
+    #[arg(long)]
+    pub budget: Option<f64>,
+    /// Store the threat even if the guard refuses it.
+    #[arg(long)]
+    pub force: bool,
+    /// Report what would be enrolled; store nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// A threat name in a library.
+#[derive(Debug, Args)]
+pub struct ThreatNameArgs {
+    /// Library file and author.
+    #[command(flatten)]
+    pub lib: LibraryArgs,
+    /// Threat name.
+    pub name: String,
+}
+
+/// `threat show` arguments.
+#[derive(Debug, Args)]
+pub struct ThreatShowArgs {
+    /// Library file and author.
+    #[command(flatten)]
+    pub lib: LibraryArgs,
+    /// Threat name.
+    pub name: String,
+    /// Print the threat as JSON (every value, embeddings included).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `threat export` arguments.
+#[derive(Debug, Args)]
+pub struct ThreatExportArgs {
+    /// Library file and author.
+    #[command(flatten)]
+    pub lib: LibraryArgs,
+    /// Output JSON file (written to a temporary name, then renamed).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// `threat import` arguments.
+#[derive(Debug, Args)]
+pub struct ThreatImportArgs {
+    /// Library file and author.
+    #[command(flatten)]
+    pub lib: LibraryArgs,
+    /// JSON document from `metaids threat export`.
+    pub file: PathBuf,
+    /// Replace threats of the same name.
+    #[arg(long)]
+    pub replace: bool,
+}
+
+/// `threat rollback` arguments.
+#[derive(Debug, Args)]
+pub struct ThreatRollbackArgs {
+    /// Library file and author.
+    #[command(flatten)]
+    pub lib: LibraryArgs,
+    /// The version whose threats to restore (see `metaids threat history`).
+    #[arg(value_name = "VERSION")]
+    pub target: u64,
 }
 
 /// What to do with a malformed row.
@@ -377,4 +545,37 @@ pub struct ExtractArgs {
     /// Most live flows; beyond, the least recently seen is ended early and counted as an eviction.
     #[arg(long, default_value_t = 1 << 20)]
     pub max_flows: usize,
+}
+
+/// `feedback` arguments.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("judgement").required(true).args(["confirm", "reject"])))]
+pub struct FeedbackArgs {
+    /// The EVE alerts file written by `metaids detect --alerts`.
+    #[arg(long)]
+    pub alerts: PathBuf,
+    /// The alert's id (`metaids.alert_id`, e.g. `run-12`).
+    #[arg(long)]
+    pub alert: String,
+    /// The alert was right: the flow becomes a support example of the threat.
+    #[arg(long)]
+    pub confirm: bool,
+    /// The alert was wrong: the flow becomes a negative example (no longer flagged).
+    #[arg(long)]
+    pub reject: bool,
+    /// The threat the flow belongs to (default: the alert's threat; required for unknown anomalies).
+    #[arg(long)]
+    pub threat: Option<String>,
+    /// Threat library file (redb).
+    #[arg(long)]
+    pub library: PathBuf,
+    /// The model the library and the alerts belong to.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Who gives the feedback (default: $USER).
+    #[arg(long)]
+    pub author: Option<String>,
+    /// Store the refit even if the enrolment guard refuses it.
+    #[arg(long)]
+    pub force: bool,
 }

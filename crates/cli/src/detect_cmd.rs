@@ -102,6 +102,27 @@ fn sinks(a: &DetectArgs) -> Result<Vec<Box<dyn Sink>>> {
     Ok(sinks)
 }
 
+/// The armed threats of `path`: the current version of a threat library (`metaids threat …`), or a
+/// JSON threat-set file (a file whose first non-blank byte is `{`).
+fn load_threats(path: &Path, model: &metaids_model::ThreatModel) -> Result<ThreatSet> {
+    let mut head = [0u8; 64];
+    let n = File::open(path)
+        .and_then(|mut f| f.read(&mut head))
+        .with_context(|| format!("cannot read threats from {}", path.display()))?;
+    if head[..n]
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|&b| b == b'{')
+    {
+        return ThreatSet::load(path, Some(model.dim()))
+            .with_context(|| format!("cannot load the threat set {}", path.display()));
+    }
+    let library = metaids_library::ThreatLibrary::open(path, model)
+        .with_context(|| format!("cannot open threat library {}", path.display()))?;
+    let current = library.current()?;
+    Ok(ThreatSet::from_library(&current))
+}
+
 /// Runs the command.
 pub fn run(a: DetectArgs) -> Result<()> {
     let started = Instant::now();
@@ -116,8 +137,7 @@ pub fn run(a: DetectArgs) -> Result<()> {
             model.normaliser.kind
         );
     }
-    let set = ThreatSet::load(&a.library, Some(model.dim()))
-        .with_context(|| format!("cannot load threats from {}", a.library.display()))?;
+    let set = load_threats(&a.library, &model)?;
     if set.threats.is_empty() {
         eprintln!(
             "note: {} arms no threat: flows are benign or unknown anomalies only",

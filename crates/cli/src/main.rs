@@ -6,7 +6,9 @@
 mod args;
 mod detect_cmd;
 mod extract;
+mod feedback_cmd;
 mod model_cmd;
+mod threat_cmd;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -38,6 +40,8 @@ fn main() {
         Command::Extract(a) => extract::run(a),
         Command::Train(a) => model_cmd::train(a),
         Command::Detect(a) => detect_cmd::run(a),
+        Command::Threat(c) => threat_cmd::run(c),
+        Command::Feedback(a) => feedback_cmd::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -216,6 +216,27 @@ impl ThreatSet {
         Ok(set)
     }
 
+    /// The threats of one threat-library version, armed as the library fitted them (same centres, same
+    /// threshold, same signature id). `rev` is the number of examples (support and negatives) the
+    /// threat was last fitted from, so it moves whenever analyst feedback refits it.
+    pub fn from_library(version: &metaids_library::LibraryVersion) -> Self {
+        let threats = version
+            .threats
+            .iter()
+            .map(|t| ArmedThreat {
+                id: t.id,
+                signature_id: t.signature_id,
+                rev: u32::try_from(t.support.len() + t.negatives.len()).unwrap_or(u32::MAX),
+                name: t.name.clone(),
+                category: t.category.clone(),
+                severity: t.severity,
+                prototypes: t.prototypes.iter().flatten().copied().collect(),
+                threshold: t.threshold,
+            })
+            .collect();
+        ThreatSet::new(version.version, threats)
+    }
+
     /// Writes the set as pretty JSON, atomically (temporary file, fsync, rename).
     pub fn save(&self, path: &Path) -> Result<()> {
         let text = serde_json::to_string_pretty(self).map_err(|e| DetectError::ThreatFile {

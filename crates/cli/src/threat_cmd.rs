@@ -1,0 +1,623 @@
+//! `metaids threat …`: the threat library's commands. Owns choosing support flows (flow-file rows by
+//! label or number, capture flows by a simple filter expression), embedding them with the model and
+//! printing; fitting, the enrolment guard, versions and export/import are `metaids-library`'s.
+
+use std::fs::File;
+use std::io::BufReader;
+use std::net::IpAddr;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use metaids_core::episode::seeded_subsample;
+use metaids_core::schema::{DatasetKind, FileFormat};
+use metaids_core::FlowFrame;
+use metaids_flow::{CaptureReader, CsvWriter, FlowConfig, FlowEngine, FlowRecord, ReaderConfig};
+use metaids_ingest::{read_files, BadRowPolicy, ReadOptions, SkipLog};
+use metaids_library::{
+    EnrolOptions, EnrolmentReport, SupportFlow, Threat, ThreatDocument, ThreatDraft, ThreatLibrary,
+};
+use metaids_model::ThreatModel;
+
+use crate::args::{LibraryArgs, ThreatAddArgs, ThreatCommand};
+
+/// Most capture flows a filter may select (each is kept in memory until the support is drawn).
+const MAX_CAPTURE_FLOWS: usize = 200_000;
+
+/// Runs a `threat` subcommand.
+pub fn run(c: ThreatCommand) -> Result<()> {
+    match c {
+        ThreatCommand::Add(a) => add(a),
+        ThreatCommand::List(a) => list(&a),
+        ThreatCommand::Show(a) => {
+            let lib = ThreatLibrary::open_without_model(&a.lib.library)?;
+            let current = lib.current()?;
+            let Some(t) = current.threat(&a.name) else {
+                bail!(
+                    "{}: no threat named {:?} in version {} (threats: {})",
+                    a.lib.library.display(),
+                    a.name,
+                    current.version,
+                    names(&current.threats)
+                );
+            };
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(t)?);
+            } else {
+                show(t);
+            }
+            Ok(())
+        }
+        ThreatCommand::Remove(a) => {
+            let lib = ThreatLibrary::open_without_model(&a.lib.library)?;
+            let v = lib.remove(&a.name, &author(&a.lib))?;
+            println!("removed {:?}: library version {v}", a.name);
+            Ok(())
+        }
+        ThreatCommand::Export(a) => {
+            let lib = ThreatLibrary::open_without_model(&a.lib.library)?;
+            let n = lib.export_to(&a.out)?;
+            println!(
+                "exported {n} threat(s) of version {} to {} (model {})",
+                lib.current()?.version,
+                a.out.display(),
+                lib.identity().model
+            );
+            Ok(())
+        }
+        ThreatCommand::Import(a) => {
+            let lib = if a.lib.library.exists() {
+                ThreatLibrary::open_without_model(&a.lib.library)?
+            } else {
+                // A new library for the document's model: how a team receives shared threats.
+                let text = std::fs::read_to_string(&a.file)
+                    .with_context(|| format!("cannot read {}", a.file.display()))?;
+                let doc = ThreatDocument::parse(&text, &a.file)?;
+                let lib = ThreatLibrary::create_with(&a.lib.library, doc.model, &author(&a.lib))?;
+                println!(
+                    "created threat library {} for model {}",
+                    a.lib.library.display(),
+                    lib.identity().model
+                );
+                lib
+            };
+            let s = lib.import_file(&a.file, a.replace, &author(&a.lib))?;
+            println!(
+                "imported {}: {} added ({}), {} replaced ({}): library version {}",
+                a.file.display(),
+                s.added.len(),
+                s.added.join(", "),
+                s.replaced.len(),
+                s.replaced.join(", "),
+                s.version
+            );
+            Ok(())
+        }
+        ThreatCommand::History(a) => {
+            let lib = ThreatLibrary::open_without_model(&a.library)?;
+            println!("| version | parent | when | who | change | threats |\n|---:|---:|---|---|---|---:|");
+            for v in lib.history()? {
+                println!(
+                    "| {}{} | {} | {} | {} | {} | {} |",
+                    v.version,
+                    if v.current { " (current)" } else { "" },
+                    v.parent.map_or("-".into(), |p| p.to_string()),
+                    v.created_at,
+                    v.author,
+                    v.change,
+                    v.threats.len()
+                );
+            }
+            Ok(())
+        }
+        ThreatCommand::Rollback(a) => {
+            let lib = ThreatLibrary::open_without_model(&a.lib.library)?;
+            let v = lib.rollback(a.target, &author(&a.lib))?;
+            let cur = lib.current()?;
+            println!(
+                "restored the threats of version {} as version {v}: {}",
+                a.target,
+                names(&cur.threats)
+            );
+            Ok(())
+        }
+    }
+}
+
+fn author(a: &LibraryArgs) -> String {
+    a.author
+        .clone()
+        .or_else(|| std::env::var("USER").ok())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn names(threats: &[Threat]) -> String {
+    if threats.is_empty() {
+        return "none".into();
+    }
+    threats
+        .iter()
+        .map(|t| t.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn list(a: &LibraryArgs) -> Result<()> {
+    let lib = ThreatLibrary::open_without_model(&a.library)?;
+    let v = lib.current()?;
+    let id = lib.identity();
+    println!(
+        "{} — version {}, {} threat(s); model {} ({} data, {}-d embeddings)",
+        a.library.display(),
+        v.version,
+        v.threats.len(),
+        id.model,
+        id.dataset,
+        id.dim
+    );
+    if v.threats.is_empty() {
+        return Ok(());
+    }
+    println!("\n| id | sid | name | severity | category | prototypes | support | negatives | threshold | benign FPR | updated |\n|---:|---:|---|---:|---|---:|---:|---:|---:|---:|---|");
+    for t in &v.threats {
+        println!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {:.4} | {:.4}{} | {} |",
+            t.id,
+            t.signature_id,
+            t.name,
+            t.severity,
+            t.category,
+            t.prototypes.len(),
+            t.support.len(),
+            t.negatives.len(),
+            t.threshold,
+            t.report.fpr,
+            if t.report.forced { " (forced)" } else { "" },
+            t.updated_at
+        );
+    }
+    Ok(())
+}
+
+fn print_report(r: &EnrolmentReport) {
+    println!(
+        "guard: flags {} of {} benign reference flows (FPR {:.4}, budget {}) — {}",
+        r.would_flag,
+        r.benign_reference_rows,
+        r.fpr,
+        r.budget,
+        match (r.accepted, r.forced) {
+            (true, _) => "accepted",
+            (false, true) => "REFUSED, stored with --force",
+            (false, false) => "REFUSED",
+        }
+    );
+    println!(
+        "  threshold {:.4} (calibrated at the budget: {:.4}); {} prototype(s); flags {} of {} support flows; {} negative(s)",
+        r.threshold, r.calibrated_threshold, r.prototypes, r.support_flagged, r.support, r.negatives
+    );
+    println!("  weakest support flows: {}", r.weakest.join("; "));
+}
+
+fn show(t: &Threat) {
+    println!("{} (id {}, signature {})", t.name, t.id, t.signature_id);
+    println!("  severity {}, category {}", t.severity, t.category);
+    if !t.description.is_empty() {
+        println!("  {}", t.description);
+    }
+    println!(
+        "  created by {} at {}, updated {}",
+        t.created_by, t.created_at, t.updated_at
+    );
+    for (i, p) in t.prototypes.iter().enumerate() {
+        let norm = p.iter().map(|v| v * v).sum::<f32>().sqrt();
+        let head: Vec<String> = p.iter().take(4).map(|v| format!("{v:.3}")).collect();
+        println!(
+            "  prototype {i}: {} values, norm {norm:.3}, [{}, …]",
+            p.len(),
+            head.join(", ")
+        );
+    }
+    println!("  threshold {:.4}", t.threshold);
+    println!("  support ({}):", t.support.len());
+    for f in &t.support {
+        println!("    {} {}", f.source, f.locator);
+    }
+    if !t.negatives.is_empty() {
+        println!("  negatives ({}):", t.negatives.len());
+        for f in &t.negatives {
+            println!("    {} {}", f.source, f.locator);
+        }
+    }
+    print_report(&t.report);
+}
+
+/// Parses `3,7,10-12` into sorted, distinct 1-based row numbers.
+pub fn parse_rows(spec: &str) -> Result<Vec<usize>> {
+    let mut out = Vec::new();
+    for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let num = |s: &str| -> Result<usize> {
+            match s.trim().parse::<usize>() {
+                Ok(n) if n >= 1 => Ok(n),
+                _ => bail!("--rows: {part:?} is not a row number (1 = first data row) or a range like 10-12"),
+            }
+        };
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b) = (num(a)?, num(b)?);
+                if b < a || b - a > 1_000_000 {
+                    bail!("--rows: range {part:?} is empty or too long");
+                }
+                out.extend(a..=b);
+            }
+            None => out.push(num(part)?),
+        }
+    }
+    if out.is_empty() {
+        bail!("--rows: no row numbers in {spec:?}");
+    }
+    out.sort_unstable();
+    out.dedup();
+    Ok(out)
+}
+
+/// One condition of a capture filter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FilterTerm {
+    /// Either endpoint.
+    Host(IpAddr),
+    /// Forward source.
+    Src(IpAddr),
+    /// Forward destination.
+    Dst(IpAddr),
+    /// Either port.
+    Port(u16),
+    /// Forward source port.
+    Sport(u16),
+    /// Forward destination port.
+    Dport(u16),
+    /// IP protocol number.
+    Proto(u8),
+}
+
+/// Parses `host 1.2.3.4 and port 22 and proto tcp` (terms joined by `and`; empty = every flow).
+pub fn parse_filter(expr: &str) -> Result<Vec<FilterTerm>> {
+    let words: Vec<&str> = expr.split_whitespace().collect();
+    let mut terms = Vec::new();
+    let mut i = 0;
+    while i < words.len() {
+        if !terms.is_empty() {
+            if !words[i].eq_ignore_ascii_case("and") {
+                bail!("--filter {expr:?}: expected `and` before {:?}", words[i]);
+            }
+            i += 1;
+        }
+        let (Some(key), Some(value)) = (words.get(i), words.get(i + 1)) else {
+            bail!("--filter {expr:?}: a term is `host|src|dst IP`, `port|sport|dport N` or `proto tcp|udp|icmp|N`");
+        };
+        let ip = || -> Result<IpAddr> {
+            value
+                .parse()
+                .with_context(|| format!("--filter {expr:?}: {value:?} is not an IP address"))
+        };
+        let port = || -> Result<u16> {
+            value
+                .parse()
+                .with_context(|| format!("--filter {expr:?}: {value:?} is not a port (0-65535)"))
+        };
+        terms.push(match key.to_ascii_lowercase().as_str() {
+            "host" => FilterTerm::Host(ip()?),
+            "src" => FilterTerm::Src(ip()?),
+            "dst" => FilterTerm::Dst(ip()?),
+            "port" => FilterTerm::Port(port()?),
+            "sport" => FilterTerm::Sport(port()?),
+            "dport" => FilterTerm::Dport(port()?),
+            "proto" => FilterTerm::Proto(match value.to_ascii_lowercase().as_str() {
+                "tcp" => 6,
+                "udp" => 17,
+                "icmp" => 1,
+                "icmp6" | "icmpv6" => 58,
+                n => n.parse().with_context(|| {
+                    format!("--filter {expr:?}: protocol {value:?} is not tcp, udp, icmp, icmp6 or a number")
+                })?,
+            }),
+            other => bail!("--filter {expr:?}: unknown term {other:?} (host, src, dst, port, sport, dport, proto)"),
+        });
+        i += 2;
+    }
+    Ok(terms)
+}
+
+/// Whether a flow satisfies every term.
+pub fn filter_matches(terms: &[FilterTerm], f: &FlowRecord) -> bool {
+    terms.iter().all(|t| match *t {
+        FilterTerm::Host(a) => f.src == a || f.dst == a,
+        FilterTerm::Src(a) => f.src == a,
+        FilterTerm::Dst(a) => f.dst == a,
+        FilterTerm::Port(p) => f.src_port == p || f.dst_port == p,
+        FilterTerm::Sport(p) => f.src_port == p,
+        FilterTerm::Dport(p) => f.dst_port == p,
+        FilterTerm::Proto(p) => f.protocol == p,
+    })
+}
+
+/// Candidate flows: a frame, its rows to choose from, and each row's (source, locator).
+struct Candidates {
+    frame: FlowFrame,
+    rows: Vec<usize>,
+    locators: Vec<(String, String)>,
+}
+
+fn from_flow_file(path: &Path, a: &ThreatAddArgs, model: &ThreatModel) -> Result<Candidates> {
+    let opts = ReadOptions {
+        dataset: Some(model.normaliser.kind),
+        ..ReadOptions::default()
+    };
+    let (frame, _) = read_files(&[path.to_path_buf()], &opts).with_context(|| {
+        format!(
+            "reading flows for the model's dataset ({})",
+            model.normaliser.kind
+        )
+    })?;
+    model.check_layout(&frame.layout)?;
+    let mut rows: Vec<usize> = (0..frame.len()).collect();
+    if let Some(spec) = &a.rows {
+        let wanted = parse_rows(spec)?;
+        if let Some(&last) = wanted.last().filter(|&&l| l > frame.len()) {
+            bail!(
+                "--rows: {} has {} data rows, row {last} asked for",
+                path.display(),
+                frame.len()
+            );
+        }
+        rows = wanted.into_iter().map(|n| n - 1).collect();
+    }
+    if let Some(label) = &a.label {
+        rows.retain(|&r| frame.label(r) == label);
+        if rows.is_empty() {
+            let labels: Vec<String> = frame
+                .family_counts()
+                .into_iter()
+                .map(|(k, n)| format!("{k} ({n})"))
+                .collect();
+            bail!(
+                "{}: no selected row is labelled {label:?}; labels: {}",
+                path.display(),
+                labels.join(", ")
+            );
+        }
+    }
+    let source = path.display().to_string();
+    let locators = (0..frame.len())
+        .map(|r| {
+            (
+                source.clone(),
+                format!("row {} (line {})", r + 1, frame.sources[r].line),
+            )
+        })
+        .collect();
+    Ok(Candidates {
+        frame,
+        rows,
+        locators,
+    })
+}
+
+fn from_capture(path: &Path, filter: Option<&str>, model: &ThreatModel) -> Result<Candidates> {
+    if model.normaliser.kind != DatasetKind::Cic {
+        bail!(
+            "--pcap gives CICFlowMeter flows, but the model was trained on {} data: use a model trained on CIC-format flows, or --flows",
+            model.normaliser.kind
+        );
+    }
+    let terms = parse_filter(filter.unwrap_or(""))?;
+    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut reader = CaptureReader::new(
+        BufReader::with_capacity(1 << 20, file),
+        ReaderConfig::default(),
+    )
+    .with_context(|| format!("{}: not a readable pcap or pcapng capture", path.display()))?;
+    let mut engine = FlowEngine::new(FlowConfig::default())?;
+    let mut csv = CsvWriter::new(Vec::new(), None)?;
+    let source = path.display().to_string();
+    let mut locators = Vec::new();
+    let mut keep = |flow: FlowRecord, csv: &mut CsvWriter<Vec<u8>>| -> Result<()> {
+        if filter_matches(&terms, &flow) {
+            if locators.len() >= MAX_CAPTURE_FLOWS {
+                bail!(
+                    "{}: more than {MAX_CAPTURE_FLOWS} flows match; narrow --filter",
+                    path.display()
+                );
+            }
+            locators.push((
+                source.clone(),
+                format!("flow {} at {}", flow.flow_id(), flow.timestamp()),
+            ));
+            csv.write(&flow)?;
+        }
+        Ok(())
+    };
+    loop {
+        match reader.next_packet() {
+            Ok(Some(pkt)) => {
+                for flow in engine.push(&pkt) {
+                    keep(flow, &mut csv)?;
+                }
+            }
+            Ok(None) => break,
+            Err(e) => {
+                eprintln!(
+                    "warning: {}: capture ended early ({e}); flows up to there were kept",
+                    path.display()
+                );
+                break;
+            }
+        }
+    }
+    for flow in engine.finish() {
+        keep(flow, &mut csv)?;
+    }
+    let bytes = csv.finish()?;
+    if locators.is_empty() {
+        bail!(
+            "{}: no flow matches --filter {:?}",
+            path.display(),
+            filter.unwrap_or("")
+        );
+    }
+    let mut frame = FlowFrame::new(DatasetKind::Cic.layout());
+    let mut skips = SkipLog::default();
+    metaids_ingest::read_from(
+        &mut frame,
+        bytes.as_slice(),
+        &source,
+        FileFormat::CicImproved,
+        BadRowPolicy::Error,
+        &mut skips,
+    )?;
+    model.check_layout(&frame.layout)?;
+    if frame.len() != locators.len() {
+        bail!(
+            "{}: {} flows written but {} read back",
+            path.display(),
+            locators.len(),
+            frame.len()
+        );
+    }
+    Ok(Candidates {
+        rows: (0..frame.len()).collect(),
+        frame,
+        locators,
+    })
+}
+
+fn add(a: ThreatAddArgs) -> Result<()> {
+    if a.shots == 0 {
+        bail!("--shots must be at least 1");
+    }
+    let model = metaids_model::load(&a.model)?;
+    let c = match (&a.flows, &a.pcap) {
+        (Some(f), _) => from_flow_file(f, &a, &model)?,
+        (None, Some(p)) => from_capture(p, a.filter.as_deref(), &model)?,
+        (None, None) => bail!("give --flows FILE or --pcap FILE"),
+    };
+    let chosen = seeded_subsample(&c.rows, a.shots, a.seed);
+    if chosen.len() < c.rows.len() {
+        println!(
+            "took {} of {} selected flows (seed {}):",
+            chosen.len(),
+            c.rows.len(),
+            a.seed
+        );
+    } else {
+        println!("using all {} selected flows:", chosen.len());
+    }
+    for &r in &chosen {
+        println!("  {} {}", c.locators[r].0, c.locators[r].1);
+    }
+    let dim = model.dim();
+    let emb = model.embed_rows(&c.frame, &chosen)?;
+    let support: Vec<SupportFlow> = chosen
+        .iter()
+        .zip(emb.chunks_exact(dim))
+        .map(|(&r, e)| SupportFlow {
+            source: c.locators[r].0.clone(),
+            locator: c.locators[r].1.clone(),
+            embedding: e.to_vec(),
+        })
+        .collect();
+    let draft = ThreatDraft {
+        name: a.name.clone(),
+        description: a.description.clone(),
+        severity: a.severity,
+        category: a.category.clone(),
+        support,
+        author: author(&a.lib),
+    };
+    let options = EnrolOptions {
+        force: a.force,
+        budget: a.budget,
+    };
+    let lib = if a.lib.library.exists() {
+        ThreatLibrary::open(&a.lib.library, &model)?
+    } else if a.dry_run {
+        bail!(
+            "{} does not exist (a dry run creates nothing)",
+            a.lib.library.display()
+        );
+    } else {
+        let lib = ThreatLibrary::create(&a.lib.library, &model)?;
+        println!(
+            "created threat library {} for model {}",
+            a.lib.library.display(),
+            lib.identity().model
+        );
+        lib
+    };
+    if a.dry_run {
+        let t = lib.preview(&model, &draft, options)?;
+        print_report(&t.report);
+        println!("dry run: nothing stored");
+        return Ok(());
+    }
+    match lib.add(&model, &draft, options) {
+        Ok(e) => {
+            print_report(&e.threat.report);
+            println!(
+                "enrolled {:?} as threat {} (signature {}): library version {}",
+                e.threat.name, e.threat.id, e.threat.signature_id, e.version
+            );
+            Ok(())
+        }
+        Err(metaids_library::LibraryError::Refused { report, .. }) => {
+            print_report(&report);
+            bail!(
+                "enrolment of {:?} refused: flagging its support would flag {:.2}% of benign reference flows (budget {:.2}%). \
+                 Check the support flows (the weakest are listed above: mislabelled or benign?), choose others, or pass --force",
+                a.name,
+                report.fpr * 100.0,
+                report.budget * 100.0
+            )
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_parse_and_errors() {
+        assert_eq!(
+            parse_rows("3,7,10-12,7").expect("ok"),
+            vec![3, 7, 10, 11, 12]
+        );
+        assert!(parse_rows("0").is_err());
+        assert!(parse_rows("x").is_err());
+        assert!(parse_rows("5-2").is_err());
+        assert!(parse_rows("").is_err());
+    }
+
+    #[test]
+    fn filters_parse_and_match() {
+        let t = parse_filter("host 10.0.0.1 and port 22 and proto tcp").expect("ok");
+        assert_eq!(
+            t,
+            vec![
+                FilterTerm::Host("10.0.0.1".parse().expect("ip")),
+                FilterTerm::Port(22),
+                FilterTerm::Proto(6)
+            ]
+        );
+        assert!(parse_filter("").expect("empty").is_empty());
+        assert!(parse_filter("host").is_err());
+        assert!(parse_filter("host 1.2.3.4 port 22").is_err());
+        assert!(parse_filter("net 10.0.0.0/8").is_err());
+        assert!(parse_filter("port 70000").is_err());
+        assert_eq!(
+            parse_filter("proto 47").expect("gre"),
+            vec![FilterTerm::Proto(47)]
+        );
+    }
+}

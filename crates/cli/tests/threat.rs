@@ -1,0 +1,367 @@
+//! `metaids threat …` end to end on real shared data: a small model trained by `metaids train`, then
+//! enrolment from flow-file rows (label, row numbers) and from a capture, the guard refusing benign
+//! support, list/show/history, export → import into a new library, rollback, remove, and the refusal
+//! of another model.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+fn metaids() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_metaids"));
+    c.current_dir(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.."));
+    c
+}
+
+fn shared(sub: &str) -> String {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/data")
+        .join(sub);
+    assert!(p.exists(), "shared data missing at {}", p.display());
+    p.display().to_string()
+}
+
+fn run(args: &[&str]) -> Output {
+    metaids().args(args).output().expect("run metaids")
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = run(args);
+    assert!(
+        out.status.success(),
+        "metaids {args:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn fails(args: &[&str]) -> String {
+    let out = run(args);
+    assert!(
+        !out.status.success(),
+        "metaids {args:?} succeeded:\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn work() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("threat-cli-{}", std::process::id()));
+        std::fs::create_dir_all(&d).expect("dir");
+        d
+    })
+}
+
+fn train(seed: &str, steps: &str) -> String {
+    let out = work().join(format!("model-{seed}"));
+    let cic = shared("cic-ids2017-improved");
+    ok(&[
+        "train",
+        "--dataset",
+        "cic",
+        "--data",
+        &cic,
+        "--out",
+        &out.display().to_string(),
+        "--seed",
+        seed,
+        "--steps",
+        steps,
+        "--hidden",
+        "64",
+        "--depth",
+        "1",
+        "--embedding",
+        "32",
+        "--quiet",
+    ]);
+    out.display().to_string()
+}
+
+fn model() -> &'static str {
+    static M: OnceLock<String> = OnceLock::new();
+    M.get_or_init(|| train("11", "300"))
+}
+
+fn path(name: &str) -> String {
+    let p = work().join(name);
+    let _ = std::fs::remove_file(&p);
+    p.display().to_string()
+}
+
+#[test]
+fn threat_commands_end_to_end() {
+    let m = model();
+    let lib = path("lib.redb");
+    let ssh = shared("cic-ids2017-improved/SSH-Patator_2961.csv");
+    let out = ok(&[
+        "threat",
+        "add",
+        "--library",
+        &lib,
+        "--model",
+        m,
+        "--name",
+        "ssh brute force",
+        "--flows",
+        &ssh,
+        "--label",
+        "SSH-Patator",
+        "--shots",
+        "5",
+        "--severity",
+        "1",
+        "--category",
+        "brute-force",
+        "--author",
+        "alice",
+    ]);
+    assert!(out.contains("created threat library"), "{out}");
+    assert!(out.contains("took 5 of 2961 selected flows"), "{out}");
+    assert!(
+        out.contains("accepted") && out.contains("library version 2"),
+        "{out}"
+    );
+
+    // Rows by number, from the same file.
+    let out = ok(&[
+        "threat",
+        "add",
+        "--library",
+        &lib,
+        "--model",
+        m,
+        "--name",
+        "ssh rows",
+        "--flows",
+        &ssh,
+        "--rows",
+        "1-3,10",
+        "--author",
+        "alice",
+        "--force",
+    ]);
+    assert!(out.contains("using all 4 selected flows"), "{out}");
+    assert!(out.contains("row 10 (line 11)"), "{out}");
+
+    // Benign flows called an attack: refused, nothing stored.
+    let benign = shared("cic-ids2017-improved/BENIGN_5000.csv");
+    let err = fails(&[
+        "threat",
+        "add",
+        "--library",
+        &lib,
+        "--model",
+        m,
+        "--name",
+        "poison",
+        "--flows",
+        &benign,
+        "--label",
+        "BENIGN",
+    ]);
+    assert!(err.contains("REFUSED") && err.contains("refused"), "{err}");
+    let list = ok(&["threat", "list", "--library", &lib]);
+    assert!(list.contains("version 3, 2 threat(s)"), "{list}");
+    assert!(
+        list.contains("| 1 | 9100001 | ssh brute force | 1 | brute-force |"),
+        "{list}"
+    );
+    assert!(!list.contains("poison"), "{list}");
+
+    let show = ok(&["threat", "show", "--library", &lib, "ssh brute force"]);
+    assert!(
+        show.contains("support (5):") && show.contains("SSH-Patator_2961.csv row "),
+        "{show}"
+    );
+    assert!(show.contains("created by alice"), "{show}");
+    let json = ok(&[
+        "threat",
+        "show",
+        "--library",
+        &lib,
+        "ssh brute force",
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&json).expect("json");
+    assert_eq!(v["signature_id"], 9_100_001);
+    assert_eq!(v["support"].as_array().expect("support").len(), 5);
+
+    // Export, then import into a new library (created for the document's model).
+    let doc = path("lib.json");
+    ok(&["threat", "export", "--library", &lib, "--out", &doc]);
+    let lib2 = path("lib2.redb");
+    let out = ok(&["threat", "import", "--library", &lib2, &doc]);
+    assert!(out.contains("2 added"), "{out}");
+    let a = ok(&["threat", "show", "--library", &lib, "ssh rows", "--json"]);
+    let b = ok(&["threat", "show", "--library", &lib2, "ssh rows", "--json"]);
+    assert_eq!(a, b);
+    let err = fails(&["threat", "import", "--library", &lib2, &doc]);
+    assert!(err.contains("exists already"), "{err}");
+    ok(&["threat", "import", "--library", &lib2, &doc, "--replace"]);
+
+    // Remove, rollback, history.
+    ok(&["threat", "remove", "--library", &lib, "ssh rows"]);
+    let list = ok(&["threat", "list", "--library", &lib]);
+    assert!(!list.contains("ssh rows"), "{list}");
+    let out = ok(&["threat", "rollback", "--library", &lib, "3"]);
+    assert!(out.contains("as version 5"), "{out}");
+    let list = ok(&["threat", "list", "--library", &lib]);
+    assert!(
+        list.contains("ssh rows") && list.contains("version 5"),
+        "{list}"
+    );
+    let hist = ok(&["threat", "history", "--library", &lib]);
+    for needle in [
+        "| 1 |",
+        "| 5 (current) | 4 |",
+        "rollback to version 3",
+        "remove ssh rows",
+    ] {
+        assert!(hist.contains(needle), "{needle}: {hist}");
+    }
+    let err = fails(&["threat", "rollback", "--library", &lib, "42"]);
+    assert!(err.contains("no version 42"), "{err}");
+    let err = fails(&["threat", "show", "--library", &lib, "nope"]);
+    assert!(err.contains("no threat named \"nope\""), "{err}");
+}
+
+#[test]
+fn enrolment_from_a_capture_with_a_filter() {
+    let m = model();
+    let lib = path("pcap.redb");
+    let pcap = shared("pcaps/zeek-traces/ssh/sshguess.pcap");
+    let out = ok(&[
+        "threat",
+        "add",
+        "--library",
+        &lib,
+        "--model",
+        m,
+        "--name",
+        "ssh guessing",
+        "--pcap",
+        &pcap,
+        "--filter",
+        "port 22 and proto tcp",
+        "--shots",
+        "5",
+        "--force",
+    ]);
+    assert!(out.contains("guard: flags"), "{out}");
+    assert!(out.contains("flow ") && out.contains("-22-6 at "), "{out}");
+    let show = ok(&["threat", "show", "--library", &lib, "ssh guessing"]);
+    assert!(show.contains("sshguess.pcap flow "), "{show}");
+    let err = fails(&[
+        "threat",
+        "add",
+        "--library",
+        &lib,
+        "--model",
+        m,
+        "--name",
+        "x",
+        "--pcap",
+        &pcap,
+        "--filter",
+        "port 1",
+    ]);
+    assert!(err.contains("no flow matches"), "{err}");
+    let err = fails(&[
+        "threat",
+        "add",
+        "--library",
+        &lib,
+        "--model",
+        m,
+        "--name",
+        "x",
+        "--pcap",
+        &pcap,
+        "--filter",
+        "port 22 or port 23",
+    ]);
+    assert!(err.contains("expected `and`"), "{err}");
+}
+
+#[test]
+fn a_library_refuses_another_model() {
+    let m = model();
+    let other = train("12", "20");
+    let lib = path("mismatch.redb");
+    let ssh = shared("cic-ids2017-improved/SSH-Patator_2961.csv");
+    ok(&[
+        "threat",
+        "add",
+        "--library",
+        &lib,
+        "--model",
+        m,
+        "--name",
+        "ssh",
+        "--flows",
+        &ssh,
+        "--label",
+        "SSH-Patator",
+    ]);
+    let err = fails(&[
+        "threat",
+        "add",
+        "--library",
+        &lib,
+        "--model",
+        &other,
+        "--name",
+        "ssh2",
+        "--flows",
+        &ssh,
+        "--label",
+        "SSH-Patator",
+    ]);
+    assert!(
+        err.contains("was built for model") && err.contains("mismatch.redb"),
+        "{err}"
+    );
+    assert!(err.contains(&other), "{err}");
+    let err = fails(&[
+        "threat",
+        "add",
+        "--library",
+        &lib,
+        "--model",
+        m,
+        "--name",
+        "bad",
+        "--flows",
+        &ssh,
+        "--label",
+        "No-Such-Label",
+    ]);
+    assert!(
+        err.contains("no selected row is labelled") && err.contains("SSH-Patator"),
+        "{err}"
+    );
+    let err = fails(&[
+        "threat",
+        "add",
+        "--library",
+        &lib,
+        "--model",
+        m,
+        "--name",
+        "bad",
+        "--flows",
+        &ssh,
+        "--rows",
+        "99999",
+    ]);
+    assert!(err.contains("data rows"), "{err}");
+}
