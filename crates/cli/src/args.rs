@@ -30,7 +30,8 @@ pub struct Cli {
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the unseen-family benchmark on the NSL-KDD copy shipped in data/ and print the table.
+    /// The whole system on the data shipped in data/: meta-train, benchmark on unseen families, enrol two
+    /// threats from 5 flows of real captures, detect them, write EVE alerts and a report.
     Demo(DemoArgs),
     /// Few-shot benchmark on attack families never seen in training, with classical baselines.
     ///
@@ -483,10 +484,20 @@ pub struct ProtocolArgs {
 /// `demo` arguments.
 #[derive(Debug, Args)]
 pub struct DemoArgs {
-    /// Directory holding the vendored NSL-KDD files.
-    #[arg(long, default_value = "data/nsl-kdd")]
+    /// Directory holding the vendored CIC-IDS2017 sample.
+    #[arg(long, default_value = "data/cic-ids2017")]
     pub data: PathBuf,
-    /// Protocol settings.
+    /// Captures whose attack the demo enrols from a few flows and then detects.
+    #[arg(long, num_args = 1.., default_values = ["data/pcaps/sshguess.pcap", "data/pcaps/ftp-bruteforce.pcap"])]
+    pub captures: Vec<PathBuf>,
+    /// Flows of each capture used to enrol its threat.
+    #[arg(long, default_value_t = 5)]
+    pub enrol_shots: usize,
+    /// Output folder (model, threat library, alerts, verdicts, nftables script, report); replaced files
+    /// of an earlier demo run are overwritten.
+    #[arg(long, default_value = "metaids-demo")]
+    pub out: PathBuf,
+    /// Protocol settings of the benchmark step.
     #[command(flatten)]
     pub protocol: ProtocolArgs,
 }

@@ -36,7 +36,10 @@ fn find_alert(path: &std::path::Path, id: &str) -> Result<(EveEvent, usize)> {
             );
         }
         if line.len() > MAX_LINE {
-            bail!("{}: line {n} is longer than {MAX_LINE} bytes", path.display());
+            bail!(
+                "{}: line {n} is longer than {MAX_LINE} bytes",
+                path.display()
+            );
         }
         // Cheap pre-filter before parsing: the id must appear on the line.
         if !line.windows(id.len()).any(|w| w == id.as_bytes()) {

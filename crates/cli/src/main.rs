@@ -4,6 +4,7 @@
 //! through `metaids-eval`, and prints or writes what they return.
 
 mod args;
+mod demo;
 mod detect_cmd;
 mod extract;
 mod feedback_cmd;
@@ -23,7 +24,7 @@ use metaids_core::FlowFrame;
 use metaids_eval::{BaselineConfig, Benchmark, DataFile, EvalConfig, FewShotMethod, Report};
 use metaids_ingest::{read_files, resolve_files, write_atomic, BadRowPolicy, ReadOptions, SkipLog};
 
-use args::{BenchArgs, Cli, Command, DataArgs, DemoArgs, EvaluateArgs, OnBadRow, ProtocolArgs};
+use args::{BenchArgs, Cli, Command, DataArgs, EvaluateArgs, OnBadRow, ProtocolArgs};
 
 fn main() {
     let cli = Cli::parse();
@@ -33,7 +34,7 @@ fn main() {
         .with_writer(std::io::stderr)
         .init();
     let result = match cli.command {
-        Command::Demo(a) => demo(a),
+        Command::Demo(a) => demo::run(a),
         Command::Evaluate(a) => evaluate(a),
         Command::Stats(a) => stats(a),
         Command::Bench(a) => bench(a),
@@ -48,6 +49,17 @@ fn main() {
         std::process::exit(1);
     }
 }
+
+/// The benchmark rows the demo shows unless --methods says otherwise: the model's, and the baselines
+/// that matter most (the strongest, with shots, by majority vote and at the model's false-positive budget).
+pub const DEMO_METHODS: &[&str] = &[
+    "nearest-centroid",
+    "forest",
+    "forest+shots",
+    "forest+shots@budget",
+    "protonet",
+    "protonet+known",
+];
 
 /// The split files of the repository, built in so the binary works from any directory.
 fn builtin_split(kind: DatasetKind) -> (&'static str, &'static str) {
@@ -311,73 +323,6 @@ fn evaluate(a: EvaluateArgs) -> Result<()> {
     run_benchmark(&loaded, &a.protocol, extra)?;
     if let Some(m) = &model {
         model_cmd::report_enrolment(m, &loaded)?;
-    }
-    Ok(())
-}
-
-fn demo(a: DemoArgs) -> Result<()> {
-    if !a.data.is_dir() {
-        bail!(
-            "{} not found: run the demo from the repository root (it reads the NSL-KDD copy shipped in data/nsl-kdd)",
-            a.data.display()
-        );
-    }
-    println!(
-        "metaids demo: meta-learned threat model vs classical baselines on NSL-KDD families never seen in training\n\
-         (data shipped in {}).",
-        a.data.display()
-    );
-    println!(
-        "Seen families and benign training rows train the model and the baselines; the 17 families found only in\n\
-         KDDTest+ are novel: each is detected from K labelled flows against benign rows nothing trained on.\n"
-    );
-    let data = DataArgs {
-        dataset: Some("nsl-kdd".into()),
-        data: vec![a.data.clone()],
-        format: None,
-        on_bad_row: OnBadRow::Error,
-        split: None,
-    };
-    let loaded = load(&data)?;
-    let split = loaded.spec.apply(&loaded.frame)?;
-    println!("Meta-training the threat model on the seen families (validation families choose the kept weights)…");
-    let cfg = metaids_model::TrainConfig {
-        seed: a.protocol.seed,
-        ..metaids_model::TrainConfig::default()
-    };
-    let (model, seconds) = model_cmd::fit(
-        &loaded,
-        &split,
-        metaids_model::EncoderConfig::for_input(0),
-        &cfg,
-        a.protocol.quiet,
-    )?;
-    println!(
-        "trained in {seconds:.1} s: validation F1 {:.3} (untrained encoder {:.3}); every row below uses the same episodes.\n",
-        model.record.best_f1,
-        model.record.history.first().map_or(f64::NAN, |h| h.f1)
-    );
-    let model = std::sync::Arc::new(model);
-    let report = run_benchmark(&loaded, &a.protocol, model_cmd::methods(&model))?;
-    model_cmd::report_enrolment(&model, &loaded)?;
-    let best = |model_rows: bool| {
-        report
-            .results
-            .iter()
-            .filter(|r| r.shots == 5 && r.method.starts_with("protonet") == model_rows)
-            .max_by(|x, y| x.macro_f1.mean.total_cmp(&y.macro_f1.mean))
-    };
-    if let (Some(b), Some(m)) = (best(false), best(true)) {
-        println!(
-            "At K=5: best baseline {} {} (FPR {:.3}); best model row {} {} (FPR {:.3}, budget {}).",
-            b.method,
-            b.macro_f1.display(),
-            b.fpr.mean,
-            m.method,
-            m.macro_f1.display(),
-            m.fpr.mean,
-            cfg.fpr_budget
-        );
     }
     Ok(())
 }

@@ -342,10 +342,13 @@ pub fn filter_matches(terms: &[FilterTerm], f: &FlowRecord) -> bool {
 }
 
 /// Candidate flows: a frame, its rows to choose from, and each row's (source, locator).
-struct Candidates {
-    frame: FlowFrame,
-    rows: Vec<usize>,
-    locators: Vec<(String, String)>,
+pub struct Candidates {
+    /// The flows, in the model's layout.
+    pub frame: FlowFrame,
+    /// Rows to choose support flows from.
+    pub rows: Vec<usize>,
+    /// Each row's (source, locator).
+    pub locators: Vec<(String, String)>,
 }
 
 fn from_flow_file(path: &Path, a: &ThreatAddArgs, model: &ThreatModel) -> Result<Candidates> {
@@ -403,7 +406,8 @@ fn from_flow_file(path: &Path, a: &ThreatAddArgs, model: &ThreatModel) -> Result
     })
 }
 
-fn from_capture(path: &Path, filter: Option<&str>, model: &ThreatModel) -> Result<Candidates> {
+/// The flows of a capture (those matching `filter`), as candidate support flows.
+pub fn from_capture(path: &Path, filter: Option<&str>, model: &ThreatModel) -> Result<Candidates> {
     if model.normaliser.kind != DatasetKind::Cic {
         bail!(
             "--pcap gives CICFlowMeter flows, but the model was trained on {} data: use a model trained on CIC-format flows, or --flows",

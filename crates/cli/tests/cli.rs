@@ -144,6 +144,7 @@ fn help_teaches_the_protocol() {
 
 #[test]
 fn demo_runs_on_the_shipped_data() {
+    let dir = tempfile::tempdir().expect("tmp");
     let out = metaids()
         .args([
             "demo",
@@ -154,7 +155,9 @@ fn demo_runs_on_the_shipped_data() {
             "--methods",
             "nearest-centroid,protonet",
             "--quiet",
+            "--out",
         ])
+        .arg(dir.path())
         .output()
         .expect("run");
     assert!(
@@ -171,4 +174,41 @@ fn demo_runs_on_the_shipped_data() {
         stdout.contains("At K=5: best baseline nearest-centroid"),
         "{stdout}"
     );
+    // Both threats enrolled from 5 capture flows, then detected in the rest of their capture.
+    for name in ["SSH password guessing", "FTP brute force"] {
+        assert!(
+            stdout.contains(&format!("enrolled {name:?} from 5 of them")),
+            "{stdout}"
+        );
+        assert!(
+            stdout.contains(&format!("not used for enrolment detected as {name:?}")),
+            "{stdout}"
+        );
+    }
+    // Outputs: a parseable EVE file whose alerts name the enrolled threats, verdicts, a report.
+    let alerts = std::fs::read_to_string(dir.path().join("alerts.json")).expect("alerts");
+    let mut signatures = std::collections::BTreeSet::new();
+    for line in alerts.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).expect("EVE line is JSON");
+        assert_eq!(v["event_type"], "alert", "{line}");
+        signatures.insert(
+            v["alert"]["signature"]
+                .as_str()
+                .expect("signature")
+                .to_string(),
+        );
+    }
+    assert!(
+        signatures.contains("metaids SSH password guessing")
+            && signatures.contains("metaids FTP brute force"),
+        "{signatures:?}"
+    );
+    let verdicts = std::fs::read_to_string(dir.path().join("verdicts.jsonl")).expect("verdicts");
+    assert_eq!(
+        verdicts.lines().count(),
+        11 + 30,
+        "one verdict per capture flow"
+    );
+    let report = std::fs::read_to_string(dir.path().join("report.md")).expect("report");
+    assert!(report.contains("## 4. Detection"), "{report}");
 }

@@ -169,12 +169,14 @@ impl Threat {
     }
 }
 
-/// Squared Euclidean distance.
+/// Squared Euclidean distance: the very function the model's decisions and the detector use
+/// (`metaids_eval::method::sq_dist`), so a threshold set from a score here compares exactly with the
+/// score the detector computes for the same flow.
 ///
 /// # Shapes
 /// `a`, `b`: `dim` → scalar.
 pub fn sq_dist(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum()
+    metaids_eval::method::sq_dist(a, b)
 }
 
 /// Squared distance from `x` to the nearest of `centres` (`+inf` when there is none). The one
