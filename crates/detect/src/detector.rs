@@ -129,7 +129,7 @@ pub struct FeatureEffect {
 pub struct Explanation {
     /// The nearest prototypes (benign, armed threats, known families), nearest first.
     pub nearest: Vec<NearestPrototype>,
-    /// The features that moved the margin most, largest effect first.
+    /// The features that moved the margin most (positive effects only), largest effect first.
     pub top_features: Vec<FeatureEffect>,
 }
 
@@ -525,6 +525,8 @@ impl Detector {
                     }
                 })
                 .collect();
+            // Only features whose reset lowers the margin pushed the flow towards the alert.
+            effects.retain(|f| f.effect > 0.0);
             effects.sort_by(|a, b| b.effect.total_cmp(&a.effect));
             effects.truncate(self.options.top_features);
             out.push(Explanation {

@@ -363,6 +363,7 @@ fn eve_records_verdicts_dedup_and_nftables_script() {
     assert!(!alerts.is_empty());
     let mut per_key: BTreeMap<(String, u64), u64> = BTreeMap::new();
     let mut ids = std::collections::HashSet::new();
+    let mut explained = 0;
     for e in &alerts {
         assert!(
             is_suricata_timestamp(e["timestamp"].as_str().expect("ts")),
@@ -416,10 +417,12 @@ fn eve_records_verdicts_dedup_and_nftables_script() {
         assert!(x["alert_id"].as_str().expect("id").starts_with("test-"));
         assert_eq!(x["embedding"].as_array().expect("embedding").len(), m.dim());
         assert!(!x["nearest"].as_array().expect("nearest").is_empty());
-        let top = x["top_features"].as_array().expect("top features");
-        assert!(!top.is_empty() && top.len() <= 5);
-        for f in top {
-            assert!(f["name"].is_string() && f["effect"].is_f64() && f["z"].is_f64());
+        let top = x["top_features"].as_array().cloned().unwrap_or_default();
+        assert!(top.len() <= 5);
+        explained += usize::from(!top.is_empty());
+        for f in &top {
+            assert!(f["name"].is_string() && f["z"].is_f64());
+            assert!(f["effect"].as_f64().expect("effect") > 0.0, "{f}");
         }
         assert!(x["score"].as_f64().expect("score") > 0.0);
         assert!(x["model"].as_str().expect("model").len() == 16);
@@ -427,6 +430,7 @@ fn eve_records_verdicts_dedup_and_nftables_script() {
             .entry((e["src_ip"].as_str().expect("src").to_string(), sid))
             .or_default() += 1;
     }
+    assert!(explained > 0, "no alert names a feature that moved it");
     // At most 2 alerts per (source, signature, 60 s window): these captures span a few minutes.
     let guesser = per_key
         .get(&("192.168.56.1".to_string(), u64::from(sig)))
