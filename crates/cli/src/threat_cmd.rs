@@ -26,7 +26,7 @@ const MAX_CAPTURE_FLOWS: usize = 200_000;
 /// Runs a `threat` subcommand.
 pub fn run(c: ThreatCommand) -> Result<()> {
     match c {
-        ThreatCommand::Add(a) => add(a),
+        ThreatCommand::Add(a) => add(*a),
         ThreatCommand::List(a) => list(&a),
         ThreatCommand::Show(a) => {
             let lib = ThreatLibrary::open_without_model(&a.lib.library)?;
