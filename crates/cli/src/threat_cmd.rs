@@ -14,7 +14,8 @@ use metaids_core::FlowFrame;
 use metaids_flow::{CaptureReader, CsvWriter, FlowConfig, FlowEngine, FlowRecord, ReaderConfig};
 use metaids_ingest::{read_files, BadRowPolicy, ReadOptions, SkipLog};
 use metaids_library::{
-    EnrolOptions, EnrolmentReport, SupportFlow, Threat, ThreatDocument, ThreatDraft, ThreatLibrary,
+    EnrolOptions, EnrolmentReport, ModelIdentity, SupportFlow, Threat, ThreatDocument, ThreatDraft,
+    ThreatLibrary,
 };
 use metaids_model::ThreatModel;
 
@@ -546,7 +547,11 @@ fn add(a: ThreatAddArgs) -> Result<()> {
             a.lib.library.display()
         );
     } else {
-        let lib = ThreatLibrary::create(&a.lib.library, &model)?;
+        let lib = ThreatLibrary::create_with(
+            &a.lib.library,
+            ModelIdentity::of(&model)?,
+            &author(&a.lib),
+        )?;
         println!(
             "created threat library {} for model {}",
             a.lib.library.display(),
