@@ -201,7 +201,7 @@ pub enum ThreatCommand {
     /// held-out calibration rows) the threat would flag when it flags every support flow, and refuses
     /// (unless --force) when that exceeds the model's false-positive budget: a mislabelled or poisoned
     /// support set must not blind or flood the detector. Creates the library if it does not exist.
-    Add(ThreatAddArgs),
+    Add(Box<ThreatAddArgs>),
     /// List the threats of the current version.
     List(LibraryArgs),
     /// Show one threat: prototypes, threshold, provenance of every support flow, the guard's report.

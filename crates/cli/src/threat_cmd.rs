@@ -14,7 +14,8 @@ use metaids_core::FlowFrame;
 use metaids_flow::{CaptureReader, CsvWriter, FlowConfig, FlowEngine, FlowRecord, ReaderConfig};
 use metaids_ingest::{read_files, BadRowPolicy, ReadOptions, SkipLog};
 use metaids_library::{
-    EnrolOptions, EnrolmentReport, SupportFlow, Threat, ThreatDocument, ThreatDraft, ThreatLibrary,
+    EnrolOptions, EnrolmentReport, ModelIdentity, SupportFlow, Threat, ThreatDocument, ThreatDraft,
+    ThreatLibrary,
 };
 use metaids_model::ThreatModel;
 
@@ -26,7 +27,7 @@ const MAX_CAPTURE_FLOWS: usize = 200_000;
 /// Runs a `threat` subcommand.
 pub fn run(c: ThreatCommand) -> Result<()> {
     match c {
-        ThreatCommand::Add(a) => add(a),
+        ThreatCommand::Add(a) => add(*a),
         ThreatCommand::List(a) => list(&a),
         ThreatCommand::Show(a) => {
             let lib = ThreatLibrary::open_without_model(&a.lib.library)?;
@@ -550,7 +551,11 @@ fn add(a: ThreatAddArgs) -> Result<()> {
             a.lib.library.display()
         );
     } else {
-        let lib = ThreatLibrary::create(&a.lib.library, &model)?;
+        let lib = ThreatLibrary::create_with(
+            &a.lib.library,
+            ModelIdentity::of(&model)?,
+            &author(&a.lib),
+        )?;
         println!(
             "created threat library {} for model {}",
             a.lib.library.display(),

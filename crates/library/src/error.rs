@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use crate::store::ModelIdentity;
 use crate::threat::EnrolmentReport;
 
 /// Everything that can go wrong while creating, opening, changing, exporting or importing a library.
@@ -15,9 +16,9 @@ pub enum LibraryError {
         path: PathBuf,
         /// What was being done.
         context: &'static str,
-        /// redb's error.
+        /// redb's error (boxed: it is large).
         #[source]
-        source: redb::Error,
+        source: Box<redb::Error>,
     },
     /// Reading or writing a file failed.
     #[error("{path}: {source}")]
@@ -60,28 +61,22 @@ pub enum LibraryError {
         message: String,
     },
     /// The library (or an exported document) belongs to another model or feature schema.
-    #[error("{path} was built for model {expected_model} (schema {expected_schema}, {expected_dim}-d embeddings), but {what} is model {found_model} (schema {found_schema}, {found_dim}-d); prototypes of one model mean nothing to another: enrol the threats again with this model, or use the model the library was built for")]
+    #[error("{path} was built for model {} ({} data, schema {}, {}-d embeddings), but {what} is model {} ({} data, schema {}, {}-d); prototypes of one model mean nothing to another: enrol the threats again with this model, or use the model the library was built for",
+        expected.model, expected.dataset, expected.schema_hash, expected.dim,
+        found.model, found.dataset, found.schema_hash, found.dim)]
     ModelMismatch {
-        /// The library file (or document) whose model is `expected_*`.
+        /// The library file (or document) whose model is `expected`.
         path: PathBuf,
         /// What was compared against it (`the model /x/cic.model`, `the document y.json`).
         what: String,
-        /// Weights sha256 the library records.
-        expected_model: String,
-        /// Feature-schema hash the library records.
-        expected_schema: String,
-        /// Embedding size the library records.
-        expected_dim: usize,
-        /// Weights sha256 found.
-        found_model: String,
-        /// Feature-schema hash found.
-        found_schema: String,
-        /// Embedding size found.
-        found_dim: usize,
+        /// The identity the library records.
+        expected: Box<ModelIdentity>,
+        /// The identity found.
+        found: Box<ModelIdentity>,
     },
     /// The model crate refused something (reading the model's manifest, embedding).
     #[error(transparent)]
-    Model(#[from] metaids_model::ModelError),
+    Model(Box<metaids_model::ModelError>),
     /// No threat of that name in the current version.
     #[error(
         "threat library {path}: no threat named {name:?} in version {version} (threats: {known})"
@@ -143,6 +138,12 @@ pub enum LibraryError {
         /// Expected versus found.
         message: String,
     },
+}
+
+impl From<metaids_model::ModelError> for LibraryError {
+    fn from(e: metaids_model::ModelError) -> Self {
+        LibraryError::Model(Box::new(e))
+    }
 }
 
 /// The crate's result type.

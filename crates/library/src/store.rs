@@ -167,7 +167,7 @@ impl Ids {
     /// A fresh id, or `wanted` if it was never assigned in this library.
     fn assign(&mut self, path: &Path, wanted: Option<u32>) -> Result<u32> {
         let id = match wanted {
-            Some(w) if w >= 1 && w <= MAX_THREAT_ID && !self.used.contains(&w) => w,
+            Some(w) if (1..=MAX_THREAT_ID).contains(&w) && !self.used.contains(&w) => w,
             _ => self.used.last().map_or(1, |m| m + 1),
         };
         if id > MAX_THREAT_ID {
@@ -213,7 +213,7 @@ fn store<'a, E: Into<redb::Error>>(
     move |e| LibraryError::Store {
         path: path.to_path_buf(),
         context,
-        source: e.into(),
+        source: Box::new(e.into()),
     }
 }
 
@@ -375,12 +375,8 @@ impl ThreatLibrary {
             return Err(LibraryError::ModelMismatch {
                 path: self.path.clone(),
                 what,
-                expected_model: id.model.clone(),
-                expected_schema: id.schema_hash.clone(),
-                expected_dim: id.dim,
-                found_model: found.model.clone(),
-                found_schema: found.schema_hash.clone(),
-                found_dim: found.dim,
+                expected: Box::new(id.clone()),
+                found: Box::new(found.clone()),
             });
         }
         Ok(())
