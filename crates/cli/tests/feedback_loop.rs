@@ -1,0 +1,231 @@
+//! The analyst loop end to end with the real binary: a threat enrolled into a redb library from 5 flows
+//! of a capture, `metaids detect --library` on that library, `metaids feedback --reject` on one of its
+//! alerts (that flow is no longer flagged on the next run, the others still are), `--confirm` on
+//! another (one more support flow), and `threat rollback` (the rejected flow is flagged again).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn metaids() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_metaids"));
+    c.current_dir(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.."));
+    c
+}
+
+fn shared(sub: &str) -> PathBuf {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/data")
+        .join(sub);
+    assert!(p.exists(), "shared data missing at {}", p.display());
+    p
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "stdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Verdict per flow id, and the EVE alerts, of one `detect` run over the SSH and FTP captures.
+fn detect(
+    dir: &Path,
+    model: &Path,
+    library: &Path,
+    run: &str,
+) -> (Vec<serde_json::Value>, Vec<serde_json::Value>) {
+    let alerts = dir.join(format!("{run}.eve.json"));
+    let verdicts = dir.join(format!("{run}.verdicts.jsonl"));
+    ok(&metaids()
+        .args(["detect", "--model"])
+        .arg(model)
+        .arg("--library")
+        .arg(library)
+        .arg("--pcap")
+        .arg(shared("pcaps/zeek-traces/ssh/sshguess.pcap"))
+        .arg(shared("pcaps/zeek-traces/ftp/bruteforce.pcap"))
+        .arg("--alerts")
+        .arg(&alerts)
+        .arg("--verdicts")
+        .arg(&verdicts)
+        // One alert per flow, so every flagged flow can be given feedback.
+        .args(["--dedup-max", "1000000", "--run-id", run, "--quiet"])
+        .output()
+        .expect("detect"));
+    let parse = |p: &Path| -> Vec<serde_json::Value> {
+        std::fs::read_to_string(p)
+            .expect("read")
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("json line"))
+            .collect()
+    };
+    (parse(&verdicts), parse(&alerts))
+}
+
+fn flagged_ssh(verdicts: &[serde_json::Value]) -> Vec<u64> {
+    verdicts
+        .iter()
+        .filter(|v| v["verdict"] == "threat" && v["threat"] == "ssh guessing")
+        .map(|v| v["flow_id"].as_u64().expect("flow id"))
+        .collect()
+}
+
+#[test]
+fn feedback_on_alerts_refits_the_threat_and_rollback_restores_it() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let model = dir.path().join("cic.model");
+    ok(&metaids()
+        .args(["train", "--dataset", "cic", "--data"])
+        .arg(shared("cic-ids2017-improved"))
+        .args([
+            "--steps",
+            "150",
+            "--hidden",
+            "64",
+            "--depth",
+            "1",
+            "--embedding",
+            "32",
+        ])
+        .args(["--eval-every", "50", "--seed", "5", "--quiet", "--out"])
+        .arg(&model)
+        .output()
+        .expect("train"));
+    let library = dir.path().join("threats.redb");
+    let added = ok(&metaids()
+        .args(["threat", "add", "--library"])
+        .arg(&library)
+        .arg("--model")
+        .arg(&model)
+        .args(["--name", "ssh guessing", "--pcap"])
+        .arg(shared("pcaps/zeek-traces/ssh/sshguess.pcap"))
+        .args(["--filter", "port 22", "--shots", "5", "--author", "tester"])
+        .output()
+        .expect("threat add"));
+    assert!(added.contains("accepted"), "{added}");
+
+    // The threat catches the SSH capture's flows: all 11 (5 of them its support).
+    let (verdicts, alerts) = detect(dir.path(), &model, &library, "first");
+    assert_eq!(
+        verdicts.len(),
+        11 + 30,
+        "one verdict per flow of both captures"
+    );
+    let first = flagged_ssh(&verdicts);
+    assert!(
+        first.iter().filter(|&&f| f <= 11).count() >= 10,
+        "ssh flows flagged: {first:?}"
+    );
+    // The small test model confuses at most a few FTP brute-force flows (ids 12–41) with it.
+    assert!(
+        first.iter().filter(|&&f| f > 11).count() <= 3,
+        "FTP flows called SSH guessing: {first:?}"
+    );
+    let ssh_alerts: Vec<&serde_json::Value> = alerts
+        .iter()
+        .filter(|a| a["alert"]["signature"] == "metaids ssh guessing")
+        .collect();
+    assert_eq!(ssh_alerts.len(), first.len(), "one alert per flagged flow");
+    // Reject the alert whose flow is most like the threat's support (the hardest one to unlearn).
+    let rejected = ssh_alerts
+        .iter()
+        .max_by(|a, b| {
+            let s = |x: &serde_json::Value| x["metaids"]["score"].as_f64().expect("score");
+            s(a).total_cmp(&s(b))
+        })
+        .expect("an ssh alert");
+    let rejected_id = rejected["metaids"]["alert_id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let rejected_flow = rejected["flow_id"].as_u64().expect("flow id");
+    let out = ok(&metaids()
+        .args(["feedback", "--alerts"])
+        .arg(dir.path().join("first.eve.json"))
+        .args(["--alert", &rejected_id, "--reject", "--library"])
+        .arg(&library)
+        .arg("--model")
+        .arg(&model)
+        .args(["--author", "analyst"])
+        .output()
+        .expect("feedback"));
+    assert!(
+        out.contains("rejected alert") && out.contains("1 negative"),
+        "{out}"
+    );
+
+    let (verdicts, _) = detect(dir.path(), &model, &library, "second");
+    let second = flagged_ssh(&verdicts);
+    assert!(
+        !second.contains(&rejected_flow),
+        "the rejected flow {rejected_flow} is still flagged: {second:?}"
+    );
+
+    // Confirming another alert adds a support flow (a new version, 6 support flows).
+    let confirmed = ssh_alerts
+        .iter()
+        .find(|a| a["flow_id"].as_u64() != Some(rejected_flow))
+        .expect("another ssh alert");
+    let out = ok(&metaids()
+        .args(["feedback", "--alerts"])
+        .arg(dir.path().join("first.eve.json"))
+        .args([
+            "--alert",
+            confirmed["metaids"]["alert_id"].as_str().expect("id"),
+            "--confirm",
+            "--force",
+            "--library",
+        ])
+        .arg(&library)
+        .arg("--model")
+        .arg(&model)
+        .output()
+        .expect("feedback"));
+    assert!(
+        out.contains("confirmed alert") && out.contains("6 support"),
+        "{out}"
+    );
+
+    // An unknown alert id and a wrong model are refused with the file named.
+    let out = metaids()
+        .args(["feedback", "--alerts"])
+        .arg(dir.path().join("first.eve.json"))
+        .args(["--alert", "first-999999", "--reject", "--library"])
+        .arg(&library)
+        .arg("--model")
+        .arg(&model)
+        .output()
+        .expect("feedback");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no alert with metaids.alert_id"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Rolling back to the version before the feedback flags the rejected flow again.
+    let history = ok(&metaids()
+        .args(["threat", "history", "--library"])
+        .arg(&library)
+        .output()
+        .expect("history"));
+    assert!(
+        history.contains("reject") && history.contains("confirm"),
+        "{history}"
+    );
+    ok(&metaids()
+        .args(["threat", "rollback", "--library"])
+        .arg(&library)
+        .arg("2")
+        .output()
+        .expect("rollback"));
+    let (verdicts, _) = detect(dir.path(), &model, &library, "third");
+    let third = flagged_ssh(&verdicts);
+    assert_eq!(
+        third, first,
+        "rollback restores the enrolled threat exactly"
+    );
+}
