@@ -697,7 +697,7 @@ mod tests {
                 .and_then(|t| t.to_vec1::<f64>())
                 .expect("p");
             for j in [0, base.len() / 2, base.len() - 1] {
-                let mut bump = |delta: f64| {
+                let bump = |delta: f64| {
                     let mut b = base.clone();
                     b[j] += delta;
                     let t = Tensor::from_vec(b, v.as_tensor().dims(), &dev).expect("t");

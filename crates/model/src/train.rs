@@ -464,7 +464,7 @@ struct AuxHead {
 
 impl AuxHead {
     fn new(classes: usize, dim: usize, seed: u64, device: &candle_core::Device) -> Result<Self> {
-        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x6175_78);
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x0061_7578);
         let bound = (1.0 / dim.max(1) as f32).sqrt();
         let w: Vec<f32> = (0..classes * dim)
             .map(|_| rng.random_range(-bound..bound))

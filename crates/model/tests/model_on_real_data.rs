@@ -362,7 +362,10 @@ fn fine_tuning_is_deterministic_moves_the_prototype_and_round_trips() {
     let c = lf.adapt(&x).expect("adapt loaded");
     assert_eq!(c.family, a.family);
     // (Recorded floats go through JSON, which may change their last digit: compare the choices.)
-    assert_eq!(loaded.record.finetune_best_step, m.record.finetune_best_step);
+    assert_eq!(
+        loaded.record.finetune_best_step,
+        m.record.finetune_best_step
+    );
     assert_eq!(
         loaded.record.finetune_history.len(),
         m.record.finetune_history.len()
