@@ -260,8 +260,9 @@ pub fn report_enrolment(model: &ThreatModel, loaded: &Loaded) -> Result<()> {
         ft_times.sort_by(f64::total_cmp);
         if let (Some(mid), Some(max)) = (ft_times.get(ft_times.len() / 2), ft_times.last()) {
             eprintln!(
-                "enrolment with fine-tuning (K=5: preprocess, {} SGD steps on 5 + {} benign rows, re-embed {} calibration rows, prototype, threshold): median {:.1} ms, max {:.1} ms over {} runs",
+                "enrolment with fine-tuning (K=5: preprocess, {} SGD steps on 5 + {} benign rows, re-embed {} benign and {} calibration rows, prototype, threshold): median {:.1} ms, max {:.1} ms over {} runs",
                 ft.config.steps,
+                ft.config.sgd_benign_rows.min(ft.benign_rows()),
                 ft.benign_rows(),
                 ft.calibration_rows(),
                 mid * 1e3,
