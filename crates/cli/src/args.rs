@@ -381,7 +381,7 @@ pub struct EvaluateArgs {
     /// Protocol settings.
     #[command(flatten)]
     pub protocol: ProtocolArgs,
-    /// A model written by `metaids train`: its rows (protonet, protonet+known, protonet+unknown) are added beside the
+    /// A model written by `metaids train`: its rows (protonet, protonet+known, protonet+unknown, protonet+finetune) are added beside the
     /// baselines. Refused if it was trained on another dataset or feature schema.
     #[arg(long)]
     pub model: Option<PathBuf>,
@@ -441,6 +441,24 @@ pub struct TrainArgs {
     /// False-positive budget of the calibrated thresholds.
     #[arg(long)]
     pub fpr_budget: Option<f64>,
+    /// Weight of the supervised auxiliary loss (linear head over benign and every seen family; 0: none).
+    #[arg(long)]
+    pub aux_weight: Option<f64>,
+    /// Keep no enrolment fine-tuning material (no protonet+finetune row, no MAML phase).
+    #[arg(long)]
+    pub no_finetune: bool,
+    /// SGD steps of enrolment fine-tuning (and of the MAML inner loop).
+    #[arg(long)]
+    pub finetune_steps: Option<usize>,
+    /// SGD learning rate of enrolment fine-tuning.
+    #[arg(long)]
+    pub finetune_lr: Option<f64>,
+    /// First-order MAML outer steps that meta-train the fine-tuning initialisation (0: none).
+    #[arg(long)]
+    pub maml_steps: Option<usize>,
+    /// Adam learning rate of the MAML outer loop.
+    #[arg(long)]
+    pub maml_lr: Option<f64>,
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
@@ -467,7 +485,7 @@ pub struct ProtocolArgs {
     pub fpr_budget: f64,
     /// Methods to run, comma-separated (default: all baselines, plus the model's rows with --model):
     /// nearest-centroid, knn, knn+shots, forest, forest+shots, forest@budget, forest+shots@budget,
-    /// protonet, protonet+known, protonet+unknown.
+    /// protonet, protonet+known, protonet+unknown, protonet+finetune.
     #[arg(long, value_delimiter = ',')]
     pub methods: Vec<String>,
     /// Write the full report (protocol, per-method, per-family) as JSON here.

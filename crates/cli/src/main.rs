@@ -225,7 +225,7 @@ fn select_methods(
             bail!("method {n:?} needs a trained model: add --model MODEL (see `metaids train`)");
         }
         if !all.iter().any(|m| key(&m.name()) == *n) {
-            bail!("unknown method {n:?}: expected nearest-centroid, knn, knn+shots, forest, forest+shots, forest@budget, forest+shots@budget, protonet, protonet+known, protonet+unknown");
+            bail!("unknown method {n:?}: expected nearest-centroid, knn, knn+shots, forest, forest+shots, forest@budget, forest+shots@budget, protonet, protonet+known, protonet+unknown, protonet+finetune");
         }
     }
     Ok(all

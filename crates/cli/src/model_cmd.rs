@@ -13,8 +13,8 @@ use metaids_core::episode::seeded_subsample;
 use metaids_core::preprocess::PreprocessConfig;
 use metaids_eval::FewShotMethod;
 use metaids_model::{
-    DataFileHash, EncoderConfig, ProtoNetMethod, Provenance, ThreatModel, TrainConfig,
-    TrainProgress,
+    DataFileHash, EncoderConfig, FinetuneConfig, ProtoNetMethod, Provenance, ThreatModel,
+    TrainConfig, TrainProgress,
 };
 
 use crate::args::TrainArgs;
@@ -43,6 +43,23 @@ pub fn train(a: TrainArgs) -> Result<()> {
         patience: a.patience.unwrap_or(defaults.patience),
         benign_prototypes: a.benign_prototypes.unwrap_or(defaults.benign_prototypes),
         fpr_budget: a.fpr_budget.unwrap_or(defaults.fpr_budget),
+        aux_weight: a.aux_weight.unwrap_or(defaults.aux_weight),
+        finetune: if a.no_finetune {
+            None
+        } else {
+            defaults.finetune.clone().map(|f| FinetuneConfig {
+                steps: a.finetune_steps.unwrap_or(f.steps),
+                learning_rate: a.finetune_lr.unwrap_or(f.learning_rate),
+                learning_rate_candidates: if a.finetune_lr.is_some() {
+                    Vec::new()
+                } else {
+                    f.learning_rate_candidates.clone()
+                },
+                maml_steps: a.maml_steps.unwrap_or(f.maml_steps),
+                maml_learning_rate: a.maml_lr.unwrap_or(f.maml_learning_rate),
+                ..f
+            })
+        },
         ..defaults
     };
     let base = EncoderConfig::for_input(0);
@@ -93,6 +110,31 @@ pub fn train(a: TrainArgs) -> Result<()> {
             r.known_per_family,
             model.reference.known_prototypes(),
             model.reference.known_share
+        );
+    }
+    if !r.finetune_history.is_empty() {
+        let pts: Vec<String> = r
+            .finetune_history
+            .iter()
+            .map(|p| format!("step {} F1 {:.3} FPR {:.4}", p.step, p.f1, p.fpr))
+            .collect();
+        println!(
+            "fine-tuned rule on validation (first-order MAML; step 0 = prototypical encoder): {}; kept step {}",
+            pts.join(", "),
+            r.finetune_best_step
+        );
+        let lrs: Vec<String> = r
+            .finetune_selection
+            .iter()
+            .map(|c| format!("lr {} F1 {:.3} FPR {:.4}", c.learning_rate, c.f1, c.fpr))
+            .collect();
+        println!(
+            "fine-tuning learning rate on validation (before MAML): {}; kept {}",
+            lrs.join(", "),
+            model
+                .finetune
+                .as_ref()
+                .map_or(f64::NAN, |f| f.config.learning_rate)
         );
     }
     Ok(())
@@ -168,11 +210,15 @@ pub fn load_for(path: &Path, loaded: &Loaded) -> Result<Arc<ThreatModel>> {
 
 /// The model's rows for `evaluate`.
 pub fn methods(model: &Arc<ThreatModel>) -> Vec<Box<dyn FewShotMethod>> {
-    vec![
+    let mut v: Vec<Box<dyn FewShotMethod>> = vec![
         Box::new(ProtoNetMethod::new(Arc::clone(model), false)),
         Box::new(ProtoNetMethod::new(Arc::clone(model), true)),
         Box::new(ProtoNetMethod::with_known(Arc::clone(model))),
-    ]
+    ];
+    if let Some(m) = ProtoNetMethod::with_finetune(Arc::clone(model)) {
+        v.push(Box::new(m));
+    }
+    v
 }
 
 /// Times enrolment of a new family (preprocess + embed K = 5 support rows + prototype + calibrated
@@ -195,6 +241,35 @@ pub fn report_enrolment(model: &ThreatModel, loaded: &Loaded) -> Result<()> {
     }
     if times.is_empty() {
         bail!("no novel family has 5 rows to time enrolment on");
+    }
+    if let Some(ft) = &model.finetune {
+        let mut ft_times = Vec::new();
+        for (i, rows) in split.novel.values().enumerate() {
+            if rows.len() < 5 {
+                continue;
+            }
+            let support = seeded_subsample(rows, 5, 7 + i as u64);
+            for _ in 0..3 {
+                let t = Instant::now();
+                let x = model.normaliser.transform(&loaded.frame, &support)?;
+                let a = ft.adapt(&x)?;
+                std::hint::black_box(&a.family);
+                ft_times.push(t.elapsed().as_secs_f64());
+            }
+        }
+        ft_times.sort_by(f64::total_cmp);
+        if let (Some(mid), Some(max)) = (ft_times.get(ft_times.len() / 2), ft_times.last()) {
+            eprintln!(
+                "enrolment with fine-tuning (K=5: preprocess, {} SGD steps on 5 + {} benign rows, re-embed {} benign and {} calibration rows, prototype, threshold): median {:.1} ms, max {:.1} ms over {} runs",
+                ft.config.steps,
+                ft.config.sgd_benign_rows.min(ft.benign_rows()),
+                ft.benign_rows(),
+                ft.calibration_rows(),
+                mid * 1e3,
+                max * 1e3,
+                ft_times.len()
+            );
+        }
     }
     times.sort_by(f64::total_cmp);
     eprintln!(

@@ -40,13 +40,15 @@ pub struct EncoderConfig {
 }
 
 impl EncoderConfig {
-    /// The default shape for `input_dim` inputs: 2 residual LayerNorm blocks of width 256, 64-d output.
+    /// The default shape for `input_dim` inputs: one residual LayerNorm block of width 64, 32-d
+    /// output (about `64·input_dim + 64·64 + 64·32` multiply-adds per flow, sized for the scoring
+    /// budget; the former 256-wide, 2-block, 64-d encoder gains little on validation families).
     pub fn for_input(input_dim: usize) -> Self {
         EncoderConfig {
             input_dim,
-            hidden: 256,
-            depth: 2,
-            embedding: 64,
+            hidden: 64,
+            depth: 1,
+            embedding: 32,
             residual: true,
             layer_norm: true,
         }
@@ -165,8 +167,30 @@ impl Encoder {
         self.params.iter().map(|(_, v)| v.clone()).collect()
     }
 
-    fn p(&self, i: usize) -> &Tensor {
-        self.params[i].1.as_tensor()
+    /// The current parameter values as tensors (tracked: gradients flow to the variables).
+    pub fn tensors(&self) -> Vec<Tensor> {
+        self.params
+            .iter()
+            .map(|(_, v)| v.as_tensor().clone())
+            .collect()
+    }
+
+    /// A deep copy with its own variables (for fine-tuning without touching this encoder).
+    pub fn deep_copy(&self) -> Result<Encoder> {
+        let mut params = Vec::with_capacity(self.params.len());
+        for (n, v) in &self.params {
+            let t = v
+                .as_tensor()
+                .copy()
+                .map_err(ModelError::tensor(format!("copying {n}")))?;
+            let var = Var::from_tensor(&t).map_err(ModelError::tensor(format!("creating {n}")))?;
+            params.push((n.clone(), var));
+        }
+        Ok(Encoder {
+            config: self.config.clone(),
+            device: self.device.clone(),
+            params,
+        })
     }
 
     /// Forward pass with autograd.
@@ -174,11 +198,29 @@ impl Encoder {
     /// # Shapes
     /// `x`: `(B, input_dim)` f32 → `(B, embedding)` f32.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_with(&self.tensors(), x)
+    }
+
+    /// Forward pass with the given parameter values instead of the variables (same order and shapes
+    /// as [`EncoderConfig::parameter_shapes`]); gradients flow to whatever the tensors are built from,
+    /// which is how the MAML inner loop is expressed.
+    ///
+    /// # Shapes
+    /// `params`: one tensor per parameter; `x`: `(B, input_dim)` f32 → `(B, embedding)` f32.
+    pub fn forward_with(&self, params: &[Tensor], x: &Tensor) -> Result<Tensor> {
         let ctx = ModelError::tensor;
+        if params.len() != self.params.len() {
+            return Err(ModelError::Data(format!(
+                "forward_with got {} parameter tensors, the encoder has {}",
+                params.len(),
+                self.params.len()
+            )));
+        }
+        let p = |i: usize| &params[i];
         let linear = |x: &Tensor, w: usize| -> Result<Tensor> {
-            x.matmul(&self.p(w).t().map_err(ctx("transposing a weight"))?)
+            x.matmul(&p(w).t().map_err(ctx("transposing a weight"))?)
                 .map_err(ctx("matmul"))?
-                .broadcast_add(self.p(w + 1))
+                .broadcast_add(p(w + 1))
                 .map_err(ctx("adding a bias"))
         };
         let mut i = 0;
@@ -187,8 +229,7 @@ impl Encoder {
         for _ in 0..self.config.depth {
             let mut z = h.clone();
             if self.config.layer_norm {
-                z = layer_norm_slow(&z, self.p(i), self.p(i + 1), LN_EPS)
-                    .map_err(ctx("block layer norm"))?;
+                z = layer_norm_slow(&z, p(i), p(i + 1), LN_EPS).map_err(ctx("block layer norm"))?;
                 i += 2;
             }
             z = z.relu().map_err(ctx("relu"))?;
@@ -201,8 +242,7 @@ impl Encoder {
             };
         }
         if self.config.layer_norm {
-            h = layer_norm_slow(&h, self.p(i), self.p(i + 1), LN_EPS)
-                .map_err(ctx("head layer norm"))?;
+            h = layer_norm_slow(&h, p(i), p(i + 1), LN_EPS).map_err(ctx("head layer norm"))?;
             i += 2;
         }
         h = h.relu().map_err(ctx("relu"))?;

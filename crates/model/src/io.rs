@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 use crate::decision::BenignReference;
 use crate::encoder::{Encoder, EncoderConfig};
 use crate::error::{ModelError, Result};
+use crate::finetune::{FinetuneConfig, Finetuner};
 use crate::model::{ThreatModel, TrainingRecord};
 
 /// Model file format version this build writes and reads.
@@ -26,6 +27,29 @@ pub const WEIGHTS_FILE: &str = "weights.safetensors";
 pub const MANIFEST_FILE: &str = "manifest.json";
 /// Tensor holding the benign calibration embeddings.
 pub const CALIBRATION_TENSOR: &str = "calibration.benign";
+
+/// Prefix of the fine-tuning initialisation's parameters in the weights file.
+pub const FINETUNE_PREFIX: &str = "finetune.init.";
+/// Tensor holding the preprocessed benign rows of enrolment fine-tuning.
+pub const FINETUNE_BENIGN_TENSOR: &str = "finetune.benign";
+/// Tensor holding the preprocessed calibration rows of enrolment fine-tuning.
+pub const FINETUNE_CALIBRATION_TENSOR: &str = "finetune.calibration";
+
+/// Enrolment fine-tuning facts recorded in the manifest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FinetuneInfo {
+    /// Settings.
+    pub config: FinetuneConfig,
+    /// Stored preprocessed benign rows.
+    pub benign_rows: usize,
+    /// Stored preprocessed calibration rows.
+    pub calibration_rows: usize,
+    /// False-positive budget of the adapted thresholds.
+    pub fpr_budget: f64,
+    /// Seed of the benign clustering.
+    pub seed: u64,
+}
 
 /// Calibration facts recorded in the manifest.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -99,6 +123,9 @@ pub struct Manifest {
     pub known_share: f64,
     /// Calibration.
     pub calibration: CalibrationInfo,
+    /// Enrolment fine-tuning (absent: none stored).
+    #[serde(default)]
+    pub finetune: Option<FinetuneInfo>,
     /// The weights file.
     pub weights: WeightsInfo,
 }
@@ -133,6 +160,22 @@ pub fn save(model: &ThreatModel, path: &Path) -> Result<Manifest> {
         vec![model.reference.calibration_rows(), dim],
         to_bytes(&model.reference.calibration),
     ));
+    if let Some(ft) = &model.finetune {
+        let input = ft.init.config().input_dim;
+        for (n, s, v) in ft.init.export()? {
+            tensors.push((format!("{FINETUNE_PREFIX}{n}"), s, to_bytes(&v)));
+        }
+        tensors.push((
+            FINETUNE_BENIGN_TENSOR.to_string(),
+            vec![ft.benign_rows(), input],
+            to_bytes(&ft.benign_x),
+        ));
+        tensors.push((
+            FINETUNE_CALIBRATION_TENSOR.to_string(),
+            vec![ft.calibration_rows(), input],
+            to_bytes(&ft.calibration_x),
+        ));
+    }
     let fmt_err = |field: &str, message: String| ModelError::Format {
         path: path.to_path_buf(),
         field: field.to_string(),
@@ -180,6 +223,13 @@ pub fn save(model: &ThreatModel, path: &Path) -> Result<Manifest> {
             unknown_threshold: model.reference.unknown_threshold,
             rows: model.reference.calibration_rows(),
         },
+        finetune: model.finetune.as_ref().map(|ft| FinetuneInfo {
+            config: ft.config.clone(),
+            benign_rows: ft.benign_rows(),
+            calibration_rows: ft.calibration_rows(),
+            fpr_budget: ft.fpr_budget,
+            seed: ft.seed(),
+        }),
         weights: WeightsInfo {
             file: WEIGHTS_FILE.to_string(),
             sha256: hex(&Sha256::digest(&weights)),
@@ -346,6 +396,19 @@ pub fn load(path: &Path) -> Result<ThreatModel> {
         CALIBRATION_TENSOR.to_string(),
         vec![m.calibration.rows, dim],
     ));
+    if let Some(fi) = &m.finetune {
+        for (n, s) in m.encoder.parameter_shapes() {
+            expected.push((format!("{FINETUNE_PREFIX}{n}"), s));
+        }
+        expected.push((
+            FINETUNE_BENIGN_TENSOR.to_string(),
+            vec![fi.benign_rows, m.encoder.input_dim],
+        ));
+        expected.push((
+            FINETUNE_CALIBRATION_TENSOR.to_string(),
+            vec![fi.calibration_rows, m.encoder.input_dim],
+        ));
+    }
     let want: BTreeSet<&str> = expected.iter().map(|(n, _)| n.as_str()).collect();
     let names: Vec<&str> = st.names().into_iter().collect();
     let have: BTreeSet<&str> = names.iter().copied().collect();
@@ -361,6 +424,9 @@ pub fn load(path: &Path) -> Result<ThreatModel> {
     }
     let encoder = Encoder::new(m.encoder.clone(), m.training.config.seed)
         .map_err(|e| ferr(&mpath, "encoder", e.to_string()))?;
+    let ft_init = Encoder::new(m.encoder.clone(), m.training.config.seed)
+        .map_err(|e| ferr(&mpath, "encoder", e.to_string()))?;
+    let (mut ft_benign, mut ft_calibration) = (Vec::new(), Vec::new());
     let mut calibration = Vec::new();
     for (name, shape) in &expected {
         let view = st
@@ -390,6 +456,12 @@ pub fn load(path: &Path) -> Result<ThreatModel> {
         }
         if name == CALIBRATION_TENSOR {
             calibration = values;
+        } else if name == FINETUNE_BENIGN_TENSOR {
+            ft_benign = values;
+        } else if name == FINETUNE_CALIBRATION_TENSOR {
+            ft_calibration = values;
+        } else if let Some(p) = name.strip_prefix(FINETUNE_PREFIX) {
+            ft_init.set_parameter(p, values)?;
         } else {
             encoder.set_parameter(name, values)?;
         }
@@ -454,11 +526,26 @@ pub fn load(path: &Path) -> Result<ThreatModel> {
             ),
         ));
     }
+    let finetune = match &m.finetune {
+        None => None,
+        Some(fi) => Some(
+            Finetuner::new(
+                fi.config.clone(),
+                ft_init,
+                ft_benign,
+                ft_calibration,
+                fi.fpr_budget,
+                fi.seed,
+            )
+            .map_err(|e| ferr(&wpath, "finetune", e.to_string()))?,
+        ),
+    };
     Ok(ThreatModel {
         normaliser,
         encoder,
         reference,
         record: m.training,
         path: Some(dir),
+        finetune,
     })
 }

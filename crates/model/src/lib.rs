@@ -13,6 +13,7 @@
 pub mod decision;
 pub mod encoder;
 pub mod error;
+pub mod finetune;
 pub mod io;
 pub mod method;
 pub mod model;
@@ -21,9 +22,11 @@ pub mod train;
 pub use decision::{BenignReference, Decision, FamilyPrototype};
 pub use encoder::{Encoder, EncoderConfig};
 pub use error::{ModelError, Result};
+pub use finetune::{Adapted, FinetuneConfig, Finetuner};
 pub use io::{load, save, FORMAT_VERSION};
 pub use method::ProtoNetMethod;
 pub use model::{
-    DataFileHash, KnownCandidate, Provenance, ThreatModel, TrainingRecord, ValidationPoint,
+    DataFileHash, FinetuneCandidate, KnownCandidate, Provenance, ThreatModel, TrainingRecord,
+    ValidationPoint,
 };
 pub use train::{train, TrainConfig, TrainProgress};

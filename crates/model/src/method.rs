@@ -19,6 +19,8 @@ pub struct ProtoNetMethod {
     with_unknown: bool,
     /// Use the known-family rule (also flag flows nearer a known attack-family prototype than benign).
     with_known: bool,
+    /// Fine-tune a copy of the encoder on the support rows at enrolment (row `protonet+finetune`).
+    with_finetune: bool,
     /// Unknown threshold at half the budget (set in `prepare`).
     unknown_half: f32,
     /// Preprocessed rows, when the model's normaliser differs from the benchmark's.
@@ -35,6 +37,7 @@ impl ProtoNetMethod {
             model,
             with_unknown,
             with_known: false,
+            with_finetune: false,
             unknown_half: f32::INFINITY,
             own_x: None,
             slot: Vec::new(),
@@ -50,6 +53,18 @@ impl ProtoNetMethod {
             with_known: true,
             ..ProtoNetMethod::new(model, false)
         }
+    }
+
+    /// Wraps a model for enrolment fine-tuning (row `protonet+finetune`): each task fine-tunes a copy
+    /// of the model's fine-tuning initialisation for a few steps on the K support rows plus stored
+    /// benign rows, then applies the calibrated family rule with that encoder. `None` when the model
+    /// holds no fine-tuning material.
+    pub fn with_finetune(model: Arc<ThreatModel>) -> Option<Self> {
+        model.finetune.as_ref()?;
+        Some(ProtoNetMethod {
+            with_finetune: true,
+            ..ProtoNetMethod::new(model, false)
+        })
     }
 
     fn x<'a>(&'a self, ctx: &'a EvalContext<'_>) -> &'a Matrix {
@@ -100,6 +115,8 @@ impl FewShotMethod for ProtoNetMethod {
             "protonet+unknown".into()
         } else if self.with_known {
             "protonet+known".into()
+        } else if self.with_finetune {
+            "protonet+finetune".into()
         } else {
             "protonet".into()
         }
@@ -121,6 +138,15 @@ impl FewShotMethod for ProtoNetMethod {
                     "; also flagged when nearer one of {} known attack-family prototypes ({} per family, chosen on validation families) than benign, one threshold for both",
                     self.model.reference.known_prototypes(),
                     r.known_per_family
+                )
+            } else if let (true, Some(ft)) = (self.with_finetune, &self.model.finetune) {
+                format!(
+                    "; encoder fine-tuned per task ({} SGD steps, lr {}, first-order MAML initialisation kept at step {}) on the support rows and {} stored benign rows, recalibrated on {} stored held-out benign rows",
+                    ft.config.steps,
+                    ft.config.learning_rate,
+                    r.finetune_best_step,
+                    ft.benign_rows(),
+                    ft.calibration_rows()
                 )
             } else {
                 String::new()
@@ -168,6 +194,20 @@ impl FewShotMethod for ProtoNetMethod {
     fn detect(&self, ctx: &EvalContext<'_>, task: &DetectionTask) -> Vec<bool> {
         let d = self.model.dim();
         let reference = &self.model.reference;
+        if let (true, Some(ft)) = (self.with_finetune, &self.model.finetune) {
+            let x = self.x(ctx);
+            // A failed adaptation (a bug, the data were checked in `prepare`) flags nothing.
+            let Ok(a) = ft.adapt(&x.gather(&task.support)) else {
+                return vec![false; task.queries.len()];
+            };
+            let Ok(q) = a.encoder.embed(&x.gather(&task.queries)) else {
+                return vec![false; task.queries.len()];
+            };
+            return q
+                .chunks_exact(d)
+                .map(|e| a.reference.flags(e, &a.family))
+                .collect();
+        }
         let support = self.embeddings(ctx, &task.support);
         if self.with_known {
             let family = reference.enrol_known_at(&support, reference.fpr_budget);

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::decision::{BenignReference, FamilyPrototype};
 use crate::encoder::Encoder;
 use crate::error::{ModelError, Result};
+use crate::finetune::Finetuner;
 use crate::train::TrainConfig;
 
 /// One data file the model was trained on.
@@ -81,6 +82,28 @@ pub struct TrainingRecord {
     /// Known prototypes per family kept (0: none).
     #[serde(default)]
     pub known_per_family: usize,
+    /// Validation of the fine-tuned rule during first-order MAML (step 0: fine-tuning the
+    /// prototypical encoder without MAML); empty without fine-tuning.
+    #[serde(default)]
+    pub finetune_history: Vec<ValidationPoint>,
+    /// MAML step of the kept fine-tuning initialisation (0: the prototypical encoder).
+    #[serde(default)]
+    pub finetune_best_step: usize,
+    /// Validation of each candidate inner learning rate of enrolment fine-tuning (before MAML).
+    #[serde(default)]
+    pub finetune_selection: Vec<FinetuneCandidate>,
+}
+
+/// Validation of one candidate inner learning rate of enrolment fine-tuning.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FinetuneCandidate {
+    /// Inner SGD learning rate.
+    pub learning_rate: f64,
+    /// Validation macro-F1 of the fine-tuned rule.
+    pub f1: f64,
+    /// Validation macro-FPR.
+    pub fpr: f64,
 }
 
 /// Validation of one candidate of the known-family rule.
@@ -111,6 +134,8 @@ pub struct ThreatModel {
     pub record: TrainingRecord,
     /// Where it was loaded from (`None` when trained in this process).
     pub path: Option<PathBuf>,
+    /// Enrolment fine-tuning material (row `protonet+finetune`); `None` when trained without it.
+    pub finetune: Option<Finetuner>,
 }
 
 impl ThreatModel {

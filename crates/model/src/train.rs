@@ -26,7 +26,10 @@ use serde::{Deserialize, Serialize};
 use crate::decision::{kmeans, BenignReference};
 use crate::encoder::{Encoder, EncoderConfig};
 use crate::error::{ModelError, Result};
-use crate::model::{KnownCandidate, Provenance, ThreatModel, TrainingRecord, ValidationPoint};
+use crate::finetune::{FinetuneConfig, Finetuner, MamlTask, MamlTrainer};
+use crate::model::{
+    FinetuneCandidate, KnownCandidate, Provenance, ThreatModel, TrainingRecord, ValidationPoint,
+};
 
 /// Meta-training settings. Every default was chosen on validation families only.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -78,6 +81,15 @@ pub struct TrainConfig {
     /// on validation together with `known_per_family`.
     #[serde(default = "default_known_shares")]
     pub known_shares: Vec<f64>,
+    /// Weight λ of the supervised auxiliary loss: cross-entropy of a linear head over benign and every
+    /// seen family on the embeddings of each episode's rows (0: none). The head is discarded after
+    /// training.
+    #[serde(default)]
+    pub aux_weight: f64,
+    /// Enrolment fine-tuning (row `protonet+finetune`) and its first-order MAML meta-training; `None`
+    /// keeps no fine-tuning material in the model.
+    #[serde(default)]
+    pub finetune: Option<FinetuneConfig>,
 }
 
 fn default_known_shares() -> Vec<f64> {
@@ -115,6 +127,8 @@ impl Default for TrainConfig {
             known_per_family: default_known_per_family(),
             known_rows: default_known_rows(),
             known_shares: default_known_shares(),
+            aux_weight: 0.0,
+            finetune: Some(FinetuneConfig::default()),
         }
     }
 }
@@ -355,13 +369,66 @@ fn validate_with(
     Ok((mean(0), mean(1)))
 }
 
+/// Macro-F1 and macro-FPR of the validation tasks with enrolment fine-tuning.
+fn validate_finetune(ft: &Finetuner, data: &Rows, v: &Validation) -> Result<(f64, f64)> {
+    use rayon::prelude::*;
+    let dim = ft.init.config().embedding;
+    let per_task = v
+        .tasks
+        .par_iter()
+        .map(|t| {
+            let mut sx = Vec::new();
+            data.gather(&t.support, &mut sx);
+            let a = ft.adapt(&sx)?;
+            let mut qx = Vec::new();
+            data.gather(&t.queries, &mut qx);
+            let q = a.encoder.embed(&qx)?;
+            let pred: Vec<bool> = q
+                .chunks_exact(dim)
+                .map(|x| a.reference.flags(x, &a.family))
+                .collect();
+            let c = BinaryCounts::from_predictions(&t.truth, &pred);
+            Ok((t.family.as_str(), c.f1(), c.fpr()))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut by_family: BTreeMap<&str, Vec<(f64, f64)>> = BTreeMap::new();
+    for (f, f1, fpr) in per_task {
+        by_family.entry(f).or_default().push((f1, fpr));
+    }
+    let n = by_family.len().max(1) as f64;
+    let mean = |i: usize| {
+        by_family
+            .values()
+            .map(|v| {
+                v.iter()
+                    .map(|p| if i == 0 { p.0 } else { p.1 })
+                    .sum::<f64>()
+                    / v.len() as f64
+            })
+            .sum::<f64>()
+            / n
+    };
+    Ok((mean(0), mean(1)))
+}
+
 /// Prototypical loss of one episode.
 ///
 /// # Shapes
 /// `x`: `(N·K + N·Q, input_dim)` (support rows way by way, then query rows way by way) → scalar.
-fn episode_loss(encoder: &Encoder, x: &Tensor, ways: usize, k: usize, q: usize) -> Result<Tensor> {
+fn episode_loss(
+    encoder: &Encoder,
+    x: &Tensor,
+    ways: usize,
+    k: usize,
+    q: usize,
+    aux: Option<(&AuxHead, &Tensor, f64)>,
+) -> Result<Tensor> {
     let ctx = ModelError::tensor;
     let emb = encoder.forward(x)?;
+    let aux_loss = match aux {
+        Some((head, labels, w)) => Some((head.loss(&emb, labels)?, w)),
+        None => None,
+    };
     let e = encoder.config().embedding;
     let support = emb.narrow(0, 0, ways * k).map_err(ctx("support slice"))?;
     let queries = emb
@@ -382,7 +449,45 @@ fn episode_loss(encoder: &Encoder, x: &Tensor, ways: usize, k: usize, q: usize) 
         .flat_map(|w| std::iter::repeat_n(w, q))
         .collect();
     let targets = Tensor::from_vec(targets, ways * q, encoder.device()).map_err(ctx("targets"))?;
-    candle_nn::loss::cross_entropy(&logits, &targets).map_err(ctx("cross entropy"))
+    let loss = candle_nn::loss::cross_entropy(&logits, &targets).map_err(ctx("cross entropy"))?;
+    match aux_loss {
+        Some((a, w)) => (loss + (a * w).map_err(ctx("aux weight"))?).map_err(ctx("aux sum")),
+        None => Ok(loss),
+    }
+}
+
+/// The auxiliary classifier: a linear head over benign and every seen family.
+struct AuxHead {
+    weight: candle_core::Var,
+    bias: candle_core::Var,
+}
+
+impl AuxHead {
+    fn new(classes: usize, dim: usize, seed: u64, device: &candle_core::Device) -> Result<Self> {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x0061_7578);
+        let bound = (1.0 / dim.max(1) as f32).sqrt();
+        let w: Vec<f32> = (0..classes * dim)
+            .map(|_| rng.random_range(-bound..bound))
+            .collect();
+        let weight = candle_core::Var::from_vec(w, (classes, dim), device)
+            .map_err(ModelError::tensor("aux head weight"))?;
+        let bias = candle_core::Var::zeros(classes, candle_core::DType::F32, device)
+            .map_err(ModelError::tensor("aux head bias"))?;
+        Ok(AuxHead { weight, bias })
+    }
+
+    /// Cross-entropy of the head.
+    ///
+    /// # Shapes
+    /// `emb`: `(B, e)`; `labels`: `(B,)` u32 → scalar.
+    fn loss(&self, emb: &Tensor, labels: &Tensor) -> Result<Tensor> {
+        let ctx = ModelError::tensor;
+        let logits = emb
+            .matmul(&self.weight.as_tensor().t().map_err(ctx("aux transpose"))?)
+            .and_then(|l| l.broadcast_add(self.bias.as_tensor()))
+            .map_err(ctx("aux logits"))?;
+        candle_nn::loss::cross_entropy(&logits, labels).map_err(ctx("aux cross entropy"))
+    }
 }
 
 /// Meta-trains a model on `frame` under `split`.
@@ -528,8 +633,28 @@ pub fn train(
         .map(|c| c.name.to_string())
         .collect();
 
+    let class_index: HashMap<&str, u32> = classes
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.name, i as u32))
+        .collect();
+    let aux = if cfg.aux_weight > 0.0 {
+        Some(AuxHead::new(
+            classes.len(),
+            encoder.config().embedding,
+            cfg.seed,
+            encoder.device(),
+        )?)
+    } else {
+        None
+    };
+    let mut vars = encoder.vars();
+    if let Some(a) = &aux {
+        vars.push(a.weight.clone());
+        vars.push(a.bias.clone());
+    }
     let mut opt = AdamW::new(
-        encoder.vars(),
+        vars,
         ParamsAdamW {
             lr: cfg.learning_rate,
             weight_decay: cfg.weight_decay,
@@ -568,7 +693,37 @@ pub fn train(
         let n = sampler.ways * (sampler.shots + sampler.queries);
         let xt = Tensor::from_slice(&x, (n, data.dim), encoder.device())
             .map_err(ModelError::tensor("building an episode batch"))?;
-        let loss = episode_loss(&encoder, &xt, sampler.ways, sampler.shots, sampler.queries)?;
+        let labels = match &aux {
+            Some(_) => {
+                let mut l = Vec::with_capacity(n);
+                for (per, rows) in [(sampler.shots, &ep.support), (sampler.queries, &ep.query)] {
+                    for (w, _) in rows.iter().enumerate() {
+                        let c = class_index
+                            .get(ep.classes[w].as_str())
+                            .copied()
+                            .unwrap_or(0);
+                        l.extend(std::iter::repeat_n(c, per));
+                    }
+                }
+                Some(
+                    Tensor::from_vec(l, n, encoder.device())
+                        .map_err(ModelError::tensor("aux labels"))?,
+                )
+            }
+            None => None,
+        };
+        let aux_arg = match (&aux, &labels) {
+            (Some(h), Some(l)) => Some((h, l, cfg.aux_weight)),
+            _ => None,
+        };
+        let loss = episode_loss(
+            &encoder,
+            &xt,
+            sampler.ways,
+            sampler.shots,
+            sampler.queries,
+            aux_arg,
+        )?;
         opt.backward_step(&loss)
             .map_err(ModelError::tensor("optimiser step"))?;
         let l = f64::from(
@@ -661,6 +816,140 @@ pub fn train(
         let (names, protos) = known_prototypes(&emb, dim, known_per_family, cfg.seed);
         reference = reference.with_known(names, protos, known_share);
     }
+    // Enrolment fine-tuning: first-order MAML from the prototypical encoder, selected on the
+    // validation families with the fine-tuned rule.
+    let mut finetune_history = Vec::new();
+    let mut finetune_best_step = 0;
+    let mut finetune_selection = Vec::new();
+    let finetuner = match &cfg.finetune {
+        None => None,
+        Some(fc) => {
+            let benign_rows = seeded_subsample(&pool, fc.benign_rows, cfg.seed ^ 0x6662);
+            let mut benign_x = Vec::new();
+            data.gather(&benign_rows, &mut benign_x);
+            let mut val_cal_x = Vec::new();
+            data.gather(
+                &seeded_subsample(
+                    &validation.calibration,
+                    fc.calibration_rows,
+                    cfg.seed ^ 0x6663,
+                ),
+                &mut val_cal_x,
+            );
+            let init = encoder.deep_copy()?;
+            let mut fc = fc.clone();
+            let val_ft = |init: &Encoder, fc: &FinetuneConfig| -> Result<(f64, f64)> {
+                let ft = Finetuner::new(
+                    fc.clone(),
+                    init.deep_copy()?,
+                    benign_x.clone(),
+                    val_cal_x.clone(),
+                    cfg.fpr_budget,
+                    cfg.seed,
+                )?;
+                validate_finetune(&ft, &data, &validation)
+            };
+            // Inner learning rate: chosen on the validation families, before MAML.
+            let mut best_lr: Option<(f64, f64, f64)> = None;
+            let candidates = if fc.learning_rate_candidates.is_empty() {
+                vec![fc.learning_rate]
+            } else {
+                fc.learning_rate_candidates.clone()
+            };
+            for &lr in &candidates {
+                let c = FinetuneConfig {
+                    learning_rate: lr,
+                    ..fc.clone()
+                };
+                let (f1, fpr) = val_ft(&init, &c)?;
+                finetune_selection.push(FinetuneCandidate {
+                    learning_rate: lr,
+                    f1,
+                    fpr,
+                });
+                if best_lr.is_none_or(|(b, _, _)| f1 > b) {
+                    best_lr = Some((f1, fpr, lr));
+                }
+            }
+            let (f1, fpr, lr) = best_lr.unwrap_or((0.0, 0.0, fc.learning_rate));
+            fc.learning_rate = lr;
+            finetune_history.push(ValidationPoint {
+                step: 0,
+                loss: None,
+                f1,
+                fpr,
+            });
+            let mut best_ft = (f1, 0usize, init.snapshot()?);
+            if fc.maml_steps > 0 {
+                let mut trainer = MamlTrainer::new(&init, fc.clone(), cfg.seed)?;
+                let fams: Vec<&ClassRows<'_>> = classes
+                    .iter()
+                    .skip(1)
+                    .filter(|c| c.rows.len() > fc.maml_queries + 1)
+                    .collect();
+                let mut window = (0f64, 0usize);
+                let every = cfg.eval_every.max(1);
+                for step in 0..fc.maml_steps {
+                    if fams.is_empty() {
+                        break;
+                    }
+                    let mut rng = episode_rng(cfg.seed, "maml", 0, step);
+                    let fam = fams[rng.random_range(0..fams.len())];
+                    let k = cfg.shots[rng.random_range(0..cfg.shots.len())]
+                        .min(fam.rows.len() - fc.maml_queries);
+                    let mut fr = fam.rows.to_vec();
+                    fr.shuffle(&mut rng);
+                    let mut br = pool.clone();
+                    br.partial_shuffle(&mut rng, fc.maml_benign_rows + fc.maml_queries);
+                    let nb = fc.maml_benign_rows.min(br.len() / 2);
+                    let nbq = fc.maml_queries.min(br.len() - nb);
+                    let g = |rows: &[usize]| {
+                        let mut x = Vec::new();
+                        data.gather(rows, &mut x);
+                        x
+                    };
+                    let task = MamlTask {
+                        support_x: g(&fr[..k]),
+                        query_x: g(&fr[k..k + fc.maml_queries]),
+                        benign_x: g(&br[..nb]),
+                        benign_query_x: g(&br[nb..nb + nbq]),
+                    };
+                    let l = trainer.step(&init, &task, step)?;
+                    window.0 += l;
+                    window.1 += 1;
+                    let done = step + 1;
+                    if done.is_multiple_of(every) || done == fc.maml_steps {
+                        let (f1, fpr) = val_ft(&init, &fc)?;
+                        finetune_history.push(ValidationPoint {
+                            step: done,
+                            loss: Some(window.0 / window.1.max(1) as f64),
+                            f1,
+                            fpr,
+                        });
+                        window = (0.0, 0);
+                        if f1 > best_ft.0 {
+                            best_ft = (f1, done, init.snapshot()?);
+                        }
+                    }
+                }
+            }
+            init.restore(&best_ft.2)?;
+            finetune_best_step = best_ft.1;
+            let mut cal_x = Vec::new();
+            data.gather(
+                &seeded_subsample(&holdout, fc.calibration_rows, cfg.seed ^ 0x6664),
+                &mut cal_x,
+            );
+            Some(Finetuner::new(
+                fc.clone(),
+                init,
+                benign_x,
+                cal_x,
+                cfg.fpr_budget,
+                cfg.seed,
+            )?)
+        }
+    };
     let record = TrainingRecord {
         config: cfg.clone(),
         history,
@@ -678,6 +967,9 @@ pub fn train(
         provenance,
         known_selection,
         known_per_family,
+        finetune_history,
+        finetune_best_step,
+        finetune_selection,
     };
     Ok(ThreatModel {
         normaliser,
@@ -685,5 +977,6 @@ pub fn train(
         reference,
         record,
         path: None,
+        finetune: finetuner,
     })
 }

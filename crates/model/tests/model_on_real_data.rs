@@ -1,6 +1,7 @@
 //! The threat model on real shared data (CIC-IDS2017 corrected): meta-training improves validation F1,
 //! a seed reproduces weights bit for bit, model files round-trip exactly and every corruption or
-//! mismatch is refused with a message naming the file and the field.
+//! mismatch is refused with a message naming the file and the field; enrolment fine-tuning is
+//! deterministic, moves the prototype and survives a save/load round trip.
 
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
@@ -12,8 +13,8 @@ use metaids_core::FlowFrame;
 use metaids_eval::{BaselineConfig, Benchmark, EvalConfig, FewShotMethod};
 use metaids_ingest::{read_files, resolve_files, ReadOptions};
 use metaids_model::{
-    load, save, train, EncoderConfig, ModelError, ProtoNetMethod, Provenance, ThreatModel,
-    TrainConfig,
+    load, save, train, EncoderConfig, FinetuneConfig, ModelError, ProtoNetMethod, Provenance,
+    ThreatModel, TrainConfig,
 };
 
 fn repo(path: &str) -> PathBuf {
@@ -73,6 +74,13 @@ fn small_config() -> (EncoderConfig, TrainConfig) {
         validation_episodes: 10,
         ways: 5,
         queries: 10,
+        finetune: Some(FinetuneConfig {
+            maml_steps: 40,
+            learning_rate_candidates: vec![0.03],
+            benign_rows: 500,
+            calibration_rows: 400,
+            ..FinetuneConfig::default()
+        }),
         ..TrainConfig::default()
     };
     (enc, cfg)
@@ -301,4 +309,73 @@ fn corrupted_or_mismatched_model_files_are_refused() {
 
     // The untouched copy still loads.
     assert!(load(&fresh("intact")).is_ok());
+}
+
+#[test]
+fn fine_tuning_is_deterministic_moves_the_prototype_and_round_trips() {
+    let m = model();
+    let ft = m.finetune.as_ref().expect("fine-tuning material");
+    let r = &m.record;
+    assert_eq!(r.finetune_selection.len(), 1);
+    assert!(!r.finetune_history.is_empty());
+    assert_eq!(r.finetune_history[0].step, 0);
+    assert!(r.finetune_best_step <= 40);
+    assert_eq!(ft.benign_rows(), 500);
+    assert_eq!(ft.calibration_rows(), 400);
+    let d = cic();
+    let family = d.split.novel.values().next().expect("a novel family");
+    let support: Vec<usize> = family.iter().take(5).copied().collect();
+    let x = m.normaliser.transform(&d.frame, &support).expect("x");
+    let a = ft.adapt(&x).expect("adapt");
+    let b = ft.adapt(&x).expect("adapt again");
+    assert_eq!(a.family, b.family);
+    assert_eq!(a.reference, b.reference);
+    let plain = m.enrol(&m.embed(&x).expect("embed"));
+    assert_ne!(
+        a.family.centre, plain.centre,
+        "fine-tuning must move the prototype"
+    );
+    // The fine-tuned rule flags most of the family's other rows and holds the budget on
+    // its calibration rows.
+    let others: Vec<usize> = family.iter().skip(5).take(200).copied().collect();
+    let q = a
+        .encoder
+        .embed(&m.normaliser.transform(&d.frame, &others).expect("q"))
+        .expect("embed");
+    let hits = q
+        .chunks_exact(m.dim())
+        .filter(|e| a.reference.flags(e, &a.family))
+        .count();
+    assert!(
+        hits * 2 > others.len(),
+        "{hits} of {} flagged",
+        others.len()
+    );
+
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("ft.model");
+    save(m, &path).expect("save");
+    let loaded = load(&path).expect("load");
+    let lf = loaded.finetune.as_ref().expect("fine-tuning after load");
+    assert_eq!(lf.config, ft.config);
+    assert_eq!(lf.init.export().expect("a"), ft.init.export().expect("b"));
+    let c = lf.adapt(&x).expect("adapt loaded");
+    assert_eq!(c.family, a.family);
+    // (Recorded floats go through JSON, which may change their last digit: compare the choices.)
+    assert_eq!(
+        loaded.record.finetune_best_step,
+        m.record.finetune_best_step
+    );
+    assert_eq!(
+        loaded.record.finetune_history.len(),
+        m.record.finetune_history.len()
+    );
+
+    // A manifest whose fine-tuning section disagrees with the weights is refused.
+    edit_manifest(&path, |v| v["finetune"]["benign_rows"] = 499.into());
+    let msg = load(&path).expect_err("tampered").to_string();
+    assert!(
+        msg.contains("finetune.benign") && msg.contains("shape"),
+        "{msg}"
+    );
 }
