@@ -16,6 +16,7 @@ pub mod error;
 pub mod io;
 pub mod method;
 pub mod model;
+pub mod score;
 pub mod train;
 
 pub use decision::{BenignReference, Decision, FamilyPrototype};
@@ -26,4 +27,5 @@ pub use method::ProtoNetMethod;
 pub use model::{
     DataFileHash, KnownCandidate, Provenance, ThreatModel, TrainingRecord, ValidationPoint,
 };
+pub use score::{flops_per_flow, ScoringKernel, Scratch, KERNEL_BATCH};
 pub use train::{train, TrainConfig, TrainProgress};
