@@ -5,7 +5,9 @@
 
 mod args;
 mod extract;
+mod fewshot;
 mod model_cmd;
+mod standard;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -36,6 +38,8 @@ fn main() {
         Command::Bench(a) => bench(a),
         Command::Extract(a) => extract::run(a),
         Command::Train(a) => model_cmd::train(a),
+        Command::Fewshot(a) => fewshot::run(a),
+        Command::Standard(a) => standard::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");
