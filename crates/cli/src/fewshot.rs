@@ -150,8 +150,8 @@ pub fn run(a: FewshotArgs) -> Result<()> {
         before.unknown_threshold
     );
     if let Some(path) = &a.json {
-        let mut v: serde_json::Value = serde_json::from_str(&report.to_json())
-            .context("re-reading the report JSON")?;
+        let mut v: serde_json::Value =
+            serde_json::from_str(&report.to_json()).context("re-reading the report JSON")?;
         if let Some(obj) = v.as_object_mut() {
             obj.insert("fewshot".into(), info);
         }

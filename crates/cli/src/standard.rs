@@ -15,16 +15,16 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
 use metaids_core::episode::seeded_subsample;
 use metaids_core::metrics::Summary;
+use metaids_core::preprocess::PreprocessConfig;
 use metaids_core::split::Split;
 use metaids_core::FlowFrame;
 use metaids_eval::forest::{BinnedData, ForestConfig, RandomForest};
 use metaids_eval::BaselineConfig;
 use metaids_ingest::write_atomic;
 use metaids_model::decision::{kmeans, mean_row, nearest, upper_quantile};
-use indicatif::{ProgressBar, ProgressStyle};
-use metaids_core::preprocess::PreprocessConfig;
 use metaids_model::{
     DataFileHash, EncoderConfig, Provenance, ScoringKernel, Scratch, ThreatModel, TrainConfig,
     TrainProgress,
@@ -313,8 +313,8 @@ pub fn run(a: StandardArgs) -> Result<()> {
     let split = training_split(frame, &rows);
     let model = match &a.model {
         Some(p) => {
-            let m = metaids_model::load(p)
-                .with_context(|| format!("loading model {}", p.display()))?;
+            let m =
+                metaids_model::load(p).with_context(|| format!("loading model {}", p.display()))?;
             m.check_layout(&frame.layout)?;
             if let Some(f) = m
                 .record
@@ -383,12 +383,13 @@ pub fn run(a: StandardArgs) -> Result<()> {
     let forest = if a.no_forest {
         None
     } else {
-        Some(forest_baseline(&model, frame, &split, &rows, &x, &draws, a.seed)?)
+        Some(forest_baseline(
+            &model, frame, &split, &rows, &x, &draws, a.seed,
+        )?)
     };
 
-    let summ = |os: &[Outcome], f: fn(&Outcome) -> f64| {
-        Summary::of(&os.iter().map(f).collect::<Vec<_>>())
-    };
+    let summ =
+        |os: &[Outcome], f: fn(&Outcome) -> f64| Summary::of(&os.iter().map(f).collect::<Vec<_>>());
     let model_rates = mean_rates(&enrolled);
     println!(
         "NSL-KDD standard split: trained on KDDTrain+ ({} rows), tested on KDDTest+ ({} rows; {} test-only families, {} rows)",
@@ -430,14 +431,20 @@ pub fn run(a: StandardArgs) -> Result<()> {
         let fz = forest
             .as_ref()
             .and_then(|(fz, _)| fz.per_family.get(fam))
-            .map_or("-".into(), |(h, n)| format!("{:.3}", *h as f64 / (*n).max(1) as f64));
+            .map_or("-".into(), |(h, n)| {
+                format!("{:.3}", *h as f64 / (*n).max(1) as f64)
+            });
         let fe = forest_rates
             .as_ref()
             .and_then(|m| m.get(fam))
             .map_or("-".into(), |(r, _)| format!("{r:.3}"));
         println!(
             "| {fam} | {n} | {} | {:.3} | {} | {fz} | {fe} |",
-            if rows.test_only.contains_key(fam) { "yes" } else { "" },
+            if rows.test_only.contains_key(fam) {
+                "yes"
+            } else {
+                ""
+            },
             *hit as f64 / (*n).max(1) as f64,
             model_rates
                 .get(fam)
@@ -529,9 +536,11 @@ fn train(a: &StandardArgs, loaded: &Loaded, split: &Split) -> Result<ThreatModel
         ProgressBar::new(cfg.steps as u64)
     };
     bar.set_style(
-        ProgressStyle::with_template("{spinner} train on KDDTrain+ [{bar:30}] {pos}/{len} steps {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
+        ProgressStyle::with_template(
+            "{spinner} train on KDDTrain+ [{bar:30}] {pos}/{len} steps {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
     );
     let t = Instant::now();
     let model = metaids_model::train(
@@ -569,7 +578,12 @@ fn known_prototypes(model: &ThreatModel, frame: &FlowFrame, split: &Split) -> Re
     }
     let dim = model.dim();
     let mut out = Vec::new();
-    for (i, rows) in split.seen.values().chain(split.validation.values()).enumerate() {
+    for (i, rows) in split
+        .seen
+        .values()
+        .chain(split.validation.values())
+        .enumerate()
+    {
         let sub = seeded_subsample(rows, 2000, 0x6b6e ^ i as u64);
         let emb = model.embed_rows(frame, &sub)?;
         out.extend(kmeans(&emb, dim, 4, 30, 0x6b61 ^ i as u64));

@@ -171,10 +171,7 @@ fn fewshot_on_files_the_model_never_saw() {
         &run(&["--benign-calibration", "1990"], &recal),
         "benign (\"BENIGN\") rows",
     );
-    fails_with(
-        &run(&["--benign-calibration", "5"], &recal),
-        "too few",
-    );
+    fails_with(&run(&["--benign-calibration", "5"], &recal), "too few");
     fails_with(&run(&["--methods", "knn"], &recal), "without seen families");
     let out = metaids()
         .arg("fewshot")

@@ -23,7 +23,8 @@ const BATCH: usize = 4096;
 
 /// Preprocessed rows (real CIC rows when the shared data is there) and the number of dense columns.
 fn rows() -> (Vec<f32>, usize, usize, usize) {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/cic-ids2017-improved");
+    let dir =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/cic-ids2017-improved");
     if let Ok(files) = resolve_files(&dir, &["*.csv".to_string()]) {
         let opts = ReadOptions {
             dataset: Some(DatasetKind::Cic),

@@ -80,7 +80,10 @@ fn kernel_equals_candle_on_real_rows() {
     for fam in split.novel.values() {
         rows.extend(seeded_subsample(fam, 300, 2));
     }
-    let x = model.normaliser.transform(&frame, &rows).expect("transform");
+    let x = model
+        .normaliser
+        .transform(&frame, &rows)
+        .expect("transform");
     let want = model.encoder.embed(&x).expect("candle");
     let got = kernel.embed(&x).expect("kernel");
     let err = rel_err(&got, &want, model.dim());
@@ -150,8 +153,14 @@ fn kernel_equals_candle_on_real_rows() {
         );
         let fam = reference.enrol(&want[1500 * embedding..1505 * embedding]);
         let mut dk = vec![Decision::Benign; rows.len()];
-        k.score_into(&x, &reference, std::slice::from_ref(&fam), &mut scratch, &mut dk)
-            .expect("score");
+        k.score_into(
+            &x,
+            &reference,
+            std::slice::from_ref(&fam),
+            &mut scratch,
+            &mut dk,
+        )
+        .expect("score");
         let dc: Vec<Decision> = want
             .chunks_exact(embedding)
             .map(|e| reference.decide(e, std::slice::from_ref(&fam)))
