@@ -9,7 +9,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
+use criterion::{BenchmarkId, Criterion, Throughput};
 use metaids_core::preprocess::{Normaliser, PreprocessConfig};
 use metaids_core::schema::DatasetKind;
 use metaids_ingest::{read_files, resolve_files, ReadOptions};
@@ -141,11 +141,10 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench);
-
 fn main() {
     // One thread: candle's matmul would otherwise use every core.
     std::env::set_var("RAYON_NUM_THREADS", "1");
-    benches();
-    Criterion::default().configure_from_args().final_summary();
+    let mut c = Criterion::default().configure_from_args();
+    bench(&mut c);
+    c.final_summary();
 }

@@ -533,9 +533,7 @@ fn tile<S: Simd, const NV: usize, const R: usize>(
     for (r, accr) in acc.iter().enumerate() {
         let start = (r0 + r) * a.out_stride + col;
         let (ov, _) = S::as_mut_simd_f32s(&mut out[start..start + PANEL]);
-        for v in 0..NV {
-            ov[v] = accr[v];
-        }
+        ov[..NV].copy_from_slice(&accr[..NV]);
     }
 }
 
