@@ -92,6 +92,28 @@ pub enum Command {
     ///
     /// Example: metaids feedback --alerts alerts.json --alert run-12 --reject --library lib.redb --model cic.model
     Feedback(FeedbackArgs),
+    /// Few-shot detection of the attack families of new data (cross-dataset transfer) with a trained model.
+    ///
+    /// Every non-benign label in the files is treated as a novel family: for each K, EPISODES tasks with
+    /// K support rows of the family and up to 50 other rows of it plus as many benign rows of the same
+    /// files. With --benign-calibration N, N seeded benign rows of the files (never queried) give the
+    /// model new benign prototypes (k-means) and calibration rows, and the thresholds are recomputed;
+    /// without it, the model's own benign reference is used. Same report (and JSON) as `evaluate`.
+    ///
+    /// Example: metaids fewshot --model cic.model --flows new-site/*.csv --shots 1,5,10 --json new.json
+    Fewshot(FewshotArgs),
+    /// NSL-KDD standard split: train on KDDTrain+, test on KDDTest+ (binary), with no shots and with
+    /// 5 flows of each test-only family enrolled.
+    ///
+    /// The model is meta-trained on KDDTrain+ only (validation families held out from KDDTrain+ choose
+    /// the kept weights); no KDDTest+ row is used for training, calibration or any choice. Zero-shot:
+    /// benign vs known-family prototypes plus the unknown-anomaly rule at the false-positive budget.
+    /// Enrolled: plus one prototype per test-only family from SHOTS seeded rows of it (excluded from
+    /// scoring), repeated over --repeats seeds (mean ± 95% CI). The forest baseline is run under the
+    /// same protocol.
+    ///
+    /// Example: metaids standard --data ../shared/data/nsl-kdd --json standard.json
+    Standard(StandardArgs),
 }
 
 /// A response to alerts.
@@ -607,4 +629,90 @@ pub struct FeedbackArgs {
     /// Store the refit even if the enrolment guard refuses it.
     #[arg(long)]
     pub force: bool,
+}
+
+/// `fewshot` arguments.
+#[derive(Debug, Args)]
+pub struct FewshotArgs {
+    /// A model written by `metaids train`.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Flow files of the new network (CSV as written by `metaids extract` or a dataset reader's format),
+    /// with the model's feature schema. Files the model was trained on are refused.
+    #[arg(long, num_args = 1.., required = true)]
+    pub flows: Vec<PathBuf>,
+    /// Force the file format instead of detecting it: nsl-kdd, unsw-nb15, cic-improved, cic-original.
+    #[arg(long)]
+    pub format: Option<String>,
+    /// Malformed rows: stop with an error, or skip and count them.
+    #[arg(long, value_enum, default_value_t = OnBadRow::Error)]
+    pub on_bad_row: OnBadRow,
+    /// The benign label of the files (default: the benign label of the model's dataset split).
+    #[arg(long)]
+    pub benign: Option<String>,
+    /// Recalibrate the benign reference on this many seeded benign rows of the files (kept apart from
+    /// the queries): new k-means benign prototypes from half, calibration from the other half.
+    #[arg(long)]
+    pub benign_calibration: Option<usize>,
+    /// K values (shots), comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,5,10")]
+    pub shots: Vec<usize>,
+    /// Episodes per family and K (at least 100 for reported figures).
+    #[arg(long, default_value_t = 100)]
+    pub episodes: usize,
+    /// Seed of the episodes and of the benign calibration rows.
+    #[arg(long, default_value_t = 2026)]
+    pub seed: u64,
+    /// N of the N-way accuracy episodes.
+    #[arg(long, default_value_t = 5)]
+    pub ways: usize,
+    /// Model rows to run, comma-separated: protonet, protonet+known, protonet+unknown,
+    /// nearest-centroid (default: the three model rows).
+    #[arg(long, value_delimiter = ',')]
+    pub methods: Vec<String>,
+    /// Write the report (the `evaluate` fields plus a `fewshot` object) as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Also print the per-family table of this method at K = 5.
+    #[arg(long)]
+    pub per_family: Option<String>,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// `standard` arguments.
+#[derive(Debug, Args)]
+pub struct StandardArgs {
+    /// Directory holding KDDTrain+.txt and KDDTest+.txt (plain or .gz).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Use this model (trained by `metaids standard --save-model` on KDDTrain+ only) instead of
+    /// training one.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Write the model trained here to this directory.
+    #[arg(long, conflicts_with = "model")]
+    pub save_model: Option<PathBuf>,
+    /// Flows enrolled per test-only family.
+    #[arg(long, default_value_t = 5)]
+    pub shots: usize,
+    /// Seeds of the enrolled setting (mean ± 95% CI over them).
+    #[arg(long, default_value_t = 10)]
+    pub repeats: usize,
+    /// Seed of training and of the enrolment draws.
+    #[arg(long, default_value_t = 2026)]
+    pub seed: u64,
+    /// Most optimiser steps when training.
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// Skip the forest baseline.
+    #[arg(long)]
+    pub no_forest: bool,
+    /// Write the results as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
 }

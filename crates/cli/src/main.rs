@@ -8,7 +8,9 @@ mod demo;
 mod detect_cmd;
 mod extract;
 mod feedback_cmd;
+mod fewshot;
 mod model_cmd;
+mod standard;
 mod threat_cmd;
 
 use std::path::{Path, PathBuf};
@@ -43,6 +45,8 @@ fn main() {
         Command::Detect(a) => detect_cmd::run(a),
         Command::Threat(c) => threat_cmd::run(c),
         Command::Feedback(a) => feedback_cmd::run(a),
+        Command::Fewshot(a) => fewshot::run(a),
+        Command::Standard(a) => standard::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

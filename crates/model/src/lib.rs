@@ -17,6 +17,7 @@ pub mod finetune;
 pub mod io;
 pub mod method;
 pub mod model;
+pub mod score;
 pub mod train;
 
 pub use decision::{BenignReference, Decision, FamilyPrototype};
@@ -29,4 +30,5 @@ pub use model::{
     DataFileHash, FinetuneCandidate, KnownCandidate, Provenance, ThreatModel, TrainingRecord,
     ValidationPoint,
 };
+pub use score::{flops_per_flow, ScoringKernel, Scratch, KERNEL_BATCH};
 pub use train::{train, TrainConfig, TrainProgress};

@@ -1,0 +1,670 @@
+//! `metaids standard`: the NSL-KDD standard split. A model meta-trained on KDDTrain+ only (validation
+//! families held out from KDDTrain+ choose the kept weights and the known-family prototypes) labels
+//! every KDDTest+ row benign or attack, with no shots and with a few flows of each test-only family
+//! enrolled; the forest baseline of `metaids-eval` runs under the same protocol.
+//!
+//! Rules (`d` squared distance, `B` benign prototypes, `A` known-family prototypes, `P_f` enrolled
+//! prototypes, `C` the model's held-out KDDTrain+ benign calibration rows, `α` the model's budget):
+//! attack iff `min d(x, B) − min d(x, A ∪ P) > τ` or `min d(x, B ∪ A ∪ P) > u`, with `τ` and `u` the
+//! upper quantiles at `α/2` of the same scores over `C` (so at most `α` of `C` is flagged). Both are
+//! recomputed after enrolment. No KDDTest+ row is used for training, calibration or any choice; the
+//! enrolled rows are excluded from scoring. This module holds the protocol, not the model.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use metaids_core::episode::seeded_subsample;
+use metaids_core::metrics::Summary;
+use metaids_core::preprocess::PreprocessConfig;
+use metaids_core::split::Split;
+use metaids_core::FlowFrame;
+use metaids_eval::forest::{BinnedData, ForestConfig, RandomForest};
+use metaids_eval::BaselineConfig;
+use metaids_ingest::write_atomic;
+use metaids_model::decision::{kmeans, mean_row, nearest, upper_quantile};
+use metaids_model::{
+    DataFileHash, EncoderConfig, Provenance, ScoringKernel, Scratch, ThreatModel, TrainConfig,
+    TrainProgress,
+};
+
+use crate::args::{DataArgs, OnBadRow, StandardArgs};
+use crate::{load, Loaded};
+
+/// Seen families held out from KDDTrain+ for model selection (those of `splits/nsl-kdd.toml`).
+const VALIDATION: [&str; 3] = ["back", "portsweep", "warezclient"];
+/// The benign label.
+const BENIGN: &str = "normal";
+
+/// Which rows are where.
+struct Rows {
+    /// KDDTrain+ rows.
+    train: Vec<usize>,
+    /// KDDTest+ rows.
+    test: Vec<usize>,
+    /// Families found only in KDDTest+, with their test rows.
+    test_only: BTreeMap<String, Vec<usize>>,
+}
+
+/// Binary counts over a set of rows, with per-family recall.
+#[derive(Debug, Clone, Default)]
+struct Outcome {
+    tp: usize,
+    fn_: usize,
+    fp: usize,
+    tn: usize,
+    /// family → (flagged, rows)
+    per_family: BTreeMap<String, (usize, usize)>,
+}
+
+impl Outcome {
+    fn of(frame: &FlowFrame, rows: &[usize], flagged: &[bool]) -> Self {
+        let mut o = Outcome::default();
+        for (&r, &f) in rows.iter().zip(flagged) {
+            let label = frame.label(r);
+            let attack = label != BENIGN;
+            match (attack, f) {
+                (true, true) => o.tp += 1,
+                (true, false) => o.fn_ += 1,
+                (false, true) => o.fp += 1,
+                (false, false) => o.tn += 1,
+            }
+            let e = o.per_family.entry(label.to_string()).or_default();
+            e.0 += usize::from(f);
+            e.1 += 1;
+        }
+        o
+    }
+    fn n(&self) -> usize {
+        self.tp + self.fn_ + self.fp + self.tn
+    }
+    fn accuracy(&self) -> f64 {
+        (self.tp + self.tn) as f64 / self.n().max(1) as f64
+    }
+    fn detection(&self) -> f64 {
+        self.tp as f64 / (self.tp + self.fn_).max(1) as f64
+    }
+    fn fpr(&self) -> f64 {
+        self.fp as f64 / (self.fp + self.tn).max(1) as f64
+    }
+}
+
+/// Splits the frame's rows by file (KDDTrain+ / KDDTest+).
+fn rows_by_file(frame: &FlowFrame) -> Result<Rows> {
+    let role: Vec<Option<bool>> = frame
+        .files
+        .iter()
+        .map(|f| {
+            let name = Path::new(&f.path)
+                .file_name()
+                .map(|n| n.to_string_lossy().to_string())
+                .unwrap_or_default();
+            if name.starts_with("KDDTest+") {
+                Some(true)
+            } else if name.starts_with("KDDTrain+") && !name.contains("20Percent") {
+                Some(false)
+            } else {
+                None
+            }
+        })
+        .collect();
+    let (mut train, mut test) = (Vec::new(), Vec::new());
+    for (r, s) in frame.sources.iter().enumerate() {
+        match role.get(s.file as usize).copied().flatten() {
+            Some(true) => test.push(r),
+            Some(false) => train.push(r),
+            None => {}
+        }
+    }
+    if train.is_empty() || test.is_empty() {
+        bail!(
+            "the standard split needs KDDTrain+.txt and KDDTest+.txt; read {} training and {} test rows",
+            train.len(),
+            test.len()
+        );
+    }
+    let train_families: BTreeSet<&str> = train.iter().map(|&r| frame.label(r)).collect();
+    let mut test_only: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for &r in &test {
+        let l = frame.label(r);
+        if !train_families.contains(l) {
+            test_only.entry(l.to_string()).or_default().push(r);
+        }
+    }
+    Ok(Rows {
+        train,
+        test,
+        test_only,
+    })
+}
+
+/// The training split: KDDTrain+ only (benign pool, seen and validation families); no query pool and
+/// no novel family, so nothing of KDDTest+ can reach training.
+fn training_split(frame: &FlowFrame, rows: &Rows) -> Split {
+    let mut split = Split {
+        benign: BENIGN.into(),
+        benign_train: Vec::new(),
+        benign_query: Vec::new(),
+        seen: BTreeMap::new(),
+        validation: BTreeMap::new(),
+        novel: BTreeMap::new(),
+        absent: Vec::new(),
+    };
+    for &r in &rows.train {
+        let l = frame.label(r);
+        if l == BENIGN {
+            split.benign_train.push(r);
+        } else if VALIDATION.contains(&l) {
+            split.validation.entry(l.to_string()).or_default().push(r);
+        } else {
+            split.seen.entry(l.to_string()).or_default().push(r);
+        }
+    }
+    split
+}
+
+/// The detector's distances for one set of embeddings.
+struct Distances {
+    /// To the nearest benign prototype.
+    benign: Vec<f32>,
+    /// To the nearest known-family prototype.
+    known: Vec<f32>,
+}
+
+fn distances(emb: &[f32], dim: usize, benign: &[f32], known: &[f32]) -> Distances {
+    Distances {
+        benign: emb
+            .chunks_exact(dim)
+            .map(|x| nearest(x, benign, dim).1)
+            .collect(),
+        known: emb
+            .chunks_exact(dim)
+            .map(|x| nearest(x, known, dim).1)
+            .collect(),
+    }
+}
+
+/// Flags of rows with distances `d` (and embeddings `emb` for the enrolled prototypes `extra`), under
+/// thresholds calibrated on the calibration rows `c` (embeddings `cal`) at `α/2` each.
+fn detect(
+    d: &Distances,
+    emb: &[f32],
+    c: &Distances,
+    cal: &[f32],
+    extra: &[f32],
+    dim: usize,
+    alpha: f64,
+) -> (Vec<bool>, f32, f32) {
+    let attack_dist = |dk: f32, x: &[f32]| dk.min(nearest(x, extra, dim).1);
+    let mut s_cal = Vec::with_capacity(c.benign.len());
+    let mut v_cal = Vec::with_capacity(c.benign.len());
+    for ((&db, &dk), x) in c.benign.iter().zip(&c.known).zip(cal.chunks_exact(dim)) {
+        let da = attack_dist(dk, x);
+        s_cal.push(db - da);
+        v_cal.push(db.min(da));
+    }
+    let tau = upper_quantile(&mut s_cal, alpha / 2.0).max(0.0);
+    let u = upper_quantile(&mut v_cal, alpha / 2.0);
+    let flags = d
+        .benign
+        .iter()
+        .zip(&d.known)
+        .zip(emb.chunks_exact(dim))
+        .map(|((&db, &dk), x)| {
+            let da = attack_dist(dk, x);
+            db - da > tau || db.min(da) > u
+        })
+        .collect();
+    (flags, tau, u)
+}
+
+/// The forest baseline's capped training sample (as `metaids-eval`'s: at most `max_benign` benign
+/// training rows and `max_per_family` rows per training family, seeded), labels and the mean family
+/// size in it.
+fn forest_sample(split: &Split, cfg: &BaselineConfig, seed: u64) -> (Vec<usize>, Vec<u32>, f64) {
+    let mut rows: Vec<(usize, u32)> = seeded_subsample(&split.benign_train, cfg.max_benign, seed)
+        .into_iter()
+        .map(|r| (r, 0))
+        .collect();
+    let families: BTreeMap<&String, &Vec<usize>> =
+        split.seen.iter().chain(&split.validation).collect();
+    let mut attack = 0usize;
+    for (i, fam) in families.values().enumerate() {
+        let sub = seeded_subsample(fam, cfg.max_per_family, seed.wrapping_add(1 + i as u64));
+        attack += sub.len();
+        rows.extend(sub.into_iter().map(|r| (r, 1)));
+    }
+    rows.sort_unstable();
+    let mean = attack as f64 / families.len().max(1) as f64;
+    let (r, y) = rows.into_iter().unzip();
+    (r, y, mean)
+}
+
+/// Seed of the enrolment draw of family `i` in repeat `rep`.
+fn draw_seed(seed: u64, rep: usize, i: usize) -> u64 {
+    seed.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        .wrapping_add((rep as u64) << 20)
+        .wrapping_add(i as u64)
+}
+
+fn summary_json(s: &Summary) -> serde_json::Value {
+    serde_json::json!({"mean": s.mean, "ci95": s.ci95, "n": s.n})
+}
+
+fn outcome_json(o: &Outcome, test_only: &BTreeMap<String, Vec<usize>>) -> serde_json::Value {
+    let fams: Vec<serde_json::Value> = o
+        .per_family
+        .iter()
+        .map(|(f, (hit, n))| {
+            serde_json::json!({
+                "family": f,
+                "rows": n,
+                "flagged": hit,
+                "rate": *hit as f64 / (*n).max(1) as f64,
+                "test_only": test_only.contains_key(f),
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "rows": o.n(), "accuracy": o.accuracy(), "detection_rate": o.detection(), "fpr": o.fpr(),
+        "tp": o.tp, "fn": o.fn_, "fp": o.fp, "tn": o.tn, "per_family": fams,
+    })
+}
+
+/// Per-family mean rate over repeats.
+fn mean_rates(outcomes: &[Outcome]) -> BTreeMap<String, (f64, usize)> {
+    let mut m: BTreeMap<String, (f64, usize)> = BTreeMap::new();
+    for o in outcomes {
+        for (f, (hit, n)) in &o.per_family {
+            let e = m.entry(f.clone()).or_default();
+            e.0 += *hit as f64 / (*n).max(1) as f64;
+            e.1 += 1;
+        }
+    }
+    m.into_iter()
+        .map(|(f, (s, k))| (f, (s / k.max(1) as f64, k)))
+        .collect()
+}
+
+/// `metaids standard`.
+pub fn run(a: StandardArgs) -> Result<()> {
+    if a.shots == 0 || a.repeats == 0 {
+        bail!("--shots and --repeats must be at least 1");
+    }
+    let started = Instant::now();
+    let data = DataArgs {
+        dataset: Some("nsl-kdd".into()),
+        data: vec![a.data.clone()],
+        format: None,
+        on_bad_row: OnBadRow::Error,
+        split: None,
+    };
+    if !a.data.is_dir() {
+        bail!(
+            "--data must be the directory holding KDDTrain+.txt and KDDTest+.txt, got {}",
+            a.data.display()
+        );
+    }
+    let loaded = load(&data)?;
+    let frame = &loaded.frame;
+    let rows = rows_by_file(frame)?;
+    let split = training_split(frame, &rows);
+    let model = match &a.model {
+        Some(p) => {
+            let m =
+                metaids_model::load(p).with_context(|| format!("loading model {}", p.display()))?;
+            m.check_layout(&frame.layout)?;
+            if let Some(f) = m
+                .record
+                .provenance
+                .files
+                .iter()
+                .find(|f| !f.path.contains("KDDTrain+") || f.path.contains("20Percent"))
+            {
+                bail!(
+                    "model {} was trained on {} as well as KDDTrain+: the standard split needs a model trained on KDDTrain+ only (run `metaids standard --save-model DIR`)",
+                    p.display(),
+                    f.path
+                );
+            }
+            m
+        }
+        None => train(&a, &loaded, &split)?,
+    };
+    let dim = model.dim();
+    let alpha = model.reference.fpr_budget;
+    let known = known_prototypes(&model, frame, &split)?;
+
+    // Embed every KDDTest+ row with the scoring kernel.
+    let t = Instant::now();
+    let x = model.normaliser.transform(frame, &rows.test)?;
+    let kernel = ScoringKernel::for_model(&model)?;
+    let mut emb = vec![0f32; rows.test.len() * dim];
+    kernel.embed_into(&x, &mut Scratch::default(), &mut emb)?;
+    let embed_s = t.elapsed().as_secs_f64();
+    let slot: BTreeMap<usize, usize> = rows.test.iter().enumerate().map(|(i, &r)| (r, i)).collect();
+    let cal = &model.reference.calibration;
+    let c = distances(cal, dim, &model.reference.prototypes, &known);
+    let d = distances(&emb, dim, &model.reference.prototypes, &known);
+
+    // Zero-shot.
+    let (flags, tau0, u0) = detect(&d, &emb, &c, cal, &[], dim, alpha);
+    let zero = Outcome::of(frame, &rows.test, &flags);
+
+    // Enrolled, over repeats.
+    let mut enrolled = Vec::new();
+    let mut draws: Vec<Vec<usize>> = Vec::new();
+    for rep in 0..a.repeats {
+        let mut support = Vec::new();
+        let mut protos = Vec::new();
+        for (i, fam) in rows.test_only.values().enumerate() {
+            let s = seeded_subsample(fam, a.shots, draw_seed(a.seed, rep, i));
+            let mut se = Vec::with_capacity(s.len() * dim);
+            for r in &s {
+                se.extend_from_slice(&emb[slot[r] * dim..(slot[r] + 1) * dim]);
+            }
+            protos.extend(mean_row(&se, dim));
+            support.extend(s);
+        }
+        support.sort_unstable();
+        let keep: Vec<usize> = (0..rows.test.len())
+            .filter(|&i| support.binary_search(&rows.test[i]).is_err())
+            .collect();
+        let (flags, _, _) = detect(&d, &emb, &c, cal, &protos, dim, alpha);
+        let scored: Vec<usize> = keep.iter().map(|&i| rows.test[i]).collect();
+        let f: Vec<bool> = keep.iter().map(|&i| flags[i]).collect();
+        enrolled.push(Outcome::of(frame, &scored, &f));
+        draws.push(support);
+    }
+
+    // Forest baseline, same rows and draws.
+    let forest = if a.no_forest {
+        None
+    } else {
+        Some(forest_baseline(
+            &model, frame, &split, &rows, &x, &draws, a.seed,
+        )?)
+    };
+
+    let summ =
+        |os: &[Outcome], f: fn(&Outcome) -> f64| Summary::of(&os.iter().map(f).collect::<Vec<_>>());
+    let model_rates = mean_rates(&enrolled);
+    println!(
+        "NSL-KDD standard split: trained on KDDTrain+ ({} rows), tested on KDDTest+ ({} rows; {} test-only families, {} rows)",
+        rows.train.len(),
+        rows.test.len(),
+        rows.test_only.len(),
+        rows.test_only.values().map(Vec::len).sum::<usize>()
+    );
+    println!(
+        "enrolled: {} flows of each test-only family (fewer when it has fewer), excluded from scoring; {} seeds; FPR budget {alpha} on held-out KDDTrain+ benign rows\n",
+        a.shots, a.repeats
+    );
+    println!("| detector | accuracy | detection rate | FPR |\n|---|---|---|---|");
+    let line = |name: &str, z: &Outcome| {
+        println!(
+            "| {name} | {:.4} | {:.4} | {:.4} |",
+            z.accuracy(),
+            z.detection(),
+            z.fpr()
+        )
+    };
+    let line_e = |name: &str, os: &[Outcome]| {
+        println!(
+            "| {name} | {} | {} | {} |",
+            summ(os, Outcome::accuracy).display(),
+            summ(os, Outcome::detection).display(),
+            summ(os, Outcome::fpr).display()
+        )
+    };
+    line("model, no shots", &zero);
+    line_e(&format!("model, {} enrolled", a.shots), &enrolled);
+    if let Some((fz, fe)) = &forest {
+        line("random forest, no shots", fz);
+        line_e(&format!("random forest, {} enrolled", a.shots), fe);
+    }
+    let forest_rates = forest.as_ref().map(|(_, fe)| mean_rates(fe));
+    println!("\n| family | test rows | test-only | model no shots | model enrolled | forest no shots | forest enrolled |\n|---|---:|---|---:|---:|---:|---:|");
+    for (fam, (hit, n)) in &zero.per_family {
+        let fz = forest
+            .as_ref()
+            .and_then(|(fz, _)| fz.per_family.get(fam))
+            .map_or("-".into(), |(h, n)| {
+                format!("{:.3}", *h as f64 / (*n).max(1) as f64)
+            });
+        let fe = forest_rates
+            .as_ref()
+            .and_then(|m| m.get(fam))
+            .map_or("-".into(), |(r, _)| format!("{r:.3}"));
+        println!(
+            "| {fam} | {n} | {} | {:.3} | {} | {fz} | {fe} |",
+            if rows.test_only.contains_key(fam) {
+                "yes"
+            } else {
+                ""
+            },
+            *hit as f64 / (*n).max(1) as f64,
+            model_rates
+                .get(fam)
+                .map_or("-".into(), |(r, _)| format!("{r:.3}")),
+        );
+    }
+    println!("\n(family rows: the rate flagged as attack; for `{BENIGN}` that is the false-positive rate)");
+    eprintln!(
+        "embedded {} test rows in {:.2} s with the scoring kernel; total {:.1} s",
+        rows.test.len(),
+        embed_s,
+        started.elapsed().as_secs_f64()
+    );
+
+    if let Some(path) = &a.json {
+        let enrolled_json = |os: &[Outcome]| {
+            serde_json::json!({
+                "accuracy": summary_json(&summ(os, Outcome::accuracy)),
+                "detection_rate": summary_json(&summ(os, Outcome::detection)),
+                "fpr": summary_json(&summ(os, Outcome::fpr)),
+                "per_family_rate": mean_rates(os).into_iter().map(|(f, (r, _))| (f, r)).collect::<BTreeMap<_, _>>(),
+                "repeats": os.iter().map(|o| outcome_json(o, &rows.test_only)).collect::<Vec<_>>(),
+            })
+        };
+        let v = serde_json::json!({
+            "metaids_version": env!("CARGO_PKG_VERSION"),
+            "protocol": {
+                "dataset": "nsl-kdd",
+                "train_file": "KDDTrain+", "test_file": "KDDTest+",
+                "train_rows": rows.train.len(), "test_rows": rows.test.len(),
+                "validation_families": VALIDATION,
+                "test_only_families": rows.test_only.iter().map(|(f, r)| serde_json::json!({"family": f, "rows": r.len()})).collect::<Vec<_>>(),
+                "shots": a.shots, "repeats": a.repeats, "seed": a.seed,
+                "fpr_budget": alpha,
+                "rule": "attack iff min d(x,B) - min d(x, A ∪ P) > tau or min d(x, B ∪ A ∪ P) > u; tau, u: upper quantiles at budget/2 over held-out KDDTrain+ benign calibration rows",
+                "known_prototypes": known.len() / dim.max(1),
+                "zero_shot_thresholds": {"tau": tau0, "u": u0},
+                "model": a.model.as_ref().map(|p| p.display().to_string()),
+                "model_best_step": model.record.best_step,
+                "model_validation_f1": model.record.best_f1,
+                "training_seconds": model.record.seconds,
+            },
+            "model": {
+                "zero_shot": outcome_json(&zero, &rows.test_only),
+                "enrolled": enrolled_json(&enrolled),
+            },
+            "forest": forest.as_ref().map(|(fz, fe)| serde_json::json!({
+                "description": "metaids-eval histogram random forest (50 trees, depth ≤ 20), benign vs attack on a capped seeded KDDTrain+ sample (≤3000 benign, ≤500 per family); enrolled: refit with the same enrolled rows as attacks, weighted as one average family",
+                "zero_shot": outcome_json(fz, &rows.test_only),
+                "enrolled": enrolled_json(fe),
+            })),
+        });
+        let text = serde_json::to_string_pretty(&v).context("serialising the results")?;
+        write_atomic(path, text.as_bytes())?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+/// Meta-trains on KDDTrain+ only; known-family prototypes are always kept (how many per family and
+/// the budget share are chosen on the validation families).
+fn train(a: &StandardArgs, loaded: &Loaded, split: &Split) -> Result<ThreatModel> {
+    let train_file = loaded
+        .files
+        .iter()
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("KDDTrain+"))
+        })
+        .context("KDDTrain+ not among the files")?;
+    let defaults = TrainConfig::default();
+    let cfg = TrainConfig {
+        seed: a.seed,
+        steps: a.steps.unwrap_or(defaults.steps),
+        known_per_family: vec![1, 2, 4, 8],
+        ..defaults
+    };
+    let provenance = Provenance {
+        files: vec![DataFileHash {
+            path: train_file.display().to_string(),
+            sha256: metaids_ingest::file_sha256(train_file)?,
+        }],
+        split_file: "standard: KDDTrain+ only, validation back/portsweep/warezclient".into(),
+        split_sha256: String::new(),
+    };
+    let bar = if a.quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(cfg.steps as u64)
+    };
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} train on KDDTrain+ [{bar:30}] {pos}/{len} steps {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    let t = Instant::now();
+    let model = metaids_model::train(
+        &loaded.frame,
+        split,
+        PreprocessConfig::default(),
+        EncoderConfig::for_input(0),
+        &cfg,
+        provenance,
+        &mut |p: &TrainProgress| {
+            bar.set_position(p.step as u64);
+            bar.set_message(format!("best val F1 {:.3}", p.best_f1));
+        },
+    )?;
+    bar.finish_and_clear();
+    let seconds = t.elapsed().as_secs_f64();
+    eprintln!(
+        "trained on KDDTrain+ in {seconds:.1} s (kept step {}, validation F1 {:.3}, {} known prototypes)",
+        model.record.best_step,
+        model.record.best_f1,
+        model.reference.known_prototypes()
+    );
+    if let Some(dir) = &a.save_model {
+        metaids_model::save(&model, dir)?;
+        eprintln!("wrote model {}", dir.display());
+    }
+    Ok(model)
+}
+
+/// The model's known-family prototypes, or (for a model that kept none) four k-means prototypes per
+/// KDDTrain+ attack family.
+fn known_prototypes(model: &ThreatModel, frame: &FlowFrame, split: &Split) -> Result<Vec<f32>> {
+    if model.reference.known_prototypes() > 0 {
+        return Ok(model.reference.known.clone());
+    }
+    let dim = model.dim();
+    let mut out = Vec::new();
+    for (i, rows) in split
+        .seen
+        .values()
+        .chain(split.validation.values())
+        .enumerate()
+    {
+        let sub = seeded_subsample(rows, 2000, 0x6b6e ^ i as u64);
+        let emb = model.embed_rows(frame, &sub)?;
+        out.extend(kmeans(&emb, dim, 4, 30, 0x6b61 ^ i as u64));
+    }
+    Ok(out)
+}
+
+type ForestOutcome = (Outcome, Vec<Outcome>);
+
+/// The forest baseline: zero-shot on the capped KDDTrain+ sample, and refit per repeat with the
+/// enrolled rows added as attacks (weighted so the enrolled rows of one family count as one average
+/// training family).
+fn forest_baseline(
+    model: &ThreatModel,
+    frame: &FlowFrame,
+    split: &Split,
+    rows: &Rows,
+    x_test: &[f32],
+    draws: &[Vec<usize>],
+    seed: u64,
+) -> Result<ForestOutcome> {
+    let cfg = BaselineConfig::default();
+    let fc: ForestConfig = cfg.forest;
+    let d = model.normaliser.output_dim();
+    let (train_rows, y, mean_family) = forest_sample(split, &cfg, seed);
+    let x_train = model.normaliser.transform(frame, &train_rows)?;
+    let data = BinnedData::new(&x_train, d, fc.bins);
+    let w = vec![1f32; y.len()];
+    let forest = RandomForest::fit(&data, &y, &w, 2, &fc, seed);
+    let predict = |f: &RandomForest, keep: &[usize]| -> Vec<bool> {
+        keep.iter()
+            .map(|&i| f.predict(&x_test[i * d..(i + 1) * d]) == 1)
+            .collect()
+    };
+    let all: Vec<usize> = (0..rows.test.len()).collect();
+    let zero = Outcome::of(frame, &rows.test, &predict(&forest, &all));
+    let slot: BTreeMap<usize, usize> = rows.test.iter().enumerate().map(|(i, &r)| (r, i)).collect();
+    let mut enrolled = Vec::new();
+    for (rep, support) in draws.iter().enumerate() {
+        let mut extra = Vec::with_capacity(support.len() * d);
+        for r in support {
+            let i = slot[r];
+            extra.extend_from_slice(&x_test[i * d..(i + 1) * d]);
+        }
+        let data = data.with_rows(&extra);
+        let mut yy = y.clone();
+        yy.extend(std::iter::repeat_n(1, support.len()));
+        let mut ww = w.clone();
+        // Rows per enrolled family: shots (fewer for tiny families); weight as in forest+shots.
+        let per_family = support.len() as f64 / rows.test_only.len().max(1) as f64;
+        let sw = (mean_family / per_family.max(1.0)).max(1.0) as f32;
+        ww.extend(std::iter::repeat_n(sw, support.len()));
+        let f = RandomForest::fit(&data, &yy, &ww, 2, &fc, draw_seed(seed, rep, 999));
+        let keep: Vec<usize> = (0..rows.test.len())
+            .filter(|&i| support.binary_search(&rows.test[i]).is_err())
+            .collect();
+        let scored: Vec<usize> = keep.iter().map(|&i| rows.test[i]).collect();
+        enrolled.push(Outcome::of(frame, &scored, &predict(&f, &keep)));
+    }
+    Ok((zero, enrolled))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detect_holds_the_budget_on_calibration_rows() {
+        // 1-d embeddings: benign prototype at 0, known prototype at 10.
+        let cal: Vec<f32> = (0..200).map(|i| (i as f32) / 40.0).collect();
+        let c = distances(&cal, 1, &[0.0], &[10.0]);
+        let (flags, tau, u) = detect(&c, &cal, &c, &cal, &[], 1, 0.02);
+        assert!(flags.iter().filter(|&&f| f).count() <= 4, "{tau} {u}");
+        let q = [9.5f32, 0.1, 30.0];
+        let dq = distances(&q, 1, &[0.0], &[10.0]);
+        let (f, _, _) = detect(&dq, &q, &c, &cal, &[], 1, 0.02);
+        assert_eq!(f, vec![true, false, true]);
+        // An enrolled prototype at -4 catches a row there that neither rule flagged before.
+        let q = [-4.0f32];
+        let dq = distances(&q, 1, &[0.0], &[10.0]);
+        assert_eq!(detect(&dq, &q, &c, &cal, &[], 1, 0.02).0, vec![false]);
+        assert_eq!(detect(&dq, &q, &c, &cal, &[-4.0], 1, 0.02).0, vec![true]);
+    }
+}
