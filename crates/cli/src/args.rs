@@ -507,7 +507,7 @@ pub struct ProtocolArgs {
     pub fpr_budget: f64,
     /// Methods to run, comma-separated (default: all baselines, plus the model's rows with --model):
     /// nearest-centroid, knn, knn+shots, forest, forest+shots, forest@budget, forest+shots@budget,
-    /// protonet, protonet+known, protonet+unknown, protonet+finetune.
+    /// protonet, protonet+known, protonet+unknown, protonet+finetune, protonet-zero-shot.
     #[arg(long, value_delimiter = ',')]
     pub methods: Vec<String>,
     /// Write the full report (protocol, per-method, per-family) as JSON here.

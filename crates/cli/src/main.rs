@@ -61,6 +61,7 @@ pub const DEMO_METHODS: &[&str] = &[
     "forest",
     "forest+shots",
     "forest+shots@budget",
+    "protonet-zero-shot",
     "protonet",
     "protonet+known",
 ];
@@ -220,6 +221,7 @@ fn select_methods(
             "knn+shots" => "knn+shots",
             "random-forest (zero-shot)" => "forest",
             "random-forest+shots" => "forest+shots",
+            "protonet (zero-shot)" => "protonet-zero-shot",
             other => other,
         };
         format!("{k}{budget}")
@@ -229,7 +231,7 @@ fn select_methods(
             bail!("method {n:?} needs a trained model: add --model MODEL (see `metaids train`)");
         }
         if !all.iter().any(|m| key(&m.name()) == *n) {
-            bail!("unknown method {n:?}: expected nearest-centroid, knn, knn+shots, forest, forest+shots, forest@budget, forest+shots@budget, protonet, protonet+known, protonet+unknown, protonet+finetune");
+            bail!("unknown method {n:?}: expected nearest-centroid, knn, knn+shots, forest, forest+shots, forest@budget, forest+shots@budget, protonet, protonet+known, protonet+unknown, protonet+finetune, protonet-zero-shot");
         }
     }
     Ok(all

@@ -214,6 +214,7 @@ pub fn methods(model: &Arc<ThreatModel>) -> Vec<Box<dyn FewShotMethod>> {
         Box::new(ProtoNetMethod::new(Arc::clone(model), false)),
         Box::new(ProtoNetMethod::new(Arc::clone(model), true)),
         Box::new(ProtoNetMethod::with_known(Arc::clone(model))),
+        Box::new(ProtoNetMethod::zero_shot(Arc::clone(model))),
     ];
     if let Some(m) = ProtoNetMethod::with_finetune(Arc::clone(model)) {
         v.push(Box::new(m));

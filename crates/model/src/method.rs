@@ -21,6 +21,10 @@ pub struct ProtoNetMethod {
     with_known: bool,
     /// Fine-tune a copy of the encoder on the support rows at enrolment (row `protonet+finetune`).
     with_finetune: bool,
+    /// Ignore the support rows (row `protonet (zero-shot)`): known-family and unknown-anomaly rules only.
+    zero_shot: bool,
+    /// Threshold τ_K of the zero-shot known-family rule (set in `prepare`).
+    known_half: f32,
     /// Unknown threshold at half the budget (set in `prepare`).
     unknown_half: f32,
     /// Preprocessed rows, when the model's normaliser differs from the benchmark's.
@@ -38,6 +42,8 @@ impl ProtoNetMethod {
             with_unknown,
             with_known: false,
             with_finetune: false,
+            zero_shot: false,
+            known_half: f32::INFINITY,
             unknown_half: f32::INFINITY,
             own_x: None,
             slot: Vec::new(),
@@ -65,6 +71,17 @@ impl ProtoNetMethod {
             with_finetune: true,
             ..ProtoNetMethod::new(model, false)
         })
+    }
+
+    /// Wraps a model as a zero-shot detector (row `protonet (zero-shot)`): the support rows are never
+    /// looked at. A flow is flagged when it is nearer a known attack-family prototype than the nearest
+    /// benign prototype by more than `τ_K`, or farther than `u` from every benign and known prototype
+    /// (an unknown anomaly); each threshold is calibrated on held-out benign rows at half the budget.
+    pub fn zero_shot(model: Arc<ThreatModel>) -> Self {
+        ProtoNetMethod {
+            zero_shot: true,
+            ..ProtoNetMethod::new(model, false)
+        }
     }
 
     fn x<'a>(&'a self, ctx: &'a EvalContext<'_>) -> &'a Matrix {
@@ -111,7 +128,9 @@ impl ProtoNetMethod {
 
 impl FewShotMethod for ProtoNetMethod {
     fn name(&self) -> String {
-        if self.with_unknown {
+        if self.zero_shot {
+            "protonet (zero-shot)".into()
+        } else if self.with_unknown {
             "protonet+unknown".into()
         } else if self.with_known {
             "protonet+known".into()
@@ -131,7 +150,12 @@ impl FewShotMethod for ProtoNetMethod {
             r.best_f1,
             self.model.reference.prototypes.len() / self.model.dim().max(1),
             self.model.reference.fpr_budget,
-            if self.with_unknown {
+            if self.zero_shot {
+                format!(
+                    "; zero-shot: support rows ignored, flagged when nearer one of {} known attack-family prototypes than benign, or an unknown anomaly (budget split in half)",
+                    self.model.reference.known_prototypes()
+                )
+            } else if self.with_unknown {
                 "; unknown anomalies also flagged (budget split in half between the two rules)".into()
             } else if self.with_known {
                 format!(
@@ -171,10 +195,17 @@ impl FewShotMethod for ProtoNetMethod {
                 dim: self.model.normaliser.output_dim(),
             })
         };
-        self.unknown_half = self
-            .model
-            .reference
-            .unknown_threshold_at(self.model.reference.fpr_budget / 2.0);
+        let reference = &self.model.reference;
+        self.unknown_half = reference.unknown_threshold_at(reference.fpr_budget / 2.0);
+        if self.zero_shot {
+            let mut scores: Vec<f32> = reference
+                .calibration
+                .chunks_exact(self.model.dim())
+                .map(|c| reference.benign_distance(c) - reference.known_distance(c))
+                .collect();
+            self.known_half =
+                crate::decision::upper_quantile(&mut scores, reference.fpr_budget / 2.0).max(0.0);
+        }
         // Embed every row a task may query or draw support from (no labels are used here).
         let mut rows: Vec<usize> = query_rows.to_vec();
         rows.extend(ctx.split.novel.values().flatten());
@@ -208,6 +239,17 @@ impl FewShotMethod for ProtoNetMethod {
                 .map(|e| a.reference.flags(e, &a.family))
                 .collect();
         }
+        if self.zero_shot {
+            let q = self.embeddings(ctx, &task.queries);
+            return q
+                .chunks_exact(d)
+                .map(|x| {
+                    let db = reference.benign_distance(x);
+                    let dk = reference.known_distance(x);
+                    db - dk > self.known_half || db.min(dk) > self.unknown_half
+                })
+                .collect();
+        }
         let support = self.embeddings(ctx, &task.support);
         if self.with_known {
             let family = reference.enrol_known_at(&support, reference.fpr_budget);
@@ -233,6 +275,9 @@ impl FewShotMethod for ProtoNetMethod {
     }
 
     fn classify(&self, ctx: &EvalContext<'_>, episode: &Episode) -> Option<Vec<usize>> {
+        if self.zero_shot {
+            return None;
+        }
         let d = self.model.dim();
         let protos: Vec<Vec<f32>> = episode
             .support

@@ -598,7 +598,7 @@ mod tests {
     #[test]
     fn refuses_bad_shapes() {
         let cfg = EncoderConfig::for_input(5);
-        let enc = Encoder::new(cfg, 1).expect("encoder");
+        let enc = Encoder::new(cfg.clone(), 1).expect("encoder");
         let k = ScoringKernel::from_encoder(&enc).expect("kernel");
         assert!(k.embed(&[0.0; 7]).is_err());
         let mut out = vec![0.0; 3];
@@ -610,9 +610,18 @@ mod tests {
         let err = k
             .score_into(&[0.0; 10], &reference, &[], &mut Scratch::default(), &mut d)
             .expect_err("dimension mismatch");
-        assert!(err.to_string().contains("64"), "{err}");
+        assert!(
+            err.to_string().contains(&cfg.embedding.to_string()),
+            "{err}"
+        );
+        let c = EncoderConfig {
+            hidden: 256,
+            depth: 2,
+            embedding: 64,
+            ..EncoderConfig::for_input(100)
+        };
         assert_eq!(
-            flops_per_flow(&EncoderConfig::for_input(100)),
+            flops_per_flow(&c),
             2 * (100 * 256 + 2 * 256 * 256 + 256 * 64)
         );
     }
