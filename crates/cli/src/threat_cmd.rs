@@ -9,10 +9,10 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use metaids_core::episode::seeded_subsample;
-use metaids_core::schema::{DatasetKind, FileFormat};
+use metaids_core::schema::DatasetKind;
 use metaids_core::FlowFrame;
-use metaids_flow::{CaptureReader, CsvWriter, FlowConfig, FlowEngine, FlowRecord, ReaderConfig};
-use metaids_ingest::{read_files, BadRowPolicy, ReadOptions, SkipLog};
+use metaids_flow::{CaptureReader, FlowConfig, FlowEngine, FlowRecord, FrameBuilder, ReaderConfig};
+use metaids_ingest::{read_files, ReadOptions};
 use metaids_library::{
     EnrolOptions, EnrolmentReport, ModelIdentity, SupportFlow, Threat, ThreatDocument, ThreatDraft,
     ThreatLibrary,
@@ -423,10 +423,11 @@ pub fn from_capture(path: &Path, filter: Option<&str>, model: &ThreatModel) -> R
     )
     .with_context(|| format!("{}: not a readable pcap or pcapng capture", path.display()))?;
     let mut engine = FlowEngine::new(FlowConfig::default())?;
-    let mut csv = CsvWriter::new(Vec::new(), None)?;
     let source = path.display().to_string();
+    // Flows become frame rows in memory, with the values a CSV round trip would give.
+    let mut rows = FrameBuilder::new(&source);
     let mut locators = Vec::new();
-    let mut keep = |flow: FlowRecord, csv: &mut CsvWriter<Vec<u8>>| -> Result<()> {
+    let mut keep = |flow: FlowRecord, rows: &mut FrameBuilder| -> Result<()> {
         if filter_matches(&terms, &flow) {
             if locators.len() >= MAX_CAPTURE_FLOWS {
                 bail!(
@@ -438,7 +439,7 @@ pub fn from_capture(path: &Path, filter: Option<&str>, model: &ThreatModel) -> R
                 source.clone(),
                 format!("flow {} at {}", flow.flow_id(), flow.timestamp()),
             ));
-            csv.write(&flow)?;
+            rows.push(&flow);
         }
         Ok(())
     };
@@ -446,7 +447,7 @@ pub fn from_capture(path: &Path, filter: Option<&str>, model: &ThreatModel) -> R
         match reader.next_packet() {
             Ok(Some(pkt)) => {
                 for flow in engine.push(&pkt) {
-                    keep(flow, &mut csv)?;
+                    keep(flow, &mut rows)?;
                 }
             }
             Ok(None) => break,
@@ -460,9 +461,8 @@ pub fn from_capture(path: &Path, filter: Option<&str>, model: &ThreatModel) -> R
         }
     }
     for flow in engine.finish() {
-        keep(flow, &mut csv)?;
+        keep(flow, &mut rows)?;
     }
-    let bytes = csv.finish()?;
     if locators.is_empty() {
         bail!(
             "{}: no flow matches --filter {:?}",
@@ -470,25 +470,8 @@ pub fn from_capture(path: &Path, filter: Option<&str>, model: &ThreatModel) -> R
             filter.unwrap_or("")
         );
     }
-    let mut frame = FlowFrame::new(DatasetKind::Cic.layout());
-    let mut skips = SkipLog::default();
-    metaids_ingest::read_from(
-        &mut frame,
-        bytes.as_slice(),
-        &source,
-        FileFormat::CicImproved,
-        BadRowPolicy::Error,
-        &mut skips,
-    )?;
+    let frame = rows.take();
     model.check_layout(&frame.layout)?;
-    if frame.len() != locators.len() {
-        bail!(
-            "{}: {} flows written but {} read back",
-            path.display(),
-            locators.len(),
-            frame.len()
-        );
-    }
     Ok(Candidates {
         rows: (0..frame.len()).collect(),
         frame,
