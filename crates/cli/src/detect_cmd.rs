@@ -52,15 +52,6 @@ fn bar(quiet: bool, total: u64, template: &str) -> ProgressBar {
     b
 }
 
-/// The model's weights sha256 prefix from its manifest (`None` when unreadable).
-fn model_version(path: &Path) -> Option<String> {
-    let dir = if path.is_file() { path.parent()? } else { path };
-    let text = std::fs::read_to_string(dir.join("manifest.json")).ok()?;
-    let v: serde_json::Value = serde_json::from_str(&text).ok()?;
-    let sha = v.get("weights")?.get("sha256")?.as_str()?;
-    Some(sha.chars().take(16).collect())
-}
-
 fn sinks(a: &DetectArgs) -> Result<Vec<Box<dyn Sink>>> {
     let mut sinks: Vec<Box<dyn Sink>> = vec![Box::new(
         EveSink::create(&a.alerts, a.eve_flows)
@@ -147,7 +138,14 @@ pub fn run(a: DetectArgs) -> Result<()> {
     let options = DetectorOptions {
         unknown: !a.no_unknown,
         unknown_budget: a.unknown_budget,
-        model_version: model_version(&a.model),
+        // Alerts name the model as the threat library does: a prefix of its weights' sha256.
+        model_version: Some(
+            metaids_library::ModelIdentity::of(&model)?
+                .model
+                .chars()
+                .take(16)
+                .collect(),
+        ),
         ..DetectorOptions::default()
     };
     let n_threats = set.threats.len();
