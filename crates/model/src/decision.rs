@@ -38,20 +38,9 @@ use rand_chacha::ChaCha8Rng;
 
 use metaids_eval::method::sq_dist;
 
-/// The `(n − 1 − ⌊α n⌋)`-th smallest value: at most `⌊α n⌋` values are strictly greater.
-///
-/// # Shapes
-/// `values`: `n` scalars (reordered in place) → one scalar; `-inf` for an empty slice.
-pub fn upper_quantile(values: &mut [f32], alpha: f64) -> f32 {
-    let n = values.len();
-    if n == 0 {
-        return f32::NEG_INFINITY;
-    }
-    let allowed = ((alpha.clamp(0.0, 1.0) * n as f64).floor() as usize).min(n - 1);
-    let idx = n - 1 - allowed;
-    let (_, v, _) = values.select_nth_unstable_by(idx, f32::total_cmp);
-    *v
-}
+/// The `(n − 1 − ⌊α n⌋)`-th smallest value: at most `⌊α n⌋` values are strictly greater (the same
+/// function the budget-matched baselines calibrate with).
+pub use metaids_eval::method::upper_quantile;
 
 /// Mean of `n` row-major rows of width `dim`.
 ///
