@@ -28,6 +28,22 @@
 //!   `⌊α n⌋` calibration rows are flagged;
 //! * `x` is flagged iff `s_A(x) > τ_A`. Without known prototypes it is the family rule.
 //!
+//! The **union rule** gives each of several prototypes `p_1…p_m` (known-family and enrolled ones) the
+//! family score `s_i(x) = min_j d(x, B_j) − d(x, p_i)` and its own threshold at one common level:
+//!
+//! * over `C`, `m_i` is the median of `s_i` and `σ_i = q_i − m_i` its tail spread, `q_i` the upper
+//!   quantile at the budget `α` (the prototype's own threshold were it alone);
+//! * `z(c) = max_i (s_i(c) − m_i) / σ_i`, and `t` its upper quantile at `α` over `C`;
+//! * `τ_i = max(0, m_i + t σ_i)`, and `x` is flagged iff `s_i(x) > τ_i` for some `i`, so at most
+//!   `⌊α n⌋` calibration rows are flagged by the union (`t` is raised to the next value of `z` should
+//!   rounding flag more).
+//!
+//! A prototype close to the benign rows thus gets a high threshold of its own (its median is high)
+//! instead of lifting every other prototype's threshold to its scale, as one shared threshold on
+//! `min_j d(x, B_j) − min_i d(x, p_i)` would. A common allowance in calibration rows (every `τ_i` its
+//! own upper quantile at `k` rows) is too coarse with many prototypes: their top rows differ, so `k`
+//! falls to 0 and the budget goes unused; the standardised level `t` is continuous.
+//!
 //! With a **known share** `σ ∈ (0, 1)` the budget is split instead: `x` is flagged iff `s(x) > τ_p`
 //! (family rule at budget `(1 − σ) α`) or `min_j d(x, B_j) − min_i d(x, A_i) > τ_K` (`τ_K = max(0, ·)`
 //! of the upper quantile at budget `σ α` over `C`), so at most `⌊(1 − σ) α n⌋ + ⌊σ α n⌋ ≤ ⌊α n⌋`
@@ -354,6 +370,89 @@ impl BenignReference {
         }
     }
 
+    /// Per-prototype thresholds under one union budget (the union rule of the module docs): one
+    /// [`FamilyPrototype`] per row of `centres`, with `τ_i = max(0, m_i + t σ_i)` at the common level
+    /// `t`, the smallest for which at most `⌊budget · n⌋` calibration rows are flagged by any of them.
+    /// Returns the prototypes and `t`.
+    ///
+    /// # Shapes
+    /// `centres`: `m × dim` → `m` prototypes.
+    pub fn enrol_union(&self, centres: &[f32], budget: f64) -> (Vec<FamilyPrototype>, f32) {
+        let n = self.calibration_rows();
+        let scores: Vec<Vec<f32>> = centres
+            .chunks_exact(self.dim)
+            .map(|p| {
+                self.calibration
+                    .chunks_exact(self.dim)
+                    .zip(&self.calibration_benign_distance)
+                    .map(|(c, &db)| db - sq_dist(c, p))
+                    .collect()
+            })
+            .collect();
+        // Each prototype's median and tail spread over the calibration rows.
+        let spread: Vec<(f32, f32)> = scores
+            .iter()
+            .map(|s| {
+                let m = upper_quantile(&mut s.clone(), 0.5);
+                let q = upper_quantile(&mut s.clone(), budget);
+                (m, (q - m).max(1e-6))
+            })
+            .collect();
+        let thresholds = |t: f32| -> Vec<f32> {
+            spread
+                .iter()
+                .map(|&(m, sd)| (m + t * sd).max(0.0))
+                .collect()
+        };
+        let flagged = |tau: &[f32]| -> usize {
+            (0..n)
+                .filter(|&c| scores.iter().zip(tau).any(|(s, &ti)| s[c] > ti))
+                .count()
+        };
+        let allowed = (budget.clamp(0.0, 1.0) * n as f64).floor() as usize;
+        // Standardised score of each calibration row under its most alarming prototype, decreasing.
+        let mut z: Vec<f32> = (0..n)
+            .map(|c| {
+                scores
+                    .iter()
+                    .zip(&spread)
+                    .map(|(s, &(m, sd))| (s[c] - m) / sd)
+                    .fold(f32::NEG_INFINITY, f32::max)
+            })
+            .collect();
+        z.sort_unstable_by(|a, b| b.total_cmp(a));
+        // The (allowed + 1)-th largest, or a larger one should rounding in `m + t σ` flag more rows.
+        let mut t = 0.0;
+        for &cand in z.iter().take(allowed.min(n.saturating_sub(1)) + 1).rev() {
+            t = cand;
+            if flagged(&thresholds(t)) <= allowed {
+                break;
+            }
+        }
+        let families = centres
+            .chunks_exact(self.dim)
+            .zip(thresholds(t))
+            .map(|(p, threshold)| FamilyPrototype {
+                centre: p.to_vec(),
+                threshold,
+                known_threshold: None,
+            })
+            .collect();
+        (families, t)
+    }
+
+    /// Whether any of `families` flags `x` (`s(x) > τ_p` for some family), with the benign distance
+    /// computed once.
+    ///
+    /// # Shapes
+    /// `x`: `dim` → bool.
+    pub fn flags_any(&self, x: &[f32], families: &[FamilyPrototype]) -> bool {
+        let db = self.benign_distance(x);
+        families
+            .iter()
+            .any(|f| db - sq_dist(x, &f.centre) > f.threshold)
+    }
+
     /// Family score `s(x) = min_j d(x, B_j) − d(x, p)`.
     ///
     /// # Shapes
@@ -446,6 +545,46 @@ mod tests {
             Decision::Benign
         );
         assert_eq!(reference.decide(&[-50.0, -50.0], &[fam]), Decision::Unknown);
+    }
+
+    #[test]
+    fn union_rule_holds_the_budget_and_keeps_thresholds_apart() {
+        // Benign rows on a segment of the y axis, benign prototype at the origin.
+        let cal: Vec<f32> = (0..400)
+            .flat_map(|i| [(i % 7) as f32 * 0.01, -4.0 + i as f32 * 0.02])
+            .collect();
+        let reference = BenignReference::new(2, vec![0.0, 0.0], cal.clone(), 0.02);
+        let budget = 0.01;
+        // A known prototype beside the benign rows, and one enrolled among them (benign-looking).
+        let known = [6.0f32, 0.0];
+        let near = [0.0f32, 4.0];
+        let (alone, _) = reference.enrol_union(&known, budget);
+        let both: Vec<f32> = known.iter().chain(&near).copied().collect();
+        let (fams, _) = reference.enrol_union(&both, budget);
+        for fs in [&alone, &fams] {
+            let flagged = cal
+                .chunks_exact(2)
+                .filter(|c| reference.flags_any(c, fs))
+                .count();
+            assert!(flagged <= 4, "{flagged}");
+        }
+        // The benign-looking prototype's threshold is its own: the known one's is unchanged.
+        assert_eq!(fams[0].threshold, alone[0].threshold);
+        assert!(fams[1].threshold > 10.0, "{}", fams[1].threshold);
+        let q = [3.5f32, 0.0];
+        assert!(reference.flags_any(&q, &alone));
+        assert!(reference.flags_any(&q, &fams));
+        assert!(!reference.flags_any(&[0.0, 0.5], &fams));
+        // Prototypes flagging different calibration rows share the budget, and use it.
+        let two = [0.0f32, 4.0, 0.0, -4.0];
+        let (fams, t) = reference.enrol_union(&two, budget);
+        let flagged = cal
+            .chunks_exact(2)
+            .filter(|c| reference.flags_any(c, &fams))
+            .count();
+        assert!((3..=4).contains(&flagged), "{flagged} {t}");
+        assert!(fams[0].threshold > 0.0 && fams[1].threshold > 0.0);
+        assert_eq!(reference.enrol_union(&[], budget).0, Vec::new());
     }
 
     #[test]
