@@ -4,11 +4,22 @@
 //! enrolled; the forest baseline of `metaids-eval` runs under the same protocol.
 //!
 //! Rules (`d` squared distance, `B` benign prototypes, `A` known-family prototypes, `P_f` enrolled
-//! prototypes, `C` the model's held-out KDDTrain+ benign calibration rows, `α` the model's budget):
-//! attack iff `min d(x, B) − min d(x, A ∪ P) > τ` or `min d(x, B ∪ A ∪ P) > u`, with `τ` and `u` the
-//! upper quantiles at `α/2` of the same scores over `C` (so at most `α` of `C` is flagged). Both are
-//! recomputed after enrolment. No KDDTest+ row is used for training, calibration or any choice; the
-//! enrolled rows are excluded from scoring. This module holds the protocol, not the model.
+//! prototypes, `C` the model's held-out KDDTrain+ benign calibration rows, `α` the model's budget), two
+//! of them reported side by side:
+//!
+//! * **τ per prototype** (the headline rule): attack iff `min d(x, B) − d(x, p) > τ_p` for some
+//!   `p ∈ A ∪ P` (the model's union rule, [`BenignReference::enrol_union`]: `τ_p = m_p + t σ_p`, `m_p`
+//!   and `σ_p` the median and tail spread of the prototype's margin over `C`, `t` one common level
+//!   such that the union of the prototype rules flags at most `α/2` of `C`), or
+//!   `min d(x, B ∪ A ∪ P) > u`;
+//! * **one shared τ** (the earlier rule): attack iff `min d(x, B) − min d(x, A ∪ P) > τ` or
+//!   `min d(x, B ∪ A ∪ P) > u`, `τ` the upper quantile at `α/2` of the margin over `C`.
+//!
+//! `u` is the upper quantile at `α/2` of `min d(c, B ∪ A ∪ P)` over `C`, so either rule flags at most
+//! `α` of `C`. Thresholds are recomputed after enrolment. The per-prototype rule is chosen a priori:
+//! with one shared `τ`, a prototype close to the benign rows lifts the threshold of every other; no
+//! KDDTest+ row is used for training, calibration or any choice, and the enrolled rows are excluded
+//! from scoring. This module holds the protocol, not the model.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -24,7 +35,7 @@ use metaids_core::FlowFrame;
 use metaids_eval::forest::{BinnedData, ForestConfig, RandomForest};
 use metaids_eval::BaselineConfig;
 use metaids_ingest::write_atomic;
-use metaids_model::decision::{kmeans, mean_row, nearest, upper_quantile};
+use metaids_model::decision::{kmeans, mean_row, nearest, upper_quantile, BenignReference};
 use metaids_model::{
     DataFileHash, EncoderConfig, Provenance, ScoringKernel, Scratch, ThreatModel, TrainConfig,
     TrainProgress,
@@ -186,18 +197,42 @@ fn distances(emb: &[f32], dim: usize, benign: &[f32], known: &[f32]) -> Distance
     }
 }
 
-/// Flags of rows with distances `d` (and embeddings `emb` for the enrolled prototypes `extra`), under
-/// thresholds calibrated on the calibration rows `c` (embeddings `cal`) at `α/2` each.
+/// How the attack prototypes are thresholded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rule {
+    /// One threshold on `min d(x, B) − min d(x, A ∪ P)`.
+    Shared,
+    /// A threshold per prototype, one union budget (the model's union rule).
+    PerPrototype,
+}
+
+/// What [`detect`] found, with its thresholds.
+struct Detection {
+    flags: Vec<bool>,
+    /// The shared threshold `τ` ([`Rule::Shared`]).
+    tau: Option<f32>,
+    /// The common standardised level `t` of the per-prototype thresholds ([`Rule::PerPrototype`]).
+    level: Option<f32>,
+    /// The unknown threshold `u`.
+    u: f32,
+}
+
+/// Flags of rows with embeddings `emb` (distances `d` to the benign and known prototypes `known`),
+/// with the enrolled prototypes `extra`, under `rule` calibrated on `reference`'s calibration rows
+/// (distances `c`) at `α/2` for the prototype rules and `α/2` for the unknown rule.
 fn detect(
+    reference: &BenignReference,
+    c: &Distances,
     d: &Distances,
     emb: &[f32],
-    c: &Distances,
-    cal: &[f32],
+    known: &[f32],
     extra: &[f32],
-    dim: usize,
-    alpha: f64,
-) -> (Vec<bool>, f32, f32) {
+    rule: Rule,
+) -> Detection {
+    let dim = reference.dim;
+    let half = reference.fpr_budget / 2.0;
     let attack_dist = |dk: f32, x: &[f32]| dk.min(nearest(x, extra, dim).1);
+    let cal = &reference.calibration;
     let mut s_cal = Vec::with_capacity(c.benign.len());
     let mut v_cal = Vec::with_capacity(c.benign.len());
     for ((&db, &dk), x) in c.benign.iter().zip(&c.known).zip(cal.chunks_exact(dim)) {
@@ -205,19 +240,40 @@ fn detect(
         s_cal.push(db - da);
         v_cal.push(db.min(da));
     }
-    let tau = upper_quantile(&mut s_cal, alpha / 2.0).max(0.0);
-    let u = upper_quantile(&mut v_cal, alpha / 2.0);
-    let flags = d
-        .benign
-        .iter()
-        .zip(&d.known)
-        .zip(emb.chunks_exact(dim))
-        .map(|((&db, &dk), x)| {
-            let da = attack_dist(dk, x);
-            db - da > tau || db.min(da) > u
-        })
-        .collect();
-    (flags, tau, u)
+    let u = upper_quantile(&mut v_cal, half);
+    let rows = d.benign.iter().zip(&d.known).zip(emb.chunks_exact(dim));
+    match rule {
+        Rule::Shared => {
+            let tau = upper_quantile(&mut s_cal, half).max(0.0);
+            let flags = rows
+                .map(|((&db, &dk), x)| {
+                    let da = attack_dist(dk, x);
+                    db - da > tau || db.min(da) > u
+                })
+                .collect();
+            Detection {
+                flags,
+                tau: Some(tau),
+                level: None,
+                u,
+            }
+        }
+        Rule::PerPrototype => {
+            let centres: Vec<f32> = known.iter().chain(extra).copied().collect();
+            let (protos, t) = reference.enrol_union(&centres, half);
+            let flags = rows
+                .map(|((&db, &dk), x)| {
+                    reference.flags_any(x, &protos) || db.min(attack_dist(dk, x)) > u
+                })
+                .collect();
+            Detection {
+                flags,
+                tau: None,
+                level: Some(t),
+                u,
+            }
+        }
+    }
 }
 
 /// The forest baseline's capped training sample (as `metaids-eval`'s: at most `max_benign` benign
@@ -288,6 +344,22 @@ fn mean_rates(outcomes: &[Outcome]) -> BTreeMap<String, (f64, usize)> {
         .collect()
 }
 
+/// The rules reported, headline first.
+const RULES: [(Rule, &str); 2] = [
+    (Rule::PerPrototype, "τ per prototype"),
+    (Rule::Shared, "one shared τ"),
+];
+
+/// One rule's outcomes.
+struct RuleResult {
+    name: &'static str,
+    zero: Outcome,
+    zero_detection: Detection,
+    enrolled: Vec<Outcome>,
+    /// The per-prototype level `t` of each enrolled repeat ([`Rule::PerPrototype`]).
+    levels: Vec<f32>,
+}
+
 /// `metaids standard`.
 pub fn run(a: StandardArgs) -> Result<()> {
     if a.shots == 0 || a.repeats == 0 {
@@ -345,16 +417,26 @@ pub fn run(a: StandardArgs) -> Result<()> {
     kernel.embed_into(&x, &mut Scratch::default(), &mut emb)?;
     let embed_s = t.elapsed().as_secs_f64();
     let slot: BTreeMap<usize, usize> = rows.test.iter().enumerate().map(|(i, &r)| (r, i)).collect();
-    let cal = &model.reference.calibration;
-    let c = distances(cal, dim, &model.reference.prototypes, &known);
-    let d = distances(&emb, dim, &model.reference.prototypes, &known);
+    let reference = &model.reference;
+    let c = distances(&reference.calibration, dim, &reference.prototypes, &known);
+    let d = distances(&emb, dim, &reference.prototypes, &known);
 
-    // Zero-shot.
-    let (flags, tau0, u0) = detect(&d, &emb, &c, cal, &[], dim, alpha);
-    let zero = Outcome::of(frame, &rows.test, &flags);
+    // Zero-shot, per rule.
+    let mut results: Vec<RuleResult> = RULES
+        .iter()
+        .map(|&(rule, name)| {
+            let z = detect(reference, &c, &d, &emb, &known, &[], rule);
+            RuleResult {
+                name,
+                zero: Outcome::of(frame, &rows.test, &z.flags),
+                zero_detection: z,
+                enrolled: Vec::new(),
+                levels: Vec::new(),
+            }
+        })
+        .collect();
 
-    // Enrolled, over repeats.
-    let mut enrolled = Vec::new();
+    // Enrolled, over repeats (the same draws for every rule and the forest).
     let mut draws: Vec<Vec<usize>> = Vec::new();
     for rep in 0..a.repeats {
         let mut support = Vec::new();
@@ -372,10 +454,13 @@ pub fn run(a: StandardArgs) -> Result<()> {
         let keep: Vec<usize> = (0..rows.test.len())
             .filter(|&i| support.binary_search(&rows.test[i]).is_err())
             .collect();
-        let (flags, _, _) = detect(&d, &emb, &c, cal, &protos, dim, alpha);
         let scored: Vec<usize> = keep.iter().map(|&i| rows.test[i]).collect();
-        let f: Vec<bool> = keep.iter().map(|&i| flags[i]).collect();
-        enrolled.push(Outcome::of(frame, &scored, &f));
+        for (r, &(rule, _)) in results.iter_mut().zip(&RULES) {
+            let det = detect(reference, &c, &d, &emb, &known, &protos, rule);
+            let f: Vec<bool> = keep.iter().map(|&i| det.flags[i]).collect();
+            r.enrolled.push(Outcome::of(frame, &scored, &f));
+            r.levels.extend(det.level);
+        }
         draws.push(support);
     }
 
@@ -390,7 +475,8 @@ pub fn run(a: StandardArgs) -> Result<()> {
 
     let summ =
         |os: &[Outcome], f: fn(&Outcome) -> f64| Summary::of(&os.iter().map(f).collect::<Vec<_>>());
-    let model_rates = mean_rates(&enrolled);
+    let model_rates: Vec<BTreeMap<String, (f64, usize)>> =
+        results.iter().map(|r| mean_rates(&r.enrolled)).collect();
     println!(
         "NSL-KDD standard split: trained on KDDTrain+ ({} rows), tested on KDDTest+ ({} rows; {} test-only families, {} rows)",
         rows.train.len(),
@@ -399,8 +485,11 @@ pub fn run(a: StandardArgs) -> Result<()> {
         rows.test_only.values().map(Vec::len).sum::<usize>()
     );
     println!(
-        "enrolled: {} flows of each test-only family (fewer when it has fewer), excluded from scoring; {} seeds; FPR budget {alpha} on held-out KDDTrain+ benign rows\n",
-        a.shots, a.repeats
+        "enrolled: {} flows of each test-only family (fewer when it has fewer), excluded from scoring; {} seeds; FPR budget {alpha} on {} held-out KDDTrain+ benign rows; {} known prototypes\n",
+        a.shots,
+        a.repeats,
+        reference.calibration_rows(),
+        known.len() / dim.max(1)
     );
     println!("| detector | accuracy | detection rate | FPR |\n|---|---|---|---|");
     let line = |name: &str, z: &Outcome| {
@@ -419,15 +508,33 @@ pub fn run(a: StandardArgs) -> Result<()> {
             summ(os, Outcome::fpr).display()
         )
     };
-    line("model, no shots", &zero);
-    line_e(&format!("model, {} enrolled", a.shots), &enrolled);
+    for r in &results {
+        line(&format!("model ({}), no shots", r.name), &r.zero);
+        line_e(
+            &format!("model ({}), {} enrolled", r.name, a.shots),
+            &r.enrolled,
+        );
+    }
     if let Some((fz, fe)) = &forest {
         line("random forest, no shots", fz);
         line_e(&format!("random forest, {} enrolled", a.shots), fe);
     }
     let forest_rates = forest.as_ref().map(|(_, fe)| mean_rates(fe));
-    println!("\n| family | test rows | test-only | model no shots | model enrolled | forest no shots | forest enrolled |\n|---|---:|---|---:|---:|---:|---:|");
-    for (fam, (hit, n)) in &zero.per_family {
+    let mut head = String::from("\n| family | test rows | test-only |");
+    for r in &results {
+        head += &format!(" model ({0}) no shots | model ({0}) enrolled |", r.name);
+    }
+    head += " forest no shots | forest enrolled |\n|---|---:|---|";
+    head += &"---:|".repeat(2 * results.len() + 2);
+    println!("{head}");
+    let rate = |h: usize, n: usize| format!("{:.3}", h as f64 / n.max(1) as f64);
+    for (fam, n) in results[0].zero.per_family.iter().map(|(f, &(_, n))| (f, n)) {
+        let mut model_cols = String::new();
+        for (r, m) in results.iter().zip(&model_rates) {
+            let z = r.zero.per_family.get(fam).map_or(0, |&(h, _)| h);
+            let e = m.get(fam).map_or("-".into(), |(x, _)| format!("{x:.3}"));
+            model_cols += &format!(" {} | {e} |", rate(z, n));
+        }
         let fz = forest
             .as_ref()
             .and_then(|(fz, _)| fz.per_family.get(fam))
@@ -439,16 +546,12 @@ pub fn run(a: StandardArgs) -> Result<()> {
             .and_then(|m| m.get(fam))
             .map_or("-".into(), |(r, _)| format!("{r:.3}"));
         println!(
-            "| {fam} | {n} | {} | {:.3} | {} | {fz} | {fe} |",
+            "| {fam} | {n} | {} |{model_cols} {fz} | {fe} |",
             if rows.test_only.contains_key(fam) {
                 "yes"
             } else {
                 ""
             },
-            *hit as f64 / (*n).max(1) as f64,
-            model_rates
-                .get(fam)
-                .map_or("-".into(), |(r, _)| format!("{r:.3}")),
         );
     }
     println!("\n(family rows: the rate flagged as attack; for `{BENIGN}` that is the false-positive rate)");
@@ -469,6 +572,19 @@ pub fn run(a: StandardArgs) -> Result<()> {
                 "repeats": os.iter().map(|o| outcome_json(o, &rows.test_only)).collect::<Vec<_>>(),
             })
         };
+        let rule_json = |r: &RuleResult| {
+            serde_json::json!({
+                "rule": r.name,
+                "zero_shot": outcome_json(&r.zero, &rows.test_only),
+                "zero_shot_thresholds": {
+                    "tau": r.zero_detection.tau,
+                    "per_prototype_level": r.zero_detection.level,
+                    "u": r.zero_detection.u,
+                },
+                "enrolled": enrolled_json(&r.enrolled),
+                "enrolled_per_prototype_level": r.levels,
+            })
+        };
         let v = serde_json::json!({
             "metaids_version": env!("CARGO_PKG_VERSION"),
             "protocol": {
@@ -479,18 +595,20 @@ pub fn run(a: StandardArgs) -> Result<()> {
                 "test_only_families": rows.test_only.iter().map(|(f, r)| serde_json::json!({"family": f, "rows": r.len()})).collect::<Vec<_>>(),
                 "shots": a.shots, "repeats": a.repeats, "seed": a.seed,
                 "fpr_budget": alpha,
-                "rule": "attack iff min d(x,B) - min d(x, A ∪ P) > tau or min d(x, B ∪ A ∪ P) > u; tau, u: upper quantiles at budget/2 over held-out KDDTrain+ benign calibration rows",
+                "rules": {
+                    "per_prototype": "attack iff min d(x,B) - d(x,p) > tau_p for some p in A ∪ P, or min d(x, B ∪ A ∪ P) > u; tau_p = max(0, m_p + t s_p) with m_p the median of d(c,B) - d(c,p) over the calibration rows and s_p its upper quantile at budget/2 minus m_p; t the upper quantile at budget/2 of max_p (score_p(c) - m_p)/s_p over the calibration rows, so the union of the prototype rules flags at most floor(n budget/2) of them; u: upper quantile at budget/2",
+                    "shared": "attack iff min d(x,B) - min d(x, A ∪ P) > tau or min d(x, B ∪ A ∪ P) > u; tau, u: upper quantiles at budget/2",
+                    "calibration": "held-out KDDTrain+ benign rows of the model",
+                },
+                "calibration_rows": reference.calibration_rows(),
                 "known_prototypes": known.len() / dim.max(1),
-                "zero_shot_thresholds": {"tau": tau0, "u": u0},
                 "model": a.model.as_ref().map(|p| p.display().to_string()),
                 "model_best_step": model.record.best_step,
                 "model_validation_f1": model.record.best_f1,
                 "training_seconds": model.record.seconds,
             },
-            "model": {
-                "zero_shot": outcome_json(&zero, &rows.test_only),
-                "enrolled": enrolled_json(&enrolled),
-            },
+            "model": rule_json(&results[0]),
+            "model_shared_threshold": rule_json(&results[1]),
             "forest": forest.as_ref().map(|(fz, fe)| serde_json::json!({
                 "description": "metaids-eval histogram random forest (50 trees, depth ≤ 20), benign vs attack on a capped seeded KDDTrain+ sample (≤3000 benign, ≤500 per family); enrolled: refit with the same enrolled rows as attacks, weighted as one average family",
                 "zero_shot": outcome_json(fz, &rows.test_only),
@@ -650,21 +768,69 @@ fn forest_baseline(
 mod tests {
     use super::*;
 
+    /// Flags of the rows `q` (1-d or 2-d embeddings `dim`) under `rule`.
+    fn flags(
+        reference: &BenignReference,
+        known: &[f32],
+        q: &[f32],
+        extra: &[f32],
+        rule: Rule,
+    ) -> Vec<bool> {
+        let dim = reference.dim;
+        let c = distances(&reference.calibration, dim, &reference.prototypes, known);
+        let d = distances(q, dim, &reference.prototypes, known);
+        detect(reference, &c, &d, q, known, extra, rule).flags
+    }
+
     #[test]
     fn detect_holds_the_budget_on_calibration_rows() {
-        // 1-d embeddings: benign prototype at 0, known prototype at 10.
+        // 1-d embeddings: benign prototype at 0, known prototype at 10; budget 0.02 of 200 rows, so
+        // at most 2 rows per rule and 4 in all.
         let cal: Vec<f32> = (0..200).map(|i| (i as f32) / 40.0).collect();
-        let c = distances(&cal, 1, &[0.0], &[10.0]);
-        let (flags, tau, u) = detect(&c, &cal, &c, &cal, &[], 1, 0.02);
-        assert!(flags.iter().filter(|&&f| f).count() <= 4, "{tau} {u}");
-        let q = [9.5f32, 0.1, 30.0];
-        let dq = distances(&q, 1, &[0.0], &[10.0]);
-        let (f, _, _) = detect(&dq, &q, &c, &cal, &[], 1, 0.02);
-        assert_eq!(f, vec![true, false, true]);
-        // An enrolled prototype at -4 catches a row there that neither rule flagged before.
-        let q = [-4.0f32];
-        let dq = distances(&q, 1, &[0.0], &[10.0]);
-        assert_eq!(detect(&dq, &q, &c, &cal, &[], 1, 0.02).0, vec![false]);
-        assert_eq!(detect(&dq, &q, &c, &cal, &[-4.0], 1, 0.02).0, vec![true]);
+        let reference = BenignReference::new(1, vec![0.0], cal.clone(), 0.02);
+        for rule in [Rule::Shared, Rule::PerPrototype] {
+            for extra in [&[][..], &[-4.0], &[4.5, -1.0, 2.0]] {
+                let f = flags(&reference, &[10.0], &cal, extra, rule);
+                let n = f.iter().filter(|&&f| f).count();
+                assert!(n <= 4, "{rule:?} {extra:?}: {n}");
+            }
+            let f = flags(&reference, &[10.0], &[9.5, 0.1, 30.0], &[], rule);
+            assert_eq!(f, vec![true, false, true], "{rule:?}");
+            // An enrolled prototype at -4 catches a row there that neither rule flagged before.
+            assert_eq!(flags(&reference, &[10.0], &[-4.0], &[], rule), vec![false]);
+            assert_eq!(
+                flags(&reference, &[10.0], &[-4.0], &[-4.0], rule),
+                vec![true]
+            );
+        }
+    }
+
+    #[test]
+    fn a_benign_looking_prototype_keeps_its_threshold_to_itself() {
+        // 2-d: benign rows on a segment of the y axis around the benign prototype at the origin; a
+        // known prototype at (6, 0) beside them; an enrolled prototype at (0, 4), among them.
+        let cal: Vec<f32> = (0..400)
+            .flat_map(|i| [(i % 7) as f32 * 0.01, -4.0 + i as f32 * 0.02])
+            .collect();
+        let reference = BenignReference::new(2, vec![0.0, 0.0], cal.clone(), 0.02);
+        let known = [6.0f32, 0.0];
+        let benign_looking = [0.0f32, 4.0];
+        // Between the benign rows and the known prototype, nearer the known one.
+        let q = [3.5f32, 0.0];
+        for rule in [Rule::Shared, Rule::PerPrototype] {
+            assert_eq!(flags(&reference, &known, &q, &[], rule), vec![true]);
+            let f = flags(&reference, &known, &cal, &benign_looking, rule);
+            assert!(f.iter().filter(|&&f| f).count() <= 8, "{rule:?}");
+        }
+        // One shared threshold: enrolling the benign-looking prototype lifts it above q's margin.
+        assert_eq!(
+            flags(&reference, &known, &q, &benign_looking, Rule::Shared),
+            vec![false]
+        );
+        // A threshold per prototype: q is still flagged.
+        assert_eq!(
+            flags(&reference, &known, &q, &benign_looking, Rule::PerPrototype),
+            vec![true]
+        );
     }
 }

@@ -232,7 +232,14 @@ fn standard_split_trains_on_kddtrain_only() {
         .expect("standard");
     ok(&out);
     let table = String::from_utf8_lossy(&out.stdout);
-    assert!(table.contains("| model, no shots |"), "{table}");
+    assert!(
+        table.contains("| model (τ per prototype), no shots |"),
+        "{table}"
+    );
+    assert!(
+        table.contains("| model (one shared τ), no shots |"),
+        "{table}"
+    );
     let v = read_json(&json);
     let p = &v["protocol"];
     let test_rows = p["test_rows"].as_u64().expect("test rows");
@@ -254,6 +261,16 @@ fn standard_split_trains_on_kddtrain_only() {
     for rep in e["repeats"].as_array().expect("repeats") {
         assert_eq!(rep["rows"].as_u64(), Some(test_rows - enrolled_rows));
     }
+    // Both rules, on the same rows; the per-prototype rule records its level per repeat.
+    let s = &v["model_shared_threshold"];
+    assert_eq!(s["zero_shot"]["rows"].as_u64(), Some(test_rows));
+    assert_eq!(s["enrolled"]["accuracy"]["n"], 3);
+    assert!(s["zero_shot_thresholds"]["tau"].is_number());
+    let levels = v["model"]["enrolled_per_prototype_level"]
+        .as_array()
+        .expect("levels");
+    assert_eq!(levels.len(), 3);
+    assert!(v["model"]["zero_shot_thresholds"]["per_prototype_level"].is_number());
     assert!(v["forest"].is_null());
     // The saved model holds KDDTrain+ only and is accepted back; a model of both files is refused.
     let out = metaids()
