@@ -244,7 +244,7 @@ fn detect(
     let rows = d.benign.iter().zip(&d.known).zip(emb.chunks_exact(dim));
     match rule {
         Rule::Shared => {
-            let tau = upper_quantile(&mut s_cal, half).max(0.0);
+            let tau = upper_quantile(&mut s_cal, half);
             let flags = rows
                 .map(|((&db, &dk), x)| {
                     let da = attack_dist(dk, x);
@@ -596,7 +596,7 @@ pub fn run(a: StandardArgs) -> Result<()> {
                 "shots": a.shots, "repeats": a.repeats, "seed": a.seed,
                 "fpr_budget": alpha,
                 "rules": {
-                    "per_prototype": "attack iff min d(x,B) - d(x,p) > tau_p for some p in A ∪ P, or min d(x, B ∪ A ∪ P) > u; tau_p = max(0, m_p + t s_p) with m_p the median of d(c,B) - d(c,p) over the calibration rows and s_p its upper quantile at budget/2 minus m_p; t the upper quantile at budget/2 of max_p (score_p(c) - m_p)/s_p over the calibration rows, so the union of the prototype rules flags at most floor(n budget/2) of them; u: upper quantile at budget/2",
+                    "per_prototype": "attack iff min d(x,B) - d(x,p) > tau_p for some p in A ∪ P, or min d(x, B ∪ A ∪ P) > u; tau_p = m_p + t s_p with m_p the median of d(c,B) - d(c,p) over the calibration rows and s_p its upper quantile at budget/2 minus m_p; t the upper quantile at budget/2 of max_p (score_p(c) - m_p)/s_p over the calibration rows, so the union of the prototype rules flags at most floor(n budget/2) of them; u: upper quantile at budget/2",
                     "shared": "attack iff min d(x,B) - min d(x, A ∪ P) > tau or min d(x, B ∪ A ∪ P) > u; tau, u: upper quantiles at budget/2",
                     "calibration": "held-out KDDTrain+ benign rows of the model",
                 },

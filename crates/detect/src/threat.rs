@@ -162,7 +162,7 @@ pub fn calibrate(model: &ThreatModel, threat: &mut ArmedThreat, budget: f64) {
                 - metaids_model::decision::nearest(c, &threat.prototypes, dim).1
         })
         .collect();
-    threat.threshold = upper_quantile(&mut scores, budget).max(0.0);
+    threat.threshold = upper_quantile(&mut scores, budget);
 }
 
 /// A JSON file of armed threats: what `metaids detect --library` reads until the threat library is

@@ -7,8 +7,9 @@
 //! centres and `C` the model's held-out benign calibration embeddings (the **benign reference**):
 //!
 //! * score `s(x) = min_j d(x, B_j) − min_i d(x, c_i)`; `x` is **flagged** iff `s(x) > threshold`;
-//! * calibrated threshold `τ_α = max(0, t)` with `t` the upper quantile of `s` over `C` at the budget
-//!   `α` (`metaids_model::decision::upper_quantile`): at most `⌊α n⌋` reference rows score above it;
+//! * calibrated threshold `τ_α`, the upper quantile of `s` over `C` at the budget `α`
+//!   (`metaids_model::decision::upper_quantile`, possibly negative, as the model's family rule): at
+//!   most `⌊α n⌋` reference rows score above it;
 //! * **support coverage**: the threshold must flag every support flow. When the weakest support flow
 //!   scores at or below `τ_α`, the threshold is lowered to just below its score (`s_min.next_down()`);
 //! * **negatives** (rejected alerts): the threshold is raised to the highest negative score, so a
@@ -331,7 +332,7 @@ pub fn fit(
     let mut reference_scores: Vec<f32> =
         reference.calibration.chunks_exact(dim).map(score).collect();
     let n = reference_scores.len();
-    let calibrated = upper_quantile(&mut reference_scores.clone(), budget).max(0.0);
+    let calibrated = upper_quantile(&mut reference_scores.clone(), budget);
     let mut support_scores: Vec<(f32, &SupportFlow)> =
         support.iter().map(|f| (score(&f.embedding), f)).collect();
     support_scores.sort_by(|a, b| a.0.total_cmp(&b.0));

@@ -204,7 +204,7 @@ impl FewShotMethod for ProtoNetMethod {
                 .map(|c| reference.benign_distance(c) - reference.known_distance(c))
                 .collect();
             self.known_half =
-                crate::decision::upper_quantile(&mut scores, reference.fpr_budget / 2.0).max(0.0);
+                crate::decision::upper_quantile(&mut scores, reference.fpr_budget / 2.0);
         }
         // Embed every row a task may query or draw support from (no labels are used here).
         let mut rows: Vec<usize> = query_rows.to_vec();
