@@ -6,17 +6,18 @@
 //! scales one contiguous panel row). A batch is processed 64 rows at a time, a group of rows at a time:
 //! the group's dense inputs are packed input-major, then every panel is computed in one register tile
 //! of the group's rows × 16 columns with fused multiply-adds. The SIMD level is picked at run time by
-//! `pulp`, and the tile height follows the vector width so that a tile keeps 8–16 independent
-//! accumulators: 8 rows × one 16-lane vector with AVX-512 (`x86-v4`), 6 rows × two 8-lane vectors with
+//! `pulp`, and the tile height follows the vector width so that a tile keeps 12–16 independent
+//! accumulators: 16 rows × one 16-lane vector with AVX-512 (`x86-v4`), 6 rows × two 8-lane vectors with
 //! AVX2+FMA (`x86-v3`), 4 rows × four 4-lane vectors with NEON; rows left over go in tiles of 4, then
 //! 1; without any of these the same code runs on scalars. This crate stays free of `unsafe`. Input
 //! columns from [`ScoringKernel::dense_inputs`] on are treated as sparse (the normaliser's one-hot
-//! columns): the non-zero ones of each row are listed once per batch, branch-free, and each adds its
-//! scaled weight row, which gives the same sum as multiplying the zeros. LayerNorm and ReLU run on the
-//! same vectors (mean, then the variance around it). The forward is the encoder's exactly (stem; per
-//! block optional LayerNorm, ReLU, linear, optional residual; optional LayerNorm, ReLU, head) up to
-//! float rounding: equivalence tests hold every SIMD level within 1e-5 of candle's on synthetic rows,
-//! and the dispatched one within 1e-4 on real CIC rows.
+//! columns): each row's non-zero ones are found 32 at a time as a bit mask, and each adds its scaled
+//! weight row to the row's bias before the dense tiles run, which gives the same sum as multiplying
+//! the zeros. LayerNorm and ReLU run on the same vectors (mean, then the variance around it). The
+//! forward is the encoder's exactly (stem; per block optional LayerNorm, ReLU, linear, optional
+//! residual; optional LayerNorm, ReLU, head) up to float rounding: equivalence tests hold every SIMD
+//! level within 1e-5 of candle's on synthetic rows, and the dispatched one within 1e-4 on real CIC
+//! rows.
 //!
 //! It does not train, does not read files, and does not change the decision rules: decisions are
 //! [`BenignReference::decide`] applied to the kernel's embeddings.
@@ -30,8 +31,8 @@ use crate::model::ThreatModel;
 
 /// Output columns per packed weight panel (a multiple of every SIMD width used).
 const PANEL: usize = 16;
-/// Rows per register tile with 16-lane vectors (AVX-512): 8 rows × 1 vector, 8 accumulators.
-const ROWS_X16: usize = 8;
+/// Rows per register tile with 16-lane vectors (AVX-512): 16 rows × 1 vector, 16 accumulators.
+const ROWS_X16: usize = 16;
 /// Rows per register tile with 8-lane vectors (AVX2): 6 rows × 2 vectors, 12 accumulators.
 const ROWS_X8: usize = 6;
 /// Rows per register tile with 4-lane vectors (NEON): 4 rows × 4 vectors, 16 accumulators.
@@ -124,10 +125,6 @@ pub struct Scratch {
     emb: Vec<f32>,
     /// One row group's dense inputs, packed input-major.
     pack: Vec<f32>,
-    /// Per row of a chunk, the offsets of its non-zero sparse inputs (see [`sparse_index`]).
-    nz: Vec<u32>,
-    /// Per row of a chunk, how many `nz` slots are used.
-    nz_len: Vec<usize>,
 }
 
 /// Multiply-adds per flow of a dense forward (`input·hidden + depth·hidden² + hidden·embedding`),
@@ -265,13 +262,6 @@ impl ScoringKernel {
         if scratch.pack.len() < pack {
             scratch.pack.resize(pack, 0.0);
         }
-        let sparse = KERNEL_BATCH * (self.config.input_dim - self.dense_inputs + 1);
-        if scratch.nz.len() < sparse {
-            scratch.nz.resize(sparse, 0);
-        }
-        if scratch.nz_len.len() < KERNEL_BATCH {
-            scratch.nz_len.resize(KERNEL_BATCH, 0);
-        }
     }
 
     /// Embeds `n ≤ KERNEL_BATCH` rows into `scratch.emb` (row stride `head.padded`).
@@ -388,32 +378,28 @@ impl WithSimd for Forward<'_> {
         let cfg = &k.config;
         let n = self.n;
         let hp = k.stem.padded;
-        let Scratch {
-            h,
-            z,
-            emb,
-            pack,
-            nz,
-            nz_len,
-        } = self.scratch;
-        let nz_stride = sparse_index(self.x, cfg.input_dim, k.dense_inputs, n, nz, nz_len);
+        let Scratch { h, z, emb, pack } = self.scratch;
+        let dense = k.dense_inputs.min(cfg.input_dim);
+        let start = if dense < cfg.input_dim {
+            sparse_start(simd, &k.stem, self.x, dense, n, h);
+            Start::Out
+        } else {
+            Start::Bias
+        };
         let stem = Args {
-            layer: &k.stem,
-            x: self.x,
-            x_stride: cfg.input_dim,
-            n,
-            dense: k.dense_inputs.min(cfg.input_dim),
-            nz,
-            nz_len,
-            nz_stride,
-            out_stride: hp,
-            accumulate: false,
+            start,
+            dense,
+            ..Args::dense(&k.stem, self.x, cfg.input_dim, n, hp)
         };
         linear(simd, &stem, pack, h);
         for block in &k.blocks {
             norm_relu(simd, block.norm.as_ref(), h, z, hp, cfg.hidden, n);
             let args = Args {
-                accumulate: cfg.residual,
+                start: if cfg.residual {
+                    Start::BiasPlusOut
+                } else {
+                    Start::Bias
+                },
                 ..Args::dense(&block.linear, z, hp, n, hp)
             };
             linear(simd, &args, pack, h);
@@ -424,37 +410,55 @@ impl WithSimd for Forward<'_> {
     }
 }
 
-/// Lists, for each of the `n` rows of `x` (`d` columns), the offsets from `dense` of its non-zero
-/// columns into `nz` (one slot per sparse column plus one, per row) and their count into `nz_len`;
-/// returns the per-row slot count. Branch-free, so the one-hot columns cost one pass per chunk instead
-/// of one test per column for every panel.
+/// Starts the stem's output rows (stride `layer.padded`) at the bias plus the sparse columns' part
+/// of `x Wᵀ`: columns from `dense` on whose value is not zero add their scaled weight row. Zeros are
+/// found 32 columns at a time as a bit mask (vector compares, no branch per column), so the one-hot
+/// columns cost a few instructions per row instead of a test per column for every panel.
 #[inline(always)]
-fn sparse_index(
+fn sparse_start<S: Simd>(
+    simd: S,
+    layer: &Linear,
     x: &[f32],
-    d: usize,
     dense: usize,
     n: usize,
-    nz: &mut [u32],
-    nz_len: &mut [usize],
-) -> usize {
-    let stride = d - dense.min(d) + 1;
-    if stride == 1 {
-        return stride;
-    }
-    for ((row, idx), len) in x
-        .chunks_exact(d)
-        .zip(nz.chunks_exact_mut(stride))
-        .zip(nz_len.iter_mut())
+    out: &mut [f32],
+) {
+    let (inputs, padded) = (layer.inputs, layer.padded);
+    for (row, o) in x
+        .chunks_exact(inputs)
+        .zip(out.chunks_exact_mut(padded))
         .take(n)
     {
-        let mut m = 0;
-        for (k, &v) in row[dense..].iter().enumerate() {
-            idx[m] = k as u32;
-            m += usize::from(v != 0.0);
+        o.copy_from_slice(&layer.bias);
+        let (chunks, tail) = row[dense..].as_chunks::<32>();
+        let masks = chunks
+            .iter()
+            .map(|c| nonzero_bits(c))
+            .chain(core::iter::once(nonzero_bits(tail)));
+        for (c, mut bits) in masks.enumerate() {
+            while bits != 0 {
+                let k = dense + c * 32 + bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                let xs = simd.splat_f32s(row[k]);
+                for (p, op) in o.chunks_exact_mut(PANEL).enumerate() {
+                    let start = (p * inputs + k) * PANEL;
+                    let (wv, _) = S::as_simd_f32s(&layer.panels[start..start + PANEL]);
+                    let (ov, _) = S::as_mut_simd_f32s(op);
+                    for (ov, &wv) in ov.iter_mut().zip(wv) {
+                        *ov = simd.mul_add_f32s(xs, wv, *ov);
+                    }
+                }
+            }
         }
-        *len = m;
     }
-    stride
+}
+
+/// Bit `i` set where `v[i]` is not zero (NaN included), for up to 32 values.
+#[inline(always)]
+fn nonzero_bits(v: &[f32]) -> u32 {
+    v.iter()
+        .enumerate()
+        .fold(0, |b, (i, &v)| b | (u32::from(v != 0.0) << i))
 }
 
 /// `z = relu(LayerNorm(h))` (or `relu(h)` without a norm) over the first `width` columns of `n` rows,
@@ -513,19 +517,26 @@ fn norm_relu<S: Simd>(
     }
 }
 
-/// The operands of one layer pass: `out[r] = (accumulate ? out[r] : 0) + b + x[r] Wᵀ` for `n` rows;
-/// input columns from `dense` on are read sparsely through `nz` (see [`sparse_index`]).
+/// What a layer pass adds `x[r] Wᵀ` (its first `dense` columns) to.
+#[derive(Clone, Copy)]
+enum Start {
+    /// The bias.
+    Bias,
+    /// The bias plus the output row (the residual).
+    BiasPlusOut,
+    /// The output row as it is (the stem, started by [`sparse_start`]).
+    Out,
+}
+
+/// The operands of one layer pass: `out[r] = start + x[r, ..dense] W[.., ..dense]ᵀ` for `n` rows.
 struct Args<'a> {
     layer: &'a Linear,
     x: &'a [f32],
     x_stride: usize,
     n: usize,
     dense: usize,
-    nz: &'a [u32],
-    nz_len: &'a [usize],
-    nz_stride: usize,
     out_stride: usize,
-    accumulate: bool,
+    start: Start,
 }
 
 impl<'a> Args<'a> {
@@ -543,11 +554,8 @@ impl<'a> Args<'a> {
             x_stride,
             n,
             dense: layer.inputs,
-            nz: &[],
-            nz_len: &[],
-            nz_stride: 0,
             out_stride,
-            accumulate: false,
+            start: Start::Bias,
         }
     }
 }
@@ -628,17 +636,16 @@ fn tile<S: Simd, const NV: usize, const R: usize>(
     col: usize,
     out: &mut [f32],
 ) {
-    let inputs = a.layer.inputs;
     let (bv, _) = S::as_simd_f32s(bias);
     let mut acc = [[simd.splat_f32s(0.0); NV]; R];
     for (r, accr) in acc.iter_mut().enumerate() {
         let start = (r0 + r) * a.out_stride + col;
         let (ov, _) = S::as_simd_f32s(&out[start..start + PANEL]);
         for v in 0..NV {
-            accr[v] = if a.accumulate {
-                simd.add_f32s(bv[v], ov[v])
-            } else {
-                bv[v]
+            accr[v] = match a.start {
+                Start::Bias => bv[v],
+                Start::BiasPlusOut => simd.add_f32s(bv[v], ov[v]),
+                Start::Out => ov[v],
             };
         }
     }
@@ -648,22 +655,6 @@ fn tile<S: Simd, const NV: usize, const R: usize>(
             let xs = simd.splat_f32s(xv);
             for (av, &wv) in accr.iter_mut().zip(wv) {
                 *av = simd.mul_add_f32s(xs, wv, *av);
-            }
-        }
-    }
-    if a.dense < inputs {
-        for (r, accr) in acc.iter_mut().enumerate() {
-            let row = r0 + r;
-            let x = &a.x[row * a.x_stride + a.dense..row * a.x_stride + inputs];
-            let start = row * a.nz_stride;
-            for &k in &a.nz[start..start + a.nz_len[row]] {
-                let k = k as usize;
-                let c = (a.dense + k) * PANEL;
-                let (wv, _) = S::as_simd_f32s(&w[c..c + PANEL]);
-                let xs = simd.splat_f32s(x[k]);
-                for (av, &wv) in accr.iter_mut().zip(wv) {
-                    *av = simd.mul_add_f32s(xs, wv, *av);
-                }
             }
         }
     }
@@ -762,7 +753,7 @@ mod tests {
             };
             let enc = Encoder::new(cfg.clone(), 11).expect("encoder");
             // 70 and 75 rows: a full internal batch of 64, then 6 or 11 rows, so every tile height
-            // (8 or 6 rows, 4, 1) runs at every width.
+            // (16 or 6 rows, 4, 1) runs at every width.
             for n in [70, 75, 3] {
                 let x = rows(n, 13, 5);
                 let want = enc.embed(&x).expect("candle");
