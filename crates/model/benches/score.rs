@@ -70,6 +70,11 @@ fn rows() -> (Vec<f32>, usize, usize, usize) {
 
 fn bench(c: &mut Criterion) {
     let (x, dim, dense, groups) = rows();
+    let level = format!("{:?}", pulp::Arch::new());
+    eprintln!(
+        "kernel SIMD level: {}",
+        level.split('(').next().unwrap_or(&level)
+    );
     let shapes: [(usize, usize, usize); 7] = [
         (256, 2, 64),
         (256, 1, 64),
