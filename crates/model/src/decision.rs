@@ -281,8 +281,7 @@ impl BenignReference {
                 .zip(&self.calibration_known_distance)
                 .map(|(&db, &dk)| db - dk)
                 .collect();
-            fam.known_threshold =
-                Some(upper_quantile(&mut scores, budget * self.known_share));
+            fam.known_threshold = Some(upper_quantile(&mut scores, budget * self.known_share));
             return fam;
         }
         let centre = mean_row(support, self.dim);
@@ -402,12 +401,8 @@ impl BenignReference {
                 (m, (q - m).max(1e-6))
             })
             .collect();
-        let thresholds = |t: f32| -> Vec<f32> {
-            spread
-                .iter()
-                .map(|&(m, sd)| m + t * sd)
-                .collect()
-        };
+        let thresholds =
+            |t: f32| -> Vec<f32> { spread.iter().map(|&(m, sd)| m + t * sd).collect() };
         let flagged = |tau: &[f32]| -> usize {
             (0..n)
                 .filter(|&c| scores.iter().zip(tau).any(|(s, &ti)| s[c] > ti))
