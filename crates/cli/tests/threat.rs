@@ -126,6 +126,8 @@ fn threat_commands_end_to_end() {
     ]);
     assert!(out.contains("created threat library"), "{out}");
     assert!(out.contains("took 5 of 2961 selected flows"), "{out}");
+    // The guard's report (README figures: `cargo test -p metaids --test threat -- --nocapture`).
+    eprintln!("genuine support:\n{out}");
     assert!(
         out.contains("accepted") && out.contains("library version 2"),
         "{out}"
@@ -169,6 +171,7 @@ fn threat_commands_end_to_end() {
         "BENIGN",
     ]);
     assert!(err.contains("REFUSED") && err.contains("refused"), "{err}");
+    eprintln!("benign flows called an attack:\n{err}");
     let list = ok(&["threat", "list", "--library", &lib]);
     assert!(list.contains("version 3, 2 threat(s)"), "{list}");
     assert!(
