@@ -263,7 +263,7 @@ fn detect(
             let (protos, t) = reference.enrol_union(&centres, half);
             let flags = rows
                 .map(|((&db, &dk), x)| {
-                    reference.flags_any(x, &protos) || db.min(attack_dist(dk, x)) > u
+                    reference.flags_any_at(x, db, &protos) || db.min(attack_dist(dk, x)) > u
                 })
                 .collect();
             Detection {

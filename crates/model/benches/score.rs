@@ -4,7 +4,8 @@
 //! are as sparse as in use; encoders are seeded and untrained (speed does not depend on the weights).
 //!
 //! `cargo bench -p metaids-model --bench score` (criterion); FLOPs per flow are printed per shape.
-//! Set `METAIDS_BENCH_QUICK=1` for a short run.
+//! Set `METAIDS_BENCH_QUICK=1` for a short run, and `METAIDS_BENCH_SIMD=avx2` (or `scalar`) to cap
+//! the kernel's SIMD level (a CPU without AVX-512, measured on one that has it).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -16,6 +17,7 @@ use metaids_ingest::{read_files, resolve_files, ReadOptions};
 use metaids_model::decision::kmeans;
 use metaids_model::{
     flops_per_flow, BenignReference, Decision, Encoder, EncoderConfig, ScoringKernel, Scratch,
+    SimdCap,
 };
 
 /// Rows per scored batch.
@@ -70,9 +72,14 @@ fn rows() -> (Vec<f32>, usize, usize, usize) {
 
 fn bench(c: &mut Criterion) {
     let (x, dim, dense, groups) = rows();
+    let cap = match std::env::var("METAIDS_BENCH_SIMD").as_deref() {
+        Ok("avx2") => SimdCap::Avx2,
+        Ok("scalar") => SimdCap::Scalar,
+        _ => SimdCap::Best,
+    };
     let level = format!("{:?}", pulp::Arch::new());
     eprintln!(
-        "kernel SIMD level: {}",
+        "kernel SIMD level: {} (cap {cap:?})",
         level.split('(').next().unwrap_or(&level)
     );
     let shapes: [(usize, usize, usize); 7] = [
@@ -103,7 +110,8 @@ fn bench(c: &mut Criterion) {
         let enc = Encoder::new(cfg.clone(), 7).expect("encoder");
         let kernel = ScoringKernel::from_encoder(&enc)
             .expect("kernel")
-            .with_dense_inputs(dense);
+            .with_dense_inputs(dense)
+            .with_simd(cap);
         let emb = enc.embed(&x).expect("embed");
         let reference = BenignReference::new(
             embedding,

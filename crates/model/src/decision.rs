@@ -446,10 +446,23 @@ impl BenignReference {
     /// # Shapes
     /// `x`: `dim` → bool.
     pub fn flags_any(&self, x: &[f32], families: &[FamilyPrototype]) -> bool {
-        let db = self.benign_distance(x);
+        self.flags_any_at(x, self.benign_distance(x), families)
+    }
+
+    /// [`BenignReference::flags_any`] for a caller that already holds `x`'s benign distance
+    /// `min_j d(x, B_j)`.
+    ///
+    /// # Shapes
+    /// `x`: `dim` → bool.
+    pub fn flags_any_at(
+        &self,
+        x: &[f32],
+        benign_distance: f32,
+        families: &[FamilyPrototype],
+    ) -> bool {
         families
             .iter()
-            .any(|f| db - sq_dist(x, &f.centre) > f.threshold)
+            .any(|f| benign_distance - sq_dist(x, &f.centre) > f.threshold)
     }
 
     /// Family score `s(x) = min_j d(x, B_j) − d(x, p)`.

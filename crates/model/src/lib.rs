@@ -30,5 +30,5 @@ pub use model::{
     DataFileHash, FinetuneCandidate, KnownCandidate, Provenance, ThreatModel, TrainingRecord,
     ValidationPoint,
 };
-pub use score::{flops_per_flow, ScoringKernel, Scratch, KERNEL_BATCH};
+pub use score::{flops_per_flow, ScoringKernel, Scratch, SimdCap, KERNEL_BATCH};
 pub use train::{train, TrainConfig, TrainProgress};

@@ -38,18 +38,15 @@ const ROWS_X8: usize = 6;
 /// Rows per register tile with 4-lane vectors (NEON): 4 rows × 4 vectors, 16 accumulators.
 const ROWS_X4: usize = 4;
 /// The tallest tile (sizes the packing buffer).
-const MAX_TILE_ROWS: usize = {
-    let r = if ROWS_X16 > ROWS_X8 {
-        ROWS_X16
+const MAX_TILE_ROWS: usize = max(max(ROWS_X16, ROWS_X8), ROWS_X4);
+
+const fn max(a: usize, b: usize) -> usize {
+    if a > b {
+        a
     } else {
-        ROWS_X8
-    };
-    if r > ROWS_X4 {
-        r
-    } else {
-        ROWS_X4
+        b
     }
-};
+}
 /// Rows per internal pass (the size of the scratch buffers).
 pub const KERNEL_BATCH: usize = 64;
 /// LayerNorm epsilon (the encoder's).
@@ -106,6 +103,19 @@ struct Block {
     linear: Linear,
 }
 
+/// The widest SIMD level the kernel may use. Every level computes the same forward; results agree
+/// within float rounding (the equivalence tests hold each within 1e-5 of candle's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SimdCap {
+    /// The best level the CPU has (`pulp`'s run-time dispatch).
+    #[default]
+    Best,
+    /// At most AVX2+FMA on x86-64 (what a CPU without AVX-512 runs); elsewhere the same as `Best`.
+    Avx2,
+    /// Scalar code only.
+    Scalar,
+}
+
 /// The encoder's forward, packed for batch scoring.
 #[derive(Debug, Clone)]
 pub struct ScoringKernel {
@@ -115,6 +125,7 @@ pub struct ScoringKernel {
     head_norm: Option<Norm>,
     head: Linear,
     dense_inputs: usize,
+    simd: SimdCap,
 }
 
 /// Reusable buffers of one scoring thread (no allocation per row or per call once sized).
@@ -204,6 +215,7 @@ impl ScoringKernel {
             blocks,
             head_norm,
             head,
+            simd: SimdCap::Best,
         })
     }
 
@@ -266,12 +278,30 @@ impl ScoringKernel {
 
     /// Embeds `n ≤ KERNEL_BATCH` rows into `scratch.emb` (row stride `head.padded`).
     fn forward_chunk(&self, x: &[f32], n: usize, scratch: &mut Scratch) {
-        Arch::new().dispatch(Forward {
+        let forward = Forward {
             kernel: self,
             x,
             n,
             scratch,
-        });
+        };
+        match self.simd {
+            SimdCap::Best => Arch::new().dispatch(forward),
+            SimdCap::Scalar => Simd::vectorize(pulp::Scalar::new(), forward),
+            SimdCap::Avx2 => {
+                #[cfg(target_arch = "x86_64")]
+                if let Some(simd) = pulp::x86::V3::try_new() {
+                    return Simd::vectorize(simd, forward);
+                }
+                Arch::new().dispatch(forward)
+            }
+        }
+    }
+
+    /// Caps the SIMD level (for measuring a narrower CPU's speed on this one, or ruling the wide
+    /// kernels out); [`SimdCap::Best`] by default.
+    pub fn with_simd(mut self, cap: SimdCap) -> Self {
+        self.simd = cap;
+        self
     }
 
     /// Embeds row-major preprocessed rows into `out`.
@@ -717,6 +747,17 @@ mod tests {
         let mut got = vec![
             ("dispatched", k.embed(x).expect("kernel embed")),
             ("scalar", embed_at(k, pulp::Scalar::new(), x)),
+            (
+                "capped at scalar",
+                k.clone()
+                    .with_simd(SimdCap::Scalar)
+                    .embed(x)
+                    .expect("embed"),
+            ),
+            (
+                "capped at avx2",
+                k.clone().with_simd(SimdCap::Avx2).embed(x).expect("embed"),
+            ),
         ];
         #[cfg(target_arch = "x86_64")]
         {
