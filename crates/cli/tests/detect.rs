@@ -7,36 +7,15 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use metaids_detect::{arm, ThreatSet};
 use metaids_flow::{CaptureReader, FlowConfig, FlowEngine, FrameBuilder, ReaderConfig};
 
-fn metaids() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_metaids"));
-    c.current_dir(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.."));
-    c
-}
-
-fn shared(sub: &str) -> PathBuf {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/data")
-        .join(sub);
-    assert!(p.exists(), "shared data missing at {}", p.display());
-    p
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "stdout:\n{}\nstderr:\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+mod common;
+use common::{metaids, ok, shared};
 
 /// A model and a threat file, made once per test binary.
 struct Setup {

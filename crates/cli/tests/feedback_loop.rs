@@ -3,32 +3,10 @@
 //! alerts (that flow is no longer flagged on the next run, the others still are), `--confirm` on
 //! another (one more support flow), and `threat rollback` (the rejected flow is flagged again).
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
 
-fn metaids() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_metaids"));
-    c.current_dir(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.."));
-    c
-}
-
-fn shared(sub: &str) -> PathBuf {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/data")
-        .join(sub);
-    assert!(p.exists(), "shared data missing at {}", p.display());
-    p
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "stdout:\n{}\nstderr:\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+mod common;
+use common::{metaids, ok, shared};
 
 /// Verdict per flow id, and the EVE alerts, of one `detect` run over the SSH and FTP captures.
 fn detect(

@@ -1,0 +1,32 @@
+//! Helpers shared by the CLI's end-to-end tests: the built binary, the shared data, and a run that
+//! must succeed.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+/// The `metaids` binary, run from the repository root.
+pub fn metaids() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_metaids"));
+    c.current_dir(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.."));
+    c
+}
+
+/// A path under `../shared/data` beside the checkout (asserted to exist).
+pub fn shared(sub: &str) -> PathBuf {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/data")
+        .join(sub);
+    assert!(p.exists(), "shared data missing at {}", p.display());
+    p
+}
+
+/// Asserts the run succeeded (showing its output if not) and returns its stdout.
+pub fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "stdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
