@@ -1,13 +1,13 @@
-//! Fuzz target: arbitrary bytes as the JSON files metaids reads from other people — a shared threat
-//! document (`metaids threat import`), a threat set (`metaids detect --library FILE.json`) and an EVE
-//! alert line (`metaids feedback`). Parsing and validation must return errors, never panic. It does not
+//! Fuzz target: arbitrary bytes as the JSON files metaids reads from other people — a threat
+//! document (`metaids threat import`, `metaids detect --library FILE.json`), one threat of it, and an
+//! EVE alert line (`metaids feedback`). Parsing and validation must return errors, never panic. It does not
 //! exercise the redb store (redb's own format checks cover it).
 #![no_main]
 
 use std::path::Path;
 
 use libfuzzer_sys::fuzz_target;
-use metaids_detect::{EveEvent, ThreatSet};
+use metaids_detect::{EveEvent, Threat};
 use metaids_library::ThreatDocument;
 
 fuzz_target!(|data: &[u8]| {
@@ -18,13 +18,11 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(doc) = ThreatDocument::parse(text, path) {
         let _ = doc.validate(path);
     }
-    if let Ok(set) = serde_json::from_str::<ThreatSet>(text) {
-        for t in &set.threats {
-            for dim in [1, 8, 32] {
-                let _ = t.validate(dim);
-                let _ = t.prototype_count(dim);
-            }
+    if let Ok(t) = serde_json::from_str::<Threat>(text) {
+        for dim in [1, 8, 32] {
+            let _ = t.validate(dim);
         }
+        let _ = t.rev();
     }
     let _ = serde_json::from_str::<EveEvent>(text);
 });

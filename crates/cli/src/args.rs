@@ -13,9 +13,13 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     version,
     about = "metaids: detect new network attack families from a handful of labelled flows",
     long_about = "metaids: detect new network attack families from a handful of labelled flows.\n\n\
-        Start with `metaids demo` (the unseen-family benchmark on the NSL-KDD copy in data/).\n\
-        Typical flow: `metaids extract` (captures → flows), `metaids evaluate` (benchmarks on families never \
-        seen in training), `metaids train` (meta-train the threat model).",
+        Start with `metaids demo`: on the CIC-IDS2017 sample and the captures shipped in data/, it \
+        meta-trains the threat model, benchmarks it on families it never saw, enrols two threats from 5 \
+        flows each and detects them, writing EVE alerts.\n\
+        Typical flow: `metaids train` (meta-train the threat model), `metaids threat add` (enrol a threat \
+        from a few flows), `metaids detect` (verdicts and EVE alerts), `metaids feedback` (analyst \
+        verdicts); `metaids extract` turns captures into flows, `metaids evaluate` benchmarks on unseen \
+        families.",
     propagate_version = true
 )]
 pub struct Cli {
@@ -131,7 +135,7 @@ pub struct DetectArgs {
     #[arg(long)]
     pub model: PathBuf,
     /// Armed threats: a threat library built with `metaids threat add` (its current version), or a
-    /// JSON threat-set file (format_version, library_version, threats).
+    /// threat document written by `metaids threat export`; either must belong to --model.
     #[arg(long)]
     pub library: PathBuf,
     /// Capture files (pcap or pcapng); each gets its own flow engine.
@@ -143,12 +147,16 @@ pub struct DetectArgs {
     /// Live interface (needs a build with `--features live` and root or CAP_NET_RAW); Ctrl-C stops.
     #[arg(long)]
     pub interface: Option<String>,
-    /// BPF filter for live capture.
-    #[arg(long, requires = "interface")]
-    pub filter: Option<String>,
+    /// BPF filter (tcpdump syntax) for live capture; capture files are not filtered, so it is refused
+    /// without --interface.
+    #[arg(long, alias = "filter", requires = "interface")]
+    pub bpf: Option<String>,
     /// Stop a live capture after this many seconds.
     #[arg(long, requires = "interface")]
     pub duration: Option<f64>,
+    /// Flow engine settings (captures and live interfaces).
+    #[command(flatten)]
+    pub flow: FlowSettingsArgs,
     /// EVE JSON lines output (written as ALERTS.partial, renamed at the end).
     #[arg(long)]
     pub alerts: PathBuf,
@@ -225,7 +233,7 @@ pub enum ThreatCommand {
     /// support set must not blind or flood the detector. Creates the library if it does not exist.
     Add(Box<ThreatAddArgs>),
     /// List the threats of the current version.
-    List(LibraryArgs),
+    List(ThreatListArgs),
     /// Show one threat: prototypes, threshold, provenance of every support flow, the guard's report.
     Show(ThreatShowArgs),
     /// Remove a threat (a new library version; its id is never reused).
@@ -236,9 +244,28 @@ pub enum ThreatCommand {
     /// creates the library for the document's model if it does not exist.
     Import(ThreatImportArgs),
     /// List every library version: who, when, what changed.
-    History(LibraryArgs),
+    History(LibraryPath),
     /// Restore the threats of an earlier version (as a new version; history is kept).
     Rollback(ThreatRollbackArgs),
+}
+
+/// The library file, for commands that only read it.
+#[derive(Debug, Args)]
+pub struct LibraryPath {
+    /// Threat library file (redb).
+    #[arg(long)]
+    pub library: PathBuf,
+}
+
+/// `threat list` arguments.
+#[derive(Debug, Args)]
+pub struct ThreatListArgs {
+    /// Library file.
+    #[command(flatten)]
+    pub lib: LibraryPath,
+    /// Print the version and its threats as JSON (no embeddings: `threat show --json` has them).
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// The library file and who changes it.
@@ -267,23 +294,27 @@ pub struct ThreatAddArgs {
     /// Flow file in the model's dataset format (e.g. CIC CSV from `metaids extract`).
     #[arg(long, required_unless_present = "pcap", conflicts_with = "pcap")]
     pub flows: Option<PathBuf>,
-    /// Capture (pcap/pcapng): its flows are computed in memory with the corrected CICFlowMeter features.
-    #[arg(long)]
-    pub pcap: Option<PathBuf>,
+    /// Captures (pcap/pcapng): their flows are computed in memory with the corrected CICFlowMeter
+    /// features.
+    #[arg(long, num_args = 1..)]
+    pub pcap: Vec<PathBuf>,
     /// Select capture flows: `host IP`, `src IP`, `dst IP`, `port N`, `sport N`, `dport N`,
     /// `proto tcp|udp|icmp|N`, joined with `and` (src/dst/sport/dport are the flow's forward
-    /// direction, its first packet's sender). Not BPF.
-    #[arg(long, requires = "pcap")]
-    pub filter: Option<String>,
+    /// direction, its first packet's sender). A flow filter, not BPF.
+    #[arg(long, alias = "filter", requires = "pcap")]
+    pub select: Option<String>,
+    /// Flow engine settings for --pcap.
+    #[command(flatten)]
+    pub flow: FlowSettingsArgs,
     /// Select flow-file rows with this label.
     #[arg(long, requires = "flows")]
     pub label: Option<String>,
     /// Select flow-file rows by data-row number (1 = first row after the header): e.g. 3,7,10-12.
     #[arg(long, requires = "flows")]
     pub rows: Option<String>,
-    /// Take this many of the selected flows, seeded-random (all if fewer).
-    #[arg(long, default_value_t = 5)]
-    pub shots: usize,
+    /// Enrol this many of the selected flows, seeded-random (all if fewer).
+    #[arg(long, alias = "shots", default_value_t = 5)]
+    pub enrol_shots: usize,
     /// Seed of the selection.
     #[arg(long, default_value_t = 2026)]
     pub seed: u64,
@@ -320,9 +351,9 @@ pub struct ThreatNameArgs {
 /// `threat show` arguments.
 #[derive(Debug, Args)]
 pub struct ThreatShowArgs {
-    /// Library file and author.
+    /// Library file.
     #[command(flatten)]
-    pub lib: LibraryArgs,
+    pub lib: LibraryPath,
     /// Threat name.
     pub name: String,
     /// Print the threat as JSON (every value, embeddings included).
@@ -333,12 +364,16 @@ pub struct ThreatShowArgs {
 /// `threat export` arguments.
 #[derive(Debug, Args)]
 pub struct ThreatExportArgs {
-    /// Library file and author.
+    /// Library file.
     #[command(flatten)]
-    pub lib: LibraryArgs,
+    pub lib: LibraryPath,
     /// Output JSON file (written to a temporary name, then renamed).
     #[arg(long)]
     pub out: PathBuf,
+    /// Share outside the site: keep only file names of the examples' sources and replace every IP
+    /// address in their locators with `redacted` (detection is unchanged).
+    #[arg(long)]
+    pub redact: bool,
 }
 
 /// `threat import` arguments.
@@ -461,7 +496,7 @@ pub struct TrainArgs {
     #[arg(long)]
     pub benign_prototypes: Option<usize>,
     /// False-positive budget of the calibrated thresholds.
-    #[arg(long)]
+    #[arg(long = "budget", alias = "fpr-budget")]
     pub fpr_budget: Option<f64>,
     /// Weight of the supervised auxiliary loss (linear head over benign and every seen family; 0: none).
     #[arg(long)]
@@ -503,7 +538,7 @@ pub struct ProtocolArgs {
     pub ways: usize,
     /// False-positive budget of the budget-matched forests (forest@budget, forest+shots@budget): their
     /// attack-probability threshold flags at most this fraction of held-out benign training rows.
-    #[arg(long, default_value_t = 0.01)]
+    #[arg(long = "budget", alias = "fpr-budget", default_value_t = 0.01)]
     pub fpr_budget: f64,
     /// Methods to run, comma-separated (default: all baselines, plus the model's rows with --model):
     /// nearest-centroid, knn, knn+shots, forest, forest+shots, forest@budget, forest+shots@budget,
@@ -563,9 +598,10 @@ pub struct ExtractArgs {
     /// CAP_NET_RAW). Stops on Ctrl-C, --duration or --packets; live flows are then flushed.
     #[arg(long)]
     pub interface: Option<String>,
-    /// BPF filter for live capture, in tcpdump syntax (e.g. "tcp or udp").
-    #[arg(long, requires = "interface")]
-    pub filter: Option<String>,
+    /// BPF filter for live capture, in tcpdump syntax (e.g. "tcp or udp"); capture files are not
+    /// filtered, so it is refused without --interface.
+    #[arg(long, alias = "filter", requires = "interface")]
+    pub bpf: Option<String>,
     /// Stop a live capture after this many seconds.
     #[arg(long, requires = "interface")]
     pub duration: Option<f64>,
@@ -584,6 +620,14 @@ pub struct ExtractArgs {
     /// Write JSON lines instead of CSV.
     #[arg(long)]
     pub jsonl: bool,
+    /// Flow engine settings.
+    #[command(flatten)]
+    pub flow: FlowSettingsArgs,
+}
+
+/// Flow engine settings, the same in every command that builds flows from packets.
+#[derive(Debug, Args)]
+pub struct FlowSettingsArgs {
     /// Active timeout in seconds: a flow is cut this long after its first packet (CICFlowMeter: 120).
     #[arg(long, default_value_t = 120.0)]
     pub flow_timeout: f64,
@@ -626,7 +670,8 @@ pub struct FeedbackArgs {
     /// Who gives the feedback (default: $USER).
     #[arg(long)]
     pub author: Option<String>,
-    /// Store the refit even if the enrolment guard refuses it.
+    /// Store the refit even if the enrolment guard refuses it, or confirm a flow that is nearer
+    /// benign traffic or another threat than the named one.
     #[arg(long)]
     pub force: bool,
 }
@@ -695,8 +740,8 @@ pub struct StandardArgs {
     #[arg(long, conflicts_with = "model")]
     pub save_model: Option<PathBuf>,
     /// Flows enrolled per test-only family.
-    #[arg(long, default_value_t = 5)]
-    pub shots: usize,
+    #[arg(long, alias = "shots", default_value_t = 5)]
+    pub enrol_shots: usize,
     /// Seeds of the enrolled setting (mean ± 95% CI over them).
     #[arg(long, default_value_t = 10)]
     pub repeats: usize,

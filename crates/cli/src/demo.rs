@@ -17,7 +17,7 @@ use anyhow::{bail, Context, Result};
 use metaids_core::episode::seeded_subsample;
 use metaids_detect::{
     Detector, DetectorOptions, EveSink, NftConfig, NftablesSink, Pipeline, PipelineOptions, Sink,
-    ThreatSet, VerdictKind, VerdictSink,
+    VerdictKind, VerdictSink,
 };
 use metaids_flow::FlowConfig;
 use metaids_library::{EnrolOptions, SupportFlow, ThreatDraft, ThreatLibrary};
@@ -182,7 +182,12 @@ pub fn run(mut a: DemoArgs) -> Result<()> {
     let mut threats = Vec::new();
     let _ = writeln!(report, "## 3. Threats enrolled from captures\n");
     for (i, capture) in a.captures.iter().enumerate() {
-        let candidates = from_capture(capture, None, &model)?;
+        let candidates = from_capture(
+            std::slice::from_ref(capture),
+            None,
+            metaids_flow::FlowConfig::default(),
+            &model,
+        )?;
         let (name, category) = describe(capture);
         let support_rows =
             seeded_subsample(&candidates.rows, a.enrol_shots, a.protocol.seed + i as u64);
@@ -224,7 +229,7 @@ pub fn run(mut a: DemoArgs) -> Result<()> {
             if r.accepted { "accepted" } else { "refused" }
         );
         println!("{line}");
-        let _ = writeln!(report, "-{}", line.trim_start_matches(' '));
+        let _ = writeln!(report, "- {}", line.trim_start_matches(' '));
         threats.push(DemoThreat {
             capture: capture.clone(),
             name,
@@ -242,15 +247,14 @@ pub fn run(mut a: DemoArgs) -> Result<()> {
 
     // 5. Detect: every flow of the captures through the streaming pipeline, alerts as EVE JSON.
     println!("4. Detection over the captures (streaming pipeline → EVE alerts, verdicts, nftables dry run):");
-    let set = ThreatSet::from_library(&version);
     let detector = Detector::new(
         Arc::clone(&model),
-        set.threats,
+        version.threats.clone(),
         DetectorOptions {
             model_version: Some(library.identity().model.chars().take(16).collect()),
             ..DetectorOptions::default()
         },
-        set.library_version,
+        version.version,
     )?;
     let alerts = a.out.join("alerts.json");
     let verdicts = a.out.join("verdicts.jsonl");
@@ -311,7 +315,7 @@ pub fn run(mut a: DemoArgs) -> Result<()> {
             by.iter().map(|(k, n)| format!("{k} {n}")).collect::<Vec<_>>().join(", ")
         );
         println!("{line}");
-        let _ = writeln!(held_out, "-{}", line.trim_start_matches(' '));
+        let _ = writeln!(held_out, "- {}", line.trim_start_matches(' '));
     }
     let benign = &split.benign_query;
     let emb = model.embed_rows(&loaded.frame, benign)?;
@@ -331,7 +335,7 @@ pub fn run(mut a: DemoArgs) -> Result<()> {
         100.0 * model.reference.fpr_budget
     );
     println!("{line}");
-    let _ = writeln!(held_out, "-{}", line.trim_start_matches(' '));
+    let _ = writeln!(held_out, "- {}", line.trim_start_matches(' '));
     let summary = pipeline.finish()?;
     let counters = format!(
         "   pipeline: {} flows → {} benign, {} threat ({}), {} unknown; {} alerts written ({} suppressed as duplicates per source, threat and 60 s window); {} addresses in the nftables dry-run script",

@@ -6,7 +6,7 @@
 
 use std::fs::File;
 use std::io::{BufReader, Read};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -17,9 +17,8 @@ use metaids_capture::{LiveCapture, LiveConfig};
 use metaids_core::schema::DatasetKind;
 use metaids_detect::{
     Detector, DetectorOptions, EveSink, NftConfig, NftablesSink, Pipeline, PipelineOptions,
-    RateLimit, Sink, ThreatSet, VerdictSink, WebhookConfig, WebhookSink,
+    RateLimit, Sink, VerdictSink, WebhookConfig, WebhookSink,
 };
-use metaids_flow::FlowConfig;
 use metaids_ingest::{read_files, ReadOptions};
 
 use crate::args::{DetectArgs, Respond};
@@ -93,27 +92,6 @@ fn sinks(a: &DetectArgs) -> Result<Vec<Box<dyn Sink>>> {
     Ok(sinks)
 }
 
-/// The armed threats of `path`: the current version of a threat library (`metaids threat …`), or a
-/// JSON threat-set file (a file whose first non-blank byte is `{`).
-fn load_threats(path: &Path, model: &metaids_model::ThreatModel) -> Result<ThreatSet> {
-    let mut head = [0u8; 64];
-    let n = File::open(path)
-        .and_then(|mut f| f.read(&mut head))
-        .with_context(|| format!("cannot read threats from {}", path.display()))?;
-    if head[..n]
-        .iter()
-        .find(|b| !b.is_ascii_whitespace())
-        .is_some_and(|&b| b == b'{')
-    {
-        return ThreatSet::load(path, Some(model.dim()))
-            .with_context(|| format!("cannot load the threat set {}", path.display()));
-    }
-    let library = metaids_library::ThreatLibrary::open(path, model)
-        .with_context(|| format!("cannot open threat library {}", path.display()))?;
-    let current = library.current()?;
-    Ok(ThreatSet::from_library(&current))
-}
-
 /// Runs the command.
 pub fn run(a: DetectArgs) -> Result<()> {
     let started = Instant::now();
@@ -128,7 +106,11 @@ pub fn run(a: DetectArgs) -> Result<()> {
             model.normaliser.kind
         );
     }
-    let set = load_threats(&a.library, &model)?;
+    // A threat library (its current version) or a document `metaids threat export` wrote, either
+    // refused unless it belongs to this model.
+    let flow_config = crate::extract::flow_config(&a.flow)?;
+    let set = metaids_detect::ArmedThreats::load(&a.library, &model)
+        .with_context(|| format!("cannot load threats from {}", a.library.display()))?;
     if set.threats.is_empty() {
         eprintln!(
             "note: {} arms no threat: flows are benign or unknown anomalies only",
@@ -138,14 +120,8 @@ pub fn run(a: DetectArgs) -> Result<()> {
     let options = DetectorOptions {
         unknown: !a.no_unknown,
         unknown_budget: a.unknown_budget,
-        // Alerts name the model as the threat library does: a prefix of its weights' sha256.
-        model_version: Some(
-            metaids_library::ModelIdentity::of(&model)?
-                .model
-                .chars()
-                .take(16)
-                .collect(),
-        ),
+        // Alerts name the model as the threat library does: a prefix of its identity.
+        model_version: Some(metaids_detect::model_version(&model)?),
         ..DetectorOptions::default()
     };
     let n_threats = set.threats.len();
@@ -203,7 +179,7 @@ pub fn run(a: DetectArgs) -> Result<()> {
                 },
             );
             let name = path.display().to_string();
-            let s = pipeline.push_capture(input, &name, FlowConfig::default(), &mut |_| {})?;
+            let s = pipeline.push_capture(input, &name, flow_config, &mut |_| {})?;
             if let Some(e) = s.capture_error {
                 warnings.push(format!(
                     "{name}: capture ended early ({e}); flows up to there were scored"
@@ -247,7 +223,7 @@ pub fn run(a: DetectArgs) -> Result<()> {
 /// Detects on a live interface until Ctrl-C or --duration; a batch also runs once a second.
 fn live(a: &DetectArgs, interface: &str, pipeline: &mut Pipeline) -> Result<()> {
     let mut cfg = LiveConfig::new(interface);
-    cfg.filter = a.filter.clone();
+    cfg.filter = a.bpf.clone();
     if let Some(s) = a.duration {
         if !(s.is_finite() && s > 0.0) {
             bail!("--duration must be a positive number of seconds, got {s}");
@@ -260,7 +236,7 @@ fn live(a: &DetectArgs, interface: &str, pipeline: &mut Pipeline) -> Result<()> 
     let flag = Arc::clone(&stop);
     ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
         .context("cannot install the Ctrl-C handler")?;
-    let mut engine = metaids_flow::FlowEngine::new(FlowConfig::default())?;
+    let mut engine = metaids_flow::FlowEngine::new(crate::extract::flow_config(&a.flow)?)?;
     eprintln!("detecting on {interface} (Ctrl-C to stop)");
     let mut error = None;
     let mut last = Instant::now();

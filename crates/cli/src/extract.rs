@@ -17,7 +17,7 @@ use metaids_flow::{
 };
 use metaids_ingest::AtomicFile;
 
-use crate::args::ExtractArgs;
+use crate::args::{ExtractArgs, FlowSettingsArgs};
 
 enum Sink {
     Csv(CsvWriter<AtomicFile>),
@@ -41,15 +41,9 @@ impl Sink {
     }
 }
 
-fn seconds_to_us(name: &str, s: f64) -> Result<i64> {
-    if !(s.is_finite() && s > 0.0 && s < 1e9) {
-        bail!("--{name} must be a positive number of seconds, got {s}");
-    }
-    Ok((s * 1e6).round() as i64)
-}
-
-/// Runs the command.
-pub fn run(a: ExtractArgs) -> Result<()> {
+/// The flow engine settings of `--flow-timeout`, `--activity-timeout`, `--idle-timeout` and
+/// `--max-flows`, checked.
+pub fn flow_config(a: &FlowSettingsArgs) -> Result<FlowConfig> {
     let flow_timeout_us = seconds_to_us("flow-timeout", a.flow_timeout)?;
     let config = FlowConfig {
         flow_timeout_us,
@@ -62,6 +56,19 @@ pub fn run(a: ExtractArgs) -> Result<()> {
         ..FlowConfig::default()
     };
     config.validate().context("flow settings")?;
+    Ok(config)
+}
+
+fn seconds_to_us(name: &str, s: f64) -> Result<i64> {
+    if !(s.is_finite() && s > 0.0 && s < 1e9) {
+        bail!("--{name} must be a number of seconds above 0 and below 1e9, got {s}");
+    }
+    Ok((s * 1e6).round() as i64)
+}
+
+/// Runs the command.
+pub fn run(a: ExtractArgs) -> Result<()> {
+    let config = flow_config(&a.flow)?;
     let out = AtomicFile::create(&a.out)?;
     let label = a.label.as_deref();
     let mut sink = if a.jsonl {
@@ -124,7 +131,7 @@ fn capture_live(
     sink: &mut Sink,
 ) -> Result<()> {
     let mut live = LiveConfig::new(interface);
-    live.filter = a.filter.clone();
+    live.filter = a.bpf.clone();
     live.promiscuous = !a.no_promiscuous;
     live.max_packets = a.packets;
     if let Some(s) = a.duration {

@@ -118,6 +118,25 @@ pub fn run(a: FeedbackArgs) -> Result<()> {
         ),
         embedding: info.embedding.clone(),
     };
+    if a.confirm {
+        let current = library.current()?;
+        if let Some(t) = current.threats.iter().position(|t| t.name == threat) {
+            if let Some(why) = metaids_decide::confirmation_doubt(
+                &model.reference,
+                &current.threats,
+                t,
+                &flow.embedding,
+            ) {
+                if !a.force {
+                    bail!(
+                        "alert {} does not look like threat {threat:?}: {why}. Confirming it would pull the threat towards other traffic; name the right threat with --threat, reject the alert, or pass --force",
+                        a.alert
+                    );
+                }
+                eprintln!("warning: {why}; confirmed anyway (--force)");
+            }
+        }
+    }
     let author = a
         .author
         .clone()

@@ -12,8 +12,8 @@ use anyhow::{bail, Context, Result};
 use metaids_core::episode::seeded_subsample;
 use metaids_core::schema::DatasetKind;
 use metaids_core::split::SplitSpec;
+use metaids_decide::geometry::kmeans;
 use metaids_ingest::write_atomic;
-use metaids_model::decision::kmeans;
 use metaids_model::{BenignReference, ThreatModel};
 
 use crate::args::{DataArgs, FewshotArgs, ProtocolArgs};

@@ -177,7 +177,7 @@ fn eval_config(p: &ProtocolArgs) -> Result<EvalConfig> {
         bail!("--episodes must be at least 1");
     }
     if !(p.fpr_budget > 0.0 && p.fpr_budget < 1.0) {
-        bail!("--fpr-budget must be in (0, 1), e.g. 0.01");
+        bail!("--budget must be in (0, 1), e.g. 0.01");
     }
     if p.episodes < 100 {
         eprintln!(

@@ -11,10 +11,10 @@ use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use metaids_core::episode::seeded_subsample;
 use metaids_core::preprocess::PreprocessConfig;
-use metaids_eval::FewShotMethod;
+use metaids_eval::{FewShotMethod, ProtoNetMethod};
 use metaids_model::{
-    DataFileHash, EncoderConfig, FinetuneConfig, ProtoNetMethod, Provenance, ThreatModel,
-    TrainConfig, TrainProgress,
+    DataFileHash, EncoderConfig, FinetuneConfig, Provenance, ThreatModel, TrainConfig,
+    TrainProgress,
 };
 
 use crate::args::TrainArgs;

@@ -32,10 +32,11 @@ use metaids_core::metrics::Summary;
 use metaids_core::preprocess::PreprocessConfig;
 use metaids_core::split::Split;
 use metaids_core::FlowFrame;
+use metaids_decide::geometry::{kmeans, mean_row, nearest, upper_quantile};
+use metaids_decide::BenignReference;
 use metaids_eval::forest::{BinnedData, ForestConfig, RandomForest};
 use metaids_eval::BaselineConfig;
 use metaids_ingest::write_atomic;
-use metaids_model::decision::{kmeans, mean_row, nearest, upper_quantile, BenignReference};
 use metaids_model::{
     DataFileHash, EncoderConfig, Provenance, ScoringKernel, Scratch, ThreatModel, TrainConfig,
     TrainProgress,
@@ -362,8 +363,8 @@ struct RuleResult {
 
 /// `metaids standard`.
 pub fn run(a: StandardArgs) -> Result<()> {
-    if a.shots == 0 || a.repeats == 0 {
-        bail!("--shots and --repeats must be at least 1");
+    if a.enrol_shots == 0 || a.repeats == 0 {
+        bail!("--enrol-shots and --repeats must be at least 1");
     }
     let started = Instant::now();
     let data = DataArgs {
@@ -442,7 +443,7 @@ pub fn run(a: StandardArgs) -> Result<()> {
         let mut support = Vec::new();
         let mut protos = Vec::new();
         for (i, fam) in rows.test_only.values().enumerate() {
-            let s = seeded_subsample(fam, a.shots, draw_seed(a.seed, rep, i));
+            let s = seeded_subsample(fam, a.enrol_shots, draw_seed(a.seed, rep, i));
             let mut se = Vec::with_capacity(s.len() * dim);
             for r in &s {
                 se.extend_from_slice(&emb[slot[r] * dim..(slot[r] + 1) * dim]);
@@ -486,7 +487,7 @@ pub fn run(a: StandardArgs) -> Result<()> {
     );
     println!(
         "enrolled: {} flows of each test-only family (fewer when it has fewer), excluded from scoring; {} seeds; FPR budget {alpha} on {} held-out KDDTrain+ benign rows; {} known prototypes\n",
-        a.shots,
+        a.enrol_shots,
         a.repeats,
         reference.calibration_rows(),
         known.len() / dim.max(1)
@@ -511,13 +512,13 @@ pub fn run(a: StandardArgs) -> Result<()> {
     for r in &results {
         line(&format!("model ({}), no shots", r.name), &r.zero);
         line_e(
-            &format!("model ({}), {} enrolled", r.name, a.shots),
+            &format!("model ({}), {} enrolled", r.name, a.enrol_shots),
             &r.enrolled,
         );
     }
     if let Some((fz, fe)) = &forest {
         line("random forest, no shots", fz);
-        line_e(&format!("random forest, {} enrolled", a.shots), fe);
+        line_e(&format!("random forest, {} enrolled", a.enrol_shots), fe);
     }
     let forest_rates = forest.as_ref().map(|(_, fe)| mean_rates(fe));
     let mut head = String::from("\n| family | test rows | test-only |");
@@ -593,7 +594,7 @@ pub fn run(a: StandardArgs) -> Result<()> {
                 "train_rows": rows.train.len(), "test_rows": rows.test.len(),
                 "validation_families": VALIDATION,
                 "test_only_families": rows.test_only.iter().map(|(f, r)| serde_json::json!({"family": f, "rows": r.len()})).collect::<Vec<_>>(),
-                "shots": a.shots, "repeats": a.repeats, "seed": a.seed,
+                "shots": a.enrol_shots, "repeats": a.repeats, "seed": a.seed,
                 "fpr_budget": alpha,
                 "rules": {
                     "per_prototype": "attack iff min d(x,B) - d(x,p) > tau_p for some p in A ∪ P, or min d(x, B ∪ A ∪ P) > u; tau_p = m_p + t s_p with m_p the median of d(c,B) - d(c,p) over the calibration rows and s_p its upper quantile at budget/2 minus m_p; t the upper quantile at budget/2 of max_p (score_p(c) - m_p)/s_p over the calibration rows, so the union of the prototype rules flags at most floor(n budget/2) of them; u: upper quantile at budget/2",

@@ -1,17 +1,19 @@
 //! `metaids threat …`: the threat library's commands. Owns choosing support flows (flow-file rows by
-//! label or number, capture flows by a simple filter expression), embedding them with the model and
+//! label or number, capture flows by a `--select` expression), embedding them with the model and
 //! printing; fitting, the enrolment guard, versions and export/import are `metaids-library`'s.
 
 use std::fs::File;
 use std::io::BufReader;
-use std::net::IpAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use metaids_core::episode::seeded_subsample;
 use metaids_core::schema::DatasetKind;
 use metaids_core::FlowFrame;
-use metaids_flow::{CaptureReader, FlowConfig, FlowEngine, FlowRecord, FrameBuilder, ReaderConfig};
+use metaids_decide::Decider;
+use metaids_flow::{
+    CaptureReader, FlowConfig, FlowEngine, FlowRecord, FlowSelector, FrameBuilder, ReaderConfig,
+};
 use metaids_ingest::{read_files, ReadOptions};
 use metaids_library::{
     EnrolOptions, EnrolmentReport, ModelIdentity, SupportFlow, Threat, ThreatDocument, ThreatDraft,
@@ -19,7 +21,7 @@ use metaids_library::{
 };
 use metaids_model::ThreatModel;
 
-use crate::args::{LibraryArgs, ThreatAddArgs, ThreatCommand};
+use crate::args::{LibraryArgs, ThreatAddArgs, ThreatCommand, ThreatListArgs};
 
 /// Most capture flows a filter may select (each is kept in memory until the support is drawn).
 const MAX_CAPTURE_FLOWS: usize = 200_000;
@@ -56,7 +58,7 @@ pub fn run(c: ThreatCommand) -> Result<()> {
         }
         ThreatCommand::Export(a) => {
             let lib = ThreatLibrary::open_without_model(&a.lib.library)?;
-            let n = lib.export_to(&a.out)?;
+            let n = lib.export_to_with(&a.out, a.redact)?;
             println!(
                 "exported {n} threat(s) of version {} to {} (model {})",
                 lib.current()?.version,
@@ -143,13 +145,46 @@ fn names(threats: &[Threat]) -> String {
         .join(", ")
 }
 
-fn list(a: &LibraryArgs) -> Result<()> {
-    let lib = ThreatLibrary::open_without_model(&a.library)?;
+fn list(a: &ThreatListArgs) -> Result<()> {
+    let lib = ThreatLibrary::open_without_model(&a.lib.library)?;
     let v = lib.current()?;
     let id = lib.identity();
+    if a.json {
+        let threats: Vec<serde_json::Value> = v
+            .threats
+            .iter()
+            .map(|t| {
+                serde_json::json!({
+                    "id": t.id,
+                    "signature_id": t.signature_id,
+                    "rev": t.rev(),
+                    "name": t.name,
+                    "description": t.description,
+                    "severity": t.severity,
+                    "category": t.category,
+                    "prototypes": t.prototypes.len(),
+                    "support": t.support.len(),
+                    "negatives": t.negatives.len(),
+                    "threshold": t.threshold,
+                    "report": t.report,
+                    "created_by": t.created_by,
+                    "created_at": t.created_at,
+                    "updated_at": t.updated_at,
+                })
+            })
+            .collect();
+        let out = serde_json::json!({
+            "library": a.lib.library.display().to_string(),
+            "version": v.version,
+            "model": id,
+            "threats": threats,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
     println!(
         "{} — version {}, {} threat(s); model {} ({} data, {}-d embeddings)",
-        a.library.display(),
+        a.lib.library.display(),
         v.version,
         v.threats.len(),
         id.model,
@@ -262,86 +297,6 @@ pub fn parse_rows(spec: &str) -> Result<Vec<usize>> {
     Ok(out)
 }
 
-/// One condition of a capture filter.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FilterTerm {
-    /// Either endpoint.
-    Host(IpAddr),
-    /// Forward source.
-    Src(IpAddr),
-    /// Forward destination.
-    Dst(IpAddr),
-    /// Either port.
-    Port(u16),
-    /// Forward source port.
-    Sport(u16),
-    /// Forward destination port.
-    Dport(u16),
-    /// IP protocol number.
-    Proto(u8),
-}
-
-/// Parses `host 1.2.3.4 and port 22 and proto tcp` (terms joined by `and`; empty = every flow).
-pub fn parse_filter(expr: &str) -> Result<Vec<FilterTerm>> {
-    let words: Vec<&str> = expr.split_whitespace().collect();
-    let mut terms = Vec::new();
-    let mut i = 0;
-    while i < words.len() {
-        if !terms.is_empty() {
-            if !words[i].eq_ignore_ascii_case("and") {
-                bail!("--filter {expr:?}: expected `and` before {:?}", words[i]);
-            }
-            i += 1;
-        }
-        let (Some(key), Some(value)) = (words.get(i), words.get(i + 1)) else {
-            bail!("--filter {expr:?}: a term is `host|src|dst IP`, `port|sport|dport N` or `proto tcp|udp|icmp|N`");
-        };
-        let ip = || -> Result<IpAddr> {
-            value
-                .parse()
-                .with_context(|| format!("--filter {expr:?}: {value:?} is not an IP address"))
-        };
-        let port = || -> Result<u16> {
-            value
-                .parse()
-                .with_context(|| format!("--filter {expr:?}: {value:?} is not a port (0-65535)"))
-        };
-        terms.push(match key.to_ascii_lowercase().as_str() {
-            "host" => FilterTerm::Host(ip()?),
-            "src" => FilterTerm::Src(ip()?),
-            "dst" => FilterTerm::Dst(ip()?),
-            "port" => FilterTerm::Port(port()?),
-            "sport" => FilterTerm::Sport(port()?),
-            "dport" => FilterTerm::Dport(port()?),
-            "proto" => FilterTerm::Proto(match value.to_ascii_lowercase().as_str() {
-                "tcp" => 6,
-                "udp" => 17,
-                "icmp" => 1,
-                "icmp6" | "icmpv6" => 58,
-                n => n.parse().with_context(|| {
-                    format!("--filter {expr:?}: protocol {value:?} is not tcp, udp, icmp, icmp6 or a number")
-                })?,
-            }),
-            other => bail!("--filter {expr:?}: unknown term {other:?} (host, src, dst, port, sport, dport, proto)"),
-        });
-        i += 2;
-    }
-    Ok(terms)
-}
-
-/// Whether a flow satisfies every term.
-pub fn filter_matches(terms: &[FilterTerm], f: &FlowRecord) -> bool {
-    terms.iter().all(|t| match *t {
-        FilterTerm::Host(a) => f.src == a || f.dst == a,
-        FilterTerm::Src(a) => f.src == a,
-        FilterTerm::Dst(a) => f.dst == a,
-        FilterTerm::Port(p) => f.src_port == p || f.dst_port == p,
-        FilterTerm::Sport(p) => f.src_port == p,
-        FilterTerm::Dport(p) => f.dst_port == p,
-        FilterTerm::Proto(p) => f.protocol == p,
-    })
-}
-
 /// Candidate flows: a frame, its rows to choose from, and each row's (source, locator).
 pub struct Candidates {
     /// The flows, in the model's layout.
@@ -407,67 +362,70 @@ fn from_flow_file(path: &Path, a: &ThreatAddArgs, model: &ThreatModel) -> Result
     })
 }
 
-/// The flows of a capture (those matching `filter`), as candidate support flows.
-pub fn from_capture(path: &Path, filter: Option<&str>, model: &ThreatModel) -> Result<Candidates> {
+/// The flows of captures (those matching the flow filter `select`), as candidate support flows.
+pub fn from_capture(
+    paths: &[PathBuf],
+    select: Option<&str>,
+    config: FlowConfig,
+    model: &ThreatModel,
+) -> Result<Candidates> {
     if model.normaliser.kind != DatasetKind::Cic {
         bail!(
             "--pcap gives CICFlowMeter flows, but the model was trained on {} data: use a model trained on CIC-format flows, or --flows",
             model.normaliser.kind
         );
     }
-    let terms = parse_filter(filter.unwrap_or(""))?;
-    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let mut reader = CaptureReader::new(
-        BufReader::with_capacity(1 << 20, file),
-        ReaderConfig::default(),
-    )
-    .with_context(|| format!("{}: not a readable pcap or pcapng capture", path.display()))?;
-    let mut engine = FlowEngine::new(FlowConfig::default())?;
-    let source = path.display().to_string();
+    let selector = FlowSelector::parse(select.unwrap_or(""))?;
+    let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
     // Flows become frame rows in memory, with the values a CSV round trip would give.
-    let mut rows = FrameBuilder::new(&source);
+    let mut rows = FrameBuilder::new(&names.join(", "));
     let mut locators = Vec::new();
-    let mut keep = |flow: FlowRecord, rows: &mut FrameBuilder| -> Result<()> {
-        if filter_matches(&terms, &flow) {
-            if locators.len() >= MAX_CAPTURE_FLOWS {
-                bail!(
-                    "{}: more than {MAX_CAPTURE_FLOWS} flows match; narrow --filter",
-                    path.display()
-                );
+    for (path, source) in paths.iter().zip(&names) {
+        let file = File::open(path).with_context(|| format!("cannot open {source}"))?;
+        let mut reader = CaptureReader::new(
+            BufReader::with_capacity(1 << 20, file),
+            ReaderConfig::default(),
+        )
+        .with_context(|| format!("{source}: not a readable pcap or pcapng capture"))?;
+        let mut engine = FlowEngine::new(config)?;
+        let mut keep = |flow: FlowRecord, rows: &mut FrameBuilder| -> Result<()> {
+            if selector.matches(&flow) {
+                if locators.len() >= MAX_CAPTURE_FLOWS {
+                    bail!("{source}: more than {MAX_CAPTURE_FLOWS} flows match; narrow --select");
+                }
+                locators.push((
+                    source.clone(),
+                    format!("flow {} at {}", flow.flow_id(), flow.timestamp()),
+                ));
+                rows.push(&flow);
             }
-            locators.push((
-                source.clone(),
-                format!("flow {} at {}", flow.flow_id(), flow.timestamp()),
-            ));
-            rows.push(&flow);
-        }
-        Ok(())
-    };
-    loop {
-        match reader.next_packet() {
-            Ok(Some(pkt)) => {
-                for flow in engine.push(&pkt) {
-                    keep(flow, &mut rows)?;
+            Ok(())
+        };
+        loop {
+            match reader.next_packet() {
+                Ok(Some(pkt)) => {
+                    for flow in engine.push(&pkt) {
+                        keep(flow, &mut rows)?;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    eprintln!(
+                        "warning: {source}: capture ended early ({e}); flows up to there were kept"
+                    );
+                    break;
                 }
             }
-            Ok(None) => break,
-            Err(e) => {
-                eprintln!(
-                    "warning: {}: capture ended early ({e}); flows up to there were kept",
-                    path.display()
-                );
-                break;
-            }
         }
-    }
-    for flow in engine.finish() {
-        keep(flow, &mut rows)?;
+        for flow in engine.finish() {
+            keep(flow, &mut rows)?;
+        }
     }
     if locators.is_empty() {
         bail!(
-            "{}: no flow matches --filter {:?}",
-            path.display(),
-            filter.unwrap_or("")
+            "{}: no flow matches --select {:?}",
+            names.join(", "),
+            select.unwrap_or("")
         );
     }
     let frame = rows.take();
@@ -479,17 +437,57 @@ pub fn from_capture(path: &Path, filter: Option<&str>, model: &ThreatModel) -> R
     })
 }
 
+/// Warns when existing threats already flag the new support flows: the new threat would be a twin
+/// that never fires (the older one wins ties and usually the margin), so the user hears which.
+fn warn_twins(model: &ThreatModel, existing: &[Threat], support: &[SupportFlow]) -> Result<()> {
+    if existing.is_empty() {
+        return Ok(());
+    }
+    let decider = Decider::new(model.reference.clone(), existing.to_vec(), f32::INFINITY)
+        .context("arming the library's threats")?;
+    let mut flagged = vec![0usize; existing.len()];
+    for f in support {
+        if let Some(t) = decider.decide(&f.embedding).flagged() {
+            flagged[t] += 1;
+        }
+    }
+    for (t, n) in existing.iter().zip(flagged) {
+        if n > 0 {
+            eprintln!(
+                "warning: {n} of the {} support flows are already flagged by threat {:?} (id {}): \
+                 the new threat may be a twin of it that seldom fires; check `metaids threat show --library … {:?}`",
+                support.len(),
+                t.name,
+                t.id,
+                t.name
+            );
+        }
+    }
+    Ok(())
+}
+
 fn add(a: ThreatAddArgs) -> Result<()> {
-    if a.shots == 0 {
-        bail!("--shots must be at least 1");
+    if a.enrol_shots == 0 {
+        bail!("--enrol-shots must be at least 1");
+    }
+    if a.flows.is_some() && a.label.is_none() && a.rows.is_none() {
+        bail!(
+            "--flows needs --label NAME or --rows 3,7,10-12 to say which flows are the threat: \
+             enrolling random rows of a file would enrol whatever they are"
+        );
     }
     let model = metaids_model::load(&a.model)?;
-    let c = match (&a.flows, &a.pcap) {
+    let c = match (&a.flows, a.pcap.is_empty()) {
         (Some(f), _) => from_flow_file(f, &a, &model)?,
-        (None, Some(p)) => from_capture(p, a.filter.as_deref(), &model)?,
-        (None, None) => bail!("give --flows FILE or --pcap FILE"),
+        (None, false) => from_capture(
+            &a.pcap,
+            a.select.as_deref(),
+            crate::extract::flow_config(&a.flow)?,
+            &model,
+        )?,
+        (None, true) => bail!("give --flows FILE or --pcap FILE…"),
     };
-    let chosen = seeded_subsample(&c.rows, a.shots, a.seed);
+    let chosen = seeded_subsample(&c.rows, a.enrol_shots, a.seed);
     if chosen.len() < c.rows.len() {
         println!(
             "took {} of {} selected flows (seed {}):",
@@ -546,6 +544,7 @@ fn add(a: ThreatAddArgs) -> Result<()> {
         );
         lib
     };
+    warn_twins(&model, &lib.current()?.threats, &draft.support)?;
     if a.dry_run {
         let t = lib.preview(&model, &draft, options)?;
         print_report(&t.report);
@@ -589,27 +588,5 @@ mod tests {
         assert!(parse_rows("x").is_err());
         assert!(parse_rows("5-2").is_err());
         assert!(parse_rows("").is_err());
-    }
-
-    #[test]
-    fn filters_parse_and_match() {
-        let t = parse_filter("host 10.0.0.1 and port 22 and proto tcp").expect("ok");
-        assert_eq!(
-            t,
-            vec![
-                FilterTerm::Host("10.0.0.1".parse().expect("ip")),
-                FilterTerm::Port(22),
-                FilterTerm::Proto(6)
-            ]
-        );
-        assert!(parse_filter("").expect("empty").is_empty());
-        assert!(parse_filter("host").is_err());
-        assert!(parse_filter("host 1.2.3.4 port 22").is_err());
-        assert!(parse_filter("net 10.0.0.0/8").is_err());
-        assert!(parse_filter("port 70000").is_err());
-        assert_eq!(
-            parse_filter("proto 47").expect("gre"),
-            vec![FilterTerm::Proto(47)]
-        );
     }
 }

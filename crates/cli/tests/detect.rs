@@ -11,8 +11,8 @@ use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use metaids_detect::{arm, ThreatSet};
 use metaids_flow::{CaptureReader, FlowConfig, FlowEngine, FrameBuilder, ReaderConfig};
+use metaids_library::{EnrolOptions, ThreatDraft, ThreatLibrary};
 
 mod common;
 use common::{metaids, ok, shared};
@@ -73,11 +73,14 @@ fn setup() -> &'static Setup {
         let emb = m
             .embed_rows(b.frame(), &(0..b.len()).collect::<Vec<_>>())
             .expect("embed");
-        let threat = arm(&m, 1, "SSH guessing", &emb, m.reference.fpr_budget).expect("arm");
+        // The threats reach detect as `metaids threat export` writes them.
+        let redb = dir.path().join("threats.redb");
+        let lib = ThreatLibrary::create(&redb, &m).expect("library");
+        let draft =
+            ThreatDraft::from_embeddings("SSH guessing", &emb, m.dim(), "sshguess.pcap", "test");
+        lib.add(&m, &draft, EnrolOptions::default()).expect("enrol");
         let library = dir.path().join("threats.json");
-        ThreatSet::new(4, vec![threat])
-            .save(&library)
-            .expect("save");
+        lib.export_to(&library).expect("export");
         Setup {
             dir,
             model,

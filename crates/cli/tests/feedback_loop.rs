@@ -80,7 +80,14 @@ fn feedback_on_alerts_refits_the_threat_and_rollback_restores_it() {
         .arg(&model)
         .args(["--name", "ssh guessing", "--pcap"])
         .arg(shared("pcaps/zeek-traces/ssh/sshguess.pcap"))
-        .args(["--filter", "port 22", "--shots", "5", "--author", "tester"])
+        .args([
+            "--select",
+            "port 22",
+            "--enrol-shots",
+            "5",
+            "--author",
+            "tester",
+        ])
         .output()
         .expect("threat add"));
     assert!(added.contains("accepted"), "{added}");

@@ -115,7 +115,7 @@ fn threat_commands_end_to_end() {
         &ssh,
         "--label",
         "SSH-Patator",
-        "--shots",
+        "--enrol-shots",
         "5",
         "--severity",
         "1",
@@ -154,6 +154,42 @@ fn threat_commands_end_to_end() {
     assert!(out.contains("using all 4 selected flows"), "{out}");
     assert!(out.contains("row 10 (line 11)"), "{out}");
 
+    // Issue 10: enrolling flows an existing threat already flags warns and names it.
+    let out = run(&[
+        "threat",
+        "add",
+        "--library",
+        &lib,
+        "--model",
+        m,
+        "--name",
+        "ssh twin",
+        "--flows",
+        &ssh,
+        "--rows",
+        "20-24",
+        "--dry-run",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && err.contains("already flagged by threat \"ssh brute force\""),
+        "{err}"
+    );
+    // Issue 10: a flow file without --label or --rows is refused, not enrolled at random.
+    let err = fails(&[
+        "threat",
+        "add",
+        "--library",
+        &lib,
+        "--model",
+        m,
+        "--name",
+        "random",
+        "--flows",
+        &ssh,
+    ]);
+    assert!(err.contains("--label") && err.contains("--rows"), "{err}");
+
     // Benign flows called an attack: refused, nothing stored.
     let benign = shared("cic-ids2017-improved/BENIGN_5000.csv");
     let err = fails(&[
@@ -179,6 +215,20 @@ fn threat_commands_end_to_end() {
         "{list}"
     );
     assert!(!list.contains("poison"), "{list}");
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&["threat", "list", "--library", &lib, "--json"])).expect("json");
+    assert_eq!(json["version"], 3);
+    assert_eq!(json["threats"][0]["signature_id"], 9_100_001);
+    assert_eq!(json["threats"][0]["rev"], 5);
+    assert_eq!(json["model"]["dim"], 32);
+    // Issue 10: read-only commands take no --author; a missing library says what creates one.
+    let err = fails(&["threat", "list", "--library", &lib, "--author", "bob"]);
+    assert!(err.contains("--author"), "{err}");
+    let err = fails(&["threat", "list", "--library", &path("missing.redb")]);
+    assert!(
+        err.contains("does not exist") && err.contains("threat add") && !err.contains("--create"),
+        "{err}"
+    );
 
     let show = ok(&["threat", "show", "--library", &lib, "ssh brute force"]);
     assert!(
@@ -201,6 +251,34 @@ fn threat_commands_end_to_end() {
     // Export, then import into a new library (created for the document's model).
     let doc = path("lib.json");
     ok(&["threat", "export", "--library", &lib, "--out", &doc]);
+    // Issue 10: --redact keeps file names only; the document still arms the same threats.
+    let red = path("lib-redacted.json");
+    ok(&[
+        "threat",
+        "export",
+        "--library",
+        &lib,
+        "--out",
+        &red,
+        "--redact",
+    ]);
+    let text = std::fs::read_to_string(&red).expect("read");
+    assert!(text.contains("\"SSH-Patator_2961.csv\""), "file names stay");
+    assert!(
+        !text.contains(&shared("cic-ids2017-improved")),
+        "directories go"
+    );
+    let full: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&doc).expect("read")).expect("json");
+    let redacted: serde_json::Value = serde_json::from_str(&text).expect("json");
+    assert_eq!(
+        full["threats"][0]["prototypes"],
+        redacted["threats"][0]["prototypes"]
+    );
+    assert_eq!(
+        full["threats"][0]["threshold"],
+        redacted["threats"][0]["threshold"]
+    );
     let lib2 = path("lib2.redb");
     let out = ok(&["threat", "import", "--library", &lib2, &doc]);
     assert!(out.contains("2 added"), "{out}");
@@ -253,9 +331,9 @@ fn enrolment_from_a_capture_with_a_filter() {
         "ssh guessing",
         "--pcap",
         &pcap,
-        "--filter",
+        "--select",
         "port 22 and proto tcp",
-        "--shots",
+        "--enrol-shots",
         "5",
         "--force",
     ]);
@@ -274,7 +352,7 @@ fn enrolment_from_a_capture_with_a_filter() {
         "x",
         "--pcap",
         &pcap,
-        "--filter",
+        "--select",
         "port 1",
     ]);
     assert!(err.contains("no flow matches"), "{err}");
@@ -289,10 +367,27 @@ fn enrolment_from_a_capture_with_a_filter() {
         "x",
         "--pcap",
         &pcap,
-        "--filter",
-        "port 22 or port 23",
+        "--select",
+        "port 22 port 23",
     ]);
-    assert!(err.contains("expected `and`"), "{err}");
+    assert!(err.contains("expected `and` or `or`"), "{err}");
+    // `or`, `not` and networks select flows; `--filter` is still accepted for `--select`.
+    let out = ok(&[
+        "threat",
+        "add",
+        "--library",
+        &lib,
+        "--model",
+        m,
+        "--name",
+        "y",
+        "--pcap",
+        &pcap,
+        "--filter",
+        "port 2222 or dport 22 and not net 10.0.0.0/8",
+        "--dry-run",
+    ]);
+    assert!(out.contains("dry run: nothing stored"), "{out}");
 }
 
 #[test]

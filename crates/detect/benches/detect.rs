@@ -20,10 +20,11 @@ use std::time::Instant;
 use metaids_core::preprocess::PreprocessConfig;
 use metaids_core::split::SplitSpec;
 use metaids_detect::{
-    arm, Detector, DetectorOptions, EveSink, Pipeline, PipelineOptions, Sink, VerdictSink,
+    Detector, DetectorOptions, EveSink, Pipeline, PipelineOptions, Sink, VerdictSink,
 };
 use metaids_flow::FlowConfig;
 use metaids_ingest::{read_files, resolve_files, ReadOptions};
+use metaids_library::{Threat, ThreatDraft};
 use metaids_model::{train, EncoderConfig, Provenance, ThreatModel, TrainConfig};
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
@@ -101,12 +102,14 @@ fn main() -> Res<()> {
         .take(5)
         .collect();
     let support = model.embed_rows(&frame, &ssh)?;
-    let threat = arm(
-        &model,
+    let draft =
+        ThreatDraft::from_embeddings("SSH-Patator", &support, model.dim(), "bench", "bench");
+    let threat = Threat::enrol(
+        &model.reference,
         1,
-        "SSH-Patator",
-        &support,
+        &draft,
         model.reference.fpr_budget,
+        String::new(),
     )?;
     let detector = Detector::new(
         Arc::clone(&model),

@@ -4,31 +4,20 @@
 //!
 //! It reads and writes nothing and keeps no per-flow state; the pipeline feeds it micro-batches.
 //!
-//! The rule (the model's `decision` rule, over armed threats), with `d` the squared Euclidean
-//! distance, `B_j` the benign prototypes and `p_{t,i}` the prototypes of threat `t`:
-//!
-//! * `db(x) = min_j d(x, B_j)`, `dt(x) = min_i d(x, p_{t,i})`, score `s_t(x) = db(x) − dt(x)`;
-//! * **threat** `t` iff `s_t(x) > τ_t`, the highest margin `s_t(x) − τ_t` winning;
-//! * else **unknown** iff `min(db(x), min_t dt(x)) > u` (the model's unknown threshold, or the one at
-//!   [`DetectorOptions::unknown_budget`]); else **benign**.
-//!
-//! `Verdict::score` is the margin of the deciding rule (`s_t − τ_t` for a threat, `min(db, dt) − u`
-//! for an unknown; for a benign flow the larger of both margins, ≤ 0). `Verdict::confidence` is a
-//! monotone map of that statistic: the fraction of the model's held-out benign calibration rows whose
-//! same statistic is lower (for a threat ≥ 1 − α by construction; for a benign flow, one minus that
-//! fraction for the closer rule).
+//! The verdict rule and its confidence are the decision core's ([`metaids_decide::verdict`]); this
+//! module embeds, arms the threats in a [`Decider`] and explains alerts.
 
 use std::sync::Arc;
 
-use metaids_eval::method::sq_dist;
-use metaids_model::decision::nearest;
+use metaids_decide::geometry::sq_dist;
+use metaids_decide::{Decider, Threat};
+pub use metaids_decide::{Verdict, VerdictKind};
+use metaids_model::io::ModelIdentity;
 use metaids_model::ScoringKernel;
 use metaids_model::ThreatModel;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::error::{DetectError, Result};
-use crate::threat::ArmedThreat;
 
 /// Detector settings.
 #[derive(Debug, Clone, PartialEq)]
@@ -43,8 +32,8 @@ pub struct DetectorOptions {
     pub explain_candidates: usize,
     /// Nearest prototypes reported per alert (default 3).
     pub nearest: usize,
-    /// Model version reported in alerts (default: a sha256 prefix of the encoder parameters; the
-    /// CLI passes the model file's `weights.sha256` prefix).
+    /// Model version reported in alerts (default: the first 16 hex digits of the model's
+    /// [`ModelIdentity`], as the threat library records it).
     pub model_version: Option<String>,
 }
 
@@ -59,47 +48,6 @@ impl Default for DetectorOptions {
             model_version: None,
         }
     }
-}
-
-/// The kind of a verdict.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum VerdictKind {
-    /// Neither a threat nor anomalous.
-    Benign,
-    /// Flagged for an armed threat.
-    Threat,
-    /// Far from every benign and armed prototype.
-    Unknown,
-}
-
-impl VerdictKind {
-    /// `benign`, `threat` or `unknown`.
-    pub fn name(self) -> &'static str {
-        match self {
-            VerdictKind::Benign => "benign",
-            VerdictKind::Threat => "threat",
-            VerdictKind::Unknown => "unknown",
-        }
-    }
-}
-
-/// What the detector says about one flow.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Verdict {
-    /// The kind.
-    pub kind: VerdictKind,
-    /// Index into the detector's threats: the flagged threat, else the nearest one (`None` without
-    /// threats).
-    pub threat: Option<usize>,
-    /// Squared distance to the nearest prototype of that threat (`+inf` without threats).
-    pub distance: f32,
-    /// Squared distance to the nearest benign prototype.
-    pub benign_distance: f32,
-    /// Margin of the deciding rule (> 0 exactly for threats and unknowns).
-    pub score: f32,
-    /// Empirical percentile of the deciding statistic among benign calibration rows, in `[0, 1]`.
-    pub confidence: f32,
 }
 
 /// One prototype near a flow.
@@ -138,13 +86,9 @@ pub struct Explanation {
 #[derive(Debug)]
 pub struct Detector {
     model: Arc<ThreatModel>,
-    threats: Vec<ArmedThreat>,
+    /// The verdict rule over the armed threats, with the calibration ranks.
+    decider: Decider,
     dim: usize,
-    unknown_threshold: f32,
-    /// Per threat, sorted `s_t(c)` over the calibration rows.
-    calibration_scores: Vec<Vec<f32>>,
-    /// Sorted `min(db(c), min_t dt(c))` over the calibration rows.
-    calibration_unknown: Vec<f32>,
     options: DetectorOptions,
     library_version: u64,
     model_version: String,
@@ -154,46 +98,23 @@ pub struct Detector {
     kernel: ScoringKernel,
 }
 
-/// Fraction of the sorted `values` strictly below `x`.
-fn percentile(sorted: &[f32], x: f32) -> f32 {
-    if sorted.is_empty() {
-        return 0.5;
-    }
-    let below = sorted.partition_point(|&v| v < x);
-    below as f32 / sorted.len() as f32
-}
-
-/// A sha256 prefix (16 hex digits) of the encoder parameters: the model version when none is given.
-pub fn model_fingerprint(model: &ThreatModel) -> Result<String> {
-    let mut h = Sha256::new();
-    for (name, shape, values) in model
-        .encoder
-        .export()
-        .map_err(DetectError::model("exporting parameters"))?
-    {
-        h.update(name.as_bytes());
-        for s in shape {
-            h.update((s as u64).to_le_bytes());
-        }
-        for v in values {
-            h.update(v.to_le_bytes());
-        }
-    }
-    Ok(metaids_core::schema::hex(&h.finalize())[..16].to_string())
+/// The model version alerts report: the first 16 hex digits of its [`ModelIdentity`].
+pub fn model_version(model: &ThreatModel) -> Result<String> {
+    let id =
+        ModelIdentity::of(model).map_err(DetectError::model("computing the model identity"))?;
+    Ok(id.model.chars().take(16).collect())
 }
 
 impl Detector {
-    /// A detector for `threats` (each validated against the model's embedding size).
+    /// A detector for `threats` (each checked with [`Threat::validate`] against the model's
+    /// embedding size).
     pub fn new(
         model: Arc<ThreatModel>,
-        threats: Vec<ArmedThreat>,
+        threats: Vec<Threat>,
         options: DetectorOptions,
         library_version: u64,
     ) -> Result<Self> {
         let dim = model.dim();
-        for t in &threats {
-            t.validate(dim)?;
-        }
         let reference = &model.reference;
         let unknown_threshold = match (options.unknown, options.unknown_budget) {
             (false, _) => f32::INFINITY,
@@ -206,39 +127,10 @@ impl Detector {
                 })
             }
         };
-        let cal_db: Vec<f32> = reference
-            .calibration
-            .chunks_exact(dim)
-            .map(|c| reference.benign_distance(c))
-            .collect();
-        let cal_dt: Vec<Vec<f32>> = threats
-            .iter()
-            .map(|t| {
-                reference
-                    .calibration
-                    .chunks_exact(dim)
-                    .map(|c| nearest(c, &t.prototypes, dim).1)
-                    .collect()
-            })
-            .collect();
-        let sorted = |mut v: Vec<f32>| {
-            v.sort_by(f32::total_cmp);
-            v
-        };
-        let calibration_scores = cal_dt
-            .iter()
-            .map(|dt| sorted(cal_db.iter().zip(dt).map(|(b, t)| b - t).collect()))
-            .collect();
-        let calibration_unknown = sorted(
-            cal_db
-                .iter()
-                .enumerate()
-                .map(|(i, &b)| cal_dt.iter().fold(b, |m, dt| m.min(dt[i])))
-                .collect(),
-        );
+        let decider = Decider::new(reference.clone(), threats, unknown_threshold)?;
         let model_version = match &options.model_version {
             Some(v) => v.clone(),
-            None => model_fingerprint(&model)?,
+            None => model_version(&model)?,
         };
         let input_names = model.normaliser.output_names();
         let kernel = ScoringKernel::for_model(&model)
@@ -246,11 +138,8 @@ impl Detector {
         Ok(Detector {
             kernel,
             model,
-            threats,
+            decider,
             dim,
-            unknown_threshold,
-            calibration_scores,
-            calibration_unknown,
             options,
             library_version,
             model_version,
@@ -264,8 +153,13 @@ impl Detector {
     }
 
     /// The armed threats.
-    pub fn threats(&self) -> &[ArmedThreat] {
-        &self.threats
+    pub fn threats(&self) -> &[Threat] {
+        self.decider.threats()
+    }
+
+    /// The decision core the detector decides with.
+    pub fn decider(&self) -> &Decider {
+        &self.decider
     }
 
     /// Embedding size.
@@ -275,7 +169,7 @@ impl Detector {
 
     /// The unknown threshold in use (`+inf` when the rule is off).
     pub fn unknown_threshold(&self) -> f32 {
-        self.unknown_threshold
+        self.decider.unknown_threshold()
     }
 
     /// The settings.
@@ -304,78 +198,12 @@ impl Detector {
             .map_err(DetectError::model("embedding a batch"))
     }
 
-    /// The verdict of one embedding.
+    /// The verdict of one embedding (the decision core's rule, with its confidence).
     ///
     /// # Shapes
     /// `e`: `dim` → one [`Verdict`].
     pub fn decide(&self, e: &[f32]) -> Verdict {
-        let db = self.model.reference.benign_distance(e);
-        let mut best: Option<(usize, f32, f32)> = None;
-        let mut closest: Option<(usize, f32)> = None;
-        let mut best_margin = f32::NEG_INFINITY;
-        for (t, threat) in self.threats.iter().enumerate() {
-            let dt = nearest(e, &threat.prototypes, self.dim).1;
-            if closest.is_none_or(|(_, d)| dt < d) {
-                closest = Some((t, dt));
-            }
-            let margin = db - dt - threat.threshold;
-            best_margin = best_margin.max(margin);
-            if margin > 0.0 && best.is_none_or(|(_, m, _)| margin > m) {
-                best = Some((t, margin, dt));
-            }
-        }
-        if let Some((t, margin, dt)) = best {
-            return Verdict {
-                kind: VerdictKind::Threat,
-                threat: Some(t),
-                distance: dt,
-                benign_distance: db,
-                score: margin,
-                confidence: percentile(&self.calibration_scores[t], db - dt),
-            };
-        }
-        let (threat, distance) = match closest {
-            Some((t, d)) => (Some(t), d),
-            None => (None, f32::INFINITY),
-        };
-        let stat = db.min(distance);
-        let unknown_margin = stat - self.unknown_threshold;
-        if unknown_margin > 0.0 {
-            return Verdict {
-                kind: VerdictKind::Unknown,
-                threat,
-                distance,
-                benign_distance: db,
-                score: unknown_margin,
-                confidence: percentile(&self.calibration_unknown, stat),
-            };
-        }
-        // Benign: the closer of the two rules says how far from alerting the flow is.
-        let (score, pct) = match threat {
-            Some(t) if best_margin >= unknown_margin || !self.options.unknown => (
-                best_margin,
-                percentile(
-                    &self.calibration_scores[t],
-                    best_margin + self.threats[t].threshold,
-                ),
-            ),
-            _ => (
-                if self.options.unknown {
-                    unknown_margin
-                } else {
-                    f32::NEG_INFINITY
-                },
-                percentile(&self.calibration_unknown, stat),
-            ),
-        };
-        Verdict {
-            kind: VerdictKind::Benign,
-            threat,
-            distance,
-            benign_distance: db,
-            score,
-            confidence: 1.0 - pct,
-        }
+        self.decider.decide(e)
     }
 
     /// Verdicts of a batch of embeddings, into a reused buffer.
@@ -383,27 +211,7 @@ impl Detector {
     /// # Shapes
     /// `embeddings`: `n × dim` → `n` verdicts.
     pub fn decide_batch(&self, embeddings: &[f32], out: &mut Vec<Verdict>) {
-        out.clear();
-        out.extend(embeddings.chunks_exact(self.dim).map(|e| self.decide(e)));
-    }
-
-    /// The margin the verdict's rule gives `e` (threat `t`'s margin, or the unknown margin).
-    fn margin(&self, e: &[f32], kind: VerdictKind, threat: Option<usize>) -> f32 {
-        let db = self.model.reference.benign_distance(e);
-        match (kind, threat) {
-            (VerdictKind::Threat, Some(t)) => {
-                let th = &self.threats[t];
-                db - nearest(e, &th.prototypes, self.dim).1 - th.threshold
-            }
-            _ => {
-                let dt = self
-                    .threats
-                    .iter()
-                    .map(|th| nearest(e, &th.prototypes, self.dim).1)
-                    .fold(f32::INFINITY, f32::min);
-                db.min(dt) - self.unknown_threshold
-            }
-        }
+        self.decider.decide_batch(embeddings, out);
     }
 
     /// The nearest prototypes of `e` among benign, armed-threat and known-family prototypes.
@@ -420,8 +228,8 @@ impl Detector {
                 distance: sq_dist(e, b),
             });
         }
-        for t in &self.threats {
-            for (i, p) in t.prototypes.chunks_exact(dim).enumerate() {
+        for t in self.decider.threats() {
+            for (i, p) in t.prototypes.iter().enumerate() {
                 all.push(NearestPrototype {
                     name: format!("{}#{i}", t.name),
                     distance: sq_dist(e, p),
@@ -517,7 +325,7 @@ impl Detector {
         let mut next = 0usize;
         for (&(r, v), plan) in alerts.iter().zip(plans) {
             let e = &embeddings[r * self.dim..(r + 1) * self.dim];
-            let base = self.margin(e, v.kind, v.threat);
+            let base = self.decider.margin(e, v.kind, v.threat);
             let mut effects: Vec<FeatureEffect> = plan
                 .into_iter()
                 .map(|(name, value, z)| {
@@ -527,7 +335,7 @@ impl Detector {
                         name,
                         value: if value.is_finite() { value } else { 0.0 },
                         z,
-                        effect: base - self.margin(pe, v.kind, v.threat),
+                        effect: base - self.decider.margin(pe, v.kind, v.threat),
                     }
                 })
                 .collect();
@@ -541,20 +349,5 @@ impl Detector {
             });
         }
         Ok(out)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn percentile_is_monotone() {
-        let s = [1.0, 2.0, 3.0, 4.0];
-        assert_eq!(percentile(&s, 0.0), 0.0);
-        assert_eq!(percentile(&s, 2.5), 0.5);
-        assert_eq!(percentile(&s, 9.0), 1.0);
-        assert!(percentile(&s, 3.0) <= percentile(&s, 3.5));
-        assert_eq!(percentile(&[], 1.0), 0.5);
     }
 }

@@ -6,24 +6,12 @@ use std::path::PathBuf;
 /// Everything that can go wrong while arming threats, scoring flows or writing outputs.
 #[derive(Debug, thiserror::Error)]
 pub enum DetectError {
-    /// An armed threat is inconsistent with the model or with itself.
-    #[error("threat {name:?}: field {field}: {message}")]
-    Threat {
-        /// The threat's name.
-        name: String,
-        /// The offending field.
-        field: &'static str,
-        /// What was expected and what was found.
-        message: String,
-    },
-    /// A threat file could not be parsed.
-    #[error("{}: {message}", path.display())]
-    ThreatFile {
-        /// The file.
-        path: PathBuf,
-        /// The parser's message (with line and column).
-        message: String,
-    },
+    /// A threat cannot be armed: inconsistent with the model or with itself.
+    #[error("cannot arm the threats: {0}")]
+    Threat(#[from] metaids_decide::DecideError),
+    /// The model's identity could not be computed, or threats could not be read.
+    #[error(transparent)]
+    Library(Box<metaids_library::LibraryError>),
     /// Reading or writing a file failed.
     #[error("{}: {source}", path.display())]
     Io {
@@ -71,6 +59,12 @@ pub enum DetectError {
 
 /// Result alias of this crate.
 pub type Result<T, E = DetectError> = std::result::Result<T, E>;
+
+impl From<metaids_library::LibraryError> for DetectError {
+    fn from(e: metaids_library::LibraryError) -> Self {
+        DetectError::Library(Box::new(e))
+    }
+}
 
 impl DetectError {
     /// Wraps an I/O error with its path.

@@ -17,8 +17,11 @@ use crate::detector::{Explanation, FeatureEffect, NearestPrototype, Verdict, Ver
 /// The facts about one flow that verdicts and alerts report.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FlowMeta {
-    /// Run-wide flow number (1-based, in detection order): EVE `flow_id`.
+    /// EVE `flow_id`: [`stable_flow_id`] of the 5-tuple and start, the same for the same flow in
+    /// every run (feedback, SIEM joins and re-runs agree on it).
     pub flow_id: u64,
+    /// Run-wide flow number (1-based, in detection order).
+    pub seq: u64,
     /// Forward source address (the first packet's sender), as text.
     pub src_ip: String,
     /// Forward source port.
@@ -55,10 +58,11 @@ fn count(v: f64) -> u64 {
 
 impl FlowMeta {
     /// From a flow record of the flow engine (`origin` names its capture).
-    pub fn from_record(flow_id: u64, r: &FlowRecord, origin: &str) -> Self {
+    pub fn from_record(seq: u64, r: &FlowRecord, origin: &str) -> Self {
         let f = &r.features;
         FlowMeta {
-            flow_id,
+            flow_id: stable_flow_id(r.src, r.src_port, r.dst, r.dst_port, r.protocol, r.start_us),
+            seq,
             src_ip: r.src.to_string(),
             src_port: r.src_port,
             dest_ip: r.dst.to_string(),
@@ -85,7 +89,7 @@ impl FlowMeta {
     /// From row `r` of a CIC frame read from a CSV (identifiers `Src IP`, `Src Port`, `Dst IP`,
     /// `Timestamp`; categorical `Dst Port`, `Protocol`). Missing or unparsable values read as empty
     /// or 0; an unparsable timestamp as `None`.
-    pub fn from_frame(flow_id: u64, frame: &FlowFrame, r: usize) -> Self {
+    pub fn from_frame(seq: u64, frame: &FlowFrame, r: usize) -> Self {
         let ids = frame.identifiers(r);
         let id = |name: &str| {
             ids.iter()
@@ -104,14 +108,30 @@ impl FlowMeta {
         };
         let num = frame.numeric_row(r);
         let f = |i: usize| num.get(i).map_or(0.0, |&v| f64::from(v));
+        let (src_ip, dest_ip) = (id("Src IP"), id("Dst IP"));
+        let (src_port, dest_port) = (
+            id("Src Port").parse().unwrap_or(0),
+            cat("Dst Port").parse().unwrap_or(0),
+        );
+        let proto = cat("Protocol").parse().unwrap_or(0);
+        let start_us = parse_timestamp_us(id("Timestamp"));
+        let unspecified = IpAddr::from([0u8; 4]);
         FlowMeta {
-            flow_id,
-            src_ip: id("Src IP").to_string(),
-            src_port: id("Src Port").parse().unwrap_or(0),
-            dest_ip: id("Dst IP").to_string(),
-            dest_port: cat("Dst Port").parse().unwrap_or(0),
-            proto: cat("Protocol").parse().unwrap_or(0),
-            start_us: parse_timestamp_us(id("Timestamp")),
+            flow_id: stable_flow_id(
+                src_ip.parse().unwrap_or(unspecified),
+                src_port,
+                dest_ip.parse().unwrap_or(unspecified),
+                dest_port,
+                proto,
+                start_us.unwrap_or(0),
+            ),
+            seq,
+            src_ip: src_ip.to_string(),
+            src_port,
+            dest_ip: dest_ip.to_string(),
+            dest_port,
+            proto,
+            start_us,
             duration_us: f(0).max(0.0),
             pkts_toserver: count(f(1)),
             pkts_toclient: count(f(2)),
@@ -125,6 +145,40 @@ impl FlowMeta {
     pub fn src_addr(&self) -> Option<IpAddr> {
         self.src_ip.parse().ok()
     }
+}
+
+/// A flow id stable across runs: FNV-1a over the forward 5-tuple and the start time (µs), cut to 52
+/// bits so every JSON reader (JavaScript's included) reads it exactly. A flow keeps its id whichever
+/// run, batch or file order sees it; two flows share one only if they share 5-tuple and start.
+pub fn stable_flow_id(
+    src: IpAddr,
+    src_port: u16,
+    dst: IpAddr,
+    dst_port: u16,
+    proto: u8,
+    start_us: i64,
+) -> u64 {
+    fn addr(ip: IpAddr) -> [u8; 16] {
+        match ip {
+            IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
+            IpAddr::V6(a) => a.octets(),
+        }
+    }
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |bytes: &[u8]| {
+        for &b in bytes {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    };
+    eat(&addr(src));
+    eat(&src_port.to_be_bytes());
+    eat(&addr(dst));
+    eat(&dst_port.to_be_bytes());
+    eat(&[proto]);
+    eat(&start_us.to_be_bytes());
+    // Never 0, which readers take for "no flow".
+    (h & ((1 << 52) - 1)).max(1)
 }
 
 /// Days since 1970-01-01 of a civil date (Howard Hinnant's algorithm).
@@ -281,7 +335,7 @@ pub struct MetaidsInfo {
 pub struct EveEvent {
     /// `YYYY-MM-DDTHH:MM:SS.ffffff+0000`.
     pub timestamp: String,
-    /// Flow number within the run.
+    /// [`stable_flow_id`] of the flow: the same in every run.
     pub flow_id: u64,
     /// `alert` or `flow`.
     pub event_type: String,
@@ -309,7 +363,7 @@ pub struct EveEvent {
 #[derive(Debug, Clone, Copy)]
 pub struct AlertContext<'a> {
     /// The threat names, ids, signatures of the detector.
-    pub threats: &'a [crate::ArmedThreat],
+    pub threats: &'a [crate::Threat],
     /// Model version.
     pub model: &'a str,
     /// Library version.
@@ -366,7 +420,7 @@ pub fn alert_event(
     let (signature_id, rev, signature, category, severity) = match (v.kind, threat) {
         (VerdictKind::Threat, Some(t)) => (
             t.signature_id,
-            t.rev,
+            t.rev(),
             format!("metaids {}", t.name),
             t.category.clone(),
             t.severity,

@@ -7,16 +7,18 @@
 //! Pipeline: flows from the flow engine ([`metaids_flow::FlowRecord`]) or a CIC frame → micro-batch
 //! → preprocessing ([`metaids_core::preprocess::Normaliser`]) → embedding ([`Detector::embed`]) →
 //! [`Detector::decide`] → [`Deduplicator`] → explanation → [`Sink`]s ([`EveSink`], [`VerdictSink`],
-//! then [`NftablesSink`], [`WebhookSink`]). Threats come in as plain [`ArmedThreat`]s (the threat
-//! library converts its entries into them).
+//! then [`NftablesSink`], [`WebhookSink`]). Threats are the decision core's one [`Threat`] type, read
+//! from a threat library or an exported threat document ([`ArmedThreats`]); the verdict rule is the
+//! decision core's ([`metaids_decide::verdict`]).
 //!
 //! ```no_run
 //! use std::sync::Arc;
-//! use metaids_detect::{Detector, DetectorOptions, EveSink, Pipeline, PipelineOptions, ThreatSet};
+//! use metaids_detect::{ArmedThreats, Detector, DetectorOptions, EveSink, Pipeline, PipelineOptions};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let model = Arc::new(metaids_model::load("cic.model".as_ref())?);
-//! let set = ThreatSet::load("threats.json".as_ref(), Some(model.dim()))?;
+//! // A threat library file, or what `metaids threat export` wrote.
+//! let set = ArmedThreats::load("threats.json".as_ref(), &model)?;
 //! let detector = Detector::new(model, set.threats, DetectorOptions::default(), set.library_version)?;
 //! let eve = EveSink::create("alerts.json".as_ref(), false)?;
 //! let mut pipeline = Pipeline::new(detector, vec![Box::new(eve)], PipelineOptions::default())?;
@@ -35,22 +37,22 @@ pub mod eve;
 pub mod nft;
 pub mod pipeline;
 pub mod sink;
-pub mod threat;
 pub mod webhook;
 
 pub use dedup::{Deduplicator, RateLimit};
 pub use detector::{
-    model_fingerprint, Detector, DetectorOptions, Explanation, FeatureEffect, NearestPrototype,
+    model_version, Detector, DetectorOptions, Explanation, FeatureEffect, NearestPrototype,
     Verdict, VerdictKind,
 };
 pub use error::{DetectError, Result};
-pub use eve::{eve_timestamp, proto_name, EveAlert, EveEvent, EveFlow, FlowMeta, MetaidsInfo};
+pub use eve::{
+    eve_timestamp, proto_name, stable_flow_id, EveAlert, EveEvent, EveFlow, FlowMeta, MetaidsInfo,
+};
+pub use metaids_decide::{Threat, SIGNATURE_BASE, UNKNOWN_SIGNATURE_ID};
+pub use metaids_library::{ArmedThreats, ThreatOrigin};
 pub use nft::{NftConfig, NftablesSink};
 pub use pipeline::{CaptureSummary, Pipeline, PipelineOptions, Summary};
 pub use sink::{
     Alert, Batch, EveSink, Sink, SinkReport, Stage, StreamFile, VerdictLine, VerdictSink,
-};
-pub use threat::{
-    arm, calibrate, stable_signature_id, ArmedThreat, ThreatSet, UNKNOWN_SIGNATURE_ID,
 };
 pub use webhook::{WebhookConfig, WebhookSink};

@@ -244,8 +244,24 @@ impl Sink for EveSink {
 /// One line of the verdicts file.
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct VerdictLine {
-    /// Flow number within the run (as in the EVE records).
+    /// The flow's id, as in the EVE records: stable across runs (5-tuple and start).
     pub flow_id: u64,
+    /// Flow number within the run (1-based, in detection order).
+    pub seq: u64,
+    /// Start of the flow (EVE timestamp format; `null` when unknown).
+    pub start: Option<String>,
+    /// Forward source address (the first packet's sender).
+    pub src_ip: String,
+    /// Forward source port.
+    pub src_port: u16,
+    /// Forward destination address.
+    pub dest_ip: String,
+    /// Forward destination port.
+    pub dest_port: u16,
+    /// IP protocol number.
+    pub proto: u8,
+    /// Where the flow came from (`file:line`, or `capture:flow-id`).
+    pub origin: String,
     /// `benign`, `threat` or `unknown`.
     pub verdict: VerdictKind,
     /// The flagged threat, else the nearest one (`null` without threats).
@@ -290,6 +306,14 @@ impl Sink for VerdictSink {
         for (f, v) in batch.flows.iter().zip(batch.verdicts) {
             let line = VerdictLine {
                 flow_id: f.flow_id,
+                seq: f.seq,
+                start: f.start_us.map(crate::eve::eve_timestamp),
+                src_ip: f.src_ip.clone(),
+                src_port: f.src_port,
+                dest_ip: f.dest_ip.clone(),
+                dest_port: f.dest_port,
+                proto: f.proto,
+                origin: f.origin.clone(),
                 verdict: v.kind,
                 threat: v
                     .threat

@@ -13,11 +13,13 @@ use std::sync::{Arc, OnceLock};
 use metaids_core::preprocess::PreprocessConfig;
 use metaids_core::split::SplitSpec;
 use metaids_detect::{
-    arm, Detector, DetectorOptions, EveSink, NftConfig, NftablesSink, Pipeline, PipelineOptions,
-    RateLimit, Sink, Summary, ThreatSet, VerdictKind, VerdictSink, UNKNOWN_SIGNATURE_ID,
+    ArmedThreats, Detector, DetectorOptions, EveSink, NftConfig, NftablesSink, Pipeline,
+    PipelineOptions, RateLimit, Sink, Summary, Threat, ThreatOrigin, VerdictKind, VerdictSink,
+    UNKNOWN_SIGNATURE_ID,
 };
 use metaids_flow::{CaptureReader, FlowConfig, FlowEngine, FlowRecord, FrameBuilder, ReaderConfig};
 use metaids_ingest::{read_files, resolve_files, ReadOptions};
+use metaids_library::{EnrolOptions, ThreatDraft, ThreatLibrary};
 use metaids_model::{train, EncoderConfig, Provenance, ThreatModel, TrainConfig};
 
 fn repo(path: &str) -> PathBuf {
@@ -102,7 +104,7 @@ fn is_guess(f: &FlowRecord) -> bool {
 }
 
 /// The threat armed from the first 5 guessing flows (in emission order), with their flow ids.
-fn ssh_threat(m: &ThreatModel) -> (metaids_detect::ArmedThreat, Vec<u64>) {
+fn ssh_threat(m: &ThreatModel) -> (Threat, Vec<u64>) {
     let flows = flows_of(&sshguess());
     let support: Vec<&FlowRecord> = flows.iter().filter(|f| is_guess(f)).take(5).collect();
     assert_eq!(
@@ -117,8 +119,23 @@ fn ssh_threat(m: &ThreatModel) -> (metaids_detect::ArmedThreat, Vec<u64>) {
     let emb = m
         .embed_rows(b.frame(), &(0..5).collect::<Vec<_>>())
         .expect("embed");
-    let threat = arm(m, 1, "SSH password guessing", &emb, m.reference.fpr_budget).expect("arm");
-    (threat, support.iter().map(|f| f.id).collect())
+    (
+        enrol(m, 1, "SSH password guessing", &emb),
+        support.iter().map(|f| f.id).collect(),
+    )
+}
+
+/// Threat `id` enrolled from support embeddings with the decision core's fit at the model's budget.
+fn enrol(m: &ThreatModel, id: u32, name: &str, emb: &[f32]) -> Threat {
+    let draft = ThreatDraft::from_embeddings(name, emb, m.dim(), "test", "test");
+    Threat::enrol(
+        &m.reference,
+        id,
+        &draft,
+        m.reference.fpr_budget,
+        String::new(),
+    )
+    .expect("enrol")
 }
 
 fn captures() -> Vec<PathBuf> {
@@ -147,7 +164,7 @@ struct Run {
     _dir: tempfile::TempDir,
 }
 
-fn run(inputs: &[PathBuf], rate: RateLimit, threats: Vec<metaids_detect::ArmedThreat>) -> Run {
+fn run(inputs: &[PathBuf], rate: RateLimit, threats: Vec<Threat>) -> Run {
     let m = model();
     let dir = tempfile::tempdir().expect("tmp");
     let alerts = dir.path().join("eve.json");
@@ -228,7 +245,7 @@ fn case(pcap: &Path, name: &str, attack: fn(&FlowRecord) -> bool) -> (f64, usize
     let emb = m
         .embed_rows(b.frame(), &(0..5).collect::<Vec<_>>())
         .expect("embed");
-    let threat = arm(&m, 1, name, &emb, m.reference.fpr_budget).expect("arm");
+    let threat = enrol(&m, 1, name, &emb);
     let detector = Detector::new(
         Arc::clone(&m),
         vec![threat.clone()],
@@ -331,7 +348,20 @@ fn eve_records_verdicts_dedup_and_nftables_script() {
     assert_eq!(r.verdicts.len() as u64, s.flows);
     let mut kinds: BTreeMap<String, u64> = BTreeMap::new();
     for (i, v) in r.verdicts.iter().enumerate() {
-        assert_eq!(v["flow_id"].as_u64(), Some(i as u64 + 1));
+        assert_eq!(v["seq"].as_u64(), Some(i as u64 + 1));
+        // Issue 10: the 5-tuple, start and origin, and a flow id stable across runs.
+        assert!(v["flow_id"]
+            .as_u64()
+            .is_some_and(|id| id > 0 && id < 1 << 52));
+        assert!(v["src_ip"].is_string() && v["dest_port"].is_u64() && v["proto"].is_u64());
+        assert!(
+            v["start"].as_str().is_some_and(|t| t.ends_with("+0000")),
+            "{v}"
+        );
+        assert!(
+            v["origin"].as_str().is_some_and(|o| o.contains(".pcap")),
+            "{v}"
+        );
         let k = v["verdict"].as_str().expect("verdict");
         *kinds.entry(k.into()).or_default() += 1;
         assert!(["benign", "threat", "unknown"].contains(&k));
@@ -474,18 +504,63 @@ fn eve_records_verdicts_dedup_and_nftables_script() {
     }
 }
 
+/// Issue 10: what `metaids threat export` writes drives detection with the very verdicts the library
+/// gives; a document of another model is refused.
 #[test]
-fn threat_file_round_trip_and_schema_refusal() {
+fn exported_document_detects_exactly_as_the_library() {
     let m = model();
-    let (threat, _) = ssh_threat(&m);
     let dir = tempfile::tempdir().expect("tmp");
-    let p = dir.path().join("threats.json");
-    ThreatSet::new(3, vec![threat.clone()])
-        .save(&p)
-        .expect("save");
-    let set = ThreatSet::load(&p, Some(m.dim())).expect("load");
-    assert_eq!(set.threats, vec![threat]);
-    assert!(ThreatSet::load(&p, Some(m.dim() + 1)).is_err());
+    let lib_path = dir.path().join("threats.redb");
+    let library = ThreatLibrary::create(&lib_path, &m).expect("create");
+    let (threat, _) = ssh_threat(&m);
+    let draft = ThreatDraft::from_embeddings(
+        &threat.name,
+        &threat
+            .support
+            .iter()
+            .flat_map(|f| f.embedding.clone())
+            .collect::<Vec<_>>(),
+        m.dim(),
+        "sshguess.pcap",
+        "test",
+    );
+    library
+        .add(&m, &draft, EnrolOptions::default())
+        .expect("enrol");
+    let doc_path = dir.path().join("threats.json");
+    library.export_to(&doc_path).expect("export");
+    drop(library);
+    let from_library = ArmedThreats::load(&lib_path, &m).expect("library");
+    let from_document = ArmedThreats::load(&doc_path, &m).expect("document");
+    assert_eq!(from_library.origin, ThreatOrigin::Library);
+    assert_eq!(from_document.origin, ThreatOrigin::Document);
+    assert_eq!(from_library.threats, from_document.threats);
+    assert_eq!(from_library.library_version, from_document.library_version);
+    let a = run(&captures(), RateLimit::default(), from_library.threats);
+    let b = run(
+        &captures(),
+        RateLimit::default(),
+        from_document.threats.clone(),
+    );
+    assert_eq!(a.verdicts, b.verdicts);
+    assert!(
+        a.verdicts.iter().any(|v| v["verdict"] == "threat"),
+        "the round trip compares runs that raise alerts"
+    );
+    // The same document under another model identity is refused, naming the document.
+    let mut doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&doc_path).expect("read")).expect("json");
+    doc["model"]["model"] = serde_json::Value::String("0".repeat(64));
+    let other = dir.path().join("other.json");
+    std::fs::write(&other, doc.to_string()).expect("write");
+    let err = ArmedThreats::load(&other, &m).expect_err("another model");
+    assert!(err.to_string().contains("other.json"), "{err}");
+    assert!(
+        err.to_string().contains("another") || err.to_string().contains("model"),
+        "{err}"
+    );
+
+    let set = from_document;
     // A frame of another layout is refused with the model's schema named.
     let detector =
         Detector::new(Arc::clone(&m), set.threats, DetectorOptions::default(), 3).expect("d");

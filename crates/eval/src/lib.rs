@@ -9,6 +9,7 @@ pub mod baselines;
 pub mod forest;
 pub mod method;
 pub mod protocol;
+pub mod protonet;
 pub mod report;
 
 use metaids_core::preprocess::{Normaliser, PreprocessConfig};
@@ -18,6 +19,7 @@ use metaids_core::FlowFrame;
 pub use baselines::{BaselineConfig, Forest, Knn, NearestCentroid};
 pub use method::{EvalContext, EvalError, FewShotMethod, Matrix};
 pub use protocol::{EvalConfig, MethodResult, Plan};
+pub use protonet::ProtoNetMethod;
 pub use report::{DataFile, FamilySize, Protocol, Report};
 
 /// A prepared benchmark: split, preprocessing and episodes, ready for any method.

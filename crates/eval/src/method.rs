@@ -51,37 +51,9 @@ impl Matrix {
     }
 }
 
-/// The `(n − 1 − ⌊α n⌋)`-th smallest value: at most `⌊α n⌋` values are strictly greater, so a rule
-/// "flag when the score exceeds it" flags at most a fraction `α` of the rows it was calibrated on.
-///
-/// `values` is reordered in place; an empty slice gives `-inf`.
-pub fn upper_quantile(values: &mut [f32], alpha: f64) -> f32 {
-    let n = values.len();
-    if n == 0 {
-        return f32::NEG_INFINITY;
-    }
-    let allowed = ((alpha.clamp(0.0, 1.0) * n as f64).floor() as usize).min(n - 1);
-    let idx = n - 1 - allowed;
-    let (_, v, _) = values.select_nth_unstable_by(idx, f32::total_cmp);
-    *v
-}
-
-/// Squared Euclidean distance.
-#[inline]
-pub fn sq_dist(a: &[f32], b: &[f32]) -> f32 {
-    // Eight independent accumulators let the compiler vectorise the reduction.
-    let mut acc = [0f32; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let (ra, rb) = (ca.remainder(), cb.remainder());
-    for (x, y) in ca.zip(cb) {
-        for i in 0..8 {
-            let d = x[i] - y[i];
-            acc[i] += d * d;
-        }
-    }
-    let tail: f32 = ra.iter().zip(rb).map(|(x, y)| (x - y) * (x - y)).sum();
-    acc.iter().sum::<f32>() + tail
-}
+/// The budget quantile and the squared distance of the decision core (one copy, shared with every
+/// rule the baselines are compared against).
+pub use metaids_decide::geometry::{sq_dist, upper_quantile};
 
 /// Everything a method may look at.
 ///

@@ -53,6 +53,7 @@ pub mod error;
 pub mod features;
 pub mod output;
 pub mod row;
+pub mod select;
 pub mod stats;
 
 use std::io::{Read, Write};
@@ -64,6 +65,7 @@ pub use error::FlowError;
 pub use features::{FeatureKind, FEATURE_COUNT, FEATURE_KINDS};
 pub use output::{CsvWriter, JsonLinesWriter};
 pub use row::{fill_row, FrameBuilder};
+pub use select::{FlowSelector, SelectError};
 
 /// What [`extract_csv`] did.
 #[derive(Debug)]

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use crate::store::ModelIdentity;
-use crate::threat::EnrolmentReport;
+use metaids_decide::threat::EnrolmentReport;
 
 /// Everything that can go wrong while creating, opening, changing, exporting or importing a library.
 #[derive(Debug, thiserror::Error)]
@@ -36,7 +36,7 @@ pub enum LibraryError {
         path: PathBuf,
     },
     /// `open` was given a path where no file exists.
-    #[error("threat library {path} does not exist; create it first (e.g. `metaids threat add … --create`)")]
+    #[error("threat library {path} does not exist: `metaids threat add --library {path} --model M …` creates it with its first threat, `metaids threat import --library {path} DOC` from an exported document")]
     Missing {
         /// The file.
         path: PathBuf,
@@ -138,6 +138,16 @@ pub enum LibraryError {
         /// Expected versus found.
         message: String,
     },
+}
+
+impl From<metaids_decide::DecideError> for LibraryError {
+    fn from(e: metaids_decide::DecideError) -> Self {
+        match e {
+            metaids_decide::DecideError::Invalid { field, message } => {
+                LibraryError::Invalid { field, message }
+            }
+        }
+    }
 }
 
 impl From<metaids_model::ModelError> for LibraryError {

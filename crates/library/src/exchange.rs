@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{LibraryError, Result};
 use crate::store::ModelIdentity;
-use crate::threat::{check_flows, check_name, check_severity, Threat};
+use metaids_decide::threat::Threat;
 
 /// `format` of an exchange document.
 pub const DOCUMENT_FORMAT: &str = "metaids-threats";
@@ -98,20 +98,57 @@ impl ThreatDocument {
         serde_json::from_value(raw).map_err(|e| doc_err(path, "<document>", e.to_string()))
     }
 
-    /// Checks every threat: name, severity, unique names and ids, prototypes and flows of the
-    /// model's embedding size, finite values, signature ids.
+    /// Reads, parses and validates the document at `path`.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|source| LibraryError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let doc = Self::parse(&text, path)?;
+        doc.validate(path)?;
+        Ok(doc)
+    }
+
+    /// Refuses the document (at `path`) unless its threats were enrolled with `model`, whose
+    /// identity is `found`: prototypes of one model mean nothing to another.
+    pub fn check_model(
+        &self,
+        found: &ModelIdentity,
+        path: &Path,
+        model: &metaids_model::ThreatModel,
+    ) -> Result<()> {
+        let id = &self.model;
+        if found.model != id.model || found.schema_hash != id.schema_hash || found.dim != id.dim {
+            return Err(LibraryError::ModelMismatch {
+                path: path.to_path_buf(),
+                what: format!(
+                    "the model {}",
+                    model
+                        .path
+                        .as_ref()
+                        .map_or_else(|| "<in memory>".into(), |p| p.display().to_string())
+                ),
+                expected: Box::new(id.clone()),
+                found: Box::new(found.clone()),
+            });
+        }
+        Ok(())
+    }
+
+    /// Checks every threat with [`Threat::validate`] (name, severity, id and signature id, prototypes
+    /// and flows of the model's embedding size, finite values, caps on prototypes and examples) and
+    /// that names and ids are unique.
     pub fn validate(&self, path: &Path) -> Result<()> {
         let dim = self.model.dim;
         let mut names = BTreeSet::new();
         let mut ids = BTreeSet::new();
         for (i, t) in self.threats.iter().enumerate() {
             let at = |field: &str| format!("threats[{i}].{field}");
-            let wrap = |e: LibraryError| match e {
-                LibraryError::Invalid { field, message } => doc_err(path, at(&field), message),
-                other => other,
-            };
-            check_name(&t.name).map_err(wrap)?;
-            check_severity(t.severity).map_err(wrap)?;
+            t.validate(dim).map_err(|e| match e {
+                metaids_decide::DecideError::Invalid { field, message } => {
+                    doc_err(path, at(&field), message)
+                }
+            })?;
             if !names.insert(t.name.as_str()) {
                 return Err(doc_err(
                     path,
@@ -122,25 +159,68 @@ impl ThreatDocument {
             if !ids.insert(t.id) {
                 return Err(doc_err(path, at("id"), format!("{} appears twice", t.id)));
             }
-            if t.prototypes.is_empty() {
-                return Err(doc_err(path, at("prototypes"), "empty"));
-            }
-            for (j, p) in t.prototypes.iter().enumerate() {
-                if p.len() != dim || p.iter().any(|v| !v.is_finite()) {
-                    return Err(doc_err(
-                        path,
-                        at(&format!("prototypes[{j}]")),
-                        format!("{} values, expected {dim} finite values", p.len()),
-                    ));
-                }
-            }
-            if !t.threshold.is_finite() {
-                return Err(doc_err(path, at("threshold"), "not a finite number"));
-            }
-            check_flows("support", &t.support, dim).map_err(wrap)?;
-            check_flows("negatives", &t.negatives, dim).map_err(wrap)?;
         }
         Ok(())
+    }
+}
+
+/// Replaces every IP address (and `address:port`) in `text` with `redacted`.
+fn redact_addresses(text: &str) -> String {
+    let is_addr_char = |c: char| c.is_ascii_hexdigit() || c == '.' || c == ':';
+    let mut out = String::with_capacity(text.len());
+    let mut run = String::new();
+    let flush = |run: &mut String, out: &mut String| {
+        if run.parse::<std::net::IpAddr>().is_ok() || run.parse::<std::net::SocketAddr>().is_ok() {
+            out.push_str("redacted");
+        } else {
+            out.push_str(run);
+        }
+        run.clear();
+    };
+    for c in text.chars() {
+        if is_addr_char(c) {
+            run.push(c);
+        } else {
+            flush(&mut run, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut run, &mut out);
+    out
+}
+
+impl ThreatDocument {
+    /// The document with what a team should not share outside the site removed: each example's
+    /// source keeps only its file name (no directories), and every IP address in a locator becomes
+    /// `redacted`. Embeddings, prototypes and thresholds are untouched, so detection is unchanged.
+    pub fn redacted(mut self) -> Self {
+        for t in &mut self.threats {
+            for f in t.support.iter_mut().chain(t.negatives.iter_mut()) {
+                f.source = Path::new(&f.source)
+                    .file_name()
+                    .map_or_else(|| "redacted".into(), |n| n.to_string_lossy().into_owned());
+                f.locator = redact_addresses(&f.locator);
+            }
+        }
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redaction_drops_directories_and_addresses() {
+        assert_eq!(
+            redact_addresses("flow 192.168.56.1-40022-10.0.0.5-22-6 at 2015-03-30 14:44:49"),
+            "flow redacted-40022-redacted-22-6 at 2015-03-30 14:44:49"
+        );
+        assert_eq!(
+            redact_addresses("alert ab-12 (line 3, flow 77 1.2.3.4:22 → fe80::1:443 TCP)"),
+            "alert ab-12 (line 3, flow 77 redacted → redacted TCP)"
+        );
+        assert_eq!(redact_addresses("row 12 (line 13)"), "row 12 (line 13)");
     }
 }
 

@@ -10,16 +10,22 @@
 
 #![forbid(unsafe_code)]
 
+pub mod armed;
 pub mod error;
 pub mod exchange;
 pub mod store;
-pub mod threat;
+/// Threats, their fit and the enrolment guard: the decision core's (one `Threat` type in the
+/// workspace), re-exported under the name callers know.
+pub use metaids_decide::threat;
 mod time;
 
+pub use armed::{ArmedThreats, ThreatOrigin};
 pub use error::{LibraryError, Result};
 pub use exchange::{ImportSummary, ThreatDocument, DOCUMENT_FORMAT, DOCUMENT_VERSION};
+pub use metaids_decide::threat::{
+    EnrolOptions, EnrolmentReport, SupportFlow, Threat, ThreatDraft, SIGNATURE_BASE,
+};
 pub use store::{
     Enrolment, LibraryVersion, ModelIdentity, ThreatLibrary, VersionSummary, LIBRARY_FORMAT,
     MAX_THREAT_ID,
 };
-pub use threat::{EnrolOptions, EnrolmentReport, SupportFlow, Threat, ThreatDraft, SIGNATURE_BASE};

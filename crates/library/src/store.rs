@@ -13,96 +13,23 @@ use std::path::{Path, PathBuf};
 use metaids_model::ThreatModel;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::error::{LibraryError, Result};
 use crate::exchange::{ImportSummary, ThreatDocument, DOCUMENT_FORMAT, DOCUMENT_VERSION};
-use crate::threat::{
+use metaids_decide::threat::{
     check_flows, check_name, check_severity, fit, seed_for, EnrolOptions, SupportFlow, Threat,
     ThreatDraft, SIGNATURE_BASE,
 };
+pub use metaids_decide::MAX_THREAT_ID;
+pub use metaids_model::io::ModelIdentity;
 
 /// Library format this build writes and reads.
 pub const LIBRARY_FORMAT: &str = "metaids-threat-library-v1";
-/// Largest threat id: signature ids stay within `SIGNATURE_BASE..SIGNATURE_BASE + 900_000`.
-pub const MAX_THREAT_ID: u32 = 899_999;
 
 const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
 const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
 const VERSIONS: TableDefinition<u64, &str> = TableDefinition::new("versions");
 const IDS: TableDefinition<u32, u64> = TableDefinition::new("ids");
-
-/// Which model (and feature schema) a library's prototypes belong to.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ModelIdentity {
-    /// Sha256 of the model's weights file (from its manifest); `unsaved:<sha256 of the parameters>`
-    /// for a model never written to disk.
-    pub model: String,
-    /// Feature-schema hash the model was trained on.
-    pub schema_hash: String,
-    /// Dataset kind (`cic`, `nsl-kdd`, `unsw-nb15`).
-    pub dataset: String,
-    /// Embedding size.
-    pub dim: usize,
-}
-
-impl ModelIdentity {
-    /// The identity of `model`: its manifest's weights sha256 when it was loaded from a directory.
-    pub fn of(model: &ThreatModel) -> Result<Self> {
-        let id = match &model.path {
-            Some(dir) => {
-                let mpath = dir.join(metaids_model::io::MANIFEST_FILE);
-                let text = std::fs::read_to_string(&mpath).map_err(|source| LibraryError::Io {
-                    path: mpath.clone(),
-                    source,
-                })?;
-                let v: serde_json::Value =
-                    serde_json::from_str(&text).map_err(|e| LibraryError::Document {
-                        path: mpath.clone(),
-                        field: "<json>".into(),
-                        message: e.to_string(),
-                    })?;
-                v.pointer("/weights/sha256")
-                    .and_then(serde_json::Value::as_str)
-                    .ok_or_else(|| LibraryError::Document {
-                        path: mpath.clone(),
-                        field: "weights.sha256".into(),
-                        message: "missing: not a metaids model manifest".into(),
-                    })?
-                    .to_string()
-            }
-            None => {
-                let mut h = Sha256::new();
-                for (name, shape, values) in model.encoder.export()? {
-                    h.update(name.as_bytes());
-                    for s in shape {
-                        h.update((s as u64).to_le_bytes());
-                    }
-                    for v in values {
-                        h.update(v.to_le_bytes());
-                    }
-                }
-                for v in model
-                    .reference
-                    .prototypes
-                    .iter()
-                    .chain(&model.reference.calibration)
-                {
-                    h.update(v.to_le_bytes());
-                }
-                let hex: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
-                format!("unsaved:{hex}")
-            }
-        };
-        Ok(ModelIdentity {
-            model: id,
-            schema_hash: model.normaliser.schema_hash.clone(),
-            dataset: model.normaliser.kind.name().to_string(),
-            dim: model.dim(),
-        })
-    }
-}
 
 /// One version of the library: a full snapshot of its threats.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -806,7 +733,15 @@ impl ThreatLibrary {
 
     /// Writes the export document to `out` atomically (temporary file, then rename).
     pub fn export_to(&self, out: &Path) -> Result<usize> {
-        let doc = self.export_document()?;
+        self.export_to_with(out, false)
+    }
+
+    /// [`ThreatLibrary::export_to`], with [`ThreatDocument::redacted`] applied when `redact`.
+    pub fn export_to_with(&self, out: &Path, redact: bool) -> Result<usize> {
+        let mut doc = self.export_document()?;
+        if redact {
+            doc = doc.redacted();
+        }
         let text = to_json_pretty(&self.path, &doc)?;
         crate::exchange::write_atomic(out, text.as_bytes())?;
         Ok(doc.threats.len())
@@ -895,23 +830,11 @@ fn build(
         });
     }
     let budget = options.budget.unwrap_or(model.reference.fpr_budget);
-    let f = fit(&model.reference, &draft.support, &[], seed_for(id), budget)?;
-    let now = crate::time::now();
-    let report = f.report;
-    Ok(Threat {
+    Ok(Threat::enrol(
+        &model.reference,
         id,
-        signature_id: SIGNATURE_BASE + id,
-        name: draft.name.clone(),
-        description: draft.description.clone(),
-        severity: draft.severity,
-        category: draft.category.clone(),
-        prototypes: f.prototypes,
-        threshold: f.threshold,
-        support: draft.support.clone(),
-        negatives: Vec::new(),
-        created_by: draft.author.clone(),
-        created_at: now.clone(),
-        updated_at: now,
-        report,
-    })
+        draft,
+        budget,
+        crate::time::now(),
+    )?)
 }

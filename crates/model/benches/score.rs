@@ -13,11 +13,11 @@ use std::time::Duration;
 use criterion::{BenchmarkId, Criterion, Throughput};
 use metaids_core::preprocess::{Normaliser, PreprocessConfig};
 use metaids_core::schema::DatasetKind;
+use metaids_decide::geometry::kmeans;
+use metaids_decide::Verdict;
 use metaids_ingest::{read_files, resolve_files, ReadOptions};
-use metaids_model::decision::kmeans;
 use metaids_model::{
-    flops_per_flow, BenignReference, Decision, Encoder, EncoderConfig, ScoringKernel, Scratch,
-    SimdCap,
+    flops_per_flow, BenignReference, Encoder, EncoderConfig, ScoringKernel, Scratch, SimdCap,
 };
 
 /// Rows per scored batch.
@@ -133,7 +133,7 @@ fn bench(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::new("candle", &name), &x, |b, x| {
             b.iter(|| {
                 let e = enc.embed(x).expect("embed");
-                let d: Vec<Decision> = e
+                let d: Vec<Verdict> = e
                     .chunks_exact(embedding)
                     .map(|r| reference.decide(r, &families))
                     .collect();
@@ -141,7 +141,7 @@ fn bench(c: &mut Criterion) {
             })
         });
         let mut scratch = Scratch::default();
-        let mut out = vec![Decision::Benign; BATCH];
+        let mut out = vec![Verdict::default(); BATCH];
         group.bench_with_input(BenchmarkId::new("kernel", &name), &x, |b, x| {
             b.iter(|| {
                 kernel

@@ -18,9 +18,10 @@ use candle_core::{Tensor, D};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 use serde::{Deserialize, Serialize};
 
-use crate::decision::{kmeans, nearest, BenignReference, FamilyPrototype};
 use crate::encoder::Encoder;
 use crate::error::{ModelError, Result};
+use metaids_decide::geometry::{kmeans, nearest};
+use metaids_decide::{BenignReference, FamilyPrototype};
 
 /// Settings of the enrolment fine-tuning and of its meta-training.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -544,7 +545,7 @@ mod tests {
         let z = ft0.adapt(&support).expect("adapt");
         assert_eq!(z.family.centre, {
             let e = enc.embed(&support).expect("embed");
-            crate::decision::mean_row(&e, 4)
+            metaids_decide::geometry::mean_row(&e, 4)
         });
         assert_ne!(a.family.centre, z.family.centre);
         // The adaptation loss falls.

@@ -13,11 +13,11 @@ use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::decision::BenignReference;
 use crate::encoder::{Encoder, EncoderConfig};
 use crate::error::{ModelError, Result};
 use crate::finetune::{FinetuneConfig, Finetuner};
 use crate::model::{ThreatModel, TrainingRecord};
+use metaids_decide::BenignReference;
 
 /// Model file format version this build writes and reads.
 pub const FORMAT_VERSION: u32 = 1;
@@ -145,9 +145,9 @@ fn to_bytes(values: &[f32]) -> Vec<u8> {
     values.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
 
-/// Writes `model` to the directory `path`: files go to a temporary sibling directory which is then
-/// renamed over `path` (an existing model there is replaced only once the new one is complete).
-pub fn save(model: &ThreatModel, path: &Path) -> Result<Manifest> {
+/// The two files of `model`'s directory, as bytes: `weights.safetensors` and `manifest.json`
+/// (deterministic: the same model always encodes to the same bytes). `path` only names errors.
+fn encode(model: &ThreatModel, path: &Path) -> Result<(Vec<u8>, String, Manifest)> {
     let dim = model.dim();
     let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = model
         .encoder
@@ -244,6 +244,83 @@ pub fn save(model: &ThreatModel, path: &Path) -> Result<Manifest> {
     };
     let json =
         serde_json::to_string_pretty(&manifest).map_err(|e| fmt_err("manifest", e.to_string()))?;
+    Ok((weights, json, manifest))
+}
+
+/// What a threat library, a threat document or an alert is tied to: the model that decides. Two
+/// models with the same identity give the same verdicts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelIdentity {
+    /// Sha256 (hex) over everything in the model that changes a verdict: the weights file (encoder
+    /// parameters, calibration rows, fine-tuning material), the normaliser, the feature schema, the
+    /// encoder shape, the benign and known prototypes and the calibration (budget, unknown
+    /// threshold). The training record and the metaids version are left out.
+    pub model: String,
+    /// Feature-schema hash the model was trained on.
+    pub schema_hash: String,
+    /// Dataset kind (`cic`, `nsl-kdd`, `unsw-nb15`).
+    pub dataset: String,
+    /// Embedding size.
+    pub dim: usize,
+}
+
+impl ModelIdentity {
+    /// The identity of `model`, whether loaded, trained in this process or changed since: computed
+    /// from the bytes [`save`] would write for it, so a saved and reloaded model keeps it.
+    pub fn of(model: &ThreatModel) -> Result<Self> {
+        let path = model
+            .path
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("<in memory>"));
+        let (_, json, _) = encode(model, &path)?;
+        Self::from_manifest_text(&json, &path)
+    }
+
+    /// The identity recorded by a manifest's text (the weights file's hash is taken from it: [`load`]
+    /// checks it against the file).
+    fn from_manifest_text(text: &str, path: &Path) -> Result<Self> {
+        let m: Manifest = serde_json::from_str(text).map_err(|e| ModelError::Format {
+            path: path.to_path_buf(),
+            field: "<manifest>".into(),
+            message: e.to_string(),
+        })?;
+        let decides = serde_json::json!({
+            "identity": "metaids-model-identity-1",
+            "dataset": m.dataset,
+            "schema_hash": m.schema_hash,
+            "normaliser": m.normaliser,
+            "encoder": m.encoder,
+            "benign_prototypes": m.benign_prototypes,
+            "known_prototypes": m.known_prototypes,
+            "known_share": m.known_share,
+            "calibration": m.calibration,
+            "finetune": m.finetune,
+            "weights": m.weights,
+        });
+        let bytes = serde_json::to_vec(&decides).map_err(|e| ModelError::Format {
+            path: path.to_path_buf(),
+            field: "<manifest>".into(),
+            message: e.to_string(),
+        })?;
+        Ok(ModelIdentity {
+            model: hex(&Sha256::digest(&bytes)),
+            schema_hash: m.schema_hash,
+            dataset: m.dataset,
+            dim: m.encoder.embedding,
+        })
+    }
+}
+
+/// Writes `model` to the directory `path`: files go to a temporary sibling directory which is then
+/// renamed over `path` (an existing model there is replaced only once the new one is complete).
+pub fn save(model: &ThreatModel, path: &Path) -> Result<Manifest> {
+    let (weights, json, manifest) = encode(model, path)?;
+    let fmt_err = |field: &str, message: String| ModelError::Format {
+        path: path.to_path_buf(),
+        field: field.to_string(),
+        message,
+    };
 
     let name = path
         .file_name()

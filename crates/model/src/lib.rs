@@ -4,28 +4,26 @@
 //! prototypical-network episodes on seen families (validation families choose the kept weights; novel
 //! families and the benign query pool are never read); [`BenignReference`] holds k-means benign
 //! prototypes and held-out benign calibration rows so a new family is enrolled from K flows (prototype =
-//! support mean) with a threshold meeting a false-positive budget; [`io`] saves and loads the model as
-//! a directory (`weights.safetensors` + `manifest.json`) with strict checks; [`ProtoNetMethod`] plugs
-//! the model into the `metaids-eval` benchmark. This crate reads no dataset files.
+//! support mean) with a threshold meeting a false-positive budget (the rules are `metaids-decide`'s);
+//! [`io`] saves and loads the model as a directory (`weights.safetensors` + `manifest.json`) with
+//! strict checks and gives it its [`io::ModelIdentity`]. The benchmark adapter (`ProtoNetMethod`)
+//! lives in `metaids-eval`. This crate reads no dataset files.
 
 #![forbid(unsafe_code)]
 
-pub mod decision;
 pub mod encoder;
 pub mod error;
 pub mod finetune;
 pub mod io;
-pub mod method;
 pub mod model;
 pub mod score;
 pub mod train;
 
-pub use decision::{BenignReference, Decision, FamilyPrototype};
 pub use encoder::{Encoder, EncoderConfig};
 pub use error::{ModelError, Result};
 pub use finetune::{Adapted, FinetuneConfig, Finetuner};
 pub use io::{load, save, FORMAT_VERSION};
-pub use method::ProtoNetMethod;
+pub use metaids_decide::{BenignReference, FamilyPrototype, Verdict, VerdictKind};
 pub use model::{
     DataFileHash, FinetuneCandidate, KnownCandidate, Provenance, ThreatModel, TrainingRecord,
     ValidationPoint,

@@ -1,5 +1,5 @@
 //! The scoring kernel: an inference-only copy of the encoder that embeds batches of preprocessed rows
-//! with hand-written, allocation-free matrix kernels and turns them into [`Decision`]s.
+//! with hand-written, allocation-free matrix kernels and turns them into [`Verdict`]s.
 //!
 //! [`ScoringKernel::from_encoder`] copies the weights out of a candle [`Encoder`] (through
 //! [`Encoder::export`]) into panels of 16 output columns (the weight transposed, so one input value
@@ -24,10 +24,10 @@
 
 use pulp::{Arch, Simd, WithSimd};
 
-use crate::decision::{BenignReference, Decision, FamilyPrototype};
 use crate::encoder::{Encoder, EncoderConfig};
 use crate::error::{ModelError, Result};
 use crate::model::ThreatModel;
+use metaids_decide::{BenignReference, FamilyPrototype, Verdict};
 
 /// Output columns per packed weight panel (a multiple of every SIMD width used).
 const PANEL: usize = 16;
@@ -345,17 +345,17 @@ impl ScoringKernel {
     }
 
     /// Scores rows: embeds them and applies [`BenignReference::decide`] with the enrolled `families`,
-    /// writing one decision per row into `out`.
+    /// writing one verdict per row into `out`.
     ///
     /// # Shapes
-    /// `x`: `n × input_dim`; `out`: `n` decisions (written).
+    /// `x`: `n × input_dim`; `out`: `n` verdicts (written).
     pub fn score_into(
         &self,
         x: &[f32],
         reference: &BenignReference,
         families: &[FamilyPrototype],
         scratch: &mut Scratch,
-        out: &mut [Decision],
+        out: &mut [Verdict],
     ) -> Result<()> {
         let n = self.check_rows(x)?;
         let e = self.config.embedding;
@@ -823,7 +823,7 @@ mod tests {
             .embed_into(&[0.0; 10], &mut Scratch::default(), &mut out)
             .is_err());
         let reference = BenignReference::new(3, vec![0.0; 3], vec![0.0; 6], 0.01);
-        let mut d = vec![Decision::Benign; 2];
+        let mut d = vec![Verdict::default(); 2];
         let err = k
             .score_into(&[0.0; 10], &reference, &[], &mut Scratch::default(), &mut d)
             .expect_err("dimension mismatch");

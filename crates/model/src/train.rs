@@ -23,13 +23,14 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::decision::{kmeans, BenignReference};
 use crate::encoder::{Encoder, EncoderConfig};
 use crate::error::{ModelError, Result};
 use crate::finetune::{FinetuneConfig, Finetuner, MamlTask, MamlTrainer};
 use crate::model::{
     FinetuneCandidate, KnownCandidate, Provenance, ThreatModel, TrainingRecord, ValidationPoint,
 };
+use metaids_decide::geometry::kmeans;
+use metaids_decide::BenignReference;
 
 /// Meta-training settings. Every default was chosen on validation families only.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

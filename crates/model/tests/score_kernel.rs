@@ -7,11 +7,11 @@ use std::path::PathBuf;
 use metaids_core::episode::seeded_subsample;
 use metaids_core::preprocess::PreprocessConfig;
 use metaids_core::split::SplitSpec;
+use metaids_decide::geometry::kmeans;
+use metaids_decide::{Verdict, VerdictKind};
 use metaids_ingest::{read_files, resolve_files, ReadOptions};
-use metaids_model::decision::kmeans;
 use metaids_model::{
-    train, BenignReference, Decision, Encoder, EncoderConfig, Provenance, ScoringKernel, Scratch,
-    TrainConfig,
+    train, BenignReference, Encoder, EncoderConfig, Provenance, ScoringKernel, Scratch, TrainConfig,
 };
 
 fn repo(path: &str) -> PathBuf {
@@ -38,6 +38,12 @@ fn rel_err(a: &[f32], b: &[f32], dim: usize) -> f32 {
             (diff / norm.max(f32::MIN_POSITIVE)).sqrt()
         })
         .fold(0.0, f32::max)
+}
+
+/// What a verdict decides (kind and flagged threat): the distances behind it differ between the
+/// kernel and candle by rounding, the outcome must not.
+fn outcomes(v: &[Verdict]) -> Vec<(VerdictKind, Option<usize>)> {
+    v.iter().map(|v| (v.kind, v.flagged())).collect()
 }
 
 #[test]
@@ -102,7 +108,7 @@ fn kernel_equals_candle_on_real_rows() {
             model.reference.enrol(&s)
         })
         .collect();
-    let mut decisions = vec![Decision::Benign; rows.len()];
+    let mut decisions = vec![Verdict::default(); rows.len()];
     let mut scratch = Scratch::default();
     kernel
         .score_into(
@@ -113,14 +119,14 @@ fn kernel_equals_candle_on_real_rows() {
             &mut decisions,
         )
         .expect("score");
-    let candle: Vec<Decision> = want
+    let candle: Vec<Verdict> = want
         .chunks_exact(d)
         .map(|e| model.reference.decide(e, &families))
         .collect();
-    assert_eq!(decisions, candle);
+    assert_eq!(outcomes(&decisions), outcomes(&candle));
     // The test can fail: the rows are not all decided alike.
-    assert!(decisions.contains(&Decision::Benign));
-    assert!(decisions.iter().any(|d| matches!(d, Decision::Family(_))));
+    assert!(decisions.iter().any(|v| v.kind == VerdictKind::Benign));
+    assert!(decisions.iter().any(|v| v.kind == VerdictKind::Threat));
 
     // Untrained seeded encoders of other shapes, on the same rows.
     for (hidden, depth, embedding, residual, layer_norm) in [
@@ -152,7 +158,7 @@ fn kernel_equals_candle_on_real_rows() {
             0.01,
         );
         let fam = reference.enrol(&want[1500 * embedding..1505 * embedding]);
-        let mut dk = vec![Decision::Benign; rows.len()];
+        let mut dk = vec![Verdict::default(); rows.len()];
         k.score_into(
             &x,
             &reference,
@@ -161,17 +167,18 @@ fn kernel_equals_candle_on_real_rows() {
             &mut dk,
         )
         .expect("score");
-        let dc: Vec<Decision> = want
+        let dc: Vec<Verdict> = want
             .chunks_exact(embedding)
             .map(|e| reference.decide(e, std::slice::from_ref(&fam)))
             .collect();
         // Rows 200..1500 calibrate the thresholds: one of them sits exactly on the unknown
         // threshold by construction, where any rounding decides. Every other row must agree.
-        let outside = |v: &[Decision]| -> Vec<Decision> {
-            v.iter()
+        let outside = |v: &[Verdict]| -> Vec<(VerdictKind, Option<usize>)> {
+            outcomes(v)
+                .into_iter()
                 .enumerate()
                 .filter(|(i, _)| !(200..1500).contains(i))
-                .map(|(_, d)| *d)
+                .map(|(_, d)| d)
                 .collect()
         };
         assert_eq!(outside(&dk), outside(&dc), "{cfg:?}");

@@ -1,14 +1,14 @@
-//! [`ProtoNetMethod`]: the trained model as a `metaids_eval::FewShotMethod`, so it is scored on the very
+//! [`ProtoNetMethod`]: the trained model as a [`FewShotMethod`], so it is scored on the very
 //! same episodes as the baselines. Detection uses the calibrated family rule of `decision`; N-way
 //! classification is nearest prototype. It does not train: it applies a trained [`ThreatModel`].
 
 use std::sync::Arc;
 
 use metaids_core::episode::{DetectionTask, Episode};
-use metaids_eval::method::{sq_dist, EvalContext, EvalError, FewShotMethod, Matrix};
+use metaids_decide::geometry::{mean_row, sq_dist, upper_quantile};
+use metaids_model::ThreatModel;
 
-use crate::decision::mean_row;
-use crate::model::ThreatModel;
+use crate::method::{EvalContext, EvalError, FewShotMethod, Matrix};
 
 /// The meta-learned model under evaluation.
 #[derive(Debug)]
@@ -203,8 +203,7 @@ impl FewShotMethod for ProtoNetMethod {
                 .chunks_exact(self.model.dim())
                 .map(|c| reference.benign_distance(c) - reference.known_distance(c))
                 .collect();
-            self.known_half =
-                crate::decision::upper_quantile(&mut scores, reference.fpr_budget / 2.0);
+            self.known_half = upper_quantile(&mut scores, reference.fpr_budget / 2.0);
         }
         // Embed every row a task may query or draw support from (no labels are used here).
         let mut rows: Vec<usize> = query_rows.to_vec();

@@ -10,10 +10,10 @@ use metaids_core::preprocess::PreprocessConfig;
 use metaids_core::schema::DatasetKind;
 use metaids_core::split::{Split, SplitSpec};
 use metaids_core::FlowFrame;
-use metaids_eval::{BaselineConfig, Benchmark, EvalConfig, FewShotMethod};
+use metaids_eval::{BaselineConfig, Benchmark, EvalConfig, FewShotMethod, ProtoNetMethod};
 use metaids_ingest::{read_files, resolve_files, ReadOptions};
 use metaids_model::{
-    load, save, train, EncoderConfig, FinetuneConfig, ModelError, ProtoNetMethod, Provenance,
+    io::ModelIdentity, load, save, train, EncoderConfig, FinetuneConfig, ModelError, Provenance,
     ThreatModel, TrainConfig,
 };
 
@@ -205,6 +205,11 @@ fn save_load_round_trip_gives_identical_scores() {
         trained.embed_rows(&cic().frame, &rows).expect("a"),
         loaded.embed_rows(&cic().frame, &rows).expect("b")
     );
+    assert_eq!(
+        ModelIdentity::of(&trained).expect("a"),
+        ModelIdentity::of(&loaded).expect("b"),
+        "a saved and reloaded model keeps its identity"
+    );
     let (a, b) = (Arc::new(trained), Arc::new(loaded));
     let sa = scores(&a);
     assert!(sa.iter().flatten().any(|&x| x) && sa.iter().flatten().any(|&x| !x));
@@ -224,6 +229,43 @@ fn a_model_refuses_data_of_another_schema() {
         .embed_rows(&FlowFrame::new(DatasetKind::UnswNb15.layout()), &[])
         .expect_err("UNSW frame");
     assert!(err.to_string().contains("unsw-nb15"), "{err}");
+}
+
+/// Issue 11 (item 4): the identity threat libraries and documents are tied to covers everything that
+/// changes a verdict — a shifted normaliser or calibration changes it, the training record does not.
+#[test]
+fn model_identity_covers_the_normaliser_and_calibration() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = dir.path().join("m");
+    save(model(), &path).expect("save");
+    let base = ModelIdentity::of(&load(&path).expect("load")).expect("id");
+    assert_eq!(base, ModelIdentity::of(model()).expect("id"));
+    assert_eq!(base.model.len(), 64);
+    edit_manifest(&path, |v| {
+        v["training"]["seconds"] = serde_json::json!(12345.0);
+    });
+    let same = ModelIdentity::of(&load(&path).expect("load")).expect("id");
+    assert_eq!(same, base, "the training record changes no verdict");
+    let mut shifted = load(&path).expect("load");
+    for m in shifted.normaliser.numeric.iter_mut().take(3) {
+        m.mean += 1.0;
+    }
+    let id = ModelIdentity::of(&shifted).expect("id");
+    assert_ne!(
+        id.model, base.model,
+        "a shifted normaliser is another model"
+    );
+    save(&shifted, &path).expect("save");
+    assert_eq!(
+        ModelIdentity::of(&load(&path).expect("load")).expect("id"),
+        id
+    );
+    let mut recalibrated = load(&path).expect("load");
+    recalibrated.reference.unknown_threshold += 1.0;
+    assert_ne!(
+        ModelIdentity::of(&recalibrated).expect("id").model,
+        id.model
+    );
 }
 
 fn edit_manifest(path: &std::path::Path, f: impl Fn(&mut serde_json::Value)) {

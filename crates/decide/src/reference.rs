@@ -1,5 +1,6 @@
-//! Embedding-space decisions: benign prototypes (seeded k-means), family enrolment by support mean,
-//! the calibrated family rule and the unknown-anomaly rule.
+//! The benign reference (benign prototypes and held-out benign calibration rows), family enrolment by
+//! support mean, and the calibrated family, known-family and union rules the benchmark compares.
+//! The verdict rule itself is [`crate::verdict`]'s.
 //!
 //! Everything here works on plain row-major `f32` embeddings; it never runs the encoder and never
 //! sees query labels. The rules, with `d` the squared Euclidean distance, `B₁…B_m` the benign
@@ -53,110 +54,8 @@
 //! quantile at budget `σ α` over `C`), so at most `⌊(1 − σ) α n⌋ + ⌊σ α n⌋ ≤ ⌊α n⌋` calibration rows
 //! are flagged.
 
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
-
-use metaids_eval::method::sq_dist;
-
-/// The `(n − 1 − ⌊α n⌋)`-th smallest value: at most `⌊α n⌋` values are strictly greater (the same
-/// function the budget-matched baselines calibrate with).
-pub use metaids_eval::method::upper_quantile;
-
-/// Mean of `n` row-major rows of width `dim`.
-///
-/// # Shapes
-/// `rows`: `n × dim` → `dim`.
-pub fn mean_row(rows: &[f32], dim: usize) -> Vec<f32> {
-    let n = rows.len().checked_div(dim).unwrap_or(0);
-    let mut m = vec![0f32; dim];
-    for r in rows.chunks_exact(dim) {
-        m.iter_mut().zip(r).for_each(|(a, b)| *a += b);
-    }
-    let inv = 1.0 / n.max(1) as f32;
-    m.iter_mut().for_each(|a| *a *= inv);
-    m
-}
-
-/// Seeded k-means (k-means++ seeding, then Lloyd iterations) returning `min(k, n)` centres.
-///
-/// # Shapes
-/// `rows`: `n × dim` → `k' × dim` with `k' = min(k, n)`.
-pub fn kmeans(rows: &[f32], dim: usize, k: usize, iterations: usize, seed: u64) -> Vec<f32> {
-    let n = rows.len().checked_div(dim).unwrap_or(0);
-    let k = k.min(n).max(usize::from(n > 0));
-    if k == 0 {
-        return Vec::new();
-    }
-    let row = |i: usize| &rows[i * dim..(i + 1) * dim];
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut centres: Vec<f32> = row(rng.random_range(0..n)).to_vec();
-    let mut best: Vec<f32> = (0..n).map(|i| sq_dist(row(i), &centres[..dim])).collect();
-    while centres.len() / dim < k {
-        let total: f64 = best.iter().map(|&v| f64::from(v)).sum();
-        let pick = if total <= 0.0 {
-            rng.random_range(0..n)
-        } else {
-            let mut target = rng.random::<f64>() * total;
-            let mut chosen = n - 1;
-            for (i, &v) in best.iter().enumerate() {
-                target -= f64::from(v);
-                if target <= 0.0 {
-                    chosen = i;
-                    break;
-                }
-            }
-            chosen
-        };
-        let c = row(pick).to_vec();
-        for (i, b) in best.iter_mut().enumerate() {
-            *b = b.min(sq_dist(row(i), &c));
-        }
-        centres.extend_from_slice(&c);
-    }
-    let mut assign = vec![usize::MAX; n];
-    for _ in 0..iterations {
-        let mut changed = false;
-        for (i, a) in assign.iter_mut().enumerate() {
-            let c = nearest(row(i), &centres, dim).0;
-            if c != *a {
-                *a = c;
-                changed = true;
-            }
-        }
-        if !changed {
-            break;
-        }
-        let mut sums = vec![0f64; k * dim];
-        let mut counts = vec![0usize; k];
-        for (i, &a) in assign.iter().enumerate() {
-            counts[a] += 1;
-            for (s, &v) in sums[a * dim..(a + 1) * dim].iter_mut().zip(row(i)) {
-                *s += f64::from(v);
-            }
-        }
-        for c in 0..k {
-            if counts[c] > 0 {
-                for j in 0..dim {
-                    centres[c * dim + j] = (sums[c * dim + j] / counts[c] as f64) as f32;
-                }
-            }
-        }
-    }
-    centres
-}
-
-/// Index of and squared distance to the nearest of `centres`.
-///
-/// # Shapes
-/// `x`: `dim`; `centres`: `m × dim` → `(index, distance)`; `(0, +inf)` when `m = 0`.
-pub fn nearest(x: &[f32], centres: &[f32], dim: usize) -> (usize, f32) {
-    centres
-        .chunks_exact(dim)
-        .map(|c| sq_dist(x, c))
-        .enumerate()
-        .min_by(|a, b| a.1.total_cmp(&b.1))
-        .unwrap_or((0, f32::INFINITY))
-}
+use crate::geometry::{mean_row, nearest, sq_dist, upper_quantile};
+use crate::verdict::{rule, Verdict};
 
 /// Benign side of the decision: prototypes, calibration rows and the unknown threshold.
 #[derive(Debug, Clone, PartialEq)]
@@ -192,17 +91,6 @@ pub struct FamilyPrototype {
     pub threshold: f32,
     /// Threshold `τ_K` of the separate known-prototype rule (known rule with a budget share only).
     pub known_threshold: Option<f32>,
-}
-
-/// What the model says about one flow.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Decision {
-    /// Neither flagged for a family nor anomalous.
-    Benign,
-    /// Flagged for the enrolled family with this index (the highest margin `s(x) − τ_p` wins).
-    Family(usize),
-    /// Far from every benign and enrolled prototype.
-    Unknown,
 }
 
 impl BenignReference {
@@ -481,49 +369,34 @@ impl BenignReference {
         self.family_score(x, family) > family.threshold
     }
 
-    /// The full decision among enrolled `families`, with the unknown-anomaly rule.
+    /// The verdict among enrolled `families`, with the unknown-anomaly rule: the one verdict rule
+    /// ([`crate::verdict::rule`]) over the families' prototypes and thresholds. The bare rule holds
+    /// no calibration ranks, so `confidence` is 0 (a [`crate::Decider`] fills it).
     ///
     /// # Shapes
-    /// `x`: `dim` → one [`Decision`].
-    pub fn decide(&self, x: &[f32], families: &[FamilyPrototype]) -> Decision {
-        let db = self.benign_distance(x);
-        let mut best: Option<(usize, f32)> = None;
-        let mut nearest_family = f32::INFINITY;
-        for (i, f) in families.iter().enumerate() {
-            let df = sq_dist(x, &f.centre);
-            nearest_family = nearest_family.min(df);
-            let margin = (db - df) - f.threshold;
-            if margin > 0.0 && best.is_none_or(|(_, m)| margin > m) {
-                best = Some((i, margin));
-            }
-        }
-        match best {
-            Some((i, _)) => Decision::Family(i),
-            None if db.min(nearest_family) > self.unknown_threshold => Decision::Unknown,
-            None => Decision::Benign,
-        }
+    /// `x`: `dim` → one [`Verdict`].
+    pub fn decide(&self, x: &[f32], families: &[FamilyPrototype]) -> Verdict {
+        rule(
+            self.benign_distance(x),
+            families
+                .iter()
+                .map(|f| (sq_dist(x, &f.centre), f.threshold)),
+            self.unknown_threshold,
+        )
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::geometry::kmeans;
+    use crate::verdict::VerdictKind;
 
     /// Calibration rows (2-d) that the known-family rule flags.
     fn known_flagged(reference: &BenignReference, cal: &[f32], family: &FamilyPrototype) -> usize {
         cal.chunks_exact(2)
             .filter(|c| reference.flags_known(c, family))
             .count()
-    }
-
-    #[test]
-    fn quantile_respects_the_budget() {
-        let mut v: Vec<f32> = (0..200).map(|i| i as f32).collect();
-        let t = upper_quantile(&mut v, 0.01);
-        assert_eq!(t, 197.0);
-        assert_eq!((0..200).filter(|&i| i as f32 > t).count(), 2);
-        assert_eq!(upper_quantile(&mut [], 0.01), f32::NEG_INFINITY);
-        assert_eq!(upper_quantile(&mut [3.0], 0.5), 3.0);
     }
 
     #[test]
@@ -548,15 +421,12 @@ mod tests {
             .filter(|r| reference.flags(r, &fam))
             .count();
         assert!(flagged <= 1);
-        assert_eq!(
-            reference.decide(&[5.0, 8.1], std::slice::from_ref(&fam)),
-            Decision::Family(0)
-        );
-        assert_eq!(
-            reference.decide(&[0.0, 0.0], std::slice::from_ref(&fam)),
-            Decision::Benign
-        );
-        assert_eq!(reference.decide(&[-50.0, -50.0], &[fam]), Decision::Unknown);
+        let v = reference.decide(&[5.0, 8.1], std::slice::from_ref(&fam));
+        assert_eq!((v.kind, v.flagged()), (VerdictKind::Threat, Some(0)));
+        let v = reference.decide(&[0.0, 0.0], std::slice::from_ref(&fam));
+        assert_eq!((v.kind, v.flagged()), (VerdictKind::Benign, None));
+        let v = reference.decide(&[-50.0, -50.0], &[fam]);
+        assert_eq!(v.kind, VerdictKind::Unknown);
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //!
 //! * score `s(x) = min_j d(x, B_j) − min_i d(x, c_i)`; `x` is **flagged** iff `s(x) > threshold`;
 //! * calibrated threshold `τ_α`, the upper quantile of `s` over `C` at the budget `α`
-//!   (`metaids_model::decision::upper_quantile`, possibly negative, as the model's family rule): at
+//!   ([`crate::geometry::upper_quantile`], possibly negative, as the model's family rule): at
 //!   most `⌊α n⌋` reference rows score above it;
 //! * **support coverage**: the threshold must flag every support flow. When the weakest support flow
 //!   scores at or below `τ_α`, the threshold is lowered to just below its score (`s_min.next_down()`);
@@ -25,15 +25,26 @@
 //! k-means within-cluster sum of squares is at most a tenth of the one-centre sum (clearly separate
 //! modes), else one. The k-means seed is fixed per threat id, so refits are reproducible.
 
-use metaids_model::decision::{kmeans, mean_row, nearest, upper_quantile};
-use metaids_model::BenignReference;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{LibraryError, Result};
+use crate::error::{DecideError, Result};
+use crate::geometry::{kmeans, mean_row, nearest, upper_quantile};
+pub use crate::geometry::{min_distance, sq_dist};
+use crate::reference::BenignReference;
 
 /// First Suricata signature id of threats: gid 1's local range; a threat's `signature_id` is this
-/// plus its id.
+/// plus its id (the one signature scheme: ids never overlap [`UNKNOWN_SIGNATURE_ID`]).
 pub const SIGNATURE_BASE: u32 = 9_100_000;
+/// The EVE `signature_id` of unknown-anomaly alerts.
+pub const UNKNOWN_SIGNATURE_ID: u32 = 9_000_000;
+/// The largest threat id: [`SIGNATURE_BASE`] + id stays inside Suricata's 32-bit signature ids and
+/// below the next local block.
+pub const MAX_THREAT_ID: u32 = 899_999;
+/// The most prototypes one threat may hold: more would make every verdict slow without describing a
+/// family better (k-means keeps at most `K / 3`).
+pub const MAX_PROTOTYPES: usize = 64;
+/// The most support or negative examples one threat may hold.
+pub const MAX_EXAMPLES: usize = 10_000;
 
 /// A flow a threat was enrolled from (support) or told not to flag (negative).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -137,6 +148,112 @@ pub struct Threat {
 }
 
 impl Threat {
+    /// A threat with id `id` from a draft and its fit (`created_at` and `updated_at` set to `now`).
+    pub fn new(id: u32, draft: &ThreatDraft, fit: Fit, now: String) -> Self {
+        Threat {
+            id,
+            signature_id: SIGNATURE_BASE + id,
+            name: draft.name.clone(),
+            description: draft.description.clone(),
+            severity: draft.severity,
+            category: draft.category.clone(),
+            prototypes: fit.prototypes,
+            threshold: fit.threshold,
+            support: draft.support.clone(),
+            negatives: Vec::new(),
+            created_by: draft.author.clone(),
+            created_at: now.clone(),
+            updated_at: now,
+            report: fit.report,
+        }
+    }
+
+    /// Enrols `draft` as threat `id`: fits its prototypes and threshold on `reference` at `budget`
+    /// (k-means seed [`seed_for`]`(id)`) and records the guard's figures in `report`. Refusing a
+    /// threat the guard does not accept (`report.accepted`) is the caller's decision.
+    pub fn enrol(
+        reference: &BenignReference,
+        id: u32,
+        draft: &ThreatDraft,
+        budget: f64,
+        now: String,
+    ) -> Result<Self> {
+        check_name(&draft.name)?;
+        check_severity(draft.severity)?;
+        let f = fit(reference, &draft.support, &[], seed_for(id), budget)?;
+        Ok(Threat::new(id, draft, f, now))
+    }
+
+    /// EVE `alert.rev`: the number of examples (support and negatives) the threat was last fitted
+    /// from, so it moves whenever analyst feedback refits it.
+    pub fn rev(&self) -> u32 {
+        u32::try_from(self.support.len() + self.negatives.len()).unwrap_or(u32::MAX)
+    }
+
+    /// The prototypes as one row-major `m × dim` block (what the verdict rule scans).
+    pub fn flat_prototypes(&self) -> Vec<f32> {
+        self.prototypes.iter().flatten().copied().collect()
+    }
+
+    /// Refuses a threat no rule can use with embeddings of size `dim`: a bad name or severity, no
+    /// prototypes or too many, prototypes or examples of another size or with non-finite values, a
+    /// non-finite threshold, an id out of range or a signature id other than [`SIGNATURE_BASE`] + id.
+    /// Field names are relative to the threat (`prototypes[2]`, `threshold`).
+    pub fn validate(&self, dim: usize) -> Result<()> {
+        check_name(&self.name)?;
+        check_severity(self.severity)?;
+        if self.id == 0 || self.id > MAX_THREAT_ID {
+            return Err(DecideError::invalid(
+                "id",
+                format!("{}: expected 1 to {MAX_THREAT_ID}", self.id),
+            ));
+        }
+        if self.signature_id != SIGNATURE_BASE + self.id {
+            return Err(DecideError::invalid(
+                "signature_id",
+                format!(
+                    "{}: expected {} ({SIGNATURE_BASE} + id {})",
+                    self.signature_id,
+                    SIGNATURE_BASE + self.id,
+                    self.id
+                ),
+            ));
+        }
+        if self.prototypes.is_empty() || self.prototypes.len() > MAX_PROTOTYPES {
+            return Err(DecideError::invalid(
+                "prototypes",
+                format!(
+                    "{} prototypes: expected 1 to {MAX_PROTOTYPES}",
+                    self.prototypes.len()
+                ),
+            ));
+        }
+        for (j, p) in self.prototypes.iter().enumerate() {
+            if p.len() != dim || p.iter().any(|v| !v.is_finite()) {
+                return Err(DecideError::invalid(
+                    format!("prototypes[{j}]"),
+                    format!("{} values, expected {dim} finite values", p.len()),
+                ));
+            }
+        }
+        if !self.threshold.is_finite() {
+            return Err(DecideError::invalid(
+                "threshold",
+                format!("{}: expected a finite number", self.threshold),
+            ));
+        }
+        for (field, flows) in [("support", &self.support), ("negatives", &self.negatives)] {
+            if flows.len() > MAX_EXAMPLES {
+                return Err(DecideError::invalid(
+                    field,
+                    format!("{} examples: at most {MAX_EXAMPLES}", flows.len()),
+                ));
+            }
+            check_flows(field, flows, dim)?;
+        }
+        Ok(())
+    }
+
     /// Distance to the nearest centre.
     ///
     /// # Shapes
@@ -170,25 +287,6 @@ impl Threat {
     }
 }
 
-/// Squared Euclidean distance: the very function the model's decisions and the detector use
-/// (`metaids_eval::method::sq_dist`), so a threshold set from a score here compares exactly with the
-/// score the detector computes for the same flow.
-///
-/// # Shapes
-/// `a`, `b`: `dim` → scalar.
-pub fn sq_dist(a: &[f32], b: &[f32]) -> f32 {
-    metaids_eval::method::sq_dist(a, b)
-}
-
-/// Squared distance from `x` to the nearest of `centres` (`+inf` when there is none). The one
-/// function fitting and scoring share, so a threshold set from a score compares equal to it later.
-///
-/// # Shapes
-/// `x`: `dim`; each centre: `dim` → scalar.
-pub fn min_distance<'a>(x: &[f32], centres: impl Iterator<Item = &'a [f32]>) -> f32 {
-    centres.map(|c| sq_dist(x, c)).fold(f32::INFINITY, f32::min)
-}
-
 /// What a user supplies to enrol a threat.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ThreatDraft {
@@ -204,6 +302,39 @@ pub struct ThreatDraft {
     pub support: Vec<SupportFlow>,
     /// Who enrols it.
     pub author: String,
+}
+
+impl ThreatDraft {
+    /// A draft named `name` whose support is the rows of `embeddings` (`K × dim`), each located as
+    /// `row i` of `source`; severity 2, category `Few-shot threat`, no description.
+    ///
+    /// # Shapes
+    /// `embeddings`: `K × dim`.
+    pub fn from_embeddings(
+        name: &str,
+        embeddings: &[f32],
+        dim: usize,
+        source: &str,
+        author: &str,
+    ) -> Self {
+        let support = embeddings
+            .chunks_exact(dim.max(1))
+            .enumerate()
+            .map(|(i, e)| SupportFlow {
+                source: source.to_string(),
+                locator: format!("row {i}"),
+                embedding: e.to_vec(),
+            })
+            .collect();
+        ThreatDraft {
+            name: name.to_string(),
+            description: String::new(),
+            severity: 2,
+            category: "Few-shot threat".to_string(),
+            support,
+            author: author.to_string(),
+        }
+    }
 }
 
 /// Enrolment options.
@@ -230,7 +361,7 @@ pub struct Fit {
 pub fn check_name(name: &str) -> Result<()> {
     let n = name.chars().count();
     if n == 0 || n > 128 || name.trim().is_empty() || name.chars().any(char::is_control) {
-        return Err(LibraryError::Invalid {
+        return Err(DecideError::Invalid {
             field: "name".into(),
             message: format!("{name:?}: expected 1 to 128 characters without control characters"),
         });
@@ -241,7 +372,7 @@ pub fn check_name(name: &str) -> Result<()> {
 /// Checks a severity: 1 (high) to 4 (low).
 pub fn check_severity(severity: u8) -> Result<()> {
     if !(1..=4).contains(&severity) {
-        return Err(LibraryError::Invalid {
+        return Err(DecideError::Invalid {
             field: "severity".into(),
             message: format!("{severity}: expected 1 (high) to 4 (low), Suricata's scale"),
         });
@@ -253,7 +384,7 @@ pub fn check_severity(severity: u8) -> Result<()> {
 pub fn check_flows(field: &str, flows: &[SupportFlow], dim: usize) -> Result<()> {
     for (i, f) in flows.iter().enumerate() {
         if f.embedding.len() != dim || f.embedding.iter().any(|v| !v.is_finite()) {
-            return Err(LibraryError::Invalid {
+            return Err(DecideError::Invalid {
                 field: format!("{field}[{i}].embedding"),
                 message: format!(
                     "{} values from {} {}: expected {dim} finite values",
@@ -309,19 +440,29 @@ pub fn fit(
 ) -> Result<Fit> {
     let dim = reference.dim;
     if support.is_empty() {
-        return Err(LibraryError::Invalid {
+        return Err(DecideError::Invalid {
             field: "support".into(),
             message: "no support flows: a threat needs at least one example".into(),
         });
     }
     if !(budget.is_finite() && (0.0..1.0).contains(&budget)) {
-        return Err(LibraryError::Invalid {
+        return Err(DecideError::Invalid {
             field: "budget".into(),
             message: format!("{budget}: expected a false-positive rate in [0, 1)"),
         });
     }
     check_flows("support", support, dim)?;
     check_flows("negatives", negatives, dim)?;
+    if support.len() > MAX_EXAMPLES || negatives.len() > MAX_EXAMPLES {
+        return Err(DecideError::invalid(
+            "support",
+            format!(
+                "{} support and {} negative flows: at most {MAX_EXAMPLES} each",
+                support.len(),
+                negatives.len()
+            ),
+        ));
+    }
     let rows: Vec<f32> = support
         .iter()
         .flat_map(|f| f.embedding.iter().copied())
@@ -385,6 +526,44 @@ pub fn fit(
         threshold,
         report,
     })
+}
+
+/// Whether a flow an analyst confirms as an example of `threats[t]` looks like one: it must be
+/// nearer that threat's prototypes than the nearest benign prototype and than every other threat's
+/// prototypes. A flow that fails would drag the prototype (and lower the threshold) towards benign
+/// traffic or towards another family — the UDP scan confirmed as SSH support. Returns why it fails,
+/// with the distances, or `None` when it looks like the threat.
+///
+/// # Shapes
+/// `x`: `reference.dim`.
+pub fn confirmation_doubt(
+    reference: &BenignReference,
+    threats: &[Threat],
+    t: usize,
+    x: &[f32],
+) -> Option<String> {
+    let threat = threats.get(t)?;
+    let dt = threat.centre_distance(x);
+    let db = reference.benign_distance(x);
+    if !(dt < db) {
+        return Some(format!(
+            "the flow is nearer benign traffic (squared distance {db:.3}) than threat {:?} ({dt:.3})",
+            threat.name
+        ));
+    }
+    threats
+        .iter()
+        .enumerate()
+        .filter(|&(i, _)| i != t)
+        .map(|(_, o)| (o, o.centre_distance(x)))
+        .filter(|&(_, d)| d <= dt)
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+        .map(|(o, d)| {
+            format!(
+                "the flow is nearer threat {:?} (squared distance {d:.3}) than threat {:?} ({dt:.3})",
+                o.name, threat.name
+            )
+        })
 }
 
 /// k-means seed of a threat (fixed per id, so a refit is reproducible).
@@ -500,6 +679,24 @@ mod tests {
                 .len(),
             1
         );
+    }
+
+    #[test]
+    fn a_confirmed_flow_must_look_like_its_threat() {
+        let r = reference();
+        let mk = |id: u32, name: &str, at: [f32; 2]| {
+            let rows: Vec<f32> = (0..5)
+                .flat_map(|i| [at[0] + i as f32 * 0.1, at[1]])
+                .collect();
+            let d = ThreatDraft::from_embeddings(name, &rows, 2, "t.csv", "test");
+            Threat::enrol(&r, id, &d, 0.01, String::new()).expect("enrol")
+        };
+        let threats = vec![mk(1, "ssh", [20.0, 0.0]), mk(2, "scan", [0.0, -20.0])];
+        assert_eq!(confirmation_doubt(&r, &threats, 0, &[19.0, 1.0]), None);
+        let why = confirmation_doubt(&r, &threats, 0, &[0.5, -18.0]).expect("another family");
+        assert!(why.contains("\"scan\""), "{why}");
+        let why = confirmation_doubt(&r, &threats, 0, &[0.5, 0.5]).expect("benign");
+        assert!(why.contains("benign"), "{why}");
     }
 
     #[test]

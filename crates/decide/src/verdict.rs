@@ -1,0 +1,437 @@
+//! The verdict rule — benign, a threat, or an unknown anomaly — written once, and the [`Decider`]
+//! that applies it to threats at calibrated thresholds and ranks each verdict among the benign
+//! calibration rows. Every caller (the model's benchmark rules, the scoring kernel, the detector,
+//! the standard-split protocol) decides through [`rule`].
+//!
+//! With `d` the squared Euclidean distance, `B_j` the benign prototypes and `p_{t,i}` the
+//! prototypes of threat `t`:
+//!
+//! * `db(x) = min_j d(x, B_j)`, `dt(x) = min_i d(x, p_{t,i})`, score `s_t(x) = db(x) − dt(x)`;
+//! * **threat** `t` iff `s_t(x) > τ_t`, the highest margin `s_t(x) − τ_t` winning (the first threat
+//!   on a tie);
+//! * else **unknown** iff `min(db(x), min_t dt(x)) > u` (`u = +inf` turns the rule off); else
+//!   **benign**.
+//!
+//! [`Verdict::score`] is the margin of the deciding rule (`s_t − τ_t` for a threat, `min(db, dt) − u`
+//! for an unknown; for a benign flow the larger of both margins, ≤ 0). [`Verdict::confidence`] is a
+//! monotone map of that statistic: the fraction of the benign calibration rows whose same statistic
+//! is lower (for a threat ≥ 1 − α by construction; for a benign flow, one minus that fraction for
+//! the closer rule).
+//!
+//! It reads no file and runs no encoder: callers pass embeddings.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{DecideError, Result};
+use crate::geometry::nearest;
+use crate::reference::BenignReference;
+use crate::threat::Threat;
+
+/// The kind of a verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VerdictKind {
+    /// Neither a threat nor anomalous.
+    Benign,
+    /// Flagged for a threat.
+    Threat,
+    /// Far from every benign and threat prototype.
+    Unknown,
+}
+
+impl VerdictKind {
+    /// `benign`, `threat` or `unknown`.
+    pub fn name(self) -> &'static str {
+        match self {
+            VerdictKind::Benign => "benign",
+            VerdictKind::Threat => "threat",
+            VerdictKind::Unknown => "unknown",
+        }
+    }
+}
+
+/// What the decision core says about one flow.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Verdict {
+    /// The kind.
+    pub kind: VerdictKind,
+    /// Index into the threats decided among: the flagged threat, else the nearest one (`None`
+    /// without threats).
+    pub threat: Option<usize>,
+    /// Squared distance to the nearest prototype of that threat (`+inf` without threats).
+    pub distance: f32,
+    /// Squared distance to the nearest benign prototype.
+    pub benign_distance: f32,
+    /// Margin of the deciding rule (> 0 exactly for threats and unknowns).
+    pub score: f32,
+    /// Empirical percentile of the deciding statistic among benign calibration rows, in `[0, 1]`
+    /// (0 from the bare [`rule`], which holds no calibration rows).
+    pub confidence: f32,
+}
+
+impl Default for Verdict {
+    /// A benign verdict far from everything (a placeholder for buffers the rule fills).
+    fn default() -> Self {
+        Verdict {
+            kind: VerdictKind::Benign,
+            threat: None,
+            distance: f32::INFINITY,
+            benign_distance: f32::INFINITY,
+            score: f32::NEG_INFINITY,
+            confidence: 0.0,
+        }
+    }
+}
+
+impl Verdict {
+    /// The flagged threat's index: `Some` only for a threat verdict.
+    pub fn flagged(&self) -> Option<usize> {
+        match self.kind {
+            VerdictKind::Threat => self.threat,
+            _ => None,
+        }
+    }
+}
+
+/// The verdict rule (module documentation) from the flow's benign distance `db`, each threat's
+/// `(dt, τ_t)` in order, and the unknown threshold `u`. `confidence` is left at 0.
+pub fn rule(db: f32, threats: impl IntoIterator<Item = (f32, f32)>, unknown: f32) -> Verdict {
+    let mut best: Option<(usize, f32, f32)> = None;
+    let mut closest: Option<(usize, f32)> = None;
+    let mut best_margin = f32::NEG_INFINITY;
+    for (t, (dt, threshold)) in threats.into_iter().enumerate() {
+        if closest.is_none_or(|(_, d)| dt < d) {
+            closest = Some((t, dt));
+        }
+        let margin = db - dt - threshold;
+        best_margin = best_margin.max(margin);
+        if margin > 0.0 && best.is_none_or(|(_, m, _)| margin > m) {
+            best = Some((t, margin, dt));
+        }
+    }
+    if let Some((t, margin, dt)) = best {
+        return Verdict {
+            kind: VerdictKind::Threat,
+            threat: Some(t),
+            distance: dt,
+            benign_distance: db,
+            score: margin,
+            confidence: 0.0,
+        };
+    }
+    let (threat, distance) = match closest {
+        Some((t, d)) => (Some(t), d),
+        None => (None, f32::INFINITY),
+    };
+    let unknown_margin = db.min(distance) - unknown;
+    let kind = if unknown_margin > 0.0 {
+        VerdictKind::Unknown
+    } else {
+        VerdictKind::Benign
+    };
+    let score = match kind {
+        VerdictKind::Unknown => unknown_margin,
+        _ if unknown.is_infinite() => best_margin,
+        _ => best_margin.max(unknown_margin),
+    };
+    Verdict {
+        kind,
+        threat,
+        distance,
+        benign_distance: db,
+        score,
+        confidence: 0.0,
+    }
+}
+
+/// Fraction of the sorted `values` strictly below `x`.
+fn percentile(sorted: &[f32], x: f32) -> f32 {
+    if sorted.is_empty() {
+        return 0.5;
+    }
+    let below = sorted.partition_point(|&v| v < x);
+    below as f32 / sorted.len() as f32
+}
+
+/// Threats armed against one benign reference: the [`rule`] at their thresholds, with each verdict
+/// ranked among the reference's calibration rows.
+#[derive(Debug, Clone)]
+pub struct Decider {
+    reference: BenignReference,
+    threats: Vec<Threat>,
+    /// Per threat, its prototypes row-major (`m × dim`).
+    prototypes: Vec<Vec<f32>>,
+    unknown_threshold: f32,
+    /// Per threat, sorted `s_t(c)` over the calibration rows.
+    calibration_scores: Vec<Vec<f32>>,
+    /// Sorted `min(db(c), min_t dt(c))` over the calibration rows.
+    calibration_unknown: Vec<f32>,
+}
+
+impl Decider {
+    /// Arms `threats` (each checked with [`Threat::validate`]; a bad one is named by its index) with
+    /// the unknown rule at `unknown_threshold` (`+inf`: off).
+    pub fn new(
+        reference: BenignReference,
+        threats: Vec<Threat>,
+        unknown_threshold: f32,
+    ) -> Result<Self> {
+        let dim = reference.dim;
+        for (i, t) in threats.iter().enumerate() {
+            t.validate(dim).map_err(|e| match e {
+                DecideError::Invalid { field, message } => DecideError::Invalid {
+                    field: format!("threats[{i}] ({}).{field}", t.name),
+                    message,
+                },
+            })?;
+        }
+        if unknown_threshold.is_nan() {
+            return Err(DecideError::invalid(
+                "unknown_threshold",
+                "NaN: expected a number or +inf",
+            ));
+        }
+        let prototypes: Vec<Vec<f32>> = threats.iter().map(Threat::flat_prototypes).collect();
+        let cal_db: Vec<f32> = reference
+            .calibration
+            .chunks_exact(dim)
+            .map(|c| reference.benign_distance(c))
+            .collect();
+        let cal_dt: Vec<Vec<f32>> = prototypes
+            .iter()
+            .map(|p| {
+                reference
+                    .calibration
+                    .chunks_exact(dim)
+                    .map(|c| nearest(c, p, dim).1)
+                    .collect()
+            })
+            .collect();
+        let sorted = |mut v: Vec<f32>| {
+            v.sort_by(f32::total_cmp);
+            v
+        };
+        let calibration_scores = cal_dt
+            .iter()
+            .map(|dt| sorted(cal_db.iter().zip(dt).map(|(b, t)| b - t).collect()))
+            .collect();
+        let calibration_unknown = sorted(
+            cal_db
+                .iter()
+                .enumerate()
+                .map(|(i, &b)| cal_dt.iter().fold(b, |m, dt| m.min(dt[i])))
+                .collect(),
+        );
+        Ok(Decider {
+            reference,
+            threats,
+            prototypes,
+            unknown_threshold,
+            calibration_scores,
+            calibration_unknown,
+        })
+    }
+
+    /// The benign reference.
+    pub fn reference(&self) -> &BenignReference {
+        &self.reference
+    }
+
+    /// The armed threats.
+    pub fn threats(&self) -> &[Threat] {
+        &self.threats
+    }
+
+    /// Threat `t`'s prototypes, row-major.
+    pub fn prototypes(&self, t: usize) -> &[f32] {
+        &self.prototypes[t]
+    }
+
+    /// Embedding size.
+    pub fn dim(&self) -> usize {
+        self.reference.dim
+    }
+
+    /// The unknown threshold in use (`+inf` when the rule is off).
+    pub fn unknown_threshold(&self) -> f32 {
+        self.unknown_threshold
+    }
+
+    /// The verdict of one embedding, with its confidence.
+    ///
+    /// # Shapes
+    /// `e`: `dim` → one [`Verdict`].
+    pub fn decide(&self, e: &[f32]) -> Verdict {
+        let dim = self.dim();
+        let db = self.reference.benign_distance(e);
+        let mut v = rule(
+            db,
+            self.prototypes
+                .iter()
+                .zip(&self.threats)
+                .map(|(p, t)| (nearest(e, p, dim).1, t.threshold)),
+            self.unknown_threshold,
+        );
+        let stat = db.min(v.distance);
+        v.confidence = match (v.kind, v.threat) {
+            (VerdictKind::Threat, Some(t)) => {
+                percentile(&self.calibration_scores[t], db - v.distance)
+            }
+            (VerdictKind::Unknown, _) => percentile(&self.calibration_unknown, stat),
+            // Benign: the closer of the two rules says how far from alerting the flow is.
+            (_, Some(t))
+                if self.unknown_threshold.is_infinite()
+                    || v.score > stat - self.unknown_threshold =>
+            {
+                1.0 - percentile(
+                    &self.calibration_scores[t],
+                    v.score + self.threats[t].threshold,
+                )
+            }
+            _ => 1.0 - percentile(&self.calibration_unknown, stat),
+        };
+        v
+    }
+
+    /// Verdicts of a batch of embeddings, into a reused buffer.
+    ///
+    /// # Shapes
+    /// `embeddings`: `n × dim` → `n` verdicts.
+    pub fn decide_batch(&self, embeddings: &[f32], out: &mut Vec<Verdict>) {
+        out.clear();
+        out.extend(embeddings.chunks_exact(self.dim()).map(|e| self.decide(e)));
+    }
+
+    /// The margin the verdict's rule gives `e`: threat `t`'s margin for a threat verdict, else the
+    /// unknown margin (what an explanation's occlusion lowers).
+    ///
+    /// # Shapes
+    /// `e`: `dim` → scalar.
+    pub fn margin(&self, e: &[f32], kind: VerdictKind, threat: Option<usize>) -> f32 {
+        let dim = self.dim();
+        let db = self.reference.benign_distance(e);
+        match (kind, threat) {
+            (VerdictKind::Threat, Some(t)) => {
+                db - nearest(e, &self.prototypes[t], dim).1 - self.threats[t].threshold
+            }
+            _ => {
+                let dt = self
+                    .prototypes
+                    .iter()
+                    .map(|p| nearest(e, p, dim).1)
+                    .fold(f32::INFINITY, f32::min);
+                db.min(dt) - self.unknown_threshold
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::threat::{ThreatDraft, SIGNATURE_BASE};
+    use proptest::prelude::*;
+
+    /// Benign reference: 400 rows in a disc of radius 3 around (0, 0), prototype at the origin.
+    fn reference(budget: f64) -> BenignReference {
+        let mut cal = Vec::new();
+        for i in 0..400 {
+            let a = i as f32 * 0.37;
+            let r = (i % 20) as f32 * 0.15;
+            cal.extend_from_slice(&[r * a.cos(), r * a.sin()]);
+        }
+        BenignReference::new(2, vec![0.0, 0.0], cal, budget)
+    }
+
+    fn threat(r: &BenignReference, id: u32, name: &str, at: [f32; 2]) -> Threat {
+        let rows: Vec<f32> = (0..5)
+            .flat_map(|i| [at[0] + i as f32 * 0.1, at[1]])
+            .collect();
+        let draft = ThreatDraft::from_embeddings(name, &rows, 2, "t.csv", "test");
+        Threat::enrol(r, id, &draft, r.fpr_budget, String::new()).expect("enrol")
+    }
+
+    #[test]
+    fn percentile_is_monotone() {
+        let s = [1.0, 2.0, 3.0, 4.0];
+        assert_eq!(percentile(&s, 0.0), 0.0);
+        assert_eq!(percentile(&s, 2.5), 0.5);
+        assert_eq!(percentile(&s, 9.0), 1.0);
+        assert!(percentile(&s, 3.0) <= percentile(&s, 3.5));
+        assert_eq!(percentile(&[], 1.0), 0.5);
+    }
+
+    #[test]
+    fn decider_names_the_threat_the_unknown_and_the_benign() {
+        let r = reference(0.01);
+        let ssh = threat(&r, 1, "ssh", [20.0, 0.0]);
+        let scan = threat(&r, 2, "scan", [0.0, -20.0]);
+        let d = Decider::new(r.clone(), vec![ssh, scan], r.unknown_threshold).expect("arm");
+        let v = d.decide(&[20.2, 0.1]);
+        assert_eq!((v.kind, v.flagged()), (VerdictKind::Threat, Some(0)));
+        assert!(v.score > 0.0 && v.confidence >= 0.99, "{v:?}");
+        let v = d.decide(&[0.1, -20.1]);
+        assert_eq!((v.kind, v.flagged()), (VerdictKind::Threat, Some(1)));
+        let v = d.decide(&[-40.0, 40.0]);
+        assert_eq!(v.kind, VerdictKind::Unknown);
+        assert!(v.score > 0.0);
+        let v = d.decide(&[0.1, 0.1]);
+        assert_eq!(v.kind, VerdictKind::Benign);
+        assert!(v.score <= 0.0);
+        // The unknown rule off: the far flow is benign, nearest threat still named.
+        let off = Decider::new(r.clone(), d.threats().to_vec(), f32::INFINITY).expect("arm");
+        let v = off.decide(&[-40.0, 40.0]);
+        assert_eq!(v.kind, VerdictKind::Benign);
+        assert!(v.threat.is_some());
+    }
+
+    #[test]
+    fn decider_refuses_threats_it_cannot_score() {
+        let r = reference(0.01);
+        let mut t = threat(&r, 1, "ssh", [20.0, 0.0]);
+        t.prototypes[0].push(1.0);
+        let e = Decider::new(r.clone(), vec![t], 1.0).expect_err("dim");
+        assert!(
+            e.to_string().contains("threats[0] (ssh).prototypes[0]"),
+            "{e}"
+        );
+        let mut t = threat(&r, 1, "ssh", [20.0, 0.0]);
+        t.threshold = f32::NAN;
+        assert!(Decider::new(r.clone(), vec![t], 1.0).is_err());
+        let mut t = threat(&r, 1, "ssh", [20.0, 0.0]);
+        t.signature_id = SIGNATURE_BASE;
+        assert!(Decider::new(r.clone(), vec![t], 1.0).is_err());
+        let mut t = threat(&r, 1, "ssh", [20.0, 0.0]);
+        t.prototypes = vec![vec![1.0, 1.0]; crate::threat::MAX_PROTOTYPES + 1];
+        assert!(Decider::new(r, vec![t], 1.0).is_err());
+    }
+
+    proptest! {
+        /// The decider and the benchmark's bare rule agree on every flow, and each threat flags at
+        /// most ⌊α n⌋ of the calibration rows it was fitted on.
+        #[test]
+        fn one_rule_for_every_caller(
+            x in -30.0f32..30.0, y in -30.0f32..30.0,
+            tx in 6.0f32..25.0, ty in -25.0f32..25.0,
+        ) {
+            let r = reference(0.02);
+            let t = threat(&r, 1, "t", [tx, ty]);
+            let fam = crate::FamilyPrototype {
+                centre: t.prototypes[0].clone(),
+                threshold: t.threshold,
+                known_threshold: None,
+            };
+            let d = Decider::new(r.clone(), vec![t.clone()], r.unknown_threshold).expect("arm");
+            let a = d.decide(&[x, y]);
+            let b = r.decide(&[x, y], std::slice::from_ref(&fam));
+            prop_assert_eq!((a.kind, a.flagged()), (b.kind, b.flagged()));
+            prop_assert_eq!(a.score, b.score);
+            let flagged = r
+                .calibration
+                .chunks_exact(2)
+                .filter(|c| d.decide(c).kind == VerdictKind::Threat)
+                .count();
+            prop_assert!(flagged <= 8, "{} calibration rows flagged", flagged);
+        }
+    }
+}

@@ -1,0 +1,74 @@
+//! The threats a detector arms, from either place they are kept: the current version of a threat
+//! library file, or a threat document written by `metaids threat export` (one document format for
+//! export, import and detection). Both are refused unless they belong to the model that will score
+//! them. It reads; it never changes a library.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use metaids_decide::Threat;
+use metaids_model::ThreatModel;
+
+use crate::error::{LibraryError, Result};
+use crate::exchange::ThreatDocument;
+use crate::store::{ModelIdentity, ThreatLibrary};
+
+/// Where armed threats came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ThreatOrigin {
+    /// A threat library file (its current version).
+    Library,
+    /// An exported threat document.
+    Document,
+}
+
+/// Threats ready to arm, with the library version they were taken from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ArmedThreats {
+    /// The file read.
+    pub path: PathBuf,
+    /// Library or document.
+    pub origin: ThreatOrigin,
+    /// The library version (for a document, the version it was exported from).
+    pub library_version: u64,
+    /// The threats, by id.
+    pub threats: Vec<Threat>,
+}
+
+impl ArmedThreats {
+    /// Reads the threats of `path` for `model`: a threat document when the file's first non-blank
+    /// byte is `{`, else a threat library. Either is checked against `model`'s identity, and every
+    /// threat with [`Threat::validate`].
+    pub fn load(path: &Path, model: &ThreatModel) -> Result<Self> {
+        let io = |source| LibraryError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut head = [0u8; 64];
+        let n = std::fs::File::open(path)
+            .and_then(|mut f| f.read(&mut head))
+            .map_err(io)?;
+        let is_json = head[..n]
+            .iter()
+            .find(|b| !b.is_ascii_whitespace())
+            .is_some_and(|&b| b == b'{');
+        if !is_json {
+            let library = ThreatLibrary::open(path, model)?;
+            let current = library.current()?;
+            return Ok(ArmedThreats {
+                path: path.to_path_buf(),
+                origin: ThreatOrigin::Library,
+                library_version: current.version,
+                threats: current.threats,
+            });
+        }
+        let doc = ThreatDocument::load(path)?;
+        doc.check_model(&ModelIdentity::of(model)?, path, model)?;
+        Ok(ArmedThreats {
+            path: path.to_path_buf(),
+            origin: ThreatOrigin::Document,
+            library_version: doc.library_version,
+            threats: doc.threats,
+        })
+    }
+}
