@@ -80,6 +80,20 @@ pub enum Command {
     ///
     /// Example: metaids detect --model cic.model --library threats.json --pcap capture.pcap --alerts eve.json
     Detect(DetectArgs),
+    /// Learn the site's benign traffic: the profile every threshold is calibrated on.
+    ///
+    /// A model is deployed on a network it was not trained on; without a baseline its thresholds
+    /// come from the training data's benign rows. `baseline` embeds the site's benign flows (captures
+    /// or flow files), caps each source's share (a chatty host or a scan in the window cannot
+    /// dominate), learns benign prototypes from a quarter and keeps the rest as calibration rows,
+    /// then refits every threat of the library jointly so that threats and the unknown rule together
+    /// flag at most --budget of those rows. It is stored as a new library version (history,
+    /// rollback). Baseline flows the refitted threats would flag are listed: attacks hiding in the
+    /// baseline window. A budget the calibration rows cannot support (about 10 / rows) is refused
+    /// with the number of flows it needs.
+    ///
+    /// Example: metaids baseline --model cic.model --library lib.redb --pcap monday.pcap --budget 0.01
+    Baseline(BaselineArgs),
     /// Manage the threat library: enrol threats from a few flows (guarded), list, show, remove,
     /// export/import as JSON, history and rollback.
     ///
@@ -222,6 +236,57 @@ pub struct DetectArgs {
     pub quiet: bool,
 }
 
+/// `baseline` arguments.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["pcap", "flows"])))]
+pub struct BaselineArgs {
+    /// Model directory written by `metaids train` (the library's model).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Threat library (created for the model if it does not exist).
+    #[arg(long)]
+    pub library: PathBuf,
+    /// Captures of the site's benign traffic (pcap/pcapng).
+    #[arg(long, num_args = 1.., conflicts_with = "flows")]
+    pub pcap: Vec<PathBuf>,
+    /// Flow files of the site's benign traffic, in the model's dataset format.
+    #[arg(long, num_args = 1..)]
+    pub flows: Vec<PathBuf>,
+    /// Only flow-file rows with this label (e.g. BENIGN; default: every row).
+    #[arg(long, requires = "flows")]
+    pub label: Option<String>,
+    /// Only capture flows this `--select` expression selects.
+    #[arg(long, requires = "pcap")]
+    pub select: Option<String>,
+    /// Flow engine settings for --pcap.
+    #[command(flatten)]
+    pub flow: FlowSettingsArgs,
+    /// False-positive budget on the site's benign flows, threats and unknown rule together.
+    #[arg(long, default_value_t = 0.01)]
+    pub budget: f64,
+    /// Largest share of the baseline flows one source address may contribute.
+    #[arg(long, default_value_t = 0.1)]
+    pub per_source_cap: f64,
+    /// Share of the kept flows that give the benign prototypes (the rest calibrate).
+    #[arg(long, default_value_t = 0.25)]
+    pub prototype_share: f64,
+    /// Seed of the draws and of k-means.
+    #[arg(long, default_value_t = 2026)]
+    pub seed: u64,
+    /// Replace the library's baseline (the old one stays in the history).
+    #[arg(long)]
+    pub update: bool,
+    /// Accept a budget the baseline cannot support, or a window the threats mostly flag.
+    #[arg(long)]
+    pub force: bool,
+    /// Report what the baseline would do; store nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Who makes the change (default: $USER).
+    #[arg(long)]
+    pub author: Option<String>,
+}
+
 /// `threat` subcommands.
 #[derive(Debug, Subcommand)]
 pub enum ThreatCommand {
@@ -240,8 +305,9 @@ pub enum ThreatCommand {
     Remove(ThreatNameArgs),
     /// Export the current version as a JSON document (tied to the library's model).
     Export(ThreatExportArgs),
-    /// Import a JSON document exported for the same model (a name clash is an error unless --replace);
-    /// creates the library for the document's model if it does not exist.
+    /// Import a JSON document exported for the same model (a name clash is an error unless --replace):
+    /// each threat is refitted from its examples and guarded like an enrolment; creates the library
+    /// for the model if it does not exist (and removes it again if the import fails).
     Import(ThreatImportArgs),
     /// List every library version: who, when, what changed.
     History(LibraryPath),
@@ -384,9 +450,19 @@ pub struct ThreatImportArgs {
     pub lib: LibraryArgs,
     /// JSON document from `metaids threat export`.
     pub file: PathBuf,
+    /// The model the document and the library belong to: every imported threat is refitted from its
+    /// examples with it and guarded (the document's thresholds and prototypes are not trusted).
+    #[arg(long)]
+    pub model: PathBuf,
     /// Replace threats of the same name.
     #[arg(long)]
     pub replace: bool,
+    /// False-positive budget of the guard (default: the library's).
+    #[arg(long)]
+    pub budget: Option<f64>,
+    /// Store threats even if the guard refuses them.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// `threat rollback` arguments.

@@ -125,8 +125,31 @@ pub fn run(a: DetectArgs) -> Result<()> {
         ..DetectorOptions::default()
     };
     let n_threats = set.threats.len();
-    let detector = Detector::new(
+    // The site profile, when the library has one, is the benign reference every verdict uses.
+    let site_line = match &set.profile {
+        Some(p) => format!(
+            "site profile: {} calibration rows of the site's benign traffic ({} flows kept), budget {} (threats and unknown rule together)",
+            p.calibration_rows(),
+            p.flows_kept,
+            p.budget
+        ),
+        None => format!(
+            "site profile: none — thresholds are calibrated on the model's training data ({} benign rows), not on this network's traffic; expect more false positives until `metaids baseline --model {} --library {} --pcap BENIGN.pcap` learns the site",
+            model.reference.calibration_rows(),
+            a.model.display(),
+            a.library.display()
+        ),
+    };
+    if set.profile.is_none() {
+        eprintln!("warning: {site_line}");
+    }
+    let reference = set
+        .profile
+        .as_ref()
+        .map_or_else(|| model.reference.clone(), |p| p.reference());
+    let detector = Detector::with_reference(
         Arc::clone(&model),
+        reference,
         set.threats,
         options,
         set.library_version,
@@ -216,6 +239,7 @@ pub fn run(a: DetectArgs) -> Result<()> {
         }
     }
     print!("{summary}");
+    println!("{site_line}");
     eprintln!("{:.2} s", started.elapsed().as_secs_f64());
     Ok(())
 }

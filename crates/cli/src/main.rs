@@ -4,6 +4,7 @@
 //! through `metaids-eval`, and prints or writes what they return.
 
 mod args;
+mod baseline_cmd;
 mod demo;
 mod detect_cmd;
 mod extract;
@@ -37,6 +38,7 @@ fn main() {
         .init();
     let result = match cli.command {
         Command::Demo(a) => demo::run(a),
+        Command::Baseline(a) => baseline_cmd::run(a),
         Command::Evaluate(a) => evaluate(a),
         Command::Stats(a) => stats(a),
         Command::Bench(a) => bench(a),

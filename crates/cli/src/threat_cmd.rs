@@ -68,13 +68,16 @@ pub fn run(c: ThreatCommand) -> Result<()> {
             Ok(())
         }
         ThreatCommand::Import(a) => {
-            let lib = if a.lib.library.exists() {
-                ThreatLibrary::open_without_model(&a.lib.library)?
-            } else {
-                // A new library for the document's model: how a team receives shared threats.
-                let text = std::fs::read_to_string(&a.file)
-                    .with_context(|| format!("cannot read {}", a.file.display()))?;
-                let doc = ThreatDocument::parse(&text, &a.file)?;
+            let model = metaids_model::load(&a.model)
+                .with_context(|| format!("cannot load model {}", a.model.display()))?;
+            let text = std::fs::read_to_string(&a.file)
+                .with_context(|| format!("cannot read {}", a.file.display()))?;
+            let doc = ThreatDocument::parse(&text, &a.file)?;
+            doc.validate(&a.file)?;
+            let created = !a.lib.library.exists();
+            let lib = if created {
+                // A new library for the model: how a team receives shared threats.
+                doc.check_model(&ModelIdentity::of(&model)?, &a.file, &model)?;
                 let lib = ThreatLibrary::create_with(&a.lib.library, doc.model, &author(&a.lib))?;
                 println!(
                     "created threat library {} for model {}",
@@ -82,10 +85,37 @@ pub fn run(c: ThreatCommand) -> Result<()> {
                     lib.identity().model
                 );
                 lib
+            } else {
+                ThreatLibrary::open(&a.lib.library, &model)?
             };
-            let s = lib.import_file(&a.file, a.replace, &author(&a.lib))?;
+            let options = EnrolOptions {
+                force: a.force,
+                budget: a.budget,
+            };
+            let result =
+                lib.import_json(&model, &text, &a.file, a.replace, &author(&a.lib), options);
+            let s = match result {
+                Ok(s) => s,
+                Err(e) => {
+                    if created {
+                        // A failed command leaves the file system as it found it.
+                        drop(lib);
+                        let _ = std::fs::remove_file(&a.lib.library);
+                    }
+                    if let metaids_library::LibraryError::Refused { name, report } = &e {
+                        print_report(report);
+                        bail!(
+                            "import of {}: threat {name:?} refused by the guard (refitted from its examples, it would flag {:.2}% of benign reference flows, budget {:.2}%); nothing imported. Pass --force to store it anyway",
+                            a.file.display(),
+                            report.fpr * 100.0,
+                            report.budget * 100.0
+                        );
+                    }
+                    return Err(e.into());
+                }
+            };
             println!(
-                "imported {}: {} added ({}), {} replaced ({}): library version {}",
+                "imported {}: {} added ({}), {} replaced ({}), each refitted from its examples and guarded: library version {}",
                 a.file.display(),
                 s.added.len(),
                 s.added.join(", "),

@@ -142,6 +142,8 @@ fn detect_on_captures_writes_eve_verdicts_and_an_nft_script() {
         &eve,
     );
     println!("{stdout}");
+    // Issue 12: no baseline, and the summary says so.
+    assert!(stdout.contains("site profile: none"), "{stdout}");
     assert!(!work.path().join("eve.json.partial").exists());
     let flows = counter(&stdout, "flows");
     let alerts = counter(&stdout, "alerts");
@@ -175,12 +177,13 @@ fn detect_on_captures_writes_eve_verdicts_and_an_nft_script() {
             assert!(a[k].is_string(), "alert.{k}: {e}");
         }
         assert!(a["metadata"].is_object());
-        assert_eq!(a["metadata"]["library_version"][0], "4");
+        // The version `threat export` recorded: created (1), SSH guessing enrolled (2).
+        assert_eq!(a["metadata"]["library_version"][0], "2");
         assert!(e["metaids"]["alert_id"]
             .as_str()
             .expect("alert id")
             .starts_with("cli-"));
-        // The model version is the weights file's sha256 prefix.
+        // The model version is a prefix of the model identity.
         assert_eq!(e["metaids"]["model"].as_str().expect("model").len(), 16);
     }
     let script = work.path().join("eve.json.nft");

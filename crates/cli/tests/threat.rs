@@ -280,14 +280,41 @@ fn threat_commands_end_to_end() {
         redacted["threats"][0]["threshold"]
     );
     let lib2 = path("lib2.redb");
-    let out = ok(&["threat", "import", "--library", &lib2, &doc]);
+    let out = ok(&["threat", "import", "--library", &lib2, "--model", m, &doc]);
     assert!(out.contains("2 added"), "{out}");
     let a = ok(&["threat", "show", "--library", &lib, "ssh rows", "--json"]);
     let b = ok(&["threat", "show", "--library", &lib2, "ssh rows", "--json"]);
     assert_eq!(a, b);
-    let err = fails(&["threat", "import", "--library", &lib2, &doc]);
+    let err = fails(&["threat", "import", "--library", &lib2, "--model", m, &doc]);
     assert!(err.contains("exists already"), "{err}");
-    ok(&["threat", "import", "--library", &lib2, &doc, "--replace"]);
+    ok(&[
+        "threat",
+        "import",
+        "--library",
+        &lib2,
+        "--model",
+        m,
+        &doc,
+        "--replace",
+    ]);
+    // Issue 11: a document's embeddings far outside the model's range are refused, and the failed
+    // import into a new library leaves no library file behind.
+    let mut tampered: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&doc).expect("read")).expect("json");
+    let dim = tampered["model"]["dim"].as_u64().expect("dim") as usize;
+    tampered["threats"][0]["support"][0]["embedding"] = serde_json::json!(vec![1e9f32; dim]);
+    let bad = path("tampered.json");
+    std::fs::write(&bad, tampered.to_string()).expect("write");
+    let lib3 = path("lib3.redb");
+    let err = fails(&["threat", "import", "--library", &lib3, "--model", m, &bad]);
+    assert!(
+        err.contains("embedding range") && err.contains("tampered.json"),
+        "{err}"
+    );
+    assert!(
+        !Path::new(&lib3).exists(),
+        "the failed import removed the library it created"
+    );
 
     // Remove, rollback, history.
     ok(&["threat", "remove", "--library", &lib, "ssh rows"]);
@@ -462,4 +489,128 @@ fn a_library_refuses_another_model() {
         "99999",
     ]);
     assert!(err.contains("data rows"), "{err}");
+}
+
+/// Issue 12: `metaids baseline` learns the site profile, refuses what it cannot calibrate or what
+/// looks like attack traffic, and detect then decides with it.
+#[test]
+fn baseline_learns_the_site_and_detect_uses_it() {
+    let m = model();
+    let lib = path("baseline.redb");
+    let ssh = shared("cic-ids2017-improved/SSH-Patator_2961.csv");
+    let benign = shared("cic-ids2017-improved/BENIGN_5000.csv");
+    ok(&[
+        "threat",
+        "add",
+        "--library",
+        &lib,
+        "--model",
+        m,
+        "--name",
+        "ssh",
+        "--flows",
+        &ssh,
+        "--label",
+        "SSH-Patator",
+    ]);
+    // A budget the baseline cannot support is refused with what it needs; nothing is stored.
+    let err = fails(&[
+        "baseline",
+        "--model",
+        m,
+        "--library",
+        &lib,
+        "--flows",
+        &benign,
+        "--label",
+        "BENIGN",
+        "--budget",
+        "0.0005",
+    ]);
+    assert!(
+        err.contains("needs at least 20000 calibration rows") && err.contains("calibration rows"),
+        "{err}"
+    );
+    let err = fails(&[
+        "baseline",
+        "--model",
+        m,
+        "--library",
+        &lib,
+        "--flows",
+        &benign,
+        "--label",
+        "NOPE",
+    ]);
+    assert!(err.contains("no flows to learn from"), "{err}");
+    let list = ok(&["threat", "list", "--library", &lib]);
+    assert!(list.contains("version 2,"), "unchanged: {list}");
+
+    let out = ok(&[
+        "baseline",
+        "--model",
+        m,
+        "--library",
+        &lib,
+        "--flows",
+        &benign,
+        "--label",
+        "BENIGN",
+    ]);
+    eprintln!("baseline:\n{out}");
+    assert!(out.contains("baseline: 5000 flows offered"), "{out}");
+    // CIC's DNS server sends 932 of the 5,000 flows: the 10% cap keeps 500 of them.
+    assert!(
+        out.contains("4568 kept")
+            && out.contains("capped source 192.168.10.3: 932 flows offered, 500 kept"),
+        "{out}"
+    );
+    assert!(
+        out.contains("joint calibration on 3426 calibration rows at budget 0.01"),
+        "{out}"
+    );
+    assert!(out.contains("stored as library version 3"), "{out}");
+    let err = fails(&[
+        "baseline",
+        "--model",
+        m,
+        "--library",
+        &lib,
+        "--flows",
+        &benign,
+        "--label",
+        "BENIGN",
+    ]);
+    assert!(
+        err.contains("already has a baseline") && err.contains("--update"),
+        "{err}"
+    );
+    // The SSH threat flags most of an SSH-guessing window: not the site's benign traffic.
+    let err = fails(&[
+        "baseline",
+        "--model",
+        m,
+        "--library",
+        &lib,
+        "--flows",
+        &ssh,
+        "--update",
+    ]);
+    assert!(err.contains("looks like attack traffic"), "{err}");
+
+    // detect decides with the profile and says so in its summary.
+    let alerts = path("baseline-eve.json");
+    let out = ok(&[
+        "detect",
+        "--model",
+        m,
+        "--library",
+        &lib,
+        "--flows",
+        &benign,
+        "--alerts",
+        &alerts,
+        "--quiet",
+    ]);
+    assert!(out.contains("site profile: 3426 calibration rows"), "{out}");
 }

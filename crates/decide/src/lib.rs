@@ -11,11 +11,13 @@
 pub mod error;
 pub mod geometry;
 pub mod reference;
+pub mod site;
 pub mod threat;
 pub mod verdict;
 
 pub use error::{DecideError, Result};
 pub use reference::{BenignReference, FamilyPrototype};
+pub use site::{calibrate_jointly, JointReport, ProfileOptions, SiteProfile};
 pub use threat::{
     check_flows, check_name, check_severity, confirmation_doubt, fit, seed_for, EnrolOptions,
     EnrolmentReport, Fit, SupportFlow, Threat, ThreatDraft, MAX_EXAMPLES, MAX_PROTOTYPES,

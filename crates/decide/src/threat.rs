@@ -89,6 +89,10 @@ pub struct EnrolmentReport {
     pub prototypes: usize,
     /// The weakest support flows (lowest scores first, at most 3): `locator (score)`.
     pub weakest: Vec<String>,
+    /// On a library with a site profile (where `fpr` is measured on the site's benign flows): the
+    /// share of the model's own benign reference rows the threat flags.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_fpr: Option<f64>,
 }
 
 impl EnrolmentReport {
@@ -520,6 +524,7 @@ pub fn fit(
             .take(3)
             .map(|(s, f)| format!("{} {} ({s:.3})", f.source, f.locator))
             .collect(),
+        model_fpr: None,
     };
     Ok(Fit {
         prototypes: centres.chunks_exact(dim).map(<[f32]>::to_vec).collect(),
@@ -544,26 +549,26 @@ pub fn confirmation_doubt(
 ) -> Option<String> {
     let threat = threats.get(t)?;
     let dt = threat.centre_distance(x);
-    let db = reference.benign_distance(x);
-    if !(dt < db) {
-        return Some(format!(
-            "the flow is nearer benign traffic (squared distance {db:.3}) than threat {:?} ({dt:.3})",
-            threat.name
-        ));
-    }
-    threats
+    let other = threats
         .iter()
         .enumerate()
         .filter(|&(i, _)| i != t)
         .map(|(_, o)| (o, o.centre_distance(x)))
         .filter(|&(_, d)| d <= dt)
-        .min_by(|a, b| a.1.total_cmp(&b.1))
-        .map(|(o, d)| {
-            format!(
-                "the flow is nearer threat {:?} (squared distance {d:.3}) than threat {:?} ({dt:.3})",
-                o.name, threat.name
-            )
-        })
+        .min_by(|a, b| a.1.total_cmp(&b.1));
+    if let Some((o, d)) = other {
+        return Some(format!(
+            "the flow is nearer threat {:?} (squared distance {d:.3}) than threat {:?} ({dt:.3})",
+            o.name, threat.name
+        ));
+    }
+    let db = reference.benign_distance(x);
+    (dt.partial_cmp(&db) != Some(std::cmp::Ordering::Less)).then(|| {
+        format!(
+            "the flow is nearer benign traffic (squared distance {db:.3}) than threat {:?} ({dt:.3})",
+            threat.name
+        )
+    })
 }
 
 /// k-means seed of a threat (fixed per id, so a refit is reproducible).

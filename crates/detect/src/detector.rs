@@ -107,15 +107,37 @@ pub fn model_version(model: &ThreatModel) -> Result<String> {
 
 impl Detector {
     /// A detector for `threats` (each checked with [`Threat::validate`] against the model's
-    /// embedding size).
+    /// embedding size), deciding with the model's benign reference.
     pub fn new(
         model: Arc<ThreatModel>,
         threats: Vec<Threat>,
         options: DetectorOptions,
         library_version: u64,
     ) -> Result<Self> {
+        let reference = model.reference.clone();
+        Self::with_reference(model, reference, threats, options, library_version)
+    }
+
+    /// A detector deciding with `reference` instead of the model's (a site profile's, whose
+    /// calibration the threats' thresholds were fitted on).
+    pub fn with_reference(
+        model: Arc<ThreatModel>,
+        reference: metaids_decide::BenignReference,
+        threats: Vec<Threat>,
+        options: DetectorOptions,
+        library_version: u64,
+    ) -> Result<Self> {
         let dim = model.dim();
-        let reference = &model.reference;
+        if reference.dim != dim {
+            return Err(DetectError::Config {
+                field: "reference",
+                message: format!(
+                    "a {}-d benign reference for a model embedding into {dim}",
+                    reference.dim
+                ),
+            });
+        }
+        let reference = &reference;
         let unknown_threshold = match (options.unknown, options.unknown_budget) {
             (false, _) => f32::INFINITY,
             (true, None) => reference.unknown_threshold,
@@ -220,7 +242,10 @@ impl Detector {
     /// `e`: `dim`.
     pub fn nearest_prototypes(&self, e: &[f32]) -> Vec<NearestPrototype> {
         let dim = self.dim;
-        let reference = &self.model.reference;
+        // Benign prototypes are the decider's (a site profile's when there is one); known-family
+        // prototypes are the model's.
+        let reference = self.decider.reference();
+        let known = &self.model.reference;
         let mut all: Vec<NearestPrototype> = Vec::new();
         for (j, b) in reference.prototypes.chunks_exact(dim).enumerate() {
             all.push(NearestPrototype {
@@ -236,10 +261,10 @@ impl Detector {
                 });
             }
         }
-        for (i, (k, fam)) in reference
+        for (i, (k, fam)) in known
             .known
             .chunks_exact(dim)
-            .zip(&reference.known_families)
+            .zip(&known.known_families)
             .enumerate()
         {
             all.push(NearestPrototype {

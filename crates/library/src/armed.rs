@@ -6,7 +6,7 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use metaids_decide::Threat;
+use metaids_decide::{SiteProfile, Threat};
 use metaids_model::ThreatModel;
 
 use crate::error::{LibraryError, Result};
@@ -33,6 +33,9 @@ pub struct ArmedThreats {
     pub library_version: u64,
     /// The threats, by id.
     pub threats: Vec<Threat>,
+    /// The site profile the threats are calibrated on (a library's; `None` for documents and for
+    /// libraries without a baseline: the model's benign reference then decides).
+    pub profile: Option<SiteProfile>,
 }
 
 impl ArmedThreats {
@@ -55,11 +58,13 @@ impl ArmedThreats {
         if !is_json {
             let library = ThreatLibrary::open(path, model)?;
             let current = library.current()?;
+            let profile = library.profile(&current)?;
             return Ok(ArmedThreats {
                 path: path.to_path_buf(),
                 origin: ThreatOrigin::Library,
                 library_version: current.version,
                 threats: current.threats,
+                profile,
             });
         }
         let doc = ThreatDocument::load(path)?;
@@ -69,6 +74,7 @@ impl ArmedThreats {
             origin: ThreatOrigin::Document,
             library_version: doc.library_version,
             threats: doc.threats,
+            profile: None,
         })
     }
 }

@@ -195,32 +195,33 @@ impl ThreatDocument {
     /// `redacted`. Embeddings, prototypes and thresholds are untouched, so detection is unchanged.
     pub fn redacted(mut self) -> Self {
         for t in &mut self.threats {
+            // Each source path, longest first, with the name it is cut to.
+            let mut paths: Vec<(String, String)> = Vec::new();
             for f in t.support.iter_mut().chain(t.negatives.iter_mut()) {
-                f.source = Path::new(&f.source)
+                let short = Path::new(&f.source)
                     .file_name()
                     .map_or_else(|| "redacted".into(), |n| n.to_string_lossy().into_owned());
+                paths.push((std::mem::replace(&mut f.source, short.clone()), short));
                 f.locator = redact_addresses(&f.locator);
             }
+            paths.sort_by_key(|p| std::cmp::Reverse(p.0.len()));
+            paths.dedup();
+            // The guard's report and the description quote sources too.
+            let cut = |text: &str| -> String {
+                let mut s = text.to_string();
+                for (long, short) in &paths {
+                    if !long.is_empty() {
+                        s = s.replace(long.as_str(), short);
+                    }
+                }
+                redact_addresses(&s)
+            };
+            for w in &mut t.report.weakest {
+                *w = cut(w);
+            }
+            t.description = cut(&t.description);
         }
         self
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn redaction_drops_directories_and_addresses() {
-        assert_eq!(
-            redact_addresses("flow 192.168.56.1-40022-10.0.0.5-22-6 at 2015-03-30 14:44:49"),
-            "flow redacted-40022-redacted-22-6 at 2015-03-30 14:44:49"
-        );
-        assert_eq!(
-            redact_addresses("alert ab-12 (line 3, flow 77 1.2.3.4:22 → fe80::1:443 TCP)"),
-            "alert ab-12 (line 3, flow 77 redacted → redacted TCP)"
-        );
-        assert_eq!(redact_addresses("row 12 (line 13)"), "row 12 (line 13)");
     }
 }
 
@@ -248,4 +249,22 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         let _ = std::fs::remove_file(&tmp);
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redaction_drops_directories_and_addresses() {
+        assert_eq!(
+            redact_addresses("flow 192.168.56.1-40022-10.0.0.5-22-6 at 2015-03-30 14:44:49"),
+            "flow redacted-40022-redacted-22-6 at 2015-03-30 14:44:49"
+        );
+        assert_eq!(
+            redact_addresses("alert ab-12 (line 3, flow 77 1.2.3.4:22 → fe80::1:443 TCP)"),
+            "alert ab-12 (line 3, flow 77 redacted → redacted TCP)"
+        );
+        assert_eq!(redact_addresses("row 12 (line 13)"), "row 12 (line 13)");
+    }
 }

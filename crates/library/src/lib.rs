@@ -26,6 +26,6 @@ pub use metaids_decide::threat::{
     EnrolOptions, EnrolmentReport, SupportFlow, Threat, ThreatDraft, SIGNATURE_BASE,
 };
 pub use store::{
-    Enrolment, LibraryVersion, ModelIdentity, ThreatLibrary, VersionSummary, LIBRARY_FORMAT,
-    MAX_THREAT_ID,
+    Baseline, Enrolment, LibraryVersion, ModelIdentity, SiteRef, ThreatLibrary, VersionSummary,
+    LIBRARY_FORMAT, MAX_THREAT_ID,
 };

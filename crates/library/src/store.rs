@@ -16,10 +16,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{LibraryError, Result};
 use crate::exchange::{ImportSummary, ThreatDocument, DOCUMENT_FORMAT, DOCUMENT_VERSION};
+use metaids_decide::site::{calibrate_jointly, JointReport, SiteProfile};
 use metaids_decide::threat::{
     check_flows, check_name, check_severity, fit, seed_for, EnrolOptions, SupportFlow, Threat,
     ThreatDraft, SIGNATURE_BASE,
 };
+use metaids_decide::BenignReference;
 pub use metaids_decide::MAX_THREAT_ID;
 pub use metaids_model::io::ModelIdentity;
 
@@ -30,6 +32,8 @@ const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
 const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
 const VERSIONS: TableDefinition<u64, &str> = TableDefinition::new("versions");
 const IDS: TableDefinition<u32, u64> = TableDefinition::new("ids");
+/// Site profiles (`metaids baseline`), keyed by the version that stored them; versions refer to one.
+const PROFILES: TableDefinition<u64, &str> = TableDefinition::new("profiles");
 
 /// One version of the library: a full snapshot of its threats.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -47,6 +51,50 @@ pub struct LibraryVersion {
     pub change: String,
     /// The threats, by id.
     pub threats: Vec<Threat>,
+    /// The site profile the threats are calibrated on (`None`: the model's benign reference).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site: Option<SiteRef>,
+}
+
+/// A version's pointer to the site profile it is calibrated on, with the profile's headline figures.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteRef {
+    /// Key of the profile: the version that stored it.
+    pub profile: u64,
+    /// When the baseline was learnt (RFC 3339 UTC).
+    pub created_at: String,
+    /// Flows the profile kept (after the per-source cap), of those offered.
+    pub flows_kept: usize,
+    /// Flows offered.
+    pub flows_offered: usize,
+    /// Calibration rows.
+    pub calibration_rows: usize,
+    /// The budget α the threats and the unknown rule are jointly calibrated at.
+    pub budget: f64,
+    /// What the profile was learnt from (files or an interface).
+    pub sources: Vec<String>,
+}
+
+/// What a commit does to a version's site profile.
+enum SiteChange<'a> {
+    /// Keep the parent's.
+    Keep,
+    /// Point at an earlier version's (rollback).
+    Restore(Option<SiteRef>),
+    /// Store a new profile, learnt from `sources`.
+    New(&'a SiteProfile, Vec<String>),
+}
+
+/// What a baseline did: the new version, the refitted threats and the joint calibration's figures.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Baseline {
+    /// The new library version.
+    pub version: u64,
+    /// The threats, refitted on the profile.
+    pub threats: Vec<Threat>,
+    /// The joint calibration on the profile's calibration rows.
+    pub report: JointReport,
 }
 
 impl LibraryVersion {
@@ -210,7 +258,10 @@ impl ThreatLibrary {
                         identity.model, identity.dataset, identity.schema_hash
                     ),
                     threats: Vec::new(),
+                    site: None,
                 };
+                txn.open_table(PROFILES)
+                    .map_err(store(path, "opening profiles"))?;
                 let mut versions = txn
                     .open_table(VERSIONS)
                     .map_err(store(path, "opening versions"))?;
@@ -424,6 +475,16 @@ impl ThreatLibrary {
         author: &str,
         change: impl FnOnce(&mut Vec<Threat>, &mut Ids) -> Result<(String, T)>,
     ) -> Result<(u64, T)> {
+        self.commit_with(author, SiteChange::Keep, change)
+    }
+
+    /// [`ThreatLibrary::commit`] that also sets the new version's site profile.
+    fn commit_with<T>(
+        &self,
+        author: &str,
+        site: SiteChange<'_>,
+        change: impl FnOnce(&mut Vec<Threat>, &mut Ids) -> Result<(String, T)>,
+    ) -> Result<(u64, T)> {
         let path = &self.path;
         let txn = self
             .db
@@ -466,6 +527,27 @@ impl ThreatLibrary {
             let (description, out) = change(&mut threats, &mut ids)?;
             threats.sort_by_key(|t| t.id);
             let version = latest + 1;
+            let site = match site {
+                SiteChange::Keep => snapshot.site,
+                SiteChange::Restore(s) => s,
+                SiteChange::New(profile, sources) => {
+                    let mut profiles = txn
+                        .open_table(PROFILES)
+                        .map_err(store(path, "opening profiles"))?;
+                    profiles
+                        .insert(version, to_json(path, "site profile", profile)?.as_str())
+                        .map_err(store(path, "writing a site profile"))?;
+                    Some(SiteRef {
+                        profile: version,
+                        created_at: crate::time::now(),
+                        flows_kept: profile.flows_kept,
+                        flows_offered: profile.flows_offered,
+                        calibration_rows: profile.calibration_rows(),
+                        budget: profile.budget,
+                        sources,
+                    })
+                }
+            };
             for id in &ids.new {
                 ids_table
                     .insert(*id, version)
@@ -478,6 +560,7 @@ impl ThreatLibrary {
                 author: author.to_string(),
                 change: description,
                 threats,
+                site,
             };
             versions
                 .insert(version, to_json(path, "new version", &next)?.as_str())
@@ -535,7 +618,16 @@ impl ThreatLibrary {
             .last()
             .map_err(store(path, "reading ids"))?
             .map_or(1, |(k, _)| k.value() + 1);
-        build(model, draft, options, next, &current.threats, path)
+        let (reference, profile) = self.reference(model)?;
+        build(
+            model,
+            (&reference, profile.as_ref()),
+            draft,
+            options,
+            next,
+            &current.threats,
+            path,
+        )
     }
 
     /// Enrols a threat (guarded): a new version holding it. Refused with
@@ -548,8 +640,17 @@ impl ThreatLibrary {
     ) -> Result<Enrolment> {
         self.check_model(model)?;
         let path = self.path.clone();
+        let (reference, profile) = self.reference(model)?;
         let (version, threat) = self.commit(&draft.author, |threats, ids| {
-            let mut threat = build(model, draft, options, ids.peek(), threats, &path)?;
+            let mut threat = build(
+                model,
+                (&reference, profile.as_ref()),
+                draft,
+                options,
+                ids.peek(),
+                threats,
+                &path,
+            )?;
             if !threat.report.accepted && !options.force {
                 return Err(LibraryError::Refused {
                     name: draft.name.clone(),
@@ -560,6 +661,12 @@ impl ThreatLibrary {
             threat.id = ids.assign(&path, Some(threat.id))?;
             threat.signature_id = SIGNATURE_BASE + threat.id;
             threats.push(threat.clone());
+            if let Some(p) = &profile {
+                rejoin(&reference, threats, p.budget)?;
+                if let Some(t) = threats.iter().find(|t| t.id == threat.id) {
+                    threat.threshold = t.threshold;
+                }
+            }
             let forced = if threat.report.forced { ", forced" } else { "" };
             Ok((
                 format!(
@@ -623,11 +730,81 @@ impl ThreatLibrary {
     /// since are still never reused).
     pub fn rollback(&self, version: u64, author: &str) -> Result<u64> {
         let old = self.version(version)?;
-        let (v, ()) = self.commit(author, |threats, _| {
+        let (v, ()) = self.commit_with(author, SiteChange::Restore(old.site), |threats, _| {
             *threats = old.threats;
             Ok((format!("rollback to version {version}"), ()))
         })?;
         Ok(v)
+    }
+
+    /// The site profile `version` is calibrated on (`None`: none), checked against the library's
+    /// embedding size.
+    pub fn profile(&self, version: &LibraryVersion) -> Result<Option<SiteProfile>> {
+        let Some(site) = &version.site else {
+            return Ok(None);
+        };
+        let path = &self.path;
+        let txn = self
+            .db
+            .begin_read()
+            .map_err(store(path, "starting a read"))?;
+        let table = txn
+            .open_table(PROFILES)
+            .map_err(store(path, "opening profiles"))?;
+        let record = format!("site profile {}", site.profile);
+        let text = table
+            .get(site.profile)
+            .map_err(store(path, "reading a site profile"))?
+            .map(|v| v.value().to_string())
+            .ok_or_else(|| corrupt(path, record.clone(), "referred to but missing"))?;
+        let profile: SiteProfile = serde_json::from_str(&text)
+            .map_err(|e| corrupt(path, record.clone(), e.to_string()))?;
+        profile
+            .validate(self.identity.dim)
+            .map_err(|e| corrupt(path, record, e.to_string()))?;
+        Ok(Some(profile))
+    }
+
+    /// The benign reference the current version decides with: its site profile's when it has one,
+    /// else the model's.
+    pub fn reference(&self, model: &ThreatModel) -> Result<(BenignReference, Option<SiteProfile>)> {
+        let profile = self.profile(&self.current()?)?;
+        Ok(match profile {
+            Some(p) => (p.reference(), Some(p)),
+            None => (model.reference.clone(), None),
+        })
+    }
+
+    /// Stores `profile` (learnt from `sources`) as the library's site profile and refits every
+    /// threat on it, jointly calibrated at the profile's budget: one new version.
+    pub fn baseline(
+        &self,
+        model: &ThreatModel,
+        profile: &SiteProfile,
+        sources: Vec<String>,
+        author: &str,
+    ) -> Result<Baseline> {
+        self.check_model(model)?;
+        profile.validate(self.identity.dim)?;
+        let reference = profile.reference();
+        let description = format!(
+            "baseline from {} flows ({} kept, {} calibration rows, budget {})",
+            profile.flows_offered,
+            profile.flows_kept,
+            profile.calibration_rows(),
+            profile.budget
+        );
+        let (version, (threats, report)) =
+            self.commit_with(author, SiteChange::New(profile, sources), |threats, _| {
+                let (refit, report) = calibrate_jointly(&reference, threats, profile.budget)?;
+                *threats = refit;
+                Ok((description, (threats.clone(), report)))
+            })?;
+        Ok(Baseline {
+            version,
+            threats,
+            report,
+        })
     }
 
     fn refit(
@@ -640,20 +817,18 @@ impl ThreatLibrary {
         edit: impl FnOnce(&mut Threat),
     ) -> Result<Enrolment> {
         self.check_model(model)?;
-        let budget = options.budget.unwrap_or(model.reference.fpr_budget);
+        let (reference, profile) = self.reference(model)?;
+        let budget = guard_budget(options, model, profile.as_ref());
         let (version, threat) = self.commit(author, |threats, _| {
             let Some(t) = threats.iter_mut().find(|t| t.name == name) else {
                 let v = self.current()?.version;
                 return Err(self.unknown(threats, name, v));
             };
             edit(t);
-            let f = fit(
-                &model.reference,
-                &t.support,
-                &t.negatives,
-                seed_for(t.id),
-                budget,
-            )?;
+            let mut f = fit(&reference, &t.support, &t.negatives, seed_for(t.id), budget)?;
+            if profile.is_some() {
+                f.report.model_fpr = Some(model_fpr(model, &reference, &f.prototypes, f.threshold));
+            }
             if !f.report.accepted && !options.force {
                 return Err(LibraryError::Refused {
                     name: name.to_string(),
@@ -665,7 +840,16 @@ impl ThreatLibrary {
             t.report = f.report;
             t.report.forced = !t.report.accepted;
             t.updated_at = crate::time::now();
-            Ok((format!("{what} {} (id {})", t.name, t.id), t.clone()))
+            let id = t.id;
+            let description = format!("{what} {} (id {})", t.name, t.id);
+            if let Some(p) = &profile {
+                rejoin(&reference, threats, p.budget)?;
+            }
+            let t = threats.iter().find(|t| t.id == id).cloned();
+            Ok((
+                description,
+                t.ok_or_else(|| self.unknown(threats, name, 0))?,
+            ))
         })?;
         Ok(Enrolment { version, threat })
     }
@@ -750,20 +934,66 @@ impl ThreatLibrary {
     /// Imports an exchange document (`source` names it in messages): refused if it was exported for
     /// another model; a name that exists already is an error unless `replace`. Imported threats keep
     /// their ids when this library never assigned them, else get fresh ones. One new version.
+    ///
+    /// Nothing in the document decides: each threat's prototypes, threshold and guard report are
+    /// refitted from its own support and negative examples on this library's benign reference (its
+    /// site profile, else the model's), and the guard refuses a threat that would flag more than the
+    /// budget unless `options.force`. Examples whose values lie far outside the model's embedding
+    /// range, and threats over the caps on prototypes and examples, are refused.
     pub fn import_json(
         &self,
+        model: &ThreatModel,
         text: &str,
         source: &Path,
         replace: bool,
         author: &str,
+        options: EnrolOptions,
     ) -> Result<ImportSummary> {
+        self.check_model(model)?;
         let doc = ThreatDocument::parse(text, source)?;
         self.check_identity(&doc.model, format!("the document {}", source.display()))?;
         doc.validate(source)?;
+        let (reference, profile) = self.reference(model)?;
+        let budget = guard_budget(options, model, profile.as_ref());
+        // Embeddings live in a bounded region: the model's own rows set the scale.
+        let scale = model
+            .reference
+            .calibration
+            .iter()
+            .chain(&reference.calibration)
+            .fold(1.0f32, |m, v| m.max(v.abs()));
+        let limit = 100.0 * scale;
         let path = self.path.clone();
         let (version, summary) = self.commit(author, |threats, ids| {
             let mut summary = ImportSummary::default();
             for mut t in doc.threats {
+                for (field, flows) in [("support", &t.support), ("negatives", &t.negatives)] {
+                    if let Some((i, f)) = flows
+                        .iter()
+                        .enumerate()
+                        .find(|(_, f)| f.embedding.iter().any(|v| v.abs() > limit))
+                    {
+                        return Err(LibraryError::Document {
+                            path: source.to_path_buf(),
+                            field: format!("threat {:?}: {field}[{i}].embedding", t.name),
+                            message: format!(
+                                "values beyond ±{limit:.1}, far outside the model's embedding range (its benign rows stay within ±{scale:.2}): not an embedding of this model ({} {})",
+                                f.source, f.locator
+                            ),
+                        });
+                    }
+                }
+                let f = fit(&reference, &t.support, &t.negatives, seed_for(t.id), budget)?;
+                if !f.report.accepted && !options.force {
+                    return Err(LibraryError::Refused {
+                        name: t.name.clone(),
+                        report: Box::new(f.report),
+                    });
+                }
+                t.prototypes = f.prototypes;
+                t.threshold = f.threshold;
+                t.report = f.report;
+                t.report.forced = !t.report.accepted;
                 let keep_id = if let Some(i) = threats.iter().position(|e| e.name == t.name) {
                     if !replace {
                         return Err(LibraryError::DuplicateName {
@@ -786,6 +1016,9 @@ impl ThreatLibrary {
                 t.signature_id = SIGNATURE_BASE + t.id;
                 threats.push(t);
             }
+            if let Some(p) = &profile {
+                rejoin(&reference, threats, p.budget)?;
+            }
             let description = format!(
                 "import {} ({} added, {} replaced)",
                 source.display(),
@@ -798,12 +1031,19 @@ impl ThreatLibrary {
     }
 
     /// [`ThreatLibrary::import_json`] from a file.
-    pub fn import_file(&self, source: &Path, replace: bool, author: &str) -> Result<ImportSummary> {
+    pub fn import_file(
+        &self,
+        model: &ThreatModel,
+        source: &Path,
+        replace: bool,
+        author: &str,
+        options: EnrolOptions,
+    ) -> Result<ImportSummary> {
         let text = std::fs::read_to_string(source).map_err(|e| LibraryError::Io {
             path: source.to_path_buf(),
             source: e,
         })?;
-        self.import_json(&text, source, replace, author)
+        self.import_json(model, &text, source, replace, author, options)
     }
 }
 
@@ -814,6 +1054,7 @@ fn to_json_pretty<T: Serialize>(path: &Path, value: &T) -> Result<String> {
 /// Fits a draft into a threat with id `id`; the caller applies the guard (`report.accepted`).
 fn build(
     model: &ThreatModel,
+    (reference, profile): (&BenignReference, Option<&SiteProfile>),
     draft: &ThreatDraft,
     options: EnrolOptions,
     id: u32,
@@ -829,12 +1070,56 @@ fn build(
             id: t.id,
         });
     }
-    let budget = options.budget.unwrap_or(model.reference.fpr_budget);
-    Ok(Threat::enrol(
-        &model.reference,
-        id,
-        draft,
-        budget,
-        crate::time::now(),
-    )?)
+    let budget = guard_budget(options, model, profile);
+    let mut threat = Threat::enrol(reference, id, draft, budget, crate::time::now())?;
+    if profile.is_some() {
+        threat.report.model_fpr = Some(model_fpr(
+            model,
+            reference,
+            &threat.prototypes,
+            threat.threshold,
+        ));
+    }
+    Ok(threat)
+}
+
+/// The guard's budget: the user's, else the threats' share of the site profile's budget (half: the
+/// unknown rule has the other half), else the model's.
+fn guard_budget(options: EnrolOptions, model: &ThreatModel, profile: Option<&SiteProfile>) -> f64 {
+    options.budget.unwrap_or(match profile {
+        Some(p) => p.budget / 2.0,
+        None => model.reference.fpr_budget,
+    })
+}
+
+/// Share of the model's own benign reference rows a threat (centres, threshold) flags when decided
+/// with `reference` (the site's): the second figure the guard reports on a baselined library.
+fn model_fpr(
+    model: &ThreatModel,
+    reference: &BenignReference,
+    prototypes: &[Vec<f32>],
+    threshold: f32,
+) -> f64 {
+    let dim = reference.dim;
+    let rows: Vec<&[f32]> = model.reference.calibration.chunks_exact(dim).collect();
+    let flagged = rows
+        .iter()
+        .filter(|c| {
+            reference.benign_distance(c)
+                - metaids_decide::geometry::min_distance(c, prototypes.iter().map(Vec::as_slice))
+                > threshold
+        })
+        .count();
+    flagged as f64 / rows.len().max(1) as f64
+}
+
+/// Refits every threat jointly on the site profile (after a change to one of them), keeping each
+/// threat's guard report from its own fit.
+fn rejoin(reference: &BenignReference, threats: &mut [Threat], budget: f64) -> Result<()> {
+    let (refit, _) = calibrate_jointly(reference, threats, budget)?;
+    for (t, r) in threats.iter_mut().zip(refit) {
+        t.prototypes = r.prototypes;
+        t.threshold = r.threshold;
+    }
+    Ok(())
 }

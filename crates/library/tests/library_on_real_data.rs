@@ -284,7 +284,9 @@ fn a_library_refuses_another_model_and_its_documents() {
     // A document exported for one model is refused by a library of another.
     let path2 = fresh("mismatch-other.redb");
     let lib2 = ThreatLibrary::create(&path2, other).expect("create");
-    let err = lib2.import_file(&doc, false, "t").expect_err("refused");
+    let err = lib2
+        .import_file(other, &doc, false, "t", EnrolOptions::default())
+        .expect_err("refused");
     assert!(matches!(err, LibraryError::ModelMismatch { .. }), "{err}");
     assert!(err.to_string().contains("mismatch.json"), "{err}");
     assert_eq!(lib2.current().expect("current").version, 1);
@@ -385,7 +387,9 @@ fn export_then_import_gives_bit_identical_threats() {
     assert_eq!(lib.export_to(&doc).expect("export"), 2);
     let path2 = fresh("import.redb");
     let lib2 = ThreatLibrary::create(&path2, m).expect("create");
-    let s = lib2.import_file(&doc, false, "t").expect("import");
+    let s = lib2
+        .import_file(m, &doc, false, "t", EnrolOptions::default())
+        .expect("import");
     assert_eq!(s.added.len(), 2);
     let (a, b) = (
         lib.current().expect("a").threats,
@@ -407,9 +411,13 @@ fn export_then_import_gives_bit_identical_threats() {
     };
     assert_eq!(bits(&a), bits(&b));
     // A second import clashes on names unless --replace; replacing keeps ids.
-    let err = lib2.import_file(&doc, false, "t").expect_err("clash");
+    let err = lib2
+        .import_file(m, &doc, false, "t", EnrolOptions::default())
+        .expect_err("clash");
     assert!(matches!(err, LibraryError::DuplicateName { .. }), "{err}");
-    let s = lib2.import_file(&doc, true, "t").expect("replace");
+    let s = lib2
+        .import_file(m, &doc, true, "t", EnrolOptions::default())
+        .expect("replace");
     assert_eq!(s.replaced.len(), 2);
     assert_eq!(lib2.current().expect("b").threats, a);
     // A tampered document is refused with the field named.
@@ -418,14 +426,28 @@ fn export_then_import_gives_bit_identical_threats() {
     let mut bad = v.clone();
     bad["threats"][0]["prototypes"][0] = serde_json::json!([1.0, 2.0]);
     let err = lib2
-        .import_json(&bad.to_string(), Path::new("bad.json"), true, "t")
+        .import_json(
+            m,
+            &bad.to_string(),
+            Path::new("bad.json"),
+            true,
+            "t",
+            EnrolOptions::default(),
+        )
         .expect_err("bad");
     assert!(
         err.to_string().contains("threats[0].prototypes[0]"),
         "{err}"
     );
     let err = lib2
-        .import_json("{\"x\": 1}", Path::new("other.json"), true, "t")
+        .import_json(
+            m,
+            "{\"x\": 1}",
+            Path::new("other.json"),
+            true,
+            "t",
+            EnrolOptions::default(),
+        )
         .expect_err("bad");
     assert!(
         err.to_string().contains("not a metaids threat export"),
@@ -490,14 +512,27 @@ fn crash_writer_child() {
     let Ok(spec) = std::env::var(WRITER_ENV) else {
         return;
     };
-    let (lib_path, doc) = spec.split_once('|').expect("lib|doc");
-    let lib = ThreatLibrary::open_without_model(Path::new(lib_path)).expect("open");
+    let mut parts = spec.split('|');
+    let (lib_path, doc, model_path) = (
+        parts.next().expect("lib"),
+        parts.next().expect("doc"),
+        parts.next().expect("model"),
+    );
+    let model = load(Path::new(model_path)).expect("model");
+    let lib = ThreatLibrary::open(Path::new(lib_path), &model).expect("open");
     let doc = std::fs::read_to_string(doc).expect("doc");
     for i in 0.. {
         let v = if i % 2 == 0 {
-            lib.import_json(&doc, Path::new("doc.json"), true, "writer")
-                .expect("import")
-                .version
+            lib.import_json(
+                &model,
+                &doc,
+                Path::new("doc.json"),
+                true,
+                "writer",
+                EnrolOptions::default(),
+            )
+            .expect("import")
+            .version
         } else {
             lib.remove("ssh", "writer").expect("remove")
         };
@@ -518,6 +553,9 @@ fn a_writer_killed_mid_commit_leaves_the_last_committed_version_intact() {
         )
         .expect("enrol");
     let doc = work_dir().join("crash.json");
+    // The writer child imports, which refits with the model: it loads this one.
+    let model_dir = work_dir().join("crash.model");
+    save(m, &model_dir).expect("save model");
     lib.export_to(&doc).expect("export");
     drop(lib);
     let exe = std::env::current_exe().expect("exe");
@@ -531,7 +569,15 @@ fn a_writer_killed_mid_commit_leaves_the_last_committed_version_intact() {
                 "--test-threads",
                 "1",
             ])
-            .env(WRITER_ENV, format!("{}|{}", path.display(), doc.display()))
+            .env(
+                WRITER_ENV,
+                format!(
+                    "{}|{}|{}",
+                    path.display(),
+                    doc.display(),
+                    model_dir.display()
+                ),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -652,4 +698,165 @@ proptest! {
             }
         }
     }
+}
+
+/// Issue 12: a baseline stores the site profile as a library version, refits every threat on it
+/// jointly within the budget, drives later enrolments (the guard then reports both FPRs), and a
+/// rollback restores the profile the earlier version had.
+#[test]
+fn baseline_refits_threats_on_the_site_profile_and_rolls_back() {
+    let m = model();
+    let path = fresh("baseline.redb");
+    let lib = ThreatLibrary::create(&path, m).expect("create");
+    lib.add(
+        m,
+        &draft("ssh", flows("SSH-Patator", 5, 1)),
+        EnrolOptions::default(),
+    )
+    .expect("enrol ssh");
+    let before = lib.current().expect("current");
+    assert!(before.site.is_none());
+    assert!(lib.profile(&before).expect("profile").is_none());
+
+    // The "site": 2,400 benign rows the model was never calibrated on (the benign query pool).
+    let d = cic();
+    let rows = seeded_subsample(&d.split.benign_query, 2400, 7);
+    let emb = m.embed_rows(&d.frame, &rows).expect("embed");
+    let sources: Vec<String> = rows
+        .iter()
+        .map(|&r| {
+            d.frame
+                .identifiers(r)
+                .into_iter()
+                .find(|(n, _)| *n == "Src IP")
+                .map_or("?".into(), |(_, v)| v.to_string())
+        })
+        .collect();
+    let profile = metaids_decide::SiteProfile::learn(
+        &emb,
+        m.dim(),
+        &sources,
+        metaids_decide::ProfileOptions::default(),
+    )
+    .expect("learn");
+    let b = lib
+        .baseline(m, &profile, vec!["benign query pool".into()], "tester")
+        .expect("baseline");
+    let allowed = (profile.budget * b.report.rows as f64).floor() as usize;
+    assert!(
+        b.report.threat_flagged + b.report.unknown_flagged <= allowed,
+        "{:?}",
+        b.report
+    );
+    let after = lib.current().expect("current");
+    assert_eq!(after.version, b.version);
+    let site = after.site.clone().expect("site");
+    assert_eq!(site.calibration_rows, profile.calibration_rows());
+    assert_eq!(lib.profile(&after).expect("read").as_ref(), Some(&profile));
+    assert_ne!(
+        after.threats[0].threshold, before.threats[0].threshold,
+        "the threat was refitted on the site's rows"
+    );
+
+    // An enrolment on a baselined library is guarded on the site and reports the model's figure.
+    let e = lib
+        .add(
+            m,
+            &draft("ftp", flows("FTP-Patator", 5, 2)),
+            EnrolOptions::default(),
+        )
+        .expect("enrol ftp");
+    assert!(e.threat.report.model_fpr.is_some(), "{:?}", e.threat.report);
+    assert_eq!(
+        e.threat.report.benign_reference_rows,
+        profile.calibration_rows()
+    );
+    let now = lib.current().expect("current");
+    assert_eq!(now.site, after.site, "the profile carries over");
+    let (reference, _) = lib.reference(m).expect("reference");
+    let decider = metaids_decide::Decider::new(
+        reference.clone(),
+        now.threats.clone(),
+        reference.unknown_threshold,
+    )
+    .expect("arm");
+    let flagged = reference
+        .calibration
+        .chunks_exact(m.dim())
+        .filter(|c| decider.decide(c).kind != metaids_decide::VerdictKind::Benign)
+        .count();
+    assert!(
+        flagged <= allowed,
+        "{flagged} > {allowed}: two threats keep the joint budget"
+    );
+
+    // Rolling back to before the baseline restores the model's reference.
+    lib.rollback(before.version, "tester").expect("rollback");
+    let back = lib.current().expect("current");
+    assert!(back.site.is_none());
+    assert_eq!(back.threats, before.threats);
+    // A profile of another embedding size is refused, and the library is unchanged.
+    let mut wrong = profile.clone();
+    wrong.dim += 1;
+    assert!(lib.baseline(m, &wrong, vec![], "tester").is_err());
+    assert_eq!(lib.current().expect("current").version, back.version);
+}
+
+/// Issue 11 (item 2): an imported document decides nothing by itself — thresholds and prototypes are
+/// refitted from the examples, oversized or out-of-range threats are refused, and the guard runs.
+#[test]
+fn imports_refit_and_guard_what_the_document_claims() {
+    let m = model();
+    let path = fresh("import-guard.redb");
+    let lib = ThreatLibrary::create(&path, m).expect("create");
+    lib.add(
+        m,
+        &draft("ssh", flows("SSH-Patator", 5, 4)),
+        EnrolOptions::default(),
+    )
+    .expect("enrol");
+    let good = lib.current().expect("current").threats[0].clone();
+    let doc = work_dir().join("import-guard.json");
+    lib.export_to(&doc).expect("export");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&doc).expect("read")).expect("json");
+    let target = fresh("import-guard-2.redb");
+    let lib2 = ThreatLibrary::create(&target, m).expect("create");
+    let import = |doc: &serde_json::Value| {
+        lib2.import_json(
+            m,
+            &doc.to_string(),
+            Path::new("tampered.json"),
+            true,
+            "t",
+            EnrolOptions::default(),
+        )
+    };
+    // A negative threshold and huge prototypes are ignored: the threat is refitted.
+    let mut t = v.clone();
+    t["threats"][0]["threshold"] = serde_json::json!(-1000.0);
+    let huge = vec![1e30f32; m.dim()];
+    t["threats"][0]["prototypes"] = serde_json::json!([huge]);
+    import(&t).expect("import");
+    let got = lib2.current().expect("current").threats[0].clone();
+    assert_eq!(got.threshold, good.threshold);
+    assert_eq!(got.prototypes, good.prototypes);
+    // 100 prototypes: over the cap, refused with the field named.
+    let mut t = v.clone();
+    t["threats"][0]["prototypes"] = serde_json::json!(vec![vec![0.0f32; m.dim()]; 100]);
+    let err = import(&t).expect_err("too many prototypes");
+    assert!(err.to_string().contains("prototypes"), "{err}");
+    // A support embedding far outside the model's range is refused.
+    let mut t = v.clone();
+    t["threats"][0]["support"][0]["embedding"] = serde_json::json!(vec![1e9f32; m.dim()]);
+    let err = import(&t).expect_err("out of range");
+    assert!(err.to_string().contains("embedding range"), "{err}");
+    // Benign flows claimed as a threat: the guard refuses them.
+    let mut t = v.clone();
+    let benign = embed(&seeded_subsample(&cic().split.benign_query, 5, 9));
+    t["threats"][0]["support"] = serde_json::to_value(&benign).expect("json");
+    t["threats"][0]["name"] = serde_json::json!("poison");
+    let err = import(&t).expect_err("guard");
+    assert!(matches!(err, LibraryError::Refused { .. }), "{err}");
+    assert!(lib2.current().expect("current").threat("poison").is_none());
 }

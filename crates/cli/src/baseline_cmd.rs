@@ -1,0 +1,242 @@
+//! `metaids baseline`: reads the site's benign flows (captures or flow files), embeds them, learns
+//! the site profile (the decision core's `SiteProfile`) and stores it with every threat refitted on
+//! it (the library's `baseline`). Printing and argument checks only; the rules live in
+//! `metaids-decide`.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use metaids_decide::{Decider, ProfileOptions, SiteProfile, VerdictKind};
+use metaids_ingest::{read_files, ReadOptions};
+use metaids_library::{ModelIdentity, ThreatLibrary};
+
+use crate::args::BaselineArgs;
+use crate::threat_cmd::{from_capture, Candidates};
+
+/// Most baseline flows listed as flagged by a threat.
+const LISTED: usize = 20;
+/// Share of the window the threats may flag before it looks like attack traffic.
+const ATTACK_WINDOW: f64 = 0.5;
+
+fn author(a: &BaselineArgs) -> String {
+    a.author
+        .clone()
+        .or_else(|| std::env::var("USER").ok())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Flow-file rows (with `label` when given) as candidates.
+fn from_flow_files(
+    paths: &[PathBuf],
+    label: Option<&str>,
+    model: &metaids_model::ThreatModel,
+) -> Result<Candidates> {
+    let opts = ReadOptions {
+        dataset: Some(model.normaliser.kind),
+        ..ReadOptions::default()
+    };
+    let (frame, _) = read_files(paths, &opts).with_context(|| {
+        format!(
+            "reading flows for the model's dataset ({})",
+            model.normaliser.kind
+        )
+    })?;
+    model.check_layout(&frame.layout)?;
+    let rows: Vec<usize> = (0..frame.len())
+        .filter(|&r| label.is_none_or(|l| frame.label(r) == l))
+        .collect();
+    let locators = (0..frame.len())
+        .map(|r| (frame.provenance(r), format!("row {}", r + 1)))
+        .collect();
+    Ok(Candidates {
+        frame,
+        rows,
+        locators,
+    })
+}
+
+/// Runs the command.
+pub fn run(a: BaselineArgs) -> Result<()> {
+    let started = Instant::now();
+    let model = metaids_model::load(&a.model)
+        .with_context(|| format!("cannot load model {}", a.model.display()))?;
+    let c = if a.pcap.is_empty() {
+        from_flow_files(&a.flows, a.label.as_deref(), &model)?
+    } else {
+        from_capture(
+            &a.pcap,
+            a.select.as_deref(),
+            crate::extract::flow_config(&a.flow)?,
+            &model,
+        )?
+    };
+    if c.rows.is_empty() {
+        bail!(
+            "no flows to learn from{}: a baseline needs the site's benign traffic",
+            a.label
+                .as_ref()
+                .map_or_else(String::new, |l| format!(" (no row labelled {l:?})"))
+        );
+    }
+    let sources: Vec<String> = c
+        .rows
+        .iter()
+        .map(|&r| {
+            c.frame
+                .identifiers(r)
+                .into_iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case("Src IP"))
+                .map_or_else(|| "unknown".to_string(), |(_, v)| v.to_string())
+        })
+        .collect();
+    let embed_started = Instant::now();
+    // The scoring kernel (equal to candle within 1e-4 per row) embeds at detection speed.
+    model.check_layout(&c.frame.layout)?;
+    let x = model.normaliser.transform(&c.frame, &c.rows)?;
+    let emb = metaids_model::ScoringKernel::for_model(&model)?.embed(&x)?;
+    let embed_s = embed_started.elapsed().as_secs_f64();
+    let dim = model.dim();
+    let files: Vec<String> = if a.pcap.is_empty() { &a.flows } else { &a.pcap }
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+
+    let library = if a.library.exists() {
+        ThreatLibrary::open(&a.library, &model)?
+    } else if a.dry_run {
+        bail!(
+            "{} does not exist (a dry run creates nothing)",
+            a.library.display()
+        );
+    } else {
+        let lib = ThreatLibrary::create_with(&a.library, ModelIdentity::of(&model)?, &author(&a))?;
+        println!(
+            "created threat library {} for model {}",
+            a.library.display(),
+            lib.identity().model
+        );
+        lib
+    };
+    let current = library.current()?;
+    if let Some(site) = &current.site {
+        if !a.update {
+            bail!(
+                "{} already has a baseline (from version {}, {} flows, budget {}): pass --update to learn a new one (the old one stays in the history)",
+                a.library.display(),
+                site.profile,
+                site.flows_kept,
+                site.budget
+            );
+        }
+    }
+
+    // Attack-only or attack-heavy windows: the library's threats, as they decide now, flag most flows.
+    if !current.threats.is_empty() {
+        let (reference, _) = library.reference(&model)?;
+        let decider = Decider::new(reference, current.threats.clone(), f32::INFINITY)?;
+        let flagged = emb
+            .chunks_exact(dim)
+            .filter(|e| decider.decide(e).kind == VerdictKind::Threat)
+            .count();
+        let share = flagged as f64 / c.rows.len() as f64;
+        if share > ATTACK_WINDOW && !a.force {
+            bail!(
+                "{flagged} of the {} baseline flows ({:.1}%) are flagged by the library's threats: the window looks like attack traffic, not the site's benign traffic. Choose another window, or pass --force",
+                c.rows.len(),
+                100.0 * share
+            );
+        }
+    }
+
+    let options = ProfileOptions {
+        budget: a.budget,
+        per_source_cap: a.per_source_cap,
+        prototype_share: a.prototype_share,
+        seed: a.seed,
+        force: a.force,
+        ..ProfileOptions::default()
+    };
+    let profile = SiteProfile::learn(&emb, dim, &sources, options)
+        .with_context(|| format!("baseline of {} flows", c.rows.len()))?;
+    println!(
+        "baseline: {} flows offered, {} kept after the per-source cap of {} ({} benign prototypes, {} calibration rows; smallest budget they support {:.4})",
+        profile.flows_offered,
+        profile.flows_kept,
+        profile.per_source_cap,
+        profile.prototypes.len() / dim,
+        profile.calibration_rows(),
+        metaids_decide::site::smallest_budget(profile.calibration_rows())
+    );
+    for s in &profile.capped {
+        println!(
+            "  capped source {}: {} flows offered, {} kept",
+            s.source, s.offered, s.kept
+        );
+    }
+    if a.dry_run {
+        let (threats, report) = metaids_decide::calibrate_jointly(
+            &profile.reference(),
+            &current.threats,
+            profile.budget,
+        )?;
+        print_joint(&report, &threats);
+        println!("dry run: nothing stored");
+        return Ok(());
+    }
+    let b = library.baseline(&model, &profile, files, &author(&a))?;
+    print_joint(&b.report, &b.threats);
+
+    // Baseline flows the refitted threats flag: attacks hiding in the window?
+    let decider = Decider::new(
+        profile.reference(),
+        b.threats.clone(),
+        profile.unknown_threshold,
+    )?;
+    let mut listed = 0;
+    let mut flagged = 0;
+    for (k, e) in emb.chunks_exact(dim).enumerate() {
+        let v = decider.decide(e);
+        if let Some(t) = v.flagged() {
+            flagged += 1;
+            if listed < LISTED {
+                let r = c.rows[k];
+                println!(
+                    "  flagged by {:?}: {} {} (source {})",
+                    b.threats[t].name, c.locators[r].0, c.locators[r].1, sources[k]
+                );
+                listed += 1;
+            }
+        }
+    }
+    println!(
+        "{flagged} of the {} baseline flows are flagged by a threat{}",
+        c.rows.len(),
+        if flagged > 0 {
+            " (listed above, at most 20): attacks in the baseline window, or threats too close to the site's traffic"
+        } else {
+            ""
+        }
+    );
+    println!(
+        "stored as library version {} ({:.0} flows/s embedded; {:.2} s in all)",
+        b.version,
+        c.rows.len() as f64 / embed_s.max(1e-9),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn print_joint(r: &metaids_decide::JointReport, threats: &[metaids_library::Threat]) {
+    println!(
+        "joint calibration on {} calibration rows at budget {}: {} flagged by a threat, {} unknown (FPR {:.4}); threat thresholds raised to level {:.3}",
+        r.rows, r.budget, r.threat_flagged, r.unknown_flagged, r.fpr, r.level
+    );
+    for (t, (k, n)) in threats.iter().zip(&r.support_flagged) {
+        println!(
+            "  {}: threshold {:.4}, flags {k} of its {n} support flows",
+            t.name, t.threshold
+        );
+    }
+}

@@ -1,0 +1,544 @@
+//! The site profile: what `metaids baseline` learns from the benign traffic of the network metaids
+//! guards — benign prototypes and calibration rows in the model's embedding, the unknown threshold at
+//! the budget — and the joint calibration that holds the false-positive budget on that traffic for
+//! every threat and the unknown rule together. Pure: callers pass embeddings and each flow's source.
+//!
+//! Learning, from `n` offered flows with their source addresses:
+//!
+//! * **per-source cap**: one source keeps at most `max(⌈c · n⌉, 1)` of its flows (seeded draw), so a
+//!   chatty host or a scan inside the window cannot dominate the profile;
+//! * the kept flows are shuffled (seeded) and split: a share (default ¼, at least 1) gives the
+//!   benign prototypes (seeded k-means), the rest are the **calibration rows**; a row never serves
+//!   both, so calibration measures distances to prototypes it did not shape;
+//! * the smallest budget `n_cal` calibration rows support is `10 / n_cal` (ten calibration rows above
+//!   the threshold); a smaller one is refused with the number of flows it needs.
+//!
+//! **Joint calibration** ([`calibrate_jointly`]) over the calibration rows `C` at budget `α`: the
+//! unknown rule gets `α/2` (its threshold `u` the upper quantile of `min_j d(c, B_j)`); each threat
+//! `t` is fitted alone at `α/2` (threshold `τ_t`, lowered to cover its support flows), and then all
+//! thresholds are raised together to one standardised level (`τ'_t = m_t + λ (τ_t − m_t)`, `m_t` the
+//! median score of `t` over `C`, `λ ≥ 1` the smallest level at which at most `⌊α n / 2⌋` rows are
+//! flagged by any threat), so `n` threats cannot spend `n` budgets. Every flow is then judged by the
+//! one verdict rule; at most `⌊α n⌋` calibration rows get a non-benign verdict.
+
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{DecideError, Result};
+use crate::geometry::{kmeans, upper_quantile};
+use crate::reference::BenignReference;
+use crate::threat::{fit, seed_for, Threat};
+use crate::verdict::{rule, VerdictKind};
+
+/// How a profile is learnt.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ProfileOptions {
+    /// False-positive budget α on the site's benign traffic (threats and unknown rule together).
+    pub budget: f64,
+    /// Largest share of the kept flows one source may contribute.
+    pub per_source_cap: f64,
+    /// Share of the kept flows that give the benign prototypes (the rest calibrate).
+    pub prototype_share: f64,
+    /// Benign prototypes (k of k-means).
+    pub prototypes: usize,
+    /// Seed of the draws and of k-means.
+    pub seed: u64,
+    /// Accept a budget the calibration rows cannot support.
+    pub force: bool,
+}
+
+impl Default for ProfileOptions {
+    fn default() -> Self {
+        ProfileOptions {
+            budget: 0.01,
+            per_source_cap: 0.1,
+            prototype_share: 0.25,
+            prototypes: 16,
+            seed: 2026,
+            force: false,
+        }
+    }
+}
+
+/// A source whose flows the per-source cap cut.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CappedSource {
+    /// The source (an address).
+    pub source: String,
+    /// Its flows offered.
+    pub offered: usize,
+    /// Its flows kept.
+    pub kept: usize,
+}
+
+/// The benign side of a site, learnt from its traffic.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteProfile {
+    /// Embedding size.
+    pub dim: usize,
+    /// Flows offered.
+    pub flows_offered: usize,
+    /// Flows kept after the per-source cap.
+    pub flows_kept: usize,
+    /// The per-source cap used.
+    pub per_source_cap: f64,
+    /// Sources the cap cut, most offered first (at most 20).
+    pub capped: Vec<CappedSource>,
+    /// The budget α of the joint calibration.
+    pub budget: f64,
+    /// Seed of the draws.
+    pub seed: u64,
+    /// Benign prototypes, `m × dim`.
+    pub prototypes: Vec<f32>,
+    /// Calibration rows, `n × dim`.
+    pub calibration: Vec<f32>,
+    /// Unknown threshold `u` (at `α/2` over the calibration rows).
+    pub unknown_threshold: f32,
+}
+
+/// The smallest budget `n` calibration rows support: ten rows above the threshold.
+pub fn smallest_budget(n: usize) -> f64 {
+    10.0 / n.max(1) as f64
+}
+
+/// Calibration rows (hence flows, at the default prototype share) a budget needs.
+pub fn rows_needed(budget: f64) -> usize {
+    (10.0 / budget).ceil() as usize
+}
+
+impl SiteProfile {
+    /// Learns a profile from `embeddings` (`n × dim`) of benign flows whose sources are `sources`
+    /// (one per flow). Refuses no flows, a budget outside `(0, 1)`, and a budget the calibration rows
+    /// cannot support (unless `force`), naming how many flows it needs.
+    pub fn learn(
+        embeddings: &[f32],
+        dim: usize,
+        sources: &[String],
+        options: ProfileOptions,
+    ) -> Result<Self> {
+        let n = embeddings.len().checked_div(dim).unwrap_or(0);
+        if n == 0 || dim == 0 {
+            return Err(DecideError::invalid(
+                "baseline",
+                "no flows: a baseline needs the site's benign traffic",
+            ));
+        }
+        if sources.len() != n {
+            return Err(DecideError::invalid(
+                "sources",
+                format!("{} sources for {n} flows", sources.len()),
+            ));
+        }
+        if let Some(i) = embeddings.iter().position(|v| !v.is_finite()) {
+            return Err(DecideError::invalid(
+                format!("embeddings[{}]", i / dim),
+                "not finite",
+            ));
+        }
+        let b = options.budget;
+        if !(b.is_finite() && b > 0.0 && b < 1.0) {
+            return Err(DecideError::invalid(
+                "budget",
+                format!("{b}: expected a false-positive rate in (0, 1)"),
+            ));
+        }
+        let cap = options.per_source_cap;
+        if !(cap.is_finite() && cap > 0.0 && cap <= 1.0) {
+            return Err(DecideError::invalid(
+                "per_source_cap",
+                format!("{cap}: expected a share in (0, 1]"),
+            ));
+        }
+        let mut rng = ChaCha8Rng::seed_from_u64(options.seed);
+        // Per-source cap.
+        let limit = ((cap * n as f64).ceil() as usize).max(1);
+        let mut by_source: std::collections::BTreeMap<&str, Vec<usize>> = Default::default();
+        for (i, s) in sources.iter().enumerate() {
+            by_source.entry(s.as_str()).or_default().push(i);
+        }
+        let mut kept = Vec::with_capacity(n);
+        let mut capped = Vec::new();
+        for (source, mut rows) in by_source {
+            if rows.len() > limit {
+                rows.shuffle(&mut rng);
+                capped.push(CappedSource {
+                    source: source.to_string(),
+                    offered: rows.len(),
+                    kept: limit,
+                });
+                rows.truncate(limit);
+            }
+            kept.extend(rows);
+        }
+        capped.sort_by(|a, b| b.offered.cmp(&a.offered).then(a.source.cmp(&b.source)));
+        capped.truncate(20);
+        kept.sort_unstable();
+        kept.shuffle(&mut rng);
+        let share = options.prototype_share.clamp(0.05, 0.9);
+        let n_proto = ((share * kept.len() as f64).round() as usize).clamp(1, kept.len());
+        let n_cal = kept.len() - n_proto;
+        let smallest = smallest_budget(n_cal);
+        if n_cal == 0 || (b < smallest && !options.force) {
+            return Err(DecideError::invalid(
+                "budget",
+                format!(
+                    "{b} needs at least {} calibration rows ({} baseline flows at a prototype share of {share}); \
+                     this baseline has {n_cal} calibration rows from {} kept flows (of {n} offered), enough for a budget of {smallest:.4}. \
+                     Record a longer baseline, raise the budget, or force",
+                    rows_needed(b),
+                    (rows_needed(b) as f64 / (1.0 - share)).ceil() as usize,
+                    kept.len()
+                ),
+            ));
+        }
+        let gather = |rows: &[usize]| -> Vec<f32> {
+            rows.iter()
+                .flat_map(|&r| embeddings[r * dim..(r + 1) * dim].iter().copied())
+                .collect()
+        };
+        let proto_rows = gather(&kept[..n_proto]);
+        let calibration = gather(&kept[n_proto..]);
+        let prototypes = kmeans(
+            &proto_rows,
+            dim,
+            options.prototypes.max(1),
+            50,
+            options.seed,
+        );
+        let reference = BenignReference::new(dim, prototypes.clone(), calibration.clone(), b / 2.0);
+        Ok(SiteProfile {
+            dim,
+            flows_offered: n,
+            flows_kept: kept.len(),
+            per_source_cap: cap,
+            capped,
+            budget: b,
+            seed: options.seed,
+            prototypes,
+            calibration,
+            unknown_threshold: reference.unknown_threshold,
+        })
+    }
+
+    /// The profile as the benign reference every rule decides with (budget `α/2`: the unknown
+    /// rule's share).
+    pub fn reference(&self) -> BenignReference {
+        let mut r = BenignReference::new(
+            self.dim,
+            self.prototypes.clone(),
+            self.calibration.clone(),
+            self.budget / 2.0,
+        );
+        r.unknown_threshold = self.unknown_threshold;
+        r
+    }
+
+    /// Calibration rows.
+    pub fn calibration_rows(&self) -> usize {
+        self.calibration.len().checked_div(self.dim).unwrap_or(0)
+    }
+
+    /// Checks the profile's shapes and values (a profile read from a file).
+    pub fn validate(&self, dim: usize) -> Result<()> {
+        let bad = |field: &str, message: String| Err(DecideError::invalid(field, message));
+        if self.dim != dim {
+            return bad("dim", format!("{}, the model embeds into {dim}", self.dim));
+        }
+        if self.prototypes.is_empty() || !self.prototypes.len().is_multiple_of(dim) {
+            return bad("prototypes", format!("{} values", self.prototypes.len()));
+        }
+        if self.calibration.is_empty() || !self.calibration.len().is_multiple_of(dim) {
+            return bad("calibration", format!("{} values", self.calibration.len()));
+        }
+        if self
+            .prototypes
+            .iter()
+            .chain(&self.calibration)
+            .any(|v| !v.is_finite())
+        {
+            return bad("prototypes", "non-finite values".into());
+        }
+        if !(self.budget > 0.0 && self.budget < 1.0) || self.unknown_threshold.is_nan() {
+            return bad("budget", format!("{}", self.budget));
+        }
+        Ok(())
+    }
+}
+
+/// What the joint calibration found on the calibration rows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JointReport {
+    /// Calibration rows.
+    pub rows: usize,
+    /// The budget α.
+    pub budget: f64,
+    /// The common level λ the threat thresholds were raised to (1: none raised).
+    pub level: f32,
+    /// Rows flagged by some threat.
+    pub threat_flagged: usize,
+    /// Rows the unknown rule flags (and no threat).
+    pub unknown_flagged: usize,
+    /// `(threat_flagged + unknown_flagged) / rows`.
+    pub fpr: f64,
+    /// Per threat (in order): support flows still flagged after raising, of its support.
+    pub support_flagged: Vec<(usize, usize)>,
+}
+
+/// Refits every threat on `reference` (the site's) at `α/2` from its own examples, then raises the
+/// thresholds together until the threats flag at most `⌊α n / 2⌋` calibration rows (module
+/// documentation). Returns the threats with their new thresholds and reports, and the figures.
+pub fn calibrate_jointly(
+    reference: &BenignReference,
+    threats: &[Threat],
+    budget: f64,
+) -> Result<(Vec<Threat>, JointReport)> {
+    let dim = reference.dim;
+    let half = budget / 2.0;
+    let mut out = Vec::with_capacity(threats.len());
+    for t in threats {
+        let f = fit(reference, &t.support, &t.negatives, seed_for(t.id), half)?;
+        let mut t = t.clone();
+        t.prototypes = f.prototypes;
+        t.threshold = f.threshold;
+        t.report = f.report;
+        t.report.forced = !t.report.accepted;
+        out.push(t);
+    }
+    let cal: Vec<&[f32]> = reference.calibration.chunks_exact(dim).collect();
+    let n = cal.len();
+    let db: Vec<f32> = cal.iter().map(|c| reference.benign_distance(c)).collect();
+    // scores[t][c] = s_t(c).
+    let scores: Vec<Vec<f32>> = out
+        .iter()
+        .map(|t| {
+            cal.iter()
+                .zip(&db)
+                .map(|(c, &b)| b - t.centre_distance(c))
+                .collect()
+        })
+        .collect();
+    let spread: Vec<(f32, f32)> = out
+        .iter()
+        .zip(&scores)
+        .map(|(t, s)| {
+            let m = upper_quantile(&mut s.clone(), 0.5);
+            (m, (t.threshold - m).max(1e-6))
+        })
+        .collect();
+    let allowed = (half.clamp(0.0, 1.0) * n as f64).floor() as usize;
+    // Each row's standardised level under its most alarming threat; rows above 1 are flagged now.
+    let mut z: Vec<f32> = (0..n)
+        .map(|c| {
+            scores
+                .iter()
+                .zip(&spread)
+                .map(|(s, &(m, sd))| (s[c] - m) / sd)
+                .fold(f32::NEG_INFINITY, f32::max)
+        })
+        .collect();
+    let flagged_at = |lambda: f32| -> usize {
+        (0..n)
+            .filter(|&c| {
+                scores
+                    .iter()
+                    .zip(&spread)
+                    .any(|(s, &(m, sd))| s[c] > m + lambda * sd)
+            })
+            .count()
+    };
+    let mut level = 1.0f32;
+    if !out.is_empty() && flagged_at(1.0) > allowed {
+        z.sort_unstable_by(|a, b| b.total_cmp(a));
+        // The (allowed + 1)-th largest level, or the next one up should rounding flag more rows.
+        for &cand in z.iter().take(allowed.min(n.saturating_sub(1)) + 1).rev() {
+            level = cand.max(1.0);
+            if flagged_at(level) <= allowed {
+                break;
+            }
+        }
+        for (t, &(m, sd)) in out.iter_mut().zip(&spread) {
+            t.threshold = m + level * sd;
+            t.report.threshold = t.threshold;
+        }
+    }
+    let mut threat_flagged = 0;
+    let mut unknown_flagged = 0;
+    let protos: Vec<Vec<f32>> = out.iter().map(Threat::flat_prototypes).collect();
+    for (c, &b) in cal.iter().zip(&db) {
+        let v = rule(
+            b,
+            protos
+                .iter()
+                .zip(&out)
+                .map(|(p, t)| (crate::geometry::nearest(c, p, dim).1, t.threshold)),
+            reference.unknown_threshold,
+        );
+        match v.kind {
+            VerdictKind::Threat => threat_flagged += 1,
+            VerdictKind::Unknown => unknown_flagged += 1,
+            VerdictKind::Benign => {}
+        }
+    }
+    let support_flagged = out
+        .iter()
+        .map(|t| {
+            let k = t
+                .support
+                .iter()
+                .filter(|f| t.flags(reference, &f.embedding))
+                .count();
+            (k, t.support.len())
+        })
+        .collect();
+    let report = JointReport {
+        rows: n,
+        budget,
+        level,
+        threat_flagged,
+        unknown_flagged,
+        fpr: (threat_flagged + unknown_flagged) as f64 / n.max(1) as f64,
+        support_flagged,
+    };
+    Ok((out, report))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::threat::ThreatDraft;
+    use proptest::prelude::*;
+
+    /// `n` benign embeddings in a ring around the origin (2-d), from `hosts` sources round-robin.
+    fn benign(n: usize, hosts: usize) -> (Vec<f32>, Vec<String>) {
+        let mut e = Vec::with_capacity(2 * n);
+        let mut s = Vec::with_capacity(n);
+        for i in 0..n {
+            let a = i as f32 * 0.618;
+            let r = 1.0 + (i % 17) as f32 * 0.1;
+            e.extend_from_slice(&[r * a.cos(), r * a.sin()]);
+            s.push(format!("10.0.0.{}", i % hosts));
+        }
+        (e, s)
+    }
+
+    fn threat(r: &BenignReference, id: u32, at: [f32; 2]) -> Threat {
+        let rows: Vec<f32> = (0..5)
+            .flat_map(|i| [at[0] + i as f32 * 0.05, at[1]])
+            .collect();
+        let d = ThreatDraft::from_embeddings(&format!("t{id}"), &rows, 2, "t.csv", "test");
+        Threat::enrol(r, id, &d, 0.01, String::new()).expect("enrol")
+    }
+
+    #[test]
+    fn learning_refuses_what_it_cannot_calibrate() {
+        let o = ProfileOptions::default();
+        let e = SiteProfile::learn(&[], 2, &[], o).expect_err("empty");
+        assert!(e.to_string().contains("no flows"), "{e}");
+        let (emb, src) = benign(1500, 50);
+        let small = ProfileOptions { budget: 0.001, ..o };
+        let e = SiteProfile::learn(&emb, 2, &src, small).expect_err("too small");
+        let msg = e.to_string();
+        assert!(msg.contains("10000 calibration rows"), "{msg}");
+        assert!(msg.contains("13334 baseline flows"), "{msg}");
+        let forced = ProfileOptions {
+            force: true,
+            ..small
+        };
+        assert!(SiteProfile::learn(&emb, 2, &src, forced).is_ok());
+        let p = SiteProfile::learn(&emb, 2, &src, o).expect("learn");
+        assert_eq!(p.flows_kept, 1500);
+        assert_eq!(p.calibration_rows(), 1125);
+        assert!(p.validate(2).is_ok() && p.validate(3).is_err());
+        assert_eq!(p, SiteProfile::learn(&emb, 2, &src, o).expect("again"));
+    }
+
+    #[test]
+    fn one_chatty_source_is_capped() {
+        let (mut emb, mut src) = benign(1000, 50);
+        // A scanner: 3,000 flows from one address, far from the benign ring.
+        for i in 0..3000 {
+            emb.extend_from_slice(&[30.0 + (i % 7) as f32 * 0.01, 30.0]);
+            src.push("192.0.2.66".into());
+        }
+        let p = SiteProfile::learn(&emb, 2, &src, ProfileOptions::default()).expect("learn");
+        assert_eq!(p.capped[0].source, "192.0.2.66");
+        assert_eq!(p.capped[0].kept, 400);
+        assert_eq!(p.flows_kept, 1400);
+        // The scan is a minority of the profile, so a flow like it stays far from benign.
+        let r = p.reference();
+        let uncapped = ProfileOptions {
+            per_source_cap: 1.0,
+            ..ProfileOptions::default()
+        };
+        let all = SiteProfile::learn(&emb, 2, &src, uncapped).expect("learn");
+        assert!(all.capped.is_empty());
+        assert!(r.calibration_rows() < all.reference().calibration_rows());
+    }
+
+    #[test]
+    fn joint_calibration_holds_the_budget_for_many_threats() {
+        let (emb, src) = benign(4000, 100);
+        let p = SiteProfile::learn(&emb, 2, &src, ProfileOptions::default()).expect("learn");
+        let r = p.reference();
+        // Ten threats around the benign ring: alone, each may flag up to α/2 of the rows.
+        let threats: Vec<Threat> = (0..10)
+            .map(|i| {
+                let a = i as f32 * 0.628;
+                threat(&r, i + 1, [4.5 * a.cos(), 4.5 * a.sin()])
+            })
+            .collect();
+        let (fitted, rep) = calibrate_jointly(&r, &threats, p.budget).expect("joint");
+        assert_eq!(rep.rows, p.calibration_rows());
+        let allowed = (p.budget * rep.rows as f64).floor() as usize;
+        assert!(
+            rep.threat_flagged + rep.unknown_flagged <= allowed,
+            "{rep:?}"
+        );
+        assert!(rep.threat_flagged <= allowed / 2, "{rep:?}");
+        // The same count from the decider's own verdicts on the calibration rows.
+        let d = crate::Decider::new(r.clone(), fitted.clone(), r.unknown_threshold).expect("arm");
+        let flagged = r
+            .calibration
+            .chunks_exact(2)
+            .filter(|c| d.decide(c).kind != VerdictKind::Benign)
+            .count();
+        assert_eq!(flagged, rep.threat_flagged + rep.unknown_flagged);
+        // A flow at a threat's support is still named as it.
+        let v = d.decide(&[4.55, 0.0]);
+        assert_eq!(v.flagged(), Some(0), "{v:?}");
+        assert!(
+            calibrate_jointly(&r, &[], 0.01)
+                .expect("none")
+                .1
+                .threat_flagged
+                == 0
+        );
+    }
+
+    proptest! {
+        /// Whatever the threats, the calibration rows keep the budget.
+        #[test]
+        fn the_budget_holds_on_the_calibration_rows(
+            centres in proptest::collection::vec((-6.0f32..6.0, -6.0f32..6.0), 1..8),
+            budget in 0.01f64..0.2,
+        ) {
+            let (emb, src) = benign(2000, 40);
+            let o = ProfileOptions { budget, ..ProfileOptions::default() };
+            let p = SiteProfile::learn(&emb, 2, &src, o).expect("learn");
+            let r = p.reference();
+            let threats: Vec<Threat> = centres
+                .iter()
+                .enumerate()
+                .map(|(i, &(x, y))| threat(&r, i as u32 + 1, [x, y]))
+                .collect();
+            let (_, rep) = calibrate_jointly(&r, &threats, budget).expect("joint");
+            let allowed = (budget * rep.rows as f64).floor() as usize;
+            prop_assert!(rep.threat_flagged + rep.unknown_flagged <= allowed, "{:?}", rep);
+        }
+    }
+}
