@@ -30,6 +30,14 @@ use metaids_ingest::{read_files, resolve_files, write_atomic, BadRowPolicy, Read
 use args::{BenchArgs, Cli, Command, DataArgs, EvaluateArgs, OnBadRow, ProtocolArgs};
 
 fn main() {
+    // A damaged threat library makes the storage engine panic on its check thread; the library turns
+    // that into an error naming the file, so the panic message itself is noise.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if std::thread::current().name() != Some(metaids_library::CHECK_THREAD) {
+            default_hook(info);
+        }
+    }));
     let cli = Cli::parse();
     let filter = std::env::var("METAIDS_LOG").unwrap_or_else(|_| cli.log.clone());
     tracing_subscriber::fmt()

@@ -32,7 +32,7 @@ pub fn run(c: ThreatCommand) -> Result<()> {
         ThreatCommand::Add(a) => add(*a),
         ThreatCommand::List(a) => list(&a),
         ThreatCommand::Show(a) => {
-            let lib = ThreatLibrary::open_without_model(&a.lib.library)?;
+            let lib = ThreatLibrary::open_read_only(&a.lib.library)?;
             let current = lib.current()?;
             let Some(t) = current.threat(&a.name) else {
                 bail!(
@@ -57,7 +57,7 @@ pub fn run(c: ThreatCommand) -> Result<()> {
             Ok(())
         }
         ThreatCommand::Export(a) => {
-            let lib = ThreatLibrary::open_without_model(&a.lib.library)?;
+            let lib = ThreatLibrary::open_read_only(&a.lib.library)?;
             let n = lib.export_to_with(&a.out, a.redact)?;
             println!(
                 "exported {n} threat(s) of version {} to {} (model {})",
@@ -126,7 +126,7 @@ pub fn run(c: ThreatCommand) -> Result<()> {
             Ok(())
         }
         ThreatCommand::History(a) => {
-            let lib = ThreatLibrary::open_without_model(&a.library)?;
+            let lib = ThreatLibrary::open_read_only(&a.library)?;
             println!("| version | parent | when | who | change | threats |\n|---:|---:|---|---|---|---:|");
             for v in lib.history()? {
                 println!(
@@ -176,7 +176,7 @@ fn names(threats: &[Threat]) -> String {
 }
 
 fn list(a: &ThreatListArgs) -> Result<()> {
-    let lib = ThreatLibrary::open_without_model(&a.lib.library)?;
+    let lib = ThreatLibrary::open_read_only(&a.lib.library)?;
     let v = lib.current()?;
     let id = lib.identity();
     if a.json {

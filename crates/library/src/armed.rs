@@ -56,7 +56,7 @@ impl ArmedThreats {
             .find(|b| !b.is_ascii_whitespace())
             .is_some_and(|&b| b == b'{');
         if !is_json {
-            let library = ThreatLibrary::open(path, model)?;
+            let library = ThreatLibrary::open_read_only_for(path, model)?;
             let current = library.current()?;
             let profile = library.profile(&current)?;
             return Ok(ArmedThreats {

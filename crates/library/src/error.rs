@@ -29,6 +29,20 @@ pub enum LibraryError {
         #[source]
         source: std::io::Error,
     },
+    /// A change was asked of a library opened read-only.
+    #[error("threat library {path} was opened read-only: open it for changes")]
+    ReadOnly {
+        /// The file.
+        path: PathBuf,
+    },
+    /// Another process held the library for longer than opening waits.
+    #[error("threat library {path} is held by another metaids process (waited {waited_s:.1} s): try again once it finishes")]
+    Busy {
+        /// The file.
+        path: PathBuf,
+        /// Seconds waited.
+        waited_s: f64,
+    },
     /// `create` was asked to overwrite an existing file.
     #[error("threat library {path} already exists; open it instead (or choose another path)")]
     Exists {

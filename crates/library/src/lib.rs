@@ -27,5 +27,5 @@ pub use metaids_decide::threat::{
 };
 pub use store::{
     Baseline, Enrolment, LibraryVersion, ModelIdentity, SiteRef, ThreatLibrary, VersionSummary,
-    LIBRARY_FORMAT, MAX_THREAT_ID,
+    CHECK_THREAD, LIBRARY_FORMAT, MAX_THREAT_ID,
 };

@@ -11,7 +11,9 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use metaids_model::ThreatModel;
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{
+    Database, ReadOnlyDatabase, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{LibraryError, Result};
@@ -165,10 +167,34 @@ impl Ids {
     }
 }
 
+/// Name of the thread that opens and checks a library file: the storage engine asserts (panics) on
+/// some corrupt files instead of returning an error, and a panic there becomes
+/// [`LibraryError::Corrupt`]. A binary's panic hook may stay silent for it.
+pub const CHECK_THREAD: &str = "metaids-library-check";
+
+/// How long opening waits for another process that holds the library (a writer, or readers while
+/// this one wants to write) before giving up with [`LibraryError::Busy`].
+pub const OPEN_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The open file: for changes, or read-only (any number of readers at once, and no header rewrite).
+enum Db {
+    Write(Database),
+    Read(ReadOnlyDatabase),
+}
+
+impl Db {
+    fn begin_read(&self) -> std::result::Result<ReadTransaction, redb::TransactionError> {
+        match self {
+            Db::Write(d) => d.begin_read(),
+            Db::Read(d) => d.begin_read(),
+        }
+    }
+}
+
 /// A threat library file, open.
 pub struct ThreatLibrary {
     path: PathBuf,
-    db: Database,
+    db: Db,
     identity: ModelIdentity,
 }
 
@@ -300,45 +326,65 @@ impl ThreatLibrary {
         Ok(lib)
     }
 
-    /// Opens the library for changes that score nothing (list, show, remove, rollback, history,
-    /// export, import: an import is checked against the library's recorded identity).
+    /// Opens the library for changes that score nothing (remove, rollback, history, import: an
+    /// import is checked against the library's recorded identity). Waits up to [`OPEN_WAIT`] for
+    /// another process holding it.
     pub fn open_without_model(path: &Path) -> Result<Self> {
+        Self::open_mode(path, false)
+    }
+
+    /// Opens the library read-only: any number of readers at once, none of them changes the file,
+    /// and a read-only file can be read. Changes through it fail with [`LibraryError::ReadOnly`].
+    pub fn open_read_only(path: &Path) -> Result<Self> {
+        Self::open_mode(path, true)
+    }
+
+    /// [`ThreatLibrary::open_read_only`], refusing a library of another model than `model`.
+    pub fn open_read_only_for(path: &Path, model: &ThreatModel) -> Result<Self> {
+        let lib = Self::open_read_only(path)?;
+        lib.check_model(model)?;
+        Ok(lib)
+    }
+
+    fn open_mode(path: &Path, read_only: bool) -> Result<Self> {
         if !path.exists() {
             return Err(LibraryError::Missing {
                 path: path.to_path_buf(),
             });
         }
-        let db = Database::open(path).map_err(store(path, "opening"))?;
-        let txn = db.begin_read().map_err(store(path, "starting a read"))?;
-        let not_lib = |message: String| LibraryError::NotALibrary {
-            path: path.to_path_buf(),
-            message,
-        };
-        let meta = txn
-            .open_table(META)
-            .map_err(|e| not_lib(format!("no meta table ({e})")))?;
-        let format = meta
-            .get("format")
-            .map_err(store(path, "reading meta"))?
-            .map(|v| v.value().to_string());
-        match format.as_deref() {
-            Some(LIBRARY_FORMAT) => {}
-            Some(other) => {
-                return Err(not_lib(format!(
-                    "format {other:?}, this build reads {LIBRARY_FORMAT:?}"
-                )))
+        // Opening and a full read of every table run on a helper thread: a panic in the storage
+        // engine on a corrupt file is turned into an error naming the file.
+        let outcome = std::thread::scope(|s| {
+            let handle = std::thread::Builder::new()
+                .name(CHECK_THREAD.into())
+                .spawn_scoped(s, || -> Result<(Db, ModelIdentity)> {
+                    let db = open_waiting(path, read_only)?;
+                    let identity = check_file(&db, path)?;
+                    Ok((db, identity))
+                })
+                .map_err(|source| LibraryError::Io {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+            Ok::<_, LibraryError>(handle.join())
+        })?;
+        let (db, identity) = match outcome {
+            Ok(r) => r?,
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "an internal check failed".into());
+                return Err(corrupt(
+                    path,
+                    "file",
+                    format!(
+                        "the storage engine cannot read it ({what}): the file is damaged; restore a backup, or create a new library and `metaids threat import` the last `metaids threat export`"
+                    ),
+                ));
             }
-            None => return Err(not_lib("no format record".into())),
-        }
-        let identity_text = meta
-            .get("identity")
-            .map_err(store(path, "reading meta"))?
-            .map(|v| v.value().to_string())
-            .ok_or_else(|| not_lib("no identity record".into()))?;
-        let identity: ModelIdentity = serde_json::from_str(&identity_text)
-            .map_err(|e| corrupt(path, "identity", e.to_string()))?;
-        drop(meta);
-        drop(txn);
+        };
         Ok(ThreatLibrary {
             path: path.to_path_buf(),
             db,
@@ -486,10 +532,10 @@ impl ThreatLibrary {
         change: impl FnOnce(&mut Vec<Threat>, &mut Ids) -> Result<(String, T)>,
     ) -> Result<(u64, T)> {
         let path = &self.path;
-        let txn = self
-            .db
-            .begin_write()
-            .map_err(store(path, "starting a write"))?;
+        let Db::Write(db) = &self.db else {
+            return Err(LibraryError::ReadOnly { path: path.clone() });
+        };
+        let txn = db.begin_write().map_err(store(path, "starting a write"))?;
         let (version, out) = {
             let mut counters = txn
                 .open_table(COUNTERS)
@@ -1045,6 +1091,114 @@ impl ThreatLibrary {
         })?;
         self.import_json(model, &text, source, replace, author, options)
     }
+}
+
+/// Opens the file, waiting up to [`OPEN_WAIT`] while another process holds it.
+fn open_waiting(path: &Path, read_only: bool) -> Result<Db> {
+    let started = std::time::Instant::now();
+    let mut pause = std::time::Duration::from_millis(20);
+    loop {
+        let opened = if read_only {
+            ReadOnlyDatabase::open(path).map(Db::Read)
+        } else {
+            Database::open(path).map(Db::Write)
+        };
+        match opened {
+            Ok(db) => return Ok(db),
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) if started.elapsed() < OPEN_WAIT => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(std::time::Duration::from_millis(250));
+            }
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
+                return Err(LibraryError::Busy {
+                    path: path.to_path_buf(),
+                    waited_s: started.elapsed().as_secs_f64(),
+                })
+            }
+            Err(e) if read_only && e.to_string().contains("repair") => {
+                // Not closed cleanly: only a writer may repair it. Repair, then read.
+                drop(Database::open(path).map_err(store(path, "repairing"))?);
+            }
+            Err(e) => return Err(store(path, "opening")(e)),
+        }
+    }
+}
+
+/// Reads every table of the file once (the format, the identity, every version and profile record,
+/// the ids), so damage anywhere is found at open; returns the model identity.
+fn check_file(db: &Db, path: &Path) -> Result<ModelIdentity> {
+    let txn = db.begin_read().map_err(store(path, "starting a read"))?;
+    let not_lib = |message: String| LibraryError::NotALibrary {
+        path: path.to_path_buf(),
+        message,
+    };
+    let meta = txn
+        .open_table(META)
+        .map_err(|e| not_lib(format!("no meta table ({e})")))?;
+    let format = meta
+        .get("format")
+        .map_err(store(path, "reading meta"))?
+        .map(|v| v.value().to_string());
+    match format.as_deref() {
+        Some(LIBRARY_FORMAT) => {}
+        Some(other) => {
+            return Err(not_lib(format!(
+                "format {other:?}, this build reads {LIBRARY_FORMAT:?}"
+            )))
+        }
+        None => return Err(not_lib("no format record".into())),
+    }
+    let identity_text = meta
+        .get("identity")
+        .map_err(store(path, "reading meta"))?
+        .map(|v| v.value().to_string())
+        .ok_or_else(|| not_lib("no identity record".into()))?;
+    let identity: ModelIdentity = serde_json::from_str(&identity_text)
+        .map_err(|e| corrupt(path, "identity", e.to_string()))?;
+    let counters = txn
+        .open_table(COUNTERS)
+        .map_err(store(path, "opening counters"))?;
+    let current = counters
+        .get("current")
+        .map_err(store(path, "reading counters"))?
+        .map(|v| v.value())
+        .ok_or_else(|| corrupt(path, "counters", "no current version"))?;
+    let versions = txn
+        .open_table(VERSIONS)
+        .map_err(store(path, "opening versions"))?;
+    let mut seen_current = false;
+    for item in versions.iter().map_err(store(path, "reading versions"))? {
+        let (k, v) = item.map_err(store(path, "reading versions"))?;
+        seen_current |= k.value() == current;
+        if v.value().is_empty() {
+            return Err(corrupt(
+                path,
+                format!("version {}", k.value()),
+                "empty record",
+            ));
+        }
+    }
+    if !seen_current {
+        return Err(corrupt(
+            path,
+            format!("version {current}"),
+            "current but missing",
+        ));
+    }
+    let ids = txn.open_table(IDS).map_err(store(path, "opening ids"))?;
+    for item in ids.iter().map_err(store(path, "reading ids"))? {
+        item.map_err(store(path, "reading ids"))?;
+    }
+    match txn.open_table(PROFILES) {
+        Ok(profiles) => {
+            for item in profiles.iter().map_err(store(path, "reading profiles"))? {
+                item.map_err(store(path, "reading profiles"))?;
+            }
+        }
+        Err(redb::TableError::TableDoesNotExist(_)) => {}
+        Err(e) => return Err(store(path, "opening profiles")(e)),
+    }
+    Ok(identity)
 }
 
 fn to_json_pretty<T: Serialize>(path: &Path, value: &T) -> Result<String> {

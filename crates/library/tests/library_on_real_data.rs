@@ -860,3 +860,72 @@ fn imports_refit_and_guard_what_the_document_claims() {
     assert!(matches!(err, LibraryError::Refused { .. }), "{err}");
     assert!(lib2.current().expect("current").threat("poison").is_none());
 }
+
+/// Issue 11 (item 1): truncated or bit-flipped library files give an error naming the file (never a
+/// panic escaping the library), and readers open a library read-only without blocking each other.
+#[test]
+fn damaged_files_are_errors_and_readers_share_the_file() {
+    let m = model();
+    let path = fresh("damage.redb");
+    let lib = ThreatLibrary::create(&path, m).expect("create");
+    lib.add(
+        m,
+        &draft("ssh", flows("SSH-Patator", 5, 5)),
+        EnrolOptions::default(),
+    )
+    .expect("enrol");
+    drop(lib);
+    let bytes = std::fs::read(&path).expect("read");
+    // Readers at once: two read-only handles, and the file is not rewritten by them.
+    let a = ThreatLibrary::open_read_only(&path).expect("reader a");
+    let b = ThreatLibrary::open_read_only_for(&path, m).expect("reader b");
+    assert_eq!(
+        a.current().expect("a").threats,
+        b.current().expect("b").threats
+    );
+    assert!(matches!(
+        a.remove("ssh", "t"),
+        Err(LibraryError::ReadOnly { .. })
+    ));
+    drop((a, b));
+    assert_eq!(
+        std::fs::read(&path).expect("read"),
+        bytes,
+        "readers wrote nothing"
+    );
+
+    let mut damaged = 0;
+    let mut cases: Vec<Vec<u8>> = [64usize, 512, 4096, bytes.len() / 2, bytes.len() - 1]
+        .iter()
+        .map(|&n| bytes[..n.min(bytes.len())].to_vec())
+        .collect();
+    for i in 0..40usize {
+        let mut b = bytes.clone();
+        let at = (i * 7919 + 13) % b.len();
+        b[at] ^= 1 << (i % 8);
+        cases.push(b);
+    }
+    for (i, case) in cases.iter().enumerate() {
+        let p = work_dir().join(format!("damaged-{i}.redb"));
+        std::fs::write(&p, case).expect("write");
+        for read_only in [true, false] {
+            let opened = if read_only {
+                ThreatLibrary::open_read_only(&p)
+            } else {
+                ThreatLibrary::open_without_model(&p)
+            };
+            match opened {
+                Ok(lib) => {
+                    let _ = lib.current().map(|c| lib.profile(&c));
+                    let _ = lib.history();
+                }
+                Err(e) => {
+                    damaged += 1;
+                    assert!(e.to_string().contains(&format!("damaged-{i}.redb")), "{e}");
+                }
+            }
+        }
+        let _ = std::fs::remove_file(&p);
+    }
+    assert!(damaged >= 10, "only {damaged} damaged copies refused");
+}
