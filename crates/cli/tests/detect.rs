@@ -345,5 +345,62 @@ fn detect_refuses_flows_of_another_schema_and_bad_options() {
         .expect("run");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("nft table"));
+    // Issue 11: failed runs leave nothing behind (no x.json.partial, no verdicts file).
+    let mut left: Vec<String> = std::fs::read_dir(work.path())
+        .expect("dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert!(left.is_empty(), "left behind: {left:?}");
     let _ = &s.dir;
+}
+
+/// Issue 11: outputs that are not regular files are written through, never replaced; a symlink is
+/// followed.
+#[cfg(unix)]
+#[test]
+fn special_output_files_are_never_replaced() {
+    use std::os::unix::fs::FileTypeExt;
+    let s = setup();
+    let ssh = shared("pcaps/zeek-traces/ssh/sshguess.pcap")
+        .display()
+        .to_string();
+    if Path::new("/dev/full").exists() {
+        let out = metaids()
+            .arg("detect")
+            .arg("--model")
+            .arg(&s.model)
+            .arg("--library")
+            .arg(&s.library)
+            .args(["--pcap", &ssh, "--alerts", "/dev/full", "--quiet"])
+            .output()
+            .expect("run");
+        assert!(
+            !out.status.success(),
+            "writing alerts to a full device fails"
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("/dev/full"), "{err}");
+        let t = std::fs::metadata("/dev/full").expect("meta").file_type();
+        assert!(t.is_char_device(), "/dev/full is still a device");
+    }
+    let work = tempfile::tempdir().expect("tmp");
+    let real = work.path().join("real.json");
+    let link = work.path().join("link.json");
+    std::os::unix::fs::symlink("real.json", &link).expect("link");
+    detect(s, &["--pcap", &ssh], &link);
+    assert!(std::fs::symlink_metadata(&link)
+        .expect("meta")
+        .file_type()
+        .is_symlink());
+    assert!(std::fs::read_to_string(&real)
+        .expect("alerts")
+        .contains("\"alert\""));
+    // /dev/null as the verdicts output: written through, still a device.
+    let out = work.path().join("eve.json");
+    detect(s, &["--pcap", &ssh, "--verdicts", "/dev/null"], &out);
+    assert!(std::fs::metadata("/dev/null")
+        .expect("meta")
+        .file_type()
+        .is_char_device());
 }

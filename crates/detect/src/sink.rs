@@ -6,9 +6,8 @@
 //!
 //! Sinks do not decide anything; the pipeline hands them finished batches.
 
-use std::fs::File;
-use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::io::Write;
+use std::path::Path;
 
 use serde::Serialize;
 
@@ -73,89 +72,53 @@ pub trait Sink: Send {
 }
 
 /// An output file written as a stream: `OUT.partial` while running, synced per batch, renamed to
-/// `OUT` by [`StreamFile::commit`]. Dropped without commit, the partial file stays for inspection.
+/// `OUT` by [`StreamFile::commit`] (`metaids_durable`: a device, FIFO or socket is written through,
+/// a symlink followed). Dropped without commit (a failed run), the partial file is removed.
 #[derive(Debug)]
 pub struct StreamFile {
-    path: PathBuf,
-    partial: PathBuf,
-    out: Option<BufWriter<File>>,
-    bytes: u64,
+    file: metaids_durable::DurableFile,
 }
 
 impl StreamFile {
     /// Creates (truncates) `OUT.partial`.
     pub fn create(path: &Path) -> Result<Self> {
-        let mut name = path.file_name().unwrap_or_default().to_os_string();
-        name.push(".partial");
-        let partial = path.with_file_name(name);
-        let file = File::create(&partial).map_err(DetectError::io(&partial))?;
-        Ok(StreamFile {
-            path: path.to_path_buf(),
-            partial,
-            out: Some(BufWriter::with_capacity(1 << 16, file)),
-            bytes: 0,
-        })
+        let file = metaids_durable::DurableFile::create(path, metaids_durable::Staging::Partial)
+            .map_err(DetectError::io(path))?;
+        Ok(StreamFile { file })
     }
 
     /// The final path.
     pub fn path(&self) -> &Path {
-        &self.path
+        self.file.path()
     }
 
     /// Appends bytes.
     pub fn write_all(&mut self, bytes: &[u8]) -> Result<()> {
-        let w = self.out.as_mut().ok_or_else(|| DetectError::Sink {
-            sink: self.path.display().to_string(),
-            message: "written after commit".into(),
-        })?;
-        w.write_all(bytes).map_err(DetectError::io(&self.partial))?;
-        self.bytes += bytes.len() as u64;
-        Ok(())
+        let staging = self.file.staging_path().to_path_buf();
+        self.file.write_all(bytes).map_err(DetectError::io(staging))
     }
 
     /// Flushes and fsyncs the data written so far.
     pub fn sync(&mut self) -> Result<()> {
-        if let Some(w) = self.out.as_mut() {
-            w.flush().map_err(DetectError::io(&self.partial))?;
-            w.get_ref()
-                .sync_data()
-                .map_err(DetectError::io(&self.partial))?;
-        }
-        Ok(())
+        let staging = self.file.staging_path().to_path_buf();
+        self.file.sync().map_err(DetectError::io(staging))
     }
 
     /// Syncs and renames `OUT.partial` to `OUT` (and syncs the directory, where possible).
     pub fn commit(&mut self) -> Result<()> {
-        let Some(w) = self.out.take() else {
-            return Ok(());
-        };
-        let file = w.into_inner().map_err(|e| DetectError::Io {
-            path: self.partial.clone(),
-            source: e.into_error(),
-        })?;
-        file.sync_all().map_err(DetectError::io(&self.partial))?;
-        drop(file);
-        std::fs::rename(&self.partial, &self.path).map_err(DetectError::io(&self.path))?;
-        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            // Best effort: not every platform can open a directory for syncing.
-            if let Ok(d) = File::open(dir) {
-                let _ = d.sync_all();
-            }
-        }
-        Ok(())
+        let path = self.file.path().to_path_buf();
+        self.file.commit_in_place().map_err(DetectError::io(path))
     }
 
     /// Bytes written.
     pub fn bytes(&self) -> u64 {
-        self.bytes
+        self.file.bytes()
     }
 }
 
-/// Writes `bytes` to `path` atomically: temporary file in the same directory, fsync, rename.
+/// Writes `bytes` to `path` durably (`metaids_durable::write_atomic`).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut f = StreamFile::create(path)?;
-    f.write_all(bytes)?;
-    f.commit()
+    metaids_durable::write_atomic(path, bytes).map_err(DetectError::io(path))
 }
 
 /// EVE JSON lines: every alert, and with `flow_events` an `event_type: "flow"` record per flow.

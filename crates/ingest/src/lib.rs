@@ -454,65 +454,32 @@ pub fn file_sha256(path: &Path) -> Result<String, IngestError> {
 /// file (if any) untouched. Dropped without commit, the temporary file is removed.
 #[derive(Debug)]
 pub struct AtomicFile {
-    path: PathBuf,
-    tmp: PathBuf,
-    file: Option<io::BufWriter<File>>,
+    file: metaids_durable::DurableFile,
 }
 
 impl AtomicFile {
-    /// Creates the temporary file for `path`.
+    /// Creates the temporary file for `path` (`metaids_durable`: a device, FIFO or socket is
+    /// written through, a symlink followed, a directory refused).
     pub fn create(path: &Path) -> Result<Self, IngestError> {
-        let dir = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "out".into());
-        let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-        let file = File::create(&tmp).map_err(|e| io_err(&tmp, e))?;
-        Ok(AtomicFile {
-            path: path.to_path_buf(),
-            tmp,
-            file: Some(io::BufWriter::new(file)),
-        })
+        let file = metaids_durable::DurableFile::create(path, metaids_durable::Staging::Hidden)
+            .map_err(|e| io_err(path, e))?;
+        Ok(AtomicFile { file })
     }
 
     /// Flushes, syncs and renames the file into place.
-    pub fn commit(mut self) -> Result<(), IngestError> {
-        let Some(w) = self.file.take() else {
-            return Ok(());
-        };
-        let file = w
-            .into_inner()
-            .map_err(|e| io_err(&self.path, e.into_error()))?;
-        file.sync_all().map_err(|e| io_err(&self.path, e))?;
-        std::fs::rename(&self.tmp, &self.path).map_err(|e| io_err(&self.path, e))
+    pub fn commit(self) -> Result<(), IngestError> {
+        let path = self.file.path().to_path_buf();
+        self.file.commit().map_err(|e| io_err(&path, e))
     }
 }
 
 impl io::Write for AtomicFile {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match &mut self.file {
-            Some(f) => f.write(buf),
-            None => Err(io::Error::other("file already committed")),
-        }
+        self.file.write(buf)
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        match &mut self.file {
-            Some(f) => f.flush(),
-            None => Ok(()),
-        }
-    }
-}
-
-impl Drop for AtomicFile {
-    fn drop(&mut self) {
-        if self.file.take().is_some() {
-            let _ = std::fs::remove_file(&self.tmp);
-        }
+        self.file.flush()
     }
 }
 

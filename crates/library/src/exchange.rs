@@ -3,7 +3,7 @@
 //! provenance. Parsing and validation only; the store applies an import in one transaction.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
@@ -225,30 +225,13 @@ impl ThreatDocument {
     }
 }
 
-/// Writes `bytes` to a temporary sibling of `path`, syncs it and renames it over `path`.
+/// Writes `bytes` to `path` durably (`metaids_durable::write_atomic`: temporary sibling, sync,
+/// rename; special files written through, symlinks followed).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let io = |p: &Path| {
-        let p: PathBuf = p.to_path_buf();
-        move |source| LibraryError::Io { path: p, source }
-    };
-    let name = path
-        .file_name()
-        .map_or_else(|| "export".into(), |n| n.to_string_lossy().into_owned());
-    let parent = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
-    let result = (|| {
-        let f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
-        std::io::Write::write_all(&mut &f, bytes).map_err(io(&tmp))?;
-        f.sync_all().map_err(io(&tmp))?;
-        std::fs::rename(&tmp, path).map_err(io(path))
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    metaids_durable::write_atomic(path, bytes).map_err(|source| LibraryError::Io {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 #[cfg(test)]
