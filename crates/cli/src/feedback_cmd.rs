@@ -146,12 +146,21 @@ pub fn run(a: FeedbackArgs) -> Result<()> {
         force: a.force,
         budget: None,
     };
-    let enrolment = if a.confirm {
+    let result = if a.confirm {
         library.add_support(&model, &threat, vec![flow], &author, options)
     } else {
         library.add_negative(&model, &threat, vec![flow], &author, options)
-    }
-    .with_context(|| format!("feedback on alert {} for threat {threat:?}", a.alert))?;
+    };
+    let enrolment = match result {
+        // Feedback is idempotent: the same verdict twice changes nothing and is not an error.
+        Err(e @ metaids_library::LibraryError::AlreadyRecorded { .. }) => {
+            println!("{e}");
+            return Ok(());
+        }
+        other => {
+            other.with_context(|| format!("feedback on alert {} for threat {threat:?}", a.alert))?
+        }
+    };
     let t = &enrolment.threat;
     println!(
         "{} alert {} for threat {:?}: library version {} ({} support, {} negative examples, threshold {:.4})",

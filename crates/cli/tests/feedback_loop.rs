@@ -148,6 +148,28 @@ fn feedback_on_alerts_refits_the_threat_and_rollback_restores_it() {
         out.contains("rejected alert") && out.contains("1 negative"),
         "{out}"
     );
+    // Issue 11: the same verdict twice changes nothing; the opposite verdict on the same flow is
+    // refused as a contradiction.
+    let feedback = |verdict: &str| {
+        metaids()
+            .args(["feedback", "--alerts"])
+            .arg(dir.path().join("first.eve.json"))
+            .args(["--alert", &rejected_id, verdict, "--force", "--library"])
+            .arg(&library)
+            .arg("--model")
+            .arg(&model)
+            .output()
+            .expect("feedback")
+    };
+    let again = ok(&feedback("--reject"));
+    assert!(again.contains("already recorded"), "{again}");
+    let contra = feedback("--confirm");
+    assert!(!contra.status.success());
+    let err = String::from_utf8_lossy(&contra.stderr);
+    assert!(
+        err.contains("was rejected") && err.contains("rollback"),
+        "{err}"
+    );
 
     let (verdicts, _) = detect(dir.path(), &model, &library, "second");
     let second = flagged(&verdicts, "flow_id");

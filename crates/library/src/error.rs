@@ -29,6 +29,30 @@ pub enum LibraryError {
         #[source]
         source: std::io::Error,
     },
+    /// Feedback already recorded: the same flow confirmed (or rejected) twice changes nothing.
+    #[error("threat library {path}: {flow} is already recorded that way for {threat:?} (version {version}): nothing to change")]
+    AlreadyRecorded {
+        /// The file.
+        path: PathBuf,
+        /// The threat.
+        threat: String,
+        /// The flow.
+        flow: String,
+        /// The current version.
+        version: u64,
+    },
+    /// Feedback contradicting earlier feedback on the same flow.
+    #[error("threat library {path}: {flow} was {was} for {threat:?} before; a flow cannot be both an example and a negative. Roll back the earlier feedback (`metaids threat history`, `threat rollback`) first")]
+    Contradiction {
+        /// The file.
+        path: PathBuf,
+        /// The threat.
+        threat: String,
+        /// The flow.
+        flow: String,
+        /// What was recorded before (`confirmed` or `rejected`).
+        was: &'static str,
+    },
     /// A change was asked of a library opened read-only.
     #[error("threat library {path} was opened read-only: open it for changes")]
     ReadOnly {

@@ -910,6 +910,7 @@ impl ThreatLibrary {
         options: EnrolOptions,
     ) -> Result<Enrolment> {
         check_flows("support", &flows, self.identity.dim)?;
+        self.check_feedback(model, name, &flows, true)?;
         let n = flows.len();
         self.refit(
             model,
@@ -932,6 +933,7 @@ impl ThreatLibrary {
         options: EnrolOptions,
     ) -> Result<Enrolment> {
         check_flows("negatives", &flows, self.identity.dim)?;
+        self.check_feedback(model, name, &flows, false)?;
         let n = flows.len();
         self.refit(
             model,
@@ -941,6 +943,61 @@ impl ThreatLibrary {
             &format!("reject {n} flow(s) of"),
             |t| t.negatives.extend(flows),
         )
+    }
+
+    /// Feedback checks before a refit: values within the model's embedding range; a flow already
+    /// recorded the same way is [`LibraryError::AlreadyRecorded`] (feedback is idempotent); a flow
+    /// recorded the other way (confirmed, then rejected) is [`LibraryError::Contradiction`].
+    fn check_feedback(
+        &self,
+        model: &ThreatModel,
+        name: &str,
+        flows: &[SupportFlow],
+        confirm: bool,
+    ) -> Result<()> {
+        let (reference, _) = self.reference(model)?;
+        let limit = embedding_limit(model, &reference);
+        for (i, f) in flows.iter().enumerate() {
+            if f.embedding.iter().any(|v| v.abs() > limit) {
+                return Err(LibraryError::Invalid {
+                    field: format!("flows[{i}].embedding"),
+                    message: format!(
+                        "values beyond ±{limit:.1}, far outside the model's embedding range: not an embedding of this model ({} {})",
+                        f.source, f.locator
+                    ),
+                });
+            }
+        }
+        let current = self.current()?;
+        let Some(t) = current.threat(name) else {
+            return Ok(());
+        };
+        for f in flows {
+            let in_support = t.support.iter().any(|s| s.embedding == f.embedding);
+            let in_negatives = t.negatives.iter().any(|s| s.embedding == f.embedding);
+            let (same, other) = if confirm {
+                (in_support, in_negatives)
+            } else {
+                (in_negatives, in_support)
+            };
+            if other {
+                return Err(LibraryError::Contradiction {
+                    path: self.path.clone(),
+                    threat: name.to_string(),
+                    flow: format!("{} {}", f.source, f.locator),
+                    was: if confirm { "rejected" } else { "confirmed" },
+                });
+            }
+            if same {
+                return Err(LibraryError::AlreadyRecorded {
+                    path: self.path.clone(),
+                    threat: name.to_string(),
+                    flow: format!("{} {}", f.source, f.locator),
+                    version: current.version,
+                });
+            }
+        }
+        Ok(())
     }
 
     /// The current version as an exchange document.
@@ -1001,14 +1058,8 @@ impl ThreatLibrary {
         doc.validate(source)?;
         let (reference, profile) = self.reference(model)?;
         let budget = guard_budget(options, model, profile.as_ref());
-        // Embeddings live in a bounded region: the model's own rows set the scale.
-        let scale = model
-            .reference
-            .calibration
-            .iter()
-            .chain(&reference.calibration)
-            .fold(1.0f32, |m, v| m.max(v.abs()));
-        let limit = 100.0 * scale;
+        let limit = embedding_limit(model, &reference);
+        let scale = limit / 100.0;
         let path = self.path.clone();
         let (version, summary) = self.commit(author, |threats, ids| {
             let mut summary = ImportSummary::default();
@@ -1091,6 +1142,18 @@ impl ThreatLibrary {
         })?;
         self.import_json(model, &text, source, replace, author, options)
     }
+}
+
+/// The largest embedding value an example may hold: a hundred times the largest value among the
+/// model's and the reference's benign rows (embeddings live in a bounded region).
+fn embedding_limit(model: &ThreatModel, reference: &BenignReference) -> f32 {
+    let scale = model
+        .reference
+        .calibration
+        .iter()
+        .chain(&reference.calibration)
+        .fold(1.0f32, |m, v| m.max(v.abs()));
+    100.0 * scale
 }
 
 /// Opens the file, waiting up to [`OPEN_WAIT`] while another process holds it.

@@ -859,6 +859,18 @@ fn imports_refit_and_guard_what_the_document_claims() {
     let err = import(&t).expect_err("guard");
     assert!(matches!(err, LibraryError::Refused { .. }), "{err}");
     assert!(lib2.current().expect("current").threat("poison").is_none());
+    // Feedback with an embedding of 3e38 values is refused, not made a prototype (issue 11, item 8).
+    let huge = SupportFlow {
+        source: "alerts.json".into(),
+        locator: "alert x-1".into(),
+        embedding: vec![3e38; m.dim()],
+    };
+    let v = lib2.current().expect("current").version;
+    let err = lib2
+        .add_support(m, "ssh", vec![huge], "t", EnrolOptions::default())
+        .expect_err("out of range");
+    assert!(err.to_string().contains("embedding range"), "{err}");
+    assert_eq!(lib2.current().expect("current").version, v);
 }
 
 /// Issue 11 (item 1): truncated or bit-flipped library files give an error naming the file (never a
