@@ -181,7 +181,8 @@ pub struct EngineStats {
     pub ipv6_extension_headers: u64,
     /// Decoded packets with one or more VLAN tags.
     pub vlan_tagged: u64,
-    /// Packets whose timestamp is earlier than an earlier packet's.
+    /// Packets whose timestamp is earlier than an earlier packet's (each taken at the latest
+    /// timestamp seen, so flow times never run backwards).
     pub out_of_order: u64,
     /// Flows started.
     pub flows_started: u64,
@@ -496,6 +497,10 @@ impl FlowEngine {
     fn process(&mut self, ts: i64, p: &PacketInfo, frame_len: u64) {
         self.stats.decoded += 1;
         self.advance_clock(ts);
+        // A packet stamped before the capture clock (reordered capture, clock step) is taken at the
+        // clock, so a flow's times never run backwards (no negative durations or inter-arrival
+        // times); it is counted in `out_of_order`.
+        let ts = ts.max(self.now);
         self.stats.fragments += u64::from(p.fragment);
         self.stats.ipv4_options += u64::from(p.ipv4_options);
         self.stats.ipv6_extension_headers += u64::from(p.ipv6_ext);
@@ -659,6 +664,42 @@ impl FlowEngine {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 11 (item 9): a packet stamped before an earlier one never makes a flow's times run
+    /// backwards; it is counted.
+    #[test]
+    fn out_of_order_packets_give_no_negative_durations() {
+        let p = PacketInfo {
+            src: "10.0.0.1".parse().expect("ip"),
+            dst: "10.0.0.2".parse().expect("ip"),
+            src_port: 5000,
+            dst_port: 53,
+            protocol: 17,
+            payload_len: 40,
+            header_len: 8,
+            tcp_flags: 0,
+            tcp_window: 0,
+            icmp: None,
+            fragment: false,
+            ipv4_options: false,
+            ipv6_ext: false,
+            vlan_tags: 0,
+        };
+        let mut e = FlowEngine::new(FlowConfig::default()).expect("engine");
+        assert_eq!(e.push_decoded(10_000_000, &p).count(), 0);
+        assert_eq!(e.push_decoded(10_500_000, &p).count(), 0);
+        // 4,294 s earlier: a wrapped or reordered timestamp.
+        assert_eq!(
+            e.push_decoded(10_000_000 - 4_294_967_295_000, &p).count(),
+            0
+        );
+        let flows: Vec<FlowRecord> = e.finish().collect();
+        assert_eq!(flows.len(), 1);
+        let duration = flows[0].features[0];
+        assert!((0.0..=500_000.0).contains(&duration), "duration {duration}");
+        assert!(flows[0].features.iter().all(|v| v.is_finite()));
+        assert_eq!(e.stats().out_of_order, 1);
+    }
 
     #[test]
     fn per_flow_memory_is_bounded() {
