@@ -148,6 +148,9 @@ fn detect_on_captures_writes_eve_verdicts_and_an_nft_script() {
     let flows = counter(&stdout, "flows");
     let alerts = counter(&stdout, "alerts");
     let suppressed = counter(&stdout, "suppressed");
+    // Issue 12: the traffic span, the flow rate and the alerts a day it implies.
+    assert!(stdout.contains("traffic_seconds ") && stdout.contains("flows_per_second "));
+    let _per_day = counter(&stdout, "alerts_per_day");
     let threats = counter(&stdout, "threat");
     let unknown = counter(&stdout, "unknown");
     assert_eq!(alerts + suppressed, threats + unknown);

@@ -66,9 +66,25 @@ pub struct Summary {
     pub batches: u64,
     /// Each sink's counters.
     pub sinks: Vec<SinkReport>,
+    /// Earliest flow start and latest flow end seen (µs since the epoch; `None`: no timed flow).
+    pub span_us: Option<(i64, i64)>,
 }
 
 impl Summary {
+    /// Seconds of traffic the flows cover (first start to last end), when known and positive.
+    pub fn traffic_seconds(&self) -> Option<f64> {
+        self.span_us
+            .map(|(a, b)| (b - a) as f64 / 1e6)
+            .filter(|s| *s > 0.0)
+    }
+
+    /// Alerts a day at the observed flow rate: alerts × 86,400 / traffic seconds (what a SOC would
+    /// handle if this traffic were typical of the day).
+    pub fn alerts_per_day(&self) -> Option<f64> {
+        self.traffic_seconds()
+            .map(|s| self.alerts as f64 * 86_400.0 / s)
+    }
+
     /// Threat verdicts over all threats.
     pub fn threat_total(&self) -> u64 {
         self.threats.values().sum()
@@ -96,6 +112,11 @@ impl fmt::Display for Summary {
         writeln!(f, "alerts {}", self.alerts)?;
         writeln!(f, "suppressed {}", self.suppressed)?;
         writeln!(f, "batches {}", self.batches)?;
+        if let (Some(secs), Some(per_day)) = (self.traffic_seconds(), self.alerts_per_day()) {
+            writeln!(f, "traffic_seconds {secs:.1}")?;
+            writeln!(f, "flows_per_second {:.2}", self.flows as f64 / secs)?;
+            writeln!(f, "alerts_per_day {per_day:.0}")?;
+        }
         for s in &self.sinks {
             for (k, v) in &s.counters {
                 writeln!(f, "{k} {v}")?;
@@ -311,6 +332,13 @@ impl Pipeline {
         let mut candidates: Vec<(usize, Verdict)> = Vec::new();
         for (i, (v, m)) in self.verdicts.iter().zip(metas).enumerate() {
             self.summary.flows += 1;
+            if let Some(start) = m.start_us {
+                let end = start.saturating_add(m.duration_us.max(0.0) as i64);
+                self.summary.span_us = Some(match self.summary.span_us {
+                    Some((a, b)) => (a.min(start), b.max(end)),
+                    None => (start, end),
+                });
+            }
             let sig = match v.kind {
                 VerdictKind::Benign => {
                     self.summary.benign += 1;
