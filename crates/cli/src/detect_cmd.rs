@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::progress::Progress;
 use anyhow::{bail, Context, Result};
-use indicatif::{ProgressBar, ProgressStyle};
 use metaids_capture::{LiveCapture, LiveConfig};
 use metaids_core::schema::DatasetKind;
 use metaids_detect::{
@@ -26,7 +26,7 @@ use crate::args::{DetectArgs, Respond};
 /// Counts bytes read into a progress bar.
 struct Counting<R> {
     inner: R,
-    bar: ProgressBar,
+    bar: Progress,
 }
 
 impl<R: Read> Read for Counting<R> {
@@ -37,18 +37,8 @@ impl<R: Read> Read for Counting<R> {
     }
 }
 
-fn bar(quiet: bool, total: u64, template: &str) -> ProgressBar {
-    let b = if quiet {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::new(total)
-    };
-    b.set_style(
-        ProgressStyle::with_template(template)
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
-    b
+fn bar(quiet: bool, total: u64, template: &str) -> Progress {
+    Progress::new(quiet, total, template, "detect")
 }
 
 fn sinks(a: &DetectArgs) -> Result<Vec<Box<dyn Sink>>> {

@@ -11,6 +11,7 @@ mod extract;
 mod feedback_cmd;
 mod fewshot;
 mod model_cmd;
+mod progress;
 mod standard;
 mod threat_cmd;
 
@@ -19,7 +20,6 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use indicatif::{ProgressBar, ProgressStyle};
 use metaids_core::preprocess::{Normaliser, PreprocessConfig};
 use metaids_core::schema::{DatasetKind, FileFormat};
 use metaids_core::split::SplitSpec;
@@ -268,15 +268,11 @@ fn run_benchmark(
     )?;
     let mut methods = select_methods(&bench, &p.methods, extra)?;
     let total = bench.plan.work() * methods.len() as u64;
-    let bar = if p.quiet {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::new(total)
-    };
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} {msg:28} [{bar:30}] {pos}/{len} tasks, eta {eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
+    let bar = progress::Progress::new(
+        p.quiet,
+        total,
+        "{spinner} {msg:28} [{bar:30}] {pos}/{len} tasks, eta {eta}",
+        "evaluate",
     );
     let progress = |name: &str, n: u64| {
         if bar.message() != name {

@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use indicatif::{ProgressBar, ProgressStyle};
 use metaids_core::episode::seeded_subsample;
 use metaids_core::preprocess::PreprocessConfig;
 use metaids_eval::{FewShotMethod, ProtoNetMethod};
@@ -164,17 +163,11 @@ pub fn fit(
         split_file: loaded.split_name.clone(),
         split_sha256: metaids_core::split::split_hash(&loaded.split_text),
     };
-    let bar = if quiet {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::new(cfg.steps as u64)
-    };
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{spinner} train [{bar:30}] {pos}/{len} steps {msg} eta {eta}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> "),
+    let bar = crate::progress::Progress::new(
+        quiet,
+        cfg.steps as u64,
+        "{spinner} train [{bar:30}] {pos}/{len} steps {msg} eta {eta}",
+        "train",
     );
     let mut progress = |p: &TrainProgress| {
         bar.set_position(p.step as u64);

@@ -26,7 +26,6 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use indicatif::{ProgressBar, ProgressStyle};
 use metaids_core::episode::seeded_subsample;
 use metaids_core::metrics::Summary;
 use metaids_core::preprocess::PreprocessConfig;
@@ -649,17 +648,11 @@ fn train(a: &StandardArgs, loaded: &Loaded, split: &Split) -> Result<ThreatModel
         split_file: "standard: KDDTrain+ only, validation back/portsweep/warezclient".into(),
         split_sha256: String::new(),
     };
-    let bar = if a.quiet {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::new(cfg.steps as u64)
-    };
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{spinner} train on KDDTrain+ [{bar:30}] {pos}/{len} steps {msg}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> "),
+    let bar = crate::progress::Progress::new(
+        a.quiet,
+        cfg.steps as u64,
+        "{spinner} train on KDDTrain+ [{bar:30}] {pos}/{len} steps {msg}",
+        "train on KDDTrain+",
     );
     let t = Instant::now();
     let model = metaids_model::train(

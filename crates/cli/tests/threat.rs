@@ -614,3 +614,29 @@ fn baseline_learns_the_site_and_detect_uses_it() {
     ]);
     assert!(out.contains("site profile: 3426 calibration rows"), "{out}");
 }
+
+/// Issue 10: with stderr not a terminal (as here), a long command prints status lines instead of
+/// staying silent.
+#[test]
+fn train_prints_status_lines_without_a_terminal() {
+    let out = run(&[
+        "train",
+        "--dataset",
+        "cic",
+        "--data",
+        &shared("cic-ids2017-improved"),
+        "--out",
+        &work().join("status.model").display().to_string(),
+        "--steps",
+        "20",
+        "--hidden",
+        "32",
+        "--depth",
+        "1",
+        "--embedding",
+        "16",
+    ]);
+    assert!(out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("train: ") && err.contains("/20"), "{err}");
+}
