@@ -486,11 +486,29 @@ fn feedback_confirms_support_and_rejects_flows() {
         )
         .expect("reject");
     assert!(!after.threat.flags(&m.reference, &victim.embedding));
-    assert_eq!(after.threat.negatives, vec![victim]);
+    assert_eq!(after.threat.negatives, vec![victim.clone()]);
     assert!(after.threat.threshold >= e.threat.threshold);
     assert!(after.version > e.version);
-    // Confirming flows adds them to the support and refits.
-    let confirmed = cand[..3].to_vec();
+    // Confirming the rejected flow is a contradiction, refused with nothing written.
+    let v = lib.current().expect("current").version;
+    let err = lib
+        .add_support(
+            m,
+            "ssh",
+            vec![victim.clone()],
+            "analyst",
+            EnrolOptions::default(),
+        )
+        .expect_err("contradiction");
+    assert!(matches!(err, LibraryError::Contradiction { .. }), "{err}");
+    assert_eq!(lib.current().expect("current").version, v);
+    // Confirming other flows adds them to the support and refits.
+    let confirmed: Vec<SupportFlow> = cand
+        .iter()
+        .filter(|f| f.embedding != victim.embedding)
+        .take(3)
+        .cloned()
+        .collect();
     let more = lib
         .add_support(m, "ssh", confirmed, "analyst", EnrolOptions::default())
         .expect("confirm");
