@@ -20,11 +20,7 @@ const LISTED: usize = 20;
 const ATTACK_WINDOW: f64 = 0.5;
 
 fn author(a: &BaselineArgs) -> String {
-    a.author
-        .clone()
-        .or_else(|| std::env::var("USER").ok())
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "unknown".into())
+    crate::who(a.author.as_deref())
 }
 
 /// Flow-file rows (with `label` when given) as candidates.

@@ -137,11 +137,7 @@ pub fn run(a: FeedbackArgs) -> Result<()> {
             }
         }
     }
-    let author = a
-        .author
-        .clone()
-        .or_else(|| std::env::var("USER").ok())
-        .unwrap_or_else(|| "unknown".into());
+    let author = crate::who(a.author.as_deref());
     let options = EnrolOptions {
         force: a.force,
         budget: None,

@@ -15,6 +15,8 @@ mod progress;
 mod standard;
 mod threat_cmd;
 
+use threat_cmd::who;
+
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 

@@ -157,8 +157,13 @@ pub fn run(c: ThreatCommand) -> Result<()> {
 }
 
 fn author(a: &LibraryArgs) -> String {
-    a.author
-        .clone()
+    crate::who(a.author.as_deref())
+}
+
+/// Who makes a change: the `--author` given, else `$USER`, else `unknown`.
+pub fn who(given: Option<&str>) -> String {
+    given
+        .map(str::to_string)
         .or_else(|| std::env::var("USER").ok())
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "unknown".into())

@@ -436,14 +436,7 @@ impl ThreatLibrary {
             .db
             .begin_read()
             .map_err(store(path, "starting a read"))?;
-        let counters = txn
-            .open_table(COUNTERS)
-            .map_err(store(path, "opening counters"))?;
-        let current = counters
-            .get("current")
-            .map_err(store(path, "reading counters"))?
-            .map(|v| v.value())
-            .ok_or_else(|| corrupt(path, "counters", "no current version"))?;
+        let current = current_version(&txn, path)?;
         let versions = txn
             .open_table(VERSIONS)
             .map_err(store(path, "opening versions"))?;
@@ -1156,6 +1149,19 @@ fn embedding_limit(model: &ThreatModel, reference: &BenignReference) -> f32 {
     100.0 * scale
 }
 
+/// The current version number recorded in a read transaction.
+fn current_version(txn: &ReadTransaction, path: &Path) -> Result<u64> {
+    let counters = txn
+        .open_table(COUNTERS)
+        .map_err(store(path, "opening counters"))?;
+    let current = counters
+        .get("current")
+        .map_err(store(path, "reading counters"))?
+        .map(|v| v.value())
+        .ok_or_else(|| corrupt(path, "counters", "no current version"))?;
+    Ok(current)
+}
+
 /// Opens the file, waiting up to [`OPEN_WAIT`] while another process holds it.
 fn open_waiting(path: &Path, read_only: bool) -> Result<Db> {
     let started = std::time::Instant::now();
@@ -1218,14 +1224,7 @@ fn check_file(db: &Db, path: &Path) -> Result<ModelIdentity> {
         .ok_or_else(|| not_lib("no identity record".into()))?;
     let identity: ModelIdentity = serde_json::from_str(&identity_text)
         .map_err(|e| corrupt(path, "identity", e.to_string()))?;
-    let counters = txn
-        .open_table(COUNTERS)
-        .map_err(store(path, "opening counters"))?;
-    let current = counters
-        .get("current")
-        .map_err(store(path, "reading counters"))?
-        .map(|v| v.value())
-        .ok_or_else(|| corrupt(path, "counters", "no current version"))?;
+    let current = current_version(&txn, path)?;
     let versions = txn
         .open_table(VERSIONS)
         .map_err(store(path, "opening versions"))?;
