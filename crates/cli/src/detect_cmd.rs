@@ -19,7 +19,7 @@ use metaids_detect::{
     Detector, DetectorOptions, EveSink, NftConfig, NftablesSink, Pipeline, PipelineOptions,
     RateLimit, Sink, VerdictSink, WebhookConfig, WebhookSink,
 };
-use metaids_ingest::{read_files, ReadOptions};
+use metaids_ingest::ReadOptions;
 
 use crate::args::{DetectArgs, Respond};
 
@@ -203,17 +203,28 @@ pub fn run(a: DetectArgs) -> Result<()> {
         pb.finish_and_clear();
     }
     if !a.flows.is_empty() {
+        // Streamed in chunks of rows: memory is bounded by the chunk, not the file.
         let opts = ReadOptions {
             dataset: Some(DatasetKind::Cic),
             ..ReadOptions::default()
         };
-        let (frame, _) = read_files(&a.flows, &opts)?;
-        let pb = bar(
-            a.quiet,
-            frame.len() as u64,
-            "{spinner} detect [{bar:30}] {pos}/{len} flows, {per_sec}, eta {eta}",
-        );
-        pipeline.push_frame(&frame, &mut |n| pb.inc(n as u64))?;
+        let pb = bar(a.quiet, 0, "{spinner} detect {pos} flows, {per_sec}");
+        let chunk = a.batch.max(1).saturating_mul(16);
+        let mut skips = metaids_ingest::SkipLog::default();
+        for path in &a.flows {
+            let mut frame = metaids_core::FlowFrame::new(DatasetKind::Cic.layout());
+            metaids_ingest::stream_file(
+                &mut frame,
+                path,
+                &opts,
+                &mut skips,
+                chunk,
+                &mut |f: &mut metaids_core::FlowFrame| -> Result<()> {
+                    pipeline.push_frame(f, &mut |n| pb.inc(n as u64))?;
+                    Ok(())
+                },
+            )?;
+        }
         pb.finish_and_clear();
     }
     if let Some(interface) = &a.interface {

@@ -138,6 +138,18 @@ impl FlowFrame {
         (self.files.len() - 1) as u32
     }
 
+    /// Drops every row, keeping the layout, the files read and the interned categories and labels:
+    /// what a streaming reader does after handing a chunk on, so memory is bounded by the chunk.
+    pub fn clear_rows(&mut self) {
+        self.numeric.clear();
+        self.categorical.clear();
+        self.labels.clear();
+        self.sources.clear();
+        self.identifier_text.clear();
+        self.identifier_starts.clear();
+        self.identifier_starts.push(0);
+    }
+
     /// Appends a parsed row.
     pub fn push(&mut self, row: &RowBuf, source: RowSource) {
         debug_assert_eq!(row.numeric.len(), self.layout.numeric.len());

@@ -246,13 +246,64 @@ pub fn read_from<R: Read>(
     on_bad_row: BadRowPolicy,
     skips: &mut SkipLog,
 ) -> Result<(usize, usize), IngestError> {
+    read_chunked(
+        frame,
+        reader,
+        name,
+        format,
+        on_bad_row,
+        skips,
+        usize::MAX,
+        &mut |_| Ok::<(), IngestError>(()),
+    )
+}
+
+/// Streams one file through `frame` in chunks: every `chunk_rows` rows (and once at the end)
+/// `on_chunk` gets the frame, which is then emptied ([`FlowFrame::clear_rows`]), so memory is bounded
+/// by the chunk, not the file. Rows, lines and bad-row handling are those of [`read_into`].
+pub fn stream_file<E: From<IngestError>>(
+    frame: &mut FlowFrame,
+    path: &Path,
+    opts: &ReadOptions,
+    skips: &mut SkipLog,
+    chunk_rows: usize,
+    on_chunk: &mut dyn FnMut(&mut FlowFrame) -> Result<(), E>,
+) -> Result<(usize, usize), E> {
+    let format = match opts.format {
+        Some(f) => f,
+        None => detect_format(path)?,
+    };
+    read_chunked(
+        frame,
+        open(path)?,
+        &path.display().to_string(),
+        format,
+        opts.on_bad_row,
+        skips,
+        chunk_rows.max(1),
+        on_chunk,
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn read_chunked<R: Read, E: From<IngestError>>(
+    frame: &mut FlowFrame,
+    reader: R,
+    name: &str,
+    format: FileFormat,
+    on_bad_row: BadRowPolicy,
+    skips: &mut SkipLog,
+    chunk_rows: usize,
+    on_chunk: &mut dyn FnMut(&mut FlowFrame) -> Result<(), E>,
+) -> Result<(usize, usize), E> {
     let shown = name.to_string();
     if format.kind() != frame.layout.kind {
         return Err(IngestError::MixedDatasets {
             path: shown,
             expected: frame.layout.kind,
             found: format,
-        });
+        }
+        .into());
     }
     let input = LineLimit {
         inner: reader,
@@ -282,7 +333,7 @@ pub fn read_from<R: Read>(
                 .iter()
                 .all(|f| metaids_core::schema::strip_bom(f).trim_ascii().is_empty())
         {
-            return Err(IngestError::Empty { path: shown });
+            return Err(IngestError::Empty { path: shown }.into());
         }
         let fields: Vec<&[u8]> = record.iter().collect();
         ColumnMap::from_header(format, &fields).map_err(|source| IngestError::Header {
@@ -300,7 +351,7 @@ pub fn read_from<R: Read>(
         match csv.read_byte_record(&mut record) {
             Ok(false) => break,
             Ok(true) => {}
-            Err(e) => return Err(csv_err(e, line + 1)),
+            Err(e) => return Err(csv_err(e, line + 1).into()),
         }
         line = record.position().map_or(line + 1, |p| p.line());
         // A blank line (a trailing empty line, CRLF debris) carries no row.
@@ -311,6 +362,10 @@ pub fn read_from<R: Read>(
             Ok(()) => {
                 frame.push(&row, RowSource { file, line });
                 rows += 1;
+                if frame.len() >= chunk_rows {
+                    on_chunk(frame)?;
+                    frame.clear_rows();
+                }
             }
             Err(source) => match on_bad_row {
                 BadRowPolicy::Error => {
@@ -318,7 +373,8 @@ pub fn read_from<R: Read>(
                         path: shown,
                         line,
                         source,
-                    })
+                    }
+                    .into())
                 }
                 BadRowPolicy::Skip => {
                     skipped += 1;
@@ -333,10 +389,14 @@ pub fn read_from<R: Read>(
         }
     }
     if rows == 0 && skipped == 0 && !format.has_header() {
-        return Err(IngestError::Empty { path: shown });
+        return Err(IngestError::Empty { path: shown }.into());
     }
     if let Some(f) = frame.files.get_mut(file as usize) {
         f.skipped = skipped;
+    }
+    if chunk_rows != usize::MAX && !frame.is_empty() {
+        on_chunk(frame)?;
+        frame.clear_rows();
     }
     Ok((rows, skipped))
 }

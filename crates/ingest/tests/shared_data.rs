@@ -128,3 +128,52 @@ fn skip_policy_reads_good_rows_of_real_file() {
     let (frame, skips) = read_files(&[dir.join("KDDTest-21.txt")], &opts).expect("read");
     assert_eq!((frame.len(), skips.skipped), (11_850, 0));
 }
+
+/// Issue 11 (item 10): streaming a file in chunks hands on exactly the rows a whole read gives, with
+/// the frame never holding more than a chunk.
+#[test]
+fn streaming_in_chunks_gives_the_rows_of_a_whole_read() {
+    let path = shared("cic-ids2017-improved/Botnet_736.csv");
+    let opts = ReadOptions {
+        dataset: Some(DatasetKind::Cic),
+        ..ReadOptions::default()
+    };
+    let (whole, _) = read_files(std::slice::from_ref(&path), &opts).expect("read");
+    let mut frame = metaids_core::FlowFrame::new(DatasetKind::Cic.layout());
+    let mut skips = metaids_ingest::SkipLog::default();
+    let (mut numeric, mut labels, mut lines, mut chunks) = (Vec::new(), Vec::new(), Vec::new(), 0);
+    let (rows, skipped) = metaids_ingest::stream_file(
+        &mut frame,
+        &path,
+        &opts,
+        &mut skips,
+        100,
+        &mut |f: &mut metaids_core::FlowFrame| -> Result<(), metaids_ingest::IngestError> {
+            assert!(f.len() <= 100);
+            chunks += 1;
+            numeric.extend_from_slice(&f.numeric);
+            for r in 0..f.len() {
+                labels.push(f.label(r).to_string());
+                lines.push(f.sources[r].line);
+            }
+            Ok(())
+        },
+    )
+    .expect("stream");
+    assert_eq!((rows, skipped), (whole.len(), 0));
+    assert_eq!(chunks, whole.len().div_ceil(100));
+    assert_eq!(numeric.len(), whole.numeric.len());
+    assert!(numeric
+        .iter()
+        .zip(&whole.numeric)
+        .all(|(a, b)| a.to_bits() == b.to_bits()));
+    let want: Vec<String> = (0..whole.len())
+        .map(|r| whole.label(r).to_string())
+        .collect();
+    assert_eq!(labels, want);
+    assert_eq!(
+        lines,
+        whole.sources.iter().map(|s| s.line).collect::<Vec<_>>()
+    );
+    assert!(frame.is_empty());
+}
