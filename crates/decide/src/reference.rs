@@ -307,15 +307,10 @@ impl BenignReference {
                     .fold(f32::NEG_INFINITY, f32::max)
             })
             .collect();
-        z.sort_unstable_by(|a, b| b.total_cmp(a));
-        // The (allowed + 1)-th largest, or a larger one should rounding in `m + t σ` flag more rows.
-        let mut t = 0.0;
-        for &cand in z.iter().take(allowed.min(n.saturating_sub(1)) + 1).rev() {
-            t = cand;
-            if flagged(&thresholds(t)) <= allowed {
-                break;
-            }
-        }
+        let t = budget_level(&mut z, allowed, f32::NEG_INFINITY, |t| {
+            flagged(&thresholds(t))
+        })
+        .unwrap_or(0.0);
         let families = centres
             .chunks_exact(self.dim)
             .zip(thresholds(t))
@@ -384,6 +379,32 @@ impl BenignReference {
             self.unknown_threshold,
         )
     }
+}
+
+/// The smallest standardised level at which at most `allowed` rows are flagged: the
+/// `(allowed + 1)`-th largest of the rows' levels `z` (raised to `floor`), or the next one up should
+/// rounding in `m + t σ` flag more rows (`flags_at` counts the rows flagged at a level). `None`
+/// without rows. Shared by the union rule and the site's joint calibration; `z` is reordered.
+pub(crate) fn budget_level(
+    z: &mut [f32],
+    allowed: usize,
+    floor: f32,
+    flags_at: impl Fn(f32) -> usize,
+) -> Option<f32> {
+    z.sort_unstable_by(|a, b| b.total_cmp(a));
+    let mut level = None;
+    for &cand in z
+        .iter()
+        .take(allowed.min(z.len().saturating_sub(1)) + 1)
+        .rev()
+    {
+        let l = cand.max(floor);
+        level = Some(l);
+        if flags_at(l) <= allowed {
+            break;
+        }
+    }
+    level
 }
 
 #[cfg(test)]

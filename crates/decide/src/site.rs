@@ -353,17 +353,20 @@ pub fn calibrate_jointly(
     };
     let mut level = 1.0f32;
     if !out.is_empty() && flagged_at(1.0) > allowed {
-        z.sort_unstable_by(|a, b| b.total_cmp(a));
-        // The (allowed + 1)-th largest level, or the next one up should rounding flag more rows.
-        for &cand in z.iter().take(allowed.min(n.saturating_sub(1)) + 1).rev() {
-            level = cand.max(1.0);
-            if flagged_at(level) <= allowed {
-                break;
-            }
-        }
-        for (t, &(m, sd)) in out.iter_mut().zip(&spread) {
+        level = crate::reference::budget_level(&mut z, allowed, 1.0, flagged_at).unwrap_or(1.0);
+        for ((t, &(m, sd)), s) in out.iter_mut().zip(&spread).zip(&scores) {
             t.threshold = m + level * sd;
-            t.report.threshold = t.threshold;
+            // The guard's figures follow the raised threshold.
+            let covered = t
+                .support
+                .iter()
+                .filter(|f| t.score(reference, &f.embedding) > t.threshold)
+                .count();
+            let r = &mut t.report;
+            r.threshold = t.threshold;
+            r.would_flag = s.iter().filter(|&&v| v > t.threshold).count();
+            r.fpr = r.would_flag as f64 / n.max(1) as f64;
+            r.support_flagged = covered;
         }
     }
     let mut threat_flagged = 0;
@@ -500,6 +503,16 @@ mod tests {
             "{rep:?}"
         );
         assert!(rep.threat_flagged <= allowed / 2, "{rep:?}");
+        // Each threat's guard report describes the threshold it keeps.
+        for t in &fitted {
+            assert_eq!(t.report.threshold, t.threshold);
+            let flagged = r
+                .calibration
+                .chunks_exact(2)
+                .filter(|c| t.flags(&r, c))
+                .count();
+            assert_eq!(t.report.would_flag, flagged);
+        }
         // The same count from the decider's own verdicts on the calibration rows.
         let d = crate::Decider::new(r.clone(), fitted.clone(), r.unknown_threshold).expect("arm");
         let flagged = r

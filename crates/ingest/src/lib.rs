@@ -222,18 +222,10 @@ pub fn read_into(
     opts: &ReadOptions,
     skips: &mut SkipLog,
 ) -> Result<(usize, usize), IngestError> {
-    let format = match opts.format {
-        Some(f) => f,
-        None => detect_format(path)?,
-    };
-    read_from(
-        frame,
-        open(path)?,
-        &path.display().to_string(),
-        format,
-        opts.on_bad_row,
-        skips,
-    )
+    // One chunk: the whole file stays in `frame`.
+    stream_file(frame, path, opts, skips, usize::MAX, &mut |_| {
+        Ok::<(), IngestError>(())
+    })
 }
 
 /// Reads a stream of `format` named `name` (for messages) into `frame`: the parser behind

@@ -429,13 +429,16 @@ impl ThreatLibrary {
         Ok(v)
     }
 
+    fn read_txn(&self) -> Result<ReadTransaction> {
+        self.db
+            .begin_read()
+            .map_err(store(&self.path, "starting a read"))
+    }
+
     /// The current version.
     pub fn current(&self) -> Result<LibraryVersion> {
         let path = &self.path;
-        let txn = self
-            .db
-            .begin_read()
-            .map_err(store(path, "starting a read"))?;
+        let txn = self.read_txn()?;
         let current = current_version(&txn, path)?;
         let versions = txn
             .open_table(VERSIONS)
@@ -451,10 +454,7 @@ impl ThreatLibrary {
     /// One version (any, not only the current one).
     pub fn version(&self, version: u64) -> Result<LibraryVersion> {
         let path = &self.path;
-        let txn = self
-            .db
-            .begin_read()
-            .map_err(store(path, "starting a read"))?;
+        let txn = self.read_txn()?;
         let versions = txn
             .open_table(VERSIONS)
             .map_err(store(path, "opening versions"))?;
@@ -482,10 +482,7 @@ impl ThreatLibrary {
     pub fn history(&self) -> Result<Vec<VersionSummary>> {
         let path = &self.path;
         let current = self.current()?.version;
-        let txn = self
-            .db
-            .begin_read()
-            .map_err(store(path, "starting a read"))?;
+        let txn = self.read_txn()?;
         let versions = txn
             .open_table(VERSIONS)
             .map_err(store(path, "opening versions"))?;
@@ -648,10 +645,7 @@ impl ThreatLibrary {
         self.check_model(model)?;
         let current = self.current()?;
         let path = &self.path;
-        let txn = self
-            .db
-            .begin_read()
-            .map_err(store(path, "starting a read"))?;
+        let txn = self.read_txn()?;
         let ids_table = txn.open_table(IDS).map_err(store(path, "opening ids"))?;
         let next = ids_table
             .last()
@@ -703,7 +697,7 @@ impl ThreatLibrary {
             if let Some(p) = &profile {
                 rejoin(&reference, threats, p.budget)?;
                 if let Some(t) = threats.iter().find(|t| t.id == threat.id) {
-                    threat.threshold = t.threshold;
+                    threat = t.clone();
                 }
             }
             let forced = if threat.report.forced { ", forced" } else { "" };
@@ -783,10 +777,7 @@ impl ThreatLibrary {
             return Ok(None);
         };
         let path = &self.path;
-        let txn = self
-            .db
-            .begin_read()
-            .map_err(store(path, "starting a read"))?;
+        let txn = self.read_txn()?;
         let table = txn
             .open_table(PROFILES)
             .map_err(store(path, "opening profiles"))?;
@@ -1329,13 +1320,20 @@ fn model_fpr(
     flagged as f64 / rows.len().max(1) as f64
 }
 
-/// Refits every threat jointly on the site profile (after a change to one of them), keeping each
-/// threat's guard report from its own fit.
+/// Refits every threat jointly on the site profile (after a change to one of them); each report
+/// describes the threshold kept.
 fn rejoin(reference: &BenignReference, threats: &mut [Threat], budget: f64) -> Result<()> {
     let (refit, _) = calibrate_jointly(reference, threats, budget)?;
     for (t, r) in threats.iter_mut().zip(refit) {
+        // `forced` and the model-reference FPR come from the guard that admitted the threat (the
+        // latter measured at the guard's threshold, which the joint level only raises: an upper
+        // bound).
+        let (forced, model_fpr) = (t.report.forced, t.report.model_fpr);
         t.prototypes = r.prototypes;
         t.threshold = r.threshold;
+        t.report = r.report;
+        t.report.forced |= forced;
+        t.report.model_fpr = model_fpr;
     }
     Ok(())
 }
