@@ -11,6 +11,7 @@ pub mod preprocess;
 pub mod record;
 pub mod schema;
 pub mod split;
+pub mod time;
 
 pub use frame::{FlowFrame, RowSource};
 pub use schema::{DatasetKind, FeatureLayout, FileFormat};

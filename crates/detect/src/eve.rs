@@ -181,55 +181,12 @@ pub fn stable_flow_id(
     (h & ((1 << 52) - 1)).max(1)
 }
 
-/// Days since 1970-01-01 of a civil date (Howard Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// Parses `YYYY-MM-DD HH:MM:SS[.ffffff]` (UTC; `T` also accepted) to µs since the epoch.
-pub fn parse_timestamp_us(s: &str) -> Option<i64> {
-    let s = s.trim();
-    let (date, time) = s.split_once([' ', 'T'])?;
-    let mut dp = date.split('-');
-    let y: i64 = dp.next()?.parse().ok()?;
-    let mo: i64 = dp.next()?.parse().ok()?;
-    let d: i64 = dp.next()?.parse().ok()?;
-    if dp.next().is_some() || !(1..=12).contains(&mo) || !(1..=31).contains(&d) {
-        return None;
-    }
-    let time = time.trim_end_matches('Z');
-    let (hms, frac) = match time.split_once('.') {
-        Some((a, b)) => (a, b),
-        None => (time, ""),
-    };
-    let mut tp = hms.split(':');
-    let h: i64 = tp.next()?.parse().ok()?;
-    let mi: i64 = tp.next()?.parse().ok()?;
-    let sec: i64 = tp.next().unwrap_or("0").parse().ok()?;
-    if tp.next().is_some() || h > 23 || mi > 59 || sec > 60 {
-        return None;
-    }
-    let mut us = 0i64;
-    if !frac.is_empty() {
-        if frac.len() > 9 || !frac.bytes().all(|b| b.is_ascii_digit()) {
-            return None;
-        }
-        let digits = &frac[..frac.len().min(6)];
-        us = digits.parse::<i64>().ok()? * 10i64.pow(6 - digits.len() as u32);
-    }
-    Some((days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + sec) * 1_000_000 + us)
-}
+pub use metaids_core::time::parse_timestamp_us;
 
 /// Suricata's timestamp format: `2026-11-28T23:35:53.123456+0000` (UTC).
 pub fn eve_timestamp(us: i64) -> String {
-    let mut s = metaids_flow::output::format_timestamp_us(us);
-    s.replace_range(10..11, "T");
+    let mut s = String::with_capacity(31);
+    metaids_core::time::push_timestamp_us(&mut s, us, 'T');
     s.push_str("+0000");
     s
 }

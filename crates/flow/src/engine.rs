@@ -139,10 +139,9 @@ pub struct FlowRecord {
 impl FlowRecord {
     /// `src-dst-srcport-dstport-protocol`, in the flow's forward direction.
     pub fn flow_id(&self) -> String {
-        format!(
-            "{}-{}-{}-{}-{}",
-            self.src, self.dst, self.src_port, self.dst_port, self.protocol
-        )
+        let mut s = String::with_capacity(48);
+        crate::output::push_flow_id(&mut s, self);
+        s
     }
 
     /// The start time as `YYYY-MM-DD HH:MM:SS.ffffff` (UTC), like the corrected CSVs.

@@ -2,6 +2,7 @@
 //! [`std::io::Write`], plus the end-of-run counters as text. It does not open files.
 
 use std::io::Write;
+use std::net::IpAddr;
 
 use metaids_core::schema::{cic_improved_header, CIC_FLOW_FEATURES};
 
@@ -15,26 +16,7 @@ pub const UNLABELLED: &str = "unlabelled";
 
 /// Formats µs since the Unix epoch as `YYYY-MM-DD HH:MM:SS.ffffff` in UTC.
 pub fn format_timestamp_us(us: i64) -> String {
-    let secs = us.div_euclid(1_000_000);
-    let frac = us.rem_euclid(1_000_000);
-    let days = secs.div_euclid(86_400);
-    let sod = secs.rem_euclid(86_400);
-    // Civil-from-days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}.{frac:06}",
-        sod / 3600,
-        sod % 3600 / 60,
-        sod % 60
-    )
+    metaids_core::time::format_timestamp_us(us)
 }
 
 /// Formats one feature value: integers truncated toward zero, floats always with a decimal
@@ -45,9 +27,19 @@ pub fn format_value(value: f64, kind: FeatureKind) -> String {
     s
 }
 
+/// Appends an integer in decimal (itoa: no allocation, no formatter).
+pub fn push_int<I: itoa::Integer>(out: &mut String, value: I) {
+    out.push_str(itoa::Buffer::new().format(value));
+}
+
 /// Appends [`format_value`]'s text to `out` without allocating: the per-flow output path.
+///
+/// The text is what the standard formatter writes (`{}` for integers, `{:.1}` for integral
+/// floats, `{}` for the rest) through itoa and ryu, with the formatter only where ryu would
+/// choose exponent notation (below 1e-5). Both write the shortest decimal that reads back as
+/// the same `f64`; where two such decimals are equally near, ryu may pick the other one (an
+/// equivalence property test holds the fast path to that).
 pub fn push_value(out: &mut String, value: f64, kind: FeatureKind) {
-    use std::fmt::Write as _;
     // Most flow features are zero; skip the formatter for them.
     if value == 0.0 || !value.is_finite() {
         out.push_str(if kind == FeatureKind::Float && value.is_finite() {
@@ -57,14 +49,59 @@ pub fn push_value(out: &mut String, value: f64, kind: FeatureKind) {
         });
         return;
     }
-    // Writing to a String cannot fail.
-    let _ = match kind {
-        FeatureKind::Int => write!(out, "{}", value.trunc() as i64),
-        FeatureKind::Float if value == value.trunc() && value.abs() < 1e16 => {
-            write!(out, "{value:.1}")
+    let integral = value == value.trunc();
+    match kind {
+        // Saturating: |value| ≥ 2^63 writes i64::MIN/MAX, as the formatter path did.
+        FeatureKind::Int => push_int(out, value.trunc() as i64),
+        FeatureKind::Float if integral && value.abs() < 1e16 => {
+            push_int(out, value as i64);
+            out.push_str(".0");
         }
-        FeatureKind::Float => write!(out, "{value}"),
-    };
+        FeatureKind::Float => {
+            let mut buf = ryu::Buffer::new();
+            let text = buf.format_finite(value);
+            if text.contains('e') {
+                use std::fmt::Write as _;
+                // Writing to a String cannot fail.
+                let _ = write!(out, "{value}");
+            } else {
+                out.push_str(text);
+            }
+        }
+    }
+}
+
+/// Appends an address as `Display` writes it; IPv4 without the formatter.
+pub fn push_ip(out: &mut String, ip: &IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, c, d] = v4.octets();
+            for (i, octet) in [a, b, c, d].into_iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                push_int(out, octet);
+            }
+        }
+        IpAddr::V6(v6) => {
+            use std::fmt::Write as _;
+            // Writing to a String cannot fail.
+            let _ = write!(out, "{v6}");
+        }
+    }
+}
+
+/// Appends [`FlowRecord::flow_id`] (`src-dst-srcport-dstport-protocol`) without allocating.
+pub fn push_flow_id(out: &mut String, r: &FlowRecord) {
+    push_ip(out, &r.src);
+    out.push('-');
+    push_ip(out, &r.dst);
+    out.push('-');
+    push_int(out, r.src_port);
+    out.push('-');
+    push_int(out, r.dst_port);
+    out.push('-');
+    push_int(out, r.protocol);
 }
 
 fn csv_field(s: &str) -> String {
@@ -127,21 +164,22 @@ impl<W: Write> CsvWriter<W> {
 
     /// Writes one row.
     pub fn write(&mut self, r: &FlowRecord) -> Result<(), FlowError> {
-        use std::fmt::Write as _;
         let line = &mut self.sink.line;
-        // Writing to a String cannot fail.
-        let _ = write!(
-            line,
-            "{},{},{},{},{},{},{},{}",
-            r.id,
-            r.flow_id(),
-            r.src,
-            r.src_port,
-            r.dst,
-            r.dst_port,
-            r.protocol,
-            r.timestamp()
-        );
+        push_int(line, r.id);
+        line.push(',');
+        push_flow_id(line, r);
+        line.push(',');
+        push_ip(line, &r.src);
+        line.push(',');
+        push_int(line, r.src_port);
+        line.push(',');
+        push_ip(line, &r.dst);
+        line.push(',');
+        push_int(line, r.dst_port);
+        line.push(',');
+        push_int(line, r.protocol);
+        line.push(',');
+        metaids_core::time::push_timestamp_us(line, r.start_us, ' ');
         for (v, k) in r.features.iter().zip(FEATURE_KINDS) {
             line.push(',');
             push_value(line, *v, k);
@@ -202,31 +240,34 @@ impl<W: Write> JsonLinesWriter<W> {
 
     /// Writes one line.
     pub fn write(&mut self, r: &FlowRecord) -> Result<(), FlowError> {
-        use std::fmt::Write as _;
         let line = &mut self.sink.line;
-        // Writing to a String cannot fail.
-        let _ = write!(
-            line,
-            "{{\"id\":{},\"Flow ID\":{},\"Src IP\":{},\"Src Port\":{},\"Dst IP\":{},\"Dst Port\":{},\"Protocol\":{},\"Timestamp\":{}",
-            r.id,
-            json_str(&r.flow_id()),
-            json_str(&r.src.to_string()),
-            r.src_port,
-            json_str(&r.dst.to_string()),
-            r.dst_port,
-            r.protocol,
-            json_str(&r.timestamp())
-        );
+        // Identifiers are digits, hex, '.', ':' and '-': nothing to escape.
+        line.push_str("{\"id\":");
+        push_int(line, r.id);
+        line.push_str(",\"Flow ID\":\"");
+        push_flow_id(line, r);
+        line.push_str("\",\"Src IP\":\"");
+        push_ip(line, &r.src);
+        line.push_str("\",\"Src Port\":");
+        push_int(line, r.src_port);
+        line.push_str(",\"Dst IP\":\"");
+        push_ip(line, &r.dst);
+        line.push_str("\",\"Dst Port\":");
+        push_int(line, r.dst_port);
+        line.push_str(",\"Protocol\":");
+        push_int(line, r.protocol);
+        line.push_str(",\"Timestamp\":\"");
+        metaids_core::time::push_timestamp_us(line, r.start_us, ' ');
+        line.push('"');
         for ((key, v), k) in self.keys.iter().zip(r.features.iter()).zip(FEATURE_KINDS) {
             line.push_str(key);
             push_value(line, *v, k);
         }
-        let _ = writeln!(
-            line,
-            ",\"Label\":{},\"Attempted Category\":-1,\"End Reason\":{}}}",
-            self.label,
-            json_str(r.end_reason.name())
-        );
+        line.push_str(",\"Label\":");
+        line.push_str(&self.label);
+        line.push_str(",\"Attempted Category\":-1,\"End Reason\":\"");
+        line.push_str(r.end_reason.name());
+        line.push_str("\"}\n");
         self.sink.commit()
     }
 
@@ -295,5 +336,139 @@ mod tests {
         assert_eq!(format_value(0.0, FeatureKind::Float), "0.0");
         assert_eq!(format_value(-0.0, FeatureKind::Int), "0");
         assert_eq!(format_value(0.0, FeatureKind::Int), "0");
+        assert_eq!(format_value(1e-7, FeatureKind::Float), "0.0000001");
+        assert_eq!(
+            format_value(2.5e17, FeatureKind::Float),
+            "250000000000000000"
+        );
+        assert_eq!(format_value(1e300, FeatureKind::Int), i64::MAX.to_string());
+    }
+
+    /// The fast path against the formatter path it replaced: integers and integral floats
+    /// identical text; other floats identical text, or — where the shortest decimal has two
+    /// candidates at equal distance and ryu and the standard library break the tie apart —
+    /// another shortest text of the same length naming the same `f64`. Never exponents.
+    fn same_value_text(fast: &str, reference: &str, value: f64) -> Result<(), String> {
+        if fast == reference {
+            return Ok(());
+        }
+        let parsed: f64 = fast.parse().map_err(|e| format!("{fast:?}: {e}"))?;
+        if parsed.to_bits() != value.to_bits() {
+            return Err(format!("{fast:?} is not {value:e} ({reference:?})"));
+        }
+        if fast.len() != reference.len() || fast.contains('e') {
+            return Err(format!("{fast:?} is not shaped as {reference:?}"));
+        }
+        Ok(())
+    }
+
+    /// What the formatter path wrote before itoa and ryu: the reference for the fast path.
+    fn reference(value: f64, kind: FeatureKind) -> String {
+        if value == 0.0 || !value.is_finite() {
+            return if kind == FeatureKind::Float && value.is_finite() {
+                "0.0".into()
+            } else {
+                "0".into()
+            };
+        }
+        match kind {
+            FeatureKind::Int => format!("{}", value.trunc() as i64),
+            FeatureKind::Float if value == value.trunc() && value.abs() < 1e16 => {
+                format!("{value:.1}")
+            }
+            FeatureKind::Float => format!("{value}"),
+        }
+    }
+
+    fn record(src: IpAddr, dst: IpAddr) -> FlowRecord {
+        FlowRecord {
+            id: 7,
+            src,
+            src_port: 40_000,
+            dst,
+            dst_port: 443,
+            protocol: 6,
+            start_us: 1_499_434_776_267_908,
+            end_reason: EndReason::IdleTimeout,
+            features: [0.0; crate::FEATURE_COUNT],
+            fwd_frame_bytes: 0,
+            bwd_frame_bytes: 0,
+        }
+    }
+
+    #[test]
+    fn identifiers_as_display_writes_them() {
+        for (src, dst) in [
+            ("10.0.0.1", "255.255.255.255"),
+            ("0.0.0.0", "192.168.10.50"),
+            ("fe80::1", "2001:db8::ff00:42:8329"),
+        ] {
+            let r = record(src.parse().unwrap(), dst.parse().unwrap());
+            let mut s = String::new();
+            push_flow_id(&mut s, &r);
+            assert_eq!(
+                s,
+                format!(
+                    "{}-{}-{}-{}-{}",
+                    r.src, r.dst, r.src_port, r.dst_port, r.protocol
+                )
+            );
+            assert_eq!(s, r.flow_id());
+        }
+    }
+
+    #[test]
+    fn json_lines_are_json_with_the_csv_values() {
+        let mut r = record("10.0.0.1".parse().unwrap(), "fe80::1".parse().unwrap());
+        r.features[0] = 1234.0;
+        let float = FEATURE_KINDS
+            .iter()
+            .position(|k| *k == FeatureKind::Float)
+            .unwrap();
+        r.features[float] = 0.125;
+        let mut w = JsonLinesWriter::new(Vec::new(), Some("a \"quoted\" label"));
+        w.write(&r).unwrap();
+        let bytes = w.finish().unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(v["Flow ID"], "10.0.0.1-fe80::1-40000-443-6");
+        assert_eq!(v["Dst IP"], "fe80::1");
+        assert_eq!(v["Timestamp"], "2017-07-07 13:39:36.267908");
+        assert_eq!(v["Label"], "a \"quoted\" label");
+        assert_eq!(v["End Reason"], "idle_timeout");
+        assert_eq!(v[CIC_FLOW_FEATURES[float]], 0.125);
+        assert_eq!(v[CIC_FLOW_FEATURES[0]], 1234.0);
+        assert_eq!(v.as_object().unwrap().len(), 92);
+    }
+
+    proptest::proptest! {
+        /// The itoa/ryu path writes exactly what the standard formatter wrote, for any bits.
+        #[test]
+        fn fast_values_match_the_formatter(bits in proptest::num::u64::ANY, int in proptest::bool::ANY) {
+            let value = f64::from_bits(bits);
+            let kind = if int { FeatureKind::Int } else { FeatureKind::Float };
+            let fast = format_value(value, kind);
+            if kind == FeatureKind::Int || value == value.trunc() || !value.is_finite() {
+                proptest::prop_assert_eq!(fast, reference(value, kind));
+            } else {
+                let check = same_value_text(&fast, &reference(value, kind), value);
+                proptest::prop_assert!(check.is_ok(), "{:?}", check);
+            }
+        }
+
+        /// The same over the magnitudes flows have (counts, bytes, µs, rates).
+        #[test]
+        fn fast_feature_values_match_the_formatter(m in 0.0f64..1e12, e in -9i32..18, int in proptest::bool::ANY) {
+            let value = m * 10f64.powi(e - 6);
+            let kind = if int { FeatureKind::Int } else { FeatureKind::Float };
+            for value in [value, -value] {
+                let fast = format_value(value, kind);
+                if kind == FeatureKind::Int || value == value.trunc() {
+                    proptest::prop_assert_eq!(fast, reference(value, kind));
+                } else {
+                    let check = same_value_text(&fast, &reference(value, kind), value);
+                    proptest::prop_assert!(check.is_ok(), "{:?}", check);
+                }
+            }
+        }
     }
 }

@@ -1,29 +1,9 @@
-//! RFC 3339 UTC timestamps (`2026-11-28T23:41:20Z`) from the system clock, without a date crate.
-//! Seconds resolution; no parsing, no time zones.
+//! RFC 3339 UTC timestamps (`2026-11-28T23:41:20Z`) from the system clock; the calendar is
+//! `metaids_core::time`. Seconds resolution; no parsing, no time zones.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// Formats seconds since the Unix epoch as RFC 3339 UTC.
-pub fn rfc3339(secs: i64) -> String {
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Howard Hinnant's civil-from-days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
+pub use metaids_core::time::rfc3339;
 
 /// Now, as RFC 3339 UTC (the epoch if the clock is before it).
 pub fn now() -> String {
