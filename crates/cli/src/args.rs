@@ -52,7 +52,8 @@ pub enum Command {
     ///
     /// Writes the same 91-column header as the corrected CIC-IDS2017 CSVs (identifiers filled, Label =
     /// `unlabelled` or --label, Attempted Category = -1), so `metaids evaluate`/`stats` read it unchanged;
-    /// or JSON lines with --jsonl. Prints packet, byte, flow, skip and eviction counters at the end.
+    /// or JSON lines with --jsonl (the same keys, plus `End Reason`; detect --flows, threat add
+    /// --flows and baseline --flows read either). Prints packet, byte, flow, skip and eviction counters at the end.
     ///
     /// Example: metaids extract --pcap attack.pcapng --label "SSH-Patator" --out flows.csv
     Extract(ExtractArgs),
@@ -155,7 +156,8 @@ pub struct DetectArgs {
     /// Capture files (pcap or pcapng); each gets its own flow engine.
     #[arg(long, num_args = 1.., conflicts_with_all = ["flows", "interface"])]
     pub pcap: Vec<PathBuf>,
-    /// Flow CSVs of the CIC layout (e.g. written by `metaids extract`); another schema is refused.
+    /// Flow files of the CIC layout, CSV or JSON lines (e.g. written by `metaids extract`); another
+    /// schema is refused.
     #[arg(long, num_args = 1.., conflicts_with = "interface")]
     pub flows: Vec<PathBuf>,
     /// Live interface (needs a build with `--features live` and root or CAP_NET_RAW); Ctrl-C stops.
@@ -693,7 +695,7 @@ pub struct ExtractArgs {
     /// Value of the Label column (default `unlabelled`).
     #[arg(long)]
     pub label: Option<String>,
-    /// Write JSON lines instead of CSV.
+    /// Write JSON lines instead of CSV (readable wherever a flow CSV is).
     #[arg(long)]
     pub jsonl: bool,
     /// Flow engine settings.

@@ -203,7 +203,7 @@ fn detect_on_captures_writes_eve_verdicts_and_an_nft_script() {
 }
 
 #[test]
-fn a_capture_and_its_extracted_csv_get_the_same_verdicts() {
+fn a_capture_and_its_extracted_csv_and_json_lines_get_the_same_verdicts() {
     let s = setup();
     let work = tempfile::tempdir().expect("tmp");
     let ssh = shared("pcaps/zeek-traces/ssh/sshguess.pcap");
@@ -247,7 +247,31 @@ fn a_capture_and_its_extracted_csv_get_the_same_verdicts() {
             })
             .collect()
     };
+    // Issue 10: what `extract --jsonl` writes, detect reads, to the same verdicts as the CSV.
+    let jsonl = work.path().join("ssh.jsonl");
+    ok(&metaids()
+        .arg("extract")
+        .arg("--pcap")
+        .arg(&ssh)
+        .arg("--jsonl")
+        .arg("--out")
+        .arg(&jsonl)
+        .output()
+        .expect("extract --jsonl"));
+    let vc = work.path().join("c.jsonl");
+    let c = detect(
+        s,
+        &[
+            "--flows",
+            &jsonl.display().to_string(),
+            "--verdicts",
+            &vc.display().to_string(),
+        ],
+        &work.path().join("c.json"),
+    );
     let (la, lb) = (strip(lines(&va)), strip(lines(&vb)));
+    assert_eq!(strip(lines(&vc)), lb, "JSON lines and CSV give the same verdicts");
+    assert_eq!(counter(&c, "alerts"), counter(&b, "alerts"));
     assert_eq!(la.len(), lb.len());
     for (x, y) in la.iter().zip(&lb) {
         assert_eq!(x.0, y.0);

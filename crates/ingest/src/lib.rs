@@ -2,7 +2,8 @@
 //!
 //! Reads NSL-KDD text files, UNSW-NB15 CSVs and CICFlowMeter CSVs (corrected 91-column schema, and the
 //! original CIC-IDS2017/2018 schemas), plain or gzip-compressed, into a [`FlowFrame`]. The format is
-//! detected from the first line unless the caller fixes it. Memory is bounded per record: a line longer
+//! detected from the first line unless the caller fixes it. A file of JSON objects, one per line
+//! (`metaids extract --jsonl`), is read as the CSV whose header is the first object's keys. Memory is bounded per record: a line longer
 //! than [`MAX_LINE_BYTES`] is an error, not an allocation. Every error names the file, the line and,
 //! for a bad field, the column with what was expected and what was found. This crate does not split,
 //! normalise or evaluate; it only reads.
@@ -63,6 +64,16 @@ pub enum IngestError {
         path: String,
         /// What is wrong with it.
         source: CoreError,
+    },
+    /// A line of a JSON-lines file is not one JSON object of strings, numbers and nulls.
+    #[error("{path}: line {line}: not a JSON object of strings and numbers: {message}")]
+    Json {
+        /// The file.
+        path: String,
+        /// 1-based line number.
+        line: u64,
+        /// The parser's message.
+        message: String,
     },
     /// A record is malformed.
     #[error("{path}: line {line}: {source}")]
@@ -204,7 +215,16 @@ fn detect_from<R: BufRead>(reader: &mut R, path: &Path) -> Result<FileFormat, In
             path: path.display().to_string(),
         });
     }
-    FileFormat::detect(stripped).ok_or_else(|| {
+    let header = if stripped.trim_ascii_start().starts_with(b"{") {
+        // JSON lines: the first object's keys are the header.
+        json_object(stripped)
+            .map(|o| o.keys().cloned().collect::<Vec<_>>().join(","))
+            .unwrap_or_default()
+            .into_bytes()
+    } else {
+        stripped.to_vec()
+    };
+    FileFormat::detect(&header).ok_or_else(|| {
         let text = String::from_utf8_lossy(&stripped[..stripped.len().min(120)]);
         IngestError::UnknownFormat {
             path: path.display().to_string(),
@@ -297,29 +317,39 @@ fn read_chunked<R: Read, E: From<IngestError>>(
         }
         .into());
     }
-    let input = LineLimit {
-        inner: reader,
-        current: 0,
-        limit: MAX_LINE_BYTES,
-    };
-    let mut csv = csv::ReaderBuilder::new()
-        .has_headers(false)
-        .flexible(true)
-        .buffer_capacity(256 * 1024)
-        .from_reader(input);
-    let mut record = csv::ByteRecord::new();
-    let csv_err = |e: csv::Error, line: u64| IngestError::Csv {
-        path: shown.clone(),
-        line: e.position().map_or(line, |p| p.line()),
-        message: match e.kind() {
-            csv::ErrorKind::Io(io) => io.to_string(),
-            _ => e.to_string(),
+    let mut input = BufReader::with_capacity(
+        256 * 1024,
+        LineLimit {
+            inner: reader,
+            current: 0,
+            limit: MAX_LINE_BYTES,
         },
+    );
+    let json = {
+        let head = input.fill_buf().map_err(|e| IngestError::Csv {
+            path: shown.clone(),
+            line: 1,
+            message: e.to_string(),
+        })?;
+        metaids_core::schema::strip_bom(head)
+            .trim_ascii_start()
+            .starts_with(b"{")
     };
+    let mut records = if json {
+        Records::Json(JsonLines::new(input, shown.clone()))
+    } else {
+        Records::Csv(
+            csv::ReaderBuilder::new()
+                .has_headers(false)
+                .flexible(true)
+                .buffer_capacity(256 * 1024)
+                .from_reader(input),
+            shown.clone(),
+        )
+    };
+    let mut record = csv::ByteRecord::new();
     let map = if format.has_header() {
-        let got = csv
-            .read_byte_record(&mut record)
-            .map_err(|e| csv_err(e, 1))?;
+        let got = records.header(&mut record)?;
         if !got
             || record
                 .iter()
@@ -338,46 +368,48 @@ fn read_chunked<R: Read, E: From<IngestError>>(
     let file = frame.add_file(&shown, &map);
     let mut row = RowBuf::default();
     let (mut rows, mut skipped) = (0usize, 0usize);
-    let mut line = if format.has_header() { 1u64 } else { 0 };
+    let mut line = if format.has_header() && !json { 1u64 } else { 0 };
     loop {
-        match csv.read_byte_record(&mut record) {
-            Ok(false) => break,
-            Ok(true) => {}
-            Err(e) => return Err(csv_err(e, line + 1).into()),
-        }
-        line = record.position().map_or(line + 1, |p| p.line());
-        // A blank line (a trailing empty line, CRLF debris) carries no row.
-        if record.len() == 1 && record[0].trim_ascii().is_empty() {
-            continue;
-        }
-        match map.parse_into(record.iter(), &mut row) {
-            Ok(()) => {
-                frame.push(&row, RowSource { file, line });
-                rows += 1;
-                if frame.len() >= chunk_rows {
-                    on_chunk(frame)?;
-                    frame.clear_rows();
-                }
+        let bad = match records.next(&mut record, line) {
+            Ok(None) => break,
+            Err(RecordError::Fatal(e)) => return Err(e.into()),
+            Err(RecordError::Bad(e, at)) => {
+                line = at;
+                e
             }
-            Err(source) => match on_bad_row {
-                BadRowPolicy::Error => {
-                    return Err(IngestError::Row {
-                        path: shown,
+            Ok(Some(at)) => {
+                line = at;
+                // A blank line (a trailing empty line, CRLF debris) carries no row.
+                if record.len() == 1 && record[0].trim_ascii().is_empty() {
+                    continue;
+                }
+                match map.parse_into(record.iter(), &mut row) {
+                    Ok(()) => {
+                        frame.push(&row, RowSource { file, line });
+                        rows += 1;
+                        if frame.len() >= chunk_rows {
+                            on_chunk(frame)?;
+                            frame.clear_rows();
+                        }
+                        continue;
+                    }
+                    Err(source) => IngestError::Row {
+                        path: shown.clone(),
                         line,
                         source,
-                    }
-                    .into())
+                    },
                 }
-                BadRowPolicy::Skip => {
-                    skipped += 1;
-                    skips.skipped += 1;
-                    if skips.examples.len() < 5 {
-                        skips
-                            .examples
-                            .push(format!("{shown}: line {line}: {source}"));
-                    }
+            }
+        };
+        match on_bad_row {
+            BadRowPolicy::Error => return Err(bad.into()),
+            BadRowPolicy::Skip => {
+                skipped += 1;
+                skips.skipped += 1;
+                if skips.examples.len() < 5 {
+                    skips.examples.push(bad.to_string());
                 }
-            },
+            }
         }
     }
     if rows == 0 && skipped == 0 && !format.has_header() {
@@ -391,6 +423,169 @@ fn read_chunked<R: Read, E: From<IngestError>>(
         frame.clear_rows();
     }
     Ok((rows, skipped))
+}
+
+/// Why the next record could not be had: the stream is unusable, or one line is bad (a row
+/// error that the bad-row policy may skip), at that line.
+enum RecordError {
+    Fatal(IngestError),
+    Bad(IngestError, u64),
+}
+
+/// The records of a file as CSV fields: CSV itself, or JSON lines laid out as the CSV whose
+/// header is the first object's keys.
+enum Records<R: Read> {
+    Csv(csv::Reader<BufReader<LineLimit<R>>>, String),
+    Json(JsonLines<BufReader<LineLimit<R>>>),
+}
+
+impl<R: Read> Records<R> {
+    /// Reads the header into `record`; `false` at end of input.
+    fn header(&mut self, record: &mut csv::ByteRecord) -> Result<bool, IngestError> {
+        match self {
+            Records::Csv(csv, path) => csv
+                .read_byte_record(record)
+                .map_err(|e| csv_error(path, e, 1)),
+            Records::Json(json) => json.header(record),
+        }
+    }
+
+    /// Reads the next record; its 1-based line, or `None` at the end. `line` is the last one.
+    fn next(&mut self, record: &mut csv::ByteRecord, line: u64) -> Result<Option<u64>, RecordError> {
+        match self {
+            Records::Csv(csv, path) => match csv.read_byte_record(record) {
+                Ok(false) => Ok(None),
+                Ok(true) => Ok(Some(record.position().map_or(line + 1, |p| p.line()))),
+                Err(e) => Err(RecordError::Fatal(csv_error(path, e, line + 1))),
+            },
+            Records::Json(json) => json.next(record),
+        }
+    }
+}
+
+fn csv_error(path: &str, e: csv::Error, line: u64) -> IngestError {
+    IngestError::Csv {
+        path: path.to_string(),
+        line: e.position().map_or(line, |p| p.line()),
+        message: match e.kind() {
+            csv::ErrorKind::Io(io) => io.to_string(),
+            _ => e.to_string(),
+        },
+    }
+}
+
+/// One line as a JSON object, or why not.
+fn json_object(line: &[u8]) -> Result<serde_json::Map<String, serde_json::Value>, String> {
+    serde_json::from_slice(line).map_err(|e| e.to_string())
+}
+
+/// JSON lines (what `metaids extract --jsonl` writes): every line one object; the first
+/// object's keys are the header, and each line gives the value of each key (a missing key is an
+/// empty field; keys not in the header are ignored). Strings and numbers become fields as
+/// their text; `null` an empty field.
+struct JsonLines<B> {
+    input: B,
+    path: String,
+    keys: Vec<String>,
+    /// The first object, read for its keys and handed on as the first row.
+    first: Option<serde_json::Map<String, serde_json::Value>>,
+    buf: Vec<u8>,
+    line: u64,
+}
+
+impl<B: BufRead> JsonLines<B> {
+    fn new(input: B, path: String) -> Self {
+        JsonLines {
+            input,
+            path,
+            keys: Vec::new(),
+            first: None,
+            buf: Vec::new(),
+            line: 0,
+        }
+    }
+
+    /// The next non-blank line, or `None` at the end.
+    fn read_line(&mut self) -> Result<Option<()>, IngestError> {
+        loop {
+            self.buf.clear();
+            let n = self
+                .input
+                .read_until(b'\n', &mut self.buf)
+                .map_err(|e| IngestError::Csv {
+                    path: self.path.clone(),
+                    line: self.line + 1,
+                    message: e.to_string(),
+                })?;
+            if n == 0 {
+                return Ok(None);
+            }
+            self.line += 1;
+            if !self.buf.trim_ascii().is_empty() {
+                return Ok(Some(()));
+            }
+        }
+    }
+
+    fn bad(&self, message: String) -> IngestError {
+        IngestError::Json {
+            path: self.path.clone(),
+            line: self.line,
+            message,
+        }
+    }
+
+    fn header(&mut self, record: &mut csv::ByteRecord) -> Result<bool, IngestError> {
+        if self.read_line()?.is_none() {
+            return Ok(false);
+        }
+        let text = metaids_core::schema::strip_bom(&self.buf);
+        let object = json_object(text).map_err(|m| self.bad(m))?;
+        self.keys = object.keys().cloned().collect();
+        record.clear();
+        for key in &self.keys {
+            record.push_field(key.as_bytes());
+        }
+        self.first = Some(object);
+        Ok(true)
+    }
+
+    fn next(&mut self, record: &mut csv::ByteRecord) -> Result<Option<u64>, RecordError> {
+        let object = match self.first.take() {
+            Some(first) => first,
+            None => {
+                if self.read_line().map_err(RecordError::Fatal)?.is_none() {
+                    return Ok(None);
+                }
+                json_object(&self.buf).map_err(|m| RecordError::Bad(self.bad(m), self.line))?
+            }
+        };
+        record.clear();
+        let mut text = String::new();
+        for key in &self.keys {
+            match object.get(key) {
+                None | Some(serde_json::Value::Null) => record.push_field(b""),
+                Some(serde_json::Value::String(s)) => record.push_field(s.as_bytes()),
+                Some(serde_json::Value::Number(n)) => {
+                    text.clear();
+                    use std::fmt::Write as _;
+                    // Writing to a String cannot fail.
+                    let _ = write!(text, "{n}");
+                    record.push_field(text.as_bytes());
+                }
+                Some(other) => {
+                    let kind = match other {
+                        serde_json::Value::Bool(_) => "a boolean",
+                        serde_json::Value::Array(_) => "an array",
+                        _ => "an object",
+                    };
+                    let message = format!("{key:?} is {kind}");
+                    return Err(RecordError::Bad(self.bad(message), self.line));
+                }
+            }
+        }
+        Ok(Some(self.line))
+    }
 }
 
 /// Reads files of one dataset into a new frame. The dataset is `opts.dataset`, else that of the first

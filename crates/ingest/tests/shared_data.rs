@@ -177,3 +177,63 @@ fn streaming_in_chunks_gives_the_rows_of_a_whole_read() {
     );
     assert!(frame.is_empty());
 }
+
+/// The JSON-lines twin of a corrected CSV (`extract --jsonl`'s layout: the same keys, numbers
+/// as JSON numbers, identifiers as strings) reads into the same frame, and a bad line is named
+/// by file and line, or counted when skipping.
+#[test]
+fn json_lines_read_as_their_csv() {
+    let csv_path = shared("cic-ids2017-improved/Botnet_736.csv");
+    let text = std::fs::read_to_string(&csv_path).expect("csv");
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().expect("header").split(',').collect();
+    let mut jsonl = String::new();
+    for line in lines {
+        let mut object = serde_json::Map::new();
+        for (key, value) in header.iter().zip(line.split(',')) {
+            let v = match value.parse::<f64>().ok().and_then(serde_json::Number::from_f64) {
+                Some(n) if !key.contains("IP") && *key != "Timestamp" => n.into(),
+                _ => serde_json::Value::String(value.to_string()),
+            };
+            object.insert(key.to_string(), v);
+        }
+        object.insert("End Reason".into(), "idle_timeout".into());
+        jsonl.push_str(&serde_json::Value::Object(object).to_string());
+        jsonl.push('\n');
+    }
+    let dir = tempfile::tempdir().expect("tmp");
+    let json_path = dir.path().join("botnet.jsonl");
+    std::fs::write(&json_path, &jsonl).expect("write");
+    let opts = ReadOptions::default();
+    let (a, _) = read_files(std::slice::from_ref(&csv_path), &opts).expect("csv read");
+    let (b, _) = read_files(std::slice::from_ref(&json_path), &opts).expect("jsonl read");
+    assert_eq!(a.len(), 736);
+    assert_eq!(a.len(), b.len());
+    assert_eq!(b.files[0].format, FileFormat::CicImproved);
+    assert_eq!(a.layout, b.layout);
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&a.numeric), bits(&b.numeric));
+    for row in 0..a.len() {
+        assert_eq!(a.label(row), b.label(row));
+        assert_eq!(a.sources[row].line, b.sources[row].line + 1, "CSV line 1 is its header");
+    }
+
+    // A broken line, then a line with an array value.
+    let mut broken: Vec<&str> = jsonl.lines().collect();
+    broken[3] = "{\"Flow ID\": ";
+    let mut object: serde_json::Value = serde_json::from_str(broken[5]).expect("json");
+    object["Protocol"] = serde_json::json!([6]);
+    let array_line = object.to_string();
+    broken[5] = &array_line;
+    std::fs::write(&json_path, broken.join("\n")).expect("write");
+    let err = read_files(std::slice::from_ref(&json_path), &opts).expect_err("broken");
+    let msg = err.to_string();
+    assert!(msg.contains("botnet.jsonl: line 4: not a JSON object"), "{msg}");
+    let skip = ReadOptions {
+        on_bad_row: BadRowPolicy::Skip,
+        ..Default::default()
+    };
+    let (c, skips) = read_files(std::slice::from_ref(&json_path), &skip).expect("skip");
+    assert_eq!((c.len(), skips.skipped), (734, 2));
+    assert!(skips.examples[1].contains("line 6") && skips.examples[1].contains("\"Protocol\" is an array"));
+}
