@@ -11,6 +11,7 @@ pub mod method;
 pub mod protocol;
 pub mod protonet;
 pub mod report;
+pub mod standard;
 
 use metaids_core::preprocess::{Normaliser, PreprocessConfig};
 use metaids_core::split::{split_hash, Split, SplitSpec};
