@@ -270,7 +270,11 @@ fn a_capture_and_its_extracted_csv_and_json_lines_get_the_same_verdicts() {
         &work.path().join("c.json"),
     );
     let (la, lb) = (strip(lines(&va)), strip(lines(&vb)));
-    assert_eq!(strip(lines(&vc)), lb, "JSON lines and CSV give the same verdicts");
+    assert_eq!(
+        strip(lines(&vc)),
+        lb,
+        "JSON lines and CSV give the same verdicts"
+    );
     assert_eq!(counter(&c, "alerts"), counter(&b, "alerts"));
     assert_eq!(la.len(), lb.len());
     for (x, y) in la.iter().zip(&lb) {

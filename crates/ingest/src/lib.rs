@@ -368,7 +368,11 @@ fn read_chunked<R: Read, E: From<IngestError>>(
     let file = frame.add_file(&shown, &map);
     let mut row = RowBuf::default();
     let (mut rows, mut skipped) = (0usize, 0usize);
-    let mut line = if format.has_header() && !json { 1u64 } else { 0 };
+    let mut line = if format.has_header() && !json {
+        1u64
+    } else {
+        0
+    };
     loop {
         let bad = match records.next(&mut record, line) {
             Ok(None) => break,
@@ -451,7 +455,11 @@ impl<R: Read> Records<R> {
     }
 
     /// Reads the next record; its 1-based line, or `None` at the end. `line` is the last one.
-    fn next(&mut self, record: &mut csv::ByteRecord, line: u64) -> Result<Option<u64>, RecordError> {
+    fn next(
+        &mut self,
+        record: &mut csv::ByteRecord,
+        line: u64,
+    ) -> Result<Option<u64>, RecordError> {
         match self {
             Records::Csv(csv, path) => match csv.read_byte_record(record) {
                 Ok(false) => Ok(None),

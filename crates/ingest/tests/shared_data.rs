@@ -191,7 +191,11 @@ fn json_lines_read_as_their_csv() {
     for line in lines {
         let mut object = serde_json::Map::new();
         for (key, value) in header.iter().zip(line.split(',')) {
-            let v = match value.parse::<f64>().ok().and_then(serde_json::Number::from_f64) {
+            let v = match value
+                .parse::<f64>()
+                .ok()
+                .and_then(serde_json::Number::from_f64)
+            {
                 Some(n) if !key.contains("IP") && *key != "Timestamp" => n.into(),
                 _ => serde_json::Value::String(value.to_string()),
             };
@@ -215,7 +219,11 @@ fn json_lines_read_as_their_csv() {
     assert_eq!(bits(&a.numeric), bits(&b.numeric));
     for row in 0..a.len() {
         assert_eq!(a.label(row), b.label(row));
-        assert_eq!(a.sources[row].line, b.sources[row].line + 1, "CSV line 1 is its header");
+        assert_eq!(
+            a.sources[row].line,
+            b.sources[row].line + 1,
+            "CSV line 1 is its header"
+        );
     }
 
     // A broken line, then a line with an array value.
@@ -228,12 +236,18 @@ fn json_lines_read_as_their_csv() {
     std::fs::write(&json_path, broken.join("\n")).expect("write");
     let err = read_files(std::slice::from_ref(&json_path), &opts).expect_err("broken");
     let msg = err.to_string();
-    assert!(msg.contains("botnet.jsonl: line 4: not a JSON object"), "{msg}");
+    assert!(
+        msg.contains("botnet.jsonl: line 4: not a JSON object"),
+        "{msg}"
+    );
     let skip = ReadOptions {
         on_bad_row: BadRowPolicy::Skip,
         ..Default::default()
     };
     let (c, skips) = read_files(std::slice::from_ref(&json_path), &skip).expect("skip");
     assert_eq!((c.len(), skips.skipped), (734, 2));
-    assert!(skips.examples[1].contains("line 6") && skips.examples[1].contains("\"Protocol\" is an array"));
+    assert!(
+        skips.examples[1].contains("line 6")
+            && skips.examples[1].contains("\"Protocol\" is an array")
+    );
 }
