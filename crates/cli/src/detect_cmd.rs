@@ -170,6 +170,7 @@ pub fn run(a: DetectArgs) -> Result<()> {
         pipeline.detector().unknown_threshold()
     );
     let mut warnings = Vec::new();
+    let mut capture_counters: Vec<(String, String)> = Vec::new();
     if !a.pcap.is_empty() {
         let total: u64 = a
             .pcap
@@ -193,12 +194,16 @@ pub fn run(a: DetectArgs) -> Result<()> {
             );
             let name = path.display().to_string();
             let s = pipeline.push_capture(input, &name, flow_config, &mut |_| {})?;
-            if let Some(e) = s.capture_error {
+            if let Some(e) = &s.capture_error {
                 warnings.push(format!(
                     "{name}: capture ended early ({e}); flows up to there were scored"
                 ));
             }
+            for w in s.reader.warnings() {
+                warnings.push(format!("{name}: {w}"));
+            }
             tracing::info!(packets = s.packets, flows = s.flows, "{name}");
+            capture_counters.push((name, s.counters()));
         }
         pb.finish_and_clear();
     }
@@ -231,6 +236,14 @@ pub fn run(a: DetectArgs) -> Result<()> {
         live(&a, interface, &mut pipeline)?;
     }
     let summary = pipeline.finish()?;
+    if !a.quiet {
+        for (name, counters) in &capture_counters {
+            eprintln!("{name}:");
+            for line in counters.lines() {
+                eprintln!("  {line}");
+            }
+        }
+    }
     for w in &warnings {
         eprintln!("warning: {w}");
     }

@@ -109,8 +109,11 @@ pub fn run(a: ExtractArgs) -> Result<()> {
         for flow in engine.finish() {
             sink.write(&flow)?;
         }
+        for w in reader.stats().warnings() {
+            warnings.push(format!("{}: {w}", path.display()));
+        }
         eprintln!("{}:", path.display());
-        for line in metaids_flow::output::summary(engine.stats()).lines() {
+        for line in metaids_flow::output::capture_summary(engine.stats(), &reader.stats()).lines() {
             eprintln!("  {line}");
         }
     }

@@ -135,8 +135,18 @@ pub struct CaptureSummary {
     pub flows: u64,
     /// A corrupt or truncated body ended the capture early (flows up to it were scored).
     pub capture_error: Option<String>,
-    /// The flow engine's counters, as `name value` lines.
-    pub engine: String,
+    /// The flow engine's counters.
+    pub engine: metaids_flow::EngineStats,
+    /// The capture reader's counters.
+    pub reader: metaids_flow::ReaderStats,
+}
+
+impl CaptureSummary {
+    /// Every counter of the engine and the reader as `name value` lines
+    /// ([`metaids_flow::output::capture_summary`]).
+    pub fn counters(&self) -> String {
+        metaids_flow::output::capture_summary(&self.engine, &self.reader)
+    }
 }
 
 /// The detection pipeline.
@@ -317,7 +327,8 @@ impl Pipeline {
             packets,
             flows: n,
             capture_error,
-            engine: metaids_flow::output::summary(engine.stats()),
+            engine: engine.stats().clone(),
+            reader: reader.stats(),
         })
     }
 

@@ -97,12 +97,108 @@ pub struct ReaderStats {
     pub packets: u64,
     /// Bytes of the capture consumed.
     pub bytes_consumed: u64,
-    /// pcapng packet blocks skipped because they name an interface with no description block.
+    /// pcapng packet blocks dropped because they name an interface with no description block.
     pub unknown_interface: u64,
-    /// pcapng interface description blocks with an invalid `if_tsresol` (microseconds assumed).
+    /// pcapng interface description blocks whose `if_tsresol` is outside the accepted range
+    /// (1 s down to 1 ns, see [`units_per_second`]): their packets' timestamps are read as
+    /// microseconds, the pcapng default, so they are a guess.
     pub bad_tsresol: u64,
+    /// pcapng packets whose timestamp (with the interface's `if_tsoffset`) falls before
+    /// 1970-01-01 or after 9999-12-31: the timestamp is clamped to that range.
+    pub timestamp_out_of_range: u64,
     /// Non-packet pcapng blocks skipped (statistics, name resolution, custom, unknown, ...).
     pub other_blocks: u64,
+}
+
+impl ReaderStats {
+    /// Every counter as `(name, value)`, in a fixed order, for summaries.
+    pub fn counters(&self) -> [(&'static str, u64); 6] {
+        [
+            ("packets", self.packets),
+            ("bytes_consumed", self.bytes_consumed),
+            ("unknown_interface", self.unknown_interface),
+            ("bad_tsresol", self.bad_tsresol),
+            ("timestamp_out_of_range", self.timestamp_out_of_range),
+            ("other_blocks", self.other_blocks),
+        ]
+    }
+
+    /// One sentence per data-quality problem worth a warning (packets dropped, timestamps
+    /// guessed or clamped); empty when there is none. Callers prefix the capture's name.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut w = Vec::new();
+        if self.unknown_interface > 0 {
+            w.push(format!(
+                "{} pcapng packet block(s) named an interface with no description block and were dropped",
+                self.unknown_interface
+            ));
+        }
+        if self.bad_tsresol > 0 {
+            w.push(format!(
+                "{} pcapng interface(s) declared an if_tsresol outside 1 s to 1 ns; their timestamps were read as microseconds (a guess)",
+                self.bad_tsresol
+            ));
+        }
+        if self.timestamp_out_of_range > 0 {
+            w.push(format!(
+                "{} pcapng packet timestamp(s) fell outside 1970-01-01 to 9999-12-31 and were clamped",
+                self.timestamp_out_of_range
+            ));
+        }
+        w
+    }
+}
+
+/// The latest packet time accepted, 9999-12-31 23:59:59.999999 UTC, in µs since the epoch.
+/// Later (and pre-1970) pcapng timestamps are clamped, so that time arithmetic downstream
+/// cannot overflow.
+pub const MAX_TIMESTAMP_US: i64 = 253_402_300_799_999_999;
+
+/// Timestamp units per second of a pcapng `if_tsresol` byte, or `None` when it is outside the
+/// accepted range.
+///
+/// The high bit selects a power of two, otherwise a power of ten: `10^-e` or `2^-e` seconds per
+/// unit. Accepted: 1 s down to 1 ns, i.e. exponents 0..=9 in decimal and 0..=30 in binary
+/// (2^-30 s ≈ 0.93 ns, the binary resolution nearest 1 ns). Finer resolutions make a 64-bit
+/// timestamp cover less than 600 years of which none is plausible capture time, and the larger
+/// exponents overflow 64 bits; such interfaces are counted in [`ReaderStats::bad_tsresol`].
+pub fn units_per_second(tsresol: u8) -> Option<u64> {
+    let e = u32::from(tsresol & 0x7f);
+    if tsresol & 0x80 == 0 {
+        (e <= 9).then(|| 10u64.pow(e))
+    } else {
+        (e <= 30).then(|| 1u64 << e)
+    }
+}
+
+/// µs since the epoch of a pcapng timestamp of `raw` units, `units_per_sec` units per second,
+/// after `offset_sec` seconds of `if_tsoffset`, clamped to `0..=MAX_TIMESTAMP_US`; the flag says
+/// whether it was clamped. Computed in 128 bits: nothing overflows or wraps.
+fn pcapng_timestamp_us(raw: u64, units_per_sec: u64, offset_sec: i64) -> (i64, bool) {
+    let us = i128::from(raw) * 1_000_000 / i128::from(units_per_sec.max(1));
+    let t = i128::from(offset_sec) * 1_000_000 + us;
+    let clamped = t.clamp(0, i128::from(MAX_TIMESTAMP_US));
+    // In range by the clamp; the fallback is never taken.
+    (
+        i64::try_from(clamped).unwrap_or(MAX_TIMESTAMP_US),
+        clamped != t,
+    )
+}
+
+/// A short description of a parser error: its kind, never the input bytes that pcap-parser's
+/// own `Display` appends (which can be the whole rest of the read buffer).
+fn describe_parse_error<I>(e: &PcapError<I>) -> String {
+    match e {
+        PcapError::NomError(_, kind) | PcapError::OwnedNomError(_, kind) => {
+            format!("parser error: {}", kind.description())
+        }
+        PcapError::Eof => "end of file".into(),
+        PcapError::BufferTooSmall => "record larger than the read buffer".into(),
+        PcapError::UnexpectedEof => "unexpected end of file".into(),
+        PcapError::ReadError => "read error".into(),
+        PcapError::Incomplete(n) => format!("incomplete record ({n} more bytes needed)"),
+        PcapError::HeaderNotRecognized => "header not recognised as pcap or pcapng".into(),
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -250,7 +346,7 @@ impl<R: Read> CaptureReader<R> {
             }
             other => FlowError::Malformed {
                 offset: 0,
-                detail: format!("file header: {other}"),
+                detail: format!("file header: {}", describe_parse_error(&other)),
             },
         };
         let (inner, pcap_link) = match format {
@@ -464,9 +560,11 @@ impl<R: Read> CaptureReader<R> {
                         Step::Skip { consumed }
                     }
                     PcapBlockOwned::NG(Block::InterfaceDescription(idb)) => {
-                        let units_per_sec = match idb.ts_resolution() {
-                            Some(u) if u > 0 => u,
-                            _ => {
+                        // Decoded here, not with `ts_resolution()`, which refuses every
+                        // binary (power of two) resolution.
+                        let units_per_sec = match units_per_second(idb.if_tsresol) {
+                            Some(u) => u,
+                            None => {
                                 stats.bad_tsresol += 1;
                                 1_000_000
                             }
@@ -479,33 +577,31 @@ impl<R: Read> CaptureReader<R> {
                         });
                         Step::Skip { consumed }
                     }
-                    PcapBlockOwned::NG(Block::EnhancedPacket(epb)) => match interfaces
-                        .get(epb.if_id as usize)
-                    {
-                        Some(iface) => {
-                            buf.clear();
-                            buf.extend_from_slice(epb.packet_data());
-                            let raw = (u64::from(epb.ts_high) << 32) | u64::from(epb.ts_low);
-                            let us = (u128::from(raw) * 1_000_000 / u128::from(iface.units_per_sec))
-                                as i64;
-                            Step::Packet {
-                                consumed,
-                                meta: PacketMeta {
-                                    link_type: iface.link_type,
-                                    ts_us: iface
-                                        .offset_sec
-                                        .saturating_mul(1_000_000)
-                                        .saturating_add(us),
-                                    orig_len: epb.origlen,
-                                    interface: epb.if_id,
-                                },
+                    PcapBlockOwned::NG(Block::EnhancedPacket(epb)) => {
+                        match interfaces.get(epb.if_id as usize) {
+                            Some(iface) => {
+                                buf.clear();
+                                buf.extend_from_slice(epb.packet_data());
+                                let raw = (u64::from(epb.ts_high) << 32) | u64::from(epb.ts_low);
+                                let (ts_us, clamped) =
+                                    pcapng_timestamp_us(raw, iface.units_per_sec, iface.offset_sec);
+                                stats.timestamp_out_of_range += u64::from(clamped);
+                                Step::Packet {
+                                    consumed,
+                                    meta: PacketMeta {
+                                        link_type: iface.link_type,
+                                        ts_us,
+                                        orig_len: epb.origlen,
+                                        interface: epb.if_id,
+                                    },
+                                }
+                            }
+                            None => {
+                                stats.unknown_interface += 1;
+                                Step::Skip { consumed }
                             }
                         }
-                        None => {
-                            stats.unknown_interface += 1;
-                            Step::Skip { consumed }
-                        }
-                    },
+                    }
                     PcapBlockOwned::NG(Block::SimplePacket(spb)) => match interfaces.first() {
                         Some(iface) => {
                             let data = spb.packet_data();
@@ -567,10 +663,28 @@ impl<R: Read> CaptureReader<R> {
                 offset,
                 source: std::io::Error::other("the underlying reader failed"),
             }),
-            Err(e) => Step::Fail(FlowError::Malformed {
-                offset,
-                detail: e.to_string(),
-            }),
+            Err(e) => {
+                let why = describe_parse_error(&e);
+                let what = if pcap_link_is_legacy(&self.format) {
+                    "packet record".to_string()
+                } else {
+                    match reader.data().get(..4) {
+                        Some(t) => format!(
+                            "pcapng block of type {:#010x}",
+                            if ng_big_endian {
+                                u32::from_be_bytes([t[0], t[1], t[2], t[3]])
+                            } else {
+                                u32::from_le_bytes([t[0], t[1], t[2], t[3]])
+                            }
+                        ),
+                        None => "pcapng block".to_string(),
+                    }
+                };
+                Step::Fail(FlowError::Malformed {
+                    offset,
+                    detail: format!("{what} does not parse ({why})"),
+                })
+            }
         };
         if let Some(be) = new_endianness {
             self.ng_big_endian = be;

@@ -23,7 +23,10 @@
 //! if let Some(e) = &report.capture_error {
 //!     eprintln!("warning: capture ended early: {e}");
 //! }
-//! eprint!("{}", metaids_flow::output::summary(&report.engine));
+//! for w in report.reader.warnings() {
+//!     eprintln!("warning: capture.pcapng: {w}");
+//! }
+//! eprint!("{}", metaids_flow::output::capture_summary(&report.engine, &report.reader));
 //! # Ok(()) }
 //! ```
 //!

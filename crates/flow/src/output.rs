@@ -6,6 +6,7 @@ use std::net::IpAddr;
 
 use metaids_core::schema::{cic_improved_header, CIC_FLOW_FEATURES};
 
+use crate::capture::ReaderStats;
 use crate::engine::{EndReason, EngineStats, FlowRecord};
 use crate::error::FlowError;
 use crate::features::{FeatureKind, FEATURE_KINDS};
@@ -282,6 +283,24 @@ impl<W: Write> JsonLinesWriter<W> {
     }
 }
 
+/// The end-of-run counters of a capture file: the engine's ([`summary`]) followed by every
+/// reader counter as `reader_NAME value` lines. Every command that reads a capture prints this
+/// one, so no counter goes unseen.
+pub fn capture_summary(engine: &EngineStats, reader: &ReaderStats) -> String {
+    let mut s = summary(engine);
+    s.push_str(&reader_summary(reader));
+    s
+}
+
+/// The reader counters as `reader_NAME value` lines, in [`ReaderStats::counters`] order.
+pub fn reader_summary(stats: &ReaderStats) -> String {
+    let mut s = String::new();
+    for (name, value) in stats.counters() {
+        s.push_str(&format!("reader_{name} {value}\n"));
+    }
+    s
+}
+
 /// The end-of-run counters as `name value` lines (for logs or stderr).
 pub fn summary(stats: &EngineStats) -> String {
     let mut s = format!(
@@ -311,6 +330,30 @@ pub fn summary(stats: &EngineStats) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn capture_summary_prints_every_reader_counter() {
+        let reader = ReaderStats {
+            packets: 1,
+            bytes_consumed: 2,
+            unknown_interface: 3,
+            bad_tsresol: 4,
+            timestamp_out_of_range: 5,
+            other_blocks: 6,
+        };
+        let s = capture_summary(&EngineStats::default(), &reader);
+        assert!(s.starts_with(&summary(&EngineStats::default())), "{s}");
+        for line in [
+            "reader_packets 1",
+            "reader_bytes_consumed 2",
+            "reader_unknown_interface 3",
+            "reader_bad_tsresol 4",
+            "reader_timestamp_out_of_range 5",
+            "reader_other_blocks 6",
+        ] {
+            assert!(s.lines().any(|l| l == line), "{line} missing from\n{s}");
+        }
+    }
 
     #[test]
     fn timestamp_like_the_csvs() {
@@ -403,7 +446,10 @@ mod tests {
             ("0.0.0.0", "192.168.10.50"),
             ("fe80::1", "2001:db8::ff00:42:8329"),
         ] {
-            let r = record(src.parse().unwrap(), dst.parse().unwrap());
+            let r = record(
+                src.parse().expect("test value"),
+                dst.parse().expect("test value"),
+            );
             let mut s = String::new();
             push_flow_id(&mut s, &r);
             assert_eq!(
@@ -419,17 +465,20 @@ mod tests {
 
     #[test]
     fn json_lines_are_json_with_the_csv_values() {
-        let mut r = record("10.0.0.1".parse().unwrap(), "fe80::1".parse().unwrap());
+        let mut r = record(
+            "10.0.0.1".parse().expect("test value"),
+            "fe80::1".parse().expect("test value"),
+        );
         r.features[0] = 1234.0;
         let float = FEATURE_KINDS
             .iter()
             .position(|k| *k == FeatureKind::Float)
-            .unwrap();
+            .expect("test value");
         r.features[float] = 0.125;
         let mut w = JsonLinesWriter::new(Vec::new(), Some("a \"quoted\" label"));
-        w.write(&r).unwrap();
-        let bytes = w.finish().unwrap();
-        let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        w.write(&r).expect("test value");
+        let bytes = w.finish().expect("test value");
+        let v: serde_json::Value = serde_json::from_slice(&bytes).expect("test value");
         assert_eq!(v["Flow ID"], "10.0.0.1-fe80::1-40000-443-6");
         assert_eq!(v["Dst IP"], "fe80::1");
         assert_eq!(v["Timestamp"], "2017-07-07 13:39:36.267908");
@@ -437,7 +486,7 @@ mod tests {
         assert_eq!(v["End Reason"], "idle_timeout");
         assert_eq!(v[CIC_FLOW_FEATURES[float]], 0.125);
         assert_eq!(v[CIC_FLOW_FEATURES[0]], 1234.0);
-        assert_eq!(v.as_object().unwrap().len(), 92);
+        assert_eq!(v.as_object().expect("test value").len(), 92);
     }
 
     proptest::proptest! {

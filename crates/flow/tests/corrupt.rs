@@ -188,3 +188,105 @@ fn random_mutations_never_panic() {
         }
     }
 }
+
+/// Offset of the first interface's `if_tsresol` byte in a [`pcapng`] capture: a 28-byte section
+/// header, then the interface block's 8-byte header, 8 bytes of link type, reserved and snap
+/// length, and the option's 4-byte code and length.
+const FIRST_TSRESOL: usize = 28 + 8 + 8 + 4;
+
+/// Timestamps and reader counters of every packet.
+fn timestamps(bytes: &[u8]) -> (Vec<i64>, metaids_flow::ReaderStats) {
+    let mut reader = CaptureReader::new(bytes, ReaderConfig::default()).expect("header");
+    let mut ts = Vec::new();
+    while let Some(p) = reader.next_packet().expect("packet") {
+        ts.push(p.ts_us);
+    }
+    (ts, reader.stats())
+}
+
+#[test]
+fn an_invalid_tsresol_is_counted_and_read_as_microseconds_not_wrapped() {
+    let ts_us = 1_499_435_976_267_908i64; // 2017-07-07
+    let mut ng = pcapng(&[(1, 6)], &[(0, ts_us, frames()[0].1.clone())]);
+    assert_eq!(ng[FIRST_TSRESOL], 6);
+    // 10^-127 s per unit: outside 1 s .. 1 ns, and 10^127 overflows 64 bits.
+    ng[FIRST_TSRESOL] = 127;
+    let (ts, stats) = timestamps(&ng);
+    assert_eq!(ts, vec![ts_us]);
+    assert_eq!(stats.bad_tsresol, 1);
+    assert!(stats.warnings().iter().any(|w| w.contains("if_tsresol")));
+}
+
+#[test]
+fn a_binary_tsresol_is_decoded() {
+    let raw = 3_000_000u64 << 20; // 3,000,000 s at 2^-20 s per unit
+    let mut ng = pcapng(&[(1, 6)], &[(0, raw as i64, frames()[0].1.clone())]);
+    ng[FIRST_TSRESOL] = 0x80 | 20;
+    let (ts, stats) = timestamps(&ng);
+    assert_eq!(ts, vec![3_000_000 * 1_000_000]);
+    assert_eq!(stats.bad_tsresol, 0);
+    assert_eq!(
+        metaids_flow::capture::units_per_second(0x80 | 20),
+        Some(1 << 20)
+    );
+    assert_eq!(metaids_flow::capture::units_per_second(0x80 | 31), None);
+    assert_eq!(
+        metaids_flow::capture::units_per_second(9),
+        Some(1_000_000_000)
+    );
+    assert_eq!(metaids_flow::capture::units_per_second(10), None);
+}
+
+#[test]
+fn timestamps_past_year_9999_are_clamped_and_counted() {
+    let late = metaids_flow::capture::MAX_TIMESTAMP_US + 1_000_000;
+    let ng = pcapng(
+        &[(1, 6)],
+        &[
+            (0, 1_000_000, frames()[0].1.clone()),
+            (0, late, frames()[1].1.clone()),
+        ],
+    );
+    let (ts, stats) = timestamps(&ng);
+    assert_eq!(ts, vec![1_000_000, metaids_flow::capture::MAX_TIMESTAMP_US]);
+    assert_eq!(stats.timestamp_out_of_range, 1);
+}
+
+#[test]
+fn a_packet_of_a_missing_interface_is_counted_and_every_counter_printed() {
+    // The packet names interface 1; only interface 0 is described.
+    let mut ng = pcapng(&[(1, 6)], &[(0, 1_000_000, frames()[0].1.clone())]);
+    let extra = pcapng(&[(1, 6), (1, 6)], &[(1, 2_000_000, frames()[1].1.clone())]);
+    // Append the second capture's packet block only (its last block).
+    let epb_len = 12 + 20 + frames()[1].1.len().div_ceil(4) * 4;
+    ng.extend_from_slice(&extra[extra.len() - epb_len..]);
+    let (ts, stats) = timestamps(&ng);
+    assert_eq!(ts, vec![1_000_000]);
+    assert_eq!(stats.unknown_interface, 1);
+    let s = metaids_flow::output::capture_summary(&Default::default(), &stats);
+    for name in [
+        "reader_unknown_interface 1",
+        "reader_bad_tsresol 0",
+        "reader_other_blocks 0",
+        "reader_timestamp_out_of_range 0",
+    ] {
+        assert!(s.lines().any(|l| l == name), "{name} not in\n{s}");
+    }
+}
+
+#[test]
+fn a_parse_error_names_the_block_without_dumping_its_bytes() {
+    let mut ng = pcapng(&[(1, 6)], &[(0, 1_000_000, vec![0x41; 60_000])]);
+    // Break the packet block's trailing length so the block does not parse.
+    let n = ng.len();
+    ng[n - 4..].copy_from_slice(&7u32.to_le_bytes());
+    let (_, err) = drain(&ng);
+    let msg = err.expect("an error").to_string();
+    assert!(
+        msg.len() < 300,
+        "{} bytes: {}",
+        msg.len(),
+        &msg[..300.min(msg.len())]
+    );
+    assert!(!msg.contains("4141"), "{msg}");
+}
