@@ -21,6 +21,8 @@ use crate::{load, Loaded};
 
 /// `metaids train`.
 pub fn train(a: TrainArgs) -> Result<()> {
+    // Before loading or training: a bad --out fails now, not after minutes of training.
+    metaids_model::check_save_target(&a.out)?;
     let loaded = load(&a.data)?;
     let split = loaded
         .spec

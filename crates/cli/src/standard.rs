@@ -20,6 +20,9 @@ pub fn run(a: StandardArgs) -> Result<()> {
         bail!("--enrol-shots and --repeats must be at least 1");
     }
     let started = Instant::now();
+    if let Some(dir) = &a.save_model {
+        metaids_model::check_save_target(dir)?;
+    }
     if !a.data.is_dir() {
         bail!(
             "--data must be the directory holding KDDTrain+.txt and KDDTest+.txt, got {}",

@@ -212,3 +212,75 @@ fn demo_runs_on_the_shipped_data() {
     let report = std::fs::read_to_string(dir.path().join("report.md")).expect("report");
     assert!(report.contains("## 4. Detection"), "{report}");
 }
+
+#[test]
+fn train_checks_its_output_before_reading_or_training() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let file = dir.path().join("notes.txt");
+    std::fs::write(&file, b"keep me").expect("write");
+    // The data path does not exist either: the --out refusal must come first, before any
+    // loading or training.
+    let out = metaids()
+        .args(["train", "--dataset", "cic", "--data"])
+        .arg(dir.path().join("no-such-data"))
+        .arg("--out")
+        .arg(&file)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("not a metaids model directory"), "{err}");
+    assert_eq!(std::fs::read(&file).expect("read"), b"keep me");
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .expect("dir")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    assert_eq!(leftovers.len(), 1, "{leftovers:?}");
+}
+
+#[test]
+fn an_absurd_timeout_is_named_as_out_of_range_not_as_non_positive() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let out = metaids()
+        .args(["extract", "--pcap"])
+        .arg(shared(
+            "pcaps/esnet-scanners/masscan/udp_0_1000_20190821.pcap",
+        ))
+        .args(["--idle-timeout", "1e300", "--out"])
+        .arg(dir.path().join("f.csv"))
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--idle-timeout") && err.contains("below 1e9"),
+        "{err}"
+    );
+    assert!(!err.contains("must be positive"), "{err}");
+    assert_eq!(std::fs::read_dir(dir.path()).expect("dir").count(), 0);
+}
+
+#[test]
+fn extract_prints_every_reader_counter() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let out = metaids()
+        .args(["extract", "--pcap"])
+        .arg(shared(
+            "pcaps/esnet-scanners/masscan/udp_0_1000_20190821.pcap",
+        ))
+        .arg("--out")
+        .arg(dir.path().join("f.csv"))
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    for name in [
+        "reader_packets",
+        "reader_unknown_interface 0",
+        "reader_bad_tsresol 0",
+        "reader_timestamp_out_of_range 0",
+        "reader_other_blocks",
+    ] {
+        assert!(err.contains(name), "{name} missing from\n{err}");
+    }
+}

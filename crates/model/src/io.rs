@@ -363,6 +363,53 @@ pub fn save(model: &ThreatModel, path: &Path) -> Result<Manifest> {
     Ok(manifest)
 }
 
+/// Checks, before any work, that [`save`] could write a model to `path`: it must not be an
+/// existing file or non-model directory (which `save` refuses to replace), and its parent must be
+/// (or be creatable under) a directory this process can write to, tried with a probe directory
+/// that is removed at once. Commands that train call this first, so a bad `--out` fails in a
+/// second instead of after training.
+pub fn check_save_target(path: &Path) -> Result<()> {
+    let fmt_err = |message: String| ModelError::Format {
+        path: path.to_path_buf(),
+        field: "path".into(),
+        message,
+    };
+    if path.exists() && !path.join(MANIFEST_FILE).is_file() {
+        return Err(fmt_err(
+            "exists and is not a metaids model directory; refusing to replace it".into(),
+        ));
+    }
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    // The nearest existing ancestor must be a writable directory.
+    let mut dir = parent.as_path();
+    while !dir.exists() {
+        match dir.parent() {
+            Some(p) if !p.as_os_str().is_empty() => dir = p,
+            _ => {
+                dir = Path::new(".");
+                break;
+            }
+        }
+    }
+    if !dir.is_dir() {
+        return Err(fmt_err(format!(
+            "{} is not a directory, so the model cannot be written under it",
+            dir.display()
+        )));
+    }
+    let probe = dir.join(format!(".metaids-probe-{}", std::process::id()));
+    match std::fs::create_dir(&probe) {
+        Ok(()) => {
+            let _ = std::fs::remove_dir(&probe);
+            Ok(())
+        }
+        Err(e) => Err(fmt_err(format!("cannot write in {}: {e}", dir.display()))),
+    }
+}
+
 /// Loads and checks a model directory (or its `manifest.json`).
 ///
 /// # Errors

@@ -22,7 +22,7 @@ pub mod train;
 pub use encoder::{Encoder, EncoderConfig};
 pub use error::{ModelError, Result};
 pub use finetune::{Adapted, FinetuneConfig, Finetuner};
-pub use io::{load, save, FORMAT_VERSION};
+pub use io::{check_save_target, load, save, FORMAT_VERSION};
 pub use metaids_decide::{BenignReference, FamilyPrototype, Verdict, VerdictKind};
 pub use model::{
     DataFileHash, FinetuneCandidate, KnownCandidate, Provenance, ThreatModel, TrainingRecord,
