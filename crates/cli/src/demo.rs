@@ -247,7 +247,7 @@ pub fn run(mut a: DemoArgs) -> Result<()> {
 
     // 5. Detect: every flow of the captures through the streaming pipeline, alerts as EVE JSON.
     println!("4. Detection over the captures (streaming pipeline → EVE alerts, verdicts, nftables dry run):");
-    let detector = Detector::new(
+    let mut detector = Detector::new(
         Arc::clone(&model),
         version.threats.clone(),
         DetectorOptions {
@@ -256,6 +256,7 @@ pub fn run(mut a: DemoArgs) -> Result<()> {
         },
         version.version,
     )?;
+    detector.set_library_id(library.id());
     let alerts = a.out.join("alerts.json");
     let verdicts = a.out.join("verdicts.jsonl");
     let script = a.out.join("blocklist.nft");

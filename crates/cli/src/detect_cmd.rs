@@ -137,13 +137,14 @@ pub fn run(a: DetectArgs) -> Result<()> {
         .profile
         .as_ref()
         .map_or_else(|| model.reference.clone(), |p| p.reference());
-    let detector = Detector::with_reference(
+    let mut detector = Detector::with_reference(
         Arc::clone(&model),
         reference,
         set.threats,
         options,
         set.library_version,
     )?;
+    detector.set_library_id(set.library_id);
     let run_id = a.run_id.clone().unwrap_or_else(|| {
         let us = SystemTime::now()
             .duration_since(UNIX_EPOCH)

@@ -95,6 +95,19 @@ pub fn run(a: FeedbackArgs) -> Result<()> {
             identity
         );
     }
+    // Alerts name their library; an alert of another library of the same model would move a
+    // threat that never raised it. (Alerts of older builds carry no library id.)
+    if !info.library.is_empty() && info.library != library.id() {
+        bail!(
+            "{}: alert {} was raised with threat library {} (version {}), but {} is library {}: feedback goes to the library that raised the alert",
+            a.alerts.display(),
+            a.alert,
+            info.library,
+            info.library_version,
+            a.library.display(),
+            library.id()
+        );
+    }
     let threat = match (&a.threat, &info.threat, info.verdict.name()) {
         (Some(t), _, _) => t.clone(),
         (None, Some(t), "threat") => t.clone(),

@@ -210,6 +210,7 @@ fn list(a: &ThreatListArgs) -> Result<()> {
             .collect();
         let out = serde_json::json!({
             "library": a.lib.library.display().to_string(),
+            "library_id": lib.id(),
             "version": v.version,
             "model": id,
             "threats": threats,
@@ -218,8 +219,9 @@ fn list(a: &ThreatListArgs) -> Result<()> {
         return Ok(());
     }
     println!(
-        "{} — version {}, {} threat(s); model {} ({} data, {}-d embeddings)",
+        "{} (library {}) — version {}, {} threat(s); model {} ({} data, {}-d embeddings)",
         a.lib.library.display(),
+        lib.id(),
         v.version,
         v.threats.len(),
         id.model,

@@ -227,6 +227,54 @@ fn feedback_on_alerts_refits_the_threat_and_rollback_restores_it() {
         String::from_utf8_lossy(&out.stderr)
     );
 
+    // An alert of this library is refused by another library of the same model, even for a
+    // threat of the same name: the alert names the library that raised it.
+    let library_id = rejected["metaids"]["library"].as_str().expect("library id");
+    assert_eq!(library_id.len(), 16, "{library_id}");
+    assert_eq!(rejected["alert"]["metadata"]["library_id"][0], library_id);
+    let other = dir.path().join("other.redb");
+    ok(&metaids()
+        .args(["threat", "add", "--library"])
+        .arg(&other)
+        .arg("--model")
+        .arg(&model)
+        .args(["--name", "ssh guessing", "--pcap"])
+        .arg(shared("pcaps/zeek-traces/ssh/sshguess.pcap"))
+        .args([
+            "--select",
+            "port 22",
+            "--enrol-shots",
+            "5",
+            "--author",
+            "tester",
+        ])
+        .output()
+        .expect("threat add"));
+    let history = |lib: &std::path::Path| {
+        ok(&metaids()
+            .args(["threat", "history", "--library"])
+            .arg(lib)
+            .output()
+            .expect("history"))
+    };
+    let before = history(&other);
+    let out = metaids()
+        .args(["feedback", "--alerts"])
+        .arg(dir.path().join("first.eve.json"))
+        .args(["--alert", &rejected_id, "--confirm", "--force", "--library"])
+        .arg(&other)
+        .arg("--model")
+        .arg(&model)
+        .output()
+        .expect("feedback");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains(library_id) && err.contains("the library that raised the alert"),
+        "{err}"
+    );
+    assert_eq!(history(&other), before, "the other library changed");
+
     // Rolling back to the version before the feedback flags the rejected flow again.
     let history = ok(&metaids()
         .args(["threat", "history", "--library"])

@@ -91,6 +91,7 @@ pub struct Detector {
     dim: usize,
     options: DetectorOptions,
     library_version: u64,
+    library_id: String,
     model_version: String,
     input_names: Vec<String>,
     /// The inference kernel: the encoder's forward pass, hand-written for throughput (equal to
@@ -164,6 +165,7 @@ impl Detector {
             dim,
             options,
             library_version,
+            library_id: String::new(),
             model_version,
             input_names,
         })
@@ -202,6 +204,17 @@ impl Detector {
     /// Version of the threat library (reported in alerts).
     pub fn library_version(&self) -> u64 {
         self.library_version
+    }
+
+    /// Names the threat library the threats came from ([`metaids_library`]'s library id), so that
+    /// alerts carry it and feedback on them can refuse another library; empty when unknown.
+    pub fn set_library_id(&mut self, id: impl Into<String>) {
+        self.library_id = id.into();
+    }
+
+    /// The threat library's id (reported in alerts); empty when unknown.
+    pub fn library_id(&self) -> &str {
+        &self.library_id
     }
 
     /// Version of the model (reported in alerts).

@@ -280,6 +280,9 @@ pub struct MetaidsInfo {
     pub model: String,
     /// Threat library version.
     pub library_version: u64,
+    /// The threat library's id (empty when the threats came from no library).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub library: String,
     /// Where the flow came from.
     pub origin: String,
     /// The flow's embedding (alerts only).
@@ -325,6 +328,8 @@ pub struct AlertContext<'a> {
     pub model: &'a str,
     /// Library version.
     pub library_version: u64,
+    /// The library's id (empty when unknown).
+    pub library: &'a str,
     /// Severity of unknown-anomaly alerts.
     pub unknown_severity: u8,
     /// Timestamp used when the flow's own is unknown (µs since the epoch).
@@ -359,6 +364,7 @@ fn info(
         top_features: Vec::new(),
         model: ctx.model.to_string(),
         library_version: ctx.library_version,
+        library: ctx.library.to_string(),
         origin: flow.origin.clone(),
         embedding: Vec::new(),
     }
@@ -425,6 +431,9 @@ pub fn alert_event(
     );
     put("model_version", vec![ctx.model.to_string()]);
     put("library_version", vec![ctx.library_version.to_string()]);
+    if !ctx.library.is_empty() {
+        put("library_id", vec![ctx.library.to_string()]);
+    }
     let mut m = info(ctx, flow, v, Some(alert_id));
     m.nearest = explanation.nearest;
     m.top_features = explanation.top_features;

@@ -388,6 +388,7 @@ impl Pipeline {
             threats: d.threats(),
             model: d.model_version(),
             library_version: d.library_version(),
+            library: d.library_id(),
             unknown_severity: self.options.unknown_severity,
             now_us: now,
         };

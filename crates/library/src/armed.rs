@@ -31,6 +31,9 @@ pub struct ArmedThreats {
     pub origin: ThreatOrigin,
     /// The library version (for a document, the version it was exported from).
     pub library_version: u64,
+    /// The library's id ([`ThreatLibrary::id`]; for a document, the library it was exported
+    /// from, empty for documents of older builds).
+    pub library_id: String,
     /// The threats, by id.
     pub threats: Vec<Threat>,
     /// The site profile the threats are calibrated on (a library's; `None` for documents and for
@@ -63,6 +66,7 @@ impl ArmedThreats {
                 path: path.to_path_buf(),
                 origin: ThreatOrigin::Library,
                 library_version: current.version,
+                library_id: library.id().to_string(),
                 threats: current.threats,
                 profile,
             });
@@ -73,6 +77,7 @@ impl ArmedThreats {
             path: path.to_path_buf(),
             origin: ThreatOrigin::Document,
             library_version: doc.library_version,
+            library_id: doc.library_id.clone(),
             threats: doc.threats,
             profile: None,
         })

@@ -28,6 +28,10 @@ pub struct ThreatDocument {
     pub model: ModelIdentity,
     /// The library version exported.
     pub library_version: u64,
+    /// The id of the library exported ([`crate::ThreatLibrary::id`]); absent in documents of
+    /// older builds.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub library_id: String,
     /// When (RFC 3339 UTC).
     pub exported_at: String,
     /// The threats.

@@ -3,7 +3,8 @@
 //! last committed version intact (redb commits are atomic and crash-safe). Does not embed flows (the
 //! caller does, with the model) and does not detect (the detector reads [`ThreatLibrary::current`]).
 //!
-//! Tables: `meta` (`format`, `identity`: the model the library belongs to, as JSON), `counters`
+//! Tables: `meta` (`format`, `identity`: the model the library belongs to, as JSON, `id`: the
+//! library's own id), `counters`
 //! (`current`), `versions` (version → JSON [`LibraryVersion`]) and `ids` (every threat id ever
 //! assigned → the version that assigned it; ids are never reused, even after a removal).
 
@@ -196,6 +197,7 @@ pub struct ThreatLibrary {
     path: PathBuf,
     db: Db,
     identity: ModelIdentity,
+    id: String,
 }
 
 impl std::fmt::Debug for ThreatLibrary {
@@ -203,6 +205,7 @@ impl std::fmt::Debug for ThreatLibrary {
         f.debug_struct("ThreatLibrary")
             .field("path", &self.path)
             .field("identity", &self.identity)
+            .field("id", &self.id)
             .finish()
     }
 }
@@ -266,6 +269,8 @@ impl ThreatLibrary {
                 meta.insert("format", LIBRARY_FORMAT)
                     .map_err(store(path, "writing meta"))?;
                 meta.insert("identity", to_json(path, "identity", &identity)?.as_str())
+                    .map_err(store(path, "writing meta"))?;
+                meta.insert("id", new_library_id(path).as_str())
                     .map_err(store(path, "writing meta"))?;
                 let mut counters = txn
                     .open_table(COUNTERS)
@@ -357,10 +362,10 @@ impl ThreatLibrary {
         let outcome = std::thread::scope(|s| {
             let handle = std::thread::Builder::new()
                 .name(CHECK_THREAD.into())
-                .spawn_scoped(s, || -> Result<(Db, ModelIdentity)> {
+                .spawn_scoped(s, || -> Result<(Db, ModelIdentity, String)> {
                     let db = open_waiting(path, read_only)?;
-                    let identity = check_file(&db, path)?;
-                    Ok((db, identity))
+                    let (identity, id) = check_file(&db, path)?;
+                    Ok((db, identity, id))
                 })
                 .map_err(|source| LibraryError::Io {
                     path: path.to_path_buf(),
@@ -368,7 +373,7 @@ impl ThreatLibrary {
                 })?;
             Ok::<_, LibraryError>(handle.join())
         })?;
-        let (db, identity) = match outcome {
+        let (db, identity, id) = match outcome {
             Ok(r) => r?,
             Err(panic) => {
                 let what = panic
@@ -389,6 +394,7 @@ impl ThreatLibrary {
             path: path.to_path_buf(),
             db,
             identity,
+            id,
         })
     }
 
@@ -414,6 +420,15 @@ impl ThreatLibrary {
     /// The model the library belongs to.
     pub fn identity(&self) -> &ModelIdentity {
         &self.identity
+    }
+
+    /// The library's own identity: 16 hex digits drawn at creation and kept by every later
+    /// version and by copies of the file, different for two libraries of the same model
+    /// (libraries of earlier builds, which stored none, get the hash of their model identity and
+    /// first version record). Alerts carry it, so feedback on an alert of another library is
+    /// refused.
+    pub fn id(&self) -> &str {
+        &self.id
     }
 
     fn parse_version(&self, version: u64, text: &str) -> Result<LibraryVersion> {
@@ -992,6 +1007,7 @@ impl ThreatLibrary {
             format_version: DOCUMENT_VERSION,
             model: self.identity.clone(),
             library_version: current.version,
+            library_id: self.id.clone(),
             exported_at: crate::time::now(),
             threats: current.threats,
         })
@@ -1186,7 +1202,7 @@ fn open_waiting(path: &Path, read_only: bool) -> Result<Db> {
 
 /// Reads every table of the file once (the format, the identity, every version and profile record,
 /// the ids), so damage anywhere is found at open; returns the model identity.
-fn check_file(db: &Db, path: &Path) -> Result<ModelIdentity> {
+fn check_file(db: &Db, path: &Path) -> Result<(ModelIdentity, String)> {
     let txn = db.begin_read().map_err(store(path, "starting a read"))?;
     let not_lib = |message: String| LibraryError::NotALibrary {
         path: path.to_path_buf(),
@@ -1215,14 +1231,22 @@ fn check_file(db: &Db, path: &Path) -> Result<ModelIdentity> {
         .ok_or_else(|| not_lib("no identity record".into()))?;
     let identity: ModelIdentity = serde_json::from_str(&identity_text)
         .map_err(|e| corrupt(path, "identity", e.to_string()))?;
+    let stored_id = meta
+        .get("id")
+        .map_err(store(path, "reading meta"))?
+        .map(|v| v.value().to_string());
     let current = current_version(&txn, path)?;
     let versions = txn
         .open_table(VERSIONS)
         .map_err(store(path, "opening versions"))?;
     let mut seen_current = false;
+    let mut first: Option<String> = None;
     for item in versions.iter().map_err(store(path, "reading versions"))? {
         let (k, v) = item.map_err(store(path, "reading versions"))?;
         seen_current |= k.value() == current;
+        if k.value() == 1 {
+            first = Some(v.value().to_string());
+        }
         if v.value().is_empty() {
             return Err(corrupt(
                 path,
@@ -1251,7 +1275,47 @@ fn check_file(db: &Db, path: &Path) -> Result<ModelIdentity> {
         Err(redb::TableError::TableDoesNotExist(_)) => {}
         Err(e) => return Err(store(path, "opening profiles")(e)),
     }
-    Ok(identity)
+    let id = match stored_id {
+        Some(id) => id,
+        None => {
+            // Libraries of earlier builds stored no id: one derived from what they do store.
+            let first =
+                first.ok_or_else(|| corrupt(path, "version 1", "the first version is missing"))?;
+            hex16(&[identity_text.as_bytes(), b"\n", first.as_bytes()])
+        }
+    };
+    if id.len() != 16 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(corrupt(path, "id", format!("{id:?} is not 16 hex digits")));
+    }
+    Ok((identity, id))
+}
+
+/// 16 hex digits of the sha256 of `parts`.
+fn hex16(parts: &[&[u8]]) -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    for p in parts {
+        h.update(p);
+    }
+    h.finalize()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A fresh library id: the hash of the path, the process, the thread and the clock to the
+/// nanosecond, so two libraries never share one in practice (an identity, not a secret).
+fn new_library_id(path: &Path) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let thread = format!("{:?}", std::thread::current().id());
+    hex16(&[
+        path.as_os_str().as_encoded_bytes(),
+        &std::process::id().to_le_bytes(),
+        thread.as_bytes(),
+        &nanos.to_le_bytes(),
+    ])
 }
 
 fn to_json_pretty<T: Serialize>(path: &Path, value: &T) -> Result<String> {

@@ -959,3 +959,34 @@ fn damaged_files_are_errors_and_readers_share_the_file() {
     }
     assert!(damaged >= 10, "only {damaged} damaged copies refused");
 }
+
+#[test]
+fn every_library_has_its_own_id_kept_by_versions_copies_and_exports() {
+    let m = model();
+    let (a, b) = (fresh("id-a.redb"), fresh("id-b.redb"));
+    let lib_a = ThreatLibrary::create(&a, m).expect("create");
+    let lib_b = ThreatLibrary::create(&b, m).expect("create");
+    let id = lib_a.id().to_string();
+    assert_eq!(id.len(), 16, "{id}");
+    assert!(id.bytes().all(|c| c.is_ascii_hexdigit()), "{id}");
+    assert_ne!(id, lib_b.id(), "two libraries of one model share an id");
+    lib_a
+        .add(
+            m,
+            &draft("ssh", flows("SSH-Patator", 5, 7)),
+            EnrolOptions::default(),
+        )
+        .expect("enrol");
+    let doc = work_dir().join("id-a.json");
+    lib_a.export_to(&doc).expect("export");
+    drop(lib_a);
+    // A new version, a reopen and a copy of the file keep the id; the export carries it.
+    assert_eq!(ThreatLibrary::open(&a, m).expect("open").id(), id);
+    let copy = fresh("id-a-copy.redb");
+    std::fs::copy(&a, &copy).expect("copy");
+    assert_eq!(ThreatLibrary::open_read_only(&copy).expect("open").id(), id);
+    let armed = metaids_library::ArmedThreats::load(&doc, m).expect("document");
+    assert_eq!(armed.library_id, id);
+    let armed = metaids_library::ArmedThreats::load(&a, m).expect("library");
+    assert_eq!(armed.library_id, id);
+}
