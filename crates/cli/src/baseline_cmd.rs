@@ -53,6 +53,20 @@ fn from_flow_files(
     })
 }
 
+/// Each row's source address (`Src IP`; `unknown` when the layout has none): what the
+/// baseline's per-source cap groups by.
+pub(crate) fn source_addresses(frame: &metaids_core::FlowFrame, rows: &[usize]) -> Vec<String> {
+    rows.iter()
+        .map(|&r| {
+            frame
+                .identifiers(r)
+                .into_iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case("Src IP"))
+                .map_or_else(|| "unknown".to_string(), |(_, v)| v.to_string())
+        })
+        .collect()
+}
+
 /// Runs the command.
 pub fn run(a: BaselineArgs) -> Result<()> {
     let started = Instant::now();
@@ -76,17 +90,7 @@ pub fn run(a: BaselineArgs) -> Result<()> {
                 .map_or_else(String::new, |l| format!(" (no row labelled {l:?})"))
         );
     }
-    let sources: Vec<String> = c
-        .rows
-        .iter()
-        .map(|&r| {
-            c.frame
-                .identifiers(r)
-                .into_iter()
-                .find(|(n, _)| n.eq_ignore_ascii_case("Src IP"))
-                .map_or_else(|| "unknown".to_string(), |(_, v)| v.to_string())
-        })
-        .collect();
+    let sources = source_addresses(&c.frame, &c.rows);
     let embed_started = Instant::now();
     // The scoring kernel (equal to candle within 1e-4 per row) embeds at detection speed.
     model.check_layout(&c.frame.layout)?;

@@ -12,6 +12,7 @@ mod feedback_cmd;
 mod fewshot;
 mod model_cmd;
 mod progress;
+mod site_eval;
 mod standard;
 mod threat_cmd;
 
@@ -59,6 +60,7 @@ fn main() {
         Command::Feedback(a) => feedback_cmd::run(a),
         Command::Fewshot(a) => fewshot::run(a),
         Command::Standard(a) => standard::run(a),
+        Command::SiteEval(a) => site_eval::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

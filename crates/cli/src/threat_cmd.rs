@@ -2,7 +2,6 @@
 //! label or number, capture flows by a `--select` expression), embedding them with the model and
 //! printing; fitting, the enrolment guard, versions and export/import are `metaids-library`'s.
 
-use std::fs::File;
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
@@ -418,7 +417,8 @@ pub fn from_capture(
     let mut rows = FrameBuilder::new(&names.join(", "));
     let mut locators = Vec::new();
     for (path, source) in paths.iter().zip(&names) {
-        let file = File::open(path).with_context(|| format!("cannot open {source}"))?;
+        // Plain or gzip-compressed (`.gz`).
+        let file = metaids_ingest::open(path).with_context(|| format!("cannot open {source}"))?;
         let mut reader = CaptureReader::new(
             BufReader::with_capacity(1 << 20, file),
             ReaderConfig::default(),

@@ -108,6 +108,27 @@ impl Summary {
     pub fn display(&self) -> String {
         format!("{:.3} ± {:.3}", self.mean, self.ci95)
     }
+
+    /// `0.0061 ± 0.0012`: for small rates (false-positive shares at low budgets).
+    pub fn display4(&self) -> String {
+        format!("{:.4} ± {:.4}", self.mean, self.ci95)
+    }
+}
+
+/// The Wilson score 95% interval of a proportion of `k` in `n` (`(0, 1)` when `n` is 0). Unlike
+/// the normal interval it stays inside `[0, 1]` and is not empty at `k = 0`: the interval to quote
+/// for small false-positive counts.
+pub fn wilson95(k: u64, n: u64) -> (f64, f64) {
+    if n == 0 {
+        return (0.0, 1.0);
+    }
+    let z = 1.959_963_984_540_054_f64;
+    let (k, n) = (k.min(n) as f64, n as f64);
+    let p = k / n;
+    let z2 = z * z;
+    let centre = (p + z2 / (2.0 * n)) / (1.0 + z2 / n);
+    let half = z / (1.0 + z2 / n) * (p * (1.0 - p) / n + z2 / (4.0 * n * n)).sqrt();
+    ((centre - half).max(0.0), (centre + half).min(1.0))
 }
 
 /// The 97.5% quantile of Student's t with `df` degrees of freedom (exact table to 30, then a
@@ -166,5 +187,23 @@ mod tests {
         assert_eq!(Summary::of(&[0.5]).ci95, 0.0);
         assert!((t975(99) - 1.984).abs() < 1e-3);
         assert!((t975(1000) - 1.962).abs() < 1e-3);
+    }
+
+    #[test]
+    fn wilson_interval_matches_known_values() {
+        // Reference values of the Wilson score interval at 95%.
+        let (lo, hi) = wilson95(0, 100);
+        assert!(
+            lo.abs() < 1e-12 && (hi - 0.036_994).abs() < 1e-5,
+            "{lo} {hi}"
+        );
+        let (lo, hi) = wilson95(5, 100);
+        assert!(
+            (lo - 0.021_543).abs() < 1e-5 && (hi - 0.111_752).abs() < 1e-5,
+            "{lo} {hi}"
+        );
+        let (lo, hi) = wilson95(100, 100);
+        assert!((lo - 0.963_006).abs() < 1e-5 && hi == 1.0, "{lo}");
+        assert_eq!(wilson95(0, 0), (0.0, 1.0));
     }
 }

@@ -11,6 +11,7 @@ pub mod method;
 pub mod protocol;
 pub mod protonet;
 pub mod report;
+pub mod site;
 pub mod standard;
 
 use metaids_core::preprocess::{Normaliser, PreprocessConfig};

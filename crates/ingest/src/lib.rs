@@ -145,7 +145,8 @@ pub struct SkipLog {
     pub examples: Vec<String>,
 }
 
-fn open(path: &Path) -> Result<Box<dyn Read>, IngestError> {
+/// Opens a file for reading, decompressing gzip when its name ends in `.gz` (any case).
+pub fn open(path: &Path) -> Result<Box<dyn Read>, IngestError> {
     let file = File::open(path).map_err(|e| io_err(path, e))?;
     let is_gz = path
         .extension()

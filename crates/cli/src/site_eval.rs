@@ -1,0 +1,257 @@
+//! `metaids site-eval`: reads a directory of labelled captures, embeds their flows with the model
+//! and runs the site protocol of [`metaids_eval::site`]. Labels, reading and printing only.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use metaids_decide::ProfileOptions;
+use metaids_eval::site::{SiteConfig, SiteFlows};
+use metaids_ingest::write_atomic;
+
+use crate::args::SiteEvalArgs;
+use crate::baseline_cmd::source_addresses;
+use crate::threat_cmd::from_capture;
+
+/// The benign label every `benign…` label is folded into.
+const BENIGN: &str = "benign";
+
+/// Whether `name` is a capture file this command reads.
+fn is_capture(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    let n = n.strip_suffix(".gz").unwrap_or(&n);
+    n.ends_with(".pcap") || n.ends_with(".pcapng")
+}
+
+/// A label as the protocol uses it: `benign…` (any case) is [`BENIGN`].
+fn fold(label: &str) -> String {
+    let l = label.trim();
+    if l.to_ascii_lowercase().starts_with(BENIGN) {
+        BENIGN.to_string()
+    } else {
+        l.to_string()
+    }
+}
+
+/// The `file → label` table of a LABELS.md: the first Markdown table whose header has `file` and
+/// `label` columns (any case; file names may be in backticks). Errors name the line.
+fn labels_md(path: &Path) -> Result<BTreeMap<String, String>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut cols: Option<(usize, usize)> = None;
+    let mut out = BTreeMap::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if !line.starts_with('|') {
+            if cols.is_some() && !out.is_empty() {
+                break;
+            }
+            continue;
+        }
+        let cells: Vec<String> = line
+            .trim_matches('|')
+            .split('|')
+            .map(|c| c.trim().trim_matches('`').to_string())
+            .collect();
+        match cols {
+            None => {
+                let find = |name: &str| cells.iter().position(|c| c.eq_ignore_ascii_case(name));
+                if let (Some(f), Some(l)) = (find("file"), find("label")) {
+                    cols = Some((f, l));
+                }
+            }
+            Some((f, l)) => {
+                if cells
+                    .iter()
+                    .all(|c| c.chars().all(|ch| matches!(ch, '-' | ':')))
+                {
+                    continue;
+                }
+                match (cells.get(f), cells.get(l)) {
+                    (Some(file), Some(label)) if !file.is_empty() && !label.is_empty() => {
+                        out.insert(file.clone(), fold(label));
+                    }
+                    _ => bail!(
+                        "{} line {}: a row of the labels table needs a file and a label",
+                        path.display(),
+                        i + 1
+                    ),
+                }
+            }
+        }
+    }
+    if out.is_empty() {
+        bail!(
+            "{}: no Markdown table with `file` and `label` columns",
+            path.display()
+        );
+    }
+    Ok(out)
+}
+
+/// The captures of `dir` with their labels.
+fn labelled_captures(dir: &Path) -> Result<Vec<(PathBuf, String)>> {
+    if !dir.is_dir() {
+        bail!("--captures must be a directory, got {}", dir.display());
+    }
+    let md = dir.join("LABELS.md");
+    let table = if md.is_file() {
+        Some(labels_md(&md)?)
+    } else {
+        None
+    };
+    let mut out = Vec::new();
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot list {}", dir.display()))?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| is_capture(n))
+        .collect();
+    names.sort();
+    for name in names {
+        let label = match &table {
+            Some(t) => match t.get(&name) {
+                Some(l) => l.clone(),
+                None => {
+                    eprintln!("warning: {name} is not in LABELS.md; skipped");
+                    continue;
+                }
+            },
+            None => fold(name.split('.').next().unwrap_or(&name)),
+        };
+        out.push((dir.join(&name), label));
+    }
+    if let Some(t) = &table {
+        for file in t.keys() {
+            if !dir.join(file).is_file() {
+                bail!("LABELS.md names {file}, which is not in {}", dir.display());
+            }
+        }
+    }
+    if out.is_empty() {
+        bail!(
+            "no captures (*.pcap, *.pcapng, plain or .gz) in {}",
+            dir.display()
+        );
+    }
+    Ok(out)
+}
+
+/// Runs the command.
+pub fn run(a: SiteEvalArgs) -> Result<()> {
+    let started = Instant::now();
+    let captures = labelled_captures(&a.captures)?;
+    let model = metaids_model::load(&a.model)
+        .with_context(|| format!("cannot load model {}", a.model.display()))?;
+    let config = crate::extract::flow_config(&a.flow)?;
+    let kernel = metaids_model::ScoringKernel::for_model(&model)?;
+    let dim = model.dim();
+    let mut flows = SiteFlows {
+        embeddings: Vec::new(),
+        dim,
+        labels: Vec::new(),
+        sources: Vec::new(),
+        benign: BENIGN.into(),
+    };
+    for (path, label) in &captures {
+        let c = from_capture(std::slice::from_ref(path), None, config, &model)?;
+        if c.rows.is_empty() {
+            eprintln!("warning: {}: no flows", path.display());
+            continue;
+        }
+        let x = model.normaliser.transform(&c.frame, &c.rows)?;
+        flows.embeddings.extend(kernel.embed(&x)?);
+        flows.sources.extend(source_addresses(&c.frame, &c.rows));
+        flows
+            .labels
+            .extend(std::iter::repeat_n(label.clone(), c.rows.len()));
+    }
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for l in &flows.labels {
+        *counts.entry(l).or_default() += 1;
+    }
+    eprintln!(
+        "{} flows from {} captures: {}",
+        flows.labels.len(),
+        captures.len(),
+        counts
+            .iter()
+            .map(|(l, n)| format!("{l} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let cfg = SiteConfig {
+        budgets: a.budgets.clone(),
+        shots: a.shots,
+        repeats: a.repeats,
+        seed: a.seed,
+        baseline_share: a.baseline_share,
+        baseline_max: a.baseline_max,
+        profile: ProfileOptions {
+            per_source_cap: a.per_source_cap,
+            ..ProfileOptions::default()
+        },
+        force: a.force,
+    };
+    let result = metaids_eval::site::run(&flows, &cfg)?;
+    print!("{}", result.markdown());
+    eprintln!("{:.1} s", started.elapsed().as_secs_f64());
+    if let Some(path) = &a.json {
+        let mut v = result.to_json();
+        v["model"] = serde_json::json!(a.model.display().to_string());
+        v["captures"] = serde_json::json!(captures
+            .iter()
+            .map(|(p, l)| serde_json::json!({"file": p.display().to_string(), "label": l}))
+            .collect::<Vec<_>>());
+        let text = serde_json::to_string_pretty(&v).context("serialising the results")?;
+        write_atomic(path, text.as_bytes())?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_come_from_a_markdown_table_or_file_names() {
+        let dir = tempfile::tempdir().expect("tmp");
+        for f in [
+            "benign-web.pcap",
+            "nmap-syn.pcap.gz",
+            "notes.txt",
+            "Benign_dns.pcapng",
+        ] {
+            std::fs::write(dir.path().join(f), b"x").expect("write");
+        }
+        let got = labelled_captures(dir.path()).expect("names");
+        let labels: Vec<&str> = got.iter().map(|(_, l)| l.as_str()).collect();
+        assert_eq!(labels, vec![BENIGN, BENIGN, "nmap-syn"]);
+        std::fs::write(
+            dir.path().join("LABELS.md"),
+            "# Lab\n\n| file | label | what |\n|---|---|---|\n| `benign-web.pcap` | BENIGN | web |\n| nmap-syn.pcap.gz | portscan | nmap -sS |\n",
+        )
+        .expect("write");
+        let got = labelled_captures(dir.path()).expect("table");
+        let labels: Vec<&str> = got.iter().map(|(_, l)| l.as_str()).collect();
+        // Benign_dns.pcapng is not in the table: skipped.
+        assert_eq!(labels, vec![BENIGN, "portscan"]);
+        std::fs::write(
+            dir.path().join("LABELS.md"),
+            "| file | label |\n|---|---|\n| gone.pcap | x |\n",
+        )
+        .expect("write");
+        let e = labelled_captures(dir.path()).expect_err("missing file");
+        assert!(e.to_string().contains("gone.pcap"), "{e}");
+        std::fs::write(
+            dir.path().join("LABELS.md"),
+            "| file | label |\n|---|---|\n| a.pcap |  |\n",
+        )
+        .expect("write");
+        let e = labelled_captures(dir.path()).expect_err("empty label");
+        assert!(e.to_string().contains("line 3"), "{e}");
+    }
+}
