@@ -405,6 +405,26 @@ pub fn from_capture(
     config: FlowConfig,
     model: &ThreatModel,
 ) -> Result<Candidates> {
+    let c = capture_flows(paths, select, config, model)?;
+    if c.locators.is_empty() {
+        let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+        bail!(
+            "{}: no flow matches --select {:?}",
+            names.join(", "),
+            select.unwrap_or("")
+        );
+    }
+    Ok(c)
+}
+
+/// The flows of captures `paths` (plain or `.gz`) that `select` selects, as candidates (possibly
+/// none).
+pub fn capture_flows(
+    paths: &[PathBuf],
+    select: Option<&str>,
+    config: FlowConfig,
+    model: &ThreatModel,
+) -> Result<Candidates> {
     if model.normaliser.kind != DatasetKind::Cic {
         bail!(
             "--pcap gives CICFlowMeter flows, but the model was trained on {} data: use a model trained on CIC-format flows, or --flows",
@@ -414,7 +434,8 @@ pub fn from_capture(
     let selector = FlowSelector::parse(select.unwrap_or(""))?;
     let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
     // Flows become frame rows in memory, with the values a CSV round trip would give.
-    let mut rows = FrameBuilder::new(&names.join(", "));
+    // With identifiers: the baseline's per-source cap groups by `Src IP`.
+    let mut rows = FrameBuilder::with_identifiers(&names.join(", "));
     let mut locators = Vec::new();
     for (path, source) in paths.iter().zip(&names) {
         // Plain or gzip-compressed (`.gz`).
@@ -457,13 +478,6 @@ pub fn from_capture(
         for flow in engine.finish() {
             keep(flow, &mut rows)?;
         }
-    }
-    if locators.is_empty() {
-        bail!(
-            "{}: no flow matches --select {:?}",
-            names.join(", "),
-            select.unwrap_or("")
-        );
     }
     let frame = rows.take();
     model.check_layout(&frame.layout)?;

@@ -59,6 +59,8 @@ pub struct FrameBuilder {
     frame: FlowFrame,
     file: u32,
     row: RowBuf,
+    /// Identifier names of the registered file, filled per row when asked for.
+    identifiers: Option<Vec<String>>,
 }
 
 impl FrameBuilder {
@@ -79,12 +81,47 @@ impl FrameBuilder {
             frame,
             file,
             row: RowBuf::default(),
+            identifiers: None,
         }
+    }
+
+    /// [`FrameBuilder::new`], and every row keeps its identifiers (`id`, `Flow ID`, `Src IP`,
+    /// `Src Port`, `Dst IP`, `Timestamp`, as the CSV writer writes them), so
+    /// [`FlowFrame::identifiers`] answers as for the extracted CSV. Identifiers are never features;
+    /// this is for callers that group or locate flows by them (the baseline's per-source cap).
+    /// Costs a few string writes per flow, which the detection hot path does without.
+    pub fn with_identifiers(name: &str) -> Self {
+        let mut b = Self::new(name);
+        let header: Vec<&[u8]> = cic_improved_header()
+            .into_iter()
+            .map(str::as_bytes)
+            .collect();
+        b.identifiers = ColumnMap::from_header(FileFormat::CicImproved, &header)
+            .ok()
+            .map(|m| m.identifier_names);
+        b
     }
 
     /// Appends one record (its row's `line` is its position, 1-based).
     pub fn push(&mut self, record: &FlowRecord) {
         fill_row(record, &mut self.row);
+        if let Some(names) = &self.identifiers {
+            for name in names {
+                let mut v = String::new();
+                match name.as_str() {
+                    "id" => v.push_str(&record.id.to_string()),
+                    "Flow ID" => crate::output::push_flow_id(&mut v, record),
+                    "Src IP" => v.push_str(&record.src.to_string()),
+                    "Src Port" => v.push_str(&record.src_port.to_string()),
+                    "Dst IP" => v.push_str(&record.dst.to_string()),
+                    "Timestamp" => {
+                        metaids_core::time::push_timestamp_us(&mut v, record.start_us, ' ')
+                    }
+                    _ => {}
+                }
+                self.row.identifiers.push(v);
+            }
+        }
         let line = self.frame.len() as u64 + 1;
         self.frame.push(
             &self.row,
@@ -188,5 +225,18 @@ mod tests {
         assert_eq!(frame.numeric_row(0).len(), CIC_FLOW_FEATURES.len());
         assert_eq!(frame.numeric_row(0)[13], 0.0);
         assert_eq!(frame.files.len(), 1);
+        // Without identifiers by default; with them, exactly the CSV's.
+        assert!(frame.identifiers(0).is_empty());
+        let mut b = FrameBuilder::with_identifiers("mem");
+        b.push(&r);
+        let frame = b.take();
+        let ids: Vec<String> = frame
+            .identifiers(0)
+            .into_iter()
+            .map(|(_, v)| v.to_string())
+            .collect();
+        assert_eq!(ids, parsed.identifiers);
+        assert!(frame.identifiers(0).contains(&("Src IP", "10.0.0.1")));
+        assert_eq!(frame.numeric_row(0), parsed.numeric.as_slice());
     }
 }
