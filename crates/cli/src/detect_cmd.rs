@@ -186,12 +186,16 @@ pub fn run(a: DetectArgs) -> Result<()> {
         for path in &a.pcap {
             let file =
                 File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+            // The bar counts the file's bytes; `.gz` captures are decompressed after them.
             let input = BufReader::with_capacity(
                 1 << 20,
-                Counting {
-                    inner: file,
-                    bar: pb.clone(),
-                },
+                metaids_ingest::decompressing(
+                    path,
+                    Counting {
+                        inner: file,
+                        bar: pb.clone(),
+                    },
+                ),
             );
             let name = path.display().to_string();
             let s = pipeline.push_capture(input, &name, flow_config, &mut |_| {})?;

@@ -3,7 +3,6 @@
 //! Owns only the file handling (opening captures, the atomic output) and the end-of-run counters;
 //! decoding, flow tracking and features are the flow crate's.
 
-use std::fs::File;
 use std::io::BufReader;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -81,7 +80,9 @@ pub fn run(a: ExtractArgs) -> Result<()> {
         capture_live(&a, interface, config, &mut sink)?;
     }
     for path in &a.pcap {
-        let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+        // Plain or gzip-compressed (`.gz`).
+        let file = metaids_ingest::open(path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
         let mut reader = CaptureReader::new(
             BufReader::with_capacity(1 << 20, file),
             ReaderConfig::default(),

@@ -12,7 +12,7 @@ use metaids_ingest::write_atomic;
 
 use crate::args::SiteEvalArgs;
 use crate::baseline_cmd::source_addresses;
-use crate::threat_cmd::from_capture;
+use crate::threat_cmd::capture_flows;
 
 /// The benign label every `benign…` label is folded into.
 const BENIGN: &str = "benign";
@@ -156,7 +156,7 @@ pub fn run(a: SiteEvalArgs) -> Result<()> {
         benign: BENIGN.into(),
     };
     for (path, label) in &captures {
-        let c = from_capture(std::slice::from_ref(path), None, config, &model)?;
+        let c = capture_flows(std::slice::from_ref(path), None, config, &model)?;
         if c.rows.is_empty() {
             eprintln!("warning: {}: no flows", path.display());
             continue;
@@ -195,7 +195,7 @@ pub fn run(a: SiteEvalArgs) -> Result<()> {
         },
         force: a.force,
     };
-    let result = metaids_eval::site::run(&flows, &cfg)?;
+    let result = metaids_eval::site::run(&flows, &cfg, Some(&model.reference))?;
     print!("{}", result.markdown());
     eprintln!("{:.1} s", started.elapsed().as_secs_f64());
     if let Some(path) = &a.json {

@@ -18,7 +18,8 @@ use std::collections::BTreeMap;
 
 use metaids_core::metrics::{wilson95, Summary};
 use metaids_decide::{
-    calibrate_jointly, Decider, ProfileOptions, SiteProfile, Threat, ThreatDraft,
+    calibrate_jointly, BenignReference, Decider, ProfileOptions, SiteProfile, Threat, ThreatDraft,
+    VerdictKind,
 };
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -171,12 +172,62 @@ pub struct SiteResult {
     pub families: Vec<(String, usize)>,
     /// Families skipped (fewer than `shots + 1` flows), with their flows.
     pub skipped: Vec<(String, usize)>,
+    /// The same draws decided with the model's own reference and no baseline (`budget`: the
+    /// model's), when asked for.
+    pub without_baseline: Option<BudgetResult>,
     /// One per budget, in the configured order.
     pub budgets: Vec<BudgetResult>,
 }
 
-/// Runs the protocol.
-pub fn run(flows: &SiteFlows, cfg: &SiteConfig) -> Result<SiteResult, EvalError> {
+/// Decides the scored rows with `decider`: benign verdict counts and per-family counts (the
+/// baseline fields left at 0).
+fn score<'a>(
+    decider: &Decider,
+    row: &impl Fn(usize) -> &'a [f32],
+    benign: &[usize],
+    scored: &[Vec<usize>],
+) -> RepeatOutcome {
+    let mut out = RepeatOutcome {
+        baseline_offered: 0,
+        baseline_kept: 0,
+        calibration_rows: 0,
+        benign_scored: benign.len(),
+        benign_threat: 0,
+        benign_unknown: 0,
+        guard_refused: 0,
+        families: Vec::with_capacity(scored.len()),
+    };
+    for &r in benign {
+        match decider.decide(row(r)).kind {
+            VerdictKind::Threat => out.benign_threat += 1,
+            VerdictKind::Unknown => out.benign_unknown += 1,
+            VerdictKind::Benign => {}
+        }
+    }
+    for (f, rows) in scored.iter().enumerate() {
+        let mut c = FamilyCounts {
+            scored: rows.len(),
+            named: 0,
+            any: 0,
+        };
+        for &r in rows {
+            let v = decider.decide(row(r));
+            c.named += usize::from(v.flagged() == Some(f));
+            c.any += usize::from(v.kind != VerdictKind::Benign);
+        }
+        out.families.push(c);
+    }
+    out
+}
+
+/// Runs the protocol. With `model_reference` (the model's own benign reference, from its
+/// training data), the same draws are also decided without a baseline, as a deployment that
+/// skipped `metaids baseline` would: [`SiteResult::without_baseline`].
+pub fn run(
+    flows: &SiteFlows,
+    cfg: &SiteConfig,
+    model_reference: Option<&BenignReference>,
+) -> Result<SiteResult, EvalError> {
     let dim = flows.dim;
     let n = flows.labels.len();
     if dim == 0 || flows.embeddings.len() != n * dim || flows.sources.len() != n {
@@ -242,6 +293,11 @@ pub fn run(flows: &SiteFlows, cfg: &SiteConfig) -> Result<SiteResult, EvalError>
             repeats: Vec::new(),
         })
         .collect();
+    let mut without_baseline = model_reference.map(|r| BudgetResult {
+        budget: r.fpr_budget,
+        refused: None,
+        repeats: Vec::new(),
+    });
     for rep in 0..cfg.repeats {
         let seed = cfg
             .seed
@@ -300,36 +356,32 @@ pub fn run(flows: &SiteFlows, cfg: &SiteConfig) -> Result<SiteResult, EvalError>
                 .map_err(|e| err(format!("joint calibration: {e}")))?;
             let decider = Decider::new(reference, threats, profile.unknown_threshold)
                 .map_err(|e| err(format!("arming the threats: {e}")))?;
-            let mut out = RepeatOutcome {
-                baseline_offered: profile.flows_offered,
-                baseline_kept: profile.flows_kept,
-                calibration_rows: profile.calibration_rows(),
-                benign_scored: benign_test.len(),
-                benign_threat: 0,
-                benign_unknown: 0,
-                guard_refused,
-                families: Vec::with_capacity(families.len()),
-            };
-            for &r in benign_test {
-                match decider.decide(row(r)).kind {
-                    metaids_decide::VerdictKind::Threat => out.benign_threat += 1,
-                    metaids_decide::VerdictKind::Unknown => out.benign_unknown += 1,
-                    metaids_decide::VerdictKind::Benign => {}
-                }
+            let mut out = score(&decider, &row, benign_test, &scored);
+            out.baseline_offered = profile.flows_offered;
+            out.baseline_kept = profile.flows_kept;
+            out.calibration_rows = profile.calibration_rows();
+            out.guard_refused = guard_refused;
+            res.repeats.push(out);
+        }
+        // The same draws without a baseline: the model's own reference decides, threats enrolled
+        // on it at its budget, as a library with no baseline does.
+        if let (Some(reference), Some(res)) = (model_reference, without_baseline.as_mut()) {
+            let mut threats = Vec::with_capacity(families.len());
+            let mut guard_refused = 0;
+            for (i, ((name, _), s)) in families.iter().zip(&support).enumerate() {
+                let draft =
+                    ThreatDraft::from_embeddings(name, &gather(s), dim, "site-eval", "site-eval");
+                let id = u32::try_from(i + 1).unwrap_or(u32::MAX);
+                let t = Threat::enrol(reference, id, &draft, reference.fpr_budget, String::new())
+                    .map_err(|e| err(format!("enrolling {name}: {e}")))?;
+                guard_refused += usize::from(!t.report.accepted);
+                threats.push(t);
             }
-            for (f, rows) in scored.iter().enumerate() {
-                let mut c = FamilyCounts {
-                    scored: rows.len(),
-                    named: 0,
-                    any: 0,
-                };
-                for &r in rows {
-                    let v = decider.decide(row(r));
-                    c.named += usize::from(v.flagged() == Some(f));
-                    c.any += usize::from(v.kind != metaids_decide::VerdictKind::Benign);
-                }
-                out.families.push(c);
-            }
+            let decider = Decider::new(reference.clone(), threats, reference.unknown_threshold)
+                .map_err(|e| err(format!("arming the threats: {e}")))?;
+            let mut out = score(&decider, &row, benign_test, &scored);
+            out.calibration_rows = reference.calibration_rows();
+            out.guard_refused = guard_refused;
             res.repeats.push(out);
         }
     }
@@ -338,6 +390,7 @@ pub fn run(flows: &SiteFlows, cfg: &SiteConfig) -> Result<SiteResult, EvalError>
         benign_flows: benign.len(),
         families,
         skipped,
+        without_baseline,
         budgets,
     })
 }
@@ -372,18 +425,26 @@ impl SiteResult {
                 c.shots + 1
             );
         }
-        s += "\n| budget | baseline flows (kept) | calibration rows | benign flagged | Wilson 95% (first repeat) | as threat | as unknown | macro recall, named | macro recall, any alert | guard refusals |\n|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|\n";
-        for b in &self.budgets {
+        s += "\n| reference, budget | baseline flows (kept) | calibration rows | benign flagged | Wilson 95% (first repeat) | as threat | as unknown | macro recall, named | macro recall, any alert | guard refusals |\n|---|---:|---:|---:|---|---:|---:|---:|---:|---:|\n";
+        let rows = self
+            .without_baseline
+            .iter()
+            .map(|b| (format!("model's (no baseline), {}", b.budget), b))
+            .chain(
+                self.budgets
+                    .iter()
+                    .map(|b| (format!("site baseline, {}", b.budget), b)),
+            );
+        for (name, b) in rows {
             if let Some(why) = &b.refused {
-                s += &format!("| {} | refused: {why} |||||||||\n", b.budget);
+                s += &format!("| {name} | refused: {why} |||||||||\n");
                 continue;
             }
             let r = &b.repeats;
             let first = &r[0];
             let (lo, hi) = wilson95(first.benign_flagged() as u64, first.benign_scored as u64);
             s += &format!(
-                "| {} | {} ({}) | {} | {} | [{lo:.4}, {hi:.4}] | {} | {} | {} | {} | {:.1} |\n",
-                b.budget,
+                "| {name} | {} ({}) | {} | {} | [{lo:.4}, {hi:.4}] | {} | {} | {} | {} | {:.1} |\n",
                 first.baseline_offered,
                 first.baseline_kept,
                 first.calibration_rows,
@@ -399,22 +460,24 @@ impl SiteResult {
                 r.iter().map(|o| o.guard_refused as f64).sum::<f64>() / r.len() as f64,
             );
         }
-        let live: Vec<&BudgetResult> = self
-            .budgets
+        let live: Vec<(String, &BudgetResult)> = self
+            .without_baseline
             .iter()
-            .filter(|b| b.refused.is_none())
+            .map(|b| ("no baseline".to_string(), b))
+            .chain(self.budgets.iter().map(|b| (format!("{}", b.budget), b)))
+            .filter(|(_, b)| b.refused.is_none())
             .collect();
         if !live.is_empty() {
             s += "\n| family | flows |";
-            for b in &live {
-                s += &format!(" named @ {0} | any alert @ {0} |", b.budget);
+            for (name, _) in &live {
+                s += &format!(" named @ {name} | any alert @ {name} |");
             }
             s += "\n|---|---:|";
             s += &"---:|---:|".repeat(live.len());
             s += "\n";
             for (f, (name, n)) in self.families.iter().enumerate() {
                 s += &format!("| {name} | {n} |");
-                for b in &live {
+                for (_, b) in &live {
                     let named = summary_of(&b.repeats, |o| {
                         o.families[f].named as f64 / o.families[f].scored.max(1) as f64
                     });
@@ -433,36 +496,33 @@ impl SiteResult {
     /// The report as JSON, every repeat's counts included.
     pub fn to_json(&self) -> serde_json::Value {
         let c = &self.config;
-        let budgets: Vec<serde_json::Value> = self
-            .budgets
-            .iter()
-            .map(|b| {
-                let r = &b.repeats;
-                serde_json::json!({
-                    "budget": b.budget,
-                    "refused": b.refused,
-                    "benign_flagged_rate": (!r.is_empty()).then(|| summary_json(&summary_of(r, RepeatOutcome::benign_rate))),
-                    "macro_recall_named": (!r.is_empty()).then(|| summary_json(&summary_of(r, RepeatOutcome::macro_named))),
-                    "macro_recall_any_alert": (!r.is_empty()).then(|| summary_json(&summary_of(r, RepeatOutcome::macro_any))),
-                    "repeats": r.iter().map(|o| {
-                        let (lo, hi) = wilson95(o.benign_flagged() as u64, o.benign_scored as u64);
-                        serde_json::json!({
-                            "baseline_offered": o.baseline_offered,
-                            "baseline_kept": o.baseline_kept,
-                            "calibration_rows": o.calibration_rows,
-                            "benign_scored": o.benign_scored,
-                            "benign_threat": o.benign_threat,
-                            "benign_unknown": o.benign_unknown,
-                            "benign_flagged_wilson95": [lo, hi],
-                            "guard_refused": o.guard_refused,
-                            "families": self.families.iter().zip(&o.families).map(|((name, _), f)| serde_json::json!({
-                                "family": name, "scored": f.scored, "named": f.named, "any_alert": f.any,
-                            })).collect::<Vec<_>>(),
-                        })
-                    }).collect::<Vec<_>>(),
-                })
+        let budget_json = |b: &BudgetResult| {
+            let r = &b.repeats;
+            serde_json::json!({
+                "budget": b.budget,
+                "refused": b.refused,
+                "benign_flagged_rate": (!r.is_empty()).then(|| summary_json(&summary_of(r, RepeatOutcome::benign_rate))),
+                "macro_recall_named": (!r.is_empty()).then(|| summary_json(&summary_of(r, RepeatOutcome::macro_named))),
+                "macro_recall_any_alert": (!r.is_empty()).then(|| summary_json(&summary_of(r, RepeatOutcome::macro_any))),
+                "repeats": r.iter().map(|o| {
+                    let (lo, hi) = wilson95(o.benign_flagged() as u64, o.benign_scored as u64);
+                    serde_json::json!({
+                        "baseline_offered": o.baseline_offered,
+                        "baseline_kept": o.baseline_kept,
+                        "calibration_rows": o.calibration_rows,
+                        "benign_scored": o.benign_scored,
+                        "benign_threat": o.benign_threat,
+                        "benign_unknown": o.benign_unknown,
+                        "benign_flagged_wilson95": [lo, hi],
+                        "guard_refused": o.guard_refused,
+                        "families": self.families.iter().zip(&o.families).map(|((name, _), f)| serde_json::json!({
+                            "family": name, "scored": f.scored, "named": f.named, "any_alert": f.any,
+                        })).collect::<Vec<_>>(),
+                    })
+                }).collect::<Vec<_>>(),
             })
-            .collect();
+        };
+        let budgets: Vec<serde_json::Value> = self.budgets.iter().map(budget_json).collect();
         serde_json::json!({
             "metaids_version": env!("CARGO_PKG_VERSION"),
             "protocol": {
@@ -483,6 +543,7 @@ impl SiteResult {
             "families": self.families.iter().map(|(f, n)| serde_json::json!({"family": f, "flows": n})).collect::<Vec<_>>(),
             "skipped": self.skipped.iter().map(|(f, n)| serde_json::json!({"family": f, "flows": n})).collect::<Vec<_>>(),
             "budgets": budgets,
+            "without_baseline": self.without_baseline.as_ref().map(budget_json),
         })
     }
 }
@@ -541,7 +602,7 @@ mod tests {
             repeats: 3,
             ..SiteConfig::default()
         };
-        let r = run(&flows(1200), &cfg).expect("run");
+        let r = run(&flows(1200), &cfg, None).expect("run");
         assert_eq!(r.families.len(), 2);
         assert_eq!(r.skipped, vec![("rare".to_string(), 1)]);
         let b = &r.budgets[0];
@@ -573,7 +634,7 @@ mod tests {
             repeats: 2,
             ..SiteConfig::default()
         };
-        let r = run(&flows(400), &cfg).expect("run");
+        let r = run(&flows(400), &cfg, None).expect("run");
         assert!(r.budgets[0].refused.is_none());
         let why = r.budgets[1].refused.as_deref().expect("refused");
         assert!(why.contains("10000 calibration rows"), "{why}");
@@ -589,16 +650,20 @@ mod tests {
             ..SiteConfig::default()
         };
         let f = flows(600);
-        assert_eq!(run(&f, &cfg).expect("a"), run(&f, &cfg).expect("b"));
+        assert_eq!(
+            run(&f, &cfg, None).expect("a"),
+            run(&f, &cfg, None).expect("b")
+        );
         let other = SiteConfig { seed: 7, ..cfg };
         assert_ne!(
-            run(&f, &other).expect("c").budgets[0].repeats,
+            run(&f, &other, None).expect("c").budgets[0].repeats,
             run(
                 &f,
                 &SiteConfig {
                     seed: 8,
                     ..other.clone()
-                }
+                },
+                None
             )
             .expect("d")
             .budgets[0]
@@ -607,20 +672,45 @@ mod tests {
     }
 
     #[test]
+    fn without_a_baseline_a_reference_from_elsewhere_floods_and_the_baseline_fixes_it() {
+        // The model's benign reference sits at (5, 5); the site's benign flows around the origin.
+        let cal: Vec<f32> = (0..400)
+            .flat_map(|i| [5.0 + (i % 20) as f32 * 0.05, 5.0 + (i / 20) as f32 * 0.05])
+            .collect();
+        let model_ref = BenignReference::new(2, vec![5.5, 5.5], cal, 0.01);
+        let cfg = SiteConfig {
+            budgets: vec![0.05],
+            repeats: 2,
+            ..SiteConfig::default()
+        };
+        let r = run(&flows(1200), &cfg, Some(&model_ref)).expect("run");
+        let without = r.without_baseline.as_ref().expect("without baseline");
+        let with = &r.budgets[0];
+        for (a, b) in without.repeats.iter().zip(&with.repeats) {
+            assert_eq!(a.benign_scored, b.benign_scored, "the same draws");
+            assert!(a.benign_rate() > 0.5, "{a:?}");
+            assert!(b.benign_rate() < 0.12, "{b:?}");
+        }
+        let md = r.markdown();
+        assert!(md.contains("model's (no baseline), 0.01"), "{md}");
+        assert!(r.to_json()["without_baseline"]["repeats"].is_array());
+    }
+
+    #[test]
     fn bad_inputs_are_refused() {
         let mut f = flows(600);
         f.benign = "normal".into();
-        assert!(run(&f, &SiteConfig::default()).is_err());
+        assert!(run(&f, &SiteConfig::default(), None).is_err());
         let f = flows(600);
         let cfg = SiteConfig {
             shots: 100,
             ..SiteConfig::default()
         };
-        assert!(run(&f, &cfg).is_err());
+        assert!(run(&f, &cfg, None).is_err());
         let cfg = SiteConfig {
             baseline_share: 1.0,
             ..SiteConfig::default()
         };
-        assert!(run(&f, &cfg).is_err());
+        assert!(run(&f, &cfg, None).is_err());
     }
 }

@@ -148,14 +148,19 @@ pub struct SkipLog {
 /// Opens a file for reading, decompressing gzip when its name ends in `.gz` (any case).
 pub fn open(path: &Path) -> Result<Box<dyn Read>, IngestError> {
     let file = File::open(path).map_err(|e| io_err(path, e))?;
+    Ok(decompressing(path, file))
+}
+
+/// `inner` (the bytes of the file `path`), decompressed when the name ends in `.gz` (any case).
+pub fn decompressing<R: Read + 'static>(path: &Path, inner: R) -> Box<dyn Read> {
     let is_gz = path
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("gz"));
-    Ok(if is_gz {
-        Box::new(MultiGzDecoder::new(file))
+    if is_gz {
+        Box::new(MultiGzDecoder::new(inner))
     } else {
-        Box::new(file)
-    })
+        Box::new(inner)
+    }
 }
 
 fn io_err(path: &Path, source: io::Error) -> IngestError {

@@ -1,0 +1,148 @@
+//! `metaids site-eval` end to end on the lab captures shipped in data/lab (a network no dataset here
+//! comes from), with a small CIC-IDS2017 model trained in the test: every attack family is read and
+//! scored, a budget the baseline cannot support is refused with what it needs, and the site
+//! baseline brings the benign share flagged down from the model's own reference to near the budget.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn metaids() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_metaids"));
+    c.current_dir(repo());
+    c
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn the_site_protocol_on_the_lab_captures() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let model = dir.path().join("cic.model");
+    ok(&metaids()
+        .args(["train", "--dataset", "cic", "--data"])
+        .arg(repo().join("data/cic-ids2017"))
+        .args([
+            "--steps",
+            "150",
+            "--hidden",
+            "64",
+            "--depth",
+            "1",
+            "--embedding",
+            "32",
+        ])
+        .args(["--eval-every", "50", "--seed", "5", "--quiet", "--out"])
+        .arg(&model)
+        .output()
+        .expect("train"));
+    let json = dir.path().join("site.json");
+    let table = ok(&metaids()
+        .args(["site-eval", "--model"])
+        .arg(&model)
+        .arg("--captures")
+        .arg(repo().join("data/lab"))
+        .args(["--repeats", "2", "--json"])
+        .arg(&json)
+        .output()
+        .expect("site-eval"));
+    assert!(table.contains("| site baseline, 0.01 |"), "{table}");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("json")).expect("parse");
+    let families: Vec<&str> = v["families"]
+        .as_array()
+        .expect("families")
+        .iter()
+        .map(|f| f["family"].as_str().expect("name"))
+        .collect();
+    assert_eq!(
+        families,
+        [
+            "ftp-guessing",
+            "http-flood",
+            "portscan",
+            "service-probe",
+            "slow-body",
+            "slowloris",
+            "sql-injection",
+            "ssh-guessing",
+            "syn-flood"
+        ]
+    );
+    assert!(v["benign_flows"].as_u64().expect("benign") > 3000);
+    // 0.01 is calibrated; 0.001 needs 10,000 calibration rows the window does not have.
+    let b = &v["budgets"];
+    assert!(b[0]["refused"].is_null(), "{}", b[0]);
+    let refused = b[1]["refused"].as_str().expect("0.001 refused");
+    assert!(refused.contains("10000 calibration rows"), "{refused}");
+    // The same draws decided with the model's reference (no baseline) flag far more benign flows.
+    let with = b[0]["benign_flagged_rate"]["mean"].as_f64().expect("with");
+    let without = v["without_baseline"]["benign_flagged_rate"]["mean"]
+        .as_f64()
+        .expect("without");
+    assert!(with < 0.03, "benign flagged with the site baseline: {with}");
+    assert!(without > 2.0 * with, "without {without}, with {with}");
+    for r in b[0]["repeats"].as_array().expect("repeats") {
+        assert_eq!(r["baseline_offered"], 2000);
+        let scored: u64 = r["families"]
+            .as_array()
+            .expect("families")
+            .iter()
+            .map(|f| f["scored"].as_u64().expect("scored"))
+            .sum();
+        // Every attack flow but the 5 enrolled per family is scored.
+        assert_eq!(
+            scored + 9 * 5,
+            13641 - v["benign_flows"].as_u64().expect("b")
+        );
+    }
+
+    // `baseline --pcap` groups flows by their source address (a capture's flows carry their
+    // identifiers): 501 flows (one a stray) from 20 client addresses, none over the 10% cap, all
+    // kept.
+    let out = ok(&metaids()
+        .args(["baseline", "--model"])
+        .arg(&model)
+        .arg("--library")
+        .arg(dir.path().join("site.redb"))
+        .arg("--pcap")
+        .arg(repo().join("data/lab/benign-web.pcap.gz"))
+        .args(["--budget", "0.05"])
+        .output()
+        .expect("baseline"));
+    assert!(
+        out.contains("baseline: 501 flows offered, 501 kept") && !out.contains("capped source"),
+        "{out}"
+    );
+
+    // Bad input: not a directory; a directory without captures.
+    let out = metaids()
+        .args(["site-eval", "--model"])
+        .arg(&model)
+        .arg("--captures")
+        .arg(repo().join("data/lab/LABELS.md"))
+        .output()
+        .expect("site-eval");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("must be a directory"));
+    let out = metaids()
+        .args(["site-eval", "--model"])
+        .arg(&model)
+        .arg("--captures")
+        .arg(dir.path())
+        .output()
+        .expect("site-eval");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no captures"));
+}
