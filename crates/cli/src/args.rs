@@ -656,6 +656,10 @@ pub struct DemoArgs {
     /// Captures whose attack the demo enrols from a few flows and then detects.
     #[arg(long, num_args = 1.., default_values = ["data/pcaps/sshguess.pcap", "data/pcaps/ftp-bruteforce.pcap"])]
     pub captures: Vec<PathBuf>,
+    /// Labelled captures of a network the model never saw, for the site-adaptation step (skipped
+    /// when the directory is absent).
+    #[arg(long, default_value = "data/lab")]
+    pub lab: PathBuf,
     /// Flows of each capture used to enrol its threat.
     #[arg(long, default_value_t = 5)]
     pub enrol_shots: usize,

@@ -139,14 +139,15 @@ fn labelled_captures(dir: &Path) -> Result<Vec<(PathBuf, String)>> {
     Ok(out)
 }
 
-/// Runs the command.
-pub fn run(a: SiteEvalArgs) -> Result<()> {
-    let started = Instant::now();
-    let captures = labelled_captures(&a.captures)?;
-    let model = metaids_model::load(&a.model)
-        .with_context(|| format!("cannot load model {}", a.model.display()))?;
-    let config = crate::extract::flow_config(&a.flow)?;
-    let kernel = metaids_model::ScoringKernel::for_model(&model)?;
+/// The labelled captures of `dir` read into flows and embedded with `model` (captures with no
+/// flow are skipped with a warning), with the captures and their labels.
+pub(crate) fn embed_captures(
+    dir: &Path,
+    model: &metaids_model::ThreatModel,
+    config: metaids_flow::FlowConfig,
+) -> Result<(SiteFlows, Vec<(PathBuf, String)>)> {
+    let captures = labelled_captures(dir)?;
+    let kernel = metaids_model::ScoringKernel::for_model(model)?;
     let dim = model.dim();
     let mut flows = SiteFlows {
         embeddings: Vec::new(),
@@ -156,7 +157,7 @@ pub fn run(a: SiteEvalArgs) -> Result<()> {
         benign: BENIGN.into(),
     };
     for (path, label) in &captures {
-        let c = capture_flows(std::slice::from_ref(path), None, config, &model)?;
+        let c = capture_flows(std::slice::from_ref(path), None, config, model)?;
         if c.rows.is_empty() {
             eprintln!("warning: {}: no flows", path.display());
             continue;
@@ -168,6 +169,16 @@ pub fn run(a: SiteEvalArgs) -> Result<()> {
             .labels
             .extend(std::iter::repeat_n(label.clone(), c.rows.len()));
     }
+    Ok((flows, captures))
+}
+
+/// Runs the command.
+pub fn run(a: SiteEvalArgs) -> Result<()> {
+    let started = Instant::now();
+    let model = metaids_model::load(&a.model)
+        .with_context(|| format!("cannot load model {}", a.model.display()))?;
+    let config = crate::extract::flow_config(&a.flow)?;
+    let (flows, captures) = embed_captures(&a.captures, &model, config)?;
     let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
     for l in &flows.labels {
         *counts.entry(l).or_default() += 1;
