@@ -890,6 +890,10 @@ pub struct SiteEvalArgs {
     /// Calibrate budgets the baseline cannot support instead of reporting them refused.
     #[arg(long)]
     pub force: bool,
+    /// Also report an unsupervised adaptation of the model to the site, fit on the baseline
+    /// window only: `none`, or `normaliser` (the numeric columns' mean and spread refit).
+    #[arg(long, default_value = "none")]
+    pub adapt: String,
     /// Flow engine settings.
     #[command(flatten)]
     pub flow: FlowSettingsArgs,

@@ -407,7 +407,7 @@ pub fn run(mut a: DemoArgs) -> Result<()> {
             "\n6. Site adaptation on a network the model never saw ({}: real services and attack tools in network namespaces):",
             a.lab.display()
         );
-        let (flows, _) =
+        let (flows, _, _) =
             crate::site_eval::embed_captures(&a.lab, &model, metaids_flow::FlowConfig::default())?;
         let cfg = metaids_eval::site::SiteConfig {
             budgets: vec![0.01],
@@ -416,7 +416,7 @@ pub fn run(mut a: DemoArgs) -> Result<()> {
             seed: a.protocol.seed,
             ..metaids_eval::site::SiteConfig::default()
         };
-        let site = metaids_eval::site::run(&flows, &cfg, Some(&model.reference))?;
+        let site = metaids_eval::site::run(&flows, &cfg, Some(&model.reference), None)?;
         let rate = |b: &metaids_eval::site::BudgetResult| {
             let r = &b.repeats;
             let mean = |f: &dyn Fn(&metaids_eval::site::RepeatOutcome) -> f64| {

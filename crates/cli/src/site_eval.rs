@@ -139,13 +139,24 @@ fn labelled_captures(dir: &Path) -> Result<Vec<(PathBuf, String)>> {
     Ok(out)
 }
 
+/// The flows read: one frame per capture, and for each flow (in [`SiteFlows`] order) its frame
+/// and row.
+pub(crate) struct Captured {
+    frames: Vec<(metaids_core::FlowFrame, Vec<usize>)>,
+    index: Vec<(usize, usize)>,
+}
+
 /// The labelled captures of `dir` read into flows and embedded with `model` (captures with no
-/// flow are skipped with a warning), with the captures and their labels.
+/// flow are skipped with a warning), with the captures and their labels, and the flows.
 pub(crate) fn embed_captures(
     dir: &Path,
     model: &metaids_model::ThreatModel,
     config: metaids_flow::FlowConfig,
-) -> Result<(SiteFlows, Vec<(PathBuf, String)>)> {
+) -> Result<(SiteFlows, Vec<(PathBuf, String)>, Captured)> {
+    let mut captured = Captured {
+        frames: Vec::new(),
+        index: Vec::new(),
+    };
     let captures = labelled_captures(dir)?;
     let kernel = metaids_model::ScoringKernel::for_model(model)?;
     let dim = model.dim();
@@ -168,8 +179,52 @@ pub(crate) fn embed_captures(
         flows
             .labels
             .extend(std::iter::repeat_n(label.clone(), c.rows.len()));
+        let f = captured.frames.len();
+        captured.index.extend(c.rows.iter().map(|&r| (f, r)));
+        captured.frames.push((c.frame, c.rows));
     }
-    Ok((flows, captures))
+    Ok((flows, captures, captured))
+}
+
+/// Unsupervised adaptation (b): the model's normaliser with every numeric column's mean and
+/// standard deviation refit on the flows `base` (the baseline window: benign, never scored),
+/// keeping the model's log choices and one-hot columns; every flow re-embedded with it.
+fn refit_normaliser(
+    model: &metaids_model::ThreatModel,
+    captured: &Captured,
+    base: &[usize],
+) -> Result<Vec<f32>> {
+    let mut n = model.normaliser.clone();
+    for (i, col) in n.numeric.iter_mut().enumerate() {
+        let (mut k, mut sum, mut sumsq) = (0usize, 0f64, 0f64);
+        for &flow in base {
+            let (f, r) = captured.index[flow];
+            let v = captured.frames[f].0.numeric_row(r)[i];
+            if v.is_finite() {
+                let t = f64::from(if col.log {
+                    metaids_core::preprocess::signed_log1p(v)
+                } else {
+                    v
+                });
+                k += 1;
+                sum += t;
+                sumsq += t * t;
+            }
+        }
+        if k > 0 {
+            let mean = sum / k as f64;
+            let std = (sumsq / k as f64 - mean * mean).max(0.0).sqrt();
+            col.mean = mean as f32;
+            col.std = if std < 1e-9 { 1.0 } else { std as f32 };
+        }
+    }
+    let kernel = metaids_model::ScoringKernel::for_model(model)?;
+    let mut out = Vec::with_capacity(captured.index.len() * model.dim());
+    for (frame, rows) in &captured.frames {
+        let x = n.transform(frame, rows)?;
+        out.extend(kernel.embed(&x)?);
+    }
+    Ok(out)
 }
 
 /// Runs the command.
@@ -178,7 +233,7 @@ pub fn run(a: SiteEvalArgs) -> Result<()> {
     let model = metaids_model::load(&a.model)
         .with_context(|| format!("cannot load model {}", a.model.display()))?;
     let config = crate::extract::flow_config(&a.flow)?;
-    let (flows, captures) = embed_captures(&a.captures, &model, config)?;
+    let (flows, captures, captured) = embed_captures(&a.captures, &model, config)?;
     let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
     for l in &flows.labels {
         *counts.entry(l).or_default() += 1;
@@ -206,7 +261,18 @@ pub fn run(a: SiteEvalArgs) -> Result<()> {
         },
         force: a.force,
     };
-    let result = metaids_eval::site::run(&flows, &cfg, Some(&model.reference))?;
+    let refit = |base: &[usize]| -> std::result::Result<Vec<f32>, metaids_eval::EvalError> {
+        refit_normaliser(&model, &captured, base).map_err(|e| metaids_eval::EvalError::Method {
+            method: "normaliser refit".into(),
+            message: format!("{e:#}"),
+        })
+    };
+    let adapt: Option<(&str, metaids_eval::site::Adaptation<'_>)> = match a.adapt.as_str() {
+        "none" => None,
+        "normaliser" => Some(("normaliser refit", &refit)),
+        other => bail!("--adapt must be none or normaliser, got {other:?}"),
+    };
+    let result = metaids_eval::site::run(&flows, &cfg, Some(&model.reference), adapt)?;
     print!("{}", result.markdown());
     eprintln!("{:.1} s", started.elapsed().as_secs_f64());
     if let Some(path) = &a.json {

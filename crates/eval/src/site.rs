@@ -177,7 +177,85 @@ pub struct SiteResult {
     pub without_baseline: Option<BudgetResult>,
     /// One per budget, in the configured order.
     pub budgets: Vec<BudgetResult>,
+    /// The same draws with the site baseline learnt on adapted embeddings: the adaptation's
+    /// name and one result per budget.
+    pub adaptation: Option<(String, Vec<BudgetResult>)>,
 }
+
+/// One repeat's draws.
+struct Draw<'a> {
+    seed: u64,
+    base: &'a [usize],
+    base_src: &'a [String],
+    benign_test: &'a [usize],
+    support: &'a [Vec<usize>],
+    scored: &'a [Vec<usize>],
+}
+
+/// One repeat with a site baseline learnt from the window, at every budget of `results` (a
+/// budget the window cannot support is marked refused once and skipped after), deciding with the
+/// embeddings `emb`.
+fn with_baseline(
+    emb: &[f32],
+    dim: usize,
+    draw: &Draw<'_>,
+    families: &[(String, usize)],
+    cfg: &SiteConfig,
+    results: &mut [BudgetResult],
+) -> Result<(), EvalError> {
+    let row = |r: usize| &emb[r * dim..(r + 1) * dim];
+    let gather = |rows: &[usize]| -> Vec<f32> {
+        rows.iter().flat_map(|&r| row(r).iter().copied()).collect()
+    };
+    let base_emb = gather(draw.base);
+    for res in results.iter_mut() {
+        if res.refused.is_some() {
+            continue;
+        }
+        let options = ProfileOptions {
+            budget: res.budget,
+            seed: draw.seed,
+            force: cfg.force,
+            ..cfg.profile
+        };
+        let profile = match SiteProfile::learn(&base_emb, dim, draw.base_src, options) {
+            Ok(p) => p,
+            Err(e) => {
+                // The refusal depends on the window's size, the same in every repeat.
+                res.refused = Some(e.to_string());
+                res.repeats.clear();
+                continue;
+            }
+        };
+        let reference = profile.reference();
+        let mut threats = Vec::with_capacity(families.len());
+        let mut guard_refused = 0;
+        for (i, ((name, _), s)) in families.iter().zip(draw.support).enumerate() {
+            let draft =
+                ThreatDraft::from_embeddings(name, &gather(s), dim, "site-eval", "site-eval");
+            let id = u32::try_from(i + 1).unwrap_or(u32::MAX);
+            let t = Threat::enrol(&reference, id, &draft, res.budget / 2.0, String::new())
+                .map_err(|e| err(format!("enrolling {name}: {e}")))?;
+            guard_refused += usize::from(!t.report.accepted);
+            threats.push(t);
+        }
+        let (threats, _) = calibrate_jointly(&reference, &threats, res.budget)
+            .map_err(|e| err(format!("joint calibration: {e}")))?;
+        let decider = Decider::new(reference, threats, profile.unknown_threshold)
+            .map_err(|e| err(format!("arming the threats: {e}")))?;
+        let mut out = score(&decider, &row, draw.benign_test, draw.scored);
+        out.baseline_offered = profile.flows_offered;
+        out.baseline_kept = profile.flows_kept;
+        out.calibration_rows = profile.calibration_rows();
+        out.guard_refused = guard_refused;
+        res.repeats.push(out);
+    }
+    Ok(())
+}
+
+/// An unsupervised adaptation of the model to the site: given the baseline window (flow indices),
+/// every flow's embedding recomputed with something fit on those flows only.
+pub type Adaptation<'a> = &'a dyn Fn(&[usize]) -> Result<Vec<f32>, EvalError>;
 
 /// Decides the scored rows with `decider`: benign verdict counts and per-family counts (the
 /// baseline fields left at 0).
@@ -227,7 +305,12 @@ pub fn run(
     flows: &SiteFlows,
     cfg: &SiteConfig,
     model_reference: Option<&BenignReference>,
+    adapt: Option<(&str, Adaptation<'_>)>,
 ) -> Result<SiteResult, EvalError> {
+    let (adapt_name, adapt) = match adapt {
+        Some((n, a)) => (Some(n.to_string()), Some(a)),
+        None => (None, None),
+    };
     let dim = flows.dim;
     let n = flows.labels.len();
     if dim == 0 || flows.embeddings.len() != n * dim || flows.sources.len() != n {
@@ -293,6 +376,11 @@ pub fn run(
             repeats: Vec::new(),
         })
         .collect();
+    let mut adapted: Vec<BudgetResult> = if adapt.is_some() {
+        budgets.clone()
+    } else {
+        Vec::new()
+    };
     let mut without_baseline = model_reference.map(|r| BudgetResult {
         budget: r.fpr_budget,
         refused: None,
@@ -309,7 +397,6 @@ pub fn run(
             .clamp(1, b.len() - 1)
             .min(cfg.baseline_max.max(1));
         let (base, benign_test) = (&b[..n_base], &b[n_base..]);
-        let base_emb = gather(base);
         let base_src: Vec<String> = base.iter().map(|&r| flows.sources[r].clone()).collect();
         // Support and scored rows of each family.
         let mut support = Vec::new();
@@ -321,47 +408,25 @@ pub fn run(
             support.push(s.to_vec());
             scored.push(t.to_vec());
         }
-        for res in &mut budgets {
-            if res.refused.is_some() {
-                continue;
+        let draw = Draw {
+            seed,
+            base,
+            base_src: &base_src,
+            benign_test,
+            support: &support,
+            scored: &scored,
+        };
+        with_baseline(&flows.embeddings, dim, &draw, &families, cfg, &mut budgets)?;
+        if let Some(adapt) = adapt {
+            let emb = adapt(base)?;
+            if emb.len() != flows.embeddings.len() {
+                return Err(err(format!(
+                    "the adaptation returned {} embedding values for {}",
+                    emb.len(),
+                    flows.embeddings.len()
+                )));
             }
-            let options = ProfileOptions {
-                budget: res.budget,
-                seed,
-                force: cfg.force,
-                ..cfg.profile
-            };
-            let profile = match SiteProfile::learn(&base_emb, dim, &base_src, options) {
-                Ok(p) => p,
-                Err(e) => {
-                    // The refusal depends on the window's size, the same in every repeat.
-                    res.refused = Some(e.to_string());
-                    res.repeats.clear();
-                    continue;
-                }
-            };
-            let reference = profile.reference();
-            let mut threats = Vec::with_capacity(families.len());
-            let mut guard_refused = 0;
-            for (i, ((name, _), s)) in families.iter().zip(&support).enumerate() {
-                let draft =
-                    ThreatDraft::from_embeddings(name, &gather(s), dim, "site-eval", "site-eval");
-                let id = u32::try_from(i + 1).unwrap_or(u32::MAX);
-                let t = Threat::enrol(&reference, id, &draft, res.budget / 2.0, String::new())
-                    .map_err(|e| err(format!("enrolling {name}: {e}")))?;
-                guard_refused += usize::from(!t.report.accepted);
-                threats.push(t);
-            }
-            let (threats, _) = calibrate_jointly(&reference, &threats, res.budget)
-                .map_err(|e| err(format!("joint calibration: {e}")))?;
-            let decider = Decider::new(reference, threats, profile.unknown_threshold)
-                .map_err(|e| err(format!("arming the threats: {e}")))?;
-            let mut out = score(&decider, &row, benign_test, &scored);
-            out.baseline_offered = profile.flows_offered;
-            out.baseline_kept = profile.flows_kept;
-            out.calibration_rows = profile.calibration_rows();
-            out.guard_refused = guard_refused;
-            res.repeats.push(out);
+            with_baseline(&emb, dim, &draw, &families, cfg, &mut adapted)?;
         }
         // The same draws without a baseline: the model's own reference decides, threats enrolled
         // on it at its budget, as a library with no baseline does.
@@ -392,6 +457,7 @@ pub fn run(
         skipped,
         without_baseline,
         budgets,
+        adaptation: adapt_name.map(|name| (name, adapted)),
     })
 }
 
@@ -434,7 +500,11 @@ impl SiteResult {
                 self.budgets
                     .iter()
                     .map(|b| (format!("site baseline, {}", b.budget), b)),
-            );
+            )
+            .chain(self.adaptation.iter().flat_map(|(name, bs)| {
+                bs.iter()
+                    .map(move |b| (format!("site baseline + {name}, {}", b.budget), b))
+            }));
         for (name, b) in rows {
             if let Some(why) = &b.refused {
                 s += &format!("| {name} | refused: {why} |||||||||\n");
@@ -465,6 +535,10 @@ impl SiteResult {
             .iter()
             .map(|b| ("no baseline".to_string(), b))
             .chain(self.budgets.iter().map(|b| (format!("{}", b.budget), b)))
+            .chain(self.adaptation.iter().flat_map(|(name, bs)| {
+                bs.iter()
+                    .map(move |b| (format!("{} + {name}", b.budget), b))
+            }))
             .filter(|(_, b)| b.refused.is_none())
             .collect();
         if !live.is_empty() {
@@ -544,6 +618,10 @@ impl SiteResult {
             "skipped": self.skipped.iter().map(|(f, n)| serde_json::json!({"family": f, "flows": n})).collect::<Vec<_>>(),
             "budgets": budgets,
             "without_baseline": self.without_baseline.as_ref().map(budget_json),
+            "adaptation": self.adaptation.as_ref().map(|(name, bs)| serde_json::json!({
+                "name": name,
+                "budgets": bs.iter().map(budget_json).collect::<Vec<_>>(),
+            })),
         })
     }
 }
@@ -602,7 +680,7 @@ mod tests {
             repeats: 3,
             ..SiteConfig::default()
         };
-        let r = run(&flows(1200), &cfg, None).expect("run");
+        let r = run(&flows(1200), &cfg, None, None).expect("run");
         assert_eq!(r.families.len(), 2);
         assert_eq!(r.skipped, vec![("rare".to_string(), 1)]);
         let b = &r.budgets[0];
@@ -634,7 +712,7 @@ mod tests {
             repeats: 2,
             ..SiteConfig::default()
         };
-        let r = run(&flows(400), &cfg, None).expect("run");
+        let r = run(&flows(400), &cfg, None, None).expect("run");
         assert!(r.budgets[0].refused.is_none());
         let why = r.budgets[1].refused.as_deref().expect("refused");
         assert!(why.contains("10000 calibration rows"), "{why}");
@@ -651,18 +729,19 @@ mod tests {
         };
         let f = flows(600);
         assert_eq!(
-            run(&f, &cfg, None).expect("a"),
-            run(&f, &cfg, None).expect("b")
+            run(&f, &cfg, None, None).expect("a"),
+            run(&f, &cfg, None, None).expect("b")
         );
         let other = SiteConfig { seed: 7, ..cfg };
         assert_ne!(
-            run(&f, &other, None).expect("c").budgets[0].repeats,
+            run(&f, &other, None, None).expect("c").budgets[0].repeats,
             run(
                 &f,
                 &SiteConfig {
                     seed: 8,
                     ..other.clone()
                 },
+                None,
                 None
             )
             .expect("d")
@@ -683,7 +762,7 @@ mod tests {
             repeats: 2,
             ..SiteConfig::default()
         };
-        let r = run(&flows(1200), &cfg, Some(&model_ref)).expect("run");
+        let r = run(&flows(1200), &cfg, Some(&model_ref), None).expect("run");
         let without = r.without_baseline.as_ref().expect("without baseline");
         let with = &r.budgets[0];
         for (a, b) in without.repeats.iter().zip(&with.repeats) {
@@ -697,20 +776,49 @@ mod tests {
     }
 
     #[test]
+    fn an_adaptation_sees_only_the_baseline_window_and_its_rows_are_reported() {
+        let f = flows(600);
+        let cfg = SiteConfig {
+            budgets: vec![0.1],
+            repeats: 2,
+            ..SiteConfig::default()
+        };
+        let seen = std::cell::RefCell::new(Vec::new());
+        let identity = |base: &[usize]| -> Result<Vec<f32>, EvalError> {
+            seen.borrow_mut().push(base.to_vec());
+            Ok(f.embeddings.clone())
+        };
+        let r = run(&f, &cfg, None, Some(("identity", &identity))).expect("run");
+        let (name, adapted) = r.adaptation.as_ref().expect("adapted");
+        assert_eq!(name, "identity");
+        // The identity adaptation decides exactly as no adaptation.
+        assert_eq!(adapted, &r.budgets);
+        // It was given the baseline window: benign rows only, 300 of them, in each repeat.
+        let seen = seen.borrow();
+        assert_eq!(seen.len(), 2);
+        for base in seen.iter() {
+            assert_eq!(base.len(), 300);
+            assert!(base.iter().all(|&i| f.labels[i] == "benign"));
+        }
+        assert!(r.markdown().contains("site baseline + identity, 0.1"));
+        assert_eq!(r.to_json()["adaptation"]["name"], "identity");
+    }
+
+    #[test]
     fn bad_inputs_are_refused() {
         let mut f = flows(600);
         f.benign = "normal".into();
-        assert!(run(&f, &SiteConfig::default(), None).is_err());
+        assert!(run(&f, &SiteConfig::default(), None, None).is_err());
         let f = flows(600);
         let cfg = SiteConfig {
             shots: 100,
             ..SiteConfig::default()
         };
-        assert!(run(&f, &cfg, None).is_err());
+        assert!(run(&f, &cfg, None, None).is_err());
         let cfg = SiteConfig {
             baseline_share: 1.0,
             ..SiteConfig::default()
         };
-        assert!(run(&f, &cfg, None).is_err());
+        assert!(run(&f, &cfg, None, None).is_err());
     }
 }
