@@ -90,8 +90,11 @@ fn labels_md(path: &Path) -> Result<BTreeMap<String, String>> {
     Ok(out)
 }
 
+/// Captures with their labels.
+type Labelled = Vec<(PathBuf, String)>;
+
 /// The captures of `dir` with their labels.
-fn labelled_captures(dir: &Path) -> Result<Vec<(PathBuf, String)>> {
+fn labelled_captures(dir: &Path) -> Result<Labelled> {
     if !dir.is_dir() {
         bail!("--captures must be a directory, got {}", dir.display());
     }
@@ -152,7 +155,7 @@ pub(crate) fn embed_captures(
     dir: &Path,
     model: &metaids_model::ThreatModel,
     config: metaids_flow::FlowConfig,
-) -> Result<(SiteFlows, Vec<(PathBuf, String)>, Captured)> {
+) -> Result<(SiteFlows, Labelled, Captured)> {
     let mut captured = Captured {
         frames: Vec::new(),
         index: Vec::new(),
