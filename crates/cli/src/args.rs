@@ -204,6 +204,11 @@ pub struct DetectArgs {
     /// Alerts per (source address, signature, window); 0 turns deduplication off.
     #[arg(long, default_value_t = 1)]
     pub dedup_max: u32,
+    /// Drift windows in seconds of flow time: per window, the unknown share and the KS distance of
+    /// the flows' benign distances from the reference's calibration rows are reported (run summary
+    /// `drift_*`), with a warning past the bounds (KS 0.2, unknown share 5%, at least 200 flows).
+    #[arg(long, default_value_t = 300.0)]
+    pub drift_window: f64,
     /// Turn the unknown-anomaly rule off (flows are then benign or a known threat).
     #[arg(long)]
     pub no_unknown: bool,

@@ -84,6 +84,12 @@ fn sinks(a: &DetectArgs) -> Result<Vec<Box<dyn Sink>>> {
 
 /// Runs the command.
 pub fn run(a: DetectArgs) -> Result<()> {
+    if !(a.drift_window.is_finite() && a.drift_window >= 1.0 && a.drift_window <= 1e7) {
+        bail!(
+            "--drift-window must be a number of seconds from 1 to 1e7, got {}",
+            a.drift_window
+        );
+    }
     let started = Instant::now();
     let model = Arc::new(
         metaids_model::load(&a.model)
@@ -160,6 +166,10 @@ pub fn run(a: DetectArgs) -> Result<()> {
         },
         alert_unknown: !a.no_unknown && !a.no_unknown_alerts,
         run_id,
+        drift: metaids_detect::DriftConfig {
+            window_s: a.drift_window,
+            ..metaids_detect::DriftConfig::default()
+        },
         ..PipelineOptions::default()
     };
     let mut pipeline = Pipeline::new(detector, sinks(&a)?, popts)?;
@@ -251,6 +261,15 @@ pub fn run(a: DetectArgs) -> Result<()> {
     }
     for w in &warnings {
         eprintln!("warning: {w}");
+    }
+    for w in &summary.drift_messages {
+        eprintln!("warning: {w}");
+    }
+    if summary.drift.warnings as usize > summary.drift_messages.len() {
+        eprintln!(
+            "warning: {} more drift windows (see drift_warnings in the summary)",
+            summary.drift.warnings as usize - summary.drift_messages.len()
+        );
     }
     for s in &summary.sinks {
         for n in &s.notes {

@@ -126,6 +126,40 @@ fn the_site_protocol_on_the_lab_captures() {
         "{out}"
     );
 
+    // Drift: the baseline's own traffic does not drift; adding SSH sessions the baseline never
+    // saw moves the benign distances and the unknown share past the bounds, with a warning.
+    let detect = |pcaps: &[&str], name: &str| {
+        let mut c = metaids();
+        c.args(["detect", "--model"])
+            .arg(&model)
+            .arg("--library")
+            .arg(dir.path().join("site.redb"))
+            .arg("--alerts")
+            .arg(dir.path().join(name))
+            .arg("--quiet")
+            .arg("--pcap");
+        for p in pcaps {
+            c.arg(repo().join(p));
+        }
+        let out = c.output().expect("detect");
+        let stdout = ok(&out);
+        (stdout, String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (same, err) = detect(&["data/lab/benign-web.pcap.gz"], "a.json");
+    assert!(
+        same.contains("drift_windows 1") && same.contains("drift_warnings 0"),
+        "{same}\n{err}"
+    );
+    let (moved, err) = detect(
+        &["data/lab/benign-web.pcap.gz", "data/lab/benign-ssh.pcap.gz"],
+        "b.json",
+    );
+    assert!(moved.contains("drift_warnings 1"), "{moved}");
+    assert!(
+        err.contains("warning: drift in window") && err.contains("metaids baseline --update"),
+        "{err}"
+    );
+
     // Bad input: not a directory; a directory without captures.
     let out = metaids()
         .args(["site-eval", "--model"])

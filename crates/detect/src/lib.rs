@@ -32,6 +32,7 @@
 
 pub mod dedup;
 pub mod detector;
+pub mod drift;
 pub mod error;
 pub mod eve;
 pub mod nft;
@@ -44,6 +45,7 @@ pub use detector::{
     model_version, Detector, DetectorOptions, Explanation, FeatureEffect, NearestPrototype,
     Verdict, VerdictKind,
 };
+pub use drift::{DriftConfig, DriftMonitor, DriftReport, WindowDrift};
 pub use error::{DetectError, Result};
 pub use eve::{
     eve_timestamp, proto_name, stable_flow_id, EveAlert, EveEvent, EveFlow, FlowMeta, MetaidsInfo,

@@ -15,6 +15,7 @@ use metaids_flow::{CaptureReader, FlowConfig, FlowEngine, FlowRecord, FrameBuild
 
 use crate::dedup::{Deduplicator, RateLimit};
 use crate::detector::{Detector, Verdict, VerdictKind};
+use crate::drift::{DriftConfig, DriftMonitor, DriftReport};
 use crate::error::{DetectError, Result};
 use crate::eve::{alert_event, AlertContext, FlowMeta};
 use crate::sink::{Alert, Batch, Sink, SinkReport};
@@ -33,6 +34,8 @@ pub struct PipelineOptions {
     pub unknown_severity: u8,
     /// Run id: alert ids are `<run id>-<sequence>`.
     pub run_id: String,
+    /// Drift windows and bounds.
+    pub drift: DriftConfig,
 }
 
 impl Default for PipelineOptions {
@@ -43,6 +46,7 @@ impl Default for PipelineOptions {
             alert_unknown: true,
             unknown_severity: 2,
             run_id: "run".into(),
+            drift: DriftConfig::default(),
         }
     }
 }
@@ -68,7 +72,17 @@ pub struct Summary {
     pub sinks: Vec<SinkReport>,
     /// Earliest flow start and latest flow end seen (µs since the epoch; `None`: no timed flow).
     pub span_us: Option<(i64, i64)>,
+    /// Drift per window ([`crate::drift`]).
+    pub drift: DriftReport,
+    /// The drift settings used.
+    pub drift_config: DriftConfig,
+    /// One line per window that warned (the first [`MAX_DRIFT_MESSAGES`]; all are counted in
+    /// `drift.warnings`).
+    pub drift_messages: Vec<String>,
 }
+
+/// Drift warnings kept as text in the summary.
+pub const MAX_DRIFT_MESSAGES: usize = 20;
 
 impl Summary {
     /// Seconds of traffic the flows cover (first start to last end), when known and positive.
@@ -117,6 +131,15 @@ impl fmt::Display for Summary {
             writeln!(f, "flows_per_second {:.2}", self.flows as f64 / secs)?;
             writeln!(f, "alerts_per_day {per_day:.0}")?;
         }
+        let d = &self.drift;
+        writeln!(f, "drift_windows {}", d.closed)?;
+        writeln!(f, "drift_warnings {}", d.warnings)?;
+        if let Some(ks) = d.max_ks(self.drift_config.min_flows) {
+            writeln!(f, "drift_max_ks {ks:.3}")?;
+        }
+        if let Some(u) = d.max_unknown_share(self.drift_config.min_flows) {
+            writeln!(f, "drift_max_unknown_share {u:.4}")?;
+        }
         for s in &self.sinks {
             for (k, v) in &s.counters {
                 writeln!(f, "{k} {v}")?;
@@ -156,6 +179,8 @@ pub struct Pipeline {
     options: PipelineOptions,
     dedup: Deduplicator,
     builder: FrameBuilder,
+    drift: DriftMonitor,
+    drift_warnings: Vec<String>,
     pending: Vec<FlowMeta>,
     next_flow: u64,
     next_alert: u64,
@@ -203,11 +228,23 @@ impl Pipeline {
             });
         }
         sinks.sort_by_key(|s| s.stage());
-        let mut summary = Summary::default();
+        let mut summary = Summary {
+            drift_config: options.drift,
+            ..Summary::default()
+        };
         for t in detector.threats() {
             summary.threats.insert(t.name.clone(), 0);
         }
+        let reference = detector.decider().reference();
+        let reference_distances: Vec<f32> = reference
+            .calibration
+            .chunks_exact(reference.dim.max(1))
+            .map(|c| reference.benign_distance(c))
+            .collect();
+        let drift = DriftMonitor::new(reference_distances, options.drift);
         Ok(Pipeline {
+            drift,
+            drift_warnings: Vec::new(),
             dedup: Deduplicator::new(options.rate_limit)?,
             detector,
             sinks,
@@ -343,6 +380,15 @@ impl Pipeline {
         let mut candidates: Vec<(usize, Verdict)> = Vec::new();
         for (i, (v, m)) in self.verdicts.iter().zip(metas).enumerate() {
             self.summary.flows += 1;
+            if let Some(w) = self.drift.observe(
+                m.start_us,
+                v.benign_distance,
+                v.kind == VerdictKind::Unknown,
+            ) {
+                if w.warned && self.drift_warnings.len() < MAX_DRIFT_MESSAGES {
+                    self.drift_warnings.push(w.describe(self.drift.config()));
+                }
+            }
             if let Some(start) = m.start_us {
                 let end = start.saturating_add(m.duration_us.max(0.0) as i64);
                 self.summary.span_us = Some(match self.summary.span_us {
@@ -433,6 +479,13 @@ impl Pipeline {
     /// returns the counters. Every sink is finished even when one fails; the first error is returned.
     pub fn finish(mut self) -> Result<Summary> {
         let flushed = self.flush();
+        if let Some(w) = self.drift.close() {
+            if w.warned && self.drift_warnings.len() < MAX_DRIFT_MESSAGES {
+                self.drift_warnings.push(w.describe(self.drift.config()));
+            }
+        }
+        self.summary.drift = self.drift.report().clone();
+        self.summary.drift_messages = std::mem::take(&mut self.drift_warnings);
         let mut first_err = flushed.err();
         for s in &mut self.sinks {
             match s.finish() {
