@@ -40,12 +40,13 @@ pub enum DetectError {
         message: String,
     },
     /// A capture could not be read (bad header, invalid flow settings).
-    #[error("capture {name}: {message}")]
+    #[error("capture {name}: {source}")]
     Capture {
         /// The capture's name (its path).
         name: String,
-        /// What failed.
-        message: String,
+        /// What failed, kept whole (offset, kind, I/O cause).
+        #[source]
+        source: metaids_flow::FlowError,
     },
     /// A sink failed to write.
     #[error("sink {sink}: {message}")]

@@ -326,9 +326,9 @@ impl Pipeline {
         flow_config: FlowConfig,
         progress: &mut dyn FnMut(u64),
     ) -> Result<CaptureSummary> {
-        let cap_err = |e: metaids_flow::FlowError| DetectError::Capture {
+        let cap_err = |source: metaids_flow::FlowError| DetectError::Capture {
             name: name.to_string(),
-            message: e.to_string(),
+            source,
         };
         let mut reader = CaptureReader::new(input, ReaderConfig::default()).map_err(cap_err)?;
         let mut engine = FlowEngine::new(flow_config).map_err(cap_err)?;
