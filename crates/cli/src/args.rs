@@ -258,7 +258,7 @@ pub struct DetectArgs {
 
 /// `baseline` arguments.
 #[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("source").required(true).args(["pcap", "flows"])))]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["pcap", "flows", "interface"])))]
 pub struct BaselineArgs {
     /// Model directory written by `metaids train` (the library's model).
     #[arg(long)]
@@ -278,7 +278,20 @@ pub struct BaselineArgs {
     /// Only capture flows this `--select` expression selects.
     #[arg(long, requires = "pcap")]
     pub select: Option<String>,
-    /// Flow engine settings for --pcap.
+    /// Learn from a live interface instead (needs a build with `--features live` and root or
+    /// CAP_NET_RAW): flows are collected until --duration, --packets or Ctrl-C, then learnt from.
+    #[arg(long)]
+    pub interface: Option<String>,
+    /// BPF filter for the live capture, in tcpdump syntax.
+    #[arg(long, alias = "filter", requires = "interface")]
+    pub bpf: Option<String>,
+    /// Stop the live capture after this many seconds (a learning window: e.g. 86400 for a day).
+    #[arg(long, requires = "interface")]
+    pub duration: Option<f64>,
+    /// Stop the live capture after this many packets.
+    #[arg(long, requires = "interface")]
+    pub packets: Option<u64>,
+    /// Flow engine settings for --pcap and --interface.
     #[command(flatten)]
     pub flow: FlowSettingsArgs,
     /// False-positive budget on the site's benign flows, threats and unknown rule together.

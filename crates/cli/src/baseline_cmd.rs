@@ -67,12 +67,78 @@ pub(crate) fn source_addresses(frame: &metaids_core::FlowFrame, rows: &[usize]) 
         .collect()
 }
 
+/// Most flows a live learning window keeps (the same cap as captures).
+const MAX_LIVE_FLOWS: usize = 200_000;
+
+/// Flows captured live on `interface` until --duration, --packets or Ctrl-C, as candidates (with
+/// their identifiers, for the per-source cap).
+fn from_interface(
+    a: &BaselineArgs,
+    interface: &str,
+    model: &metaids_model::ThreatModel,
+) -> Result<Candidates> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    if model.normaliser.kind != metaids_core::schema::DatasetKind::Cic {
+        bail!(
+            "--interface gives CICFlowMeter flows, but the model was trained on {} data",
+            model.normaliser.kind
+        );
+    }
+    let mut live = metaids_capture::LiveConfig::new(interface);
+    live.filter = a.bpf.clone();
+    live.max_packets = a.packets;
+    if let Some(s) = a.duration {
+        if !(s.is_finite() && s > 0.0 && s <= 1e7) {
+            bail!("--duration must be a number of seconds above 0 and at most 1e7, got {s}");
+        }
+        live.max_duration = Some(std::time::Duration::from_secs_f64(s));
+    }
+    let mut capture = metaids_capture::LiveCapture::open(&live)
+        .with_context(|| format!("cannot capture on {interface}"))?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&stop);
+    ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
+        .context("cannot install the Ctrl-C handler")?;
+    let mut engine = metaids_flow::FlowEngine::new(crate::extract::flow_config(&a.flow)?)?;
+    let name = format!("live:{interface}");
+    let mut rows = metaids_flow::FrameBuilder::with_identifiers(&name);
+    let mut locators = Vec::new();
+    eprintln!("learning from {interface} (Ctrl-C ends the window)");
+    let stats = capture.run(&mut engine, &stop, |flow| {
+        if locators.len() < MAX_LIVE_FLOWS {
+            locators.push((
+                name.clone(),
+                format!("flow {} at {}", flow.flow_id(), flow.timestamp()),
+            ));
+            rows.push(&flow);
+        }
+        Ok(())
+    })?;
+    eprintln!(
+        "{interface}: {} packets, {} flows ({:?})",
+        stats.packets, stats.flows, stats.stop
+    );
+    if locators.len() >= MAX_LIVE_FLOWS {
+        eprintln!("warning: kept the first {MAX_LIVE_FLOWS} flows of the window");
+    }
+    let frame = rows.take();
+    let rows: Vec<usize> = (0..frame.len()).collect();
+    Ok(Candidates {
+        frame,
+        rows,
+        locators,
+    })
+}
+
 /// Runs the command.
 pub fn run(a: BaselineArgs) -> Result<()> {
     let started = Instant::now();
     let model = metaids_model::load(&a.model)
         .with_context(|| format!("cannot load model {}", a.model.display()))?;
-    let c = if a.pcap.is_empty() {
+    let c = if let Some(interface) = &a.interface {
+        from_interface(&a, interface, &model)?
+    } else if a.pcap.is_empty() {
         from_flow_files(&a.flows, a.label.as_deref(), &model)?
     } else {
         from_capture(
@@ -98,10 +164,13 @@ pub fn run(a: BaselineArgs) -> Result<()> {
     let emb = metaids_model::ScoringKernel::for_model(&model)?.embed(&x)?;
     let embed_s = embed_started.elapsed().as_secs_f64();
     let dim = model.dim();
-    let files: Vec<String> = if a.pcap.is_empty() { &a.flows } else { &a.pcap }
-        .iter()
-        .map(|p| p.display().to_string())
-        .collect();
+    let files: Vec<String> = match &a.interface {
+        Some(i) => vec![format!("live:{i}")],
+        None => if a.pcap.is_empty() { &a.flows } else { &a.pcap }
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect(),
+    };
 
     let library = if a.library.exists() {
         ThreatLibrary::open(&a.library, &model)?
