@@ -122,6 +122,16 @@ pub fn run(c: ThreatCommand) -> Result<()> {
                 s.replaced.join(", "),
                 s.version
             );
+            if s.profile_adopted {
+                println!(
+                    "the document's site profile is now the library's (it had no baseline): every threat is calibrated on it"
+                );
+            }
+            if s.profile_ignored {
+                println!(
+                    "the document's site profile was not taken: the library keeps its own baseline (learn a new one with `metaids baseline --update`)"
+                );
+            }
             Ok(())
         }
         ThreatCommand::History(a) => {

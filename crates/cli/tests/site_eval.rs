@@ -160,6 +160,89 @@ fn the_site_protocol_on_the_lab_captures() {
         "{err}"
     );
 
+    // The profile travels with an export: detect decides with it from the document, a library
+    // with no baseline adopts it on import, a redacted document leaves it out.
+    ok(&metaids()
+        .args(["threat", "add", "--library"])
+        .arg(dir.path().join("site.redb"))
+        .arg("--model")
+        .arg(&model)
+        .args(["--name", "syn scan", "--force", "--pcap"])
+        .arg(repo().join("data/lab/attack-nmap-syn.pcap.gz"))
+        .output()
+        .expect("threat add"));
+    let doc = dir.path().join("doc.json");
+    ok(&metaids()
+        .args(["threat", "export", "--library"])
+        .arg(dir.path().join("site.redb"))
+        .arg("--out")
+        .arg(&doc)
+        .output()
+        .expect("export"));
+    let d: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&doc).expect("doc")).expect("parse");
+    assert_eq!(d["site"]["flows_kept"], 501, "{}", d["site"]);
+    let out = metaids()
+        .args(["detect", "--model"])
+        .arg(&model)
+        .arg("--library")
+        .arg(&doc)
+        .arg("--alerts")
+        .arg(dir.path().join("c.json"))
+        .args(["--quiet", "--pcap"])
+        .arg(repo().join("data/lab/benign-web.pcap.gz"))
+        .output()
+        .expect("detect");
+    assert!(
+        ok(&out).contains("site profile: 376 calibration rows"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let imported = ok(&metaids()
+        .args(["threat", "import", "--library"])
+        .arg(dir.path().join("new.redb"))
+        .arg("--model")
+        .arg(&model)
+        .args(["--force"])
+        .arg(&doc)
+        .output()
+        .expect("import"));
+    assert!(
+        imported.contains("site profile is now the library's"),
+        "{imported}"
+    );
+    let again = ok(&metaids()
+        .args(["threat", "export", "--library"])
+        .arg(dir.path().join("new.redb"))
+        .arg("--out")
+        .arg(dir.path().join("again.json"))
+        .output()
+        .expect("export"));
+    let _ = again;
+    let e: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("again.json")).expect("again"),
+    )
+    .expect("parse");
+    assert_eq!(
+        e["site"], d["site"],
+        "the adopted profile is the document's"
+    );
+    ok(&metaids()
+        .args(["threat", "export", "--redact", "--library"])
+        .arg(dir.path().join("site.redb"))
+        .arg("--out")
+        .arg(dir.path().join("shared.json"))
+        .output()
+        .expect("export --redact"));
+    let r: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("shared.json")).expect("shared"),
+    )
+    .expect("parse");
+    assert!(
+        r.get("site").is_none(),
+        "a redacted document carries no site profile"
+    );
+
     // Bad input: not a directory; a directory without captures.
     let out = metaids()
         .args(["site-eval", "--model"])

@@ -36,8 +36,8 @@ pub struct ArmedThreats {
     pub library_id: String,
     /// The threats, by id.
     pub threats: Vec<Threat>,
-    /// The site profile the threats are calibrated on (a library's; `None` for documents and for
-    /// libraries without a baseline: the model's benign reference then decides).
+    /// The site profile the threats are calibrated on (a library's, or the one a document was
+    /// exported with; `None` without a baseline: the model's benign reference then decides).
     pub profile: Option<SiteProfile>,
 }
 
@@ -78,8 +78,8 @@ impl ArmedThreats {
             origin: ThreatOrigin::Document,
             library_version: doc.library_version,
             library_id: doc.library_id.clone(),
+            profile: doc.site.clone(),
             threats: doc.threats,
-            profile: None,
         })
     }
 }

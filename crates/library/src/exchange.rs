@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{LibraryError, Result};
 use crate::store::ModelIdentity;
 use metaids_decide::threat::Threat;
+use metaids_decide::SiteProfile;
 
 /// `format` of an exchange document.
 pub const DOCUMENT_FORMAT: &str = "metaids-threats";
@@ -36,6 +37,12 @@ pub struct ThreatDocument {
     pub exported_at: String,
     /// The threats.
     pub threats: Vec<Threat>,
+    /// The site profile the exported version was calibrated on (absent without a baseline, in
+    /// documents of older builds, and in redacted documents: a profile describes one site).
+    /// `detect --library DOC` decides with it; `threat import` adopts it into a library that has
+    /// no baseline of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site: Option<SiteProfile>,
 }
 
 /// What an import did.
@@ -47,6 +54,10 @@ pub struct ImportSummary {
     pub added: Vec<String>,
     /// Names replaced (`--replace`).
     pub replaced: Vec<String>,
+    /// The document's site profile became the library's (it had none).
+    pub profile_adopted: bool,
+    /// The document carried a site profile the library did not take (it keeps its own).
+    pub profile_ignored: bool,
 }
 
 fn doc_err(path: &Path, field: impl Into<String>, message: impl Into<String>) -> LibraryError {
@@ -164,6 +175,13 @@ impl ThreatDocument {
                 return Err(doc_err(path, at("id"), format!("{} appears twice", t.id)));
             }
         }
+        if let Some(site) = &self.site {
+            site.validate(dim).map_err(|e| match e {
+                metaids_decide::DecideError::Invalid { field, message } => {
+                    doc_err(path, format!("site.{field}"), message)
+                }
+            })?;
+        }
         Ok(())
     }
 }
@@ -196,8 +214,10 @@ fn redact_addresses(text: &str) -> String {
 impl ThreatDocument {
     /// The document with what a team should not share outside the site removed: each example's
     /// source keeps only its file name (no directories), and every IP address in a locator becomes
-    /// `redacted`. Embeddings, prototypes and thresholds are untouched, so detection is unchanged.
+    /// `redacted`; the site profile is left out. Embeddings, prototypes and thresholds are untouched.
     pub fn redacted(mut self) -> Self {
+        // The site profile describes this site's traffic (and names its chattiest addresses).
+        self.site = None;
         for t in &mut self.threats {
             // Each source path, longest first, with the name it is cut to.
             let mut paths: Vec<(String, String)> = Vec::new();

@@ -1009,6 +1009,7 @@ impl ThreatLibrary {
             library_version: current.version,
             library_id: self.id.clone(),
             exported_at: crate::time::now(),
+            site: self.profile(&current)?,
             threats: current.threats,
         })
     }
@@ -1056,13 +1057,37 @@ impl ThreatLibrary {
         let doc = ThreatDocument::parse(text, source)?;
         self.check_identity(&doc.model, format!("the document {}", source.display()))?;
         doc.validate(source)?;
-        let (reference, profile) = self.reference(model)?;
+        let (own_reference, own_profile) = self.reference(model)?;
+        // A library with no baseline adopts the document's site profile, in the same version:
+        // the threats are then guarded and calibrated on it.
+        let adopt = own_profile.is_none() && doc.site.is_some();
+        let ignored = own_profile.is_some() && doc.site.is_some();
+        let (reference, profile) = match (&doc.site, adopt) {
+            (Some(site), true) => (site.reference(), Some(site.clone())),
+            _ => (own_reference, own_profile),
+        };
         let budget = guard_budget(options, model, profile.as_ref());
         let limit = embedding_limit(model, &reference);
         let scale = limit / 100.0;
         let path = self.path.clone();
-        let (version, summary) = self.commit(author, |threats, ids| {
-            let mut summary = ImportSummary::default();
+        let site_change = match (&doc.site, adopt) {
+            (Some(site), true) => {
+                SiteChange::New(site, vec![format!("site profile of {}", source.display())])
+            }
+            _ => SiteChange::Keep,
+        };
+        let (version, summary) = self.commit_with(author, site_change, |threats, ids| {
+            let mut summary = ImportSummary {
+                profile_adopted: adopt,
+                profile_ignored: ignored,
+                ..ImportSummary::default()
+            };
+            if adopt {
+                // Threats already in the library move to the adopted profile too.
+                if let Some(p) = &profile {
+                    rejoin(&reference, threats, p.budget)?;
+                }
+            }
             for mut t in doc.threats {
                 for (field, flows) in [("support", &t.support), ("negatives", &t.negatives)] {
                     if let Some((i, f)) = flows
