@@ -496,6 +496,10 @@ pub struct ThreatImportArgs {
     /// Store threats even if the guard refuses them.
     #[arg(long)]
     pub force: bool,
+    /// Take the document's site profile into a library that has no baseline (a backup or a move
+    /// of your own library). A profile decides what is benign, so it is never taken by default.
+    #[arg(long)]
+    pub adopt_profile: bool,
 }
 
 /// `threat rollback` arguments.

@@ -91,8 +91,15 @@ pub fn run(c: ThreatCommand) -> Result<()> {
                 force: a.force,
                 budget: a.budget,
             };
-            let result =
-                lib.import_json(&model, &text, &a.file, a.replace, &author(&a.lib), options);
+            let result = lib.import_json_with(
+                &model,
+                &text,
+                &a.file,
+                a.replace,
+                &author(&a.lib),
+                options,
+                a.adopt_profile,
+            );
             let s = match result {
                 Ok(s) => s,
                 Err(e) => {
@@ -129,7 +136,12 @@ pub fn run(c: ThreatCommand) -> Result<()> {
             }
             if s.profile_ignored {
                 println!(
-                    "the document's site profile was not taken: the library keeps its own baseline (learn a new one with `metaids baseline --update`)"
+                    "the document carries a site profile; it was not taken: {}",
+                    if a.adopt_profile {
+                        "the library keeps its own baseline (learn a new one with `metaids baseline --update`)"
+                    } else {
+                        "pass --adopt-profile to take it into a library without a baseline (a profile decides what is benign: take only your own)"
+                    }
                 );
             }
             Ok(())

@@ -161,7 +161,7 @@ fn the_site_protocol_on_the_lab_captures() {
     );
 
     // The profile travels with an export: detect decides with it from the document, a library
-    // with no baseline adopts it on import, a redacted document leaves it out.
+    // with no baseline adopts it on an import that asks for it, a redacted document leaves it out.
     ok(&metaids()
         .args(["threat", "add", "--library"])
         .arg(dir.path().join("site.redb"))
@@ -198,12 +198,23 @@ fn the_site_protocol_on_the_lab_captures() {
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
+    // Not taken unless asked for: a profile decides what is benign.
+    let plain = ok(&metaids()
+        .args(["threat", "import", "--library"])
+        .arg(dir.path().join("plain.redb"))
+        .arg("--model")
+        .arg(&model)
+        .args(["--force"])
+        .arg(&doc)
+        .output()
+        .expect("import"));
+    assert!(plain.contains("pass --adopt-profile"), "{plain}");
     let imported = ok(&metaids()
         .args(["threat", "import", "--library"])
         .arg(dir.path().join("new.redb"))
         .arg("--model")
         .arg(&model)
-        .args(["--force"])
+        .args(["--force", "--adopt-profile"])
         .arg(&doc)
         .output()
         .expect("import"));
@@ -227,6 +238,18 @@ fn the_site_protocol_on_the_lab_captures() {
         e["site"], d["site"],
         "the adopted profile is the document's"
     );
+    ok(&metaids()
+        .args(["threat", "export", "--library"])
+        .arg(dir.path().join("plain.redb"))
+        .arg("--out")
+        .arg(dir.path().join("plain.json"))
+        .output()
+        .expect("export"));
+    let p: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("plain.json")).expect("plain"),
+    )
+    .expect("parse");
+    assert!(p.get("site").is_none(), "a plain import takes no profile");
     ok(&metaids()
         .args(["threat", "export", "--redact", "--library"])
         .arg(dir.path().join("site.redb"))

@@ -1053,6 +1053,25 @@ impl ThreatLibrary {
         author: &str,
         options: EnrolOptions,
     ) -> Result<ImportSummary> {
+        self.import_json_with(model, text, source, replace, author, options, false)
+    }
+
+    /// [`ThreatLibrary::import_json`]; with `adopt_profile`, a library with no baseline takes the
+    /// document's site profile in the same version (the threats are then guarded and calibrated
+    /// on it). A profile is trusted data — it decides what is benign — so it is taken only when
+    /// asked for (a backup or a move of one's own library), never from a shared document by
+    /// default.
+    #[allow(clippy::too_many_arguments)]
+    pub fn import_json_with(
+        &self,
+        model: &ThreatModel,
+        text: &str,
+        source: &Path,
+        replace: bool,
+        author: &str,
+        options: EnrolOptions,
+        adopt_profile: bool,
+    ) -> Result<ImportSummary> {
         self.check_model(model)?;
         let doc = ThreatDocument::parse(text, source)?;
         self.check_identity(&doc.model, format!("the document {}", source.display()))?;
@@ -1060,8 +1079,8 @@ impl ThreatLibrary {
         let (own_reference, own_profile) = self.reference(model)?;
         // A library with no baseline adopts the document's site profile, in the same version:
         // the threats are then guarded and calibrated on it.
-        let adopt = own_profile.is_none() && doc.site.is_some();
-        let ignored = own_profile.is_some() && doc.site.is_some();
+        let adopt = adopt_profile && own_profile.is_none() && doc.site.is_some();
+        let ignored = doc.site.is_some() && !adopt;
         let (reference, profile) = match (&doc.site, adopt) {
             (Some(site), true) => (site.reference(), Some(site.clone())),
             _ => (own_reference, own_profile),
