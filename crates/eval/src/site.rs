@@ -228,17 +228,13 @@ fn with_baseline(
             }
         };
         let reference = profile.reference();
-        let mut threats = Vec::with_capacity(families.len());
-        let mut guard_refused = 0;
-        for (i, ((name, _), s)) in families.iter().zip(draw.support).enumerate() {
-            let draft =
-                ThreatDraft::from_embeddings(name, &gather(s), dim, "site-eval", "site-eval");
-            let id = u32::try_from(i + 1).unwrap_or(u32::MAX);
-            let t = Threat::enrol(&reference, id, &draft, res.budget / 2.0, String::new())
-                .map_err(|e| err(format!("enrolling {name}: {e}")))?;
-            guard_refused += usize::from(!t.report.accepted);
-            threats.push(t);
-        }
+        let (threats, guard_refused) = enrol_all(
+            &reference,
+            families,
+            draw.support,
+            &gather,
+            res.budget / 2.0,
+        )?;
         let (threats, _) = calibrate_jointly(&reference, &threats, res.budget)
             .map_err(|e| err(format!("joint calibration: {e}")))?;
         let decider = Decider::new(reference, threats, profile.unknown_threshold)
@@ -251,6 +247,30 @@ fn with_baseline(
         res.repeats.push(out);
     }
     Ok(())
+}
+
+/// One threat per family from its support rows (`gather` turns rows into embeddings), each fitted
+/// on `reference` at `budget` as `Threat::enrol` does for the library; with the number the
+/// enrolment guard would have refused.
+fn enrol_all(
+    reference: &BenignReference,
+    families: &[(String, usize)],
+    support: &[Vec<usize>],
+    gather: &dyn Fn(&[usize]) -> Vec<f32>,
+    budget: f64,
+) -> Result<(Vec<Threat>, usize), EvalError> {
+    let mut threats = Vec::with_capacity(families.len());
+    let mut refused = 0;
+    for (i, ((name, _), s)) in families.iter().zip(support).enumerate() {
+        let draft =
+            ThreatDraft::from_embeddings(name, &gather(s), reference.dim, "site-eval", "site-eval");
+        let id = u32::try_from(i + 1).unwrap_or(u32::MAX);
+        let t = Threat::enrol(reference, id, &draft, budget, String::new())
+            .map_err(|e| err(format!("enrolling {name}: {e}")))?;
+        refused += usize::from(!t.report.accepted);
+        threats.push(t);
+    }
+    Ok((threats, refused))
 }
 
 /// An unsupervised adaptation of the model to the site: given the baseline window (flow indices),
@@ -431,17 +451,13 @@ pub fn run(
         // The same draws without a baseline: the model's own reference decides, threats enrolled
         // on it at its budget, as a library with no baseline does.
         if let (Some(reference), Some(res)) = (model_reference, without_baseline.as_mut()) {
-            let mut threats = Vec::with_capacity(families.len());
-            let mut guard_refused = 0;
-            for (i, ((name, _), s)) in families.iter().zip(&support).enumerate() {
-                let draft =
-                    ThreatDraft::from_embeddings(name, &gather(s), dim, "site-eval", "site-eval");
-                let id = u32::try_from(i + 1).unwrap_or(u32::MAX);
-                let t = Threat::enrol(reference, id, &draft, reference.fpr_budget, String::new())
-                    .map_err(|e| err(format!("enrolling {name}: {e}")))?;
-                guard_refused += usize::from(!t.report.accepted);
-                threats.push(t);
-            }
+            let (threats, guard_refused) = enrol_all(
+                reference,
+                &families,
+                &support,
+                &gather,
+                reference.fpr_budget,
+            )?;
             let decider = Decider::new(reference.clone(), threats, reference.unknown_threshold)
                 .map_err(|e| err(format!("arming the threats: {e}")))?;
             let mut out = score(&decider, &row, benign_test, &scored);
