@@ -1081,32 +1081,24 @@ impl ThreatLibrary {
         // the threats are then guarded and calibrated on it.
         let adopt = adopt_profile && own_profile.is_none() && doc.site.is_some();
         let ignored = doc.site.is_some() && !adopt;
-        let (reference, profile) = match (&doc.site, adopt) {
-            (Some(site), true) => (site.reference(), Some(site.clone())),
-            _ => (own_reference, own_profile),
+        let (reference, profile, site_change) = match (&doc.site, adopt) {
+            (Some(site), true) => (
+                site.reference(),
+                Some(site.clone()),
+                SiteChange::New(site, vec![format!("site profile of {}", source.display())]),
+            ),
+            _ => (own_reference, own_profile, SiteChange::Keep),
         };
         let budget = guard_budget(options, model, profile.as_ref());
         let limit = embedding_limit(model, &reference);
         let scale = limit / 100.0;
         let path = self.path.clone();
-        let site_change = match (&doc.site, adopt) {
-            (Some(site), true) => {
-                SiteChange::New(site, vec![format!("site profile of {}", source.display())])
-            }
-            _ => SiteChange::Keep,
-        };
         let (version, summary) = self.commit_with(author, site_change, |threats, ids| {
             let mut summary = ImportSummary {
                 profile_adopted: adopt,
                 profile_ignored: ignored,
                 ..ImportSummary::default()
             };
-            if adopt {
-                // Threats already in the library move to the adopted profile too.
-                if let Some(p) = &profile {
-                    rejoin(&reference, threats, p.budget)?;
-                }
-            }
             for mut t in doc.threats {
                 for (field, flows) in [("support", &t.support), ("negatives", &t.negatives)] {
                     if let Some((i, f)) = flows
