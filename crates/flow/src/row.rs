@@ -59,8 +59,10 @@ pub struct FrameBuilder {
     frame: FlowFrame,
     file: u32,
     row: RowBuf,
-    /// Identifier names of the registered file, filled per row when asked for.
-    identifiers: Option<Vec<String>>,
+    /// Identifier names of the registered file (the CSV header's, in its order).
+    identifier_names: Vec<String>,
+    /// Whether rows keep their identifiers.
+    keep_identifiers: bool,
 }
 
 impl FrameBuilder {
@@ -73,15 +75,17 @@ impl FrameBuilder {
         let mut frame = FlowFrame::new(DatasetKind::Cic.layout());
         // The corrected header always maps (a unit test checks it); without a map the frame
         // simply has no registered file.
-        let file = match ColumnMap::from_header(FileFormat::CicImproved, &header) {
-            Ok(map) => frame.add_file(name, &map),
-            Err(_) => 0,
-        };
+        let (file, identifier_names) =
+            match ColumnMap::from_header(FileFormat::CicImproved, &header) {
+                Ok(map) => (frame.add_file(name, &map), map.identifier_names),
+                Err(_) => (0, Vec::new()),
+            };
         FrameBuilder {
             frame,
             file,
             row: RowBuf::default(),
-            identifiers: None,
+            identifier_names,
+            keep_identifiers: false,
         }
     }
 
@@ -91,29 +95,25 @@ impl FrameBuilder {
     /// this is for callers that group or locate flows by them (the baseline's per-source cap).
     /// Costs a few string writes per flow, which the detection hot path does without.
     pub fn with_identifiers(name: &str) -> Self {
-        let mut b = Self::new(name);
-        let header: Vec<&[u8]> = cic_improved_header()
-            .into_iter()
-            .map(str::as_bytes)
-            .collect();
-        b.identifiers = ColumnMap::from_header(FileFormat::CicImproved, &header)
-            .ok()
-            .map(|m| m.identifier_names);
-        b
+        FrameBuilder {
+            keep_identifiers: true,
+            ..Self::new(name)
+        }
     }
 
     /// Appends one record (its row's `line` is its position, 1-based).
     pub fn push(&mut self, record: &FlowRecord) {
         fill_row(record, &mut self.row);
-        if let Some(names) = &self.identifiers {
-            for name in names {
+        if self.keep_identifiers {
+            // The CSV writer's own formatting (`output`), so the values are the CSV's.
+            for name in &self.identifier_names {
                 let mut v = String::new();
                 match name.as_str() {
-                    "id" => v.push_str(&record.id.to_string()),
+                    "id" => crate::output::push_int(&mut v, record.id),
                     "Flow ID" => crate::output::push_flow_id(&mut v, record),
-                    "Src IP" => v.push_str(&record.src.to_string()),
-                    "Src Port" => v.push_str(&record.src_port.to_string()),
-                    "Dst IP" => v.push_str(&record.dst.to_string()),
+                    "Src IP" => crate::output::push_ip(&mut v, &record.src),
+                    "Src Port" => crate::output::push_int(&mut v, record.src_port),
+                    "Dst IP" => crate::output::push_ip(&mut v, &record.dst),
                     "Timestamp" => {
                         metaids_core::time::push_timestamp_us(&mut v, record.start_us, ' ')
                     }
