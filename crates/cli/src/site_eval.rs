@@ -199,26 +199,13 @@ fn refit_normaliser(
 ) -> Result<Vec<f32>> {
     let mut n = model.normaliser.clone();
     for (i, col) in n.numeric.iter_mut().enumerate() {
-        let (mut k, mut sum, mut sumsq) = (0usize, 0f64, 0f64);
-        for &flow in base {
+        let values = base.iter().map(|&flow| {
             let (f, r) = captured.index[flow];
-            let v = captured.frames[f].0.numeric_row(r)[i];
-            if v.is_finite() {
-                let t = f64::from(if col.log {
-                    metaids_core::preprocess::signed_log1p(v)
-                } else {
-                    v
-                });
-                k += 1;
-                sum += t;
-                sumsq += t * t;
-            }
-        }
-        if k > 0 {
-            let mean = sum / k as f64;
-            let std = (sumsq / k as f64 - mean * mean).max(0.0).sqrt();
-            col.mean = mean as f32;
-            col.std = if std < 1e-9 { 1.0 } else { std as f32 };
+            captured.frames[f].0.numeric_row(r)[i]
+        });
+        if let Some((mean, std)) = metaids_core::preprocess::standardisation(values, col.log) {
+            col.mean = mean;
+            col.std = std;
         }
     }
     let kernel = metaids_model::ScoringKernel::for_model(model)?;

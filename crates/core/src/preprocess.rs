@@ -75,6 +75,25 @@ pub struct Normaliser {
     pub fit_rows: usize,
 }
 
+/// Mean and standard deviation of the finite `values` after the signed log1p when `log` (a
+/// [`NumericColumn`]'s parameters; the deviation is 1 for a constant column), or `None` without a
+/// finite value.
+pub fn standardisation(values: impl Iterator<Item = f32>, log: bool) -> Option<(f32, f32)> {
+    let (mut n, mut sum, mut sumsq) = (0usize, 0f64, 0f64);
+    for v in values.filter(|v| v.is_finite()) {
+        let t = f64::from(if log { signed_log1p(v) } else { v });
+        n += 1;
+        sum += t;
+        sumsq += t * t;
+    }
+    if n == 0 {
+        return None;
+    }
+    let mean = sum / n as f64;
+    let std = (sumsq / n as f64 - mean * mean).max(0.0).sqrt();
+    Some((mean as f32, if std < 1e-9 { 1.0 } else { std as f32 }))
+}
+
 /// Signed log1p: `sign(x) · ln(1 + |x|)`, defined on the whole real line.
 #[inline]
 pub fn signed_log1p(x: f32) -> f32 {
@@ -114,26 +133,12 @@ impl Normaliser {
                 .map(|&r| frame.numeric[r * d + i])
                 .filter(|v| v.is_finite());
             let log = values.clone().any(|v| v.abs() > 1.0);
-            let (mut n, mut sum, mut sumsq) = (0usize, 0f64, 0f64);
-            for v in values {
-                let t = f64::from(if log { signed_log1p(v) } else { v });
-                n += 1;
-                sum += t;
-                sumsq += t * t;
-            }
-            let (mean, std) = if n == 0 {
-                (0.0, 1.0)
-            } else {
-                let mean = sum / n as f64;
-                let var = (sumsq / n as f64 - mean * mean).max(0.0);
-                let std = var.sqrt();
-                (mean, if std < 1e-9 { 1.0 } else { std })
-            };
+            let (mean, std) = standardisation(values, log).unwrap_or((0.0, 1.0));
             numeric.push(NumericColumn {
                 name: name.clone(),
                 log,
-                mean: mean as f32,
-                std: std as f32,
+                mean,
+                std,
             });
         }
         let dc = frame.layout.categorical.len();
