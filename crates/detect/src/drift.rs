@@ -148,6 +148,15 @@ struct Window {
     unknown: u64,
 }
 
+/// splitmix64: the reservoir's seeded draws, so a run's report is reproducible.
+fn splitmix64(state: &mut u64) -> u64 {
+    *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut z = *state;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
 /// Watches verdicts window by window.
 #[derive(Debug)]
 pub struct DriftMonitor {
@@ -182,15 +191,6 @@ impl DriftMonitor {
         &self.cfg
     }
 
-    fn next_random(&mut self) -> u64 {
-        // splitmix64: seeded, so a run's report is reproducible.
-        self.rng = self.rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.rng;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
     /// Records one flow: its start time, its benign distance and whether it was called unknown.
     /// Returns the window it closed, if its time falls in a later window than the current one
     /// (flows of an earlier window are counted in the current one).
@@ -201,12 +201,17 @@ impl DriftMonitor {
         unknown: bool,
     ) -> Option<WindowDrift> {
         let index = start_us.map(|t| (t as f64 / (self.cfg.window_s * 1e6)).floor() as i64);
-        let closed = match (&self.current, index) {
-            (Some(w), Some(i)) if w.index.is_some_and(|c| i > c) => self.close(),
-            (Some(w), Some(_)) if w.index.is_none() => self.close(),
-            _ => None,
-        };
-        let w = self.current.get_or_insert_with(|| Window {
+        // A timed flow of a later window (or the first timed flow after untimed ones) closes the
+        // current window.
+        let later = matches!(
+            (&self.current, index),
+            (Some(w), Some(i)) if w.index.is_none_or(|c| i > c)
+        );
+        let closed = if later { self.close() } else { None };
+        let DriftMonitor {
+            current, rng, cfg, ..
+        } = self;
+        let w = current.get_or_insert_with(|| Window {
             index,
             sample: Vec::new(),
             flows: 0,
@@ -214,18 +219,14 @@ impl DriftMonitor {
         });
         w.flows += 1;
         w.unknown += u64::from(unknown);
-        let seen = w.flows;
         if benign_distance.is_finite() {
-            let cap = self.cfg.max_samples.max(1);
-            if w.sample.len() < cap {
+            if w.sample.len() < cfg.max_samples.max(1) {
                 w.sample.push(benign_distance);
             } else {
                 // Reservoir sampling over the window's flows.
-                let r = (self.next_random() % seen) as usize;
-                if let Some(w) = self.current.as_mut() {
-                    if r < w.sample.len() {
-                        w.sample[r] = benign_distance;
-                    }
+                let r = (splitmix64(rng) % w.flows) as usize;
+                if let Some(slot) = w.sample.get_mut(r) {
+                    *slot = benign_distance;
                 }
             }
         }
