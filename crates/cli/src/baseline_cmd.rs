@@ -77,8 +77,6 @@ fn from_interface(
     interface: &str,
     model: &metaids_model::ThreatModel,
 ) -> Result<Candidates> {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::Arc;
     if model.normaliser.kind != metaids_core::schema::DatasetKind::Cic {
         bail!(
             "--interface gives CICFlowMeter flows, but the model was trained on {} data",
@@ -88,18 +86,7 @@ fn from_interface(
     let mut live = metaids_capture::LiveConfig::new(interface);
     live.filter = a.bpf.clone();
     live.max_packets = a.packets;
-    if let Some(s) = a.duration {
-        if !(s.is_finite() && s > 0.0 && s <= 1e7) {
-            bail!("--duration must be a number of seconds above 0 and at most 1e7, got {s}");
-        }
-        live.max_duration = Some(std::time::Duration::from_secs_f64(s));
-    }
-    let mut capture = metaids_capture::LiveCapture::open(&live)
-        .with_context(|| format!("cannot capture on {interface}"))?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = Arc::clone(&stop);
-    ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
-        .context("cannot install the Ctrl-C handler")?;
+    let (mut capture, stop) = crate::extract::open_live(live, a.duration)?;
     let mut engine = metaids_flow::FlowEngine::new(crate::extract::flow_config(&a.flow)?)?;
     let name = format!("live:{interface}");
     let mut rows = metaids_flow::FrameBuilder::with_identifiers(&name);

@@ -7,13 +7,13 @@
 use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::progress::Progress;
 use anyhow::{bail, Context, Result};
-use metaids_capture::{LiveCapture, LiveConfig};
+use metaids_capture::LiveConfig;
 use metaids_core::schema::DatasetKind;
 use metaids_detect::{
     Detector, DetectorOptions, EveSink, NftConfig, NftablesSink, Pipeline, PipelineOptions,
@@ -286,18 +286,7 @@ pub fn run(a: DetectArgs) -> Result<()> {
 fn live(a: &DetectArgs, interface: &str, pipeline: &mut Pipeline) -> Result<()> {
     let mut cfg = LiveConfig::new(interface);
     cfg.filter = a.bpf.clone();
-    if let Some(s) = a.duration {
-        if !(s.is_finite() && s > 0.0) {
-            bail!("--duration must be a positive number of seconds, got {s}");
-        }
-        cfg.max_duration = Some(Duration::from_secs_f64(s));
-    }
-    let mut capture =
-        LiveCapture::open(&cfg).with_context(|| format!("cannot capture on {interface}"))?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = Arc::clone(&stop);
-    ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
-        .context("cannot install the Ctrl-C handler")?;
+    let (mut capture, stop) = crate::extract::open_live(cfg, a.duration)?;
     let mut engine = metaids_flow::FlowEngine::new(crate::extract::flow_config(&a.flow)?)?;
     eprintln!("detecting on {interface} (Ctrl-C to stop)");
     let mut error = None;

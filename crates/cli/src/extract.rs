@@ -127,6 +127,29 @@ pub fn run(a: ExtractArgs) -> Result<()> {
     Ok(())
 }
 
+/// Opens the live capture `live` stopping after `duration` seconds when given, with a Ctrl-C
+/// handler that sets the returned stop flag: the one setup of `extract`, `detect` and `baseline`
+/// on an interface.
+pub(crate) fn open_live(
+    mut live: LiveConfig,
+    duration: Option<f64>,
+) -> Result<(LiveCapture, Arc<AtomicBool>)> {
+    if let Some(s) = duration {
+        if !(s.is_finite() && s > 0.0) {
+            bail!("--duration must be a positive number of seconds, got {s}");
+        }
+        live.max_duration = Some(Duration::from_secs_f64(s));
+    }
+    let interface = live.interface.clone();
+    let capture =
+        LiveCapture::open(&live).with_context(|| format!("cannot capture on {interface}"))?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&stop);
+    ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
+        .context("cannot install the Ctrl-C handler")?;
+    Ok((capture, stop))
+}
+
 /// Captures from an interface into `sink` until Ctrl-C or a limit.
 fn capture_live(
     a: &ExtractArgs,
@@ -138,19 +161,8 @@ fn capture_live(
     live.filter = a.bpf.clone();
     live.promiscuous = !a.no_promiscuous;
     live.max_packets = a.packets;
-    if let Some(s) = a.duration {
-        if !(s.is_finite() && s > 0.0) {
-            bail!("--duration must be a positive number of seconds, got {s}");
-        }
-        live.max_duration = Some(Duration::from_secs_f64(s));
-    }
-    let mut capture =
-        LiveCapture::open(&live).with_context(|| format!("cannot capture on {interface}"))?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = Arc::clone(&stop);
     // Ctrl-C ends the capture cleanly: live flows are flushed and the output renamed into place.
-    ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
-        .context("cannot install the Ctrl-C handler")?;
+    let (mut capture, stop) = open_live(live, a.duration)?;
     let mut engine = FlowEngine::new(config)?;
     eprintln!("capturing on {interface} (Ctrl-C to stop)");
     let mut write_error = None;
