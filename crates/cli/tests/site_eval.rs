@@ -3,27 +3,15 @@
 //! scored, a budget the baseline cannot support is refused with what it needs, and the site
 //! baseline brings the benign share flagged down from the model's own reference to near the budget.
 
+mod common;
+
 use std::path::PathBuf;
-use std::process::{Command, Output};
 
-fn metaids() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_metaids"));
-    c.current_dir(repo());
-    c
-}
+use common::{metaids, ok};
 
+/// The repository root (the binary runs there; `data/` is beside it).
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[test]

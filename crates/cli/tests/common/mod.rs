@@ -1,6 +1,9 @@
 //! Helpers shared by the CLI's end-to-end tests: the built binary, the shared data, and a run that
 //! must succeed.
 
+// Each test binary compiles its own copy and uses a subset of these.
+#![allow(dead_code)]
+
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
