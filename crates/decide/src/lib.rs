@@ -11,6 +11,7 @@
 pub mod error;
 pub mod geometry;
 pub mod reference;
+pub mod rule;
 pub mod site;
 pub mod threat;
 pub mod verdict;

@@ -1,6 +1,6 @@
 //! The benign reference (benign prototypes and held-out benign calibration rows), family enrolment by
 //! support mean, and the calibrated family, known-family and union rules the benchmark compares.
-//! The verdict rule itself is [`crate::verdict`]'s.
+//! The verdict rule itself is [`crate::rule`]'s.
 //!
 //! Everything here works on plain row-major `f32` embeddings; it never runs the encoder and never
 //! sees query labels. The rules, with `d` the squared Euclidean distance, `B₁…B_m` the benign
@@ -55,7 +55,7 @@
 //! are flagged.
 
 use crate::geometry::{mean_row, nearest, sq_dist, upper_quantile};
-use crate::verdict::{rule, Verdict};
+use crate::rule::{rule, Verdict};
 
 /// Benign side of the decision: prototypes, calibration rows and the unknown threshold.
 #[derive(Debug, Clone, PartialEq)]

@@ -23,6 +23,7 @@ use crate::capture::{LinkType, Packet};
 use crate::decode::{decode, tcp_flags, PacketInfo, SkipReason};
 use crate::error::FlowError;
 use crate::features::{FlowState, TcpState, FEATURE_COUNT};
+use crate::text::{push_int, push_ip};
 
 /// Flow engine settings. All times are microseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,13 +141,26 @@ impl FlowRecord {
     /// `src-dst-srcport-dstport-protocol`, in the flow's forward direction.
     pub fn flow_id(&self) -> String {
         let mut s = String::with_capacity(48);
-        crate::output::push_flow_id(&mut s, self);
+        self.push_flow_id(&mut s);
         s
+    }
+
+    /// Appends [`FlowRecord::flow_id`] to `out` without allocating.
+    pub fn push_flow_id(&self, out: &mut String) {
+        push_ip(out, &self.src);
+        out.push('-');
+        push_ip(out, &self.dst);
+        out.push('-');
+        push_int(out, self.src_port);
+        out.push('-');
+        push_int(out, self.dst_port);
+        out.push('-');
+        push_int(out, self.protocol);
     }
 
     /// The start time as `YYYY-MM-DD HH:MM:SS.ffffff` (UTC), like the corrected CSVs.
     pub fn timestamp(&self) -> String {
-        crate::output::format_timestamp_us(self.start_us)
+        metaids_core::time::format_timestamp_us(self.start_us)
     }
 
     /// The value of a feature by its column name.

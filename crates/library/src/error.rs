@@ -3,8 +3,8 @@
 
 use std::path::PathBuf;
 
-use crate::store::ModelIdentity;
 use metaids_decide::threat::EnrolmentReport;
+use metaids_model::io::ModelIdentity;
 
 /// Everything that can go wrong while creating, opening, changing, exporting or importing a library.
 #[derive(Debug, thiserror::Error)]

@@ -8,9 +8,9 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{LibraryError, Result};
-use crate::store::ModelIdentity;
 use metaids_decide::threat::Threat;
 use metaids_decide::SiteProfile;
+use metaids_model::io::ModelIdentity;
 
 /// `format` of an exchange document.
 pub const DOCUMENT_FORMAT: &str = "metaids-threats";

@@ -11,6 +11,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod config;
 pub mod encoder;
 pub mod error;
 pub mod finetune;

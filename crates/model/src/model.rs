@@ -9,10 +9,10 @@ use metaids_core::schema::FeatureLayout;
 use metaids_core::FlowFrame;
 use serde::{Deserialize, Serialize};
 
+use crate::config::TrainConfig;
 use crate::encoder::Encoder;
 use crate::error::{ModelError, Result};
 use crate::finetune::Finetuner;
-use crate::train::TrainConfig;
 use metaids_decide::{BenignReference, FamilyPrototype};
 
 /// One data file the model was trained on.
