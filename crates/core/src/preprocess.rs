@@ -94,14 +94,49 @@ pub fn standardisation(values: impl Iterator<Item = f32>, log: bool) -> Option<(
     Some((mean as f32, if std < 1e-9 { 1.0 } else { std as f32 }))
 }
 
-/// Signed log1p: `sign(x) · ln(1 + |x|)`, defined on the whole real line.
+/// Signed log1p: `sign(x) · ln(1 + |x|)`, defined on the whole real line (`±inf` for `±inf`,
+/// NaN for NaN).
+///
+/// The preprocessing hot path (one logarithm per non-zero logged feature of every flow): computed
+/// inline rather than through libm's `log1pf`, within 2 ulp of `f32::ln_1p` (property test
+/// `fast_log1p_matches_the_library`).
 #[inline]
 pub fn signed_log1p(x: f32) -> f32 {
     // Flow features are mostly zeros; skip the logarithm for them.
     if x == 0.0 {
         return 0.0;
     }
-    x.signum() * x.abs().ln_1p()
+    let a = x.abs();
+    if !a.is_finite() {
+        return x;
+    }
+    fast_ln_1p(a).copysign(x)
+}
+
+/// `ln(1 + a)` for finite `a > 0`: `u = 1 + a` split into `2^e · m` with `m` in `[√½, √2)`,
+/// `ln m = 2 atanh(s)` with `s = (m − 1)/(m + 1)` (`|s| < 0.172`, odd series to `s⁹`, error
+/// below 4e-9), and Goldberg's correction `a / (u − 1)` for the rounding of `1 + a`.
+#[inline]
+fn fast_ln_1p(a: f32) -> f32 {
+    let u = 1.0 + a;
+    if u == 1.0 {
+        return a;
+    }
+    let bits = u.to_bits();
+    let mut e = ((bits >> 23) & 0xff) as i32 - 127;
+    let mut m = f32::from_bits((bits & 0x007f_ffff) | 0x3f80_0000);
+    if m > std::f32::consts::SQRT_2 {
+        m *= 0.5;
+        e += 1;
+    }
+    let s = (m - 1.0) / (m + 1.0);
+    let s2 = s * s;
+    let series = 1.0 + s2 * (1.0 / 3.0 + s2 * (1.0 / 5.0 + s2 * (1.0 / 7.0 + s2 * (1.0 / 9.0))));
+    let ln_u = e as f32 * std::f32::consts::LN_2 + 2.0 * s * series;
+    if u.is_infinite() {
+        return ln_u;
+    }
+    ln_u * (a / (u - 1.0))
 }
 
 impl Normaliser {
@@ -316,6 +351,40 @@ impl BoundNormaliser<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Distance in units in the last place between two finite floats of one sign.
+    fn ulps(a: f32, b: f32) -> u32 {
+        (a.to_bits() as i64 - b.to_bits() as i64).unsigned_abs() as u32
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn fast_log1p_matches_the_library(bits in 1u32..0x7f80_0000) {
+            // Every positive finite f32 is reachable.
+            let x = f32::from_bits(bits);
+            let want = x.ln_1p();
+            let got = signed_log1p(x);
+            proptest::prop_assert!(ulps(got, want) <= 2, "{x}: {got} vs {want}");
+            proptest::prop_assert_eq!(signed_log1p(-x), -got);
+        }
+    }
+
+    #[test]
+    fn fast_log1p_on_the_values_flows_have() {
+        let mut worst = 0;
+        for x in (0..2_000_000u32)
+            .map(|i| i as f32 * 0.5)
+            .chain([1e-30, 1e-7, 3.4e38, 0.1, 0.7, 1.4])
+        {
+            let (got, want) = (signed_log1p(x), x.ln_1p());
+            worst = worst.max(ulps(got, want));
+        }
+        assert!(worst <= 2, "worst {worst} ulp");
+        assert_eq!(signed_log1p(0.0), 0.0);
+        assert_eq!(signed_log1p(f32::INFINITY), f32::INFINITY);
+        assert_eq!(signed_log1p(f32::NEG_INFINITY), f32::NEG_INFINITY);
+        assert!(signed_log1p(f32::NAN).is_nan());
+    }
     use crate::frame::RowSource;
     use crate::record::{ColumnMap, RowBuf};
 
