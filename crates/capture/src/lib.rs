@@ -12,18 +12,21 @@
 //!
 //! ```no_run
 //! use std::sync::atomic::AtomicBool;
-//! use metaids_capture::{LiveCapture, LiveConfig};
-//! use metaids_flow::{CsvWriter, FlowConfig, FlowEngine};
+//! use std::sync::Arc;
+//! use metaids_capture::{LiveCapture, LiveConfig, LiveSource};
+//! use metaids_flow::{for_each_flow, CsvWriter, FlowConfig, FlowEngine, FlowError};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let stop = AtomicBool::new(false); // set it from a Ctrl-C handler
-//! let mut capture = LiveCapture::open(&LiveConfig {
+//! let stop = Arc::new(AtomicBool::new(false)); // set it from a Ctrl-C handler
+//! let capture = LiveCapture::open(&LiveConfig {
 //!     filter: Some("tcp or udp".into()),
 //!     ..LiveConfig::new("eth0")
 //! })?;
-//! let mut engine = FlowEngine::new(FlowConfig::default())?;
+//! let engine = FlowEngine::new(FlowConfig::default())?;
+//! let mut source = LiveSource::new(capture, engine, stop);
 //! let mut csv = CsvWriter::new(std::io::stdout(), None)?;
-//! let stats = capture.run(&mut engine, &stop, |flow| csv.write(&flow))?;
+//! for_each_flow::<FlowError, _>(&mut source, |flow| csv.write(&flow))?;
+//! let stats = source.stats();
 //! eprintln!("{} packets, {} flows, {} dropped", stats.packets, stats.flows, stats.dropped);
 //! # Ok(()) }
 //! ```
@@ -38,9 +41,9 @@ use std::time::Duration;
 
 pub use error::CaptureError;
 #[cfg(feature = "live")]
-pub use live::LiveCapture;
+pub use live::{LiveCapture, LiveSource};
 #[cfg(not(feature = "live"))]
-pub use unavailable::LiveCapture;
+pub use unavailable::{LiveCapture, LiveSource};
 
 /// Whether this build can capture live (the `live` feature).
 pub const LIVE_SUPPORTED: bool = cfg!(feature = "live");
@@ -109,7 +112,7 @@ impl LiveConfig {
     }
 }
 
-/// Why [`LiveCapture::run`] returned.
+/// Why a [`LiveSource`] ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StopReason {
     /// The stop flag was set.

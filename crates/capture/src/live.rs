@@ -3,9 +3,13 @@
 //! decode packets or write flows itself.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use metaids_flow::{FlowEngine, FlowError, FlowRecord, LinkType, Packet};
+use metaids_flow::{
+    FlowEngine, FlowError, FlowRecord, FlowSource, KernelStats, LinkType, Packet, SourceReport,
+    Step,
+};
 
 use crate::{CaptureError, LiveConfig, LiveStats, StopReason};
 
@@ -43,7 +47,7 @@ impl std::fmt::Debug for LiveCapture {
 
 impl LiveCapture {
     /// Opens the interface and applies the filter. Packets arriving from now on are buffered
-    /// by the kernel until [`LiveCapture::run`] reads them.
+    /// by the kernel until a [`LiveSource`] reads them.
     ///
     /// Errors: [`CaptureError::Config`], [`CaptureError::Pcap`] (no such interface, no
     /// permission, a filter that does not compile).
@@ -85,53 +89,130 @@ impl LiveCapture {
     pub fn link_type(&self) -> LinkType {
         self.link
     }
+}
 
-    /// Reads packets into `engine` until `stop` is set or a limit of the configuration is
-    /// reached, handing every finished flow to `on_flow`; then ends the live flows
-    /// ([`FlowEngine::finish`]) and hands them over too.
-    ///
-    /// Expiry follows packet timestamps, plus a wall-clock [`FlowEngine::tick`] every
-    /// [`LiveConfig::tick_interval`], so idle flows are emitted while the link is quiet. The
-    /// stop flag is checked between packets and at least every 2 ms while none arrives.
-    pub fn run<F>(
-        &mut self,
-        engine: &mut FlowEngine,
-        stop: &AtomicBool,
-        mut on_flow: F,
-    ) -> Result<LiveStats, CaptureError>
-    where
-        F: FnMut(FlowRecord) -> Result<(), FlowError>,
-    {
-        let started = Instant::now();
-        let idle_sleep = self.config.read_timeout.min(Duration::from_millis(2));
-        let mut last_tick = started;
-        let mut stats = LiveStats {
-            packets: 0,
-            flows: 0,
-            ticks: 0,
-            received: 0,
-            dropped: 0,
-            if_dropped: 0,
-            stop: StopReason::Requested,
-        };
-        loop {
-            if stop.load(Ordering::Relaxed) {
-                stats.stop = StopReason::Requested;
+/// A live capture feeding its flow engine: the [`FlowSource`] of an interface.
+///
+/// Expiry follows packet timestamps, plus a wall-clock [`FlowEngine::tick`] every
+/// [`LiveConfig::tick_interval`], so idle flows are emitted while the link is quiet. The stop
+/// flag and the limits are checked between packets and at least every 2 ms while none arrives;
+/// once one of them ends the capture, the live flows are ended ([`FlowEngine::finish`]) and
+/// handed out, and libpcap's drop counters read.
+pub struct LiveSource {
+    capture: LiveCapture,
+    engine: FlowEngine,
+    stop: Arc<AtomicBool>,
+    name: String,
+    started: Instant,
+    last_tick: Instant,
+    stats: LiveStats,
+    kernel: Option<KernelStats>,
+    done: bool,
+}
+
+impl std::fmt::Debug for LiveSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiveSource")
+            .field("capture", &self.capture)
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Packets read per [`FlowSource::next_flows`] call at most.
+const PACKETS_PER_STEP: usize = 1024;
+
+impl LiveSource {
+    /// Starts reading `capture` into `engine` until `stop` is set or a limit of the capture's
+    /// configuration is reached. Its name is `live:IFACE`.
+    pub fn new(capture: LiveCapture, engine: FlowEngine, stop: Arc<AtomicBool>) -> Self {
+        let now = Instant::now();
+        LiveSource {
+            name: format!("live:{}", capture.config.interface),
+            capture,
+            engine,
+            stop,
+            started: now,
+            last_tick: now,
+            stats: LiveStats {
+                packets: 0,
+                flows: 0,
+                ticks: 0,
+                received: 0,
+                dropped: 0,
+                if_dropped: 0,
+                stop: StopReason::Requested,
+            },
+            kernel: None,
+            done: false,
+        }
+    }
+
+    /// What the capture did so far (the kernel counters once it has ended).
+    pub fn stats(&self) -> LiveStats {
+        self.stats
+    }
+
+    /// The flow engine.
+    pub fn engine(&self) -> &FlowEngine {
+        &self.engine
+    }
+
+    fn stop_reason(&self) -> Option<StopReason> {
+        let config = &self.capture.config;
+        if self.stop.load(Ordering::Relaxed) {
+            Some(StopReason::Requested)
+        } else if config.max_packets.is_some_and(|m| self.stats.packets >= m) {
+            Some(StopReason::PacketLimit)
+        } else if config
+            .max_duration
+            .is_some_and(|d| self.started.elapsed() >= d)
+        {
+            Some(StopReason::TimeLimit)
+        } else {
+            None
+        }
+    }
+
+    fn tick(&mut self, out: &mut Vec<FlowRecord>) {
+        if self.last_tick.elapsed() >= self.capture.config.tick_interval {
+            self.last_tick = Instant::now();
+            self.stats.ticks += 1;
+            out.extend(self.engine.tick(wall_clock_us()));
+        }
+    }
+}
+
+impl FlowSource for LiveSource {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn next_flows(&mut self, out: &mut Vec<FlowRecord>) -> Result<Step, FlowError> {
+        if self.done {
+            return Ok(Step::Done);
+        }
+        let before = out.len();
+        let mut step = Step::Flows;
+        for _ in 0..PACKETS_PER_STEP {
+            if let Some(reason) = self.stop_reason() {
+                self.stats.stop = reason;
+                out.extend(self.engine.finish());
+                if let Ok(s) = self.capture.cap.stats() {
+                    self.stats.received = u64::from(s.received);
+                    self.stats.dropped = u64::from(s.dropped);
+                    self.stats.if_dropped = u64::from(s.if_dropped);
+                    self.kernel = Some(KernelStats {
+                        received: self.stats.received,
+                        dropped: self.stats.dropped,
+                        if_dropped: self.stats.if_dropped,
+                    });
+                }
+                self.done = true;
+                step = Step::Done;
                 break;
             }
-            if self.config.max_packets.is_some_and(|m| stats.packets >= m) {
-                stats.stop = StopReason::PacketLimit;
-                break;
-            }
-            if self
-                .config
-                .max_duration
-                .is_some_and(|d| started.elapsed() >= d)
-            {
-                stats.stop = StopReason::TimeLimit;
-                break;
-            }
-            match self.cap.next_packet() {
+            match self.capture.cap.next_packet() {
                 Ok(p) => {
                     // `time_t`/`suseconds_t` are i64 here but narrower on some targets.
                     #[allow(clippy::useless_conversion)]
@@ -139,39 +220,51 @@ impl LiveCapture {
                         .saturating_mul(1_000_000)
                         .saturating_add(i64::from(p.header.ts.tv_usec));
                     let pkt = Packet {
-                        link_type: self.link,
+                        link_type: self.capture.link,
                         ts_us,
                         data: p.data,
                         orig_len: p.header.len,
                         interface: 0,
                     };
-                    stats.packets += 1;
-                    for flow in engine.push(&pkt) {
-                        stats.flows += 1;
-                        on_flow(flow)?;
-                    }
+                    self.stats.packets += 1;
+                    out.extend(self.engine.push(&pkt));
                 }
-                Err(pcap::Error::TimeoutExpired) => std::thread::sleep(idle_sleep),
-                Err(e) => return Err(pcap_err("read packet")(e)),
-            }
-            if last_tick.elapsed() >= self.config.tick_interval {
-                last_tick = Instant::now();
-                stats.ticks += 1;
-                for flow in engine.tick(wall_clock_us()) {
-                    stats.flows += 1;
-                    on_flow(flow)?;
+                Err(pcap::Error::TimeoutExpired) => {
+                    let idle = self
+                        .capture
+                        .config
+                        .read_timeout
+                        .min(Duration::from_millis(2));
+                    std::thread::sleep(idle);
+                    step = Step::Idle;
+                }
+                Err(e) => {
+                    return Err(FlowError::Source {
+                        name: self.name.clone(),
+                        source: Box::new(pcap_err("read packet")(e)),
+                    })
                 }
             }
+            self.tick(out);
+            if step == Step::Idle {
+                break;
+            }
         }
-        for flow in engine.finish() {
-            stats.flows += 1;
-            on_flow(flow)?;
+        self.stats.flows += (out.len() - before) as u64;
+        Ok(step)
+    }
+
+    fn report(&self) -> SourceReport {
+        SourceReport {
+            name: self.name.clone(),
+            engine: self.engine.stats().clone(),
+            reader: None,
+            kernel: self.kernel,
+            ended_early: None,
         }
-        if let Ok(s) = self.cap.stats() {
-            stats.received = u64::from(s.received);
-            stats.dropped = u64::from(s.dropped);
-            stats.if_dropped = u64::from(s.if_dropped);
-        }
-        Ok(stats)
+    }
+
+    fn is_live(&self) -> bool {
+        true
     }
 }

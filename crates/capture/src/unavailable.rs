@@ -1,9 +1,10 @@
-//! The stand-in for [`LiveCapture`] when the crate is built without the `live` feature: same
-//! API, every call fails with [`CaptureError::LiveUnavailable`]. It links no libpcap.
+//! The stand-ins for [`LiveCapture`] and [`LiveSource`] when the crate is built without the `live`
+//! feature: same API, opening fails with [`CaptureError::LiveUnavailable`]. It links no libpcap.
 
 use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 
-use metaids_flow::{FlowEngine, FlowError, FlowRecord};
+use metaids_flow::{FlowEngine, FlowError, FlowRecord, FlowSource, SourceReport, Step};
 
 use crate::{CaptureError, LiveConfig, LiveStats};
 
@@ -19,17 +20,63 @@ impl LiveCapture {
         config.validate()?;
         Err(CaptureError::LiveUnavailable)
     }
+}
 
-    /// Unreachable in this build (no value can be created); fails like [`LiveCapture::open`].
-    pub fn run<F>(
-        &mut self,
-        _engine: &mut FlowEngine,
-        _stop: &AtomicBool,
-        _on_flow: F,
-    ) -> Result<LiveStats, CaptureError>
-    where
-        F: FnMut(FlowRecord) -> Result<(), FlowError>,
-    {
-        Err(CaptureError::LiveUnavailable)
+/// The live flow source; this build cannot create one (no [`LiveCapture`] exists).
+pub struct LiveSource {
+    capture: LiveCapture,
+    engine: FlowEngine,
+}
+
+impl std::fmt::Debug for LiveSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiveSource").finish_non_exhaustive()
+    }
+}
+
+impl LiveSource {
+    /// Wraps a capture (unreachable in this build: no capture can be opened).
+    pub fn new(capture: LiveCapture, engine: FlowEngine, _stop: Arc<AtomicBool>) -> Self {
+        LiveSource { capture, engine }
+    }
+
+    /// Unreachable in this build.
+    pub fn stats(&self) -> LiveStats {
+        let _ = &self.capture;
+        LiveStats {
+            packets: 0,
+            flows: 0,
+            ticks: 0,
+            received: 0,
+            dropped: 0,
+            if_dropped: 0,
+            stop: crate::StopReason::Requested,
+        }
+    }
+
+    /// The flow engine.
+    pub fn engine(&self) -> &FlowEngine {
+        &self.engine
+    }
+}
+
+impl FlowSource for LiveSource {
+    fn name(&self) -> &str {
+        "live"
+    }
+
+    fn next_flows(&mut self, _out: &mut Vec<FlowRecord>) -> Result<Step, FlowError> {
+        Err(FlowError::Source {
+            name: "live".into(),
+            source: Box::new(CaptureError::LiveUnavailable),
+        })
+    }
+
+    fn report(&self) -> SourceReport {
+        SourceReport::default()
+    }
+
+    fn is_live(&self) -> bool {
+        true
     }
 }

@@ -11,8 +11,10 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use metaids_capture::{LiveCapture, LiveConfig, StopReason};
-use metaids_flow::{EndReason, FlowConfig, FlowEngine, FlowRecord, LinkType};
+use metaids_capture::{LiveCapture, LiveConfig, LiveSource, StopReason};
+use metaids_flow::{
+    for_each_flow, EndReason, FlowConfig, FlowEngine, FlowError, FlowRecord, FlowSource, LinkType,
+};
 
 fn feature(f: &FlowRecord, name: &str) -> u64 {
     f.feature(name).expect("column") as u64
@@ -32,11 +34,11 @@ fn captures_udp_and_tcp_on_loopback_and_expires_idle_flows_by_wall_clock() {
         max_duration: Some(Duration::from_secs(30)),
         ..LiveConfig::new("lo")
     };
-    let mut capture = LiveCapture::open(&config).expect("open lo (root or CAP_NET_RAW needed)");
+    let capture = LiveCapture::open(&config).expect("open lo (root or CAP_NET_RAW needed)");
     assert_eq!(capture.link_type(), LinkType::ETHERNET);
     // Idle flows end 300 ms after their last packet; only the wall-clock tick can end them,
     // since no packet follows.
-    let mut engine = FlowEngine::new(FlowConfig {
+    let engine = FlowEngine::new(FlowConfig {
         idle_timeout_us: 300_000,
         ..FlowConfig::default()
     })
@@ -46,11 +48,12 @@ fn captures_udp_and_tcp_on_loopback_and_expires_idle_flows_by_wall_clock() {
     let worker = {
         let stop = Arc::clone(&stop);
         std::thread::spawn(move || {
-            let stats = capture.run(&mut engine, &stop, |flow| {
+            let mut source = LiveSource::new(capture, engine, stop);
+            let report = for_each_flow::<FlowError, _>(&mut source, |flow| {
                 let _ = tx.send(flow);
                 Ok(())
             });
-            (stats, engine.stats().clone())
+            (report.map(|r| (source.stats(), r)), source.is_live())
         })
     };
 
@@ -95,8 +98,15 @@ fn captures_udp_and_tcp_on_loopback_and_expires_idle_flows_by_wall_clock() {
         }
     }
     stop.store(true, Ordering::Relaxed);
-    let (stats, engine_stats) = worker.join().expect("capture thread");
-    let stats = stats.expect("capture ran");
+    let (ran, live) = worker.join().expect("capture thread");
+    let (stats, report) = ran.expect("capture ran");
+    assert!(live);
+    let engine_stats = report.engine;
+    assert!(
+        report.kernel.is_some(),
+        "libpcap's counters are read at the end"
+    );
+    assert_eq!(report.name, "live:lo");
     flows.extend(rx.try_iter());
     assert_eq!(stats.stop, StopReason::Requested);
     assert!(stats.ticks > 0);
@@ -154,19 +164,20 @@ fn packet_limit_stops_the_capture() {
         max_duration: Some(Duration::from_secs(20)),
         ..LiveConfig::new("lo")
     };
-    let mut capture = LiveCapture::open(&config).expect("open lo");
+    let capture = LiveCapture::open(&config).expect("open lo");
     let client = UdpSocket::bind("127.0.0.1:0").expect("bind");
     for _ in 0..5 {
         client.send_to(b"x", ("127.0.0.1", port)).expect("send");
     }
-    let mut engine = FlowEngine::new(FlowConfig::default()).expect("engine");
+    let engine = FlowEngine::new(FlowConfig::default()).expect("engine");
     let mut flows = Vec::new();
-    let stats = capture
-        .run(&mut engine, &AtomicBool::new(false), |f| {
-            flows.push(f);
-            Ok(())
-        })
-        .expect("run");
+    let mut source = LiveSource::new(capture, engine, Arc::new(AtomicBool::new(false)));
+    for_each_flow::<FlowError, _>(&mut source, |f| {
+        flows.push(f);
+        Ok(())
+    })
+    .expect("run");
+    let stats = source.stats();
     assert_eq!(stats.stop, StopReason::PacketLimit);
     assert_eq!(stats.packets, 3);
     assert_eq!(flows.len(), 1);

@@ -86,13 +86,12 @@ fn from_interface(
     let mut live = metaids_capture::LiveConfig::new(interface);
     live.filter = a.bpf.clone();
     live.max_packets = a.packets;
-    let (mut capture, stop) = crate::extract::open_live(live, a.duration)?;
-    let mut engine = metaids_flow::FlowEngine::new(crate::extract::flow_config(&a.flow)?)?;
-    let name = format!("live:{interface}");
+    let mut source = crate::extract::open_live(live, a.duration, &a.flow)?;
+    let name = metaids_flow::FlowSource::name(&source).to_string();
     let mut rows = metaids_flow::FrameBuilder::with_identifiers(&name);
     let mut locators = Vec::new();
     eprintln!("learning from {interface} (Ctrl-C ends the window)");
-    let stats = capture.run(&mut engine, &stop, |flow| {
+    let report = metaids_flow::for_each_flow(&mut source, |flow| -> Result<()> {
         if locators.len() < MAX_LIVE_FLOWS {
             locators.push((
                 name.clone(),
@@ -102,10 +101,14 @@ fn from_interface(
         }
         Ok(())
     })?;
+    let stats = source.stats();
     eprintln!(
         "{interface}: {} packets, {} flows ({:?})",
         stats.packets, stats.flows, stats.stop
     );
+    for w in report.warnings() {
+        eprintln!("warning: {name}: {w}");
+    }
     if locators.len() >= MAX_LIVE_FLOWS {
         eprintln!("warning: kept the first {MAX_LIVE_FLOWS} flows of the window");
     }

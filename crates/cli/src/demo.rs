@@ -280,7 +280,6 @@ pub fn run(mut a: DemoArgs) -> Result<()> {
             BufReader::new(file),
             &t.capture.display().to_string(),
             FlowConfig::default(),
-            &mut |_| {},
         )?;
     }
     // Held-out figures with the same detector: the capture flows that were not support, and the
@@ -352,7 +351,7 @@ pub fn run(mut a: DemoArgs) -> Result<()> {
         summary.unknown,
         summary.alerts,
         summary.suppressed,
-        summary.counter("nft_elements")
+        summary.counter(metaids_detect::Counter::NftElements)
     );
     println!("{counters}");
     println!(

@@ -7,9 +7,8 @@
 use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use crate::progress::Progress;
 use anyhow::{bail, Context, Result};
@@ -19,6 +18,7 @@ use metaids_detect::{
     Detector, DetectorOptions, EveSink, NftConfig, NftablesSink, Pipeline, PipelineOptions,
     RateLimit, Sink, VerdictSink, WebhookConfig, WebhookSink,
 };
+use metaids_flow::SourceReport;
 use metaids_ingest::ReadOptions;
 
 use crate::args::{DetectArgs, Respond};
@@ -208,16 +208,11 @@ pub fn run(a: DetectArgs) -> Result<()> {
                 ),
             );
             let name = path.display().to_string();
-            let s = pipeline.push_capture(input, &name, flow_config, &mut |_| {})?;
-            if let Some(e) = &s.capture_error {
-                warnings.push(format!(
-                    "{name}: capture ended early ({e}); flows up to there were scored"
-                ));
-            }
-            for w in s.reader.warnings() {
+            let s = pipeline.push_capture(input, &name, flow_config)?;
+            for w in s.warnings() {
                 warnings.push(format!("{name}: {w}"));
             }
-            tracing::info!(packets = s.packets, flows = s.flows, "{name}");
+            tracing::info!(packets = s.packets(), flows = s.flows(), "{name}");
             capture_counters.push((name, s.counters()));
         }
         pb.finish_and_clear();
@@ -248,7 +243,11 @@ pub fn run(a: DetectArgs) -> Result<()> {
         pb.finish_and_clear();
     }
     if let Some(interface) = &a.interface {
-        live(&a, interface, &mut pipeline)?;
+        let s = live(&a, interface, &mut pipeline)?;
+        for w in s.warnings() {
+            warnings.push(format!("{}: {w}", s.name));
+        }
+        capture_counters.push((s.name.clone(), s.counters()));
     }
     let summary = pipeline.finish()?;
     if !a.quiet {
@@ -282,31 +281,12 @@ pub fn run(a: DetectArgs) -> Result<()> {
     Ok(())
 }
 
-/// Detects on a live interface until Ctrl-C or --duration; a batch also runs once a second.
-fn live(a: &DetectArgs, interface: &str, pipeline: &mut Pipeline) -> Result<()> {
+/// Detects on a live interface until Ctrl-C or --duration (the pipeline runs a batch at least once
+/// a second); returns the source's counters.
+fn live(a: &DetectArgs, interface: &str, pipeline: &mut Pipeline) -> Result<SourceReport> {
     let mut cfg = LiveConfig::new(interface);
     cfg.filter = a.bpf.clone();
-    let (mut capture, stop) = crate::extract::open_live(cfg, a.duration)?;
-    let mut engine = metaids_flow::FlowEngine::new(crate::extract::flow_config(&a.flow)?)?;
+    let mut source = crate::extract::open_live(cfg, a.duration, &a.flow)?;
     eprintln!("detecting on {interface} (Ctrl-C to stop)");
-    let mut error = None;
-    let mut last = Instant::now();
-    capture.run(&mut engine, &stop, |flow| {
-        if error.is_none() {
-            let mut r = pipeline.push_record(&flow, interface);
-            if r.is_ok() && last.elapsed() >= Duration::from_secs(1) {
-                r = pipeline.flush();
-                last = Instant::now();
-            }
-            if let Err(e) = r {
-                error = Some(e);
-                stop.store(true, Ordering::SeqCst);
-            }
-        }
-        Ok(())
-    })?;
-    if let Some(e) = error {
-        return Err(e.into());
-    }
-    Ok(())
+    Ok(pipeline.push_source(&mut source)?)
 }

@@ -4,15 +4,16 @@
 //! decoding, flow tracking and features are the flow crate's.
 
 use std::io::BufReader;
-
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use metaids_capture::{LiveCapture, LiveConfig};
+use metaids_capture::{LiveCapture, LiveConfig, LiveSource};
 use metaids_flow::{
-    CaptureReader, CsvWriter, FlowConfig, FlowEngine, FlowRecord, JsonLinesWriter, ReaderConfig,
+    for_each_flow, CaptureSource, CsvWriter, FlowConfig, FlowEngine, FlowRecord, JsonLinesWriter,
+    ReaderConfig, SourceReport,
 };
 use metaids_ingest::AtomicFile;
 
@@ -76,47 +77,30 @@ pub fn run(a: ExtractArgs) -> Result<()> {
         Sink::Csv(CsvWriter::new(out, label)?)
     };
     let mut warnings = Vec::new();
-    if let Some(interface) = &a.interface {
-        capture_live(&a, interface, config, &mut sink)?;
-    }
-    for path in &a.pcap {
-        // Plain or gzip-compressed (`.gz`).
-        let file = metaids_ingest::open(path)
-            .with_context(|| format!("cannot open {}", path.display()))?;
-        let mut reader = CaptureReader::new(
-            BufReader::with_capacity(1 << 20, file),
-            ReaderConfig::default(),
-        )
-        .with_context(|| format!("{}: not a readable pcap or pcapng capture", path.display()))?;
-        // Flows do not span files: each capture gets its own engine, flushed at its end.
-        let mut engine = FlowEngine::new(config)?;
-        loop {
-            match reader.next_packet() {
-                Ok(Some(pkt)) => {
-                    for flow in engine.push(&pkt) {
-                        sink.write(&flow)?;
-                    }
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    warnings.push(format!(
-                        "{}: capture ended early ({e}); flows up to there were kept",
-                        path.display()
-                    ));
-                    break;
-                }
-            }
+    let mut report = |s: SourceReport| {
+        for w in s.warnings() {
+            warnings.push(format!("{}: {w}", s.name));
         }
-        for flow in engine.finish() {
-            sink.write(&flow)?;
-        }
-        for w in reader.stats().warnings() {
-            warnings.push(format!("{}: {w}", path.display()));
-        }
-        eprintln!("{}:", path.display());
-        for line in metaids_flow::output::capture_summary(engine.stats(), &reader.stats()).lines() {
+        eprintln!("{}:", s.name);
+        for line in s.counters().lines() {
             eprintln!("  {line}");
         }
+    };
+    if let Some(interface) = &a.interface {
+        let mut live = LiveConfig::new(interface);
+        live.filter = a.bpf.clone();
+        live.promiscuous = !a.no_promiscuous;
+        live.max_packets = a.packets;
+        // Ctrl-C ends the capture cleanly: live flows are flushed and the output renamed into place.
+        let mut source = open_live(live, a.duration, &a.flow)?;
+        eprintln!("capturing on {interface} (Ctrl-C to stop)");
+        report(for_each_flow(&mut source, |flow| sink.write(&flow))?);
+        eprintln!("{interface}: {:?}", source.stats().stop);
+    }
+    for path in &a.pcap {
+        // Flows do not span files: each capture gets its own engine, flushed at its end.
+        let mut source = open_capture(path, config)?;
+        report(for_each_flow(&mut source, |flow| sink.write(&flow))?);
     }
     let (rows, file) = sink.finish()?;
     file.commit()?;
@@ -127,13 +111,31 @@ pub fn run(a: ExtractArgs) -> Result<()> {
     Ok(())
 }
 
-/// Opens the live capture `live` stopping after `duration` seconds when given, with a Ctrl-C
-/// handler that sets the returned stop flag: the one setup of `extract`, `detect` and `baseline`
-/// on an interface.
+/// Opens capture `path` (plain or gzip-compressed, `.gz`) as a flow source named by its path.
+pub(crate) fn open_capture(
+    path: &Path,
+    config: FlowConfig,
+) -> Result<CaptureSource<impl std::io::Read>> {
+    let name = path.display().to_string();
+    let file = metaids_ingest::open(path).with_context(|| format!("cannot open {name}"))?;
+    CaptureSource::new(
+        BufReader::with_capacity(1 << 20, file),
+        name.clone(),
+        ReaderConfig::default(),
+        config,
+    )
+    .with_context(|| format!("{name}: not a readable pcap or pcapng capture"))
+}
+
+/// Opens the live capture `live` with the flow settings `flow`, stopping after `duration` seconds
+/// when given, with a Ctrl-C handler that stops it: the one live setup of `extract`, `detect` and
+/// `baseline` on an interface.
 pub(crate) fn open_live(
     mut live: LiveConfig,
     duration: Option<f64>,
-) -> Result<(LiveCapture, Arc<AtomicBool>)> {
+    flow: &FlowSettingsArgs,
+) -> Result<LiveSource> {
+    let config = flow_config(flow)?;
     if let Some(s) = duration {
         if !(s.is_finite() && s > 0.0) {
             bail!("--duration must be a positive number of seconds, got {s}");
@@ -147,39 +149,5 @@ pub(crate) fn open_live(
     let flag = Arc::clone(&stop);
     ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))
         .context("cannot install the Ctrl-C handler")?;
-    Ok((capture, stop))
-}
-
-/// Captures from an interface into `sink` until Ctrl-C or a limit.
-fn capture_live(
-    a: &ExtractArgs,
-    interface: &str,
-    config: FlowConfig,
-    sink: &mut Sink,
-) -> Result<()> {
-    let mut live = LiveConfig::new(interface);
-    live.filter = a.bpf.clone();
-    live.promiscuous = !a.no_promiscuous;
-    live.max_packets = a.packets;
-    // Ctrl-C ends the capture cleanly: live flows are flushed and the output renamed into place.
-    let (mut capture, stop) = open_live(live, a.duration)?;
-    let mut engine = FlowEngine::new(config)?;
-    eprintln!("capturing on {interface} (Ctrl-C to stop)");
-    let mut write_error = None;
-    let stats = capture.run(&mut engine, &stop, |flow| {
-        if write_error.is_none() {
-            if let Err(e) = sink.write(&flow) {
-                write_error = Some(e);
-            }
-        }
-        Ok(())
-    })?;
-    if let Some(e) = write_error {
-        return Err(e);
-    }
-    eprintln!("{interface}: {stats:?}");
-    for line in metaids_flow::output::summary(engine.stats()).lines() {
-        eprintln!("  {line}");
-    }
-    Ok(())
+    Ok(LiveSource::new(capture, FlowEngine::new(config)?, stop))
 }

@@ -2,7 +2,6 @@
 //! label or number, capture flows by a `--select` expression), embedding them with the model and
 //! printing; fitting, the enrolment guard, versions and export/import are `metaids-library`'s.
 
-use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -10,9 +9,7 @@ use metaids_core::episode::seeded_subsample;
 use metaids_core::schema::DatasetKind;
 use metaids_core::FlowFrame;
 use metaids_decide::Decider;
-use metaids_flow::{
-    CaptureReader, FlowConfig, FlowEngine, FlowRecord, FlowSelector, FrameBuilder, ReaderConfig,
-};
+use metaids_flow::{for_each_flow, FlowConfig, FlowRecord, FlowSelector, FrameBuilder};
 use metaids_ingest::{read_files, ReadOptions};
 use metaids_library::{
     EnrolOptions, EnrolmentReport, ModelIdentity, SupportFlow, Threat, ThreatDocument, ThreatDraft,
@@ -459,46 +456,23 @@ pub fn capture_flows(
     // With identifiers: the baseline's per-source cap groups by `Src IP`.
     let mut rows = FrameBuilder::with_identifiers(&names.join(", "));
     let mut locators = Vec::new();
-    for (path, source) in paths.iter().zip(&names) {
-        // Plain or gzip-compressed (`.gz`).
-        let file = metaids_ingest::open(path).with_context(|| format!("cannot open {source}"))?;
-        let mut reader = CaptureReader::new(
-            BufReader::with_capacity(1 << 20, file),
-            ReaderConfig::default(),
-        )
-        .with_context(|| format!("{source}: not a readable pcap or pcapng capture"))?;
-        let mut engine = FlowEngine::new(config)?;
-        let mut keep = |flow: FlowRecord, rows: &mut FrameBuilder| -> Result<()> {
+    for (path, name) in paths.iter().zip(&names) {
+        let mut source = crate::extract::open_capture(path, config)?;
+        let report = for_each_flow(&mut source, |flow: FlowRecord| -> Result<()> {
             if selector.matches(&flow) {
                 if locators.len() >= MAX_CAPTURE_FLOWS {
-                    bail!("{source}: more than {MAX_CAPTURE_FLOWS} flows match; narrow --select");
+                    bail!("{name}: more than {MAX_CAPTURE_FLOWS} flows match; narrow --select");
                 }
                 locators.push((
-                    source.clone(),
+                    name.clone(),
                     format!("flow {} at {}", flow.flow_id(), flow.timestamp()),
                 ));
                 rows.push(&flow);
             }
             Ok(())
-        };
-        loop {
-            match reader.next_packet() {
-                Ok(Some(pkt)) => {
-                    for flow in engine.push(&pkt) {
-                        keep(flow, &mut rows)?;
-                    }
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    eprintln!(
-                        "warning: {source}: capture ended early ({e}); flows up to there were kept"
-                    );
-                    break;
-                }
-            }
-        }
-        for flow in engine.finish() {
-            keep(flow, &mut rows)?;
+        })?;
+        for w in report.warnings() {
+            eprintln!("warning: {name}: {w}");
         }
     }
     let frame = rows.take();

@@ -226,6 +226,24 @@ impl FlowFrame {
             .collect()
     }
 
+    /// Row `r`'s value of the identifier column `name` (ASCII case ignored), without allocating.
+    pub fn identifier(&self, r: usize, name: &str) -> Option<&str> {
+        let names = &self.files[self.sources[r].file as usize].identifier_names;
+        let values =
+            &self.identifier_text[self.identifier_starts[r]..self.identifier_starts[r + 1]];
+        names
+            .iter()
+            .zip(values.split_terminator('\u{1f}'))
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+    }
+
+    /// Row `r`'s value of categorical column `j` of the layout.
+    pub fn categorical_value(&self, r: usize, j: usize) -> &str {
+        let d = self.layout.categorical.len();
+        self.categories[j].name(self.categorical[r * d + j])
+    }
+
     /// A short human reference to row `r`: `file:line`.
     pub fn provenance(&self, r: usize) -> String {
         let s = self.sources[r];

@@ -234,9 +234,9 @@ fn main() -> Res<()> {
             )?)];
             let mut p = Pipeline::new(d, sinks, PipelineOptions::default())?;
             let input = BufReader::with_capacity(1 << 20, File::open(&pcap)?);
-            let s = p.push_capture(input, &pcap, FlowConfig::default(), &mut |_| {})?;
+            let s = p.push_capture(input, &pcap, FlowConfig::default())?;
             let sum = p.finish()?;
-            stats = (s.packets, s.flows, sum.alerts);
+            stats = (s.packets(), s.flows(), sum.alerts);
             Ok(())
         })?;
         println!(

@@ -6,6 +6,7 @@
 //! windows older than the newest one seen are pruned once the table holds `max_keys` entries.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 
 use crate::error::{DetectError, Result};
 
@@ -54,7 +55,7 @@ impl RateLimit {
 pub struct Deduplicator {
     limit: RateLimit,
     /// (source, signature id) → (window index, alerts let through in it).
-    seen: HashMap<(String, u32), (i64, u32)>,
+    seen: HashMap<(Option<IpAddr>, u32), (i64, u32)>,
     newest_window: i64,
     suppressed: u64,
     passed: u64,
@@ -75,8 +76,9 @@ impl Deduplicator {
         })
     }
 
-    /// Whether an alert of `signature_id` from `src` at `ts_us` goes out (and counts it).
-    pub fn admit(&mut self, src: &str, signature_id: u32, ts_us: i64) -> bool {
+    /// Whether an alert of `signature_id` from `src` (`None`: unknown source, one key for all) at
+    /// `ts_us` goes out (and counts it).
+    pub fn admit(&mut self, src: Option<IpAddr>, signature_id: u32, ts_us: i64) -> bool {
         if self.limit.max_per_window == 0 {
             self.passed += 1;
             return true;
@@ -92,10 +94,7 @@ impl Deduplicator {
             }
             self.pruned += (before - self.seen.len()) as u64;
         }
-        let entry = self
-            .seen
-            .entry((src.to_string(), signature_id))
-            .or_insert((window, 0));
+        let entry = self.seen.entry((src, signature_id)).or_insert((window, 0));
         if window > entry.0 {
             *entry = (window, 0);
         }
@@ -131,6 +130,10 @@ mod tests {
 
     const S: i64 = 1_000_000;
 
+    fn ip(s: &str) -> Option<IpAddr> {
+        Some(s.parse().expect("address"))
+    }
+
     #[test]
     fn at_most_n_per_source_signature_window() {
         let mut d = Deduplicator::new(RateLimit {
@@ -139,15 +142,15 @@ mod tests {
             max_keys: 100,
         })
         .expect("limit");
-        let out: Vec<bool> = (0..5).map(|i| d.admit("10.0.0.1", 7, i * S)).collect();
+        let out: Vec<bool> = (0..5).map(|i| d.admit(ip("10.0.0.1"), 7, i * S)).collect();
         assert_eq!(out, [true, true, false, false, false]);
         // Another source, another signature: their own budgets.
-        assert!(d.admit("10.0.0.2", 7, 0));
-        assert!(d.admit("10.0.0.1", 8, 0));
+        assert!(d.admit(ip("10.0.0.2"), 7, 0));
+        assert!(d.admit(ip("10.0.0.1"), 8, 0));
         // The next window opens again.
-        assert!(d.admit("10.0.0.1", 7, 10 * S));
-        assert!(d.admit("10.0.0.1", 7, 11 * S));
-        assert!(!d.admit("10.0.0.1", 7, 12 * S));
+        assert!(d.admit(ip("10.0.0.1"), 7, 10 * S));
+        assert!(d.admit(ip("10.0.0.1"), 7, 11 * S));
+        assert!(!d.admit(ip("10.0.0.1"), 7, 12 * S));
         assert_eq!(d.suppressed(), 4);
         assert_eq!(d.passed(), 6);
     }
@@ -159,7 +162,7 @@ mod tests {
             ..RateLimit::default()
         })
         .expect("limit");
-        assert!((0..10).all(|_| d.admit("a", 1, 0)));
+        assert!((0..10).all(|_| d.admit(None, 1, 0)));
         let mut d = Deduplicator::new(RateLimit {
             window_s: 1,
             max_per_window: 1,
@@ -167,7 +170,7 @@ mod tests {
         })
         .expect("limit");
         for i in 0..100 {
-            assert!(d.admit(&format!("10.0.0.{i}"), 1, i * S));
+            assert!(d.admit(ip(&format!("10.0.0.{i}")), 1, i * S));
             assert!(d.seen.len() <= 4);
         }
         assert!(d.pruned() > 0);

@@ -6,7 +6,9 @@
 //! It formats records; it does not open files or decide anything.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use metaids_core::FlowFrame;
 use metaids_flow::FlowRecord;
@@ -14,7 +16,30 @@ use serde::{Deserialize, Serialize};
 
 use crate::detector::{Explanation, FeatureEffect, NearestPrototype, Verdict, VerdictKind};
 
-/// The facts about one flow that verdicts and alerts report.
+/// Where a flow came from: a capture or live source and the engine's flow number, or a flow file
+/// and its line. Written `SOURCE:INDEX`; the source's name is shared, not copied, per flow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    /// The capture's path, `live:IFACE`, or the flow file's path.
+    pub source: Arc<str>,
+    /// The flow number within a capture, or the 1-based line of a flow file.
+    pub index: u64,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.source, self.index)
+    }
+}
+
+impl Serialize for Origin {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// The facts about one flow that verdicts and alerts report: numbers and addresses, formatted only
+/// by the writers.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FlowMeta {
     /// EVE `flow_id`: [`stable_flow_id`] of the 5-tuple and start, the same for the same flow in
@@ -22,12 +47,12 @@ pub struct FlowMeta {
     pub flow_id: u64,
     /// Run-wide flow number (1-based, in detection order).
     pub seq: u64,
-    /// Forward source address (the first packet's sender), as text.
-    pub src_ip: String,
+    /// Forward source address (the first packet's sender); `None` when a flow row has none.
+    pub src_ip: Option<IpAddr>,
     /// Forward source port.
     pub src_port: u16,
     /// Forward destination address.
-    pub dest_ip: String,
+    pub dest_ip: Option<IpAddr>,
     /// Forward destination port.
     pub dest_port: u16,
     /// IP protocol number.
@@ -44,8 +69,8 @@ pub struct FlowMeta {
     pub bytes_toserver: u64,
     /// Bytes from destination to source.
     pub bytes_toclient: u64,
-    /// Where the flow came from (`file:line`, or `capture:flow-id`).
-    pub origin: String,
+    /// Where the flow came from.
+    pub origin: Origin,
 }
 
 fn count(v: f64) -> u64 {
@@ -56,16 +81,21 @@ fn count(v: f64) -> u64 {
     }
 }
 
+/// An address as EVE writes it (`""` when unknown).
+pub fn ip_text(ip: Option<IpAddr>) -> String {
+    ip.map_or_else(String::new, |ip| ip.to_string())
+}
+
 impl FlowMeta {
-    /// From a flow record of the flow engine (`origin` names its capture).
-    pub fn from_record(seq: u64, r: &FlowRecord, origin: &str) -> Self {
+    /// From a flow engine record; `source` names its capture.
+    pub fn from_record(seq: u64, r: &FlowRecord, source: &Arc<str>) -> Self {
         let f = &r.features;
         FlowMeta {
             flow_id: stable_flow_id(r.src, r.src_port, r.dst, r.dst_port, r.protocol, r.start_us),
             seq,
-            src_ip: r.src.to_string(),
+            src_ip: Some(r.src),
             src_port: r.src_port,
-            dest_ip: r.dst.to_string(),
+            dest_ip: Some(r.dst),
             dest_port: r.dst_port,
             proto: r.protocol,
             start_us: Some(r.start_us),
@@ -82,33 +112,31 @@ impl FlowMeta {
             } else {
                 count(f[4])
             },
-            origin: format!("{origin}:{}", r.id),
+            origin: Origin {
+                source: Arc::clone(source),
+                index: r.id,
+            },
         }
     }
 
     /// From row `r` of a CIC frame read from a CSV (identifiers `Src IP`, `Src Port`, `Dst IP`,
-    /// `Timestamp`; categorical `Dst Port`, `Protocol`). Missing or unparsable values read as empty
-    /// or 0; an unparsable timestamp as `None`.
-    pub fn from_frame(seq: u64, frame: &FlowFrame, r: usize) -> Self {
-        let ids = frame.identifiers(r);
-        let id = |name: &str| {
-            ids.iter()
-                .find(|(n, _)| n.eq_ignore_ascii_case(name))
-                .map_or("", |(_, v)| *v)
-        };
-        let cats: Vec<&str> = frame.categorical_row(r).collect();
+    /// `Timestamp`; categorical `Dst Port`, `Protocol`); `files` holds the frame's file names in
+    /// [`FlowFrame::files`] order. Missing or unparsable values read as `None` or 0; an
+    /// unparsable timestamp as `None`.
+    pub fn from_frame(seq: u64, frame: &FlowFrame, r: usize, files: &[Arc<str>]) -> Self {
+        let id = |name: &str| frame.identifier(r, name).unwrap_or("");
         let cat = |name: &str| {
             frame
                 .layout
                 .categorical
                 .iter()
                 .position(|c| c == name)
-                .and_then(|i| cats.get(i).copied())
-                .unwrap_or("")
+                .map_or("", |j| frame.categorical_value(r, j))
         };
         let num = frame.numeric_row(r);
         let f = |i: usize| num.get(i).map_or(0.0, |&v| f64::from(v));
-        let (src_ip, dest_ip) = (id("Src IP"), id("Dst IP"));
+        let src_ip: Option<IpAddr> = id("Src IP").parse().ok();
+        let dest_ip: Option<IpAddr> = id("Dst IP").parse().ok();
         let (src_port, dest_port) = (
             id("Src Port").parse().unwrap_or(0),
             cat("Dst Port").parse().unwrap_or(0),
@@ -116,19 +144,20 @@ impl FlowMeta {
         let proto = cat("Protocol").parse().unwrap_or(0);
         let start_us = parse_timestamp_us(id("Timestamp"));
         let unspecified = IpAddr::from([0u8; 4]);
+        let source = frame.sources[r];
         FlowMeta {
             flow_id: stable_flow_id(
-                src_ip.parse().unwrap_or(unspecified),
+                src_ip.unwrap_or(unspecified),
                 src_port,
-                dest_ip.parse().unwrap_or(unspecified),
+                dest_ip.unwrap_or(unspecified),
                 dest_port,
                 proto,
                 start_us.unwrap_or(0),
             ),
             seq,
-            src_ip: src_ip.to_string(),
+            src_ip,
             src_port,
-            dest_ip: dest_ip.to_string(),
+            dest_ip,
             dest_port,
             proto,
             start_us,
@@ -137,13 +166,19 @@ impl FlowMeta {
             pkts_toclient: count(f(2)),
             bytes_toserver: count(f(3)),
             bytes_toclient: count(f(4)),
-            origin: frame.provenance(r),
+            origin: Origin {
+                source: files
+                    .get(source.file as usize)
+                    .cloned()
+                    .unwrap_or_else(|| Arc::from("flows")),
+                index: source.line,
+            },
         }
     }
 
-    /// The source address, when it is one.
+    /// The source address, when known.
     pub fn src_addr(&self) -> Option<IpAddr> {
-        self.src_ip.parse().ok()
+        self.src_ip
     }
 }
 
@@ -365,7 +400,7 @@ fn info(
         model: ctx.model.to_string(),
         library_version: ctx.library_version,
         library: ctx.library.to_string(),
-        origin: flow.origin.clone(),
+        origin: flow.origin.to_string(),
         embedding: Vec::new(),
     }
 }
@@ -442,9 +477,9 @@ pub fn alert_event(
         timestamp: eve_timestamp(flow.start_us.unwrap_or(ctx.now_us)),
         flow_id: flow.flow_id,
         event_type: "alert".into(),
-        src_ip: flow.src_ip.clone(),
+        src_ip: ip_text(flow.src_ip),
         src_port: flow.src_port,
-        dest_ip: flow.dest_ip.clone(),
+        dest_ip: ip_text(flow.dest_ip),
         dest_port: flow.dest_port,
         proto: proto_name(flow.proto),
         alert: Some(EveAlert {
@@ -470,9 +505,9 @@ pub fn flow_event(ctx: &AlertContext<'_>, flow: &FlowMeta, v: &Verdict) -> EveEv
         timestamp: eve_timestamp(start),
         flow_id: flow.flow_id,
         event_type: "flow".into(),
-        src_ip: flow.src_ip.clone(),
+        src_ip: ip_text(flow.src_ip),
         src_port: flow.src_port,
-        dest_ip: flow.dest_ip.clone(),
+        dest_ip: ip_text(flow.dest_ip),
         dest_port: flow.dest_port,
         proto: proto_name(flow.proto),
         alert: None,

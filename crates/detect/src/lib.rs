@@ -23,7 +23,7 @@
 //! let eve = EveSink::create("alerts.json".as_ref(), false)?;
 //! let mut pipeline = Pipeline::new(detector, vec![Box::new(eve)], PipelineOptions::default())?;
 //! let capture = std::io::BufReader::new(std::fs::File::open("capture.pcap")?);
-//! pipeline.push_capture(capture, "capture.pcap", Default::default(), &mut |_| {})?;
+//! pipeline.push_capture(capture, "capture.pcap", Default::default())?;
 //! print!("{}", pipeline.finish()?);
 //! # Ok(()) }
 //! ```
@@ -48,13 +48,14 @@ pub use detector::{
 pub use drift::{DriftConfig, DriftMonitor, DriftReport, WindowDrift};
 pub use error::{DetectError, Result};
 pub use eve::{
-    eve_timestamp, proto_name, stable_flow_id, EveAlert, EveEvent, EveFlow, FlowMeta, MetaidsInfo,
+    eve_timestamp, ip_text, proto_name, stable_flow_id, EveAlert, EveEvent, EveFlow, FlowMeta,
+    MetaidsInfo, Origin,
 };
 pub use metaids_decide::{Threat, SIGNATURE_BASE, UNKNOWN_SIGNATURE_ID};
 pub use metaids_library::{ArmedThreats, ThreatOrigin};
 pub use nft::{NftConfig, NftablesSink};
-pub use pipeline::{CaptureSummary, Pipeline, PipelineOptions, Summary};
+pub use pipeline::{Pipeline, PipelineOptions, Summary, LIVE_BATCH_INTERVAL};
 pub use sink::{
-    Alert, Batch, EveSink, Sink, SinkReport, Stage, StreamFile, VerdictLine, VerdictSink,
+    Alert, Batch, Counter, EveSink, Sink, SinkReport, Stage, StreamFile, VerdictLine, VerdictSink,
 };
 pub use webhook::{WebhookConfig, WebhookSink};

@@ -15,7 +15,7 @@ use std::process::{Command, Stdio};
 
 use crate::detector::VerdictKind;
 use crate::error::{DetectError, Result};
-use crate::sink::{Batch, Sink, SinkReport, Stage, StreamFile};
+use crate::sink::{Batch, Counter, Sink, SinkReport, Stage, StreamFile};
 
 /// nftables responder settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -280,10 +280,10 @@ impl Sink for NftablesSink {
         Ok(SinkReport {
             sink: "nftables".into(),
             counters: vec![
-                ("nft_elements".into(), self.elements),
-                ("nft_invalid_addresses".into(), self.invalid),
-                ("nft_batches_applied".into(), self.applied),
-                ("nft_apply_failures".into(), self.apply_failures),
+                (Counter::NftElements, self.elements),
+                (Counter::NftInvalidAddresses, self.invalid),
+                (Counter::NftBatchesApplied, self.applied),
+                (Counter::NftApplyFailures, self.apply_failures),
             ],
             notes,
         })

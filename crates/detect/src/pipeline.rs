@@ -8,17 +8,21 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::io::Read;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use metaids_core::FlowFrame;
-use metaids_flow::{CaptureReader, FlowConfig, FlowEngine, FlowRecord, FrameBuilder, ReaderConfig};
+use metaids_flow::{
+    CaptureSource, FlowConfig, FlowRecord, FlowSource, FrameBuilder, ReaderConfig, SourceReport,
+    Step,
+};
 
 use crate::dedup::{Deduplicator, RateLimit};
 use crate::detector::{Detector, Verdict, VerdictKind};
 use crate::drift::{DriftConfig, DriftMonitor, DriftReport};
 use crate::error::{DetectError, Result};
 use crate::eve::{alert_event, AlertContext, FlowMeta};
-use crate::sink::{Alert, Batch, Sink, SinkReport};
+use crate::sink::{Alert, Batch, Counter, Sink, SinkReport};
 use crate::UNKNOWN_SIGNATURE_ID;
 
 /// Pipeline settings.
@@ -81,6 +85,9 @@ pub struct Summary {
     pub drift_messages: Vec<String>,
 }
 
+/// Longest a live source's flows wait for their batch.
+pub const LIVE_BATCH_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Drift warnings kept as text in the summary.
 pub const MAX_DRIFT_MESSAGES: usize = 20;
 
@@ -104,13 +111,9 @@ impl Summary {
         self.threats.values().sum()
     }
 
-    /// A sink counter by name (0 when absent).
-    pub fn counter(&self, name: &str) -> u64 {
-        self.sinks
-            .iter()
-            .flat_map(|s| &s.counters)
-            .find(|(n, _)| n == name)
-            .map_or(0, |(_, v)| *v)
+    /// A sink counter summed over the sinks (0 when none reports it).
+    pub fn counter(&self, counter: Counter) -> u64 {
+        self.sinks.iter().map(|s| s.get(counter)).sum()
     }
 }
 
@@ -142,33 +145,10 @@ impl fmt::Display for Summary {
         }
         for s in &self.sinks {
             for (k, v) in &s.counters {
-                writeln!(f, "{k} {v}")?;
+                writeln!(f, "{} {v}", k.name())?;
             }
         }
         Ok(())
-    }
-}
-
-/// What [`Pipeline::push_capture`] read.
-#[derive(Debug, Clone)]
-pub struct CaptureSummary {
-    /// Packets read.
-    pub packets: u64,
-    /// Flows emitted.
-    pub flows: u64,
-    /// A corrupt or truncated body ended the capture early (flows up to it were scored).
-    pub capture_error: Option<String>,
-    /// The flow engine's counters.
-    pub engine: metaids_flow::EngineStats,
-    /// The capture reader's counters.
-    pub reader: metaids_flow::ReaderStats,
-}
-
-impl CaptureSummary {
-    /// Every counter of the engine and the reader as `name value` lines
-    /// ([`metaids_flow::output::capture_summary`]).
-    pub fn counters(&self) -> String {
-        metaids_flow::output::capture_summary(&self.engine, &self.reader)
     }
 }
 
@@ -269,10 +249,10 @@ impl Pipeline {
         &self.summary
     }
 
-    /// Adds one flow from the flow engine (`origin` names its capture); runs a batch when full.
-    pub fn push_record(&mut self, record: &FlowRecord, origin: &str) -> Result<()> {
+    /// Adds one flow from the flow engine (`source` names its capture); runs a batch when full.
+    pub fn push_record(&mut self, record: &FlowRecord, source: &Arc<str>) -> Result<()> {
         self.pending
-            .push(FlowMeta::from_record(self.next_flow, record, origin));
+            .push(FlowMeta::from_record(self.next_flow, record, source));
         self.next_flow += 1;
         self.builder.push(record);
         if self.pending.len() >= self.options.batch_size {
@@ -303,12 +283,17 @@ impl Pipeline {
             .check_layout(&frame.layout)
             .map_err(DetectError::model("checking the flows' schema"))?;
         self.flush()?;
+        let files: Vec<Arc<str>> = frame
+            .files
+            .iter()
+            .map(|f| Arc::from(f.path.as_str()))
+            .collect();
         let all: Vec<usize> = (0..frame.len()).collect();
         for rows in all.chunks(self.options.batch_size) {
             let metas: Vec<FlowMeta> = rows
                 .iter()
                 .enumerate()
-                .map(|(k, &r)| FlowMeta::from_frame(self.next_flow + k as u64, frame, r))
+                .map(|(k, &r)| FlowMeta::from_frame(self.next_flow + k as u64, frame, r, &files))
                 .collect();
             self.next_flow += rows.len() as u64;
             self.process(frame, rows, &metas)?;
@@ -317,56 +302,55 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Reads a pcap/pcapng capture through a fresh flow engine and scores its flows (flows do not
-    /// span captures); `progress` gets packets read every 65,536 packets.
+    /// Scores every flow of `source` to its end and returns its counters: the one driving loop of
+    /// captures, live interfaces and benches. Flows are named `SOURCE:FLOW-ID` in verdicts and
+    /// alerts. A live source gets a (possibly short) batch at least once a second and whenever it
+    /// is quiet, so alerts do not wait for a full batch.
+    pub fn push_source(&mut self, source: &mut dyn FlowSource) -> Result<SourceReport> {
+        let name = source.name().to_string();
+        let origin: Arc<str> = Arc::from(name.as_str());
+        let live = source.is_live();
+        let mut flows = Vec::new();
+        let mut last_batch = Instant::now();
+        loop {
+            let step = source
+                .next_flows(&mut flows)
+                .map_err(|e| DetectError::Capture {
+                    name: name.clone(),
+                    source: e,
+                })?;
+            for f in flows.drain(..) {
+                let batches = self.summary.batches;
+                self.push_record(&f, &origin)?;
+                if self.summary.batches != batches {
+                    last_batch = Instant::now();
+                }
+            }
+            if live && (step == Step::Idle || last_batch.elapsed() >= LIVE_BATCH_INTERVAL) {
+                self.flush()?;
+                last_batch = Instant::now();
+            }
+            if step == Step::Done {
+                return Ok(source.report());
+            }
+        }
+    }
+
+    /// Reads a pcap/pcapng capture through a fresh flow engine ([`CaptureSource`]: flows do not
+    /// span captures) and scores its flows. A corrupt or truncated body ends the capture early
+    /// ([`SourceReport::ended_early`]); an unreadable header is an error.
     pub fn push_capture<R: Read>(
         &mut self,
         input: R,
         name: &str,
         flow_config: FlowConfig,
-        progress: &mut dyn FnMut(u64),
-    ) -> Result<CaptureSummary> {
-        let cap_err = |source: metaids_flow::FlowError| DetectError::Capture {
-            name: name.to_string(),
-            source,
-        };
-        let mut reader = CaptureReader::new(input, ReaderConfig::default()).map_err(cap_err)?;
-        let mut engine = FlowEngine::new(flow_config).map_err(cap_err)?;
-        let mut flows = Vec::new();
-        let mut capture_error = None;
-        let mut packets = 0u64;
-        loop {
-            match reader.next_packet() {
-                Ok(Some(pkt)) => {
-                    packets += 1;
-                    flows.extend(engine.push(&pkt));
-                    if packets.is_multiple_of(65_536) {
-                        progress(65_536);
-                    }
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    capture_error = Some(e.to_string());
-                    break;
-                }
-            }
-            for f in flows.drain(..) {
-                self.push_record(&f, name)?;
-            }
-        }
-        progress(packets % 65_536);
-        flows.extend(engine.finish());
-        let n = engine.stats().flows_emitted;
-        for f in flows.drain(..) {
-            self.push_record(&f, name)?;
-        }
-        Ok(CaptureSummary {
-            packets,
-            flows: n,
-            capture_error,
-            engine: engine.stats().clone(),
-            reader: reader.stats(),
-        })
+    ) -> Result<SourceReport> {
+        let mut source = CaptureSource::new(input, name, ReaderConfig::default(), flow_config)
+            .map_err(|source| DetectError::Capture {
+                name: name.to_string(),
+                source,
+            })?;
+        self.push_source(&mut source)
     }
 
     fn process(&mut self, frame: &FlowFrame, rows: &[usize], metas: &[FlowMeta]) -> Result<()> {
@@ -416,7 +400,7 @@ impl Pipeline {
                     t.map_or(UNKNOWN_SIGNATURE_ID, |t| t.signature_id)
                 }
             };
-            if self.dedup.admit(&m.src_ip, sig, m.start_us.unwrap_or(now)) {
+            if self.dedup.admit(m.src_ip, sig, m.start_us.unwrap_or(now)) {
                 candidates.push((i, *v));
             } else {
                 self.summary.suppressed += 1;

@@ -14,7 +14,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::error::{DetectError, Result};
-use crate::sink::{Batch, Sink, SinkReport, Stage};
+use crate::sink::{Batch, Counter, Sink, SinkReport, Stage};
 
 /// Webhook settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -322,10 +322,10 @@ impl Sink for WebhookSink {
         Ok(SinkReport {
             sink: "webhook".into(),
             counters: vec![
-                ("webhook_sent".into(), c.sent.load(Ordering::Relaxed)),
-                ("webhook_failed".into(), c.failed.load(Ordering::Relaxed)),
-                ("webhook_dropped".into(), c.dropped.load(Ordering::Relaxed)),
-                ("webhook_retries".into(), c.retries.load(Ordering::Relaxed)),
+                (Counter::WebhookSent, c.sent.load(Ordering::Relaxed)),
+                (Counter::WebhookFailed, c.failed.load(Ordering::Relaxed)),
+                (Counter::WebhookDropped, c.dropped.load(Ordering::Relaxed)),
+                (Counter::WebhookRetries, c.retries.load(Ordering::Relaxed)),
             ],
             notes,
         })
@@ -406,18 +406,11 @@ mod tests {
         let report = sink.finish().expect("finish");
         // Two failures, then success: 20 ms + 40 ms of backoff at least.
         assert!(started.elapsed() >= Duration::from_millis(60));
-        let get = |k: &str| {
-            report
-                .counters
-                .iter()
-                .find(|(n, _)| n == k)
-                .map(|(_, v)| *v)
-                .expect("counter")
-        };
-        assert_eq!(get("webhook_sent"), 1);
-        assert_eq!(get("webhook_failed"), 0);
-        assert_eq!(get("webhook_retries"), 2);
-        assert_eq!(get("webhook_dropped"), 0);
+        let get = |k: Counter| report.get(k);
+        assert_eq!(get(Counter::WebhookSent), 1);
+        assert_eq!(get(Counter::WebhookFailed), 0);
+        assert_eq!(get(Counter::WebhookRetries), 2);
+        assert_eq!(get(Counter::WebhookDropped), 0);
         assert_eq!(server.join().expect("server"), vec!["{\"a\":1}"; 3]);
     }
 
@@ -440,17 +433,13 @@ mod tests {
         let queued = (0..50).filter(|i| sink.enqueue(format!("{i}"))).count();
         assert!(queued < 50, "a 1-slot queue cannot take 50 alerts at once");
         let report = sink.finish().expect("finish");
-        let get = |k: &str| {
-            report
-                .counters
-                .iter()
-                .find(|(n, _)| n == k)
-                .map(|(_, v)| *v)
-                .expect("counter")
-        };
-        assert_eq!(get("webhook_sent"), 0);
-        assert_eq!(get("webhook_failed") + get("webhook_dropped"), 50);
-        assert!(get("webhook_dropped") >= 50 - queued as u64);
+        let get = |k: Counter| report.get(k);
+        assert_eq!(get(Counter::WebhookSent), 0);
+        assert_eq!(
+            get(Counter::WebhookFailed) + get(Counter::WebhookDropped),
+            50
+        );
+        assert!(get(Counter::WebhookDropped) >= 50 - queued as u64);
         assert!(
             report.notes.iter().any(|n| n.contains("connecting")),
             "{report:?}"

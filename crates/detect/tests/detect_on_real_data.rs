@@ -13,7 +13,7 @@ use std::sync::{Arc, OnceLock};
 use metaids_core::preprocess::PreprocessConfig;
 use metaids_core::split::SplitSpec;
 use metaids_detect::{
-    ArmedThreats, Detector, DetectorOptions, EveSink, NftConfig, NftablesSink, Pipeline,
+    ArmedThreats, Counter, Detector, DetectorOptions, EveSink, NftConfig, NftablesSink, Pipeline,
     PipelineOptions, RateLimit, Sink, Summary, Threat, ThreatOrigin, VerdictKind, VerdictSink,
     UNKNOWN_SIGNATURE_ID,
 };
@@ -187,7 +187,7 @@ fn run(inputs: &[PathBuf], rate: RateLimit, threats: Vec<Threat>) -> Run {
     for path in inputs {
         let input = BufReader::new(File::open(path).expect("open"));
         let name = path.display().to_string();
-        p.push_capture(input, &name, FlowConfig::default(), &mut |_| {})
+        p.push_capture(input, &name, FlowConfig::default())
             .expect("capture");
     }
     let summary = p.finish().expect("finish");
@@ -378,8 +378,8 @@ fn eve_records_verdicts_dedup_and_nftables_script() {
     // Deduplication: every threat/unknown verdict is an alert or suppressed.
     assert_eq!(s.alerts + s.suppressed, s.threat_total() + s.unknown);
     assert!(s.suppressed > 0, "the guesser alone repeats in a window");
-    assert_eq!(s.counter("alerts_written"), s.alerts);
-    assert_eq!(s.counter("flow_records_written"), s.flows);
+    assert_eq!(s.counter(Counter::AlertsWritten), s.alerts);
+    assert_eq!(s.counter(Counter::FlowRecordsWritten), s.flows);
 
     let alerts: Vec<&serde_json::Value> = r
         .eve
@@ -486,7 +486,7 @@ fn eve_records_verdicts_dedup_and_nftables_script() {
         r.nft
     );
     assert_eq!(
-        s.counter("nft_elements") as usize,
+        s.counter(Counter::NftElements) as usize,
         r.nft.matches("add element").count()
     );
     match std::process::Command::new("nft")

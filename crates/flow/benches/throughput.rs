@@ -13,7 +13,9 @@ use std::fs::File;
 use std::io::{BufReader, BufWriter, Write};
 use std::time::Instant;
 
-use metaids_flow::{CaptureReader, CsvWriter, FlowConfig, FlowEngine, LinkType, ReaderConfig};
+use metaids_flow::{
+    for_each_flow, CaptureReader, CaptureSource, CsvWriter, FlowConfig, LinkType, ReaderConfig,
+};
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
@@ -123,28 +125,21 @@ fn make(out: &str, copies: u16, inputs: &[String]) -> Res<()> {
 fn run(path: &str, csv: bool) -> Res<()> {
     let start = Instant::now();
     let file = BufReader::with_capacity(1 << 20, File::open(path)?);
-    let mut reader = CaptureReader::new(file, ReaderConfig::default())?;
-    let mut engine = FlowEngine::new(FlowConfig::default())?;
+    // The same source and driving loop as `metaids extract`.
+    let mut source =
+        CaptureSource::new(file, path, ReaderConfig::default(), FlowConfig::default())?;
     let mut out = CsvWriter::new(std::io::sink(), None)?;
     let (mut flows, mut check) = (0u64, 0f64);
-    let mut take = |f: metaids_flow::FlowRecord, out: &mut CsvWriter<std::io::Sink>| -> Res<()> {
+    let report = for_each_flow(&mut source, |f| -> Res<()> {
         flows += 1;
         check += f.features[0];
         if csv {
             out.write(&f)?;
         }
         Ok(())
-    };
-    while let Some(pkt) = reader.next_packet()? {
-        for f in engine.push(&pkt) {
-            take(f, &mut out)?;
-        }
-    }
-    for f in engine.finish() {
-        take(f, &mut out)?;
-    }
+    })?;
     let secs = start.elapsed().as_secs_f64();
-    let s = engine.stats();
+    let s = &report.engine;
     println!(
         "metaids: {} packets, {} flows, {:.3} s, {:.0} packets/s, {:.1} MB/s{} (checksum {check:e})",
         s.packets,

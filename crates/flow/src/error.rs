@@ -63,4 +63,13 @@ pub enum FlowError {
     /// A configuration value is out of range.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// A flow source other than a capture file failed (e.g. libpcap reading a live interface).
+    #[error("{name}: {source}")]
+    Source {
+        /// The source's name.
+        name: String,
+        /// Its error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }

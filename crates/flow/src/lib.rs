@@ -57,7 +57,9 @@ pub mod features;
 pub mod output;
 pub mod row;
 pub mod select;
+pub mod source;
 pub mod stats;
+pub mod text;
 
 use std::io::{Read, Write};
 
@@ -69,6 +71,7 @@ pub use features::{FeatureKind, FEATURE_COUNT, FEATURE_KINDS};
 pub use output::{CsvWriter, JsonLinesWriter};
 pub use row::{fill_row, FrameBuilder};
 pub use select::{FlowSelector, SelectError};
+pub use source::{for_each_flow, CaptureSource, FlowSource, KernelStats, SourceReport, Step};
 
 /// What [`extract_csv`] did.
 #[derive(Debug)]
@@ -81,7 +84,7 @@ pub struct ExtractReport {
     pub reader: ReaderStats,
     /// A capture error met after some packets (e.g. a truncated last record): every flow up to
     /// it was still written. Header errors and output errors are returned as `Err` instead.
-    pub capture_error: Option<FlowError>,
+    pub capture_error: Option<std::sync::Arc<FlowError>>,
 }
 
 /// Reads a whole capture, writes the 91-column CSV (header included) and returns the counters.
@@ -97,33 +100,15 @@ pub fn extract_csv<R: Read, W: Write>(
     flow_config: FlowConfig,
     label: Option<&str>,
 ) -> Result<ExtractReport, FlowError> {
-    let mut reader = CaptureReader::new(input, reader_config)?;
-    let mut engine = FlowEngine::new(flow_config)?;
+    let mut source = CaptureSource::new(input, "capture", reader_config, flow_config)?;
     let mut csv = CsvWriter::new(output, label)?;
-    let mut capture_error = None;
-    loop {
-        match reader.next_packet() {
-            Ok(Some(pkt)) => {
-                for flow in engine.push(&pkt) {
-                    csv.write(&flow)?;
-                }
-            }
-            Ok(None) => break,
-            Err(e) => {
-                capture_error = Some(e);
-                break;
-            }
-        }
-    }
-    for flow in engine.finish() {
-        csv.write(&flow)?;
-    }
+    let report = for_each_flow(&mut source, |flow| csv.write(&flow))?;
     let rows = csv.rows();
     csv.finish()?;
     Ok(ExtractReport {
         rows,
-        engine: engine.stats().clone(),
-        reader: reader.stats(),
-        capture_error,
+        engine: report.engine,
+        reader: report.reader.unwrap_or_default(),
+        capture_error: report.ended_early,
     })
 }
