@@ -238,6 +238,12 @@ impl FlowFrame {
             .map(|(_, v)| v)
     }
 
+    /// Row `r`'s identifier values, in its file's `identifier_names` order.
+    pub fn identifier_values(&self, r: usize) -> impl Iterator<Item = &str> + '_ {
+        self.identifier_text[self.identifier_starts[r]..self.identifier_starts[r + 1]]
+            .split_terminator('\u{1f}')
+    }
+
     /// Row `r`'s value of categorical column `j` of the layout.
     pub fn categorical_value(&self, r: usize, j: usize) -> &str {
         let d = self.layout.categorical.len();

@@ -253,22 +253,30 @@ impl Normaliser {
             .iter()
             .enumerate()
             .map(|(j, c)| {
+                let index: std::collections::HashMap<&str, u32> = c
+                    .values
+                    .iter()
+                    .enumerate()
+                    .map(|(k, v)| (v.as_str(), k as u32))
+                    .collect();
+                let unknown = c.values.len() as u32;
                 frame.categories[j]
                     .names()
                     .iter()
-                    .map(|name| {
-                        c.values
-                            .iter()
-                            .position(|v| v == name)
-                            .unwrap_or(c.values.len()) as u32
-                    })
+                    .map(|name| index.get(name.as_str()).copied().unwrap_or(unknown))
                     .collect()
             })
+            .collect();
+        let numeric = self
+            .numeric
+            .iter()
+            .map(|c| (c.log, c.mean, c.std.recip()))
             .collect();
         Ok(BoundNormaliser {
             norm: self,
             frame,
             lookup,
+            numeric,
         })
     }
 
@@ -316,6 +324,8 @@ pub struct BoundNormaliser<'a> {
     frame: &'a FlowFrame,
     /// Per categorical column: frame code → one-hot offset within that column.
     lookup: Vec<Vec<u32>>,
+    /// Per numeric column: (log-scaled, mean, 1 / std).
+    numeric: Vec<(bool, f32, f32)>,
 }
 
 impl BoundNormaliser<'_> {
@@ -324,14 +334,15 @@ impl BoundNormaliser<'_> {
         let clip = self.norm.config.clip;
         let d = self.norm.numeric.len();
         let raw = self.frame.numeric_row(r);
-        for ((o, &x), c) in out[..d].iter_mut().zip(raw).zip(&self.norm.numeric) {
-            *o = if x.is_nan() {
+        // NaN → 0; ±inf → ±clip (signed_log1p keeps infinities, 1/std > 0 keeps their sign);
+        // else the standardised value, clipped.
+        for ((o, &x), &(log, mean, inv_std)) in out[..d].iter_mut().zip(raw).zip(&self.numeric) {
+            let t = if log { signed_log1p(x) } else { x };
+            let z = (t - mean) * inv_std;
+            *o = if z.is_nan() {
                 0.0
-            } else if x.is_infinite() {
-                clip.copysign(x)
             } else {
-                let t = if c.log { signed_log1p(x) } else { x };
-                ((t - c.mean) * c.std.recip()).clamp(-clip, clip)
+                z.clamp(-clip, clip)
             };
         }
         let dc = self.norm.categorical.len();
@@ -452,6 +463,44 @@ mod tests {
             .find(|c| c.name == "same_srv_rate")
             .expect("rate");
         assert!(!rate.log);
+    }
+
+    #[test]
+    fn transform_maps_nan_to_zero_infinities_to_the_clip_and_values_by_the_formula() {
+        let lines: Vec<String> = (0..6)
+            .map(|i| line(i * 37, "tcp", "http", "normal"))
+            .collect();
+        let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+        let mut frame = frame_from(&refs);
+        let norm =
+            Normaliser::fit(&frame, &[0, 1, 2, 3], PreprocessConfig::default()).expect("fit");
+        let d = frame.layout.numeric.len();
+        let clip = norm.config.clip;
+        // Row 4: NaN, +inf, -inf in the first three columns (duration is log-scaled).
+        frame.numeric[4 * d] = f32::NAN;
+        frame.numeric[4 * d + 1] = f32::INFINITY;
+        frame.numeric[4 * d + 2] = f32::NEG_INFINITY;
+        let out = norm.transform(&frame, &[4, 5]).expect("transform");
+        assert_eq!(out[0], 0.0);
+        assert_eq!(out[1], clip);
+        assert_eq!(out[2], -clip);
+        // Row 5 against the textbook formula with libm's log1p.
+        let dim = norm.output_dim();
+        for (j, c) in norm.numeric.iter().enumerate() {
+            let x = frame.numeric[5 * d + j];
+            let t = if c.log {
+                x.signum() * x.abs().ln_1p()
+            } else {
+                x
+            };
+            let want = ((t - c.mean) / c.std).clamp(-clip, clip);
+            let got = out[dim + j];
+            assert!(
+                (got - want).abs() <= 1e-5 * want.abs().max(1.0),
+                "{}: {got} vs {want}",
+                c.name
+            );
+        }
     }
 
     #[test]

@@ -38,6 +38,45 @@ impl Serialize for Origin {
     }
 }
 
+/// Where [`FlowMeta::from_frame`] finds a frame's flow facts: per file, the positions of `Src IP`,
+/// `Src Port`, `Dst IP` and `Timestamp` among its identifiers; the categorical `Dst Port` and
+/// `Protocol`; the files' names (shared by every origin).
+#[derive(Debug, Clone)]
+pub struct FrameColumns {
+    identifiers: Vec<[Option<usize>; 4]>,
+    dst_port: Option<usize>,
+    protocol: Option<usize>,
+    files: Vec<Arc<str>>,
+}
+
+impl FrameColumns {
+    /// Finds the columns of `frame` (names compared ignoring ASCII case for identifiers).
+    pub fn new(frame: &FlowFrame) -> Self {
+        let identifiers = frame
+            .files
+            .iter()
+            .map(|f| {
+                ["Src IP", "Src Port", "Dst IP", "Timestamp"].map(|want| {
+                    f.identifier_names
+                        .iter()
+                        .position(|n| n.eq_ignore_ascii_case(want))
+                })
+            })
+            .collect();
+        let cat = |name: &str| frame.layout.categorical.iter().position(|c| c == name);
+        FrameColumns {
+            identifiers,
+            dst_port: cat("Dst Port"),
+            protocol: cat("Protocol"),
+            files: frame
+                .files
+                .iter()
+                .map(|f| Arc::from(f.path.as_str()))
+                .collect(),
+        }
+    }
+}
+
 /// The facts about one flow that verdicts and alerts report: numbers and addresses, formatted only
 /// by the writers.
 #[derive(Debug, Clone, PartialEq)]
@@ -120,31 +159,33 @@ impl FlowMeta {
     }
 
     /// From row `r` of a CIC frame read from a CSV (identifiers `Src IP`, `Src Port`, `Dst IP`,
-    /// `Timestamp`; categorical `Dst Port`, `Protocol`); `files` holds the frame's file names in
-    /// [`FlowFrame::files`] order. Missing or unparsable values read as `None` or 0; an
-    /// unparsable timestamp as `None`.
-    pub fn from_frame(seq: u64, frame: &FlowFrame, r: usize, files: &[Arc<str>]) -> Self {
-        let id = |name: &str| frame.identifier(r, name).unwrap_or("");
-        let cat = |name: &str| {
-            frame
-                .layout
-                .categorical
-                .iter()
-                .position(|c| c == name)
-                .map_or("", |j| frame.categorical_value(r, j))
-        };
+    /// `Timestamp`; categorical `Dst Port`, `Protocol`), with `columns` found once per frame.
+    /// Missing or unparsable values read as `None` or 0; an unparsable timestamp as `None`.
+    pub fn from_frame(seq: u64, frame: &FlowFrame, r: usize, columns: &FrameColumns) -> Self {
+        let source = frame.sources[r];
+        let mut ids = [""; 4];
+        if let Some(want) = columns.identifiers.get(source.file as usize) {
+            for (k, v) in frame.identifier_values(r).enumerate() {
+                for (slot, w) in ids.iter_mut().zip(want) {
+                    if *w == Some(k) {
+                        *slot = v;
+                    }
+                }
+            }
+        }
+        let [src_ip, src_port, dest_ip, timestamp] = ids;
+        let cat = |j: Option<usize>| j.map_or("", |j| frame.categorical_value(r, j));
         let num = frame.numeric_row(r);
         let f = |i: usize| num.get(i).map_or(0.0, |&v| f64::from(v));
-        let src_ip: Option<IpAddr> = id("Src IP").parse().ok();
-        let dest_ip: Option<IpAddr> = id("Dst IP").parse().ok();
+        let src_ip: Option<IpAddr> = src_ip.parse().ok();
+        let dest_ip: Option<IpAddr> = dest_ip.parse().ok();
         let (src_port, dest_port) = (
-            id("Src Port").parse().unwrap_or(0),
-            cat("Dst Port").parse().unwrap_or(0),
+            src_port.parse().unwrap_or(0),
+            cat(columns.dst_port).parse().unwrap_or(0),
         );
-        let proto = cat("Protocol").parse().unwrap_or(0);
-        let start_us = parse_timestamp_us(id("Timestamp"));
+        let proto = cat(columns.protocol).parse().unwrap_or(0);
+        let start_us = parse_timestamp_us(timestamp);
         let unspecified = IpAddr::from([0u8; 4]);
-        let source = frame.sources[r];
         FlowMeta {
             flow_id: stable_flow_id(
                 src_ip.unwrap_or(unspecified),
@@ -167,7 +208,8 @@ impl FlowMeta {
             bytes_toserver: count(f(3)),
             bytes_toclient: count(f(4)),
             origin: Origin {
-                source: files
+                source: columns
+                    .files
                     .get(source.file as usize)
                     .cloned()
                     .unwrap_or_else(|| Arc::from("flows")),

@@ -49,7 +49,7 @@ pub use drift::{DriftConfig, DriftMonitor, DriftReport, WindowDrift};
 pub use error::{DetectError, Result};
 pub use eve::{
     eve_timestamp, ip_text, proto_name, stable_flow_id, EveAlert, EveEvent, EveFlow, FlowMeta,
-    MetaidsInfo, Origin,
+    FrameColumns, MetaidsInfo, Origin,
 };
 pub use metaids_decide::{Threat, SIGNATURE_BASE, UNKNOWN_SIGNATURE_ID};
 pub use metaids_library::{ArmedThreats, ThreatOrigin};

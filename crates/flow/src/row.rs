@@ -6,8 +6,6 @@
 //! categorical features are `Dst Port` and `Protocol` as decimal text. Identifier columns are not
 //! filled (the caller keeps the [`FlowRecord`] itself for reports). It does no I/O.
 
-use std::fmt::Write as _;
-
 use metaids_core::record::{ColumnMap, RowBuf};
 use metaids_core::schema::{cic_improved_header, DatasetKind, FileFormat};
 use metaids_core::{FlowFrame, RowSource};
@@ -43,8 +41,8 @@ pub fn fill_row(record: &FlowRecord, row: &mut RowBuf) {
     row.categorical[0].clear();
     row.categorical[1].clear();
     // Writing to a String cannot fail.
-    let _ = write!(row.categorical[0], "{}", record.dst_port);
-    let _ = write!(row.categorical[1], "{}", record.protocol);
+    crate::text::push_int(&mut row.categorical[0], record.dst_port);
+    crate::text::push_int(&mut row.categorical[1], record.protocol);
     if row.label != UNLABELLED {
         row.label.clear();
         row.label.push_str(UNLABELLED);
@@ -109,11 +107,11 @@ impl FrameBuilder {
             for name in &self.identifier_names {
                 let mut v = String::new();
                 match name.as_str() {
-                    "id" => crate::output::push_int(&mut v, record.id),
-                    "Flow ID" => crate::output::push_flow_id(&mut v, record),
-                    "Src IP" => crate::output::push_ip(&mut v, &record.src),
-                    "Src Port" => crate::output::push_int(&mut v, record.src_port),
-                    "Dst IP" => crate::output::push_ip(&mut v, &record.dst),
+                    "id" => crate::text::push_int(&mut v, record.id),
+                    "Flow ID" => record.push_flow_id(&mut v),
+                    "Src IP" => crate::text::push_ip(&mut v, &record.src),
+                    "Src Port" => crate::text::push_int(&mut v, record.src_port),
+                    "Dst IP" => crate::text::push_ip(&mut v, &record.dst),
                     "Timestamp" => {
                         metaids_core::time::push_timestamp_us(&mut v, record.start_us, ' ')
                     }
