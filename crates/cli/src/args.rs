@@ -552,9 +552,13 @@ pub struct EvaluateArgs {
     #[command(flatten)]
     pub protocol: ProtocolArgs,
     /// A model written by `metaids train`: its rows (protonet, protonet+known, protonet+unknown, protonet+finetune) are added beside the
-    /// baselines. Refused if it was trained on another dataset or feature schema.
+    /// baselines. Refused if it was trained on another dataset or feature schema, and (unless
+    /// --force) on another split file or other data files (compared by sha256).
     #[arg(long)]
     pub model: Option<PathBuf>,
+    /// Evaluate a model trained on another split or other data anyway (each difference is printed).
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// `train` arguments.

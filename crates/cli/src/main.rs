@@ -332,7 +332,7 @@ fn run_benchmark(
 fn evaluate(a: EvaluateArgs) -> Result<()> {
     let loaded = load(&a.data)?;
     let model = match &a.model {
-        Some(path) => Some(model_cmd::load_for(path, &loaded)?),
+        Some(path) => Some(model_cmd::load_for(path, &loaded, a.force)?),
         None => None,
     };
     let extra = model.as_ref().map(model_cmd::methods).unwrap_or_default();

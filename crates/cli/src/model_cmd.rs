@@ -150,21 +150,7 @@ pub fn fit(
     cfg: &TrainConfig,
     quiet: bool,
 ) -> Result<(ThreatModel, f64)> {
-    let files = loaded
-        .files
-        .iter()
-        .map(|p| {
-            Ok(DataFileHash {
-                path: p.display().to_string(),
-                sha256: metaids_ingest::file_sha256(p)?,
-            })
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let provenance = Provenance {
-        files,
-        split_file: loaded.split_name.clone(),
-        split_sha256: metaids_core::split::split_hash(&loaded.split_text),
-    };
+    let provenance = provenance(loaded)?;
     let bar = crate::progress::Progress::new(
         quiet,
         cfg.steps as u64,
@@ -196,10 +182,45 @@ pub fn fit(
     Ok((model, started.elapsed().as_secs_f64()))
 }
 
-/// Loads a model and checks it against the loaded data (dataset and feature schema).
-pub fn load_for(path: &Path, loaded: &Loaded) -> Result<Arc<ThreatModel>> {
+/// The data files and split of `loaded`, hashed as training records them.
+fn provenance(loaded: &Loaded) -> Result<Provenance> {
+    let files = loaded
+        .files
+        .iter()
+        .map(|p| {
+            Ok(DataFileHash {
+                path: p.display().to_string(),
+                sha256: metaids_ingest::file_sha256(p)?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Provenance {
+        files,
+        split_file: loaded.split_name.clone(),
+        split_sha256: metaids_core::split::split_hash(&loaded.split_text),
+    })
+}
+
+/// Loads a model and checks it against the loaded data: dataset and feature schema always; then the
+/// split and the data files (by content) it was trained on, refused when they differ unless `force`
+/// (then each difference is a warning): a model evaluated on families it was trained or selected
+/// on would report seen families as novel.
+pub fn load_for(path: &Path, loaded: &Loaded, force: bool) -> Result<Arc<ThreatModel>> {
     let model = metaids_model::load(path)?;
     model.check_layout(&loaded.frame.layout)?;
+    let differences = model.record.provenance.differences(&provenance(loaded)?);
+    if !differences.is_empty() {
+        if !force {
+            bail!(
+                "model {} was not trained on this split and data:\n  {}\nits novel families may have been seen in training; train a model on this split, or pass --force",
+                path.display(),
+                differences.join("\n  ")
+            );
+        }
+        for d in &differences {
+            eprintln!("warning: {d} (--force)");
+        }
+    }
     Ok(Arc::new(model))
 }
 

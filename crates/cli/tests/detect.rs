@@ -435,3 +435,30 @@ fn special_output_files_are_never_replaced() {
         .file_type()
         .is_char_device());
 }
+
+#[test]
+fn evaluate_refuses_a_model_trained_on_another_split() {
+    let s = setup();
+    let split = s.dir.path().join("other-split.toml");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let text = std::fs::read_to_string(root.join("splits/cic-ids2017.toml")).expect("split");
+    // Another split: same families, another benign query draw.
+    std::fs::write(&split, text.replace("seed = 20261128", "seed = 7")).expect("write split");
+    let out = metaids()
+        .args(["evaluate", "--dataset", "cic", "--data"])
+        .arg(shared("cic-ids2017-improved"))
+        .arg("--split")
+        .arg(&split)
+        .args(["--shots", "1", "--episodes", "1", "--quiet", "--model"])
+        .arg(&s.model)
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("was not trained on this split and data"),
+        "{err}"
+    );
+    assert!(err.contains("other-split.toml"), "{err}");
+    assert!(err.contains("--force"), "{err}");
+}

@@ -37,6 +37,62 @@ pub struct Provenance {
     pub split_sha256: String,
 }
 
+impl Provenance {
+    /// How `current` (the data and split an evaluation reads) differs from the data and split this
+    /// model was trained on, one line per difference; empty when they are the same. Data files are
+    /// compared by content (sha256), not by path, so a copy elsewhere matches. A provenance with no
+    /// files and no split (a model of an older build) is reported as unknown.
+    pub fn differences(&self, current: &Provenance) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.files.is_empty() && self.split_sha256.is_empty() {
+            out.push(
+                "the model records no training data or split, so neither can be checked".into(),
+            );
+            return out;
+        }
+        if self.split_sha256 != current.split_sha256 {
+            out.push(format!(
+                "the model was trained with split {} (sha256 {}), this run uses {} (sha256 {})",
+                self.split_file,
+                short(&self.split_sha256),
+                current.split_file,
+                short(&current.split_sha256)
+            ));
+        }
+        let mut trained: Vec<&DataFileHash> = self.files.iter().collect();
+        let mut missing = Vec::new();
+        for f in &current.files {
+            match trained.iter().position(|t| t.sha256 == f.sha256) {
+                Some(i) => {
+                    trained.swap_remove(i);
+                }
+                None => missing.push(f),
+            }
+        }
+        if let Some(f) = missing.first() {
+            out.push(format!(
+                "{} data file(s) of this run were not among the model's training data (first: {}, sha256 {})",
+                missing.len(),
+                f.path,
+                short(&f.sha256)
+            ));
+        }
+        if let Some(f) = trained.first() {
+            out.push(format!(
+                "{} file(s) of the model's training data are not in this run (first: {}, sha256 {})",
+                trained.len(),
+                f.path,
+                short(&f.sha256)
+            ));
+        }
+        out
+    }
+}
+
+fn short(sha: &str) -> &str {
+    sha.get(..12).unwrap_or(sha)
+}
+
 /// One model-selection evaluation during training.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -186,5 +242,44 @@ impl ThreatModel {
     /// `support`: `K × embedding`.
     pub fn enrol(&self, support: &[f32]) -> FamilyPrototype {
         self.reference.enrol(support)
+    }
+}
+
+#[cfg(test)]
+mod provenance_tests {
+    use super::*;
+
+    fn file(path: &str, sha: &str) -> DataFileHash {
+        DataFileHash {
+            path: path.into(),
+            sha256: sha.into(),
+        }
+    }
+
+    fn prov(files: &[(&str, &str)], split: &str) -> Provenance {
+        Provenance {
+            files: files.iter().map(|(p, s)| file(p, s)).collect(),
+            split_file: "split.toml".into(),
+            split_sha256: split.into(),
+        }
+    }
+
+    #[test]
+    fn same_content_elsewhere_matches_and_every_change_is_named() {
+        let trained = prov(&[("/a/x.csv", "aa"), ("/a/y.csv", "bb")], "s1");
+        let moved = prov(&[("/b/y.csv", "bb"), ("/b/x.csv", "aa")], "s1");
+        assert!(trained.differences(&moved).is_empty());
+        let other_split = prov(&[("/a/x.csv", "aa"), ("/a/y.csv", "bb")], "s2");
+        let d = trained.differences(&other_split);
+        assert_eq!(d.len(), 1);
+        assert!(d[0].contains("split"), "{d:?}");
+        let other_data = prov(&[("/a/x.csv", "aa"), ("/a/z.csv", "cc")], "s1");
+        let d = trained.differences(&other_data);
+        assert_eq!(d.len(), 2, "{d:?}");
+        assert!(d[0].contains("z.csv") && d[1].contains("y.csv"), "{d:?}");
+        let fewer = prov(&[("/a/x.csv", "aa")], "s1");
+        assert_eq!(trained.differences(&fewer).len(), 1);
+        let unknown = Provenance::default();
+        assert!(unknown.differences(&trained)[0].contains("records no training data"));
     }
 }
