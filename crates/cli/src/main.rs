@@ -373,13 +373,41 @@ fn stats(a: DataArgs) -> Result<()> {
         Some(s) if s.validation.contains_key(fam) => "validation",
         Some(_) => "seen",
     };
+    // Exact duplicates (feature values only): repeats within a family, values that also carry another
+    // label, and rows with a twin among the rows a model trains on (benign training pool, seen and
+    // validation families).
+    let dups = metaids_core::duplicates::DuplicateIndex::new(f);
+    let training = split
+        .as_ref()
+        .map(|s| s.training_rows())
+        .unwrap_or_default();
+    let by_family = f.rows_by_family();
     println!(
-        "\n| family | rows | role ({}) |\n|---|---:|---|",
+        "\n| family | rows | role ({}) | distinct | repeated | other-label twins | twins in training rows |\n|---|---:|---|---:|---:|---:|---:|",
         loaded.split_name
     );
     for (fam, n) in f.family_counts() {
-        println!("| {fam} | {n} | {} |", role(&fam));
+        let rows = by_family.get(&fam).map_or(&[][..], Vec::as_slice);
+        let c = dups.counts(rows, &training);
+        println!(
+            "| {fam} | {n} | {} | {} | {} | {} | {} |",
+            role(&fam),
+            c.distinct,
+            c.repeated(),
+            c.conflicting,
+            c.twins_in_reference
+        );
     }
+    let all: Vec<usize> = (0..f.len()).collect();
+    let c = dups.counts(&all, &[]);
+    println!(
+        "\nexact duplicates: {} of {} rows repeat another ({:.1}%), {} carry values that also appear under another label ({:.1}%)",
+        c.repeated(),
+        c.rows,
+        100.0 * c.repeated() as f64 / c.rows.max(1) as f64,
+        c.conflicting,
+        100.0 * c.conflicting as f64 / c.rows.max(1) as f64
+    );
     if let Some(s) = split.as_ref().filter(|s| !s.absent.is_empty()) {
         println!("\nnamed in the split but absent: {}", s.absent.join(", "));
     }
