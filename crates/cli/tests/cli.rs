@@ -71,6 +71,13 @@ fn evaluate_writes_report_with_protocol_and_ci() {
     assert_eq!(p["split_sha256"].as_str().expect("hash").len(), 64);
     assert_eq!(p["files"].as_array().expect("files").len(), 16);
     assert!(p["too_small"].as_array().expect("too small").is_empty());
+    // Duplicates per role: the 5,000 Infiltration-Portscan rows hold 31 with a Portscan twin.
+    let dups = p["duplicates"].as_array().expect("duplicates");
+    assert_eq!(dups.len(), 5);
+    let novel = dups.iter().find(|d| d["role"] == "novel").expect("novel");
+    assert_eq!(novel["twins_in_training"], 31, "{novel}");
+    assert_eq!(novel["rows"], 736 + 1740 + 5000 + 2961 + 73, "{novel}");
+    assert!(table.contains("- novel: 10510 rows"), "{table}");
 }
 
 #[test]

@@ -22,7 +22,7 @@ pub use baselines::{BaselineConfig, Forest, Knn, NearestCentroid};
 pub use method::{EvalContext, EvalError, FewShotMethod, Matrix};
 pub use protocol::{EvalConfig, MethodResult, Plan};
 pub use protonet::ProtoNetMethod;
-pub use report::{DataFile, FamilySize, Protocol, Report};
+pub use report::{DataFile, FamilySize, Protocol, Report, RoleDuplicates};
 
 /// A prepared benchmark: split, preprocessing and episodes, ready for any method.
 #[derive(Debug)]
@@ -117,6 +117,30 @@ impl<'a> Benchmark<'a> {
                 })
                 .collect()
         };
+        let index = metaids_core::duplicates::DuplicateIndex::new(self.frame);
+        let training = self.split.training_rows();
+        let flat = |m: &std::collections::BTreeMap<String, Vec<usize>>| -> Vec<usize> {
+            m.values().flatten().copied().collect()
+        };
+        let duplicates = [
+            ("benign training pool", self.split.benign_train.clone()),
+            ("benign query pool", self.split.benign_query.clone()),
+            ("seen", flat(&self.split.seen)),
+            ("validation", flat(&self.split.validation)),
+            ("novel", flat(&self.split.novel)),
+        ]
+        .into_iter()
+        .map(|(role, rows)| {
+            let c = index.counts(&rows, &training);
+            report::RoleDuplicates {
+                role: role.to_string(),
+                rows: c.rows,
+                repeated: c.repeated(),
+                conflicting: c.conflicting,
+                twins_in_training: c.twins_in_reference,
+            }
+        })
+        .collect();
         Ok(Report {
             metaids_version: env!("CARGO_PKG_VERSION").to_string(),
             protocol: Protocol {
@@ -140,6 +164,7 @@ impl<'a> Benchmark<'a> {
                 preprocessing: self.normaliser.config,
                 baselines: self.baselines,
                 metric_definition: report::METRIC_DEFINITION.to_string(),
+                duplicates,
             },
             results,
         })

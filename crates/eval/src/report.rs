@@ -30,6 +30,22 @@ pub struct FamilySize {
     pub rows: usize,
 }
 
+/// Exact duplicates among the rows of one split role ([`metaids_core::duplicates`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoleDuplicates {
+    /// `benign training pool`, `benign query pool`, `seen`, `validation` or `novel`.
+    pub role: String,
+    /// Rows of the role.
+    pub rows: usize,
+    /// Rows repeating another row of the role.
+    pub repeated: usize,
+    /// Rows whose values also appear under another label.
+    pub conflicting: usize,
+    /// Rows with an exact twin among the training rows (benign training pool, seen and validation
+    /// families; a training row needs another one).
+    pub twins_in_training: usize,
+}
+
 /// Everything needed to reproduce a run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Protocol {
@@ -73,6 +89,9 @@ pub struct Protocol {
     pub baselines: BaselineConfig,
     /// How metrics are computed.
     pub metric_definition: String,
+    /// Exact duplicates per role (reports of earlier builds lack them).
+    #[serde(default)]
+    pub duplicates: Vec<RoleDuplicates>,
 }
 
 /// A full benchmark report.
@@ -101,6 +120,15 @@ impl Report {
             "### {} — novel-family protocol ({} episodes, seed {}, split {:.12})\n\n",
             p.dataset, p.episodes, p.seed, p.split_sha256
         );
+        for d in &p.duplicates {
+            out.push_str(&format!(
+                "- {}: {} rows, {} repeated, {} with another label's values, {} with a twin in the training rows\n",
+                d.role, d.rows, d.repeated, d.conflicting, d.twins_in_training
+            ));
+        }
+        if !p.duplicates.is_empty() {
+            out.push('\n');
+        }
         out.push_str("| method | K | macro-F1 | recall | FPR | precision | N-way acc |\n");
         out.push_str("|---|---:|---|---|---|---|---|\n");
         let mut rows: Vec<&MethodResult> = self.results.iter().collect();
