@@ -142,6 +142,19 @@ pub struct LiveStats {
     pub stop: StopReason,
 }
 
+impl LiveStats {
+    /// Nothing captured yet.
+    pub const START: LiveStats = LiveStats {
+        packets: 0,
+        flows: 0,
+        ticks: 0,
+        received: 0,
+        dropped: 0,
+        if_dropped: 0,
+        stop: StopReason::Requested,
+    };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -105,6 +105,7 @@ pub struct LiveSource {
     name: String,
     started: Instant,
     last_tick: Instant,
+    /// Packets, flows, ticks and the stop reason (libpcap's counters live in `kernel`).
     stats: LiveStats,
     kernel: Option<KernelStats>,
     done: bool,
@@ -134,15 +135,7 @@ impl LiveSource {
             stop,
             started: now,
             last_tick: now,
-            stats: LiveStats {
-                packets: 0,
-                flows: 0,
-                ticks: 0,
-                received: 0,
-                dropped: 0,
-                if_dropped: 0,
-                stop: StopReason::Requested,
-            },
+            stats: LiveStats::START,
             kernel: None,
             done: false,
         }
@@ -150,7 +143,13 @@ impl LiveSource {
 
     /// What the capture did so far (the kernel counters once it has ended).
     pub fn stats(&self) -> LiveStats {
-        self.stats
+        let k = self.kernel.unwrap_or_default();
+        LiveStats {
+            received: k.received,
+            dropped: k.dropped,
+            if_dropped: k.if_dropped,
+            ..self.stats
+        }
     }
 
     /// The flow engine.
@@ -198,16 +197,11 @@ impl FlowSource for LiveSource {
             if let Some(reason) = self.stop_reason() {
                 self.stats.stop = reason;
                 out.extend(self.engine.finish());
-                if let Ok(s) = self.capture.cap.stats() {
-                    self.stats.received = u64::from(s.received);
-                    self.stats.dropped = u64::from(s.dropped);
-                    self.stats.if_dropped = u64::from(s.if_dropped);
-                    self.kernel = Some(KernelStats {
-                        received: self.stats.received,
-                        dropped: self.stats.dropped,
-                        if_dropped: self.stats.if_dropped,
-                    });
-                }
+                self.kernel = self.capture.cap.stats().ok().map(|s| KernelStats {
+                    received: u64::from(s.received),
+                    dropped: u64::from(s.dropped),
+                    if_dropped: u64::from(s.if_dropped),
+                });
                 self.done = true;
                 step = Step::Done;
                 break;

@@ -43,15 +43,7 @@ impl LiveSource {
     /// Unreachable in this build.
     pub fn stats(&self) -> LiveStats {
         let _ = &self.capture;
-        LiveStats {
-            packets: 0,
-            flows: 0,
-            ticks: 0,
-            received: 0,
-            dropped: 0,
-            if_dropped: 0,
-            stop: crate::StopReason::Requested,
-        }
+        LiveStats::START
     }
 
     /// The flow engine.

@@ -181,7 +181,7 @@ pub fn run(a: DetectArgs) -> Result<()> {
         pipeline.detector().unknown_threshold()
     );
     let mut warnings = Vec::new();
-    let mut capture_counters: Vec<(String, String)> = Vec::new();
+    let mut sources: Vec<SourceReport> = Vec::new();
     if !a.pcap.is_empty() {
         let total: u64 = a
             .pcap
@@ -213,7 +213,7 @@ pub fn run(a: DetectArgs) -> Result<()> {
                 warnings.push(format!("{name}: {w}"));
             }
             tracing::info!(packets = s.packets(), flows = s.flows(), "{name}");
-            capture_counters.push((name, s.counters()));
+            sources.push(s);
         }
         pb.finish_and_clear();
     }
@@ -247,13 +247,13 @@ pub fn run(a: DetectArgs) -> Result<()> {
         for w in s.warnings() {
             warnings.push(format!("{}: {w}", s.name));
         }
-        capture_counters.push((s.name.clone(), s.counters()));
+        sources.push(s);
     }
     let summary = pipeline.finish()?;
     if !a.quiet {
-        for (name, counters) in &capture_counters {
-            eprintln!("{name}:");
-            for line in counters.lines() {
+        for s in &sources {
+            eprintln!("{}:", s.name);
+            for line in s.counters().lines() {
                 eprintln!("  {line}");
             }
         }

@@ -377,10 +377,12 @@ fn stats(a: DataArgs) -> Result<()> {
     // label, and rows with a twin among the rows a model trains on (benign training pool, seen and
     // validation families).
     let dups = metaids_core::duplicates::DuplicateIndex::new(f);
-    let training = split
-        .as_ref()
-        .map(|s| s.training_rows())
-        .unwrap_or_default();
+    let training = dups.reference(
+        &split
+            .as_ref()
+            .map(|s| s.training_rows())
+            .unwrap_or_default(),
+    );
     let by_family = f.rows_by_family();
     println!(
         "\n| family | rows | role ({}) | distinct | repeated | other-label twins | twins in training rows |\n|---|---:|---|---:|---:|---:|---:|",
@@ -399,7 +401,7 @@ fn stats(a: DataArgs) -> Result<()> {
         );
     }
     let all: Vec<usize> = (0..f.len()).collect();
-    let c = dups.counts(&all, &[]);
+    let c = dups.counts(&all, &dups.reference(&[]));
     println!(
         "\nexact duplicates: {} of {} rows repeat another ({:.1}%), {} carry values that also appear under another label ({:.1}%)",
         c.repeated(),

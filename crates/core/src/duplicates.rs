@@ -7,7 +7,7 @@
 //! Rows are compared by a 128-bit fingerprint of their values (two independently keyed 64-bit
 //! hashes); a false match needs a 128-bit collision.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 
 use crate::frame::FlowFrame;
@@ -78,36 +78,49 @@ impl DuplicateIndex {
         DuplicateIndex { prints, labels }
     }
 
-    /// Counts over `rows`, with twins looked up among `reference` rows (a row is not its own twin).
-    pub fn counts(&self, rows: &[usize], reference: &[usize]) -> DuplicateCounts {
-        let mut seen: HashMap<(u64, u64), ()> = HashMap::with_capacity(rows.len());
-        let mut conflicting = 0;
+    /// The fingerprints of `rows`, to look twins up in (built once, used for any number of
+    /// [`DuplicateIndex::counts`]).
+    pub fn reference(&self, rows: &[usize]) -> Reference {
+        let mut prints: HashMap<(u64, u64), usize> = HashMap::with_capacity(rows.len());
         for &r in rows {
-            seen.insert(self.prints[r], ());
-            if self.labels.get(&self.prints[r]).is_some_and(|e| e.1) {
-                conflicting += 1;
-            }
+            *prints.entry(self.prints[r]).or_default() += 1;
         }
-        let mut reference_prints: HashMap<(u64, u64), usize> = HashMap::new();
-        for &r in reference {
-            *reference_prints.entry(self.prints[r]).or_default() += 1;
-        }
-        let in_reference: std::collections::HashSet<usize> = reference.iter().copied().collect();
-        let twins_in_reference = rows
-            .iter()
-            .filter(|&&r| {
-                let n = reference_prints.get(&self.prints[r]).copied().unwrap_or(0);
-                // A row of the reference set itself needs another reference row with its values.
-                n > usize::from(in_reference.contains(&r))
-            })
-            .count();
-        DuplicateCounts {
-            rows: rows.len(),
-            distinct: seen.len(),
-            conflicting,
-            twins_in_reference,
+        Reference {
+            prints,
+            rows: rows.iter().copied().collect(),
         }
     }
+
+    /// Counts over `rows`, with twins looked up in `reference` (a row is not its own twin).
+    pub fn counts(&self, rows: &[usize], reference: &Reference) -> DuplicateCounts {
+        let mut distinct: HashSet<(u64, u64)> = HashSet::with_capacity(rows.len());
+        let (mut conflicting, mut twins) = (0, 0);
+        for &r in rows {
+            let p = self.prints[r];
+            distinct.insert(p);
+            if self.labels.get(&p).is_some_and(|e| e.1) {
+                conflicting += 1;
+            }
+            // A row of the reference set itself needs another reference row with its values.
+            let n = reference.prints.get(&p).copied().unwrap_or(0);
+            if n > usize::from(reference.rows.contains(&r)) {
+                twins += 1;
+            }
+        }
+        DuplicateCounts {
+            rows: rows.len(),
+            distinct: distinct.len(),
+            conflicting,
+            twins_in_reference: twins,
+        }
+    }
+}
+
+/// Rows to look twins up in ([`DuplicateIndex::reference`]).
+#[derive(Debug, Default)]
+pub struct Reference {
+    prints: HashMap<(u64, u64), usize>,
+    rows: HashSet<usize>,
 }
 
 #[cfg(test)]
@@ -147,16 +160,29 @@ mod tests {
         // Rows 0, 1, 2 share values (labels a, a, b); row 3 is unique; row 4 repeats row 3 with its label.
         let f = frame(&[("1", "a"), ("1", "a"), ("1", "b"), ("2", "c"), ("2", "c")]);
         let idx = DuplicateIndex::new(&f);
-        let all = idx.counts(&[0, 1, 2, 3, 4], &[]);
+        let all = idx.counts(&[0, 1, 2, 3, 4], &idx.reference(&[]));
         assert_eq!((all.rows, all.distinct, all.repeated()), (5, 2, 3));
         assert_eq!(all.conflicting, 3);
         assert_eq!(all.twins_in_reference, 0);
         // "Novel" rows 3, 4 against "training" rows 0, 1, 2: no twins; row 2 against 0, 1: a twin.
-        assert_eq!(idx.counts(&[3, 4], &[0, 1, 2]).twins_in_reference, 0);
-        assert_eq!(idx.counts(&[2], &[0, 1]).twins_in_reference, 1);
+        assert_eq!(
+            idx.counts(&[3, 4], &idx.reference(&[0, 1, 2]))
+                .twins_in_reference,
+            0
+        );
+        assert_eq!(
+            idx.counts(&[2], &idx.reference(&[0, 1])).twins_in_reference,
+            1
+        );
         // Inside the reference: row 3 has another reference row (4) with its values, row 0 alone none.
-        assert_eq!(idx.counts(&[3], &[3, 4]).twins_in_reference, 1);
-        assert_eq!(idx.counts(&[0], &[0, 3]).twins_in_reference, 0);
+        assert_eq!(
+            idx.counts(&[3], &idx.reference(&[3, 4])).twins_in_reference,
+            1
+        );
+        assert_eq!(
+            idx.counts(&[0], &idx.reference(&[0, 3])).twins_in_reference,
+            0
+        );
     }
 
     #[test]

@@ -226,18 +226,6 @@ impl FlowFrame {
             .collect()
     }
 
-    /// Row `r`'s value of the identifier column `name` (ASCII case ignored), without allocating.
-    pub fn identifier(&self, r: usize, name: &str) -> Option<&str> {
-        let names = &self.files[self.sources[r].file as usize].identifier_names;
-        let values =
-            &self.identifier_text[self.identifier_starts[r]..self.identifier_starts[r + 1]];
-        names
-            .iter()
-            .zip(values.split_terminator('\u{1f}'))
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v)
-    }
-
     /// Row `r`'s identifier values, in its file's `identifier_names` order.
     pub fn identifier_values(&self, r: usize) -> impl Iterator<Item = &str> + '_ {
         self.identifier_text[self.identifier_starts[r]..self.identifier_starts[r + 1]]

@@ -217,11 +217,6 @@ impl FlowMeta {
             },
         }
     }
-
-    /// The source address, when known.
-    pub fn src_addr(&self) -> Option<IpAddr> {
-        self.src_ip
-    }
 }
 
 /// A flow id stable across runs: FNV-1a over the forward 5-tuple and the start time (µs), cut to 52

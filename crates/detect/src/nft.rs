@@ -242,7 +242,7 @@ impl Sink for NftablesSink {
             if !wanted {
                 continue;
             }
-            let Some(addr) = batch.flows[a.index].src_addr() else {
+            let Some(addr) = batch.flows[a.index].src_ip else {
                 self.invalid += 1;
                 continue;
             };

@@ -164,6 +164,8 @@ pub struct Pipeline {
     pending: Vec<FlowMeta>,
     next_flow: u64,
     next_alert: u64,
+    /// When the last batch ran (a live source's partial batch waits at most [`LIVE_BATCH_INTERVAL`]).
+    last_batch: Instant,
     x: Vec<f32>,
     verdicts: Vec<Verdict>,
     summary: Summary,
@@ -232,6 +234,7 @@ impl Pipeline {
             pending: Vec::new(),
             next_flow: 1,
             next_alert: 1,
+            last_batch: Instant::now(),
             x: Vec::new(),
             verdicts: Vec::new(),
             summary,
@@ -307,7 +310,7 @@ impl Pipeline {
         let origin: Arc<str> = Arc::from(name.as_str());
         let live = source.is_live();
         let mut flows = Vec::new();
-        let mut last_batch = Instant::now();
+        self.last_batch = Instant::now();
         loop {
             let step = source
                 .next_flows(&mut flows)
@@ -317,16 +320,11 @@ impl Pipeline {
                 })?;
             // By reference: a record is ~700 bytes, not worth another move.
             for f in &flows {
-                let batches = self.summary.batches;
                 self.push_record(f, &origin)?;
-                if self.summary.batches != batches {
-                    last_batch = Instant::now();
-                }
             }
             flows.clear();
-            if live && (step == Step::Idle || last_batch.elapsed() >= LIVE_BATCH_INTERVAL) {
+            if live && (step == Step::Idle || self.last_batch.elapsed() >= LIVE_BATCH_INTERVAL) {
                 self.flush()?;
-                last_batch = Instant::now();
             }
             if step == Step::Done {
                 return Ok(source.report());
@@ -445,6 +443,7 @@ impl Pipeline {
         }
         self.summary.alerts += alerts.len() as u64;
         self.summary.batches += 1;
+        self.last_batch = Instant::now();
         let batch = Batch {
             flows: metas,
             verdicts: &self.verdicts,

@@ -118,7 +118,7 @@ impl<'a> Benchmark<'a> {
                 .collect()
         };
         let index = metaids_core::duplicates::DuplicateIndex::new(self.frame);
-        let training = self.split.training_rows();
+        let training = index.reference(&self.split.training_rows());
         let flat = |m: &std::collections::BTreeMap<String, Vec<usize>>| -> Vec<usize> {
             m.values().flatten().copied().collect()
         };

@@ -260,16 +260,15 @@ mod tests {
         out
     }
 
+    fn source<'a>(bytes: &'a [u8], name: &str) -> CaptureSource<&'a [u8]> {
+        CaptureSource::new(bytes, name, ReaderConfig::default(), FlowConfig::default())
+            .expect("source")
+    }
+
     #[test]
     fn a_capture_source_hands_out_every_flow_once_and_then_stays_done() {
         let bytes = syn_capture(10_000);
-        let mut src = CaptureSource::new(
-            bytes.as_slice(),
-            "syn.pcap",
-            ReaderConfig::default(),
-            FlowConfig::default(),
-        )
-        .expect("source");
+        let mut src = source(&bytes, "syn.pcap");
         let mut ports = Vec::new();
         let report = for_each_flow::<FlowError, _>(&mut src, |f| {
             ports.push(f.src_port);
@@ -293,13 +292,7 @@ mod tests {
     fn a_truncated_capture_ends_early_with_its_flows_and_a_warning() {
         let mut bytes = syn_capture(3);
         bytes.truncate(bytes.len() - 10);
-        let mut src = CaptureSource::new(
-            bytes.as_slice(),
-            "cut.pcap",
-            ReaderConfig::default(),
-            FlowConfig::default(),
-        )
-        .expect("source");
+        let mut src = source(&bytes, "cut.pcap");
         let mut n = 0;
         let report = for_each_flow::<FlowError, _>(&mut src, |_| {
             n += 1;
@@ -318,13 +311,7 @@ mod tests {
     #[test]
     fn a_consumer_error_stops_the_source() {
         let bytes = syn_capture(5);
-        let mut src = CaptureSource::new(
-            bytes.as_slice(),
-            "syn.pcap",
-            ReaderConfig::default(),
-            FlowConfig::default(),
-        )
-        .expect("source");
+        let mut src = source(&bytes, "syn.pcap");
         let mut n = 0;
         let r = for_each_flow::<FlowError, _>(&mut src, |_| {
             n += 1;
