@@ -2,7 +2,7 @@
 # The metaids lab: a small network nobody here recorded before, with real services and real attack
 # tools, captured activity by activity into labelled pcaps (OUT/*.pcap.gz and OUT/LABELS.md).
 #
-#   sudo scripts/lab/lab.sh OUT [ROUNDS] [SEED]
+#   sudo scripts/lab/lab.sh OUT [ROUNDS] [SEED] [SITE]
 #
 # Three network namespaces made by this script and removed when it ends (also on Ctrl-C or error):
 # a server namespace holding a bridge (10.77.0.1) with nginx (HTTP and TLS), a JSON API, dnsmasq,
@@ -13,6 +13,9 @@
 # timeout. Captures are taken on the bridge with a snap length of 96 bytes (headers; flow features
 # use the IP length fields). ROUNDS (default 25) scales the benign traffic: about 180 benign flows
 # per round (bulk transfers: one round of 20 per 25). SEED (default 1) seeds the benign mix.
+# SITE (default a) picks the site: `b` is another network for choosing defaults on (a validation
+# site, never reported as a test figure): 12 client addresses (10.77.0.110-121), other page, file
+# and bulk sizes, a larger API catalogue, other SSH commands and longer mails; the same attack tools.
 #
 # Needs root and Debian packages (installed when missing): nginx-light dnsmasq-base openssh-server
 # openssh-client vsftpd nmap hping3 hydra slowhttptest tcpdump curl dnsutils ethtool swaks
@@ -22,6 +25,8 @@ set -euo pipefail
 OUT=${1:?usage: lab.sh OUT [ROUNDS] [SEED]}
 ROUNDS=${2:-25}
 SEED=${3:-1}
+SITE=${4:-a}
+case "$SITE" in a|b) ;; *) echo "SITE must be a or b" >&2; exit 1 ;; esac
 [ "$(id -u)" = 0 ] || { echo "lab.sh needs root (network namespaces)" >&2; exit 1; }
 case "$ROUNDS" in ''|*[!0-9]*) echo "ROUNDS must be a number" >&2; exit 1 ;; esac
 [ "$ROUNDS" -ge 1 ] && [ "$ROUNDS" -le 500 ] || { echo "ROUNDS must be 1..500" >&2; exit 1; }
@@ -46,7 +51,16 @@ W=$(mktemp -d /tmp/metaids-lab.XXXXXX)
 chmod 755 "$W"
 S=mlab-s-$$; C=mlab-c-$$; A=mlab-a-$$
 SRV=10.77.0.1; ATK=10.77.0.66
-CLIENTS=(); for i in $(seq 10 29); do CLIENTS+=("10.77.0.$i"); done
+# Site a: 20 clients, pages of 2-19 kB (base64), FTP files of 1-39 kB, 200 API items.
+# Site b: 12 clients, pages of 0.5-57 kB, FTP files of 5-100 kB, 1,000 API items.
+if [ "$SITE" = a ]; then
+  FIRST=10; LAST=29; PAGE=(2000 900); FILE=(1000 2000); BULK=200000; ITEMS=200
+  SSH_CMD="uptime; ls /tmp | head -3"; MAIL_LINES=1
+else
+  FIRST=110; LAST=121; PAGE=(500 3000); FILE=(5000 5000); BULK=350000; ITEMS=1000
+  SSH_CMD="df -h; cat /etc/os-release; ps -e | wc -l"; MAIL_LINES=40
+fi
+CLIENTS=(); for i in $(seq "$FIRST" "$LAST"); do CLIENTS+=("10.77.0.$i"); done
 
 cleanup() {
   set +e
@@ -90,10 +104,10 @@ done
 echo "== content"
 mkdir -p "$W/www/api" "$W/www/bulk" "$W/ftp" "$W/run"
 for i in $(seq 0 19); do
-  head -c $((2000 + i * 900)) /dev/urandom | base64 >"$W/www/page$i.html"
-  head -c $((1000 + i * 2000)) /dev/urandom >"$W/ftp/file$i.bin"
+  head -c $((PAGE[0] + i * PAGE[1])) /dev/urandom | base64 >"$W/www/page$i.html"
+  head -c $((FILE[0] + i * FILE[1])) /dev/urandom >"$W/ftp/file$i.bin"
 done
-for i in $(seq 0 4); do head -c $((200000 * (i + 1))) /dev/urandom >"$W/www/bulk/big$i.bin"; done
+for i in $(seq 0 4); do head -c $((BULK * (i + 1))) /dev/urandom >"$W/www/bulk/big$i.bin"; done
 openssl req -x509 -newkey rsa:2048 -nodes -subj "/CN=lab.test" -days 2 \
   -keyout "$W/tls.key" -out "$W/tls.crt" >/dev/null 2>&1
 
@@ -123,7 +137,7 @@ xs nginx -c "$W/nginx.conf" -g 'daemon off;' >/dev/null 2>&1 &
 cat >"$W/api.py" <<'EOF'
 import json, sys, urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-ITEMS = {str(i): {"id": i, "name": f"item {i}", "price": i * 3} for i in range(200)}
+ITEMS = {str(i): {"id": i, "name": f"item {i}", "price": i * 3} for i in range(int(sys.argv[2]))}
 class H(BaseHTTPRequestHandler):
     def log_message(self, *a): pass
     def reply(self, code, obj):
@@ -143,7 +157,7 @@ class H(BaseHTTPRequestHandler):
         self.reply(201, {"stored": len(data)})
 ThreadingHTTPServer((sys.argv[1], 8080), H).serve_forever()
 EOF
-xs /usr/bin/python3 "$W/api.py" "$SRV" >/dev/null 2>&1 &
+xs /usr/bin/python3 "$W/api.py" "$SRV" "$ITEMS" >/dev/null 2>&1 &
 
 xs dnsmasq -k --no-resolv --no-hosts --bind-interfaces --listen-address="$SRV" \
   --address=/lab.test/"$SRV" --pid-file="$W/run/dnsmasq.pid" --user=root >/dev/null 2>&1 &
@@ -228,15 +242,15 @@ benign() {
         xc curl -s -m 10 --interface "$ip" -H 'Content-Type: application/json' \
           -d "{\"name\":\"order $n\",\"qty\":$((n + 1))}" "http://$SRV/api/items" -o /dev/null
       else
-        xc curl -s -m 10 --interface "$ip" "http://$SRV/api/items?id=$((m % 200))" -o /dev/null
+        xc curl -s -m 10 --interface "$ip" "http://$SRV/api/items?id=$((m % ITEMS))" -o /dev/null
       fi ;;
     dns) xc dig +tries=1 +time=2 -b "$ip" @"$SRV" "host$n.lab.test" A >/dev/null ;;
     ftp) xc curl -s -m 20 --interface "$ip" "ftp://$SRV/file$n.bin" -o /dev/null ;;
     ssh) xc timeout 15 ssh -q -b "$ip" -i "$W/clientkey" -o StrictHostKeyChecking=no \
-           -o UserKnownHostsFile=/dev/null -o BatchMode=yes "root@$SRV" "uptime; ls /tmp | head -3" >/dev/null ;;
+           -o UserKnownHostsFile=/dev/null -o BatchMode=yes "root@$SRV" "$SSH_CMD" >/dev/null ;;
     smtp) xc timeout 15 swaks --silent 2 --server "$SRV" --local-interface "$ip" \
             --from "user$n@lab.test" --to "team@lab.test" --header "Subject: report $n" \
-            --body "weekly figures $m" >/dev/null ;;
+            --body "$(for _ in $(seq 1 "$MAIL_LINES"); do echo "weekly figures $m"; done)" >/dev/null ;;
     bulk) xc curl -s -m 60 --interface "$ip" "http://$SRV/bulk/big$((n % 5)).bin" -o /dev/null ;;
   esac
 }
@@ -256,7 +270,7 @@ for svc in web tls api dns ftp ssh smtp bulk; do
     wait "${pids[@]}"
   done
   stop_capture
-  label "benign-$svc" BENIGN "$svc clients on 20 addresses, $rounds rounds"
+  label "benign-$svc" BENIGN "$svc clients on ${#CLIENTS[@]} addresses, $rounds rounds"
 done
 
 echo "-- attacks"
@@ -300,8 +314,8 @@ for f in "$OUT"/*.pcap; do gzip -9 -f "$f"; done
 {
   echo "# metaids lab captures"
   echo
-  echo "Recorded by \`scripts/lab/lab.sh $OUT $ROUNDS $SEED\` on $(date -u +%Y-%m-%d) in network namespaces"
-  echo "(server 10.77.0.1, clients 10.77.0.10-29, attacker 10.77.0.66), snap length 96."
+  echo "Recorded by \`scripts/lab/lab.sh $OUT $ROUNDS $SEED $SITE\` on $(date -u +%Y-%m-%d) in network namespaces"
+  echo "(site $SITE: server 10.77.0.1, clients ${CLIENTS[0]}-${CLIENTS[-1]}, attacker 10.77.0.66), snap length 96."
   echo
   printf '%s\n' "${LABELS[@]}"
 } >"$OUT/LABELS.md"

@@ -917,9 +917,13 @@ pub struct SiteEvalArgs {
     #[arg(long)]
     pub force: bool,
     /// Also report an unsupervised adaptation of the model to the site, fit on the baseline
-    /// window only: `none`, or `normaliser` (the numeric columns' mean and spread refit).
+    /// window only: `none`, `normaliser` (the numeric columns' mean and spread refit),
+    /// `layernorm` (the LayerNorms' gains and shifts adapted to the window) or `both`.
     #[arg(long, default_value = "none")]
     pub adapt: String,
+    /// Largest factor the LayerNorm adaptation may scale one channel by (≥ 1).
+    #[arg(long, default_value_t = 4.0)]
+    pub ln_max_ratio: f32,
     /// Flow engine settings.
     #[command(flatten)]
     pub flow: FlowSettingsArgs,

@@ -189,14 +189,47 @@ pub(crate) fn embed_captures(
     Ok((flows, captures, captured))
 }
 
-/// Unsupervised adaptation (b): the model's normaliser with every numeric column's mean and
-/// standard deviation refit on the flows `base` (the baseline window: benign, never scored),
-/// keeping the model's log choices and one-hot columns; every flow re-embedded with it.
+/// An unsupervised adaptation of the model to the site, fit on the baseline window only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SiteAdaptation {
+    /// (b) the normaliser's numeric columns refit.
+    Normaliser,
+    /// (c) the LayerNorms' gains and shifts adapted ([`metaids_model::adapt`]).
+    LayerNorm,
+    /// (b) then (c) on the refit inputs.
+    Both,
+}
+
+impl SiteAdaptation {
+    /// Parses `--adapt` (`None` for `none`).
+    pub(crate) fn parse(s: &str) -> Result<Option<Self>> {
+        Ok(match s {
+            "none" => None,
+            "normaliser" => Some(Self::Normaliser),
+            "layernorm" => Some(Self::LayerNorm),
+            "both" => Some(Self::Both),
+            other => bail!("--adapt must be none, normaliser, layernorm or both, got {other:?}"),
+        })
+    }
+
+    /// The name the reports use.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::Normaliser => "normaliser refit",
+            Self::LayerNorm => "LayerNorm adaptation",
+            Self::Both => "normaliser refit + LayerNorm adaptation",
+        }
+    }
+}
+
+/// The model's normaliser with every numeric column's mean and standard deviation refit on the
+/// flows `base` (the baseline window: benign, never scored), keeping the model's log choices and
+/// one-hot columns.
 fn refit_normaliser(
     model: &metaids_model::ThreatModel,
     captured: &Captured,
     base: &[usize],
-) -> Result<Vec<f32>> {
+) -> metaids_core::preprocess::Normaliser {
     let mut n = model.normaliser.clone();
     for (i, col) in n.numeric.iter_mut().enumerate() {
         let values = base.iter().map(|&flow| {
@@ -208,10 +241,56 @@ fn refit_normaliser(
             col.std = std;
         }
     }
-    let kernel = metaids_model::ScoringKernel::for_model(model)?;
+    n
+}
+
+/// Every flow re-embedded after adapting the model to the baseline window `base` (flow indices):
+/// the normaliser refit and/or the LayerNorms adapted with scale bound `ln_max_ratio`.
+fn adapted_embeddings(
+    model: &metaids_model::ThreatModel,
+    captured: &Captured,
+    base: &[usize],
+    how: SiteAdaptation,
+    ln_max_ratio: f32,
+) -> Result<Vec<f32>> {
+    let normaliser = match how {
+        SiteAdaptation::Normaliser | SiteAdaptation::Both => {
+            refit_normaliser(model, captured, base)
+        }
+        SiteAdaptation::LayerNorm => model.normaliser.clone(),
+    };
+    let dense = model.normaliser.numeric.len();
+    let kernel = match how {
+        SiteAdaptation::Normaliser => metaids_model::ScoringKernel::for_model(model)?,
+        SiteAdaptation::LayerNorm | SiteAdaptation::Both => {
+            let stats = model.norm_statistics.as_ref().with_context(|| {
+                "the model records no LayerNorm statistics (trained before they were kept, or \
+                 without LayerNorm): train it again to adapt its LayerNorms"
+            })?;
+            let mut site_x = Vec::new();
+            for &flow in base {
+                let (f, r) = captured.index[flow];
+                site_x.extend(normaliser.transform(&captured.frames[f].0, &[r])?);
+            }
+            let (encoder, report) =
+                metaids_model::adapt_layer_norms(&model.encoder, stats, &site_x, ln_max_ratio)?;
+            eprintln!(
+                "LayerNorm adaptation on {} baseline flows: mean channel shift {:?}, {} channels at the scale bound {ln_max_ratio} (largest |log ratio| {:.2})",
+                report.rows,
+                report
+                    .mean_shift
+                    .iter()
+                    .map(|v| format!("{v:.3}"))
+                    .collect::<Vec<_>>(),
+                report.clamped,
+                report.max_log_ratio
+            );
+            metaids_model::ScoringKernel::from_encoder(&encoder)?.with_dense_inputs(dense)
+        }
+    };
     let mut out = Vec::with_capacity(captured.index.len() * model.dim());
     for (frame, rows) in &captured.frames {
-        let x = n.transform(frame, rows)?;
+        let x = normaliser.transform(frame, rows)?;
         out.extend(kernel.embed(&x)?);
     }
     Ok(out)
@@ -251,17 +330,18 @@ pub fn run(a: SiteEvalArgs) -> Result<()> {
         },
         force: a.force,
     };
+    let how = SiteAdaptation::parse(&a.adapt)?;
     let refit = |base: &[usize]| -> std::result::Result<Vec<f32>, metaids_eval::EvalError> {
-        refit_normaliser(&model, &captured, base).map_err(|e| metaids_eval::EvalError::Method {
-            method: "normaliser refit".into(),
-            message: format!("{e:#}"),
+        let how = how.unwrap_or(SiteAdaptation::Normaliser);
+        adapted_embeddings(&model, &captured, base, how, a.ln_max_ratio).map_err(|e| {
+            metaids_eval::EvalError::Method {
+                method: how.name().into(),
+                message: format!("{e:#}"),
+            }
         })
     };
-    let adapt: Option<(&str, metaids_eval::site::Adaptation<'_>)> = match a.adapt.as_str() {
-        "none" => None,
-        "normaliser" => Some(("normaliser refit", &refit)),
-        other => bail!("--adapt must be none or normaliser, got {other:?}"),
-    };
+    let adapt: Option<(&str, metaids_eval::site::Adaptation<'_>)> =
+        how.map(|h| (h.name(), &refit as metaids_eval::site::Adaptation<'_>));
     let result = metaids_eval::site::run(&flows, &cfg, Some(&model.reference), adapt)?;
     print!("{}", result.markdown());
     eprintln!("{:.1} s", started.elapsed().as_secs_f64());

@@ -96,6 +96,54 @@ fn the_site_protocol_on_the_lab_captures() {
         );
     }
 
+    // The LayerNorm adaptation (fit on each repeat's baseline window) is reported beside the
+    // plain baseline; a model whose file records no LayerNorm moments cannot adapt and says why.
+    let adapted = dir.path().join("adapted.json");
+    let table = ok(&metaids()
+        .args(["site-eval", "--model"])
+        .arg(&model)
+        .arg("--captures")
+        .arg(repo().join("data/lab"))
+        .args(["--repeats", "1", "--adapt", "layernorm", "--json"])
+        .arg(&adapted)
+        .output()
+        .expect("site-eval --adapt"));
+    assert!(
+        table.contains("| site baseline + LayerNorm adaptation, 0.01 |"),
+        "{table}"
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&adapted).expect("json")).expect("parse");
+    assert_eq!(v["adaptation"]["name"], "LayerNorm adaptation");
+    let rate = v["adaptation"]["budgets"][0]["benign_flagged_rate"]["mean"]
+        .as_f64()
+        .expect("adapted rate");
+    assert!(rate < 0.05, "benign flagged after adaptation: {rate}");
+    let old = dir.path().join("old.model");
+    std::fs::create_dir(&old).expect("mkdir");
+    for f in ["weights.safetensors", "manifest.json"] {
+        std::fs::copy(model.join(f), old.join(f)).expect("copy");
+    }
+    let manifest = old.join("manifest.json");
+    let mut m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&manifest).expect("read")).expect("json");
+    m.as_object_mut()
+        .expect("object")
+        .remove("norm_statistics")
+        .expect("the model records its LayerNorm moments");
+    std::fs::write(&manifest, m.to_string()).expect("write");
+    let out = metaids()
+        .args(["site-eval", "--model"])
+        .arg(&old)
+        .arg("--captures")
+        .arg(repo().join("data/lab"))
+        .args(["--repeats", "1", "--adapt", "layernorm"])
+        .output()
+        .expect("site-eval old model");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no LayerNorm statistics"), "{err}");
+
     // `baseline --pcap` groups flows by their source address (a capture's flows carry their
     // identifiers): 501 flows (one a stray) from 20 client addresses, none over the 10% cap, all
     // kept.

@@ -193,6 +193,10 @@ fn save_load_round_trip_gives_identical_scores() {
     );
     assert_eq!(trained.reference, loaded.reference);
     assert_eq!(trained.normaliser, loaded.normaliser);
+    // The LayerNorm moments a site adaptation aims at travel with the model.
+    let stats = trained.norm_statistics.as_ref().expect("LayerNorm moments");
+    assert_eq!(stats.layers.len(), 2);
+    assert_eq!(loaded.norm_statistics.as_ref(), Some(stats));
     let rows: Vec<usize> = cic()
         .split
         .novel

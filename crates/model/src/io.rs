@@ -13,6 +13,7 @@ use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::adapt::NormStatistics;
 use crate::encoder::{Encoder, EncoderConfig};
 use crate::error::{ModelError, Result};
 use crate::finetune::{FinetuneConfig, Finetuner};
@@ -126,6 +127,10 @@ pub struct Manifest {
     /// Enrolment fine-tuning (absent: none stored).
     #[serde(default)]
     pub finetune: Option<FinetuneInfo>,
+    /// The LayerNorms' channel moments over training benign rows (absent: a model written before
+    /// they were recorded; it cannot adapt its LayerNorms to a site).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub norm_statistics: Option<NormStatistics>,
     /// The weights file.
     pub weights: WeightsInfo,
 }
@@ -230,6 +235,7 @@ fn encode(model: &ThreatModel, path: &Path) -> Result<(Vec<u8>, String, Manifest
             fpr_budget: ft.fpr_budget,
             seed: ft.seed(),
         }),
+        norm_statistics: model.norm_statistics.clone(),
         weights: WeightsInfo {
             file: WEIGHTS_FILE.to_string(),
             sha256: hex(&Sha256::digest(&weights)),
@@ -664,6 +670,11 @@ pub fn load(path: &Path) -> Result<ThreatModel> {
             .map_err(|e| ferr(&wpath, "finetune", e.to_string()))?,
         ),
     };
+    if let Some(stats) = &m.norm_statistics {
+        stats
+            .check(&encoder)
+            .map_err(|e| ferr(&mpath, "norm_statistics", e.to_string()))?;
+    }
     Ok(ThreatModel {
         normaliser,
         encoder,
@@ -671,5 +682,6 @@ pub fn load(path: &Path) -> Result<ThreatModel> {
         record: m.training,
         path: Some(dir),
         finetune,
+        norm_statistics: m.norm_statistics,
     })
 }

@@ -11,6 +11,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod adapt;
 pub mod config;
 pub mod encoder;
 pub mod error;
@@ -20,6 +21,7 @@ pub mod model;
 pub mod score;
 pub mod train;
 
+pub use adapt::{adapt_layer_norms, NormAdaptation, NormStatistics};
 pub use encoder::{Encoder, EncoderConfig};
 pub use error::{ModelError, Result};
 pub use finetune::{Adapted, FinetuneConfig, Finetuner};

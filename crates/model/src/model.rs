@@ -192,6 +192,9 @@ pub struct ThreatModel {
     pub path: Option<PathBuf>,
     /// Enrolment fine-tuning material (row `protonet+finetune`); `None` when trained without it.
     pub finetune: Option<Finetuner>,
+    /// The LayerNorms' channel moments over training benign rows, for adapting them to a site
+    /// ([`crate::adapt`]); `None` for a model trained before they were recorded.
+    pub norm_statistics: Option<crate::adapt::NormStatistics>,
 }
 
 impl ThreatModel {

@@ -33,6 +33,9 @@ use metaids_decide::BenignReference;
 
 pub use crate::config::TrainConfig;
 
+/// Benign training rows the LayerNorm channel moments are taken over (a seeded subsample).
+pub const NORM_STATISTICS_ROWS: usize = 5000;
+
 /// Reported to the progress callback after every step.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct TrainProgress {
@@ -814,6 +817,16 @@ pub fn train(
         finetune_best_step,
         finetune_selection,
     };
+    // LayerNorm channel moments over the benign training pool (at most NORM_STATISTICS_ROWS rows),
+    // the target of a site's LayerNorm adaptation.
+    let norm_statistics = if encoder.config().layer_norm {
+        let rows = seeded_subsample(&kmeans_pool, NORM_STATISTICS_ROWS, cfg.seed ^ 0x6e73);
+        let mut x = Vec::new();
+        data.gather(&rows, &mut x);
+        Some(crate::adapt::NormStatistics::of(&encoder, &x)?)
+    } else {
+        None
+    };
     Ok(ThreatModel {
         normaliser,
         encoder,
@@ -821,5 +834,6 @@ pub fn train(
         record,
         path: None,
         finetune: finetuner,
+        norm_statistics,
     })
 }
