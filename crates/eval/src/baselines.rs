@@ -13,7 +13,9 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::forest::{BinnedData, ForestConfig, RandomForest};
-use crate::method::{sq_dist, upper_quantile, EvalContext, EvalError, FewShotMethod};
+use crate::method::{
+    scored_rows, sq_dist, upper_quantile, Detection, EvalContext, EvalError, FewShotMethod,
+};
 
 /// Settings shared by the baselines.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -96,12 +98,14 @@ impl FewShotMethod for NearestCentroid {
         Ok(())
     }
 
-    fn detect(&self, ctx: &EvalContext<'_>, task: &DetectionTask) -> Vec<bool> {
+    fn detect(&self, ctx: &EvalContext<'_>, task: &DetectionTask) -> Detection {
+        // Score: how much nearer the support mean than the benign mean (flagged when positive).
         let s = ctx.x.centroid(&task.support);
-        task.queries
-            .iter()
-            .map(|&q| sq_dist(ctx.x.row(q), &s) < sq_dist(ctx.x.row(q), &self.benign))
-            .collect()
+        Detection::from_margins(
+            scored_rows(ctx, task)
+                .map(|q| sq_dist(ctx.x.row(q), &self.benign) - sq_dist(ctx.x.row(q), &s))
+                .collect(),
+        )
     }
 
     fn classify(&self, ctx: &EvalContext<'_>, episode: &Episode) -> Option<Vec<usize>> {
@@ -147,7 +151,9 @@ impl Knn {
         }
     }
 
-    fn vote(&self, neighbours: &[(f32, bool)]) -> bool {
+    /// The distance-weighted vote: the attack share of the weights minus one half (the score) and
+    /// whether attacks outweigh benign rows (the decision).
+    fn vote(&self, neighbours: &[(f32, bool)]) -> (f32, bool) {
         let (mut attack, mut benign) = (0f64, 0f64);
         for &(d, a) in neighbours.iter().take(self.cfg.knn_k) {
             let w = 1.0 / (f64::from(d).sqrt() + 1e-6);
@@ -157,7 +163,9 @@ impl Knn {
                 benign += w;
             }
         }
-        attack > benign
+        let total = attack + benign;
+        let share = if total > 0.0 { attack / total } else { 0.0 };
+        ((share - 0.5) as f32, attack > benign)
     }
 }
 
@@ -212,11 +220,10 @@ impl FewShotMethod for Knn {
         Ok(())
     }
 
-    fn detect(&self, ctx: &EvalContext<'_>, task: &DetectionTask) -> Vec<bool> {
+    fn detect(&self, ctx: &EvalContext<'_>, task: &DetectionTask) -> Detection {
         let k = self.cfg.knn_k.max(1);
-        task.queries
-            .iter()
-            .map(|&q| {
+        let (scores, flagged) = scored_rows(ctx, task)
+            .map(|q| {
                 let slot = self.slot[q];
                 let mut top = if slot == u32::MAX {
                     Vec::new()
@@ -230,7 +237,8 @@ impl FewShotMethod for Knn {
                 }
                 self.vote(&top)
             })
-            .collect()
+            .unzip();
+        Detection { scores, flagged }
     }
 
     fn classify(&self, ctx: &EvalContext<'_>, episode: &Episode) -> Option<Vec<usize>> {
@@ -285,7 +293,8 @@ pub struct Forest {
     y: Vec<u32>,
     mean_family: f64,
     slot: Vec<u32>,
-    zero_shot: Vec<bool>,
+    /// The zero-shot forest's score and decision per prepared row.
+    zero_shot: Vec<(f32, bool)>,
     calibration: Vec<f32>,
 }
 
@@ -328,12 +337,15 @@ impl Forest {
         Some(upper_quantile(&mut scores, alpha))
     }
 
-    /// Whether `row` is flagged: probability above the calibrated threshold, or the majority vote.
-    fn flags(forest: &RandomForest, threshold: Option<f32>, row: &[f32]) -> bool {
-        match threshold {
-            Some(t) => forest.predict_proba(row)[1] > t,
+    /// The attack probability of `row` (the score) and whether it is flagged: probability above the
+    /// calibrated threshold, or the majority vote.
+    fn score(forest: &RandomForest, threshold: Option<f32>, row: &[f32]) -> (f32, bool) {
+        let p = forest.predict_proba(row);
+        let flagged = match threshold {
+            Some(t) => p[1] > t,
             None => forest.predict(row) == 1,
-        }
+        };
+        (p[1], flagged)
     }
 }
 
@@ -410,26 +422,25 @@ impl FewShotMethod for Forest {
             }
             self.zero_shot = query_rows
                 .par_iter()
-                .map(|&q| Self::flags(&forest, threshold, ctx.x.row(q)))
+                .map(|&q| Self::score(&forest, threshold, ctx.x.row(q)))
                 .collect();
         }
         self.data = Some(data);
         Ok(())
     }
 
-    fn detect(&self, ctx: &EvalContext<'_>, task: &DetectionTask) -> Vec<bool> {
+    fn detect(&self, ctx: &EvalContext<'_>, task: &DetectionTask) -> Detection {
         let Some(data) = &self.data else {
-            return vec![false; task.queries.len()];
+            return Detection::constant(ctx, task, false);
         };
         if !self.with_shots {
-            return task
-                .queries
-                .iter()
-                .map(|&q| {
-                    let s = self.slot[q];
-                    s != u32::MAX && self.zero_shot[s as usize]
+            let (scores, flagged) = scored_rows(ctx, task)
+                .map(|q| match self.slot[q] {
+                    u32::MAX => (0.0, false),
+                    s => self.zero_shot[s as usize],
                 })
-                .collect();
+                .unzip();
+            return Detection { scores, flagged };
         }
         let support = ctx.x.gather(&task.support);
         let data = data.with_rows(&support);
@@ -447,10 +458,10 @@ impl FewShotMethod for Forest {
             seed_for(ctx, "forest", task),
         );
         let threshold = self.threshold(&forest, ctx.x.dim);
-        task.queries
-            .iter()
-            .map(|&q| Self::flags(&forest, threshold, ctx.x.row(q)))
-            .collect()
+        let (scores, flagged) = scored_rows(ctx, task)
+            .map(|q| Self::score(&forest, threshold, ctx.x.row(q)))
+            .unzip();
+        Detection { scores, flagged }
     }
 
     fn classify(&self, ctx: &EvalContext<'_>, episode: &Episode) -> Option<Vec<usize>> {
@@ -543,7 +554,7 @@ mod tests {
             let t = f.threshold(&forest, 2);
             let flagged = benign
                 .chunks_exact(2)
-                .filter(|r| Forest::flags(&forest, t, r))
+                .filter(|r| Forest::score(&forest, t, r).1)
                 .count();
             assert!(
                 flagged <= (alpha * n as f64).floor() as usize,
@@ -553,7 +564,7 @@ mod tests {
         // The majority-vote forest flags more of these overlapping benign rows than a 1% budget allows.
         let vote = benign
             .chunks_exact(2)
-            .filter(|r| Forest::flags(&forest, None, r))
+            .filter(|r| Forest::score(&forest, None, r).1)
             .count();
         assert!(vote > n / 100, "majority vote flagged only {vote} of {n}");
         assert!(

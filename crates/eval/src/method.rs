@@ -89,6 +89,45 @@ pub enum EvalError {
     Core(#[from] metaids_core::CoreError),
 }
 
+/// A method's answer to a detection task, over the rows [`scored_rows`] lists (the task's queries,
+/// then every benign query-pool row): a score per row (higher = more attack-like; comparable within
+/// one task) and the method's own decision at its own calibrated operating point.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Detection {
+    /// One score per scored row.
+    pub scores: Vec<f32>,
+    /// One decision per scored row (true = attack).
+    pub flagged: Vec<bool>,
+}
+
+impl Detection {
+    /// The same decision for every scored row (a method that could not run flags nothing), with the
+    /// score of a flag.
+    pub fn constant(ctx: &EvalContext<'_>, task: &DetectionTask, flag: bool) -> Self {
+        let n = task.queries.len() + ctx.split.benign_query.len();
+        Detection {
+            scores: vec![if flag { 1.0 } else { 0.0 }; n],
+            flagged: vec![flag; n],
+        }
+    }
+
+    /// From scores whose sign is the decision (flagged iff the score is above 0).
+    pub fn from_margins(scores: Vec<f32>) -> Self {
+        let flagged = scores.iter().map(|&s| s > 0.0).collect();
+        Detection { scores, flagged }
+    }
+}
+
+/// The rows a detection task scores: its queries (attack first, then benign, as
+/// [`DetectionTask::truth`] says), then every row of the benign query pool, so that a false-positive
+/// rate can be measured on all the distinct benign query rows, not only the task's sample.
+pub fn scored_rows<'a>(
+    ctx: &'a EvalContext<'_>,
+    task: &'a DetectionTask,
+) -> impl Iterator<Item = usize> + 'a {
+    task.queries.iter().chain(&ctx.split.benign_query).copied()
+}
+
 /// A few-shot detector under evaluation.
 pub trait FewShotMethod: Send + Sync {
     /// Short name for tables (`nearest-centroid`, `random-forest+shots`, …).
@@ -101,8 +140,8 @@ pub trait FewShotMethod: Send + Sync {
     /// cache per-row work that does not depend on the support set (it must not fit on them).
     fn prepare(&mut self, ctx: &EvalContext<'_>, query_rows: &[usize]) -> Result<(), EvalError>;
 
-    /// Flags each query of a detection task (true = attack).
-    fn detect(&self, ctx: &EvalContext<'_>, task: &DetectionTask) -> Vec<bool>;
+    /// Scores and flags each row of [`scored_rows`] (the task's queries, then the benign query pool).
+    fn detect(&self, ctx: &EvalContext<'_>, task: &DetectionTask) -> Detection;
 
     /// Classifies each query of an N-way episode among its ways (queries in way order, flattened);
     /// `None` if the method cannot tell families apart (a zero-shot detector).

@@ -16,7 +16,7 @@ use metaids_core::split::Split;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::method::{EvalContext, EvalError, FewShotMethod};
+use crate::method::{upper_quantile, Detection, EvalContext, EvalError, FewShotMethod};
 
 /// Protocol parameters.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -173,6 +173,134 @@ impl Plan {
     }
 }
 
+/// False-positive rates the oracle recall is read at (keys of `recall_at_fpr_oracle`).
+pub const ORACLE_FPRS: [f64; 2] = [0.001, 0.01];
+/// Base rates (share of attack flows) precision is stated at (keys of `precision_at_base_rate`).
+pub const BASE_RATES: [f64; 3] = [0.5, 0.01, 0.001];
+
+/// Operating points of one task, measured on every row of the benign query pool.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct TaskPoints {
+    /// Share of the pool the method's own decision flags.
+    pool_fpr: f64,
+    /// Average precision of the scores: the task's attack queries against the whole pool.
+    pr_auc: f64,
+    /// Recall with the threshold at which the pool's scores give each [`ORACLE_FPRS`].
+    oracle: [f64; 2],
+    /// Precision of the method's own decision at each [`BASE_RATES`], from its recall on the
+    /// task and its FPR on the pool.
+    precision: [f64; 3],
+}
+
+/// Average precision of `positives` against `negatives` (higher score = more attack-like); ties
+/// are broken against the method (negatives first).
+pub fn average_precision(positives: &[f32], negatives: &[f32]) -> f64 {
+    if positives.is_empty() {
+        return 0.0;
+    }
+    let mut all: Vec<(f32, bool)> = positives
+        .iter()
+        .map(|&s| (s, true))
+        .chain(negatives.iter().map(|&s| (s, false)))
+        .collect();
+    // Descending score; at equal scores negatives first.
+    all.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    let (mut tp, mut sum) = (0usize, 0f64);
+    for (i, &(_, positive)) in all.iter().enumerate() {
+        if positive {
+            tp += 1;
+            sum += tp as f64 / (i + 1) as f64;
+        }
+    }
+    sum / positives.len() as f64
+}
+
+/// Precision at base rate `pi` of a detector with recall `recall` and false-positive rate `fpr`
+/// (0 when it flags nothing).
+pub fn precision_at_base_rate(recall: f64, fpr: f64, pi: f64) -> f64 {
+    let flagged = pi * recall + (1.0 - pi) * fpr;
+    if flagged > 0.0 {
+        pi * recall / flagged
+    } else {
+        0.0
+    }
+}
+
+impl TaskPoints {
+    /// From a task's detection over its queries then the pool, and its counts on the queries.
+    fn of(task: &DetectionTask, det: &Detection, counts: &BinaryCounts) -> Self {
+        let q = task.queries.len();
+        let attack: Vec<f32> = det.scores[..q]
+            .iter()
+            .zip(&task.truth)
+            .filter(|(_, &t)| t)
+            .map(|(&s, _)| s)
+            .collect();
+        let pool = &det.scores[q..];
+        let pool_flagged = det.flagged[q..].iter().filter(|&&f| f).count();
+        let pool_fpr = pool_flagged as f64 / pool.len().max(1) as f64;
+        let oracle = ORACLE_FPRS.map(|alpha| {
+            let mut p = pool.to_vec();
+            let t = upper_quantile(&mut p, alpha);
+            attack.iter().filter(|&&s| s > t).count() as f64 / attack.len().max(1) as f64
+        });
+        let recall = counts.recall();
+        TaskPoints {
+            pool_fpr,
+            pr_auc: average_precision(&attack, pool),
+            oracle,
+            precision: BASE_RATES.map(|pi| precision_at_base_rate(recall, pool_fpr, pi)),
+        }
+    }
+
+    fn values(&self) -> [f64; 7] {
+        [
+            self.pool_fpr,
+            self.pr_auc,
+            self.oracle[0],
+            self.oracle[1],
+            self.precision[0],
+            self.precision[1],
+            self.precision[2],
+        ]
+    }
+}
+
+/// Operating points at realistic base rates, from every benign query-pool row (mean and 95% CI over
+/// episodes; per family, or macro over families per episode).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OperatingPoints {
+    /// Benign query-pool rows every task scored.
+    pub pool_rows: usize,
+    /// FPR of the method's own decision on the pool.
+    pub pool_fpr: Summary,
+    /// Average precision (PR-AUC) of the scores: attack queries against the pool.
+    pub pr_auc: Summary,
+    /// Recall at a threshold chosen on the pool's own scores to give FPR 0.001 and 0.01 — an
+    /// oracle: the threshold is read off the rows it is measured on.
+    pub recall_at_fpr_oracle: BTreeMap<String, Summary>,
+    /// Precision of the method's own decision at base rates 0.5, 0.01 and 0.001 (attack share).
+    pub precision_at_base_rate: BTreeMap<String, Summary>,
+}
+
+impl OperatingPoints {
+    fn of(pool_rows: usize, col: impl Fn(usize) -> Summary) -> Self {
+        let keyed = |keys: &[f64], first: usize| {
+            keys.iter()
+                .enumerate()
+                .map(|(i, k)| (k.to_string(), col(first + i)))
+                .collect()
+        };
+        OperatingPoints {
+            pool_rows,
+            pool_fpr: col(4),
+            pr_auc: col(5),
+            recall_at_fpr_oracle: keyed(&ORACLE_FPRS, 6),
+            precision_at_base_rate: keyed(&BASE_RATES, 8),
+        }
+    }
+}
+
 /// Metrics of one family at one K.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FamilyResult {
@@ -190,6 +318,9 @@ pub struct FamilyResult {
     pub fpr: Summary,
     /// Precision over episodes.
     pub precision: Summary,
+    /// Operating points on the whole benign query pool (absent in reports of earlier builds).
+    #[serde(default)]
+    pub operating: Option<OperatingPoints>,
 }
 
 /// Metrics of one method at one K.
@@ -215,6 +346,9 @@ pub struct MethodResult {
     pub ways: usize,
     /// Per-family rows.
     pub per_family: Vec<FamilyResult>,
+    /// Macro operating points on the whole benign query pool (absent in reports of earlier builds).
+    #[serde(default)]
+    pub operating: Option<OperatingPoints>,
 }
 
 /// Runs every method on the plan. `progress` is called with units of work done.
@@ -225,21 +359,39 @@ pub fn run(
     cfg: &EvalConfig,
     progress: &(dyn Fn(&str, u64) + Sync),
 ) -> Result<Vec<MethodResult>, EvalError> {
-    let query_rows = plan.query_rows();
+    // Every benign query-pool row is scored in every task (the operating points), so methods
+    // prepare them too.
+    let mut query_rows = plan.query_rows();
+    query_rows.extend(&ctx.split.benign_query);
+    query_rows.sort_unstable();
+    query_rows.dedup();
     let mut results = Vec::new();
     for method in methods.iter_mut() {
         let name = method.name();
         method.prepare(ctx, &query_rows)?;
         let method: &dyn FewShotMethod = method.as_ref();
-        let counts: Vec<BinaryCounts> = plan
+        let pool = ctx.split.benign_query.len();
+        let counts: Vec<(BinaryCounts, TaskPoints)> = plan
             .detection
             .par_iter()
             .map(|t| {
-                let predicted = method.detect(ctx, t);
+                let det = method.detect(ctx, t);
                 progress(&name, 1);
-                BinaryCounts::from_predictions(&t.truth, &predicted)
+                let n = t.queries.len() + pool;
+                if det.scores.len() != n || det.flagged.len() != n {
+                    return Err(EvalError::Method {
+                        method: name.clone(),
+                        message: format!(
+                            "answered {} scores and {} decisions for {n} scored rows",
+                            det.scores.len(),
+                            det.flagged.len()
+                        ),
+                    });
+                }
+                let c = BinaryCounts::from_predictions(&t.truth, &det.flagged[..t.queries.len()]);
+                Ok((c, TaskPoints::of(t, &det, &c)))
             })
-            .collect();
+            .collect::<Result<_, _>>()?;
         let nway: Vec<Option<f64>> = plan
             .nway
             .par_iter()
@@ -268,13 +420,13 @@ fn aggregate(
     method: &dyn FewShotMethod,
     k: usize,
     plan: &Plan,
-    counts: &[BinaryCounts],
+    counts: &[(BinaryCounts, TaskPoints)],
     nway: &[Option<f64>],
     split: &Split,
     cfg: &EvalConfig,
 ) -> MethodResult {
     // family → episode → counts
-    let mut by_family: BTreeMap<&str, Vec<(usize, BinaryCounts)>> = BTreeMap::new();
+    let mut by_family: BTreeMap<&str, Vec<(usize, (BinaryCounts, TaskPoints))>> = BTreeMap::new();
     for (t, c) in plan.detection.iter().zip(counts) {
         if t.shots == k {
             by_family
@@ -283,17 +435,29 @@ fn aggregate(
                 .push((t.episode, *c));
         }
     }
-    type Metric = fn(&BinaryCounts) -> f64;
-    let metrics: [Metric; 4] = [
-        BinaryCounts::f1,
-        BinaryCounts::recall,
-        BinaryCounts::fpr,
-        BinaryCounts::precision,
-    ];
-    let mut per_episode: BTreeMap<usize, Vec<[f64; 4]>> = BTreeMap::new();
+    // Columns: F1, recall, FPR, precision on the queries; then the operating points.
+    const COLUMNS: usize = 11;
+    let row = |(c, p): &(BinaryCounts, TaskPoints)| -> [f64; COLUMNS] {
+        let v = p.values();
+        [
+            c.f1(),
+            c.recall(),
+            c.fpr(),
+            c.precision(),
+            v[0],
+            v[1],
+            v[2],
+            v[3],
+            v[4],
+            v[5],
+            v[6],
+        ]
+    };
+    let pool_rows = split.benign_query.len();
+    let mut per_episode: BTreeMap<usize, Vec<[f64; COLUMNS]>> = BTreeMap::new();
     let mut per_family = Vec::new();
     for (family, eps) in &by_family {
-        let vals: Vec<[f64; 4]> = eps.iter().map(|(_, c)| metrics.map(|m| m(c))).collect();
+        let vals: Vec<[f64; COLUMNS]> = eps.iter().map(|(_, c)| row(c)).collect();
         for ((e, _), v) in eps.iter().zip(&vals) {
             per_episode.entry(*e).or_default().push(*v);
         }
@@ -306,6 +470,7 @@ fn aggregate(
             recall: col(1),
             fpr: col(2),
             precision: col(3),
+            operating: Some(OperatingPoints::of(pool_rows, col)),
         });
     }
     let macro_of = |i: usize| {
@@ -335,6 +500,7 @@ fn aggregate(
         recall: macro_of(1),
         fpr: macro_of(2),
         precision: macro_of(3),
+        operating: Some(OperatingPoints::of(pool_rows, macro_of)),
         nway_accuracy: if accs.is_empty() {
             None
         } else {
@@ -346,5 +512,57 @@ fn aggregate(
             ways.min(cfg.ways)
         },
         per_family,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn average_precision_by_hand() {
+        // Ranked: p(0.9) n(0.8) p(0.7) n(0.1): AP = (1/1 + 2/3) / 2.
+        let ap = average_precision(&[0.9, 0.7], &[0.8, 0.1]);
+        assert!((ap - (1.0 + 2.0 / 3.0) / 2.0).abs() < 1e-12, "{ap}");
+        assert_eq!(average_precision(&[1.0, 2.0], &[0.0]), 1.0);
+        // A tie counts against the method: the negative ranks first.
+        assert_eq!(average_precision(&[0.5], &[0.5]), 0.5);
+        assert_eq!(average_precision(&[], &[1.0]), 0.0);
+    }
+
+    #[test]
+    fn precision_at_a_base_rate() {
+        // Recall 0.9 and FPR 1% at one attack per thousand flows: 0.0009 / (0.0009 + 0.00999).
+        let p = precision_at_base_rate(0.9, 0.01, 0.001);
+        assert!((p - 0.0009 / (0.0009 + 0.999 * 0.01)).abs() < 1e-12, "{p}");
+        assert_eq!(precision_at_base_rate(1.0, 0.0, 0.001), 1.0);
+        assert_eq!(precision_at_base_rate(0.0, 0.0, 0.5), 0.0);
+    }
+
+    #[test]
+    fn task_points_read_the_pool() {
+        // Two attack queries and two benign queries, then a pool of 1,000 benign rows scored 0..1.
+        let task = DetectionTask {
+            family: "f".into(),
+            shots: 1,
+            episode: 0,
+            support: vec![0],
+            queries: vec![1, 2, 3, 4],
+            truth: vec![true, true, false, false],
+        };
+        let mut scores = vec![0.9995, 0.5, 0.1, 0.2];
+        scores.extend((0..1000).map(|i| i as f32 / 1000.0));
+        // Own decision: flagged above 0.99 (nine pool rows: 0.991 … 0.999).
+        let flagged: Vec<bool> = scores.iter().map(|&s| s > 0.99).collect();
+        let det = Detection { scores, flagged };
+        let counts = BinaryCounts::from_predictions(&task.truth, &det.flagged[..4]);
+        let p = TaskPoints::of(&task, &det, &counts);
+        assert!((p.pool_fpr - 0.009).abs() < 1e-12, "{}", p.pool_fpr);
+        // FPR 0.001 allows one pool row above the threshold (0.998): only 0.9995 passes.
+        assert_eq!(p.oracle[0], 0.5);
+        // FPR 0.01 allows ten (threshold 0.989): still only 0.9995.
+        assert_eq!(p.oracle[1], 0.5);
+        assert_eq!(p.precision[0], precision_at_base_rate(0.5, 0.009, 0.5));
+        assert!(p.pr_auc > 0.5 && p.pr_auc < 1.0, "{}", p.pr_auc);
     }
 }

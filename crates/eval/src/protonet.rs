@@ -8,7 +8,7 @@ use metaids_core::episode::{DetectionTask, Episode};
 use metaids_decide::geometry::{mean_row, sq_dist, upper_quantile};
 use metaids_model::ThreatModel;
 
-use crate::method::{EvalContext, EvalError, FewShotMethod, Matrix};
+use crate::method::{scored_rows, Detection, EvalContext, EvalError, FewShotMethod, Matrix};
 
 /// The meta-learned model under evaluation.
 #[derive(Debug)]
@@ -221,56 +221,74 @@ impl FewShotMethod for ProtoNetMethod {
         Ok(())
     }
 
-    fn detect(&self, ctx: &EvalContext<'_>, task: &DetectionTask) -> Vec<bool> {
+    /// Scores are margins over the rule's own thresholds (flagged iff positive); a rule that is an
+    /// OR of two calibrated rules scores the larger of its two margins.
+    fn detect(&self, ctx: &EvalContext<'_>, task: &DetectionTask) -> Detection {
         let d = self.model.dim();
         let reference = &self.model.reference;
+        let rows: Vec<usize> = scored_rows(ctx, task).collect();
         if let (true, Some(ft)) = (self.with_finetune, &self.model.finetune) {
             let x = self.x(ctx);
             // A failed adaptation (a bug, the data were checked in `prepare`) flags nothing.
             let Ok(a) = ft.adapt(&x.gather(&task.support)) else {
-                return vec![false; task.queries.len()];
+                return Detection::constant(ctx, task, false);
             };
-            let Ok(q) = a.encoder.embed(&x.gather(&task.queries)) else {
-                return vec![false; task.queries.len()];
+            let Ok(q) = a.encoder.embed(&x.gather(&rows)) else {
+                return Detection::constant(ctx, task, false);
             };
-            return q
-                .chunks_exact(d)
-                .map(|e| a.reference.flags(e, &a.family))
-                .collect();
+            return Detection::from_margins(
+                q.chunks_exact(d)
+                    .map(|e| a.reference.family_score(e, &a.family) - a.family.threshold)
+                    .collect(),
+            );
         }
+        let q = self.embeddings(ctx, &rows);
         if self.zero_shot {
-            let q = self.embeddings(ctx, &task.queries);
-            return q
-                .chunks_exact(d)
-                .map(|x| {
-                    let db = reference.benign_distance(x);
-                    let dk = reference.known_distance(x);
-                    db - dk > self.known_half || db.min(dk) > self.unknown_half
-                })
-                .collect();
+            return Detection::from_margins(
+                q.chunks_exact(d)
+                    .map(|x| {
+                        let db = reference.benign_distance(x);
+                        let dk = reference.known_distance(x);
+                        (db - dk - self.known_half).max(db.min(dk) - self.unknown_half)
+                    })
+                    .collect(),
+            );
         }
         let support = self.embeddings(ctx, &task.support);
         if self.with_known {
             let family = reference.enrol_known_at(&support, reference.fpr_budget);
-            let q = self.embeddings(ctx, &task.queries);
-            return q
-                .chunks_exact(d)
-                .map(|x| reference.flags_known(x, &family))
-                .collect();
+            return Detection::from_margins(
+                q.chunks_exact(d)
+                    .map(|x| match family.known_threshold {
+                        Some(tk) => {
+                            let db = reference.benign_distance(x);
+                            (db - sq_dist(x, &family.centre) - family.threshold)
+                                .max(db - reference.known_distance(x) - tk)
+                        }
+                        None => reference.known_score(x, &family) - family.threshold,
+                    })
+                    .collect(),
+            );
         }
         let family = if self.with_unknown {
             reference.enrol_at(&support, reference.fpr_budget / 2.0)
         } else {
             reference.enrol(&support)
         };
-        let q = self.embeddings(ctx, &task.queries);
-        q.chunks_exact(d)
-            .map(|x| {
-                let db = reference.benign_distance(x);
-                let df = sq_dist(x, &family.centre);
-                db - df > family.threshold || (self.with_unknown && db.min(df) > self.unknown_half)
-            })
-            .collect()
+        Detection::from_margins(
+            q.chunks_exact(d)
+                .map(|x| {
+                    let db = reference.benign_distance(x);
+                    let df = sq_dist(x, &family.centre);
+                    let margin = db - df - family.threshold;
+                    if self.with_unknown {
+                        margin.max(db.min(df) - self.unknown_half)
+                    } else {
+                        margin
+                    }
+                })
+                .collect(),
+        )
     }
 
     fn classify(&self, ctx: &EvalContext<'_>, episode: &Episode) -> Option<Vec<usize>> {

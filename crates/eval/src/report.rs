@@ -110,7 +110,7 @@ pub const METRIC_DEFINITION: &str = "Per task (one novel family, one K, one epis
 queries = up to 50 other rows of the family (positives) + as many benign query-pool rows (negatives). \
 Recall, FPR, precision and F1 per task (precision = F1 = 0 when nothing is flagged). Per episode index, the \
 metric is macro-averaged over the families evaluated at that K; reported as mean ± 95% Student-t half-width \
-over episodes. N-way accuracy: N novel families per episode, K support and 10 queries each.";
+over episodes. N-way accuracy: N novel families per episode, K support and 10 queries each. Operating points (`operating`): every task also scores every row of the benign query pool (all distinct benign query rows, `pool_rows`); `pool_fpr` = share of the pool the method's own decision flags; `pr_auc` = average precision of the method's scores, the task's attack queries against the whole pool (ties counted against the method); `recall_at_fpr_oracle` = recall at the threshold the pool's own scores put at FPR 0.001 / 0.01 (an oracle: read off the rows it is measured on, not from the method's calibration); `precision_at_base_rate` = precision of the method's own decision if attacks were 50%, 1% or 0.1% of flows, from its recall on the task and `pool_fpr`. Each per family and macro over families, mean ± 95% half-width over episodes.";
 
 impl Report {
     /// Markdown table of all results, grouped by K.
@@ -147,6 +147,42 @@ impl Report {
                 r.precision.display(),
                 nway
             ));
+        }
+        let points: Vec<&MethodResult> = {
+            let mut v: Vec<&MethodResult> = self
+                .results
+                .iter()
+                .filter(|r| r.operating.is_some())
+                .collect();
+            v.sort_by_key(|r| r.shots);
+            v
+        };
+        if let Some(pool) = points.first().and_then(|r| r.operating.as_ref()) {
+            out.push_str(&format!(
+                "\nOperating points on all {} benign query-pool rows (recall at FPR read off the pool itself: oracle):\n\n",
+                pool.pool_rows
+            ));
+            out.push_str("| method | K | PR-AUC | recall @ FPR 0.001 (oracle) | recall @ FPR 0.01 (oracle) | own FPR on the pool | precision @ 1:100 | precision @ 1:1000 |\n");
+            out.push_str("|---|---:|---|---|---|---|---|---|\n");
+            for r in points {
+                let Some(o) = &r.operating else { continue };
+                let get =
+                    |m: &std::collections::BTreeMap<String, metaids_core::metrics::Summary>,
+                     k: &str| {
+                        m.get(k).map_or("—".to_string(), |s| s.display())
+                    };
+                out.push_str(&format!(
+                    "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                    r.method,
+                    r.shots,
+                    o.pr_auc.display(),
+                    get(&o.recall_at_fpr_oracle, "0.001"),
+                    get(&o.recall_at_fpr_oracle, "0.01"),
+                    o.pool_fpr.display(),
+                    get(&o.precision_at_base_rate, "0.01"),
+                    get(&o.precision_at_base_rate, "0.001"),
+                ));
+            }
         }
         if !p.too_small.is_empty() {
             out.push_str("\nNot evaluated (fewer than K + 10 rows): ");

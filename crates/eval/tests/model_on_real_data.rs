@@ -174,7 +174,7 @@ fn scores(m: &Arc<ThreatModel>) -> Vec<Vec<bool>> {
         .plan
         .detection
         .iter()
-        .map(|t| method.detect(&ctx, t))
+        .map(|t| method.detect(&ctx, t).flagged)
         .collect()
 }
 
