@@ -303,6 +303,11 @@ pub struct BaselineArgs {
     /// Share of the kept flows that give the benign prototypes (the rest calibrate).
     #[arg(long, default_value_t = 0.25)]
     pub prototype_share: f64,
+    /// Unsupervised adaptation of the model to the site, fit on the kept baseline flows:
+    /// `normaliser` (the numeric columns' mean and spread refit; the default, chosen on a
+    /// validation site) or `none`. Detection, enrolment and feedback then preprocess with it.
+    #[arg(long, default_value = "normaliser")]
+    pub adapt: String,
     /// Seed of the draws and of k-means.
     #[arg(long, default_value_t = 2026)]
     pub seed: u64,
@@ -917,9 +922,10 @@ pub struct SiteEvalArgs {
     #[arg(long)]
     pub force: bool,
     /// Also report an unsupervised adaptation of the model to the site, fit on the baseline
-    /// window only: `none`, `normaliser` (the numeric columns' mean and spread refit),
-    /// `layernorm` (the LayerNorms' gains and shifts adapted to the window) or `both`.
-    #[arg(long, default_value = "none")]
+    /// window only: `normaliser` (the numeric columns' mean and spread refit: `baseline`'s
+    /// default), `layernorm` (the LayerNorms' gains and shifts adapted to the window), `both`, or
+    /// `none`.
+    #[arg(long, default_value = "normaliser")]
     pub adapt: String,
     /// Largest factor the LayerNorm adaptation may scale one channel by (≥ 1).
     #[arg(long, default_value_t = 4.0)]

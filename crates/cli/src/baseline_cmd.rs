@@ -147,11 +147,36 @@ pub fn run(a: BaselineArgs) -> Result<()> {
         );
     }
     let sources = source_addresses(&c.frame, &c.rows);
+    let options = ProfileOptions {
+        budget: a.budget,
+        per_source_cap: a.per_source_cap,
+        prototype_share: a.prototype_share,
+        seed: a.seed,
+        force: a.force,
+        ..ProfileOptions::default()
+    };
+    let adapt = match a.adapt.as_str() {
+        "normaliser" => true,
+        "none" => false,
+        other => bail!("--adapt must be normaliser or none, got {other:?}"),
+    };
+    model.check_layout(&c.frame.layout)?;
+    // The site adaptation: the numeric columns refit on the flows the per-source cap keeps (the
+    // same flows the profile is learnt from).
+    let adaptation = adapt.then(|| {
+        let kept = metaids_decide::kept_flows(&sources, options);
+        let rows: Vec<&[f32]> = kept
+            .iter()
+            .map(|&k| c.frame.numeric_row(c.rows[k]))
+            .collect();
+        model.refit_on(rows.iter().copied())
+    });
     let embed_started = Instant::now();
     // The scoring kernel (equal to candle within 1e-4 per row) embeds at detection speed.
-    model.check_layout(&c.frame.layout)?;
-    let x = model.normaliser.transform(&c.frame, &c.rows)?;
-    let emb = metaids_model::ScoringKernel::for_model(&model)?.embed(&x)?;
+    let kernel = metaids_model::ScoringKernel::for_model(&model)?;
+    let normaliser = model.site_normaliser(adaptation.as_ref())?;
+    let x = normaliser.transform(&c.frame, &c.rows)?;
+    let emb = kernel.embed(&x)?;
     let embed_s = embed_started.elapsed().as_secs_f64();
     let dim = model.dim();
     let files: Vec<String> = match &a.interface {
@@ -191,11 +216,22 @@ pub fn run(a: BaselineArgs) -> Result<()> {
         }
     }
 
-    // Attack-only or attack-heavy windows: the library's threats, as they decide now, flag most flows.
+    // Attack-only or attack-heavy windows: the library's threats, as they decide now (under the
+    // library's current adaptation), flag most flows.
+    let (reference, current_profile) = library.reference(&model)?;
+    let current_adaptation = current_profile.and_then(|p| p.adaptation);
     if !current.threats.is_empty() {
-        let (reference, _) = library.reference(&model)?;
         let decider = Decider::new(reference, current.threats.clone(), f32::INFINITY)?;
-        let flagged = emb
+        let now = if current_adaptation == adaptation {
+            emb.clone()
+        } else {
+            kernel.embed(
+                &model
+                    .site_normaliser(current_adaptation.as_ref())?
+                    .transform(&c.frame, &c.rows)?,
+            )?
+        };
+        let flagged = now
             .chunks_exact(dim)
             .filter(|e| decider.decide(e).kind == VerdictKind::Threat)
             .count();
@@ -209,16 +245,9 @@ pub fn run(a: BaselineArgs) -> Result<()> {
         }
     }
 
-    let options = ProfileOptions {
-        budget: a.budget,
-        per_source_cap: a.per_source_cap,
-        prototype_share: a.prototype_share,
-        seed: a.seed,
-        force: a.force,
-        ..ProfileOptions::default()
-    };
-    let profile = SiteProfile::learn(&emb, dim, &sources, options)
+    let mut profile = SiteProfile::learn(&emb, dim, &sources, options)
         .with_context(|| format!("baseline of {} flows", c.rows.len()))?;
+    profile.adaptation = adaptation;
     println!(
         "baseline: {} flows offered, {} kept after the per-source cap of {} ({} benign prototypes, {} calibration rows; smallest budget they support {:.4})",
         profile.flows_offered,
@@ -234,17 +263,33 @@ pub fn run(a: BaselineArgs) -> Result<()> {
             s.source, s.offered, s.kept
         );
     }
+    println!(
+        "adaptation: {}",
+        if adapt {
+            "the model's numeric columns standardised on the kept baseline flows (--adapt normaliser)"
+        } else {
+            "none (--adapt none)"
+        }
+    );
     if a.dry_run {
-        let (threats, report) = metaids_decide::calibrate_jointly(
-            &profile.reference(),
-            &current.threats,
-            profile.budget,
-        )?;
+        let mut threats = current.threats.clone();
+        if current_adaptation != profile.adaptation {
+            report_reembedded(&metaids_library::reembed_threats(
+                &model,
+                &normaliser,
+                &mut threats,
+            )?);
+        }
+        let (threats, report) =
+            metaids_decide::calibrate_jointly(&profile.reference(), &threats, profile.budget)?;
         print_joint(&report, &threats);
         println!("dry run: nothing stored");
         return Ok(());
     }
     let b = library.baseline(&model, &profile, files, &author(&a))?;
+    if let Some(r) = &b.reembedded {
+        report_reembedded(r);
+    }
     print_joint(&b.report, &b.threats);
 
     // Baseline flows the refitted threats flag: attacks hiding in the window?
@@ -285,6 +330,18 @@ pub fn run(a: BaselineArgs) -> Result<()> {
         started.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+fn report_reembedded(r: &metaids_library::Reembedded) {
+    println!(
+        "the adaptation changed: {} threat flows embedded again from their feature values",
+        r.flows
+    );
+    for (name, support, negatives) in &r.dropped {
+        println!(
+            "  warning: {name}: {support} support and {negatives} negative flows dropped (no feature values kept: confirmed from alerts, or enrolled by an earlier build)"
+        );
+    }
 }
 
 fn print_joint(r: &metaids_decide::JointReport, threats: &[metaids_library::Threat]) {

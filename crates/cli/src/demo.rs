@@ -20,7 +20,7 @@ use metaids_detect::{
     VerdictKind, VerdictSink,
 };
 use metaids_flow::FlowConfig;
-use metaids_library::{EnrolOptions, SupportFlow, ThreatDraft, ThreatLibrary};
+use metaids_library::{EnrolOptions, ThreatDraft, ThreatLibrary};
 
 use crate::args::{DataArgs, DemoArgs, OnBadRow};
 use crate::threat_cmd::{from_capture, Candidates};
@@ -191,16 +191,13 @@ pub fn run(mut a: DemoArgs) -> Result<()> {
         let (name, category) = describe(capture);
         let support_rows =
             seeded_subsample(&candidates.rows, a.enrol_shots, a.protocol.seed + i as u64);
-        let emb = model.embed_rows(&candidates.frame, &support_rows)?;
-        let support: Vec<SupportFlow> = support_rows
-            .iter()
-            .zip(emb.chunks_exact(model.dim()))
-            .map(|(&r, e)| SupportFlow {
-                source: candidates.locators[r].0.clone(),
-                locator: candidates.locators[r].1.clone(),
-                embedding: e.to_vec(),
-            })
-            .collect();
+        // A new library has no baseline yet: the model's own preprocessing.
+        let support = crate::threat_cmd::support_flows(
+            &model,
+            &model.normaliser,
+            &candidates,
+            &support_rows,
+        )?;
         let draft = ThreatDraft {
             name: name.clone(),
             description: format!(
@@ -406,7 +403,7 @@ pub fn run(mut a: DemoArgs) -> Result<()> {
             "\n6. Site adaptation on a network the model never saw ({}: real services and attack tools in network namespaces):",
             a.lab.display()
         );
-        let (flows, _, _) =
+        let (flows, _, captured) =
             crate::site_eval::embed_captures(&a.lab, &model, metaids_flow::FlowConfig::default())?;
         let cfg = metaids_eval::site::SiteConfig {
             budgets: vec![0.01],
@@ -415,7 +412,27 @@ pub fn run(mut a: DemoArgs) -> Result<()> {
             seed: a.protocol.seed,
             ..metaids_eval::site::SiteConfig::default()
         };
-        let site = metaids_eval::site::run(&flows, &cfg, Some(&model.reference), None)?;
+        // The same draws also with `baseline`'s default adaptation (the normaliser refit on the
+        // baseline window).
+        let refit = |base: &[usize]| {
+            crate::site_eval::adapted_embeddings(
+                &model,
+                &captured,
+                base,
+                crate::site_eval::SiteAdaptation::Normaliser,
+                1.0,
+            )
+            .map_err(|e| metaids_eval::EvalError::Method {
+                method: "normaliser refit".into(),
+                message: format!("{e:#}"),
+            })
+        };
+        let site = metaids_eval::site::run(
+            &flows,
+            &cfg,
+            Some(&model.reference),
+            Some(("normaliser refit", &refit)),
+        )?;
         let rate = |b: &metaids_eval::site::BudgetResult| {
             let r = &b.repeats;
             let mean = |f: &dyn Fn(&metaids_eval::site::RepeatOutcome) -> f64| {
@@ -435,16 +452,22 @@ pub fn run(mut a: DemoArgs) -> Result<()> {
                 100.0 * fp
             ));
         }
-        for b in &site.budgets {
+        let adapted = site.adaptation.iter().flat_map(|(_, bs)| bs.iter());
+        for (b, how) in site
+            .budgets
+            .iter()
+            .map(|b| (b, ""))
+            .chain(adapted.map(|b| (b, " and the normaliser refit on it (baseline's default)")))
+        {
             match &b.refused {
                 Some(why) => lines.push(format!(
-                    "   site baseline at budget {}: refused ({why})",
+                    "   site baseline{how} at budget {}: refused ({why})",
                     b.budget
                 )),
                 None => {
                     let (fp, named, any) = rate(b);
                     lines.push(format!(
-                        "   with a site baseline of {} benign flows at budget {}: {:.2}% flagged; macro recall {named:.2} named, {any:.2} any alert",
+                        "   with a site baseline of {} benign flows{how} at budget {}: {:.2}% flagged; macro recall {named:.2} named, {any:.2} any alert",
                         b.repeats.first().map_or(0, |o| o.baseline_offered),
                         b.budget,
                         100.0 * fp

@@ -124,10 +124,11 @@ pub fn run(a: DetectArgs) -> Result<()> {
     // The site profile, when the library has one, is the benign reference every verdict uses.
     let site_line = match &set.profile {
         Some(p) => format!(
-            "site profile: {} calibration rows of the site's benign traffic ({} flows kept), budget {} (threats and unknown rule together)",
+            "site profile: {} calibration rows of the site's benign traffic ({} flows kept), budget {} (threats and unknown rule together), adaptation: {}",
             p.calibration_rows(),
             p.flows_kept,
-            p.budget
+            p.budget,
+            if p.adaptation.is_some() { "normaliser refit on the baseline" } else { "none" }
         ),
         None => format!(
             "site profile: none — thresholds are calibrated on the model's training data ({} benign rows), not on this network's traffic; expect more false positives until `metaids baseline --model {} --library {} --pcap BENIGN.pcap` learns the site",
@@ -149,7 +150,8 @@ pub fn run(a: DetectArgs) -> Result<()> {
         set.threats,
         options,
         set.library_version,
-    )?;
+    )?
+    .with_adaptation(set.profile.as_ref().and_then(|p| p.adaptation.as_ref()))?;
     detector.set_library_id(set.library_id);
     let run_id = a.run_id.clone().unwrap_or_else(|| {
         let us = SystemTime::now()

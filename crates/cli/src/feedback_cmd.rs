@@ -130,6 +130,8 @@ pub fn run(a: FeedbackArgs) -> Result<()> {
             event.timestamp
         ),
         embedding: info.embedding.clone(),
+        // An alert carries the flow's embedding, not its feature values.
+        values: metaids_decide::FlowValues::default(),
     };
     if a.confirm {
         let current = library.current()?;

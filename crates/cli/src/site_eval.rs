@@ -246,7 +246,7 @@ fn refit_normaliser(
 
 /// Every flow re-embedded after adapting the model to the baseline window `base` (flow indices):
 /// the normaliser refit and/or the LayerNorms adapted with scale bound `ln_max_ratio`.
-fn adapted_embeddings(
+pub(crate) fn adapted_embeddings(
     model: &metaids_model::ThreatModel,
     captured: &Captured,
     base: &[usize],

@@ -486,11 +486,15 @@ pub fn capture_flows(
 
 /// Warns when existing threats already flag the new support flows: the new threat would be a twin
 /// that never fires (the older one wins ties and usually the margin), so the user hears which.
-fn warn_twins(model: &ThreatModel, existing: &[Threat], support: &[SupportFlow]) -> Result<()> {
+fn warn_twins(
+    reference: metaids_decide::BenignReference,
+    existing: &[Threat],
+    support: &[SupportFlow],
+) -> Result<()> {
     if existing.is_empty() {
         return Ok(());
     }
-    let decider = Decider::new(model.reference.clone(), existing.to_vec(), f32::INFINITY)
+    let decider = Decider::new(reference, existing.to_vec(), f32::INFINITY)
         .context("arming the library's threats")?;
     let mut flagged = vec![0usize; existing.len()];
     for f in support {
@@ -511,6 +515,33 @@ fn warn_twins(model: &ThreatModel, existing: &[Threat], support: &[SupportFlow])
         }
     }
     Ok(())
+}
+
+/// Support flows for `rows` of `c`: embedded after preprocessing with `normaliser` (the model's,
+/// or the library's site refit of it), keeping their feature values so they can be embedded again
+/// when the site adaptation changes.
+pub(crate) fn support_flows(
+    model: &ThreatModel,
+    normaliser: &metaids_core::preprocess::Normaliser,
+    c: &Candidates,
+    rows: &[usize],
+) -> Result<Vec<SupportFlow>> {
+    model.check_layout(&c.frame.layout)?;
+    let x = normaliser.transform(&c.frame, rows)?;
+    let emb = metaids_model::ScoringKernel::for_model(model)?.embed(&x)?;
+    Ok(rows
+        .iter()
+        .zip(emb.chunks_exact(model.dim()))
+        .map(|(&r, e)| SupportFlow {
+            source: c.locators[r].0.clone(),
+            locator: c.locators[r].1.clone(),
+            embedding: e.to_vec(),
+            values: metaids_decide::FlowValues {
+                numeric: c.frame.numeric_row(r).to_vec(),
+                categorical: c.frame.categorical_row(r).map(String::from).collect(),
+            },
+        })
+        .collect())
 }
 
 fn add(a: ThreatAddArgs) -> Result<()> {
@@ -548,17 +579,26 @@ fn add(a: ThreatAddArgs) -> Result<()> {
     for &r in &chosen {
         println!("  {} {}", c.locators[r].0, c.locators[r].1);
     }
-    let dim = model.dim();
-    let emb = model.embed_rows(&c.frame, &chosen)?;
-    let support: Vec<SupportFlow> = chosen
-        .iter()
-        .zip(emb.chunks_exact(dim))
-        .map(|(&r, e)| SupportFlow {
-            source: c.locators[r].0.clone(),
-            locator: c.locators[r].1.clone(),
-            embedding: e.to_vec(),
-        })
-        .collect();
+    let lib = if a.lib.library.exists() {
+        Some(ThreatLibrary::open(&a.lib.library, &model)?)
+    } else if a.dry_run {
+        bail!(
+            "{} does not exist (a dry run creates nothing)",
+            a.lib.library.display()
+        );
+    } else {
+        None
+    };
+    // Embedded as the library's flows are: under its site profile's adaptation, if any.
+    let (reference, adaptation) = match &lib {
+        Some(l) => {
+            let (r, p) = l.reference(&model)?;
+            (r, p.and_then(|p| p.adaptation))
+        }
+        None => (model.reference.clone(), None),
+    };
+    let normaliser = model.site_normaliser(adaptation.as_ref())?;
+    let support = support_flows(&model, &normaliser, &c, &chosen)?;
     let draft = ThreatDraft {
         name: a.name.clone(),
         description: a.description.clone(),
@@ -571,13 +611,8 @@ fn add(a: ThreatAddArgs) -> Result<()> {
         force: a.force,
         budget: a.budget,
     };
-    let lib = if a.lib.library.exists() {
-        ThreatLibrary::open(&a.lib.library, &model)?
-    } else if a.dry_run {
-        bail!(
-            "{} does not exist (a dry run creates nothing)",
-            a.lib.library.display()
-        );
+    let lib = if let Some(lib) = lib {
+        lib
     } else {
         let lib = ThreatLibrary::create_with(
             &a.lib.library,
@@ -591,7 +626,7 @@ fn add(a: ThreatAddArgs) -> Result<()> {
         );
         lib
     };
-    warn_twins(&model, &lib.current()?.threats, &draft.support)?;
+    warn_twins(reference, &lib.current()?.threats, &draft.support)?;
     if a.dry_run {
         let t = lib.preview(&model, &draft, options)?;
         print_report(&t.report);

@@ -121,9 +121,44 @@ fn feedback_on_alerts_refits_the_threat_and_rollback_restores_it() {
         .filter(|a| a["alert"]["signature"] == "metaids ssh guessing")
         .collect();
     assert_eq!(ssh_alerts.len(), first.len(), "one alert per flagged flow");
-    // Reject the alert whose flow is most like the threat's support (the hardest one to unlearn).
+    // Reject the alert whose flow is most like the threat's support (the hardest one to unlearn),
+    // among the flows that are not support flows themselves (enrolment and detection embed alike,
+    // so rejecting a support flow is the contradiction the library refuses).
+    let doc = dir.path().join("threats.json");
+    ok(&metaids()
+        .args(["threat", "export", "--library"])
+        .arg(&library)
+        .arg("--out")
+        .arg(&doc)
+        .output()
+        .expect("export"));
+    let exported: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&doc).expect("read")).expect("json");
+    let locators: Vec<String> = exported["threats"][0]["support"]
+        .as_array()
+        .expect("support")
+        .iter()
+        .map(|f| f["locator"].as_str().expect("locator").to_string())
+        .collect();
+    assert_eq!(locators.len(), 5);
+    let is_support = |a: &serde_json::Value| {
+        let key = format!(
+            "{}-{}-{}-{}-",
+            a["src_ip"].as_str().expect("src"),
+            a["dest_ip"].as_str().expect("dest"),
+            a["src_port"],
+            a["dest_port"]
+        );
+        locators.iter().any(|l| l.contains(&key))
+    };
+    assert_eq!(
+        ssh_alerts.iter().filter(|a| is_support(a)).count(),
+        5,
+        "every support flow is among the alerts: {locators:?}"
+    );
     let rejected = ssh_alerts
         .iter()
+        .filter(|a| !is_support(a))
         .max_by(|a, b| {
             let s = |x: &serde_json::Value| x["metaids"]["score"].as_f64().expect("score");
             s(a).total_cmp(&s(b))
@@ -188,7 +223,7 @@ fn feedback_on_alerts_refits_the_threat_and_rollback_restores_it() {
     // Confirming another alert adds a support flow (a new version, 6 support flows).
     let confirmed = ssh_alerts
         .iter()
-        .find(|a| a["flow_id"].as_u64() != Some(rejected_flow))
+        .find(|a| a["flow_id"].as_u64() != Some(rejected_flow) && !is_support(a))
         .expect("another ssh alert");
     let out = ok(&metaids()
         .args(["feedback", "--alerts"])

@@ -570,6 +570,14 @@ fn baseline_learns_the_site_and_detect_uses_it() {
         "{out}"
     );
     assert!(out.contains("stored as library version 3"), "{out}");
+    // The default adaptation (chosen on a validation site): the numeric columns refit on the kept
+    // flows, and the threat enrolled before it embedded again from its kept feature values.
+    assert!(
+        out.contains(
+            "adaptation: the model's numeric columns standardised on the kept baseline flows"
+        ) && out.contains("the adaptation changed: 5 threat flows embedded again"),
+        "{out}"
+    );
     let err = fails(&[
         "baseline",
         "--model",
@@ -612,7 +620,61 @@ fn baseline_learns_the_site_and_detect_uses_it() {
         &alerts,
         "--quiet",
     ]);
-    assert!(out.contains("site profile: 3426 calibration rows"), "{out}");
+    assert!(
+        out.contains("site profile: 3426 calibration rows")
+            && out.contains("adaptation: normaliser refit on the baseline"),
+        "{out}"
+    );
+
+    // An enrolment on the adapted library embeds as the baseline did: the same five flows
+    // enrolled again give exactly the embeddings the baseline's re-embedding gave the first threat.
+    ok(&[
+        "threat",
+        "add",
+        "--library",
+        &lib,
+        "--model",
+        m,
+        "--name",
+        "ssh-again",
+        "--flows",
+        &ssh,
+        "--label",
+        "SSH-Patator",
+        "--force",
+    ]);
+    let doc = path("baseline-doc.json");
+    ok(&["threat", "export", "--library", &lib, "--out", &doc]);
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&doc).expect("read")).expect("json");
+    let support = |name: &str| {
+        v["threats"]
+            .as_array()
+            .expect("threats")
+            .iter()
+            .find(|t| t["name"] == name)
+            .expect("threat")["support"]
+            .clone()
+    };
+    let (first, again) = (support("ssh"), support("ssh-again"));
+    assert_eq!(first.as_array().expect("support").len(), 5);
+    assert!(!first[0]["values"]["numeric"]
+        .as_array()
+        .expect("values")
+        .is_empty());
+    for (a, b) in first
+        .as_array()
+        .expect("a")
+        .iter()
+        .zip(again.as_array().expect("b"))
+    {
+        assert_eq!(a["locator"], b["locator"]);
+        assert_eq!(a["embedding"], b["embedding"], "{}", a["locator"]);
+    }
+    assert!(
+        v["site"]["adaptation"]["columns"].as_array().is_some(),
+        "the document carries the adaptation with its profile"
+    );
 }
 
 /// Issue 10: with stderr not a terminal (as here), a long command prints status lines instead of

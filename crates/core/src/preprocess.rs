@@ -303,6 +303,69 @@ impl Normaliser {
         Ok(())
     }
 
+    /// A copy with every numeric column's mean and standard deviation refit on `rows` (each a raw
+    /// numeric row of this normaliser's layout), keeping the log choices, the clip and the one-hot
+    /// columns; a column with no finite value among them keeps its training parameters. The
+    /// unsupervised site adaptation `metaids baseline` applies (a site's benign window).
+    pub fn refit_numeric<'a, I>(&self, rows: I) -> Normaliser
+    where
+        I: Iterator<Item = &'a [f32]> + Clone,
+    {
+        let mut n = self.clone();
+        for (i, col) in n.numeric.iter_mut().enumerate() {
+            let values = rows.clone().filter_map(|r| r.get(i).copied());
+            if let Some((mean, std)) = standardisation(values, col.log) {
+                col.mean = mean;
+                col.std = std;
+            }
+        }
+        n
+    }
+
+    /// Transforms one flow given by its raw values (numeric in layout order, categorical as
+    /// strings in layout order) into `out` (length [`Normaliser::output_dim`]): what
+    /// [`Normaliser::transform`] writes for a frame row holding those values. Errors name a width
+    /// that does not fit.
+    pub fn transform_values(
+        &self,
+        numeric: &[f32],
+        categorical: &[&str],
+        out: &mut [f32],
+    ) -> Result<(), CoreError> {
+        let (d, dc) = (self.numeric.len(), self.categorical.len());
+        if numeric.len() != d || categorical.len() != dc || out.len() != self.output_dim() {
+            return Err(CoreError::Parse {
+                what: "flow values",
+                message: format!(
+                    "{} numeric and {} categorical values into {} outputs; the normaliser takes {d}, {dc} and writes {}",
+                    numeric.len(),
+                    categorical.len(),
+                    out.len(),
+                    self.output_dim()
+                ),
+            });
+        }
+        let clip = self.config.clip;
+        for ((o, &x), c) in out[..d].iter_mut().zip(numeric).zip(&self.numeric) {
+            *o = standardise(x, c.log, c.mean, c.std.recip(), clip);
+        }
+        let mut offset = d;
+        for (c, v) in self.categorical.iter().zip(categorical) {
+            let width = c.values.len() + 1;
+            let hot = c
+                .values
+                .iter()
+                .position(|x| x == v)
+                .unwrap_or(c.values.len());
+            out[offset..offset + width]
+                .iter_mut()
+                .enumerate()
+                .for_each(|(k, o)| *o = if k == hot { 1.0 } else { 0.0 });
+            offset += width;
+        }
+        Ok(())
+    }
+
     /// Serialises to pretty JSON.
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).unwrap_or_default()
@@ -314,6 +377,20 @@ impl Normaliser {
             what: "normaliser",
             message: e.to_string(),
         })
+    }
+}
+
+/// One numeric value standardised: NaN → 0; ±inf → ±clip (signed_log1p keeps infinities,
+/// 1/std > 0 keeps their sign); else `(t − mean) / std`, clipped, `t` the value after the signed
+/// log1p when `log`.
+#[inline]
+fn standardise(x: f32, log: bool, mean: f32, inv_std: f32, clip: f32) -> f32 {
+    let t = if log { signed_log1p(x) } else { x };
+    let z = (t - mean) * inv_std;
+    if z.is_nan() {
+        0.0
+    } else {
+        z.clamp(-clip, clip)
     }
 }
 
@@ -337,13 +414,7 @@ impl BoundNormaliser<'_> {
         // NaN → 0; ±inf → ±clip (signed_log1p keeps infinities, 1/std > 0 keeps their sign);
         // else the standardised value, clipped.
         for ((o, &x), &(log, mean, inv_std)) in out[..d].iter_mut().zip(raw).zip(&self.numeric) {
-            let t = if log { signed_log1p(x) } else { x };
-            let z = (t - mean) * inv_std;
-            *o = if z.is_nan() {
-                0.0
-            } else {
-                z.clamp(-clip, clip)
-            };
+            *o = standardise(x, log, mean, inv_std, clip);
         }
         let dc = self.norm.categorical.len();
         let codes = &self.frame.categorical[r * dc..(r + 1) * dc];
@@ -501,6 +572,69 @@ mod tests {
                 c.name
             );
         }
+    }
+
+    #[test]
+    fn values_transform_like_frame_rows_and_a_refit_on_the_fit_rows_changes_nothing() {
+        let lines: Vec<String> = (0..6)
+            .map(|i| line(i * 37, "tcp", "http", "normal"))
+            .chain([
+                line(5, "udp", "private", "normal"),
+                line(9, "icmp", "ecr_i", "x"),
+            ])
+            .collect();
+        let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+        let mut frame = frame_from(&refs);
+        let norm =
+            Normaliser::fit(&frame, &[0, 1, 2, 3], PreprocessConfig::default()).expect("fit");
+        let d = frame.layout.numeric.len();
+        frame.numeric[4 * d] = f32::NAN;
+        frame.numeric[4 * d + 1] = f32::INFINITY;
+        frame.numeric[5 * d + 2] = f32::NEG_INFINITY;
+        frame.numeric[6 * d + 3] = 1e30;
+        let rows: Vec<usize> = (0..frame.len()).collect();
+        let want = norm.transform(&frame, &rows).expect("transform");
+        let dim = norm.output_dim();
+        let mut got = vec![f32::NAN; dim];
+        for &r in &rows {
+            let cats: Vec<&str> = frame.categorical_row(r).collect();
+            norm.transform_values(frame.numeric_row(r), &cats, &mut got)
+                .expect("values");
+            assert_eq!(
+                got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                want[r * dim..(r + 1) * dim]
+                    .iter()
+                    .map(|v| v.to_bits())
+                    .collect::<Vec<_>>(),
+                "row {r}"
+            );
+        }
+        let cats: Vec<&str> = frame.categorical_row(0).collect();
+        assert!(norm
+            .transform_values(&frame.numeric_row(0)[1..], &cats, &mut got)
+            .is_err());
+        // Refit on the rows it was fit on: the same parameters.
+        let fit_rows = [0usize, 1, 2, 3].map(|r| frame.numeric_row(r));
+        let same = norm.refit_numeric(fit_rows.iter().copied());
+        for (a, b) in norm.numeric.iter().zip(&same.numeric) {
+            assert_eq!(a.log, b.log);
+            assert!(
+                (a.mean - b.mean).abs() <= 1e-5 * a.mean.abs().max(1.0),
+                "{}",
+                a.name
+            );
+            assert!(
+                (a.std - b.std).abs() <= 1e-5 * a.std.abs().max(1.0),
+                "{}",
+                a.name
+            );
+        }
+        // Refit on other rows: the site's rows standardise to mean 0.
+        let site = [6usize, 7].map(|r| frame.numeric_row(r));
+        let refit = norm.refit_numeric(site.iter().copied());
+        let x = refit.transform(&frame, &[7]).expect("transform");
+        assert_eq!(refit.categorical, norm.categorical);
+        assert!(x.iter().all(|v| v.is_finite()));
     }
 
     #[test]

@@ -18,10 +18,13 @@ pub mod verdict;
 
 pub use error::{DecideError, Result};
 pub use reference::{BenignReference, FamilyPrototype};
-pub use site::{calibrate_jointly, JointReport, ProfileOptions, SiteProfile};
+pub use site::{
+    calibrate_jointly, kept_flows, ColumnRefit, JointReport, NormaliserRefit, ProfileOptions,
+    SiteProfile,
+};
 pub use threat::{
     check_flows, check_name, check_severity, confirmation_doubt, fit, seed_for, EnrolOptions,
-    EnrolmentReport, Fit, SupportFlow, Threat, ThreatDraft, MAX_EXAMPLES, MAX_PROTOTYPES,
-    MAX_THREAT_ID, SIGNATURE_BASE, UNKNOWN_SIGNATURE_ID,
+    EnrolmentReport, Fit, FlowValues, SupportFlow, Threat, ThreatDraft, MAX_EXAMPLES,
+    MAX_PROTOTYPES, MAX_THREAT_ID, SIGNATURE_BASE, UNKNOWN_SIGNATURE_ID,
 };
 pub use verdict::{rule, Decider, Verdict, VerdictKind};

@@ -98,6 +98,91 @@ pub struct SiteProfile {
     pub calibration: Vec<f32>,
     /// Unknown threshold `u` (at `α/2` over the calibration rows).
     pub unknown_threshold: f32,
+    /// The unsupervised adaptation of the model the profile's flows (and every threat calibrated
+    /// on it) are embedded with; `None`: the model as trained.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adaptation: Option<NormaliserRefit>,
+}
+
+/// The site adaptation `metaids baseline` applies by default: the model's numeric columns
+/// standardised with the mean and spread of the site's kept baseline flows (chosen on a validation
+/// site; README "Adapting the model to a site").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NormaliserRefit {
+    /// One entry per numeric column of the model's normaliser, in its order.
+    pub columns: Vec<ColumnRefit>,
+}
+
+/// One numeric column's refit parameters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ColumnRefit {
+    /// Column name (as in the model's normaliser).
+    pub name: String,
+    /// Mean of the (log-scaled) values on the site.
+    pub mean: f32,
+    /// Their standard deviation (> 0).
+    pub std: f32,
+}
+
+impl NormaliserRefit {
+    /// Checks every value is finite and every spread positive.
+    pub fn validate(&self) -> Result<()> {
+        for (i, c) in self.columns.iter().enumerate() {
+            if !(c.mean.is_finite() && c.std.is_finite() && c.std > 0.0) {
+                return Err(DecideError::invalid(
+                    format!("adaptation.columns[{i}] ({})", c.name),
+                    format!(
+                        "mean {} and std {}: expected finite values, std > 0",
+                        c.mean, c.std
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The flows the per-source cap keeps (sorted indices into `sources`): exactly the flows
+/// [`SiteProfile::learn`] keeps with the same options, for fitting anything else on them first.
+pub fn kept_flows(sources: &[String], options: ProfileOptions) -> Vec<usize> {
+    let mut rng = ChaCha8Rng::seed_from_u64(options.seed);
+    let (mut kept, _) = cap_sources(sources, options.per_source_cap, &mut rng);
+    kept.sort_unstable();
+    kept
+}
+
+/// The per-source cap: each source keeps at most `max(⌈cap · n⌉, 1)` of its flows (seeded draw).
+/// Returns the kept flows (source by source) and the sources cut, most offered first (at most 20).
+fn cap_sources(
+    sources: &[String],
+    cap: f64,
+    rng: &mut ChaCha8Rng,
+) -> (Vec<usize>, Vec<CappedSource>) {
+    let n = sources.len();
+    let limit = ((cap * n as f64).ceil() as usize).max(1);
+    let mut by_source: std::collections::BTreeMap<&str, Vec<usize>> = Default::default();
+    for (i, s) in sources.iter().enumerate() {
+        by_source.entry(s.as_str()).or_default().push(i);
+    }
+    let mut kept = Vec::with_capacity(n);
+    let mut capped = Vec::new();
+    for (source, mut rows) in by_source {
+        if rows.len() > limit {
+            rows.shuffle(rng);
+            capped.push(CappedSource {
+                source: source.to_string(),
+                offered: rows.len(),
+                kept: limit,
+            });
+            rows.truncate(limit);
+        }
+        kept.extend(rows);
+    }
+    capped.sort_by(|a, b| b.offered.cmp(&a.offered).then(a.source.cmp(&b.source)));
+    capped.truncate(20);
+    (kept, capped)
 }
 
 /// The smallest budget `n` calibration rows support: ten rows above the threshold.
@@ -154,28 +239,7 @@ impl SiteProfile {
             ));
         }
         let mut rng = ChaCha8Rng::seed_from_u64(options.seed);
-        // Per-source cap.
-        let limit = ((cap * n as f64).ceil() as usize).max(1);
-        let mut by_source: std::collections::BTreeMap<&str, Vec<usize>> = Default::default();
-        for (i, s) in sources.iter().enumerate() {
-            by_source.entry(s.as_str()).or_default().push(i);
-        }
-        let mut kept = Vec::with_capacity(n);
-        let mut capped = Vec::new();
-        for (source, mut rows) in by_source {
-            if rows.len() > limit {
-                rows.shuffle(&mut rng);
-                capped.push(CappedSource {
-                    source: source.to_string(),
-                    offered: rows.len(),
-                    kept: limit,
-                });
-                rows.truncate(limit);
-            }
-            kept.extend(rows);
-        }
-        capped.sort_by(|a, b| b.offered.cmp(&a.offered).then(a.source.cmp(&b.source)));
-        capped.truncate(20);
+        let (mut kept, capped) = cap_sources(sources, cap, &mut rng);
         kept.sort_unstable();
         kept.shuffle(&mut rng);
         let share = options.prototype_share.clamp(0.05, 0.9);
@@ -221,6 +285,7 @@ impl SiteProfile {
             prototypes,
             calibration,
             unknown_threshold: reference.unknown_threshold,
+            adaptation: None,
         })
     }
 
@@ -264,6 +329,9 @@ impl SiteProfile {
         }
         if !(self.budget > 0.0 && self.budget < 1.0) || self.unknown_threshold.is_nan() {
             return bad("budget", format!("{}", self.budget));
+        }
+        if let Some(a) = &self.adaptation {
+            a.validate()?;
         }
         Ok(())
     }

@@ -57,6 +57,76 @@ pub struct SupportFlow {
     pub locator: String,
     /// Its embedding under the library's model (kept so prototypes can be refitted).
     pub embedding: Vec<f32>,
+    /// Its raw feature values (empty: not kept, as for flows confirmed from alerts), so that it can
+    /// be embedded again when the site profile's adaptation of the model changes.
+    #[serde(default, skip_serializing_if = "FlowValues::is_empty")]
+    pub values: FlowValues,
+}
+
+/// A flow's raw feature values in the model's layout: numeric in layout order (non-finite values
+/// kept: JSON writes them as the strings `NaN`, `inf`, `-inf`), categorical as strings.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlowValues {
+    /// Numeric features.
+    #[serde(with = "finite_or_text")]
+    pub numeric: Vec<f32>,
+    /// Categorical features.
+    pub categorical: Vec<String>,
+}
+
+impl FlowValues {
+    /// No values kept.
+    pub fn is_empty(&self) -> bool {
+        self.numeric.is_empty() && self.categorical.is_empty()
+    }
+}
+
+/// Serde for `f32` lists that may hold NaN and infinities (JSON numbers cannot).
+mod finite_or_text {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(untagged)]
+    enum Value {
+        Number(f32),
+        Text(String),
+    }
+
+    pub fn serialize<S: Serializer>(values: &[f32], s: S) -> Result<S::Ok, S::Error> {
+        let v: Vec<Value> = values
+            .iter()
+            .map(|&x| {
+                if x.is_finite() {
+                    Value::Number(x)
+                } else if x.is_nan() {
+                    Value::Text("NaN".into())
+                } else if x > 0.0 {
+                    Value::Text("inf".into())
+                } else {
+                    Value::Text("-inf".into())
+                }
+            })
+            .collect();
+        v.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<f32>, D::Error> {
+        Vec::<Value>::deserialize(d)?
+            .into_iter()
+            .map(|v| match v {
+                Value::Number(x) => Ok(x),
+                Value::Text(t) => match t.as_str() {
+                    "NaN" => Ok(f32::NAN),
+                    "inf" => Ok(f32::INFINITY),
+                    "-inf" => Ok(f32::NEG_INFINITY),
+                    other => Err(serde::de::Error::custom(format!(
+                        "{other:?} is not a feature value (a number, NaN, inf or -inf)"
+                    ))),
+                },
+            })
+            .collect()
+    }
 }
 
 /// What the enrolment guard found.
@@ -328,6 +398,7 @@ impl ThreatDraft {
                 source: source.to_string(),
                 locator: format!("row {i}"),
                 embedding: e.to_vec(),
+                values: FlowValues::default(),
             })
             .collect();
         ThreatDraft {
@@ -580,11 +651,45 @@ pub fn seed_for(id: u32) -> u64 {
 mod tests {
     use super::*;
 
+    #[test]
+    fn flow_values_keep_nan_and_infinities_through_json() {
+        let mut f = flow(0, &[1.0, 2.0]);
+        f.values = FlowValues {
+            numeric: vec![
+                1.5,
+                f32::NAN,
+                f32::INFINITY,
+                f32::NEG_INFINITY,
+                -0.0,
+                3.4e38,
+            ],
+            categorical: vec!["tcp".into()],
+        };
+        let text = serde_json::to_string(&f).expect("json");
+        assert!(text.contains("\"NaN\",\"inf\",\"-inf\""), "{text}");
+        let back: SupportFlow = serde_json::from_str(&text).expect("parse");
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&back.values.numeric), bits(&f.values.numeric));
+        assert_eq!(back.values.categorical, f.values.categorical);
+        // Flows without values write no field, and older documents without it still read.
+        let plain = flow(1, &[1.0]);
+        let text = serde_json::to_string(&plain).expect("json");
+        assert!(!text.contains("values"), "{text}");
+        assert_eq!(
+            serde_json::from_str::<SupportFlow>(&text).expect("parse"),
+            plain
+        );
+        let bad = r#"{"source":"s","locator":"l","embedding":[1.0],"values":{"numeric":["many"],"categorical":[]}}"#;
+        let err = serde_json::from_str::<SupportFlow>(bad).expect_err("not a value");
+        assert!(err.to_string().contains("many"), "{err}");
+    }
+
     fn flow(i: usize, e: &[f32]) -> SupportFlow {
         SupportFlow {
             source: "t.csv".into(),
             locator: format!("row {i}"),
             embedding: e.to_vec(),
+            values: FlowValues::default(),
         }
     }
 

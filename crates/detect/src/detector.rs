@@ -86,6 +86,8 @@ pub struct Explanation {
 #[derive(Debug)]
 pub struct Detector {
     model: Arc<ThreatModel>,
+    /// The preprocessing: the model's normaliser, or a site profile's refit of it.
+    normaliser: metaids_core::preprocess::Normaliser,
     /// The verdict rule over the armed threats, with the calibration ranks.
     decider: Decider,
     dim: usize,
@@ -160,6 +162,7 @@ impl Detector {
             .map_err(DetectError::model("building the scoring kernel"))?;
         Ok(Detector {
             kernel,
+            normaliser: model.normaliser.clone(),
             model,
             decider,
             dim,
@@ -174,6 +177,25 @@ impl Detector {
     /// The model.
     pub fn model(&self) -> &Arc<ThreatModel> {
         &self.model
+    }
+
+    /// Preprocesses with the site profile's `adaptation` of the model (its refit normaliser)
+    /// instead of the model's own: what the profile's reference and the threats calibrated on it
+    /// were embedded with. `None` keeps the model's.
+    pub fn with_adaptation(
+        mut self,
+        adaptation: Option<&metaids_decide::NormaliserRefit>,
+    ) -> Result<Self> {
+        self.normaliser = self
+            .model
+            .site_normaliser(adaptation)
+            .map_err(DetectError::model("the site profile's adaptation"))?;
+        Ok(self)
+    }
+
+    /// The normaliser flows are preprocessed with (the model's, or the site's refit).
+    pub fn normaliser(&self) -> &metaids_core::preprocess::Normaliser {
+        &self.normaliser
     }
 
     /// The armed threats.
@@ -305,8 +327,8 @@ impl Detector {
         raw: &dyn Fn(usize) -> Vec<f64>,
         alerts: &[(usize, Verdict)],
     ) -> Result<Vec<Explanation>> {
-        let d_in = self.model.normaliser.output_dim();
-        let norm = &self.model.normaliser;
+        let d_in = self.normaliser.output_dim();
+        let norm = &self.normaliser;
         let n_num = norm.numeric.len();
         // Categorical groups: (first column, width, name).
         let mut groups = Vec::new();

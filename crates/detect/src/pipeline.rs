@@ -351,9 +351,7 @@ impl Pipeline {
 
     fn process(&mut self, frame: &FlowFrame, rows: &[usize], metas: &[FlowMeta]) -> Result<()> {
         let d = &self.detector;
-        d.model()
-            .normaliser
-            .transform_into(frame, rows, &mut self.x)?;
+        d.normaliser().transform_into(frame, rows, &mut self.x)?;
         let emb = d.embed(&self.x)?;
         d.decide_batch(&emb, &mut self.verdicts);
         let now = now_us();

@@ -43,6 +43,11 @@ pub struct ThreatDocument {
     /// no baseline of its own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub site: Option<SiteProfile>,
+    /// The site adaptation the threats' flows are embedded under (absent: the model as trained);
+    /// kept in redacted documents, so an import into a library with another adaptation knows to
+    /// embed the flows again from their feature values.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adaptation: Option<metaids_decide::NormaliserRefit>,
 }
 
 /// What an import did.

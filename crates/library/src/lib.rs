@@ -5,14 +5,16 @@
 //! reference flows than the false-positive budget allows is refused unless forced. Threats are shared
 //! as JSON documents tied to the model they belong to.
 //!
-//! This crate neither reads flow files nor embeds them (the caller does, with `metaids-model`), and it
-//! does not detect: the detector scores flows with [`Threat::flags`] / [`Threat::margin`].
+//! This crate neither reads flow files nor embeds new flows (the caller does, with `metaids-model`);
+//! it embeds kept flows again only to follow a change of the site adaptation ([`reembed`]). It does
+//! not detect: the detector scores flows with [`Threat::flags`] / [`Threat::margin`].
 
 #![forbid(unsafe_code)]
 
 pub mod armed;
 pub mod error;
 pub mod exchange;
+pub mod reembed;
 pub mod store;
 /// Threats, their fit and the enrolment guard: the decision core's (one `Threat` type in the
 /// workspace), re-exported under the name callers know.
@@ -23,8 +25,9 @@ pub use armed::{ArmedThreats, ThreatOrigin};
 pub use error::{LibraryError, Result};
 pub use exchange::{ImportSummary, ThreatDocument, DOCUMENT_FORMAT, DOCUMENT_VERSION};
 pub use metaids_decide::threat::{
-    EnrolOptions, EnrolmentReport, SupportFlow, Threat, ThreatDraft, SIGNATURE_BASE,
+    EnrolOptions, EnrolmentReport, FlowValues, SupportFlow, Threat, ThreatDraft, SIGNATURE_BASE,
 };
+pub use reembed::{reembed_flows, reembed_threats, Reembedded};
 pub use store::{
     Baseline, Enrolment, LibraryVersion, ModelIdentity, SiteRef, ThreatLibrary, VersionSummary,
     CHECK_THREAD, LIBRARY_FORMAT, MAX_THREAT_ID,

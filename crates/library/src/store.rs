@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{LibraryError, Result};
 use crate::exchange::{ImportSummary, ThreatDocument, DOCUMENT_FORMAT, DOCUMENT_VERSION};
+use crate::reembed::{reembed_flows, reembed_threats, Reembedded};
 use metaids_decide::site::{calibrate_jointly, JointReport, SiteProfile};
 use metaids_decide::threat::{
     check_flows, check_name, check_severity, fit, seed_for, EnrolOptions, SupportFlow, Threat,
@@ -98,6 +99,9 @@ pub struct Baseline {
     pub threats: Vec<Threat>,
     /// The joint calibration on the profile's calibration rows.
     pub report: JointReport,
+    /// The threats' flows embedded again, when the profile's adaptation differs from the one the
+    /// library had (`None`: the same adaptation, nothing to embed again).
+    pub reembedded: Option<Reembedded>,
 }
 
 impl LibraryVersion {
@@ -831,6 +835,9 @@ impl ThreatLibrary {
     ) -> Result<Baseline> {
         self.check_model(model)?;
         profile.validate(self.identity.dim)?;
+        let normaliser = model.site_normaliser(profile.adaptation.as_ref())?;
+        let before = self.profile(&self.current()?)?.and_then(|p| p.adaptation);
+        let follow = before != profile.adaptation;
         let reference = profile.reference();
         let description = format!(
             "baseline from {} flows ({} kept, {} calibration rows, budget {})",
@@ -839,16 +846,22 @@ impl ThreatLibrary {
             profile.calibration_rows(),
             profile.budget
         );
-        let (version, (threats, report)) =
+        let (version, (threats, report, reembedded)) =
             self.commit_with(author, SiteChange::New(profile, sources), |threats, _| {
+                let reembedded = if follow {
+                    Some(reembed_threats(model, &normaliser, threats)?)
+                } else {
+                    None
+                };
                 let (refit, report) = calibrate_jointly(&reference, threats, profile.budget)?;
                 *threats = refit;
-                Ok((description, (threats.clone(), report)))
+                Ok((description, (threats.clone(), report, reembedded)))
             })?;
         Ok(Baseline {
             version,
             threats,
             report,
+            reembedded,
         })
     }
 
@@ -871,7 +884,7 @@ impl ThreatLibrary {
             };
             edit(t);
             let mut f = fit(&reference, &t.support, &t.negatives, seed_for(t.id), budget)?;
-            if profile.is_some() {
+            if profile.as_ref().is_some_and(|p| p.adaptation.is_none()) {
                 f.report.model_fpr = Some(model_fpr(model, &reference, &f.prototypes, f.threshold));
             }
             if !f.report.accepted && !options.force {
@@ -1002,6 +1015,7 @@ impl ThreatLibrary {
     /// The current version as an exchange document.
     pub fn export_document(&self) -> Result<ThreatDocument> {
         let current = self.current()?;
+        let site = self.profile(&current)?;
         Ok(ThreatDocument {
             format: DOCUMENT_FORMAT.to_string(),
             format_version: DOCUMENT_VERSION,
@@ -1009,7 +1023,8 @@ impl ThreatLibrary {
             library_version: current.version,
             library_id: self.id.clone(),
             exported_at: crate::time::now(),
-            site: self.profile(&current)?,
+            adaptation: site.as_ref().and_then(|p| p.adaptation.clone()),
+            site,
             threats: current.threats,
         })
     }
@@ -1093,6 +1108,11 @@ impl ThreatLibrary {
         let limit = embedding_limit(model, &reference);
         let scale = limit / 100.0;
         let path = self.path.clone();
+        // Embedded under another site adaptation than this library's: flows that keep their feature
+        // values are embedded again under this library's; a flow without values cannot be.
+        let target = profile.as_ref().and_then(|p| p.adaptation.clone());
+        let normaliser = model.site_normaliser(target.as_ref())?;
+        let follow = doc.adaptation != target;
         let (version, summary) = self.commit_with(author, site_change, |threats, ids| {
             let mut summary = ImportSummary {
                 profile_adopted: adopt,
@@ -1100,6 +1120,23 @@ impl ThreatLibrary {
                 ..ImportSummary::default()
             };
             for mut t in doc.threats {
+                for (field, flows) in [("support", &mut t.support), ("negatives", &mut t.negatives)]
+                {
+                    if !follow {
+                        break;
+                    }
+                    let without = reembed_flows(model, &normaliser, flows)?;
+                    if let Some(&i) = without.first() {
+                        return Err(LibraryError::Document {
+                            path: source.to_path_buf(),
+                            field: format!("threat {:?}: {field}[{i}]", t.name),
+                            message: format!(
+                                "{} {} keeps no feature values and was embedded under another site adaptation than this library's: it cannot be embedded again (enrol the threat again from its flows)",
+                                flows[i].source, flows[i].locator
+                            ),
+                        });
+                    }
+                }
                 for (field, flows) in [("support", &t.support), ("negatives", &t.negatives)] {
                     if let Some((i, f)) = flows
                         .iter()
@@ -1379,7 +1416,9 @@ fn build(
     }
     let budget = guard_budget(options, model, profile);
     let mut threat = Threat::enrol(reference, id, draft, budget, crate::time::now())?;
-    if profile.is_some() {
+    // The model's reference rows are embeddings of the training data under the model's own
+    // normaliser: comparable with a threat only when the site profile adapts nothing.
+    if profile.is_some_and(|p| p.adaptation.is_none()) {
         threat.report.model_fpr = Some(model_fpr(
             model,
             reference,

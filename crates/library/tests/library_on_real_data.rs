@@ -15,7 +15,7 @@ use metaids_core::split::{Split, SplitSpec};
 use metaids_core::FlowFrame;
 use metaids_ingest::{read_files, resolve_files, ReadOptions};
 use metaids_library::{
-    EnrolOptions, LibraryError, SupportFlow, Threat, ThreatDraft, ThreatLibrary,
+    EnrolOptions, FlowValues, LibraryError, SupportFlow, Threat, ThreatDraft, ThreatLibrary,
 };
 use metaids_model::{load, save, train, EncoderConfig, Provenance, ThreatModel, TrainConfig};
 use proptest::prelude::*;
@@ -133,6 +133,10 @@ fn embed(rows: &[usize]) -> Vec<SupportFlow> {
             source: d.frame.files[d.frame.sources[r].file as usize].path.clone(),
             locator: format!("row {} (line {})", r + 1, d.frame.sources[r].line),
             embedding: e.to_vec(),
+            values: FlowValues {
+                numeric: d.frame.numeric_row(r).to_vec(),
+                categorical: d.frame.categorical_row(r).map(String::from).collect(),
+            },
         })
         .collect()
 }
@@ -820,6 +824,96 @@ fn baseline_refits_threats_on_the_site_profile_and_rolls_back() {
     assert_eq!(lib.current().expect("current").version, back.version);
 }
 
+/// Issue 12 (items 2, 3): a baseline that adapts the model (the normaliser refit on the site's
+/// kept flows) embeds every threat's flows again from their kept feature values before the joint
+/// calibration; a threat whose flows kept no values cannot follow and the baseline is refused with
+/// its name, the library unchanged; a document exported with the adapted profile carries it.
+#[test]
+fn an_adapting_baseline_embeds_threat_flows_again_from_their_values() {
+    let m = model();
+    let path = fresh("adapt.redb");
+    let lib = ThreatLibrary::create(&path, m).expect("create");
+    lib.add(
+        m,
+        &draft("ssh", flows("SSH-Patator", 5, 1)),
+        EnrolOptions::default(),
+    )
+    .expect("enrol ssh");
+    let mut legacy = flows("FTP-Patator", 5, 2);
+    for f in &mut legacy {
+        f.values = FlowValues::default();
+    }
+    lib.add(m, &draft("legacy", legacy), EnrolOptions::default())
+        .expect("enrol legacy");
+
+    let d = cic();
+    let rows = seeded_subsample(&d.split.benign_query, 2400, 7);
+    let sources: Vec<String> = rows.iter().map(|&r| format!("10.0.0.{}", r % 50)).collect();
+    let options = metaids_decide::ProfileOptions::default();
+    let kept = metaids_decide::kept_flows(&sources, options);
+    let refit = m.refit_on(kept.iter().map(|&k| d.frame.numeric_row(rows[k])));
+    let normaliser = m.site_normaliser(Some(&refit)).expect("site normaliser");
+    assert_ne!(normaliser, m.normaliser, "the site's columns differ");
+    let kernel = metaids_model::ScoringKernel::for_model(m).expect("kernel");
+    let emb = kernel
+        .embed(&normaliser.transform(&d.frame, &rows).expect("transform"))
+        .expect("embed");
+    let mut profile =
+        metaids_decide::SiteProfile::learn(&emb, m.dim(), &sources, options).expect("learn");
+    assert_eq!(profile.flows_kept, kept.len());
+    profile.adaptation = Some(refit.clone());
+
+    let before = lib.current().expect("current").version;
+    let err = lib
+        .baseline(m, &profile, vec!["pool".into()], "tester")
+        .expect_err("legacy threat cannot follow");
+    assert!(err.to_string().contains("\"legacy\""), "{err}");
+    assert_eq!(lib.current().expect("current").version, before);
+
+    lib.remove("legacy", "tester").expect("remove");
+    let b = lib
+        .baseline(m, &profile, vec!["pool".into()], "tester")
+        .expect("baseline");
+    let r = b.reembedded.as_ref().expect("the adaptation changed");
+    assert_eq!((r.flows, r.dropped.len()), (5, 0));
+    let ssh = &b.threats[0];
+    for f in &ssh.support {
+        let cats: Vec<&str> = f.values.categorical.iter().map(String::as_str).collect();
+        let mut x = vec![0f32; normaliser.output_dim()];
+        normaliser
+            .transform_values(&f.values.numeric, &cats, &mut x)
+            .expect("values");
+        assert_eq!(
+            f.embedding,
+            kernel.embed(&x).expect("embed"),
+            "{}",
+            f.locator
+        );
+    }
+    // The guard on an adapted profile reports no figure on the model's own reference rows: they
+    // are embeddings under the model's normaliser, not the site's.
+    let e = lib
+        .add(
+            m,
+            &draft("ftp", flows("FTP-Patator", 5, 2)),
+            EnrolOptions::default(),
+        )
+        .expect("enrol ftp");
+    assert!(e.threat.report.model_fpr.is_none());
+    // The same adaptation again: nothing to embed again.
+    let again = lib
+        .baseline(m, &profile, vec!["pool".into()], "tester")
+        .expect("baseline again");
+    assert!(again.reembedded.is_none());
+    // The stored profile keeps its adaptation, and a profile of another model's columns is refused.
+    let now = lib.current().expect("current");
+    let stored = lib.profile(&now).expect("profile").expect("some");
+    assert_eq!(stored.adaptation.as_ref(), Some(&refit));
+    let mut renamed = refit.clone();
+    renamed.columns[0].name = "not a column".into();
+    assert!(m.site_normaliser(Some(&renamed)).is_err());
+}
+
 /// Issue 11 (item 2): an imported document decides nothing by itself — thresholds and prototypes are
 /// refitted from the examples, oversized or out-of-range threats are refused, and the guard runs.
 #[test]
@@ -882,6 +976,7 @@ fn imports_refit_and_guard_what_the_document_claims() {
         source: "alerts.json".into(),
         locator: "alert x-1".into(),
         embedding: vec![3e38; m.dim()],
+        values: FlowValues::default(),
     };
     let v = lib2.current().expect("current").version;
     let err = lib2

@@ -13,7 +13,7 @@ use crate::config::TrainConfig;
 use crate::encoder::Encoder;
 use crate::error::{ModelError, Result};
 use crate::finetune::Finetuner;
-use metaids_decide::{BenignReference, FamilyPrototype};
+use metaids_decide::{BenignReference, ColumnRefit, FamilyPrototype, NormaliserRefit};
 
 /// One data file the model was trained on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -237,6 +237,57 @@ impl ThreatModel {
     /// `x`: `n × input_dim` → `n × embedding`.
     pub fn embed(&self, x: &[f32]) -> Result<Vec<f32>> {
         self.encoder.embed(x)
+    }
+
+    /// The refit of the model's numeric columns on a site's flows `rows` (raw numeric rows of the
+    /// model's layout): the site adaptation a baseline stores ([`NormaliserRefit`]).
+    pub fn refit_on<'a, I>(&self, rows: I) -> NormaliserRefit
+    where
+        I: Iterator<Item = &'a [f32]> + Clone,
+    {
+        NormaliserRefit {
+            columns: self
+                .normaliser
+                .refit_numeric(rows)
+                .numeric
+                .into_iter()
+                .map(|c| ColumnRefit {
+                    name: c.name,
+                    mean: c.mean,
+                    std: c.std,
+                })
+                .collect(),
+        }
+    }
+
+    /// The normaliser flows are preprocessed with under a site's `adaptation`: the model's own
+    /// without one, else the model's with the refit means and spreads (checked column by column
+    /// against the model's, so a profile of another model is refused).
+    pub fn site_normaliser(&self, adaptation: Option<&NormaliserRefit>) -> Result<Normaliser> {
+        let mut n = self.normaliser.clone();
+        let Some(a) = adaptation else {
+            return Ok(n);
+        };
+        a.validate()
+            .map_err(|e| ModelError::Data(format!("site adaptation: {e}")))?;
+        if a.columns.len() != n.numeric.len() {
+            return Err(ModelError::Data(format!(
+                "the site adaptation refits {} numeric columns, the model has {}",
+                a.columns.len(),
+                n.numeric.len()
+            )));
+        }
+        for (i, (col, refit)) in n.numeric.iter_mut().zip(&a.columns).enumerate() {
+            if col.name != refit.name {
+                return Err(ModelError::Data(format!(
+                    "the site adaptation's column {i} is {:?}, the model's is {:?}",
+                    refit.name, col.name
+                )));
+            }
+            col.mean = refit.mean;
+            col.std = refit.std;
+        }
+        Ok(n)
     }
 
     /// Enrols a family from its support embeddings (prototype = mean; calibrated threshold).

@@ -1,0 +1,109 @@
+//! Embedding kept flows again when the site adaptation changes: a threat keeps its support and
+//! negative flows' feature values ([`FlowValues`]), so a new baseline (whose profile may preprocess
+//! with the site's refit normaliser) or an import into a library with another adaptation embeds them
+//! under the normaliser now in force before any prototype is refitted.
+
+use metaids_core::preprocess::Normaliser;
+use metaids_decide::threat::{FlowValues, SupportFlow, Threat};
+use metaids_model::{ScoringKernel, ThreatModel};
+
+use crate::error::{LibraryError, Result};
+
+/// What [`reembed_threats`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reembedded {
+    /// Flows embedded again.
+    pub flows: usize,
+    /// Per threat, flows dropped for having no feature values (feedback from alerts, or enrolled
+    /// by an earlier build): `(threat, support dropped, negatives dropped)`.
+    pub dropped: Vec<(String, usize, usize)>,
+}
+
+/// The preprocessed input of one flow's values under `normaliser`, or `None` without values;
+/// values of another width are an error naming the flow.
+fn input(normaliser: &Normaliser, flow: &SupportFlow, out: &mut [f32]) -> Result<bool> {
+    let FlowValues {
+        numeric,
+        categorical,
+    } = &flow.values;
+    if flow.values.is_empty() {
+        return Ok(false);
+    }
+    let cats: Vec<&str> = categorical.iter().map(String::as_str).collect();
+    normaliser
+        .transform_values(numeric, &cats, out)
+        .map_err(|e| LibraryError::Invalid {
+            field: format!("values of {} {}", flow.source, flow.locator),
+            message: e.to_string(),
+        })?;
+    Ok(true)
+}
+
+/// Embeds every flow of `flows` that has feature values again, preprocessed by `normaliser`
+/// (the model's, or a site profile's refit of it) and embedded by the model's kernel. Returns the
+/// indices of the flows without values (left unchanged).
+pub fn reembed_flows(
+    model: &ThreatModel,
+    normaliser: &Normaliser,
+    flows: &mut [SupportFlow],
+) -> Result<Vec<usize>> {
+    let d = normaliser.output_dim();
+    let mut x = Vec::with_capacity(flows.len() * d);
+    let mut with = Vec::with_capacity(flows.len());
+    let mut without = Vec::new();
+    let mut row = vec![0f32; d];
+    for (i, f) in flows.iter().enumerate() {
+        if input(normaliser, f, &mut row)? {
+            x.extend_from_slice(&row);
+            with.push(i);
+        } else {
+            without.push(i);
+        }
+    }
+    if with.is_empty() {
+        return Ok(without);
+    }
+    let kernel = ScoringKernel::for_model(model).map_err(|e| LibraryError::Model(Box::new(e)))?;
+    let emb = kernel
+        .embed(&x)
+        .map_err(|e| LibraryError::Model(Box::new(e)))?;
+    for (&i, e) in with.iter().zip(emb.chunks_exact(model.dim())) {
+        flows[i].embedding = e.to_vec();
+    }
+    Ok(without)
+}
+
+/// Embeds every threat's support and negative flows again under `normaliser`; flows without
+/// feature values cannot follow the new adaptation and are dropped (counted). A threat left with
+/// no support flow is an error naming it: enrol it again from its flows.
+pub fn reembed_threats(
+    model: &ThreatModel,
+    normaliser: &Normaliser,
+    threats: &mut [Threat],
+) -> Result<Reembedded> {
+    let mut out = Reembedded::default();
+    for t in threats.iter_mut() {
+        let mut dropped = [0usize; 2];
+        for (k, flows) in [&mut t.support, &mut t.negatives].into_iter().enumerate() {
+            let without = reembed_flows(model, normaliser, flows)?;
+            out.flows += flows.len() - without.len();
+            dropped[k] = without.len();
+            let mut i = 0;
+            flows.retain(|_| {
+                let keep = without.binary_search(&i).is_err();
+                i += 1;
+                keep
+            });
+        }
+        if t.support.is_empty() {
+            return Err(LibraryError::Invalid {
+                field: format!("threat {:?}", t.name),
+                message: "none of its support flows keeps its feature values (they came from alerts, or an earlier build enrolled them), so it cannot follow the site adaptation: enrol it again from its flows, or baseline with --adapt none".into(),
+            });
+        }
+        if dropped != [0, 0] {
+            out.dropped.push((t.name.clone(), dropped[0], dropped[1]));
+        }
+    }
+    Ok(out)
+}
