@@ -426,7 +426,8 @@ fn aggregate(
     cfg: &EvalConfig,
 ) -> MethodResult {
     // family → episode → counts
-    let mut by_family: BTreeMap<&str, Vec<(usize, (BinaryCounts, TaskPoints))>> = BTreeMap::new();
+    type Measured = (BinaryCounts, TaskPoints);
+    let mut by_family: BTreeMap<&str, Vec<(usize, Measured)>> = BTreeMap::new();
     for (t, c) in plan.detection.iter().zip(counts) {
         if t.shots == k {
             by_family
