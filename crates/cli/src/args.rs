@@ -670,6 +670,10 @@ pub struct ProtocolArgs {
     /// Write the full report (protocol, per-method, per-family) as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Write every task's metrics (method, K, family, episode, then F1, recall, FPR, precision and
+    /// the operating points) as CSV here.
+    #[arg(long)]
+    pub episodes_csv: Option<PathBuf>,
     /// Also print the per-family table of this method at K = 5.
     #[arg(long)]
     pub per_family: Option<String>,

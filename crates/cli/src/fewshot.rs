@@ -116,6 +116,7 @@ pub fn run(a: FewshotArgs) -> Result<()> {
         fpr_budget: model.reference.fpr_budget,
         methods: names,
         json: None,
+        episodes_csv: None,
         per_family: a.per_family.clone(),
         quiet: a.quiet,
     };

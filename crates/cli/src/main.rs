@@ -318,6 +318,10 @@ fn run_benchmark(
         write_atomic(path, report.to_json().as_bytes())?;
         eprintln!("wrote {}", path.display());
     }
+    if let Some(path) = &p.episodes_csv {
+        write_atomic(path, report.episodes_csv().as_bytes())?;
+        eprintln!("wrote {}", path.display());
+    }
     eprintln!(
         "{} rows ({} benign training, {} benign query), {} skipped; {:.1} s",
         loaded.frame.len(),

@@ -40,6 +40,8 @@ fn evaluate_writes_report_with_protocol_and_ci() {
             "--json",
         ])
         .arg(&json)
+        .arg("--episodes-csv")
+        .arg(dir.path().join("episodes.csv"))
         .output()
         .expect("run");
     assert!(
@@ -63,7 +65,35 @@ fn evaluate_writes_report_with_protocol_and_ci() {
             );
         }
         assert_eq!(r["per_family"].as_array().expect("per family").len(), 5);
+        // Operating points on the whole benign query pool, per method and per family.
+        let o = &r["operating"];
+        assert_eq!(o["pool_rows"], 1500, "{o}");
+        for m in ["pool_fpr", "pr_auc"] {
+            let v = o[m]["mean"].as_f64().expect("mean");
+            assert!((0.0..=1.0).contains(&v), "{m}: {v}");
+        }
+        for k in ["0.001", "0.01"] {
+            assert!(o["recall_at_fpr_oracle"][k]["mean"].is_f64(), "{o}");
+        }
+        for k in ["0.5", "0.01", "0.001"] {
+            assert!(o["precision_at_base_rate"][k]["ci95"].is_f64(), "{o}");
+        }
+        assert!(r["per_family"][0]["operating"]["pr_auc"]["mean"].is_f64());
     }
+    assert!(
+        table.contains("Operating points on all 1500 benign query-pool rows"),
+        "{table}"
+    );
+    // One CSV line per method, K, family and episode: 2 methods × 2 K × 5 families × 3 episodes.
+    let csv = std::fs::read_to_string(dir.path().join("episodes.csv")).expect("csv");
+    let mut lines = csv.lines();
+    assert_eq!(
+        lines.next(),
+        Some("method,shots,family,episode,f1,recall,fpr,precision,pool_fpr,pr_auc,recall_at_fpr_oracle_0.001,recall_at_fpr_oracle_0.01,precision_at_base_rate_0.5,precision_at_base_rate_0.01,precision_at_base_rate_0.001")
+    );
+    let rows: Vec<&str> = lines.collect();
+    assert_eq!(rows.len(), 2 * 2 * 5 * 3);
+    assert!(rows.iter().all(|l| l.split(',').count() == 15), "{csv}");
     let p = &report["protocol"];
     assert_eq!(p["dataset"], "cic");
     assert_eq!(p["seed"], 2026);

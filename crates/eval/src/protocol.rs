@@ -301,6 +301,32 @@ impl OperatingPoints {
     }
 }
 
+/// Column names of [`EpisodeRow::values`], in order.
+pub const EPISODE_COLUMNS: [&str; 11] = [
+    "f1",
+    "recall",
+    "fpr",
+    "precision",
+    "pool_fpr",
+    "pr_auc",
+    "recall_at_fpr_oracle_0.001",
+    "recall_at_fpr_oracle_0.01",
+    "precision_at_base_rate_0.5",
+    "precision_at_base_rate_0.01",
+    "precision_at_base_rate_0.001",
+];
+
+/// One task's metrics (one family, one K, one episode), for per-episode export.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EpisodeRow {
+    /// The novel family.
+    pub family: String,
+    /// The episode index.
+    pub episode: usize,
+    /// The metrics, named by [`EPISODE_COLUMNS`].
+    pub values: [f64; 11],
+}
+
 /// Metrics of one family at one K.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FamilyResult {
@@ -349,6 +375,9 @@ pub struct MethodResult {
     /// Macro operating points on the whole benign query pool (absent in reports of earlier builds).
     #[serde(default)]
     pub operating: Option<OperatingPoints>,
+    /// Every task's metrics (not in the JSON report: `evaluate --episodes-csv` writes them).
+    #[serde(skip)]
+    pub episodes: Vec<EpisodeRow>,
 }
 
 /// Runs every method on the plan. `progress` is called with units of work done.
@@ -457,8 +486,14 @@ fn aggregate(
     let pool_rows = split.benign_query.len();
     let mut per_episode: BTreeMap<usize, Vec<[f64; COLUMNS]>> = BTreeMap::new();
     let mut per_family = Vec::new();
+    let mut episodes = Vec::new();
     for (family, eps) in &by_family {
         let vals: Vec<[f64; COLUMNS]> = eps.iter().map(|(_, c)| row(c)).collect();
+        episodes.extend(eps.iter().zip(&vals).map(|((e, _), v)| EpisodeRow {
+            family: family.to_string(),
+            episode: *e,
+            values: *v,
+        }));
         for ((e, _), v) in eps.iter().zip(&vals) {
             per_episode.entry(*e).or_default().push(*v);
         }
@@ -502,6 +537,7 @@ fn aggregate(
         fpr: macro_of(2),
         precision: macro_of(3),
         operating: Some(OperatingPoints::of(pool_rows, macro_of)),
+        episodes,
         nway_accuracy: if accs.is_empty() {
             None
         } else {

@@ -219,6 +219,41 @@ impl Report {
         Some(out)
     }
 
+    /// Every task's metrics as CSV: `method,shots,family,episode` then
+    /// [`crate::protocol::EPISODE_COLUMNS`], one line per task (empty for a report read back from
+    /// JSON, which does not keep them).
+    pub fn episodes_csv(&self) -> String {
+        let mut out = String::from("method,shots,family,episode");
+        for c in crate::protocol::EPISODE_COLUMNS {
+            out.push(',');
+            out.push_str(c);
+        }
+        out.push('\n');
+        let quote = |s: &str| {
+            if s.contains([',', '"', '\n']) {
+                format!("\"{}\"", s.replace('"', "\"\""))
+            } else {
+                s.to_string()
+            }
+        };
+        for r in &self.results {
+            for e in &r.episodes {
+                out.push_str(&format!(
+                    "{},{},{},{}",
+                    quote(&r.method),
+                    r.shots,
+                    quote(&e.family),
+                    e.episode
+                ));
+                for v in e.values {
+                    out.push_str(&format!(",{v}"));
+                }
+                out.push('\n');
+            }
+        }
+        out
+    }
+
     /// Pretty JSON.
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).unwrap_or_default()
