@@ -662,6 +662,10 @@ pub struct ProtocolArgs {
     /// attack-probability threshold flags at most this fraction of held-out benign training rows.
     #[arg(long = "budget", alias = "fpr-budget", default_value_t = 0.01)]
     pub fpr_budget: f64,
+    /// Most benign query-pool rows every task also scores for the operating points (a seeded
+    /// sample when the pool is larger).
+    #[arg(long, default_value_t = 2000)]
+    pub pool_max: usize,
     /// Methods to run, comma-separated (default: all baselines, plus the model's rows with --model):
     /// nearest-centroid, knn, knn+shots, forest, forest+shots, forest@budget, forest+shots@budget,
     /// protonet, protonet+known, protonet+unknown, protonet+finetune, protonet-zero-shot.

@@ -114,6 +114,7 @@ pub fn run(a: FewshotArgs) -> Result<()> {
         seed: a.seed,
         ways: a.ways,
         fpr_budget: model.reference.fpr_budget,
+        pool_max: 2000,
         methods: names,
         json: None,
         episodes_csv: None,

@@ -190,6 +190,9 @@ fn eval_config(p: &ProtocolArgs) -> Result<EvalConfig> {
     if p.episodes == 0 {
         bail!("--episodes must be at least 1");
     }
+    if p.pool_max == 0 {
+        bail!("--pool-max must be at least 1");
+    }
     if !(p.fpr_budget > 0.0 && p.fpr_budget < 1.0) {
         bail!("--budget must be in (0, 1), e.g. 0.01");
     }
@@ -208,6 +211,7 @@ fn eval_config(p: &ProtocolArgs) -> Result<EvalConfig> {
         seed: p.seed,
         ways: p.ways.max(2),
         fpr_budget: p.fpr_budget,
+        pool_max: p.pool_max,
         ..EvalConfig::default()
     })
 }

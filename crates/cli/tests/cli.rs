@@ -94,6 +94,38 @@ fn evaluate_writes_report_with_protocol_and_ci() {
     let rows: Vec<&str> = lines.collect();
     assert_eq!(rows.len(), 2 * 2 * 5 * 3);
     assert!(rows.iter().all(|l| l.split(',').count() == 15), "{csv}");
+    // A pool larger than --pool-max is sampled (seeded) to that many rows.
+    let small = dir.path().join("small.json");
+    let out = metaids()
+        .args([
+            "evaluate",
+            "--dataset",
+            "cic",
+            "--data",
+            &shared("cic-ids2017-improved"),
+            "--shots",
+            "5",
+            "--episodes",
+            "2",
+            "--methods",
+            "nearest-centroid",
+            "--pool-max",
+            "300",
+            "--quiet",
+            "--json",
+        ])
+        .arg(&small)
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&small).expect("json")).expect("parse");
+    assert_eq!(r["results"][0]["operating"]["pool_rows"], 300);
+    assert_eq!(r["protocol"]["config"]["pool_max"], 300);
     let p = &report["protocol"];
     assert_eq!(p["dataset"], "cic");
     assert_eq!(p["seed"], 2026);

@@ -107,6 +107,7 @@ impl<'a> Benchmark<'a> {
             normaliser: &self.normaliser,
             x: &self.x,
             seed: self.config.seed,
+            pool: &self.plan.pool,
         };
         let results = protocol::run(&ctx, methods, &self.plan, &self.config, progress)?;
         let sizes = |m: &std::collections::BTreeMap<String, Vec<usize>>| -> Vec<FamilySize> {

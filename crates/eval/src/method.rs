@@ -71,6 +71,8 @@ pub struct EvalContext<'a> {
     pub x: &'a Matrix,
     /// The run's seed.
     pub seed: u64,
+    /// The benign query-pool rows every detection task also scores ([`scored_rows`]; the plan's).
+    pub pool: &'a [usize],
 }
 
 /// Errors a method may raise while preparing.
@@ -104,7 +106,7 @@ impl Detection {
     /// The same decision for every scored row (a method that could not run flags nothing), with the
     /// score of a flag.
     pub fn constant(ctx: &EvalContext<'_>, task: &DetectionTask, flag: bool) -> Self {
-        let n = task.queries.len() + ctx.split.benign_query.len();
+        let n = task.queries.len() + ctx.pool.len();
         Detection {
             scores: vec![if flag { 1.0 } else { 0.0 }; n],
             flagged: vec![flag; n],
@@ -119,13 +121,14 @@ impl Detection {
 }
 
 /// The rows a detection task scores: its queries (attack first, then benign, as
-/// [`DetectionTask::truth`] says), then every row of the benign query pool, so that a false-positive
-/// rate can be measured on all the distinct benign query rows, not only the task's sample.
+/// [`DetectionTask::truth`] says), then the plan's benign pool rows ([`EvalContext::pool`]: every
+/// distinct benign query row, or a seeded sample of `pool_max`), so that a false-positive rate is
+/// measured on far more benign rows than the task's sample.
 pub fn scored_rows<'a>(
     ctx: &'a EvalContext<'_>,
     task: &'a DetectionTask,
 ) -> impl Iterator<Item = usize> + 'a {
-    task.queries.iter().chain(&ctx.split.benign_query).copied()
+    task.queries.iter().chain(ctx.pool).copied()
 }
 
 /// A few-shot detector under evaluation.

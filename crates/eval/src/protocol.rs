@@ -9,7 +9,8 @@
 use std::collections::BTreeMap;
 
 use metaids_core::episode::{
-    episode_rng, sample_detection_task, ClassRows, DetectionTask, Episode, EpisodeSampler,
+    episode_rng, sample_detection_task, seeded_subsample, ClassRows, DetectionTask, Episode,
+    EpisodeSampler,
 };
 use metaids_core::metrics::{BinaryCounts, Summary};
 use metaids_core::split::Split;
@@ -39,10 +40,20 @@ pub struct EvalConfig {
     /// model's budget).
     #[serde(default = "default_fpr_budget")]
     pub fpr_budget: f64,
+    /// Most benign query-pool rows every task scores for the operating points (a seeded sample when
+    /// the pool is larger): 2,000 resolve an FPR of 0.001 with two rows above the threshold (coarse:
+    /// raise it for finer figures) and keep a benchmark's cost within a few times the 1:1
+    /// protocol's.
+    #[serde(default = "default_pool_max")]
+    pub pool_max: usize,
 }
 
 fn default_fpr_budget() -> f64 {
     0.01
+}
+
+fn default_pool_max() -> usize {
+    2000
 }
 
 impl Default for EvalConfig {
@@ -56,6 +67,7 @@ impl Default for EvalConfig {
             nway_queries: 10,
             seed: 2026,
             fpr_budget: default_fpr_budget(),
+            pool_max: default_pool_max(),
         }
     }
 }
@@ -84,6 +96,9 @@ pub struct Plan {
     pub evaluable: BTreeMap<usize, Vec<String>>,
     /// Families left out, per K.
     pub too_small: Vec<TooSmall>,
+    /// The benign query-pool rows every task also scores (all of them, or a seeded sample of
+    /// `pool_max`), sorted.
+    pub pool: Vec<usize>,
 }
 
 impl Plan {
@@ -94,6 +109,11 @@ impl Plan {
             nway: Vec::new(),
             evaluable: BTreeMap::new(),
             too_small: Vec::new(),
+            pool: seeded_subsample(
+                &split.benign_query,
+                cfg.pool_max.max(1),
+                cfg.seed ^ 0x706f_6f6c,
+            ),
         };
         for &k in &cfg.shots {
             let needed = k + cfg.min_extra_rows;
@@ -391,7 +411,7 @@ pub fn run(
     // Every benign query-pool row is scored in every task (the operating points), so methods
     // prepare them too.
     let mut query_rows = plan.query_rows();
-    query_rows.extend(&ctx.split.benign_query);
+    query_rows.extend(ctx.pool);
     query_rows.sort_unstable();
     query_rows.dedup();
     let mut results = Vec::new();
@@ -399,7 +419,7 @@ pub fn run(
         let name = method.name();
         method.prepare(ctx, &query_rows)?;
         let method: &dyn FewShotMethod = method.as_ref();
-        let pool = ctx.split.benign_query.len();
+        let pool = ctx.pool.len();
         let counts: Vec<(BinaryCounts, TaskPoints)> = plan
             .detection
             .par_iter()
@@ -483,7 +503,7 @@ fn aggregate(
             v[6],
         ]
     };
-    let pool_rows = split.benign_query.len();
+    let pool_rows = plan.pool.len();
     let mut per_episode: BTreeMap<usize, Vec<[f64; COLUMNS]>> = BTreeMap::new();
     let mut per_family = Vec::new();
     let mut episodes = Vec::new();

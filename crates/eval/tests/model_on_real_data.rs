@@ -165,6 +165,7 @@ fn scores(m: &Arc<ThreatModel>) -> Vec<Vec<bool>> {
         normaliser: &bench.normaliser,
         x: &bench.x,
         seed: 1,
+        pool: &bench.plan.pool,
     };
     let mut method = ProtoNetMethod::new(Arc::clone(m), false);
     method
