@@ -222,14 +222,16 @@ pub fn run(a: BaselineArgs) -> Result<()> {
     let current_adaptation = current_profile.and_then(|p| p.adaptation);
     if !current.threats.is_empty() {
         let decider = Decider::new(reference, current.threats.clone(), f32::INFINITY)?;
-        let now = if current_adaptation == adaptation {
-            emb.clone()
+        let under_current;
+        let now: &[f32] = if current_adaptation == adaptation {
+            &emb
         } else {
-            kernel.embed(
+            under_current = kernel.embed(
                 &model
                     .site_normaliser(current_adaptation.as_ref())?
                     .transform(&c.frame, &c.rows)?,
-            )?
+            )?;
+            &under_current
         };
         let flagged = now
             .chunks_exact(dim)

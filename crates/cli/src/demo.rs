@@ -420,7 +420,6 @@ pub fn run(mut a: DemoArgs) -> Result<()> {
                 &captured,
                 base,
                 crate::site_eval::SiteAdaptation::Normaliser,
-                1.0,
             )
             .map_err(|e| metaids_eval::EvalError::Method {
                 method: "normaliser refit".into(),

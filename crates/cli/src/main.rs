@@ -323,7 +323,10 @@ fn run_benchmark(
         eprintln!("wrote {}", path.display());
     }
     if let Some(path) = &p.episodes_csv {
-        write_atomic(path, report.episodes_csv().as_bytes())?;
+        let csv = report
+            .episodes_csv()
+            .context("writing the per-episode CSV")?;
+        write_atomic(path, &csv)?;
         eprintln!("wrote {}", path.display());
     }
     eprintln!(

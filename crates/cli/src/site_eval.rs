@@ -190,24 +190,25 @@ pub(crate) fn embed_captures(
 }
 
 /// An unsupervised adaptation of the model to the site, fit on the baseline window only.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) enum SiteAdaptation {
     /// (b) the normaliser's numeric columns refit.
     Normaliser,
-    /// (c) the LayerNorms' gains and shifts adapted ([`metaids_model::adapt`]).
-    LayerNorm,
+    /// (c) the LayerNorms' gains and shifts adapted ([`metaids_model::adapt`]), each channel's
+    /// scale changed by at most this factor.
+    LayerNorm(f32),
     /// (b) then (c) on the refit inputs.
-    Both,
+    Both(f32),
 }
 
 impl SiteAdaptation {
-    /// Parses `--adapt` (`None` for `none`).
-    pub(crate) fn parse(s: &str) -> Result<Option<Self>> {
+    /// Parses `--adapt` (`None` for `none`); `ln_max_ratio` bounds a LayerNorm adaptation.
+    pub(crate) fn parse(s: &str, ln_max_ratio: f32) -> Result<Option<Self>> {
         Ok(match s {
             "none" => None,
             "normaliser" => Some(Self::Normaliser),
-            "layernorm" => Some(Self::LayerNorm),
-            "both" => Some(Self::Both),
+            "layernorm" => Some(Self::LayerNorm(ln_max_ratio)),
+            "both" => Some(Self::Both(ln_max_ratio)),
             other => bail!("--adapt must be none, normaliser, layernorm or both, got {other:?}"),
         })
     }
@@ -216,66 +217,62 @@ impl SiteAdaptation {
     pub(crate) fn name(self) -> &'static str {
         match self {
             Self::Normaliser => "normaliser refit",
-            Self::LayerNorm => "LayerNorm adaptation",
-            Self::Both => "normaliser refit + LayerNorm adaptation",
+            Self::LayerNorm(_) => "LayerNorm adaptation",
+            Self::Both(_) => "normaliser refit + LayerNorm adaptation",
         }
     }
-}
-
-/// The model's normaliser with every numeric column's mean and standard deviation refit on the
-/// flows `base` (the baseline window: benign, never scored), keeping the model's log choices and
-/// one-hot columns.
-fn refit_normaliser(
-    model: &metaids_model::ThreatModel,
-    captured: &Captured,
-    base: &[usize],
-) -> metaids_core::preprocess::Normaliser {
-    let mut n = model.normaliser.clone();
-    for (i, col) in n.numeric.iter_mut().enumerate() {
-        let values = base.iter().map(|&flow| {
-            let (f, r) = captured.index[flow];
-            captured.frames[f].0.numeric_row(r)[i]
-        });
-        if let Some((mean, std)) = metaids_core::preprocess::standardisation(values, col.log) {
-            col.mean = mean;
-            col.std = std;
-        }
-    }
-    n
 }
 
 /// Every flow re-embedded after adapting the model to the baseline window `base` (flow indices):
-/// the normaliser refit and/or the LayerNorms adapted with scale bound `ln_max_ratio`.
+/// the normaliser's numeric columns refit on the window and/or the LayerNorms adapted to it.
 pub(crate) fn adapted_embeddings(
     model: &metaids_model::ThreatModel,
     captured: &Captured,
     base: &[usize],
     how: SiteAdaptation,
-    ln_max_ratio: f32,
 ) -> Result<Vec<f32>> {
     let normaliser = match how {
-        SiteAdaptation::Normaliser | SiteAdaptation::Both => {
-            refit_normaliser(model, captured, base)
+        SiteAdaptation::Normaliser | SiteAdaptation::Both(_) => {
+            model.normaliser.refit_numeric(base.iter().map(|&flow| {
+                let (f, r) = captured.index[flow];
+                captured.frames[f].0.numeric_row(r)
+            }))
         }
-        SiteAdaptation::LayerNorm => model.normaliser.clone(),
+        SiteAdaptation::LayerNorm(_) => model.normaliser.clone(),
     };
-    let dense = model.normaliser.numeric.len();
+    // Every capture preprocessed once: the window's rows for the LayerNorm moments, all of them
+    // for the embeddings.
+    let inputs = captured
+        .frames
+        .iter()
+        .map(|(frame, rows)| normaliser.transform(frame, rows))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
     let kernel = match how {
         SiteAdaptation::Normaliser => metaids_model::ScoringKernel::for_model(model)?,
-        SiteAdaptation::LayerNorm | SiteAdaptation::Both => {
+        SiteAdaptation::LayerNorm(bound) | SiteAdaptation::Both(bound) => {
             let stats = model.norm_statistics.as_ref().with_context(|| {
                 "the model records no LayerNorm statistics (trained before they were kept, or \
                  without LayerNorm): train it again to adapt its LayerNorms"
             })?;
-            let mut site_x = Vec::new();
+            let d = normaliser.output_dim();
+            // `captured.index[flow]` is (frame, row); the row's position within its frame's rows
+            // is its offset from the frame's first flow.
+            let mut first = Vec::with_capacity(captured.frames.len());
+            let mut at = 0;
+            for (_, rows) in &captured.frames {
+                first.push(at);
+                at += rows.len();
+            }
+            let mut site_x = Vec::with_capacity(base.len() * d);
             for &flow in base {
-                let (f, r) = captured.index[flow];
-                site_x.extend(normaliser.transform(&captured.frames[f].0, &[r])?);
+                let (f, _) = captured.index[flow];
+                let k = flow - first[f];
+                site_x.extend_from_slice(&inputs[f][k * d..(k + 1) * d]);
             }
             let (encoder, report) =
-                metaids_model::adapt_layer_norms(&model.encoder, stats, &site_x, ln_max_ratio)?;
+                metaids_model::adapt_layer_norms(&model.encoder, stats, &site_x, bound)?;
             eprintln!(
-                "LayerNorm adaptation on {} baseline flows: mean channel shift {:?}, {} channels at the scale bound {ln_max_ratio} (largest |log ratio| {:.2})",
+                "LayerNorm adaptation on {} baseline flows: mean channel shift {:?}, {} channels at the scale bound {bound} (largest |log ratio| {:.2})",
                 report.rows,
                 report
                     .mean_shift
@@ -285,13 +282,13 @@ pub(crate) fn adapted_embeddings(
                 report.clamped,
                 report.max_log_ratio
             );
-            metaids_model::ScoringKernel::from_encoder(&encoder)?.with_dense_inputs(dense)
+            metaids_model::ScoringKernel::from_encoder(&encoder)?
+                .with_dense_inputs(model.normaliser.numeric.len())
         }
     };
     let mut out = Vec::with_capacity(captured.index.len() * model.dim());
-    for (frame, rows) in &captured.frames {
-        let x = normaliser.transform(frame, rows)?;
-        out.extend(kernel.embed(&x)?);
+    for x in &inputs {
+        out.extend(kernel.embed(x)?);
     }
     Ok(out)
 }
@@ -330,10 +327,10 @@ pub fn run(a: SiteEvalArgs) -> Result<()> {
         },
         force: a.force,
     };
-    let how = SiteAdaptation::parse(&a.adapt)?;
+    let how = SiteAdaptation::parse(&a.adapt, a.ln_max_ratio)?;
     let refit = |base: &[usize]| -> std::result::Result<Vec<f32>, metaids_eval::EvalError> {
         let how = how.unwrap_or(SiteAdaptation::Normaliser);
-        adapted_embeddings(&model, &captured, base, how, a.ln_max_ratio).map_err(|e| {
+        adapted_embeddings(&model, &captured, base, how).map_err(|e| {
             metaids_eval::EvalError::Method {
                 method: how.name().into(),
                 message: format!("{e:#}"),

@@ -124,16 +124,7 @@ fn feedback_on_alerts_refits_the_threat_and_rollback_restores_it() {
     // Reject the alert whose flow is most like the threat's support (the hardest one to unlearn),
     // among the flows that are not support flows themselves (enrolment and detection embed alike,
     // so rejecting a support flow is the contradiction the library refuses).
-    let doc = dir.path().join("threats.json");
-    ok(&metaids()
-        .args(["threat", "export", "--library"])
-        .arg(&library)
-        .arg("--out")
-        .arg(&doc)
-        .output()
-        .expect("export"));
-    let exported: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&doc).expect("read")).expect("json");
+    let exported = common::export(&library, &dir.path().join("threats.json"), &[]);
     let locators: Vec<String> = exported["threats"][0]["support"]
         .as_array()
         .expect("support")

@@ -208,15 +208,7 @@ fn the_site_protocol_on_the_lab_captures() {
         .output()
         .expect("threat add"));
     let doc = dir.path().join("doc.json");
-    ok(&metaids()
-        .args(["threat", "export", "--library"])
-        .arg(dir.path().join("site.redb"))
-        .arg("--out")
-        .arg(&doc)
-        .output()
-        .expect("export"));
-    let d: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&doc).expect("doc")).expect("parse");
+    let d = common::export(&dir.path().join("site.redb"), &doc, &[]);
     assert_eq!(d["site"]["flows_kept"], 501, "{}", d["site"]);
     let out = metaids()
         .args(["detect", "--model"])
@@ -258,45 +250,26 @@ fn the_site_protocol_on_the_lab_captures() {
         imported.contains("site profile is now the library's"),
         "{imported}"
     );
-    let again = ok(&metaids()
-        .args(["threat", "export", "--library"])
-        .arg(dir.path().join("new.redb"))
-        .arg("--out")
-        .arg(dir.path().join("again.json"))
-        .output()
-        .expect("export"));
-    let _ = again;
-    let e: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(dir.path().join("again.json")).expect("again"),
-    )
-    .expect("parse");
+    let e = common::export(
+        &dir.path().join("new.redb"),
+        &dir.path().join("again.json"),
+        &[],
+    );
     assert_eq!(
         e["site"], d["site"],
         "the adopted profile is the document's"
     );
-    ok(&metaids()
-        .args(["threat", "export", "--library"])
-        .arg(dir.path().join("plain.redb"))
-        .arg("--out")
-        .arg(dir.path().join("plain.json"))
-        .output()
-        .expect("export"));
-    let p: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(dir.path().join("plain.json")).expect("plain"),
-    )
-    .expect("parse");
+    let p = common::export(
+        &dir.path().join("plain.redb"),
+        &dir.path().join("plain.json"),
+        &[],
+    );
     assert!(p.get("site").is_none(), "a plain import takes no profile");
-    ok(&metaids()
-        .args(["threat", "export", "--redact", "--library"])
-        .arg(dir.path().join("site.redb"))
-        .arg("--out")
-        .arg(dir.path().join("shared.json"))
-        .output()
-        .expect("export --redact"));
-    let r: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(dir.path().join("shared.json")).expect("shared"),
-    )
-    .expect("parse");
+    let r = common::export(
+        &dir.path().join("site.redb"),
+        &dir.path().join("shared.json"),
+        &["--redact"],
+    );
     assert!(
         r.get("site").is_none(),
         "a redacted document carries no site profile"

@@ -97,7 +97,7 @@ pub struct Plan {
     /// Families left out, per K.
     pub too_small: Vec<TooSmall>,
     /// The benign query-pool rows every task also scores (all of them, or a seeded sample of
-    /// `pool_max`), sorted.
+    /// `pool_max`).
     pub pool: Vec<usize>,
 }
 
@@ -198,7 +198,7 @@ pub const ORACLE_FPRS: [f64; 2] = [0.001, 0.01];
 /// Base rates (share of attack flows) precision is stated at (keys of `precision_at_base_rate`).
 pub const BASE_RATES: [f64; 3] = [0.5, 0.01, 0.001];
 
-/// Operating points of one task, measured on every row of the benign query pool.
+/// Operating points of one task, measured on the plan's benign pool rows.
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct TaskPoints {
     /// Share of the pool the method's own decision flags.
@@ -259,8 +259,9 @@ impl TaskPoints {
         let pool = &det.scores[q..];
         let pool_flagged = det.flagged[q..].iter().filter(|&&f| f).count();
         let pool_fpr = pool_flagged as f64 / pool.len().max(1) as f64;
+        // One copy of the pool's scores, reordered in place by each quantile.
+        let mut p = pool.to_vec();
         let oracle = ORACLE_FPRS.map(|alpha| {
-            let mut p = pool.to_vec();
             let t = upper_quantile(&mut p, alpha);
             attack.iter().filter(|&&s| s > t).count() as f64 / attack.len().max(1) as f64
         });
@@ -273,20 +274,28 @@ impl TaskPoints {
         }
     }
 
-    fn values(&self) -> [f64; 7] {
+    /// The task's metrics in [`EPISODE_COLUMNS`] order: F1, recall, FPR and precision of `counts`
+    /// (the task's queries), then these operating points.
+    fn row(&self, counts: &BinaryCounts) -> [f64; COLUMNS] {
+        let [o1, o2] = self.oracle;
+        let [p1, p2, p3] = self.precision;
         [
+            counts.f1(),
+            counts.recall(),
+            counts.fpr(),
+            counts.precision(),
             self.pool_fpr,
             self.pr_auc,
-            self.oracle[0],
-            self.oracle[1],
-            self.precision[0],
-            self.precision[1],
-            self.precision[2],
+            o1,
+            o2,
+            p1,
+            p2,
+            p3,
         ]
     }
 }
 
-/// Operating points at realistic base rates, from every benign query-pool row (mean and 95% CI over
+/// Operating points at realistic base rates, from the plan's benign pool rows (mean and 95% CI over
 /// episodes; per family, or macro over families per episode).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OperatingPoints {
@@ -304,6 +313,7 @@ pub struct OperatingPoints {
 }
 
 impl OperatingPoints {
+    /// From the summaries of the [`EPISODE_COLUMNS`] (`col(i)`: column `i`).
     fn of(pool_rows: usize, col: impl Fn(usize) -> Summary) -> Self {
         let keyed = |keys: &[f64], first: usize| {
             keys.iter()
@@ -321,8 +331,11 @@ impl OperatingPoints {
     }
 }
 
+/// Metrics per task.
+const COLUMNS: usize = 11;
+
 /// Column names of [`EpisodeRow::values`], in order.
-pub const EPISODE_COLUMNS: [&str; 11] = [
+pub const EPISODE_COLUMNS: [&str; COLUMNS] = [
     "f1",
     "recall",
     "fpr",
@@ -344,7 +357,7 @@ pub struct EpisodeRow {
     /// The episode index.
     pub episode: usize,
     /// The metrics, named by [`EPISODE_COLUMNS`].
-    pub values: [f64; 11],
+    pub values: [f64; COLUMNS],
 }
 
 /// Metrics of one family at one K.
@@ -485,30 +498,12 @@ fn aggregate(
                 .push((t.episode, *c));
         }
     }
-    // Columns: F1, recall, FPR, precision on the queries; then the operating points.
-    const COLUMNS: usize = 11;
-    let row = |(c, p): &(BinaryCounts, TaskPoints)| -> [f64; COLUMNS] {
-        let v = p.values();
-        [
-            c.f1(),
-            c.recall(),
-            c.fpr(),
-            c.precision(),
-            v[0],
-            v[1],
-            v[2],
-            v[3],
-            v[4],
-            v[5],
-            v[6],
-        ]
-    };
     let pool_rows = plan.pool.len();
     let mut per_episode: BTreeMap<usize, Vec<[f64; COLUMNS]>> = BTreeMap::new();
     let mut per_family = Vec::new();
     let mut episodes = Vec::new();
     for (family, eps) in &by_family {
-        let vals: Vec<[f64; COLUMNS]> = eps.iter().map(|(_, c)| row(c)).collect();
+        let vals: Vec<[f64; COLUMNS]> = eps.iter().map(|(_, (c, p))| p.row(c)).collect();
         episodes.extend(eps.iter().zip(&vals).map(|((e, _), v)| EpisodeRow {
             family: family.to_string(),
             episode: *e,

@@ -159,7 +159,7 @@ impl Report {
         };
         if let Some(pool) = points.first().and_then(|r| r.operating.as_ref()) {
             out.push_str(&format!(
-                "\nOperating points on all {} benign query-pool rows (recall at FPR read off the pool itself: oracle):\n\n",
+                "\nOperating points on {} benign query-pool rows (recall at FPR read off the pool itself: oracle):\n\n",
                 pool.pool_rows
             ));
             out.push_str("| method | K | PR-AUC | recall @ FPR 0.001 (oracle) | recall @ FPR 0.01 (oracle) | own FPR on the pool | precision @ 1:100 | precision @ 1:1000 |\n");
@@ -222,36 +222,24 @@ impl Report {
     /// Every task's metrics as CSV: `method,shots,family,episode` then
     /// [`crate::protocol::EPISODE_COLUMNS`], one line per task (empty for a report read back from
     /// JSON, which does not keep them).
-    pub fn episodes_csv(&self) -> String {
-        let mut out = String::from("method,shots,family,episode");
-        for c in crate::protocol::EPISODE_COLUMNS {
-            out.push(',');
-            out.push_str(c);
-        }
-        out.push('\n');
-        let quote = |s: &str| {
-            if s.contains([',', '"', '\n']) {
-                format!("\"{}\"", s.replace('"', "\"\""))
-            } else {
-                s.to_string()
-            }
-        };
+    pub fn episodes_csv(&self) -> Result<Vec<u8>, csv::Error> {
+        let mut w = csv::Writer::from_writer(Vec::new());
+        let mut header = vec!["method", "shots", "family", "episode"];
+        header.extend(crate::protocol::EPISODE_COLUMNS);
+        w.write_record(&header)?;
         for r in &self.results {
             for e in &r.episodes {
-                out.push_str(&format!(
-                    "{},{},{},{}",
-                    quote(&r.method),
-                    r.shots,
-                    quote(&e.family),
-                    e.episode
-                ));
-                for v in e.values {
-                    out.push_str(&format!(",{v}"));
-                }
-                out.push('\n');
+                let mut record = vec![
+                    r.method.clone(),
+                    r.shots.to_string(),
+                    e.family.clone(),
+                    e.episode.to_string(),
+                ];
+                record.extend(e.values.iter().map(f64::to_string));
+                w.write_record(&record)?;
             }
         }
-        out
+        w.into_inner().map_err(|e| e.into_error().into())
     }
 
     /// Pretty JSON.

@@ -39,11 +39,16 @@ fn input(normaliser: &Normaliser, flow: &SupportFlow, out: &mut [f32]) -> Result
     Ok(true)
 }
 
+/// The model's scoring kernel (the detection path), built once per re-embedding.
+pub fn kernel_of(model: &ThreatModel) -> Result<ScoringKernel> {
+    ScoringKernel::for_model(model).map_err(|e| LibraryError::Model(Box::new(e)))
+}
+
 /// Embeds every flow of `flows` that has feature values again, preprocessed by `normaliser`
-/// (the model's, or a site profile's refit of it) and embedded by the model's kernel. Returns the
-/// indices of the flows without values (left unchanged).
+/// (the model's, or a site profile's refit of it) and embedded by `kernel` ([`kernel_of`]).
+/// Returns the indices of the flows without values (left unchanged).
 pub fn reembed_flows(
-    model: &ThreatModel,
+    kernel: &ScoringKernel,
     normaliser: &Normaliser,
     flows: &mut [SupportFlow],
 ) -> Result<Vec<usize>> {
@@ -63,11 +68,10 @@ pub fn reembed_flows(
     if with.is_empty() {
         return Ok(without);
     }
-    let kernel = ScoringKernel::for_model(model).map_err(|e| LibraryError::Model(Box::new(e)))?;
     let emb = kernel
         .embed(&x)
         .map_err(|e| LibraryError::Model(Box::new(e)))?;
-    for (&i, e) in with.iter().zip(emb.chunks_exact(model.dim())) {
+    for (&i, e) in with.iter().zip(emb.chunks_exact(kernel.config().embedding)) {
         flows[i].embedding = e.to_vec();
     }
     Ok(without)
@@ -81,11 +85,12 @@ pub fn reembed_threats(
     normaliser: &Normaliser,
     threats: &mut [Threat],
 ) -> Result<Reembedded> {
+    let kernel = kernel_of(model)?;
     let mut out = Reembedded::default();
     for t in threats.iter_mut() {
         let mut dropped = [0usize; 2];
         for (k, flows) in [&mut t.support, &mut t.negatives].into_iter().enumerate() {
-            let without = reembed_flows(model, normaliser, flows)?;
+            let without = reembed_flows(&kernel, normaliser, flows)?;
             out.flows += flows.len() - without.len();
             dropped[k] = without.len();
             let mut i = 0;

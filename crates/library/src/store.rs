@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{LibraryError, Result};
 use crate::exchange::{ImportSummary, ThreatDocument, DOCUMENT_FORMAT, DOCUMENT_VERSION};
-use crate::reembed::{reembed_flows, reembed_threats, Reembedded};
+use crate::reembed::{kernel_of, reembed_flows, reembed_threats, Reembedded};
 use metaids_decide::site::{calibrate_jointly, JointReport, SiteProfile};
 use metaids_decide::threat::{
     check_flows, check_name, check_severity, fit, seed_for, EnrolOptions, SupportFlow, Threat,
@@ -884,9 +884,13 @@ impl ThreatLibrary {
             };
             edit(t);
             let mut f = fit(&reference, &t.support, &t.negatives, seed_for(t.id), budget)?;
-            if profile.as_ref().is_some_and(|p| p.adaptation.is_none()) {
-                f.report.model_fpr = Some(model_fpr(model, &reference, &f.prototypes, f.threshold));
-            }
+            f.report.model_fpr = model_fpr(
+                model,
+                &reference,
+                profile.as_ref(),
+                &f.prototypes,
+                f.threshold,
+            );
             if !f.report.accepted && !options.force {
                 return Err(LibraryError::Refused {
                     name: name.to_string(),
@@ -1111,8 +1115,11 @@ impl ThreatLibrary {
         // Embedded under another site adaptation than this library's: flows that keep their feature
         // values are embedded again under this library's; a flow without values cannot be.
         let target = profile.as_ref().and_then(|p| p.adaptation.clone());
-        let normaliser = model.site_normaliser(target.as_ref())?;
-        let follow = doc.adaptation != target;
+        let follow = if doc.adaptation == target {
+            None
+        } else {
+            Some((kernel_of(model)?, model.site_normaliser(target.as_ref())?))
+        };
         let (version, summary) = self.commit_with(author, site_change, |threats, ids| {
             let mut summary = ImportSummary {
                 profile_adopted: adopt,
@@ -1120,21 +1127,21 @@ impl ThreatLibrary {
                 ..ImportSummary::default()
             };
             for mut t in doc.threats {
-                for (field, flows) in [("support", &mut t.support), ("negatives", &mut t.negatives)]
-                {
-                    if !follow {
-                        break;
-                    }
-                    let without = reembed_flows(model, &normaliser, flows)?;
-                    if let Some(&i) = without.first() {
-                        return Err(LibraryError::Document {
-                            path: source.to_path_buf(),
-                            field: format!("threat {:?}: {field}[{i}]", t.name),
-                            message: format!(
-                                "{} {} keeps no feature values and was embedded under another site adaptation than this library's: it cannot be embedded again (enrol the threat again from its flows)",
-                                flows[i].source, flows[i].locator
-                            ),
-                        });
+                if let Some((kernel, normaliser)) = &follow {
+                    for (field, flows) in
+                        [("support", &mut t.support), ("negatives", &mut t.negatives)]
+                    {
+                        let without = reembed_flows(kernel, normaliser, flows)?;
+                        if let Some(&i) = without.first() {
+                            return Err(LibraryError::Document {
+                                path: source.to_path_buf(),
+                                field: format!("threat {:?}: {field}[{i}]", t.name),
+                                message: format!(
+                                    "{} {} keeps no feature values and was embedded under another site adaptation than this library's: it cannot be embedded again (enrol the threat again from its flows)",
+                                    flows[i].source, flows[i].locator
+                                ),
+                            });
+                        }
                     }
                 }
                 for (field, flows) in [("support", &t.support), ("negatives", &t.negatives)] {
@@ -1416,16 +1423,13 @@ fn build(
     }
     let budget = guard_budget(options, model, profile);
     let mut threat = Threat::enrol(reference, id, draft, budget, crate::time::now())?;
-    // The model's reference rows are embeddings of the training data under the model's own
-    // normaliser: comparable with a threat only when the site profile adapts nothing.
-    if profile.is_some_and(|p| p.adaptation.is_none()) {
-        threat.report.model_fpr = Some(model_fpr(
-            model,
-            reference,
-            &threat.prototypes,
-            threat.threshold,
-        ));
-    }
+    threat.report.model_fpr = model_fpr(
+        model,
+        reference,
+        profile,
+        &threat.prototypes,
+        threat.threshold,
+    );
     Ok(threat)
 }
 
@@ -1440,12 +1444,19 @@ fn guard_budget(options: EnrolOptions, model: &ThreatModel, profile: Option<&Sit
 
 /// Share of the model's own benign reference rows a threat (centres, threshold) flags when decided
 /// with `reference` (the site's): the second figure the guard reports on a baselined library.
+/// `None` without a site profile (the model's rows are then the reference itself) and under a
+/// profile that adapts the model (the model's rows are embeddings under its own normaliser, not
+/// comparable with the threat's).
 fn model_fpr(
     model: &ThreatModel,
     reference: &BenignReference,
+    profile: Option<&SiteProfile>,
     prototypes: &[Vec<f32>],
     threshold: f32,
-) -> f64 {
+) -> Option<f64> {
+    if profile.is_none_or(|p| p.adaptation.is_some()) {
+        return None;
+    }
     let dim = reference.dim;
     let rows: Vec<&[f32]> = model.reference.calibration.chunks_exact(dim).collect();
     let flagged = rows
@@ -1456,7 +1467,7 @@ fn model_fpr(
                 > threshold
         })
         .count();
-    flagged as f64 / rows.len().max(1) as f64
+    Some(flagged as f64 / rows.len().max(1) as f64)
 }
 
 /// Refits every threat jointly on the site profile (after a change to one of them); each report

@@ -4,7 +4,7 @@
 // Each test binary compiles its own copy and uses a subset of these.
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 /// The `metaids` binary, run from the repository root.
@@ -32,4 +32,19 @@ pub fn ok(out: &Output) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `metaids threat export` of `library` (with `extra` flags) into `out`, asserted to succeed, and
+/// the document read back.
+pub fn export(library: &Path, out: &Path, extra: &[&str]) -> serde_json::Value {
+    ok(&metaids()
+        .args(["threat", "export", "--library"])
+        .arg(library)
+        .arg("--out")
+        .arg(out)
+        .args(extra)
+        .output()
+        .expect("threat export"));
+    let text = std::fs::read_to_string(out).expect("read the exported document");
+    serde_json::from_str(&text).expect("the exported document is JSON")
 }
