@@ -666,6 +666,10 @@ pub struct ProtocolArgs {
     /// sample when the pool is larger).
     #[arg(long, default_value_t = 2000)]
     pub pool_max: usize,
+    /// Keep query rows that repeat a training row or one of the task's support rows exactly (by
+    /// default they are removed and counted in the report: a repeated row measures memory).
+    #[arg(long)]
+    pub keep_twins: bool,
     /// Methods to run, comma-separated (default: all baselines, plus the model's rows with --model):
     /// nearest-centroid, knn, knn+shots, forest, forest+shots, forest@budget, forest+shots@budget,
     /// protonet, protonet+known, protonet+unknown, protonet+finetune, protonet-zero-shot.

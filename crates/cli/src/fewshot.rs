@@ -115,6 +115,7 @@ pub fn run(a: FewshotArgs) -> Result<()> {
         ways: a.ways,
         fpr_budget: model.reference.fpr_budget,
         pool_max: 2000,
+        keep_twins: false,
         methods: names,
         json: None,
         episodes_csv: None,

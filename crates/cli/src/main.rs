@@ -212,6 +212,7 @@ fn eval_config(p: &ProtocolArgs) -> Result<EvalConfig> {
         ways: p.ways.max(2),
         fpr_budget: p.fpr_budget,
         pool_max: p.pool_max,
+        keep_twins: p.keep_twins,
         ..EvalConfig::default()
     })
 }

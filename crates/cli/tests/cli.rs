@@ -49,7 +49,7 @@ fn evaluate_writes_report_with_protocol_and_ci() {
             "--episodes",
             "3",
             "--methods",
-            "nearest-centroid,knn+shots",
+            "nearest-centroid,forest+shots@budget",
             "--episodes-csv",
             &csv_path,
         ],
@@ -72,7 +72,12 @@ fn evaluate_writes_report_with_protocol_and_ci() {
         assert_eq!(r["per_family"].as_array().expect("per family").len(), 5);
         // Operating points on the whole benign query pool, per method and per family.
         let o = &r["operating"];
-        assert_eq!(o["pool_rows"], 1500, "{o}");
+        // The 1,500-row query pool less the rows that repeat a training row (removed by default).
+        let twins = &report["protocol"]["twins_removed"][0];
+        assert_eq!(twins["role"], "benign query pool");
+        let left = twins["left"].as_u64().expect("left");
+        assert_eq!(left + twins["removed"].as_u64().expect("removed"), 1500);
+        assert_eq!(o["pool_rows"], left, "{o}");
         for m in ["pool_fpr", "pr_auc"] {
             let v = o[m]["mean"].as_f64().expect("mean");
             assert!((0.0..=1.0).contains(&v), "{m}: {v}");
@@ -83,10 +88,19 @@ fn evaluate_writes_report_with_protocol_and_ci() {
         for k in ["0.5", "0.01", "0.001"] {
             assert!(o["precision_at_base_rate"][k]["ci95"].is_f64(), "{o}");
         }
+        // Recall at a threshold from the method's own calibration rows: the budget-matched forest
+        // keeps held-out benign rows, the nearest centroid none.
+        let calibrated = r["method"].as_str().expect("name").contains("FPR");
+        for m in ["recall_at_fpr", "pool_fpr_at_calibrated"] {
+            for k in ["0.001", "0.01"] {
+                assert_eq!(o[m][k]["mean"].is_f64(), calibrated, "{m} {k}: {o}");
+            }
+        }
         assert!(r["per_family"][0]["operating"]["pr_auc"]["mean"].is_f64());
     }
     assert!(
-        table.contains("Operating points on 1500 benign query-pool rows"),
+        table.contains("Operating points on 1490 benign query-pool rows")
+            && table.contains("removed as queries for an exact twin in the training rows: benign query pool 10 of 1500"),
         "{table}"
     );
     // One CSV line per method, K, family and episode: 2 methods × 2 K × 5 families × 3 episodes.
@@ -94,11 +108,11 @@ fn evaluate_writes_report_with_protocol_and_ci() {
     let mut lines = csv.lines();
     assert_eq!(
         lines.next(),
-        Some("method,shots,family,episode,f1,recall,fpr,precision,pool_fpr,pr_auc,recall_at_fpr_oracle_0.001,recall_at_fpr_oracle_0.01,precision_at_base_rate_0.5,precision_at_base_rate_0.01,precision_at_base_rate_0.001")
+        Some("method,shots,family,episode,f1,recall,fpr,precision,pool_fpr,pr_auc,recall_at_fpr_oracle_0.001,recall_at_fpr_oracle_0.01,precision_at_base_rate_0.5,precision_at_base_rate_0.01,precision_at_base_rate_0.001,recall_at_fpr_0.001,recall_at_fpr_0.01,pool_fpr_at_calibrated_0.001,pool_fpr_at_calibrated_0.01")
     );
     let rows: Vec<&str> = lines.collect();
     assert_eq!(rows.len(), 2 * 2 * 5 * 3);
-    assert!(rows.iter().all(|l| l.split(',').count() == 15), "{csv}");
+    assert!(rows.iter().all(|l| l.split(',').count() == 19), "{csv}");
     // A pool larger than --pool-max is sampled (seeded) to that many rows.
     let small = dir.path().join("small.json");
     evaluate_cic(

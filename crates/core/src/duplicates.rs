@@ -91,6 +91,18 @@ impl DuplicateIndex {
         }
     }
 
+    /// Whether row `r` has an exact twin among the `reference` rows (a reference row needs another
+    /// one: a row is not its own twin).
+    pub fn has_twin(&self, r: usize, reference: &Reference) -> bool {
+        let n = reference.prints.get(&self.prints[r]).copied().unwrap_or(0);
+        n > usize::from(reference.rows.contains(&r))
+    }
+
+    /// Whether rows `a` and `b` carry the same feature values.
+    pub fn same_values(&self, a: usize, b: usize) -> bool {
+        self.prints[a] == self.prints[b]
+    }
+
     /// Counts over `rows`, with twins looked up in `reference` (a row is not its own twin).
     pub fn counts(&self, rows: &[usize], reference: &Reference) -> DuplicateCounts {
         let mut distinct: HashSet<(u64, u64)> = HashSet::with_capacity(rows.len());
@@ -101,11 +113,7 @@ impl DuplicateIndex {
             if self.labels.get(&p).is_some_and(|e| e.1) {
                 conflicting += 1;
             }
-            // A row of the reference set itself needs another reference row with its values.
-            let n = reference.prints.get(&p).copied().unwrap_or(0);
-            if n > usize::from(reference.rows.contains(&r)) {
-                twins += 1;
-            }
+            twins += usize::from(self.has_twin(r, reference));
         }
         DuplicateCounts {
             rows: rows.len(),

@@ -238,7 +238,11 @@ impl FewShotMethod for Knn {
                 self.vote(&top)
             })
             .unzip();
-        Detection { scores, flagged }
+        Detection {
+            scores,
+            flagged,
+            calibration: Vec::new(),
+        }
     }
 
     fn classify(&self, ctx: &EvalContext<'_>, episode: &Episode) -> Option<Vec<usize>> {
@@ -295,6 +299,8 @@ pub struct Forest {
     slot: Vec<u32>,
     /// The zero-shot forest's score and decision per prepared row.
     zero_shot: Vec<(f32, bool)>,
+    /// The zero-shot forest's scores of its calibration rows.
+    zero_shot_calibration: Vec<f32>,
     calibration: Vec<f32>,
 }
 
@@ -313,6 +319,7 @@ impl Forest {
             mean_family: 1.0,
             slot: Vec::new(),
             zero_shot: Vec::new(),
+            zero_shot_calibration: Vec::new(),
             calibration: Vec::new(),
         }
     }
@@ -326,15 +333,19 @@ impl Forest {
         }
     }
 
-    /// Attack-probability threshold of `forest` on the calibration rows (`None`: majority vote).
-    fn threshold(&self, forest: &RandomForest, dim: usize) -> Option<f32> {
-        let alpha = self.budget?;
-        let mut scores: Vec<f32> = self
+    /// Attack probabilities of `forest` on the calibration rows (none for the majority vote) and
+    /// the threshold at the budget (`None`: majority vote).
+    fn calibrate(&self, forest: &RandomForest, dim: usize) -> (Vec<f32>, Option<f32>) {
+        let Some(alpha) = self.budget else {
+            return (Vec::new(), None);
+        };
+        let scores: Vec<f32> = self
             .calibration
             .chunks_exact(dim)
             .map(|row| forest.predict_proba(row)[1])
             .collect();
-        Some(upper_quantile(&mut scores, alpha))
+        let threshold = upper_quantile(&mut scores.clone(), alpha);
+        (scores, Some(threshold))
     }
 
     /// The attack probability of `row` (the score) and whether it is flagged: probability above the
@@ -415,7 +426,8 @@ impl FewShotMethod for Forest {
         if !self.with_shots {
             let w = vec![1.0; self.y.len()];
             let forest = RandomForest::fit(&data, &self.y, &w, 2, &self.cfg.forest, ctx.seed);
-            let threshold = self.threshold(&forest, ctx.x.dim);
+            let (calibration, threshold) = self.calibrate(&forest, ctx.x.dim);
+            self.zero_shot_calibration = calibration;
             self.slot = vec![u32::MAX; ctx.frame.len()];
             for (i, &q) in query_rows.iter().enumerate() {
                 self.slot[q] = i as u32;
@@ -440,7 +452,11 @@ impl FewShotMethod for Forest {
                     s => self.zero_shot[s as usize],
                 })
                 .unzip();
-            return Detection { scores, flagged };
+            return Detection {
+                scores,
+                flagged,
+                calibration: self.zero_shot_calibration.clone(),
+            };
         }
         let support = ctx.x.gather(&task.support);
         let data = data.with_rows(&support);
@@ -457,11 +473,15 @@ impl FewShotMethod for Forest {
             &self.cfg.forest,
             seed_for(ctx, "forest", task),
         );
-        let threshold = self.threshold(&forest, ctx.x.dim);
+        let (calibration, threshold) = self.calibrate(&forest, ctx.x.dim);
         let (scores, flagged) = scored_rows(ctx, task)
             .map(|q| Self::score(&forest, threshold, ctx.x.row(q)))
             .unzip();
-        Detection { scores, flagged }
+        Detection {
+            scores,
+            flagged,
+            calibration,
+        }
     }
 
     fn classify(&self, ctx: &EvalContext<'_>, episode: &Episode) -> Option<Vec<usize>> {
@@ -551,7 +571,7 @@ mod tests {
         for alpha in [0.01, 0.05, 0.2] {
             let mut f = Forest::budget_matched(BaselineConfig::default(), false, alpha);
             f.calibration = benign.clone();
-            let t = f.threshold(&forest, 2);
+            let t = f.calibrate(&forest, 2).1;
             let flagged = benign
                 .chunks_exact(2)
                 .filter(|r| Forest::score(&forest, t, r).1)

@@ -15,6 +15,9 @@ pub mod site;
 pub mod standard;
 
 use metaids_core::preprocess::{Normaliser, PreprocessConfig};
+use std::collections::BTreeMap;
+
+use metaids_core::duplicates::{DuplicateIndex, Reference};
 use metaids_core::split::{split_hash, Split, SplitSpec};
 use metaids_core::FlowFrame;
 
@@ -22,7 +25,7 @@ pub use baselines::{BaselineConfig, Forest, Knn, NearestCentroid};
 pub use method::{EvalContext, EvalError, FewShotMethod, Matrix};
 pub use protocol::{EvalConfig, MethodResult, Plan};
 pub use protonet::ProtoNetMethod;
-pub use report::{DataFile, FamilySize, Protocol, Report, RoleDuplicates};
+pub use report::{DataFile, FamilySize, Protocol, Report, RoleDuplicates, TwinsRemoved};
 
 /// A prepared benchmark: split, preprocessing and episodes, ready for any method.
 #[derive(Debug)]
@@ -41,8 +44,66 @@ pub struct Benchmark<'a> {
     pub config: EvalConfig,
     /// Baseline parameters (recorded in the report).
     pub baselines: BaselineConfig,
+    /// Duplicate counts per role, before any twin was removed.
+    pub duplicates: Vec<RoleDuplicates>,
+    /// Query rows removed for a twin in the training rows, per role (empty with `keep_twins`).
+    pub twins_removed: Vec<TwinsRemoved>,
     split_file: String,
     split_sha256: String,
+}
+
+/// Duplicate counts per split role, twins looked up in the training rows.
+fn role_duplicates(
+    index: &DuplicateIndex,
+    training: &Reference,
+    split: &Split,
+) -> Vec<RoleDuplicates> {
+    let flat = |m: &BTreeMap<String, Vec<usize>>| -> Vec<usize> {
+        m.values().flatten().copied().collect()
+    };
+    [
+        ("benign training pool", split.benign_train.clone()),
+        ("benign query pool", split.benign_query.clone()),
+        ("seen", flat(&split.seen)),
+        ("validation", flat(&split.validation)),
+        ("novel", flat(&split.novel)),
+    ]
+    .into_iter()
+    .map(|(role, rows)| {
+        let c = index.counts(&rows, training);
+        RoleDuplicates {
+            role: role.to_string(),
+            rows: c.rows,
+            repeated: c.repeated(),
+            conflicting: c.conflicting,
+            twins_in_training: c.twins_in_reference,
+        }
+    })
+    .collect()
+}
+
+/// Removes from the benign query pool and from every novel family the rows with an exact twin in
+/// the training rows (they may then be neither queries nor support: a family is what remains of
+/// it); what was removed, per role.
+fn remove_training_twins(
+    index: &DuplicateIndex,
+    training: &Reference,
+    split: &mut Split,
+) -> Vec<TwinsRemoved> {
+    let keep = |role: String, rows: &mut Vec<usize>| {
+        let before = rows.len();
+        rows.retain(|&r| !index.has_twin(r, training));
+        TwinsRemoved {
+            role,
+            removed: before - rows.len(),
+            left: rows.len(),
+        }
+    };
+    let mut out = vec![keep("benign query pool".into(), &mut split.benign_query)];
+    for (family, rows) in split.novel.iter_mut() {
+        out.push(keep(family.clone(), rows));
+    }
+    out
 }
 
 impl<'a> Benchmark<'a> {
@@ -57,8 +118,16 @@ impl<'a> Benchmark<'a> {
         preprocess: PreprocessConfig,
         baselines: BaselineConfig,
     ) -> Result<Self, EvalError> {
-        let split = spec.apply(frame)?;
+        let mut split = spec.apply(frame)?;
         let training = split.training_rows();
+        let index = DuplicateIndex::new(frame);
+        let reference = index.reference(&training);
+        let duplicates = role_duplicates(&index, &reference, &split);
+        let twins_removed = if config.keep_twins {
+            Vec::new()
+        } else {
+            remove_training_twins(&index, &reference, &mut split)
+        };
         let normaliser = Normaliser::fit(frame, &training, preprocess)?;
         let all: Vec<usize> = (0..frame.len()).collect();
         let data = normaliser.transform(frame, &all)?;
@@ -66,7 +135,7 @@ impl<'a> Benchmark<'a> {
             data,
             dim: normaliser.output_dim(),
         };
-        let plan = Plan::new(&split, &config);
+        let plan = Plan::new(&split, &config, (!config.keep_twins).then_some(&index));
         Ok(Benchmark {
             frame,
             split,
@@ -75,6 +144,8 @@ impl<'a> Benchmark<'a> {
             plan,
             config,
             baselines,
+            duplicates,
+            twins_removed,
             split_file: split_file.to_string(),
             split_sha256: split_hash(spec_text),
         })
@@ -110,7 +181,7 @@ impl<'a> Benchmark<'a> {
             pool: &self.plan.pool,
         };
         let results = protocol::run(&ctx, methods, &self.plan, &self.config, progress)?;
-        let sizes = |m: &std::collections::BTreeMap<String, Vec<usize>>| -> Vec<FamilySize> {
+        let sizes = |m: &BTreeMap<String, Vec<usize>>| -> Vec<FamilySize> {
             m.iter()
                 .map(|(f, r)| FamilySize {
                     family: f.clone(),
@@ -118,30 +189,6 @@ impl<'a> Benchmark<'a> {
                 })
                 .collect()
         };
-        let index = metaids_core::duplicates::DuplicateIndex::new(self.frame);
-        let training = index.reference(&self.split.training_rows());
-        let flat = |m: &std::collections::BTreeMap<String, Vec<usize>>| -> Vec<usize> {
-            m.values().flatten().copied().collect()
-        };
-        let duplicates = [
-            ("benign training pool", self.split.benign_train.clone()),
-            ("benign query pool", self.split.benign_query.clone()),
-            ("seen", flat(&self.split.seen)),
-            ("validation", flat(&self.split.validation)),
-            ("novel", flat(&self.split.novel)),
-        ]
-        .into_iter()
-        .map(|(role, rows)| {
-            let c = index.counts(&rows, &training);
-            report::RoleDuplicates {
-                role: role.to_string(),
-                rows: c.rows,
-                repeated: c.repeated(),
-                conflicting: c.conflicting,
-                twins_in_training: c.twins_in_reference,
-            }
-        })
-        .collect();
         Ok(Report {
             metaids_version: env!("CARGO_PKG_VERSION").to_string(),
             protocol: Protocol {
@@ -165,7 +212,9 @@ impl<'a> Benchmark<'a> {
                 preprocessing: self.normaliser.config,
                 baselines: self.baselines,
                 metric_definition: report::METRIC_DEFINITION.to_string(),
-                duplicates,
+                duplicates: self.duplicates.clone(),
+                twins_removed: self.twins_removed.clone(),
+                support_twins_removed: self.plan.support_twins_removed,
             },
             results,
         })

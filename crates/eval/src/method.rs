@@ -93,13 +93,18 @@ pub enum EvalError {
 
 /// A method's answer to a detection task, over the rows [`scored_rows`] lists (the task's queries,
 /// then every benign query-pool row): a score per row (higher = more attack-like; comparable within
-/// one task) and the method's own decision at its own calibrated operating point.
+/// one task) and the method's own decision at its own calibrated operating point; plus the scores of
+/// the method's own held-out benign calibration rows for this task, if it keeps any, from which the
+/// protocol reads a threshold for any false-positive rate without looking at the query rows.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Detection {
     /// One score per scored row.
     pub scores: Vec<f32>,
     /// One decision per scored row (true = attack).
     pub flagged: Vec<bool>,
+    /// The same score of each of the method's own benign calibration rows (rows it never fits on
+    /// and never queried); empty for a method without calibration rows.
+    pub calibration: Vec<f32>,
 }
 
 impl Detection {
@@ -110,13 +115,26 @@ impl Detection {
         Detection {
             scores: vec![if flag { 1.0 } else { 0.0 }; n],
             flagged: vec![flag; n],
+            calibration: Vec::new(),
         }
     }
 
     /// From scores whose sign is the decision (flagged iff the score is above 0).
     pub fn from_margins(scores: Vec<f32>) -> Self {
         let flagged = scores.iter().map(|&s| s > 0.0).collect();
-        Detection { scores, flagged }
+        Detection {
+            scores,
+            flagged,
+            calibration: Vec::new(),
+        }
+    }
+
+    /// With the scores of the method's own calibration rows.
+    pub fn calibrated(self, calibration: Vec<f32>) -> Self {
+        Detection {
+            calibration,
+            ..self
+        }
     }
 }
 

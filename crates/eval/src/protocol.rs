@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 
+use metaids_core::duplicates::DuplicateIndex;
 use metaids_core::episode::{
     episode_rng, sample_detection_task, seeded_subsample, ClassRows, DetectionTask, Episode,
     EpisodeSampler,
@@ -46,6 +47,14 @@ pub struct EvalConfig {
     /// protocol's.
     #[serde(default = "default_pool_max")]
     pub pool_max: usize,
+    /// Keep queries that repeat a training row or the task's support rows exactly (`--keep-twins`;
+    /// by default they are removed, [`crate::Benchmark::new`]). Reports of earlier builds kept them.
+    #[serde(default = "twins_kept_before")]
+    pub keep_twins: bool,
+}
+
+fn twins_kept_before() -> bool {
+    true
 }
 
 fn default_fpr_budget() -> f64 {
@@ -68,6 +77,7 @@ impl Default for EvalConfig {
             seed: 2026,
             fpr_budget: default_fpr_budget(),
             pool_max: default_pool_max(),
+            keep_twins: false,
         }
     }
 }
@@ -99,12 +109,18 @@ pub struct Plan {
     /// The benign query-pool rows every task also scores (all of them, or a seeded sample of
     /// `pool_max`).
     pub pool: Vec<usize>,
+    /// Attack queries dropped from their task for repeating one of its support rows exactly (with
+    /// as many of the task's benign queries, to keep it balanced).
+    pub support_twins_removed: usize,
 }
 
 impl Plan {
-    /// Draws every episode from the split.
-    pub fn new(split: &Split, cfg: &EvalConfig) -> Self {
+    /// Draws every episode from the split. With `twins` (the frame's duplicate index), a task's
+    /// attack queries that repeat one of its support rows exactly are dropped, with as many benign
+    /// queries.
+    pub fn new(split: &Split, cfg: &EvalConfig, twins: Option<&DuplicateIndex>) -> Self {
         let mut plan = Plan {
+            support_twins_removed: 0,
             detection: Vec::new(),
             nway: Vec::new(),
             evaluable: BTreeMap::new(),
@@ -139,7 +155,17 @@ impl Plan {
                         &mut rng,
                         e,
                     ) {
-                        plan.detection.push(t);
+                        let t = match twins {
+                            Some(index) => {
+                                let (t, dropped) = without_support_twins(t, index);
+                                plan.support_twins_removed += dropped;
+                                t
+                            }
+                            None => t,
+                        };
+                        if t.truth.iter().any(|&a| a) {
+                            plan.detection.push(t);
+                        }
                     }
                 }
                 fams.push(family.clone());
@@ -193,7 +219,47 @@ impl Plan {
     }
 }
 
-/// False-positive rates the oracle recall is read at (keys of `recall_at_fpr_oracle`).
+/// `task` without the attack queries that repeat one of its support rows exactly, and without as
+/// many of its benign queries (the last ones); with the number of attack queries dropped.
+fn without_support_twins(task: DetectionTask, index: &DuplicateIndex) -> (DetectionTask, usize) {
+    let twin = |q: usize| task.support.iter().any(|&s| index.same_values(q, s));
+    let dropped = task
+        .queries
+        .iter()
+        .zip(&task.truth)
+        .filter(|(&q, &attack)| attack && twin(q))
+        .count();
+    if dropped == 0 {
+        return (task, 0);
+    }
+    let mut benign_left = task.truth.iter().filter(|&&a| !a).count() - dropped;
+    let (queries, truth) = task
+        .queries
+        .iter()
+        .zip(&task.truth)
+        .filter(|(&q, &attack)| {
+            if attack {
+                !twin(q)
+            } else if benign_left > 0 {
+                benign_left -= 1;
+                true
+            } else {
+                false
+            }
+        })
+        .map(|(&q, &a)| (q, a))
+        .unzip();
+    (
+        DetectionTask {
+            queries,
+            truth,
+            ..task
+        },
+        dropped,
+    )
+}
+
+/// False-positive rates recall is read at (keys of `recall_at_fpr` and `recall_at_fpr_oracle`).
 pub const ORACLE_FPRS: [f64; 2] = [0.001, 0.01];
 /// Base rates (share of attack flows) precision is stated at (keys of `precision_at_base_rate`).
 pub const BASE_RATES: [f64; 3] = [0.5, 0.01, 0.001];
@@ -207,6 +273,9 @@ struct TaskPoints {
     pr_auc: f64,
     /// Recall with the threshold at which the pool's scores give each [`ORACLE_FPRS`].
     oracle: [f64; 2],
+    /// Recall, then the pool's FPR, with the threshold at which the method's own calibration rows
+    /// give each [`ORACLE_FPRS`] (NaN for a method without calibration rows).
+    calibrated: [[f64; 2]; 2],
     /// Precision of the method's own decision at each [`BASE_RATES`], from its recall on the
     /// task and its FPR on the pool.
     precision: [f64; 3],
@@ -261,15 +330,24 @@ impl TaskPoints {
         let pool_fpr = pool_flagged as f64 / pool.len().max(1) as f64;
         // One copy of the pool's scores, reordered in place by each quantile.
         let mut p = pool.to_vec();
-        let oracle = ORACLE_FPRS.map(|alpha| {
-            let t = upper_quantile(&mut p, alpha);
-            attack.iter().filter(|&&s| s > t).count() as f64 / attack.len().max(1) as f64
+        let above = |rows: &[f32], t: f32| {
+            rows.iter().filter(|&&s| s > t).count() as f64 / rows.len().max(1) as f64
+        };
+        let oracle = ORACLE_FPRS.map(|alpha| above(&attack, upper_quantile(&mut p, alpha)));
+        let mut c = det.calibration.clone();
+        let calibrated = ORACLE_FPRS.map(|alpha| {
+            if c.is_empty() {
+                return [f64::NAN; 2];
+            }
+            let t = upper_quantile(&mut c, alpha);
+            [above(&attack, t), above(pool, t)]
         });
         let recall = counts.recall();
         TaskPoints {
             pool_fpr,
             pr_auc: average_precision(&attack, pool),
             oracle,
+            calibrated,
             precision: BASE_RATES.map(|pi| precision_at_base_rate(recall, pool_fpr, pi)),
         }
     }
@@ -278,6 +356,7 @@ impl TaskPoints {
     /// (the task's queries), then these operating points.
     fn row(&self, counts: &BinaryCounts) -> [f64; COLUMNS] {
         let [o1, o2] = self.oracle;
+        let [[c1, f1], [c2, f2]] = self.calibrated;
         let [p1, p2, p3] = self.precision;
         [
             counts.f1(),
@@ -291,6 +370,10 @@ impl TaskPoints {
             p1,
             p2,
             p3,
+            c1,
+            c2,
+            f1,
+            f2,
         ]
     }
 }
@@ -310,6 +393,13 @@ pub struct OperatingPoints {
     pub recall_at_fpr_oracle: BTreeMap<String, Summary>,
     /// Precision of the method's own decision at base rates 0.5, 0.01 and 0.001 (attack share).
     pub precision_at_base_rate: BTreeMap<String, Summary>,
+    /// Recall at a threshold read off the method's own benign calibration rows to give FPR 0.001
+    /// and 0.01 (`None` for a method without calibration rows, and in reports of earlier builds).
+    #[serde(default)]
+    pub recall_at_fpr: Option<BTreeMap<String, Summary>>,
+    /// The FPR those calibrated thresholds give on the pool (what the budget became).
+    #[serde(default)]
+    pub pool_fpr_at_calibrated: Option<BTreeMap<String, Summary>>,
 }
 
 impl OperatingPoints {
@@ -321,18 +411,25 @@ impl OperatingPoints {
                 .map(|(i, k)| (k.to_string(), col(first + i)))
                 .collect()
         };
+        // A method without calibration rows has NaN there in every task.
+        let calibrated = |first: usize| {
+            let m: BTreeMap<String, Summary> = keyed(&ORACLE_FPRS, first);
+            m.values().all(|s| s.mean.is_finite()).then_some(m)
+        };
         OperatingPoints {
             pool_rows,
             pool_fpr: col(4),
             pr_auc: col(5),
             recall_at_fpr_oracle: keyed(&ORACLE_FPRS, 6),
             precision_at_base_rate: keyed(&BASE_RATES, 8),
+            recall_at_fpr: calibrated(11),
+            pool_fpr_at_calibrated: calibrated(13),
         }
     }
 }
 
 /// Metrics per task.
-const COLUMNS: usize = 11;
+const COLUMNS: usize = 15;
 
 /// Column names of [`EpisodeRow::values`], in order.
 pub const EPISODE_COLUMNS: [&str; COLUMNS] = [
@@ -347,10 +444,15 @@ pub const EPISODE_COLUMNS: [&str; COLUMNS] = [
     "precision_at_base_rate_0.5",
     "precision_at_base_rate_0.01",
     "precision_at_base_rate_0.001",
+    "recall_at_fpr_0.001",
+    "recall_at_fpr_0.01",
+    "pool_fpr_at_calibrated_0.001",
+    "pool_fpr_at_calibrated_0.01",
 ];
 
-/// One task's metrics (one family, one K, one episode), for per-episode export.
-#[derive(Debug, Clone, PartialEq)]
+/// One task's metrics (one family, one K, one episode), for per-episode export. Equal when every
+/// value is bit for bit (a figure a method cannot give is NaN in both).
+#[derive(Debug, Clone)]
 pub struct EpisodeRow {
     /// The novel family.
     pub family: String,
@@ -358,6 +460,14 @@ pub struct EpisodeRow {
     pub episode: usize,
     /// The metrics, named by [`EPISODE_COLUMNS`].
     pub values: [f64; COLUMNS],
+}
+
+impl PartialEq for EpisodeRow {
+    fn eq(&self, other: &Self) -> bool {
+        self.family == other.family
+            && self.episode == other.episode
+            && self.values.map(f64::to_bits) == other.values.map(f64::to_bits)
+    }
 }
 
 /// Metrics of one family at one K.
@@ -606,7 +716,14 @@ mod tests {
         scores.extend((0..1000).map(|i| i as f32 / 1000.0));
         // Own decision: flagged above 0.99 (nine pool rows: 0.991 … 0.999).
         let flagged: Vec<bool> = scores.iter().map(|&s| s > 0.99).collect();
-        let det = Detection { scores, flagged };
+        // Calibration rows scored 0 … 0.999: at 0.001 the threshold is 0.998 (pool rows above: 0.999),
+        // at 0.01 it is 0.989.
+        let calibration = (0..1000).map(|i| i as f32 / 1000.0).collect();
+        let det = Detection {
+            scores,
+            flagged,
+            calibration,
+        };
         let counts = BinaryCounts::from_predictions(&task.truth, &det.flagged[..4]);
         let p = TaskPoints::of(&task, &det, &counts);
         assert!((p.pool_fpr - 0.009).abs() < 1e-12, "{}", p.pool_fpr);
@@ -616,5 +733,18 @@ mod tests {
         assert_eq!(p.oracle[1], 0.5);
         assert_eq!(p.precision[0], precision_at_base_rate(0.5, 0.009, 0.5));
         assert!(p.pr_auc > 0.5 && p.pr_auc < 1.0, "{}", p.pr_auc);
+        assert_eq!(p.calibrated[0], [0.5, 0.001]);
+        assert_eq!(p.calibrated[1][0], 0.5);
+        assert!(
+            (p.calibrated[1][1] - 0.010).abs() < 1e-12,
+            "{:?}",
+            p.calibrated
+        );
+        // Without calibration rows: not a number, so the report leaves the figure out.
+        let bare = Detection {
+            calibration: Vec::new(),
+            ..det
+        };
+        assert!(TaskPoints::of(&task, &bare, &counts).calibrated[0][0].is_nan());
     }
 }

@@ -222,11 +222,16 @@ impl FewShotMethod for ProtoNetMethod {
     }
 
     /// Scores are margins over the rule's own thresholds (flagged iff positive); a rule that is an
-    /// OR of two calibrated rules scores the larger of its two margins.
+    /// OR of two calibrated rules scores the larger of its two margins. The model's held-out benign
+    /// calibration rows (those of the reference the rule uses) are scored the same way.
     fn detect(&self, ctx: &EvalContext<'_>, task: &DetectionTask) -> Detection {
         let d = self.model.dim();
         let reference = &self.model.reference;
         let rows: Vec<usize> = scored_rows(ctx, task).collect();
+        let margins = |emb: &[f32], calibration: &[f32], score: &dyn Fn(&[f32]) -> f32| {
+            let of = |e: &[f32]| e.chunks_exact(d).map(score).collect::<Vec<f32>>();
+            Detection::from_margins(of(emb)).calibrated(of(calibration))
+        };
         if let (true, Some(ft)) = (self.with_finetune, &self.model.finetune) {
             let x = self.x(ctx);
             // A failed adaptation (a bug, the data were checked in `prepare`) flags nothing.
@@ -236,59 +241,46 @@ impl FewShotMethod for ProtoNetMethod {
             let Ok(q) = a.encoder.embed(&x.gather(&rows)) else {
                 return Detection::constant(ctx, task, false);
             };
-            return Detection::from_margins(
-                q.chunks_exact(d)
-                    .map(|e| a.reference.family_score(e, &a.family) - a.family.threshold)
-                    .collect(),
-            );
+            return margins(&q, &a.reference.calibration, &|e| {
+                a.reference.family_score(e, &a.family) - a.family.threshold
+            });
         }
         let q = self.embeddings(ctx, &rows);
+        let calibration = &reference.calibration;
         if self.zero_shot {
-            return Detection::from_margins(
-                q.chunks_exact(d)
-                    .map(|x| {
-                        let db = reference.benign_distance(x);
-                        let dk = reference.known_distance(x);
-                        (db - dk - self.known_half).max(db.min(dk) - self.unknown_half)
-                    })
-                    .collect(),
-            );
+            return margins(&q, calibration, &|x| {
+                let db = reference.benign_distance(x);
+                let dk = reference.known_distance(x);
+                (db - dk - self.known_half).max(db.min(dk) - self.unknown_half)
+            });
         }
         let support = self.embeddings(ctx, &task.support);
         if self.with_known {
             let family = reference.enrol_known_at(&support, reference.fpr_budget);
-            return Detection::from_margins(
-                q.chunks_exact(d)
-                    .map(|x| match family.known_threshold {
-                        Some(tk) => {
-                            let db = reference.benign_distance(x);
-                            (db - sq_dist(x, &family.centre) - family.threshold)
-                                .max(db - reference.known_distance(x) - tk)
-                        }
-                        None => reference.known_score(x, &family) - family.threshold,
-                    })
-                    .collect(),
-            );
+            return margins(&q, calibration, &|x| match family.known_threshold {
+                Some(tk) => {
+                    let db = reference.benign_distance(x);
+                    (db - sq_dist(x, &family.centre) - family.threshold)
+                        .max(db - reference.known_distance(x) - tk)
+                }
+                None => reference.known_score(x, &family) - family.threshold,
+            });
         }
         let family = if self.with_unknown {
             reference.enrol_at(&support, reference.fpr_budget / 2.0)
         } else {
             reference.enrol(&support)
         };
-        Detection::from_margins(
-            q.chunks_exact(d)
-                .map(|x| {
-                    let db = reference.benign_distance(x);
-                    let df = sq_dist(x, &family.centre);
-                    let margin = db - df - family.threshold;
-                    if self.with_unknown {
-                        margin.max(db.min(df) - self.unknown_half)
-                    } else {
-                        margin
-                    }
-                })
-                .collect(),
-        )
+        margins(&q, calibration, &|x| {
+            let db = reference.benign_distance(x);
+            let df = sq_dist(x, &family.centre);
+            let margin = db - df - family.threshold;
+            if self.with_unknown {
+                margin.max(db.min(df) - self.unknown_half)
+            } else {
+                margin
+            }
+        })
     }
 
     fn classify(&self, ctx: &EvalContext<'_>, episode: &Episode) -> Option<Vec<usize>> {

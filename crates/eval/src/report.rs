@@ -46,6 +46,18 @@ pub struct RoleDuplicates {
     pub twins_in_training: usize,
 }
 
+/// Query rows left out for an exact twin among the training rows (the default; `--keep-twins`
+/// keeps them): a query that repeats a training row measures memory, not generalisation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TwinsRemoved {
+    /// `benign query pool` or a novel family.
+    pub role: String,
+    /// Rows removed.
+    pub removed: usize,
+    /// Rows left.
+    pub left: usize,
+}
+
 /// Everything needed to reproduce a run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Protocol {
@@ -92,6 +104,14 @@ pub struct Protocol {
     /// Exact duplicates per role (reports of earlier builds lack them).
     #[serde(default)]
     pub duplicates: Vec<RoleDuplicates>,
+    /// Query rows removed for a twin in the training rows (empty with `keep_twins`, and in reports
+    /// of earlier builds).
+    #[serde(default)]
+    pub twins_removed: Vec<TwinsRemoved>,
+    /// Attack queries dropped from their task for repeating one of its support rows (with as many
+    /// benign queries).
+    #[serde(default)]
+    pub support_twins_removed: usize,
 }
 
 /// A full benchmark report.
@@ -110,7 +130,7 @@ pub const METRIC_DEFINITION: &str = "Per task (one novel family, one K, one epis
 queries = up to 50 other rows of the family (positives) + as many benign query-pool rows (negatives). \
 Recall, FPR, precision and F1 per task (precision = F1 = 0 when nothing is flagged). Per episode index, the \
 metric is macro-averaged over the families evaluated at that K; reported as mean ± 95% Student-t half-width \
-over episodes. N-way accuracy: N novel families per episode, K support and 10 queries each. Operating points (`operating`): every task also scores the benign query pool (every distinct benign query row, or a seeded sample of `pool_max` of them when the pool is larger; `pool_rows`); `pool_fpr` = share of the pool the method's own decision flags; `pr_auc` = average precision of the method's scores, the task's attack queries against the whole pool (ties counted against the method); `recall_at_fpr_oracle` = recall at the threshold the pool's own scores put at FPR 0.001 / 0.01 (an oracle: read off the rows it is measured on, not from the method's calibration); `precision_at_base_rate` = precision of the method's own decision if attacks were 50%, 1% or 0.1% of flows, from its recall on the task and `pool_fpr`. Each per family and macro over families, mean ± 95% half-width over episodes.";
+over episodes. N-way accuracy: N novel families per episode, K support and 10 queries each. Operating points (`operating`): every task also scores the benign query pool (every distinct benign query row, or a seeded sample of `pool_max` of them when the pool is larger; `pool_rows`); `pool_fpr` = share of the pool the method's own decision flags; `pr_auc` = average precision of the method's scores, the task's attack queries against the whole pool (ties counted against the method); `recall_at_fpr_oracle` = recall at the threshold the pool's own scores put at FPR 0.001 / 0.01 (an oracle: read off the rows it is measured on, not from the method's calibration); `recall_at_fpr` = recall at the threshold the method's own held-out benign calibration rows put at FPR 0.001 / 0.01 (the model: its reference's calibration rows; the budget-matched forest: its held-out benign training rows; absent for a method without calibration rows), with `pool_fpr_at_calibrated` the FPR that threshold gives on the pool (with n calibration rows an FPR below about 1/n cannot be resolved: the threshold is then the largest calibration score); `precision_at_base_rate` = precision of the method's own decision if attacks were 50%, 1% or 0.1% of flows, from its recall on the task and `pool_fpr`. Each per family and macro over families, mean ± 95% half-width over episodes.";
 
 impl Report {
     /// Markdown table of all results, grouped by K.
@@ -124,6 +144,21 @@ impl Report {
             out.push_str(&format!(
                 "- {}: {} rows, {} repeated, {} with another label's values, {} with a twin in the training rows\n",
                 d.role, d.rows, d.repeated, d.conflicting, d.twins_in_training
+            ));
+        }
+        if p.config.keep_twins {
+            out.push_str("- queries with an exact twin in the training or support rows kept (`--keep-twins`)\n");
+        } else {
+            let removed: Vec<String> = p
+                .twins_removed
+                .iter()
+                .filter(|t| t.removed > 0)
+                .map(|t| format!("{} {} of {}", t.role, t.removed, t.removed + t.left))
+                .collect();
+            out.push_str(&format!(
+                "- removed as queries for an exact twin in the training rows: {}; attack queries dropped for repeating a support row: {}\n",
+                if removed.is_empty() { "none".to_string() } else { removed.join(", ") },
+                p.support_twins_removed
             ));
         }
         if !p.duplicates.is_empty() {
@@ -162,8 +197,8 @@ impl Report {
                 "\nOperating points on {} benign query-pool rows (recall at FPR read off the pool itself: oracle):\n\n",
                 pool.pool_rows
             ));
-            out.push_str("| method | K | PR-AUC | recall @ FPR 0.001 (oracle) | recall @ FPR 0.01 (oracle) | own FPR on the pool | precision @ 1:100 | precision @ 1:1000 |\n");
-            out.push_str("|---|---:|---|---|---|---|---|---|\n");
+            out.push_str("| method | K | PR-AUC | recall @ FPR 0.001 (oracle) | recall @ FPR 0.01 (oracle) | recall @ FPR 0.001 (own calibration) | its FPR on the pool | own FPR on the pool | precision @ 1:100 | precision @ 1:1000 |\n");
+            out.push_str("|---|---:|---|---|---|---|---|---|---|---|\n");
             for r in points {
                 let Some(o) = &r.operating else { continue };
                 let get =
@@ -171,14 +206,30 @@ impl Report {
                      k: &str| {
                         m.get(k).map_or("—".to_string(), |s| s.display())
                     };
+                let calibrated = |m: &Option<
+                    std::collections::BTreeMap<String, metaids_core::metrics::Summary>,
+                >,
+                                  four: bool| {
+                    m.as_ref()
+                        .and_then(|m| m.get("0.001"))
+                        .map_or("—".to_string(), |s| {
+                            if four {
+                                s.display4()
+                            } else {
+                                s.display()
+                            }
+                        })
+                };
                 out.push_str(&format!(
-                    "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
                     r.method,
                     r.shots,
                     o.pr_auc.display(),
                     get(&o.recall_at_fpr_oracle, "0.001"),
                     get(&o.recall_at_fpr_oracle, "0.01"),
-                    o.pool_fpr.display(),
+                    calibrated(&o.recall_at_fpr, false),
+                    calibrated(&o.pool_fpr_at_calibrated, true),
+                    o.pool_fpr.display4(),
                     get(&o.precision_at_base_rate, "0.01"),
                     get(&o.precision_at_base_rate, "0.001"),
                 ));

@@ -4,6 +4,7 @@
 use std::collections::HashSet;
 use std::path::PathBuf;
 
+use metaids_core::duplicates::DuplicateIndex;
 use metaids_core::preprocess::{Normaliser, PreprocessConfig};
 use metaids_core::split::SplitSpec;
 use metaids_core::FlowFrame;
@@ -41,8 +42,10 @@ fn load(split: &str, dir: PathBuf) -> (FlowFrame, SplitSpec, String) {
 #[test]
 fn nsl_kdd_split_keeps_novel_and_benign_queries_out_of_training() {
     let (frame, spec, text) = load("splits/nsl-kdd.toml", shared("nsl-kdd"));
+    // Every row keeps its role (no query twin removed), so the roles partition the frame.
     let cfg = EvalConfig {
         episodes: 3,
+        keep_twins: true,
         ..EvalConfig::default()
     };
     let bench = Benchmark::new(
@@ -99,6 +102,58 @@ fn nsl_kdd_split_keeps_novel_and_benign_queries_out_of_training() {
         .too_small
         .iter()
         .any(|t| t.family == "worm" && t.rows == 2));
+}
+
+#[test]
+fn queries_with_a_twin_in_training_or_support_are_removed_by_default() {
+    let (frame, spec, text) = load("splits/nsl-kdd.toml", shared("nsl-kdd"));
+    let bench = |keep_twins| {
+        let cfg = EvalConfig {
+            episodes: 5,
+            keep_twins,
+            ..EvalConfig::default()
+        };
+        Benchmark::new(
+            &frame,
+            &spec,
+            "nsl-kdd.toml",
+            &text,
+            cfg,
+            PreprocessConfig::default(),
+            BaselineConfig::default(),
+        )
+        .expect("benchmark")
+    };
+    let (kept, removed) = (bench(true), bench(false));
+    let index = DuplicateIndex::new(&frame);
+    let training = index.reference(&kept.split.training_rows());
+    let twin = |r: usize| index.has_twin(r, &training);
+    // NSL-KDD's query rows do repeat training rows: the kept plan queries some, the default none.
+    let twins_queried = |b: &Benchmark<'_>| {
+        b.plan
+            .detection
+            .iter()
+            .flat_map(|t| &t.queries)
+            .chain(&b.plan.pool)
+            .filter(|&&q| twin(q))
+            .count()
+    };
+    assert!(twins_queried(&kept) > 0);
+    assert_eq!(twins_queried(&removed), 0);
+    for t in &removed.plan.detection {
+        assert!(t.support.iter().all(|&s| !twin(s)));
+        let attack = t.truth.iter().filter(|&&a| a).count();
+        assert_eq!(2 * attack, t.queries.len(), "balanced after removal");
+        for (&q, _) in t.queries.iter().zip(&t.truth).filter(|(_, &a)| a) {
+            assert!(t.support.iter().all(|&s| !index.same_values(q, s)));
+        }
+    }
+    // What was removed is counted, and with the rows left adds up to the kept split.
+    let before = kept.split.benign_query.len();
+    let pool = &removed.twins_removed[0];
+    assert_eq!(pool.role, "benign query pool");
+    assert_eq!(pool.removed + pool.left, before);
+    assert!(pool.removed > 0);
 }
 
 #[test]
