@@ -564,6 +564,11 @@ pub struct EvaluateArgs {
     /// Evaluate a model trained on another split or other data anyway (each difference is printed).
     #[arg(long)]
     pub force: bool,
+    /// Train one model per seed on the split (default training settings, as `metaids train --seed S`)
+    /// and pool the model rows over seeds × episodes, so their CIs include the training-seed
+    /// variance, e.g. `--train-seeds 1,2,3`. Instead of --model.
+    #[arg(long, value_delimiter = ',', conflicts_with = "model")]
+    pub train_seeds: Vec<u64>,
 }
 
 /// `train` arguments.

@@ -228,6 +228,15 @@ fn select_methods(
     if names.is_empty() {
         return Ok(all);
     }
+    filter_methods(all, names, has_model)
+}
+
+/// The methods of `all` that `names` lists (by their command-line keys); an unknown name is an error.
+fn filter_methods(
+    all: Vec<Box<dyn FewShotMethod>>,
+    names: &[String],
+    has_model: bool,
+) -> Result<Vec<Box<dyn FewShotMethod>>> {
     let key = |m: &str| {
         // Budget-matched baselines are named "<baseline> @α% FPR"; their key is "<key>@budget".
         let (base, budget) = match m.split_once(" @") {
@@ -264,6 +273,16 @@ fn run_benchmark(
     p: &ProtocolArgs,
     extra: Vec<Box<dyn FewShotMethod>>,
 ) -> Result<Report> {
+    run_benchmark_seeded(loaded, p, extra, Vec::new())
+}
+
+/// [`run_benchmark`] with the model rows of several trained models (seed, rows), pooled over seeds.
+fn run_benchmark_seeded(
+    loaded: &Loaded,
+    p: &ProtocolArgs,
+    extra: Vec<Box<dyn FewShotMethod>>,
+    seeded: Vec<(u64, Vec<Box<dyn FewShotMethod>>)>,
+) -> Result<Report> {
     let cfg = eval_config(p)?;
     let started = Instant::now();
     let bench = Benchmark::new(
@@ -275,8 +294,32 @@ fn run_benchmark(
         PreprocessConfig::default(),
         BaselineConfig::default(),
     )?;
-    let mut methods = select_methods(&bench, &p.methods, extra)?;
-    let total = bench.plan.work() * methods.len() as u64;
+    // With seeded models the model rows come from them; the names split into the two sets.
+    let (model_names, baseline_names): (Vec<String>, Vec<String>) = p
+        .methods
+        .iter()
+        .cloned()
+        .partition(|n| n.starts_with("protonet"));
+    let seeds: Vec<u64> = seeded.iter().map(|(s, _)| *s).collect();
+    let mut methods = if seeds.is_empty() {
+        select_methods(&bench, &p.methods, extra)?
+    } else if !p.methods.is_empty() && baseline_names.is_empty() {
+        Vec::new()
+    } else {
+        select_methods(&bench, &baseline_names, Vec::new())?
+    };
+    let mut seeded = seeded
+        .into_iter()
+        .map(|(_, rows)| {
+            if p.methods.is_empty() {
+                Ok(rows)
+            } else {
+                filter_methods(rows, &model_names, true)
+            }
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let total =
+        bench.plan.work() * (methods.len() + seeded.iter().map(Vec::len).sum::<usize>()) as u64;
     let bar = progress::Progress::new(
         p.quiet,
         total,
@@ -302,7 +345,7 @@ fn run_benchmark(
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    let report = bench.run(&mut methods, files, &progress)?;
+    let report = bench.run_seeded(&mut methods, &mut seeded, &seeds, files, &progress)?;
     bar.finish_and_clear();
     tracing::info!(seconds = started.elapsed().as_secs_f64(), "benchmark done");
     println!("{}", report.markdown());
@@ -348,7 +391,12 @@ fn evaluate(a: EvaluateArgs) -> Result<()> {
         None => None,
     };
     let extra = model.as_ref().map(model_cmd::methods).unwrap_or_default();
-    run_benchmark(&loaded, &a.protocol, extra)?;
+    let mut seeded = Vec::new();
+    for &seed in &a.train_seeds {
+        let model = model_cmd::fit_default(&loaded, seed, a.protocol.quiet)?;
+        seeded.push((seed, model_cmd::methods(&model)));
+    }
+    run_benchmark_seeded(&loaded, &a.protocol, extra, seeded)?;
     if let Some(m) = &model {
         model_cmd::report_enrolment(m, &loaded)?;
     }

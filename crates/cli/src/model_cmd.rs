@@ -182,6 +182,25 @@ pub fn fit(
     Ok((model, started.elapsed().as_secs_f64()))
 }
 
+/// A model trained on `loaded` with every default training setting and `seed` (what `metaids train
+/// --seed SEED` writes), for `evaluate --train-seeds`.
+pub fn fit_default(loaded: &Loaded, seed: u64, quiet: bool) -> Result<Arc<ThreatModel>> {
+    let split = loaded
+        .spec
+        .apply(&loaded.frame)
+        .with_context(|| format!("split file {}", loaded.split_name))?;
+    let cfg = TrainConfig {
+        seed,
+        ..TrainConfig::default()
+    };
+    let (model, seconds) = fit(loaded, &split, EncoderConfig::for_input(0), &cfg, quiet)?;
+    eprintln!(
+        "trained a model with seed {seed}: kept step {} of {}, validation F1 {:.3}, {seconds:.1} s",
+        model.record.best_step, model.record.steps_run, model.record.best_f1
+    );
+    Ok(Arc::new(model))
+}
+
 /// The data files and split of `loaded`, hashed as training records them.
 fn provenance(loaded: &Loaded) -> Result<Provenance> {
     let files = loaded

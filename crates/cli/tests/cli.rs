@@ -108,11 +108,11 @@ fn evaluate_writes_report_with_protocol_and_ci() {
     let mut lines = csv.lines();
     assert_eq!(
         lines.next(),
-        Some("method,shots,family,episode,f1,recall,fpr,precision,pool_fpr,pr_auc,recall_at_fpr_oracle_0.001,recall_at_fpr_oracle_0.01,precision_at_base_rate_0.5,precision_at_base_rate_0.01,precision_at_base_rate_0.001,recall_at_fpr_0.001,recall_at_fpr_0.01,pool_fpr_at_calibrated_0.001,pool_fpr_at_calibrated_0.01")
+        Some("method,shots,family,episode,train_seed,f1,recall,fpr,precision,pool_fpr,pr_auc,recall_at_fpr_oracle_0.001,recall_at_fpr_oracle_0.01,precision_at_base_rate_0.5,precision_at_base_rate_0.01,precision_at_base_rate_0.001,recall_at_fpr_0.001,recall_at_fpr_0.01,pool_fpr_at_calibrated_0.001,pool_fpr_at_calibrated_0.01")
     );
     let rows: Vec<&str> = lines.collect();
     assert_eq!(rows.len(), 2 * 2 * 5 * 3);
-    assert!(rows.iter().all(|l| l.split(',').count() == 19), "{csv}");
+    assert!(rows.iter().all(|l| l.split(',').count() == 20), "{csv}");
     // A pool larger than --pool-max is sampled (seeded) to that many rows.
     let small = dir.path().join("small.json");
     evaluate_cic(
@@ -388,4 +388,64 @@ fn stats_counts_exact_duplicates_and_novel_rows_with_training_twins() {
         text.contains("| Analysis | 677 | novel | 446 | 231 | 619 | 619 |"),
         "{text}"
     );
+}
+
+#[test]
+fn evaluate_train_seeds_pools_model_rows_and_pairs_them_with_the_best_baseline() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let json = dir.path().join("r.json");
+    let csv_path = dir.path().join("episodes.csv").display().to_string();
+    let table = evaluate_cic(
+        &[
+            "--train-seeds",
+            "1,2",
+            "--shots",
+            "5",
+            "--episodes",
+            "2",
+            "--methods",
+            "protonet,nearest-centroid,forest+shots@budget",
+            "--episodes-csv",
+            &csv_path,
+        ],
+        &json,
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("json")).expect("parse");
+    assert_eq!(report["protocol"]["train_seeds"], serde_json::json!([1, 2]));
+    let results = report["results"].as_array().expect("results");
+    assert_eq!(results.len(), 3);
+    let model = results
+        .iter()
+        .find(|r| r["method"] == "protonet")
+        .expect("model row");
+    assert_eq!(model["model_row"], true);
+    assert_eq!(model["train_seeds"], serde_json::json!([1, 2]));
+    // Macro figures pool 2 seeds × 2 episodes.
+    assert_eq!(model["macro_f1"]["n"], 4, "{model}");
+    let baseline = results
+        .iter()
+        .find(|r| r["method"] == "nearest-centroid")
+        .expect("baseline row");
+    assert_eq!(baseline["macro_f1"]["n"], 2);
+    assert_eq!(baseline["model_row"], false);
+    // Paired against the best baseline of each metric: the forest has the only own-calibration
+    // recall, so it is the baseline there.
+    let paired = report["paired"].as_array().expect("paired");
+    let own = paired
+        .iter()
+        .find(|d| d["metric"] == "recall_at_fpr_0.001")
+        .expect("own-calibration pair");
+    assert_eq!(own["baseline"], "random-forest+shots @1% FPR");
+    assert_eq!(own["difference"]["n"], 4);
+    assert!(table.contains("Paired differences"), "{table}");
+    assert!(table.contains("(ablation, 2 seeds)") || table.contains("(headline, 2 seeds)"));
+    let csv = std::fs::read_to_string(&csv_path).expect("csv");
+    let seeds: std::collections::BTreeSet<&str> = csv
+        .lines()
+        .skip(1)
+        .filter(|l| l.starts_with("protonet,"))
+        .map(|l| l.split(',').nth(4).expect("train_seed"))
+        .collect();
+    assert_eq!(seeds, ["1", "2"].into_iter().collect());
 }

@@ -172,6 +172,19 @@ impl<'a> Benchmark<'a> {
         files: Vec<DataFile>,
         progress: &(dyn Fn(&str, u64) + Sync),
     ) -> Result<Report, EvalError> {
+        self.run_seeded(methods, &mut [], &[], files, progress)
+    }
+
+    /// Runs `methods` once, then the model rows of each trained model (`seeded[i]`, trained with
+    /// `seeds[i]`) on the same episodes, and pools each model row over seeds × episodes.
+    pub fn run_seeded(
+        &self,
+        methods: &mut [Box<dyn FewShotMethod>],
+        seeded: &mut [Vec<Box<dyn FewShotMethod>>],
+        seeds: &[u64],
+        files: Vec<DataFile>,
+        progress: &(dyn Fn(&str, u64) + Sync),
+    ) -> Result<Report, EvalError> {
         let ctx = EvalContext {
             frame: self.frame,
             split: &self.split,
@@ -180,7 +193,20 @@ impl<'a> Benchmark<'a> {
             seed: self.config.seed,
             pool: &self.plan.pool,
         };
-        let results = protocol::run(&ctx, methods, &self.plan, &self.config, progress)?;
+        let mut results = protocol::run(&ctx, methods, &self.plan, &self.config, progress)?;
+        if !seeded.is_empty() {
+            let runs = seeded
+                .iter_mut()
+                .map(|m| protocol::run(&ctx, m, &self.plan, &self.config, progress))
+                .collect::<Result<Vec<_>, _>>()?;
+            results.extend(protocol::merge_seeds(
+                &runs,
+                seeds,
+                &self.split,
+                self.plan.pool.len(),
+            ));
+        }
+        let paired = protocol::paired_differences(&results);
         let sizes = |m: &BTreeMap<String, Vec<usize>>| -> Vec<FamilySize> {
             m.iter()
                 .map(|(f, r)| FamilySize {
@@ -215,8 +241,10 @@ impl<'a> Benchmark<'a> {
                 duplicates: self.duplicates.clone(),
                 twins_removed: self.twins_removed.clone(),
                 support_twins_removed: self.plan.support_twins_removed,
+                train_seeds: seeds.to_vec(),
             },
             results,
+            paired,
         })
     }
 }

@@ -157,6 +157,17 @@ pub trait FewShotMethod: Send + Sync {
     /// One line on what it does, for the report.
     fn description(&self) -> String;
 
+    /// A row of the meta-learned model (its figures are paired against the best baseline's).
+    fn is_model(&self) -> bool {
+        false
+    }
+
+    /// The headline row: fixed before any novel family is scored; every other model row is an
+    /// ablation.
+    fn is_headline(&self) -> bool {
+        false
+    }
+
     /// Fits on the training rows. `query_rows` lists every row any task may query, so a method may
     /// cache per-row work that does not depend on the support set (it must not fit on them).
     fn prepare(&mut self, ctx: &EvalContext<'_>, query_rows: &[usize]) -> Result<(), EvalError>;

@@ -454,6 +454,9 @@ pub const EPISODE_COLUMNS: [&str; COLUMNS] = [
 /// value is bit for bit (a figure a method cannot give is NaN in both).
 #[derive(Debug, Clone)]
 pub struct EpisodeRow {
+    /// Index of the trained model the row comes from (0 for a single run; with several training
+    /// seeds, the seed's position in `train_seeds`).
+    pub run: usize,
     /// The novel family.
     pub family: String,
     /// The episode index.
@@ -464,7 +467,8 @@ pub struct EpisodeRow {
 
 impl PartialEq for EpisodeRow {
     fn eq(&self, other: &Self) -> bool {
-        self.family == other.family
+        self.run == other.run
+            && self.family == other.family
             && self.episode == other.episode
             && self.values.map(f64::to_bits) == other.values.map(f64::to_bits)
     }
@@ -521,6 +525,19 @@ pub struct MethodResult {
     /// Every task's metrics (not in the JSON report: `evaluate --episodes-csv` writes them).
     #[serde(skip)]
     pub episodes: Vec<EpisodeRow>,
+    /// Every N-way episode's accuracy, with its run (not in the JSON report).
+    #[serde(skip)]
+    pub nway_episodes: Vec<(usize, f64)>,
+    /// A row of the meta-learned model (not a baseline).
+    #[serde(default)]
+    pub model_row: bool,
+    /// The headline row: the model row fixed before evaluation (chosen on validation families);
+    /// every other model row is an ablation.
+    #[serde(default)]
+    pub headline: bool,
+    /// Training seeds the row's figures pool (empty: one model, or a baseline).
+    #[serde(default)]
+    pub train_seeds: Vec<u64>,
 }
 
 /// Runs every method on the plan. `progress` is called with units of work done.
@@ -597,84 +614,268 @@ fn aggregate(
     split: &Split,
     cfg: &EvalConfig,
 ) -> MethodResult {
-    // family → episode → counts
-    type Measured = (BinaryCounts, TaskPoints);
-    let mut by_family: BTreeMap<&str, Vec<(usize, Measured)>> = BTreeMap::new();
-    for (t, c) in plan.detection.iter().zip(counts) {
-        if t.shots == k {
-            by_family
-                .entry(t.family.as_str())
-                .or_default()
-                .push((t.episode, *c));
-        }
-    }
-    let pool_rows = plan.pool.len();
-    let mut per_episode: BTreeMap<usize, Vec<[f64; COLUMNS]>> = BTreeMap::new();
-    let mut per_family = Vec::new();
-    let mut episodes = Vec::new();
-    for (family, eps) in &by_family {
-        let vals: Vec<[f64; COLUMNS]> = eps.iter().map(|(_, (c, p))| p.row(c)).collect();
-        episodes.extend(eps.iter().zip(&vals).map(|((e, _), v)| EpisodeRow {
-            family: family.to_string(),
-            episode: *e,
-            values: *v,
-        }));
-        for ((e, _), v) in eps.iter().zip(&vals) {
-            per_episode.entry(*e).or_default().push(*v);
-        }
-        let col = |i: usize| Summary::of(&vals.iter().map(|v| v[i]).collect::<Vec<_>>());
-        per_family.push(FamilyResult {
-            family: family.to_string(),
-            rows: split.novel.get(*family).map_or(0, Vec::len),
-            episodes: eps.len(),
-            f1: col(0),
-            recall: col(1),
-            fpr: col(2),
-            precision: col(3),
-            operating: Some(OperatingPoints::of(pool_rows, col)),
-        });
-    }
-    let macro_of = |i: usize| {
-        let samples: Vec<f64> = per_episode
-            .values()
-            .map(|fams| fams.iter().map(|v| v[i]).sum::<f64>() / fams.len() as f64)
-            .collect();
-        Summary::of(&samples)
-    };
-    let accs: Vec<f64> = plan
+    let episodes: Vec<EpisodeRow> = plan
+        .detection
+        .iter()
+        .zip(counts)
+        .filter(|(t, _)| t.shots == k)
+        .map(|(t, (c, p))| EpisodeRow {
+            run: 0,
+            family: t.family.clone(),
+            episode: t.episode,
+            values: p.row(c),
+        })
+        .collect();
+    let accs: Vec<(usize, f64)> = plan
         .nway
         .iter()
         .zip(nway)
         .filter(|((kk, _), _)| *kk == k)
-        .filter_map(|(_, a)| *a)
+        .filter_map(|(_, a)| a.map(|a| (0, a)))
         .collect();
     let ways = plan
         .nway
         .iter()
         .find(|(kk, _)| *kk == k)
-        .map_or(0, |(_, e)| e.classes.len());
+        .map_or(0, |(_, e)| e.classes.len().min(cfg.ways));
+    summarise(
+        MethodResult {
+            method: method.name(),
+            description: method.description(),
+            shots: k,
+            model_row: method.is_model(),
+            headline: method.is_headline(),
+            ..MethodResult::empty()
+        },
+        episodes,
+        accs,
+        ways,
+        split,
+        plan.pool.len(),
+    )
+}
+
+/// `row` (name, description, K, role) with every figure computed from `episodes` and the N-way
+/// accuracies `accs`: per family over its tasks, macro over the families of each (run, episode),
+/// then mean and 95% CI over those.
+fn summarise(
+    row: MethodResult,
+    episodes: Vec<EpisodeRow>,
+    accs: Vec<(usize, f64)>,
+    ways: usize,
+    split: &Split,
+    pool_rows: usize,
+) -> MethodResult {
+    let mut by_family: BTreeMap<&str, Vec<&[f64; COLUMNS]>> = BTreeMap::new();
+    let mut by_episode: BTreeMap<(usize, usize), Vec<&[f64; COLUMNS]>> = BTreeMap::new();
+    for e in &episodes {
+        by_family.entry(&e.family).or_default().push(&e.values);
+        by_episode
+            .entry((e.run, e.episode))
+            .or_default()
+            .push(&e.values);
+    }
+    let per_family = by_family
+        .iter()
+        .map(|(family, vals)| {
+            let col = |i: usize| Summary::of(&vals.iter().map(|v| v[i]).collect::<Vec<_>>());
+            FamilyResult {
+                family: family.to_string(),
+                rows: split.novel.get(*family).map_or(0, Vec::len),
+                episodes: vals.len(),
+                f1: col(0),
+                recall: col(1),
+                fpr: col(2),
+                precision: col(3),
+                operating: Some(OperatingPoints::of(pool_rows, col)),
+            }
+        })
+        .collect();
+    let macro_of = |i: usize| Summary::of(&macro_samples(&by_episode, i));
+    let nway: Vec<f64> = accs.iter().map(|&(_, a)| a).collect();
     MethodResult {
-        method: method.name(),
-        description: method.description(),
-        shots: k,
         macro_f1: macro_of(0),
         recall: macro_of(1),
         fpr: macro_of(2),
         precision: macro_of(3),
         operating: Some(OperatingPoints::of(pool_rows, macro_of)),
-        episodes,
-        nway_accuracy: if accs.is_empty() {
-            None
-        } else {
-            Some(Summary::of(&accs))
-        },
-        ways: if accs.is_empty() {
-            0
-        } else {
-            ways.min(cfg.ways)
-        },
+        nway_accuracy: (!nway.is_empty()).then(|| Summary::of(&nway)),
+        ways: if nway.is_empty() { 0 } else { ways },
         per_family,
+        episodes,
+        nway_episodes: accs,
+        ..row
     }
+}
+
+/// Column `i` macro-averaged over the families of each (run, episode), in key order.
+fn macro_samples(
+    by_episode: &BTreeMap<(usize, usize), Vec<&[f64; COLUMNS]>>,
+    i: usize,
+) -> Vec<f64> {
+    by_episode
+        .values()
+        .map(|fams| fams.iter().map(|v| v[i]).sum::<f64>() / fams.len() as f64)
+        .collect()
+}
+
+impl MethodResult {
+    /// The name in tables: model rows say whether they are the headline or an ablation, and how
+    /// many training seeds they pool.
+    pub fn label(&self) -> String {
+        let seeds = if self.train_seeds.len() > 1 {
+            format!(", {} seeds", self.train_seeds.len())
+        } else {
+            String::new()
+        };
+        match (self.model_row, self.headline) {
+            (true, true) => format!("**{}** (headline{seeds})", self.method),
+            (true, false) => format!("{} (ablation{seeds})", self.method),
+            _ => self.method.clone(),
+        }
+    }
+
+    /// A row with no figures yet.
+    fn empty() -> Self {
+        let zero = Summary::of(&[]);
+        MethodResult {
+            method: String::new(),
+            description: String::new(),
+            shots: 0,
+            macro_f1: zero,
+            recall: zero,
+            fpr: zero,
+            precision: zero,
+            nway_accuracy: None,
+            ways: 0,
+            per_family: Vec::new(),
+            operating: None,
+            episodes: Vec::new(),
+            nway_episodes: Vec::new(),
+            model_row: false,
+            headline: false,
+            train_seeds: Vec::new(),
+        }
+    }
+}
+
+/// One row per method and K pooling the runs of several trained models (`runs[i]` the results of
+/// the model trained with `seeds[i]`, on the same plan): every figure over seeds × episodes, so its
+/// CI includes the training-seed variance. Rows are matched by method name and K.
+pub fn merge_seeds(
+    runs: &[Vec<MethodResult>],
+    seeds: &[u64],
+    split: &Split,
+    pool_rows: usize,
+) -> Vec<MethodResult> {
+    let Some(first) = runs.first() else {
+        return Vec::new();
+    };
+    first
+        .iter()
+        .map(|r| {
+            let mut episodes = Vec::new();
+            let mut accs = Vec::new();
+            for (run, results) in runs.iter().enumerate() {
+                let Some(m) = results
+                    .iter()
+                    .find(|m| m.method == r.method && m.shots == r.shots)
+                else {
+                    continue;
+                };
+                episodes.extend(m.episodes.iter().map(|e| EpisodeRow { run, ..e.clone() }));
+                accs.extend(m.nway_episodes.iter().map(|&(_, a)| (run, a)));
+            }
+            summarise(
+                MethodResult {
+                    method: r.method.clone(),
+                    description: r.description.clone(),
+                    shots: r.shots,
+                    model_row: r.model_row,
+                    headline: r.headline,
+                    train_seeds: seeds.to_vec(),
+                    ..MethodResult::empty()
+                },
+                episodes,
+                accs,
+                r.ways,
+                split,
+                pool_rows,
+            )
+        })
+        .collect()
+}
+
+/// Metrics paired differences are reported for: (key in the report, [`EPISODE_COLUMNS`] index).
+pub const PAIRED_METRICS: [(&str, usize); 4] = [
+    ("pr_auc", 5),
+    ("recall_at_fpr_oracle_0.001", 6),
+    ("recall_at_fpr_0.001", 11),
+    ("f1", 0),
+];
+
+/// A model row against the best baseline on one metric at one K, paired on the same episodes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PairedDifference {
+    /// The model row.
+    pub method: String,
+    /// K.
+    pub shots: usize,
+    /// The metric (a key of [`PAIRED_METRICS`]).
+    pub metric: String,
+    /// The baseline with the highest mean of the metric at this K (the hardest to beat).
+    pub baseline: String,
+    /// Model minus baseline, macro over families, per (training seed, episode): mean and 95% CI.
+    pub difference: Summary,
+}
+
+/// Paired differences of every model row against the best baseline of each metric and K. A
+/// baseline's episode `e` pairs with episode `e` of every training seed of the model row.
+pub fn paired_differences(results: &[MethodResult]) -> Vec<PairedDifference> {
+    let macro_by_episode = |r: &MethodResult, i: usize| -> BTreeMap<(usize, usize), f64> {
+        let mut by_episode: BTreeMap<(usize, usize), Vec<&[f64; COLUMNS]>> = BTreeMap::new();
+        for e in &r.episodes {
+            by_episode
+                .entry((e.run, e.episode))
+                .or_default()
+                .push(&e.values);
+        }
+        let keys: Vec<(usize, usize)> = by_episode.keys().copied().collect();
+        keys.into_iter()
+            .zip(macro_samples(&by_episode, i))
+            .collect()
+    };
+    let mut out = Vec::new();
+    for m in results.iter().filter(|r| r.model_row) {
+        for (metric, i) in PAIRED_METRICS {
+            let best = results
+                .iter()
+                .filter(|b| !b.model_row && b.shots == m.shots)
+                .map(|b| (b, macro_by_episode(b, i)))
+                .filter(|(_, v)| !v.is_empty() && v.values().all(|x| x.is_finite()))
+                .max_by(|a, b| mean(&a.1).total_cmp(&mean(&b.1)));
+            let Some((b, base)) = best else { continue };
+            let diffs: Vec<f64> = macro_by_episode(m, i)
+                .into_iter()
+                .filter_map(|((_, e), v)| base.get(&(0, e)).map(|x| v - x))
+                .collect();
+            if diffs.is_empty() || diffs.iter().any(|d| !d.is_finite()) {
+                continue;
+            }
+            out.push(PairedDifference {
+                method: m.method.clone(),
+                shots: m.shots,
+                metric: metric.to_string(),
+                baseline: b.method.clone(),
+                difference: Summary::of(&diffs),
+            });
+        }
+    }
+    out
+}
+
+fn mean(v: &BTreeMap<(usize, usize), f64>) -> f64 {
+    v.values().sum::<f64>() / v.len().max(1) as f64
 }
 
 #[cfg(test)]
@@ -699,6 +900,96 @@ mod tests {
         assert!((p - 0.0009 / (0.0009 + 0.999 * 0.01)).abs() < 1e-12, "{p}");
         assert_eq!(precision_at_base_rate(1.0, 0.0, 0.001), 1.0);
         assert_eq!(precision_at_base_rate(0.0, 0.0, 0.5), 0.0);
+    }
+
+    /// A row whose every task has F1 (and every other column) `value`, per (run, episode, family).
+    fn row(method: &str, model: bool, tasks: &[(usize, usize, &str, f64)]) -> MethodResult {
+        MethodResult {
+            method: method.into(),
+            shots: 5,
+            model_row: model,
+            episodes: tasks
+                .iter()
+                .map(|&(run, episode, family, v)| EpisodeRow {
+                    run,
+                    family: family.into(),
+                    episode,
+                    values: [v; COLUMNS],
+                })
+                .collect(),
+            ..MethodResult::empty()
+        }
+    }
+
+    fn no_split() -> Split {
+        Split {
+            benign: "benign".into(),
+            benign_train: Vec::new(),
+            benign_query: Vec::new(),
+            seen: BTreeMap::new(),
+            validation: BTreeMap::new(),
+            novel: BTreeMap::new(),
+            absent: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn seeds_pool_into_one_row_over_seeds_times_episodes() {
+        let one = |v: f64| {
+            row(
+                "m",
+                true,
+                &[
+                    (0, 0, "a", v),
+                    (0, 0, "b", v + 0.2),
+                    (0, 1, "a", v),
+                    (0, 1, "b", v),
+                ],
+            )
+        };
+        let runs = vec![vec![one(0.5)], vec![one(0.7)]];
+        let merged = merge_seeds(&runs, &[11, 12], &no_split(), 100);
+        assert_eq!(merged.len(), 1);
+        let m = &merged[0];
+        assert_eq!(m.train_seeds, vec![11, 12]);
+        // Macro samples per (seed, episode): 0.6, 0.5, 0.8, 0.7.
+        assert_eq!(m.macro_f1.n, 4);
+        assert!((m.macro_f1.mean - 0.65).abs() < 1e-12, "{:?}", m.macro_f1);
+        assert_eq!(m.per_family[0].f1.n, 4);
+        assert_eq!(m.episodes.iter().filter(|e| e.run == 1).count(), 4);
+        assert!(m.label().contains("2 seeds"));
+    }
+
+    #[test]
+    fn paired_differences_use_the_best_baseline_on_the_same_episodes() {
+        let weak = row("weak", false, &[(0, 0, "a", 0.1), (0, 1, "a", 0.2)]);
+        let strong = row("strong", false, &[(0, 0, "a", 0.6), (0, 1, "a", 0.9)]);
+        // Two training seeds of the model: episode e pairs with the baseline's episode e.
+        let model = row(
+            "model",
+            true,
+            &[
+                (0, 0, "a", 0.7),
+                (0, 1, "a", 0.9),
+                (1, 0, "a", 0.5),
+                (1, 1, "a", 1.0),
+            ],
+        );
+        let paired = paired_differences(&[weak, strong, model]);
+        assert_eq!(paired.len(), PAIRED_METRICS.len());
+        for d in &paired {
+            assert_eq!(
+                (d.method.as_str(), d.baseline.as_str()),
+                ("model", "strong")
+            );
+            // Differences 0.1, 0.0, −0.1, 0.1.
+            assert_eq!(d.difference.n, 4);
+            assert!(
+                (d.difference.mean - 0.025).abs() < 1e-12,
+                "{:?}",
+                d.difference
+            );
+        }
     }
 
     #[test]

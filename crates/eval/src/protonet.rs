@@ -126,7 +126,31 @@ impl ProtoNetMethod {
     }
 }
 
+/// The headline row of `model`, fixed before evaluation from its validation families only:
+/// `protonet+finetune` when the validation macro-F1 of the kept fine-tuning initialisation is above
+/// that of the kept prototypical encoder, else `protonet`.
+pub fn headline_row(model: &ThreatModel) -> &'static str {
+    let r = &model.record;
+    let finetuned = r
+        .finetune_history
+        .iter()
+        .find(|p| p.step == r.finetune_best_step)
+        .map(|p| p.f1);
+    match finetuned {
+        Some(f1) if model.finetune.is_some() && f1 > r.best_f1 => "protonet+finetune",
+        _ => "protonet",
+    }
+}
+
 impl FewShotMethod for ProtoNetMethod {
+    fn is_model(&self) -> bool {
+        true
+    }
+
+    fn is_headline(&self) -> bool {
+        self.name() == headline_row(&self.model)
+    }
+
     fn name(&self) -> String {
         if self.zero_shot {
             "protonet (zero-shot)".into()

@@ -104,6 +104,10 @@ pub struct Protocol {
     /// Exact duplicates per role (reports of earlier builds lack them).
     #[serde(default)]
     pub duplicates: Vec<RoleDuplicates>,
+    /// Seeds of the models trained for this report (`--train-seeds`; empty: one given model or
+    /// none). The model rows' figures pool every seed's episodes.
+    #[serde(default)]
+    pub train_seeds: Vec<u64>,
     /// Query rows removed for a twin in the training rows (empty with `keep_twins`, and in reports
     /// of earlier builds).
     #[serde(default)]
@@ -123,6 +127,10 @@ pub struct Report {
     pub protocol: Protocol,
     /// One entry per method and K.
     pub results: Vec<MethodResult>,
+    /// Every model row against the best baseline per metric and K, paired on the same episodes
+    /// (absent in reports of earlier builds).
+    #[serde(default)]
+    pub paired: Vec<crate::protocol::PairedDifference>,
 }
 
 /// The metric definition recorded in every report.
@@ -174,7 +182,7 @@ impl Report {
             });
             out.push_str(&format!(
                 "| {} | {} | {} | {} | {} | {} | {} |\n",
-                r.method,
+                r.label(),
                 r.shots,
                 r.macro_f1.display(),
                 r.recall.display(),
@@ -222,7 +230,7 @@ impl Report {
                 };
                 out.push_str(&format!(
                     "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
-                    r.method,
+                    r.label(),
                     r.shots,
                     o.pr_auc.display(),
                     get(&o.recall_at_fpr_oracle, "0.001"),
@@ -232,6 +240,22 @@ impl Report {
                     o.pool_fpr.display4(),
                     get(&o.precision_at_base_rate, "0.01"),
                     get(&o.precision_at_base_rate, "0.001"),
+                ));
+            }
+        }
+        if !self.paired.is_empty() {
+            out.push_str(&format!(
+                "\nPaired differences, model row − best baseline per metric and K (same episodes{}; mean ± 95% CI):\n\n| model row | K | metric | best baseline | difference |\n|---|---:|---|---|---|\n",
+                if p.train_seeds.is_empty() {
+                    String::new()
+                } else {
+                    format!(", pooled over training seeds {:?}", p.train_seeds)
+                }
+            ));
+            for d in &self.paired {
+                out.push_str(&format!(
+                    "| {} | {} | {} | {} | {:+.3} ± {:.3} |\n",
+                    d.method, d.shots, d.metric, d.baseline, d.difference.mean, d.difference.ci95
                 ));
             }
         }
@@ -275,7 +299,7 @@ impl Report {
     /// JSON, which does not keep them).
     pub fn episodes_csv(&self) -> Result<Vec<u8>, csv::Error> {
         let mut w = csv::Writer::from_writer(Vec::new());
-        let mut header = vec!["method", "shots", "family", "episode"];
+        let mut header = vec!["method", "shots", "family", "episode", "train_seed"];
         header.extend(crate::protocol::EPISODE_COLUMNS);
         w.write_record(&header)?;
         for r in &self.results {
@@ -285,6 +309,10 @@ impl Report {
                     r.shots.to_string(),
                     e.family.clone(),
                     e.episode.to_string(),
+                    // The seed of the model the row comes from (empty: a baseline or one model).
+                    r.train_seeds
+                        .get(e.run)
+                        .map_or(String::new(), u64::to_string),
                 ];
                 record.extend(e.values.iter().map(f64::to_string));
                 w.write_record(&record)?;
