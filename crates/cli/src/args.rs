@@ -543,8 +543,12 @@ pub struct DataArgs {
     #[arg(long, value_enum, default_value_t = OnBadRow::Error)]
     pub on_bad_row: OnBadRow,
     /// Split file (default: the one in splits/ for the dataset, built into the binary).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "fold")]
     pub split: Option<PathBuf>,
+    /// A built-in leave-families-out fold of the dataset: 0 (the default split), 1 or 2
+    /// (`splits/<dataset>-fold<N>.toml`).
+    #[arg(long, value_parser = clap::value_parser!(u8).range(0..=2))]
+    pub fold: Option<u8>,
 }
 
 /// `evaluate` arguments.

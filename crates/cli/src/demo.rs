@@ -97,6 +97,7 @@ pub fn run(mut a: DemoArgs) -> Result<()> {
         format: None,
         on_bad_row: OnBadRow::Error,
         split: None,
+        fold: None,
     };
     let loaded = load(&data)?;
     let split = loaded.spec.apply(&loaded.frame)?;

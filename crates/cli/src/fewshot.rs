@@ -37,6 +37,7 @@ pub fn run(a: FewshotArgs) -> Result<()> {
         format: a.format.clone(),
         on_bad_row: a.on_bad_row,
         split: None,
+        fold: None,
     };
     if let Some(dir) = a.flows.iter().find(|p| p.is_dir()) {
         bail!(
@@ -87,6 +88,7 @@ pub fn run(a: FewshotArgs) -> Result<()> {
         validation: Vec::new(),
         benign_query_fraction: (n_benign - kept) as f64 / n_benign as f64,
         seed: a.seed,
+        siblings: Vec::new(),
     };
     loaded.split_text = spec.to_toml();
     loaded.split_name = format!("fewshot (every non-{benign} label novel)");
@@ -168,7 +170,7 @@ pub fn run(a: FewshotArgs) -> Result<()> {
 
 /// The benign label of the built-in split of `kind`.
 fn builtin_benign(kind: DatasetKind) -> Option<String> {
-    SplitSpec::from_toml(builtin_split(kind).1)
+    SplitSpec::from_toml(builtin_split(kind, 0).1)
         .ok()
         .map(|s| s.benign)
 }

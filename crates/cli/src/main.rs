@@ -80,21 +80,27 @@ pub const DEMO_METHODS: &[&str] = &[
     "protonet+known",
 ];
 
-/// The split files of the repository, built in so the binary works from any directory.
-fn builtin_split(kind: DatasetKind) -> (&'static str, &'static str) {
-    match kind {
-        DatasetKind::NslKdd => (
-            "splits/nsl-kdd.toml",
-            include_str!("../../../splits/nsl-kdd.toml"),
-        ),
-        DatasetKind::UnswNb15 => (
-            "splits/unsw-nb15.toml",
-            include_str!("../../../splits/unsw-nb15.toml"),
-        ),
-        DatasetKind::Cic => (
-            "splits/cic-ids2017.toml",
-            include_str!("../../../splits/cic-ids2017.toml"),
-        ),
+/// The split files of the repository, built in so the binary works from any directory: fold 0 (the
+/// default split) and two more leave-families-out folds per dataset.
+fn builtin_split(kind: DatasetKind, fold: u8) -> (&'static str, &'static str) {
+    macro_rules! split {
+        ($name:literal) => {
+            (
+                concat!("splits/", $name),
+                include_str!(concat!("../../../splits/", $name)),
+            )
+        };
+    }
+    match (kind, fold) {
+        (DatasetKind::NslKdd, 1) => split!("nsl-kdd-fold1.toml"),
+        (DatasetKind::NslKdd, 2) => split!("nsl-kdd-fold2.toml"),
+        (DatasetKind::NslKdd, _) => split!("nsl-kdd.toml"),
+        (DatasetKind::UnswNb15, 1) => split!("unsw-nb15-fold1.toml"),
+        (DatasetKind::UnswNb15, 2) => split!("unsw-nb15-fold2.toml"),
+        (DatasetKind::UnswNb15, _) => split!("unsw-nb15.toml"),
+        (DatasetKind::Cic, 1) => split!("cic-ids2017-fold1.toml"),
+        (DatasetKind::Cic, 2) => split!("cic-ids2017-fold2.toml"),
+        (DatasetKind::Cic, _) => split!("cic-ids2017.toml"),
     }
 }
 
@@ -131,7 +137,7 @@ fn load(args: &DataArgs) -> Result<Loaded> {
                 .with_context(|| format!("cannot read split file {}", p.display()))?,
         ),
         None => {
-            let (n, t) = builtin_split(kind);
+            let (n, t) = builtin_split(kind, args.fold.unwrap_or(0));
             (n.to_string(), t.to_string())
         }
     };

@@ -35,6 +35,7 @@ pub fn run(a: StandardArgs) -> Result<()> {
         format: None,
         on_bad_row: OnBadRow::Error,
         split: None,
+        fold: None,
     };
     let loaded = load(&data)?;
     let frame = &loaded.frame;

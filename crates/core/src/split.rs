@@ -40,6 +40,11 @@ pub struct SplitSpec {
     pub benign_query_fraction: f64,
     /// Seed of the benign split.
     pub seed: u64,
+    /// Groups of families that are variants of one attack (the same tool or technique against
+    /// another service, say): a novel family with a sibling in training is flagged in reports,
+    /// since it is less novel than its name says.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub siblings: Vec<Vec<String>>,
 }
 
 impl SplitSpec {
@@ -87,7 +92,30 @@ impl SplitSpec {
         if self.novel.is_empty() {
             return Err(CoreError::Split("no novel families listed".into()));
         }
+        for group in &self.siblings {
+            if group.len() < 2 || group.contains(&self.benign) {
+                return Err(CoreError::Split(format!(
+                    "sibling group {group:?} needs two or more attack families"
+                )));
+            }
+        }
         Ok(())
+    }
+
+    /// The siblings of `family` ([`SplitSpec::siblings`]) that training may see (not novel),
+    /// sorted and unique.
+    pub fn training_siblings(&self, family: &str) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .siblings
+            .iter()
+            .filter(|g| g.iter().any(|f| f == family))
+            .flatten()
+            .filter(|f| *f != family && !self.novel.contains(f) && **f != self.benign)
+            .cloned()
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        out
     }
 
     /// Applies the split to a frame.
@@ -226,5 +254,20 @@ seed = 7
             .expect_err("unknown field")
             .to_string();
         assert!(msg.contains("extra"), "{msg}");
+        let bad = SPEC.replace("seed = 7", "seed = 7\nsiblings = [[\"back\"]]");
+        assert!(SplitSpec::from_toml(&bad).is_err(), "a group of one");
+    }
+
+    #[test]
+    fn training_siblings_leave_out_novel_families() {
+        let text = SPEC.replace(
+            "seed = 7",
+            "seed = 7\nsiblings = [[\"apache2\", \"back\", \"neptune\"], [\"back\", \"land\"], [\"pod\", \"smurf\"]]",
+        );
+        let spec = SplitSpec::from_toml(&text).expect("spec");
+        assert_eq!(spec.training_siblings("apache2"), ["back", "neptune"]);
+        assert_eq!(spec.training_siblings("back"), ["land", "neptune"]);
+        assert!(spec.training_siblings("teardrop").is_empty());
+        assert_eq!(SplitSpec::from_toml(&spec.to_toml()).expect("again"), spec);
     }
 }

@@ -25,7 +25,9 @@ pub use baselines::{BaselineConfig, Forest, Knn, NearestCentroid};
 pub use method::{EvalContext, EvalError, FewShotMethod, Matrix};
 pub use protocol::{EvalConfig, MethodResult, Plan};
 pub use protonet::ProtoNetMethod;
-pub use report::{DataFile, FamilySize, Protocol, Report, RoleDuplicates, TwinsRemoved};
+pub use report::{
+    DataFile, FamilySize, NovelSiblings, Protocol, Report, RoleDuplicates, TwinsRemoved,
+};
 
 /// A prepared benchmark: split, preprocessing and episodes, ready for any method.
 #[derive(Debug)]
@@ -48,6 +50,8 @@ pub struct Benchmark<'a> {
     pub duplicates: Vec<RoleDuplicates>,
     /// Query rows removed for a twin in the training rows, per role (empty with `keep_twins`).
     pub twins_removed: Vec<TwinsRemoved>,
+    /// Novel families with a sibling training may see.
+    pub novel_siblings: Vec<NovelSiblings>,
     split_file: String,
     split_sha256: String,
 }
@@ -146,6 +150,15 @@ impl<'a> Benchmark<'a> {
             baselines,
             duplicates,
             twins_removed,
+            novel_siblings: spec
+                .novel
+                .iter()
+                .map(|f| NovelSiblings {
+                    family: f.clone(),
+                    siblings: spec.training_siblings(f),
+                })
+                .filter(|n| !n.siblings.is_empty())
+                .collect(),
             split_file: split_file.to_string(),
             split_sha256: split_hash(spec_text),
         })
@@ -242,6 +255,7 @@ impl<'a> Benchmark<'a> {
                 twins_removed: self.twins_removed.clone(),
                 support_twins_removed: self.plan.support_twins_removed,
                 train_seeds: seeds.to_vec(),
+                novel_siblings: self.novel_siblings.clone(),
             },
             results,
             paired,

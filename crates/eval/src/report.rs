@@ -46,6 +46,15 @@ pub struct RoleDuplicates {
     pub twins_in_training: usize,
 }
 
+/// A novel family and its siblings that training may see.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NovelSiblings {
+    /// The novel family.
+    pub family: String,
+    /// Its siblings among the seen and validation families.
+    pub siblings: Vec<String>,
+}
+
 /// Query rows left out for an exact twin among the training rows (the default; `--keep-twins`
 /// keeps them): a query that repeats a training row measures memory, not generalisation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -108,6 +117,10 @@ pub struct Protocol {
     /// none). The model rows' figures pool every seed's episodes.
     #[serde(default)]
     pub train_seeds: Vec<u64>,
+    /// Novel families with a sibling (a variant of the same attack, per the split file) among the
+    /// families training may see: less novel than their names say.
+    #[serde(default)]
+    pub novel_siblings: Vec<NovelSiblings>,
     /// Query rows removed for a twin in the training rows (empty with `keep_twins`, and in reports
     /// of earlier builds).
     #[serde(default)]
@@ -152,6 +165,17 @@ impl Report {
             out.push_str(&format!(
                 "- {}: {} rows, {} repeated, {} with another label's values, {} with a twin in the training rows\n",
                 d.role, d.rows, d.repeated, d.conflicting, d.twins_in_training
+            ));
+        }
+        if !p.novel_siblings.is_empty() {
+            let items: Vec<String> = p
+                .novel_siblings
+                .iter()
+                .map(|n| format!("{} ({})", n.family, n.siblings.join(", ")))
+                .collect();
+            out.push_str(&format!(
+                "- novel families with a sibling in training: {}\n",
+                items.join("; ")
             ));
         }
         if p.config.keep_twins {
