@@ -87,6 +87,7 @@ fn evaluate_writes_report_with_protocol_and_ci() {
         }
         for k in ["0.5", "0.01", "0.001"] {
             assert!(o["precision_at_base_rate"][k]["ci95"].is_f64(), "{o}");
+            assert!(o["f1_at_base_rate"][k]["mean"].is_f64(), "{o}");
         }
         // Recall at a threshold from the method's own calibration rows: the budget-matched forest
         // keeps held-out benign rows, the nearest centroid none.
@@ -108,11 +109,11 @@ fn evaluate_writes_report_with_protocol_and_ci() {
     let mut lines = csv.lines();
     assert_eq!(
         lines.next(),
-        Some("method,shots,family,episode,train_seed,f1,recall,fpr,precision,pool_fpr,pr_auc,recall_at_fpr_oracle_0.001,recall_at_fpr_oracle_0.01,precision_at_base_rate_0.5,precision_at_base_rate_0.01,precision_at_base_rate_0.001,recall_at_fpr_0.001,recall_at_fpr_0.01,pool_fpr_at_calibrated_0.001,pool_fpr_at_calibrated_0.01")
+        Some("method,shots,family,episode,train_seed,f1,recall,fpr,precision,pool_fpr,pr_auc,recall_at_fpr_oracle_0.001,recall_at_fpr_oracle_0.01,precision_at_base_rate_0.5,precision_at_base_rate_0.01,precision_at_base_rate_0.001,recall_at_fpr_0.001,recall_at_fpr_0.01,pool_fpr_at_calibrated_0.001,pool_fpr_at_calibrated_0.01,f1_at_base_rate_0.5,f1_at_base_rate_0.01,f1_at_base_rate_0.001")
     );
     let rows: Vec<&str> = lines.collect();
     assert_eq!(rows.len(), 2 * 2 * 5 * 3);
-    assert!(rows.iter().all(|l| l.split(',').count() == 20), "{csv}");
+    assert!(rows.iter().all(|l| l.split(',').count() == 23), "{csv}");
     // A pool larger than --pool-max is sampled (seeded) to that many rows.
     let small = dir.path().join("small.json");
     evaluate_cic(

@@ -279,6 +279,8 @@ struct TaskPoints {
     /// Precision of the method's own decision at each [`BASE_RATES`], from its recall on the
     /// task and its FPR on the pool.
     precision: [f64; 3],
+    /// F1 of the method's own decision at each [`BASE_RATES`] (that precision, the task's recall).
+    f1: [f64; 3],
 }
 
 /// Average precision of `positives` against `negatives` (higher score = more attack-like); ties
@@ -349,6 +351,14 @@ impl TaskPoints {
             oracle,
             calibrated,
             precision: BASE_RATES.map(|pi| precision_at_base_rate(recall, pool_fpr, pi)),
+            f1: BASE_RATES.map(|pi| {
+                let p = precision_at_base_rate(recall, pool_fpr, pi);
+                if p + recall > 0.0 {
+                    2.0 * p * recall / (p + recall)
+                } else {
+                    0.0
+                }
+            }),
         }
     }
 
@@ -358,6 +368,7 @@ impl TaskPoints {
         let [o1, o2] = self.oracle;
         let [[c1, f1], [c2, f2]] = self.calibrated;
         let [p1, p2, p3] = self.precision;
+        let [g1, g2, g3] = self.f1;
         [
             counts.f1(),
             counts.recall(),
@@ -374,6 +385,9 @@ impl TaskPoints {
             c2,
             f1,
             f2,
+            g1,
+            g2,
+            g3,
         ]
     }
 }
@@ -400,6 +414,10 @@ pub struct OperatingPoints {
     /// The FPR those calibrated thresholds give on the pool (what the budget became).
     #[serde(default)]
     pub pool_fpr_at_calibrated: Option<BTreeMap<String, Summary>>,
+    /// F1 of the method's own decision at base rates 0.5, 0.01 and 0.001 (absent in reports of
+    /// earlier builds).
+    #[serde(default)]
+    pub f1_at_base_rate: BTreeMap<String, Summary>,
 }
 
 impl OperatingPoints {
@@ -424,12 +442,13 @@ impl OperatingPoints {
             precision_at_base_rate: keyed(&BASE_RATES, 8),
             recall_at_fpr: calibrated(11),
             pool_fpr_at_calibrated: calibrated(13),
+            f1_at_base_rate: keyed(&BASE_RATES, 15),
         }
     }
 }
 
 /// Metrics per task.
-const COLUMNS: usize = 15;
+const COLUMNS: usize = 18;
 
 /// Column names of [`EpisodeRow::values`], in order.
 pub const EPISODE_COLUMNS: [&str; COLUMNS] = [
@@ -448,6 +467,9 @@ pub const EPISODE_COLUMNS: [&str; COLUMNS] = [
     "recall_at_fpr_0.01",
     "pool_fpr_at_calibrated_0.001",
     "pool_fpr_at_calibrated_0.01",
+    "f1_at_base_rate_0.5",
+    "f1_at_base_rate_0.01",
+    "f1_at_base_rate_0.001",
 ];
 
 /// One task's metrics (one family, one K, one episode), for per-episode export. Equal when every
@@ -1023,6 +1045,8 @@ mod tests {
         // FPR 0.01 allows ten (threshold 0.989): still only 0.9995.
         assert_eq!(p.oracle[1], 0.5);
         assert_eq!(p.precision[0], precision_at_base_rate(0.5, 0.009, 0.5));
+        let (pr, r) = (p.precision[2], 0.5);
+        assert!((p.f1[2] - 2.0 * pr * r / (pr + r)).abs() < 1e-12);
         assert!(p.pr_auc > 0.5 && p.pr_auc < 1.0, "{}", p.pr_auc);
         assert_eq!(p.calibrated[0], [0.5, 0.001]);
         assert_eq!(p.calibrated[1][0], 0.5);

@@ -151,7 +151,7 @@ pub const METRIC_DEFINITION: &str = "Per task (one novel family, one K, one epis
 queries = up to 50 other rows of the family (positives) + as many benign query-pool rows (negatives). \
 Recall, FPR, precision and F1 per task (precision = F1 = 0 when nothing is flagged). Per episode index, the \
 metric is macro-averaged over the families evaluated at that K; reported as mean ± 95% Student-t half-width \
-over episodes. N-way accuracy: N novel families per episode, K support and 10 queries each. Operating points (`operating`): every task also scores the benign query pool (every distinct benign query row, or a seeded sample of `pool_max` of them when the pool is larger; `pool_rows`); `pool_fpr` = share of the pool the method's own decision flags; `pr_auc` = average precision of the method's scores, the task's attack queries against the whole pool (ties counted against the method); `recall_at_fpr_oracle` = recall at the threshold the pool's own scores put at FPR 0.001 / 0.01 (an oracle: read off the rows it is measured on, not from the method's calibration); `recall_at_fpr` = recall at the threshold the method's own held-out benign calibration rows put at FPR 0.001 / 0.01 (the model: its reference's calibration rows; the budget-matched forest: its held-out benign training rows; absent for a method without calibration rows), with `pool_fpr_at_calibrated` the FPR that threshold gives on the pool (with n calibration rows an FPR below about 1/n cannot be resolved: the threshold is then the largest calibration score); `precision_at_base_rate` = precision of the method's own decision if attacks were 50%, 1% or 0.1% of flows, from its recall on the task and `pool_fpr`. Each per family and macro over families, mean ± 95% half-width over episodes.";
+over episodes. N-way accuracy: N novel families per episode, K support and 10 queries each. Operating points (`operating`): every task also scores the benign query pool (every distinct benign query row, or a seeded sample of `pool_max` of them when the pool is larger; `pool_rows`); `pool_fpr` = share of the pool the method's own decision flags; `pr_auc` = average precision of the method's scores, the task's attack queries against the whole pool (ties counted against the method); `recall_at_fpr_oracle` = recall at the threshold the pool's own scores put at FPR 0.001 / 0.01 (an oracle: read off the rows it is measured on, not from the method's calibration); `recall_at_fpr` = recall at the threshold the method's own held-out benign calibration rows put at FPR 0.001 / 0.01 (the model: its reference's calibration rows; the budget-matched forest: its held-out benign training rows; absent for a method without calibration rows), with `pool_fpr_at_calibrated` the FPR that threshold gives on the pool (with n calibration rows an FPR below about 1/n cannot be resolved: the threshold is then the largest calibration score); `precision_at_base_rate` = precision of the method's own decision if attacks were 50%, 1% or 0.1% of flows, from its recall on the task and `pool_fpr`; `f1_at_base_rate` = the F1 of that precision and the task's recall. Each per family and macro over families, mean ± 95% half-width over episodes.";
 
 impl Report {
     /// Markdown table of all results, grouped by K.
@@ -229,8 +229,8 @@ impl Report {
                 "\nOperating points on {} benign query-pool rows (recall at FPR read off the pool itself: oracle):\n\n",
                 pool.pool_rows
             ));
-            out.push_str("| method | K | PR-AUC | recall @ FPR 0.001 (oracle) | recall @ FPR 0.01 (oracle) | recall @ FPR 0.001 (own calibration) | its FPR on the pool | own FPR on the pool | precision @ 1:100 | precision @ 1:1000 |\n");
-            out.push_str("|---|---:|---|---|---|---|---|---|---|---|\n");
+            out.push_str("| method | K | PR-AUC | recall @ FPR 0.001 (oracle) | recall @ FPR 0.01 (oracle) | recall @ FPR 0.001 (own calibration) | its FPR on the pool | own FPR on the pool | precision @ 1:100 | precision @ 1:1000 | F1 @ 1:1000 |\n");
+            out.push_str("|---|---:|---|---|---|---|---|---|---|---|---|\n");
             for r in points {
                 let Some(o) = &r.operating else { continue };
                 let get =
@@ -253,7 +253,7 @@ impl Report {
                         })
                 };
                 out.push_str(&format!(
-                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
                     r.label(),
                     r.shots,
                     o.pr_auc.display(),
@@ -264,6 +264,7 @@ impl Report {
                     o.pool_fpr.display4(),
                     get(&o.precision_at_base_rate, "0.01"),
                     get(&o.precision_at_base_rate, "0.001"),
+                    get(&o.f1_at_base_rate, "0.001"),
                 ));
             }
         }
