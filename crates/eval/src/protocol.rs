@@ -689,14 +689,10 @@ fn summarise(
     pool_rows: usize,
 ) -> MethodResult {
     let mut by_family: BTreeMap<&str, Vec<&[f64; COLUMNS]>> = BTreeMap::new();
-    let mut by_episode: BTreeMap<(usize, usize), Vec<&[f64; COLUMNS]>> = BTreeMap::new();
     for e in &episodes {
         by_family.entry(&e.family).or_default().push(&e.values);
-        by_episode
-            .entry((e.run, e.episode))
-            .or_default()
-            .push(&e.values);
     }
+    let by_episode = group_by_episode(&episodes);
     let per_family = by_family
         .iter()
         .map(|(family, vals)| {
@@ -713,7 +709,13 @@ fn summarise(
             }
         })
         .collect();
-    let macro_of = |i: usize| Summary::of(&macro_samples(&by_episode, i));
+    let macro_of = |i: usize| {
+        Summary::of(
+            &macro_by_episode(&by_episode, i)
+                .into_values()
+                .collect::<Vec<_>>(),
+        )
+    };
     let nway: Vec<f64> = accs.iter().map(|&(_, a)| a).collect();
     MethodResult {
         macro_f1: macro_of(0),
@@ -730,14 +732,27 @@ fn summarise(
     }
 }
 
-/// Column `i` macro-averaged over the families of each (run, episode), in key order.
-fn macro_samples(
-    by_episode: &BTreeMap<(usize, usize), Vec<&[f64; COLUMNS]>>,
-    i: usize,
-) -> Vec<f64> {
-    by_episode
-        .values()
-        .map(|fams| fams.iter().map(|v| v[i]).sum::<f64>() / fams.len() as f64)
+/// Task rows grouped by (run, episode).
+type ByEpisode<'a> = BTreeMap<(usize, usize), Vec<&'a [f64; COLUMNS]>>;
+
+fn group_by_episode(episodes: &[EpisodeRow]) -> ByEpisode<'_> {
+    let mut out: ByEpisode<'_> = BTreeMap::new();
+    for e in episodes {
+        out.entry((e.run, e.episode)).or_default().push(&e.values);
+    }
+    out
+}
+
+/// Column `i` macro-averaged over the families of each (run, episode).
+fn macro_by_episode(groups: &ByEpisode<'_>, i: usize) -> BTreeMap<(usize, usize), f64> {
+    groups
+        .iter()
+        .map(|(k, fams)| {
+            (
+                *k,
+                fams.iter().map(|v| v[i]).sum::<f64>() / fams.len() as f64,
+            )
+        })
         .collect()
 }
 
@@ -854,30 +869,18 @@ pub struct PairedDifference {
 /// Paired differences of every model row against the best baseline of each metric and K. A
 /// baseline's episode `e` pairs with episode `e` of every training seed of the model row.
 pub fn paired_differences(results: &[MethodResult]) -> Vec<PairedDifference> {
-    let macro_by_episode = |r: &MethodResult, i: usize| -> BTreeMap<(usize, usize), f64> {
-        let mut by_episode: BTreeMap<(usize, usize), Vec<&[f64; COLUMNS]>> = BTreeMap::new();
-        for e in &r.episodes {
-            by_episode
-                .entry((e.run, e.episode))
-                .or_default()
-                .push(&e.values);
-        }
-        let keys: Vec<(usize, usize)> = by_episode.keys().copied().collect();
-        keys.into_iter()
-            .zip(macro_samples(&by_episode, i))
-            .collect()
-    };
+    let macro_of = |r: &MethodResult, i: usize| macro_by_episode(&group_by_episode(&r.episodes), i);
     let mut out = Vec::new();
     for m in results.iter().filter(|r| r.model_row) {
         for (metric, i) in PAIRED_METRICS {
             let best = results
                 .iter()
                 .filter(|b| !b.model_row && b.shots == m.shots)
-                .map(|b| (b, macro_by_episode(b, i)))
+                .map(|b| (b, macro_of(b, i)))
                 .filter(|(_, v)| !v.is_empty() && v.values().all(|x| x.is_finite()))
                 .max_by(|a, b| mean(&a.1).total_cmp(&mean(&b.1)));
             let Some((b, base)) = best else { continue };
-            let diffs: Vec<f64> = macro_by_episode(m, i)
+            let diffs: Vec<f64> = macro_of(m, i)
                 .into_iter()
                 .filter_map(|((_, e), v)| base.get(&(0, e)).map(|x| v - x))
                 .collect();
