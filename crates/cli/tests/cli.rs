@@ -98,6 +98,14 @@ fn evaluate_writes_report_with_protocol_and_ci() {
             }
         }
         assert!(r["per_family"][0]["operating"]["pr_auc"]["mean"].is_f64());
+        // The ROC curve: recall at ten false-positive rates, never falling as the rate grows.
+        let roc = o["roc"].as_array().expect("roc");
+        assert_eq!(roc.len(), 10);
+        let recalls: Vec<f64> = roc
+            .iter()
+            .map(|p| p["recall"]["mean"].as_f64().expect("recall"))
+            .collect();
+        assert!(recalls.windows(2).all(|w| w[0] <= w[1] + 1e-12), "{recalls:?}");
     }
     assert!(
         table.contains("Operating points on 1490 benign query-pool rows")
@@ -109,11 +117,11 @@ fn evaluate_writes_report_with_protocol_and_ci() {
     let mut lines = csv.lines();
     assert_eq!(
         lines.next(),
-        Some("method,shots,family,episode,train_seed,f1,recall,fpr,precision,pool_fpr,pr_auc,recall_at_fpr_oracle_0.001,recall_at_fpr_oracle_0.01,precision_at_base_rate_0.5,precision_at_base_rate_0.01,precision_at_base_rate_0.001,recall_at_fpr_0.001,recall_at_fpr_0.01,pool_fpr_at_calibrated_0.001,pool_fpr_at_calibrated_0.01,f1_at_base_rate_0.5,f1_at_base_rate_0.01,f1_at_base_rate_0.001")
+        Some("method,shots,family,episode,train_seed,f1,recall,fpr,precision,pool_fpr,pr_auc,recall_at_fpr_oracle_0.0005,recall_at_fpr_oracle_0.001,recall_at_fpr_oracle_0.002,recall_at_fpr_oracle_0.005,recall_at_fpr_oracle_0.01,recall_at_fpr_oracle_0.02,recall_at_fpr_oracle_0.05,recall_at_fpr_oracle_0.1,recall_at_fpr_oracle_0.2,recall_at_fpr_oracle_0.5,precision_at_base_rate_0.5,precision_at_base_rate_0.01,precision_at_base_rate_0.001,recall_at_fpr_0.001,recall_at_fpr_0.01,pool_fpr_at_calibrated_0.001,pool_fpr_at_calibrated_0.01,f1_at_base_rate_0.5,f1_at_base_rate_0.01,f1_at_base_rate_0.001")
     );
     let rows: Vec<&str> = lines.collect();
     assert_eq!(rows.len(), 2 * 2 * 5 * 3);
-    assert!(rows.iter().all(|l| l.split(',').count() == 23), "{csv}");
+    assert!(rows.iter().all(|l| l.split(',').count() == 31), "{csv}");
     // A pool larger than --pool-max is sampled (seeded) to that many rows.
     let small = dir.path().join("small.json");
     evaluate_cic(

@@ -261,6 +261,9 @@ fn without_support_twins(task: DetectionTask, index: &DuplicateIndex) -> (Detect
 
 /// False-positive rates recall is read at (keys of `recall_at_fpr` and `recall_at_fpr_oracle`).
 pub const ORACLE_FPRS: [f64; 2] = [0.001, 0.01];
+/// The false-positive rates of the ROC curve (`roc`): recall read at each, per task, then averaged
+/// over tasks (vertical averaging); contains [`ORACLE_FPRS`].
+pub const ROC_FPRS: [f64; 10] = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5];
 /// Base rates (share of attack flows) precision is stated at (keys of `precision_at_base_rate`).
 pub const BASE_RATES: [f64; 3] = [0.5, 0.01, 0.001];
 
@@ -271,8 +274,8 @@ struct TaskPoints {
     pool_fpr: f64,
     /// Average precision of the scores: the task's attack queries against the whole pool.
     pr_auc: f64,
-    /// Recall with the threshold at which the pool's scores give each [`ORACLE_FPRS`].
-    oracle: [f64; 2],
+    /// Recall with the threshold at which the pool's scores give each [`ROC_FPRS`].
+    oracle: [f64; ROC_FPRS.len()],
     /// Recall, then the pool's FPR, with the threshold at which the method's own calibration rows
     /// give each [`ORACLE_FPRS`] (NaN for a method without calibration rows).
     calibrated: [[f64; 2]; 2],
@@ -335,7 +338,7 @@ impl TaskPoints {
         let above = |rows: &[f32], t: f32| {
             rows.iter().filter(|&&s| s > t).count() as f64 / rows.len().max(1) as f64
         };
-        let oracle = ORACLE_FPRS.map(|alpha| above(&attack, upper_quantile(&mut p, alpha)));
+        let oracle = ROC_FPRS.map(|alpha| above(&attack, upper_quantile(&mut p, alpha)));
         let mut c = det.calibration.clone();
         let calibrated = ORACLE_FPRS.map(|alpha| {
             if c.is_empty() {
@@ -362,34 +365,63 @@ impl TaskPoints {
         }
     }
 
-    /// The task's metrics in [`EPISODE_COLUMNS`] order: F1, recall, FPR and precision of `counts`
+    /// The task's metrics in [`episode_columns`] order: F1, recall, FPR and precision of `counts`
     /// (the task's queries), then these operating points.
     fn row(&self, counts: &BinaryCounts) -> [f64; COLUMNS] {
-        let [o1, o2] = self.oracle;
-        let [[c1, f1], [c2, f2]] = self.calibrated;
-        let [p1, p2, p3] = self.precision;
-        let [g1, g2, g3] = self.f1;
-        [
+        let mut v = [0f64; COLUMNS];
+        v[..col::ROC].copy_from_slice(&[
             counts.f1(),
             counts.recall(),
             counts.fpr(),
             counts.precision(),
             self.pool_fpr,
             self.pr_auc,
-            o1,
-            o2,
-            p1,
-            p2,
-            p3,
-            c1,
-            c2,
-            f1,
-            f2,
-            g1,
-            g2,
-            g3,
-        ]
+        ]);
+        v[col::ROC..col::PRECISION_AT].copy_from_slice(&self.oracle);
+        v[col::PRECISION_AT..col::CAL_RECALL].copy_from_slice(&self.precision);
+        v[col::CAL_RECALL..col::CAL_FPR].copy_from_slice(&self.calibrated.map(|[r, _]| r));
+        v[col::CAL_FPR..col::F1_AT].copy_from_slice(&self.calibrated.map(|[_, f]| f));
+        v[col::F1_AT..].copy_from_slice(&self.f1);
+        v
     }
+}
+
+/// Column offsets of a task's metrics ([`EpisodeRow::values`], [`episode_columns`]).
+pub mod col {
+    use super::{BASE_RATES, ORACLE_FPRS, ROC_FPRS};
+    /// F1 on the task's queries.
+    pub const F1: usize = 0;
+    /// Own FPR on the benign pool.
+    pub const POOL_FPR: usize = 4;
+    /// PR-AUC.
+    pub const PR_AUC: usize = 5;
+    /// Recall at each [`ROC_FPRS`] (oracle thresholds).
+    pub const ROC: usize = 6;
+    /// Precision at each [`BASE_RATES`].
+    pub const PRECISION_AT: usize = ROC + ROC_FPRS.len();
+    /// Recall at each [`ORACLE_FPRS`] from the method's own calibration rows.
+    pub const CAL_RECALL: usize = PRECISION_AT + BASE_RATES.len();
+    /// The pool FPR of those thresholds.
+    pub const CAL_FPR: usize = CAL_RECALL + ORACLE_FPRS.len();
+    /// F1 at each [`BASE_RATES`].
+    pub const F1_AT: usize = CAL_FPR + ORACLE_FPRS.len();
+    /// Columns in all.
+    pub const COUNT: usize = F1_AT + BASE_RATES.len();
+
+    /// The column of the oracle recall at FPR `fpr` (one of [`ROC_FPRS`]).
+    pub fn roc(fpr: f64) -> usize {
+        ROC + ROC_FPRS.iter().position(|&f| f == fpr).unwrap_or(0)
+    }
+}
+
+/// One point of a ROC curve: recall at a false-positive rate, mean and 95% CI over tasks (vertical
+/// averaging of the per-task curves, each read off the task's benign pool).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RocPoint {
+    /// False-positive rate on the benign pool.
+    pub fpr: f64,
+    /// Recall at that rate.
+    pub recall: Summary,
 }
 
 /// Operating points at realistic base rates, from the plan's benign pool rows (mean and 95% CI over
@@ -418,10 +450,15 @@ pub struct OperatingPoints {
     /// earlier builds).
     #[serde(default)]
     pub f1_at_base_rate: BTreeMap<String, Summary>,
+    /// The ROC curve at [`ROC_FPRS`], each task's threshold read off its pool (absent in reports
+    /// of earlier builds). Precision at a base rate π follows from any point:
+    /// π·recall / (π·recall + (1 − π)·fpr), so the PR curve at a stated base rate is this curve.
+    #[serde(default)]
+    pub roc: Vec<RocPoint>,
 }
 
 impl OperatingPoints {
-    /// From the summaries of the [`EPISODE_COLUMNS`] (`col(i)`: column `i`).
+    /// From the summaries of the [`episode_columns`] (`col(i)`: column `i`).
     fn of(pool_rows: usize, col: impl Fn(usize) -> Summary) -> Self {
         let keyed = |keys: &[f64], first: usize| {
             keys.iter()
@@ -436,41 +473,47 @@ impl OperatingPoints {
         };
         OperatingPoints {
             pool_rows,
-            pool_fpr: col(4),
-            pr_auc: col(5),
-            recall_at_fpr_oracle: keyed(&ORACLE_FPRS, 6),
-            precision_at_base_rate: keyed(&BASE_RATES, 8),
-            recall_at_fpr: calibrated(11),
-            pool_fpr_at_calibrated: calibrated(13),
-            f1_at_base_rate: keyed(&BASE_RATES, 15),
+            pool_fpr: col(col::POOL_FPR),
+            pr_auc: col(col::PR_AUC),
+            recall_at_fpr_oracle: ORACLE_FPRS
+                .iter()
+                .map(|&f| (f.to_string(), col(col::roc(f))))
+                .collect(),
+            precision_at_base_rate: keyed(&BASE_RATES, col::PRECISION_AT),
+            recall_at_fpr: calibrated(col::CAL_RECALL),
+            pool_fpr_at_calibrated: calibrated(col::CAL_FPR),
+            f1_at_base_rate: keyed(&BASE_RATES, col::F1_AT),
+            roc: ROC_FPRS
+                .iter()
+                .map(|&fpr| RocPoint {
+                    fpr,
+                    recall: col(col::roc(fpr)),
+                })
+                .collect(),
         }
     }
 }
 
 /// Metrics per task.
-const COLUMNS: usize = 18;
+const COLUMNS: usize = col::COUNT;
 
 /// Column names of [`EpisodeRow::values`], in order.
-pub const EPISODE_COLUMNS: [&str; COLUMNS] = [
-    "f1",
-    "recall",
-    "fpr",
-    "precision",
-    "pool_fpr",
-    "pr_auc",
-    "recall_at_fpr_oracle_0.001",
-    "recall_at_fpr_oracle_0.01",
-    "precision_at_base_rate_0.5",
-    "precision_at_base_rate_0.01",
-    "precision_at_base_rate_0.001",
-    "recall_at_fpr_0.001",
-    "recall_at_fpr_0.01",
-    "pool_fpr_at_calibrated_0.001",
-    "pool_fpr_at_calibrated_0.01",
-    "f1_at_base_rate_0.5",
-    "f1_at_base_rate_0.01",
-    "f1_at_base_rate_0.001",
-];
+pub fn episode_columns() -> Vec<String> {
+    let mut names: Vec<String> = ["f1", "recall", "fpr", "precision", "pool_fpr", "pr_auc"]
+        .map(String::from)
+        .to_vec();
+    let keyed = |prefix: &str, keys: &[f64]| {
+        keys.iter()
+            .map(move |k| format!("{prefix}_{k}"))
+            .collect::<Vec<_>>()
+    };
+    names.extend(keyed("recall_at_fpr_oracle", &ROC_FPRS));
+    names.extend(keyed("precision_at_base_rate", &BASE_RATES));
+    names.extend(keyed("recall_at_fpr", &ORACLE_FPRS));
+    names.extend(keyed("pool_fpr_at_calibrated", &ORACLE_FPRS));
+    names.extend(keyed("f1_at_base_rate", &BASE_RATES));
+    names
+}
 
 /// One task's metrics (one family, one K, one episode), for per-episode export. Equal when every
 /// value is bit for bit (a figure a method cannot give is NaN in both).
@@ -483,7 +526,7 @@ pub struct EpisodeRow {
     pub family: String,
     /// The episode index.
     pub episode: usize,
-    /// The metrics, named by [`EPISODE_COLUMNS`].
+    /// The metrics, named by [`episode_columns`].
     pub values: [f64; COLUMNS],
 }
 
@@ -843,12 +886,12 @@ pub fn merge_seeds(
         .collect()
 }
 
-/// Metrics paired differences are reported for: (key in the report, [`EPISODE_COLUMNS`] index).
+/// Metrics paired differences are reported for: (key in the report, [`episode_columns`] index).
 pub const PAIRED_METRICS: [(&str, usize); 4] = [
-    ("pr_auc", 5),
-    ("recall_at_fpr_oracle_0.001", 6),
-    ("recall_at_fpr_0.001", 11),
-    ("f1", 0),
+    ("pr_auc", col::PR_AUC),
+    ("recall_at_fpr_oracle_0.001", col::ROC + 1),
+    ("recall_at_fpr_0.001", col::CAL_RECALL),
+    ("f1", col::F1),
 ];
 
 /// A model row against the best baseline on one metric at one K, paired on the same episodes.
@@ -1044,9 +1087,16 @@ mod tests {
         let p = TaskPoints::of(&task, &det, &counts);
         assert!((p.pool_fpr - 0.009).abs() < 1e-12, "{}", p.pool_fpr);
         // FPR 0.001 allows one pool row above the threshold (0.998): only 0.9995 passes.
-        assert_eq!(p.oracle[0], 0.5);
+        assert_eq!(p.oracle[col::roc(0.001) - col::ROC], 0.5);
         // FPR 0.01 allows ten (threshold 0.989): still only 0.9995.
-        assert_eq!(p.oracle[1], 0.5);
+        assert_eq!(p.oracle[col::roc(0.01) - col::ROC], 0.5);
+        // FPR 0.5 (threshold 0.499): both attack queries.
+        assert_eq!(p.oracle[col::roc(0.5) - col::ROC], 1.0);
+        let names = episode_columns();
+        assert_eq!(names.len(), COLUMNS);
+        assert_eq!(names[col::ROC + 1], "recall_at_fpr_oracle_0.001");
+        assert_eq!(names[PAIRED_METRICS[2].1], "recall_at_fpr_0.001");
+        assert_eq!(names[col::F1_AT], "f1_at_base_rate_0.5");
         assert_eq!(p.precision[0], precision_at_base_rate(0.5, 0.009, 0.5));
         let (pr, r) = (p.precision[2], 0.5);
         assert!((p.f1[2] - 2.0 * pr * r / (pr + r)).abs() < 1e-12);

@@ -151,7 +151,7 @@ pub const METRIC_DEFINITION: &str = "Per task (one novel family, one K, one epis
 queries = up to 50 other rows of the family (positives) + as many benign query-pool rows (negatives). \
 Recall, FPR, precision and F1 per task (precision = F1 = 0 when nothing is flagged). Per episode index, the \
 metric is macro-averaged over the families evaluated at that K; reported as mean ± 95% Student-t half-width \
-over episodes. N-way accuracy: N novel families per episode, K support and 10 queries each. Operating points (`operating`): every task also scores the benign query pool (every distinct benign query row, or a seeded sample of `pool_max` of them when the pool is larger; `pool_rows`); `pool_fpr` = share of the pool the method's own decision flags; `pr_auc` = average precision of the method's scores, the task's attack queries against the whole pool (ties counted against the method); `recall_at_fpr_oracle` = recall at the threshold the pool's own scores put at FPR 0.001 / 0.01 (an oracle: read off the rows it is measured on, not from the method's calibration); `recall_at_fpr` = recall at the threshold the method's own held-out benign calibration rows put at FPR 0.001 / 0.01 (the model: its reference's calibration rows; the budget-matched forest: its held-out benign training rows; absent for a method without calibration rows), with `pool_fpr_at_calibrated` the FPR that threshold gives on the pool (with n calibration rows an FPR below about 1/n cannot be resolved: the threshold is then the largest calibration score); `precision_at_base_rate` = precision of the method's own decision if attacks were 50%, 1% or 0.1% of flows, from its recall on the task and `pool_fpr`; `f1_at_base_rate` = the F1 of that precision and the task's recall. Each per family and macro over families, mean ± 95% half-width over episodes.";
+over episodes. N-way accuracy: N novel families per episode, K support and 10 queries each. Operating points (`operating`): every task also scores the benign query pool (every distinct benign query row, or a seeded sample of `pool_max` of them when the pool is larger; `pool_rows`); `pool_fpr` = share of the pool the method's own decision flags; `pr_auc` = average precision of the method's scores, the task's attack queries against the whole pool (ties counted against the method); `recall_at_fpr_oracle` = recall at the threshold the pool's own scores put at FPR 0.001 / 0.01 (an oracle: read off the rows it is measured on, not from the method's calibration); `recall_at_fpr` = recall at the threshold the method's own held-out benign calibration rows put at FPR 0.001 / 0.01 (the model: its reference's calibration rows; the budget-matched forest: its held-out benign training rows; absent for a method without calibration rows), with `pool_fpr_at_calibrated` the FPR that threshold gives on the pool (with n calibration rows an FPR below about 1/n cannot be resolved: the threshold is then the largest calibration score); `precision_at_base_rate` = precision of the method's own decision if attacks were 50%, 1% or 0.1% of flows, from its recall on the task and `pool_fpr`; `f1_at_base_rate` = the F1 of that precision and the task's recall. `roc` = recall at FPR 0.0005 … 0.5 read off each task's pool, averaged over tasks (vertical averaging); precision at a base rate π follows from each point as π·recall / (π·recall + (1 − π)·FPR). Each per family and macro over families, mean ± 95% half-width over episodes.";
 
 impl Report {
     /// Markdown table of all results, grouped by K.
@@ -320,12 +320,13 @@ impl Report {
     }
 
     /// Every task's metrics as CSV: `method,shots,family,episode` then
-    /// [`crate::protocol::EPISODE_COLUMNS`], one line per task (empty for a report read back from
+    /// [`crate::protocol::episode_columns`], one line per task (empty for a report read back from
     /// JSON, which does not keep them).
     pub fn episodes_csv(&self) -> Result<Vec<u8>, csv::Error> {
         let mut w = csv::Writer::from_writer(Vec::new());
         let mut header = vec!["method", "shots", "family", "episode", "train_seed"];
-        header.extend(crate::protocol::EPISODE_COLUMNS);
+        let names = crate::protocol::episode_columns();
+        header.extend(names.iter().map(String::as_str));
         w.write_record(&header)?;
         for r in &self.results {
             for e in &r.episodes {
