@@ -146,6 +146,12 @@ pub enum Command {
     ///
     /// Example: metaids site-eval --model cic.model --captures data/lab --shots 5 --json site.json
     SiteEval(SiteEvalArgs),
+    /// Draw evaluation reports (JSON from `evaluate --json`) as one self-contained HTML file: K-shot
+    /// curves with CI bands, a ROC curve per novel family, operating-point, per-family and
+    /// paired-difference tables, and the protocol with its hashes.
+    ///
+    /// Example: metaids report --json cic.json unsw.json --out report.html
+    Report(ReportArgs),
 }
 
 /// A response to alerts.
@@ -549,6 +555,17 @@ pub struct DataArgs {
     /// (`splits/<dataset>-fold<N>.toml`).
     #[arg(long, value_parser = clap::value_parser!(u8).range(0..=2))]
     pub fold: Option<u8>,
+}
+
+/// `report` arguments.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// Reports written by `metaids evaluate --json` (one section each, in this order).
+    #[arg(long, num_args = 1.., required = true)]
+    pub json: Vec<PathBuf>,
+    /// The HTML file to write (written to a temporary name, then renamed).
+    #[arg(long)]
+    pub out: PathBuf,
 }
 
 /// `evaluate` arguments.

@@ -30,7 +30,7 @@ use metaids_core::FlowFrame;
 use metaids_eval::{BaselineConfig, Benchmark, DataFile, EvalConfig, FewShotMethod, Report};
 use metaids_ingest::{read_files, resolve_files, write_atomic, BadRowPolicy, ReadOptions, SkipLog};
 
-use args::{BenchArgs, Cli, Command, DataArgs, EvaluateArgs, OnBadRow, ProtocolArgs};
+use args::{BenchArgs, Cli, Command, DataArgs, EvaluateArgs, OnBadRow, ProtocolArgs, ReportArgs};
 
 fn main() {
     // A damaged threat library makes the storage engine panic on its check thread; the library turns
@@ -61,6 +61,7 @@ fn main() {
         Command::Fewshot(a) => fewshot::run(a),
         Command::Standard(a) => standard::run(a),
         Command::SiteEval(a) => site_eval::run(a),
+        Command::Report(a) => report(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");
@@ -406,6 +407,25 @@ fn evaluate(a: EvaluateArgs) -> Result<()> {
     if let Some(m) = &model {
         model_cmd::report_enrolment(m, &loaded)?;
     }
+    Ok(())
+}
+
+fn report(a: ReportArgs) -> Result<()> {
+    let mut reports = Vec::new();
+    for path in &a.json {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read report {}", path.display()))?;
+        let report: Report = serde_json::from_str(&text).with_context(|| {
+            format!(
+                "{} is not a report written by `metaids evaluate --json`",
+                path.display()
+            )
+        })?;
+        reports.push((path.display().to_string(), report));
+    }
+    let html = metaids_eval::html::render(&reports)?;
+    write_atomic(&a.out, html.as_bytes())?;
+    eprintln!("wrote {} ({} report(s))", a.out.display(), reports.len());
     Ok(())
 }
 

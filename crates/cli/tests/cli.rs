@@ -105,7 +105,10 @@ fn evaluate_writes_report_with_protocol_and_ci() {
             .iter()
             .map(|p| p["recall"]["mean"].as_f64().expect("recall"))
             .collect();
-        assert!(recalls.windows(2).all(|w| w[0] <= w[1] + 1e-12), "{recalls:?}");
+        assert!(
+            recalls.windows(2).all(|w| w[0] <= w[1] + 1e-12),
+            "{recalls:?}"
+        );
     }
     assert!(
         table.contains("Operating points on 1490 benign query-pool rows")
@@ -122,6 +125,27 @@ fn evaluate_writes_report_with_protocol_and_ci() {
     let rows: Vec<&str> = lines.collect();
     assert_eq!(rows.len(), 2 * 2 * 5 * 3);
     assert!(rows.iter().all(|l| l.split(',').count() == 31), "{csv}");
+    // The same report drawn as HTML, opened in a headless browser.
+    let html = dir.path().join("report.html");
+    let out = metaids()
+        .args(["report", "--json"])
+        .arg(&json)
+        .arg("--out")
+        .arg(&html)
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let page = std::fs::read_to_string(&html).expect("html");
+    // Three K-shot charts and one ROC chart per novel family (five).
+    assert_eq!(page.matches("<svg").count(), 3 + 5, "charts");
+    assert!(page.contains("DoS Slowhttptest — ROC at K=5"));
+    assert!(page.contains(&report["protocol"]["split_sha256"].as_str().expect("sha")[..16]));
+    assert!(!page.contains("<script"), "self-contained, no script");
+    render_is_not_blank(&html, dir.path());
     // A pool larger than --pool-max is sampled (seeded) to that many rows.
     let small = dir.path().join("small.json");
     evaluate_cic(
@@ -457,4 +481,59 @@ fn evaluate_train_seeds_pools_model_rows_and_pairs_them_with_the_best_baseline()
         .map(|l| l.split(',').nth(4).expect("train_seed"))
         .collect();
     assert_eq!(seeds, ["1", "2"].into_iter().collect());
+}
+
+/// Opens `html` in headless Chromium and checks the screenshot is not blank: a good share of its
+/// pixels are not white and it has many colours (charts, bands, tables). CI installs Chromium
+/// (`.ci/run`), so there a missing browser is a failure; elsewhere the check says it was skipped.
+fn render_is_not_blank(html: &std::path::Path, dir: &std::path::Path) {
+    let browser = ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .find(|b| {
+            std::process::Command::new(b)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        });
+    let Some(browser) = browser else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must have Chromium to check the HTML report renders"
+        );
+        eprintln!("skipped: no Chromium to render the HTML report");
+        return;
+    };
+    let shot = dir.join("report.png");
+    let out = std::process::Command::new(browser)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            "--window-size=1200,2400",
+        ])
+        .arg(format!("--screenshot={}", shot.display()))
+        .arg(format!("file://{}", html.display()))
+        .output()
+        .expect("run chromium");
+    assert!(shot.exists(), "{}", String::from_utf8_lossy(&out.stderr));
+    let decoder = png::Decoder::new(std::io::BufReader::new(
+        std::fs::File::open(&shot).expect("png"),
+    ));
+    let mut reader = decoder.read_info().expect("png header");
+    let mut buf = vec![0; reader.output_buffer_size()];
+    let info = reader.next_frame(&mut buf).expect("png frame");
+    let channels = info.color_type.samples();
+    let pixels: Vec<&[u8]> = buf[..info.buffer_size()].chunks_exact(channels).collect();
+    let inked = pixels
+        .iter()
+        .filter(|p| p[..3].iter().any(|&c| c < 200))
+        .count();
+    let colours: std::collections::HashSet<&[u8]> = pixels.iter().copied().collect();
+    assert!(
+        inked * 50 > pixels.len(),
+        "{inked} of {} pixels drawn",
+        pixels.len()
+    );
+    assert!(colours.len() > 50, "{} colours", colours.len());
 }

@@ -7,6 +7,7 @@
 
 pub mod baselines;
 pub mod forest;
+pub mod html;
 pub mod method;
 pub mod protocol;
 pub mod protonet;
