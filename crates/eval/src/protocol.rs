@@ -841,7 +841,8 @@ impl MethodResult {
 
 /// One row per method and K pooling the runs of several trained models (`runs[i]` the results of
 /// the model trained with `seeds[i]`, on the same plan): every figure over seeds × episodes, so its
-/// CI includes the training-seed variance. Rows are matched by method name and K.
+/// CI includes the training-seed variance. Rows are matched by method name and K; a pooled row is
+/// the headline when it was the headline of most seeds' models.
 pub fn merge_seeds(
     runs: &[Vec<MethodResult>],
     seeds: &[u64],
@@ -856,6 +857,7 @@ pub fn merge_seeds(
         .map(|r| {
             let mut episodes = Vec::new();
             let mut accs = Vec::new();
+            let mut headline_votes = 0;
             for (run, results) in runs.iter().enumerate() {
                 let Some(m) = results
                     .iter()
@@ -863,6 +865,7 @@ pub fn merge_seeds(
                 else {
                     continue;
                 };
+                headline_votes += usize::from(m.headline);
                 episodes.extend(m.episodes.iter().map(|e| EpisodeRow { run, ..e.clone() }));
                 accs.extend(m.nway_episodes.iter().map(|&(_, a)| (run, a)));
             }
@@ -872,7 +875,9 @@ pub fn merge_seeds(
                     description: r.description.clone(),
                     shots: r.shots,
                     model_row: r.model_row,
-                    headline: r.headline,
+                    // Each seed's model picks its headline row on its validation families; the
+                    // pooled row is the headline when most seeds picked it.
+                    headline: 2 * headline_votes > runs.len(),
                     train_seeds: seeds.to_vec(),
                     ..MethodResult::empty()
                 },
@@ -1026,6 +1031,18 @@ mod tests {
         assert_eq!(m.per_family[0].f1.n, 4);
         assert_eq!(m.episodes.iter().filter(|e| e.run == 1).count(), 4);
         assert!(m.label().contains("2 seeds"));
+        // Headline when most seeds' models picked it: one of two is not most, two of three are.
+        let pick = |headline: bool| MethodResult {
+            headline,
+            ..one(0.5)
+        };
+        let votes = |picks: &[bool]| {
+            let runs: Vec<Vec<MethodResult>> = picks.iter().map(|&h| vec![pick(h)]).collect();
+            merge_seeds(&runs, &[1, 2, 3][..picks.len()], &no_split(), 100)[0].headline
+        };
+        assert!(!votes(&[true, false]));
+        assert!(votes(&[true, false, true]));
+        assert!(!votes(&[false, false, true]));
     }
 
     #[test]
