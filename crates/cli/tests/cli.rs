@@ -140,9 +140,31 @@ fn evaluate_writes_report_with_protocol_and_ci() {
         String::from_utf8_lossy(&out.stderr)
     );
     let page = std::fs::read_to_string(&html).expect("html");
-    // Three K-shot charts and one ROC chart per novel family (five).
-    assert_eq!(page.matches("<svg").count(), 3 + 5, "charts");
+    // Three K-shot charts, one ROC and one PR chart per novel family (five); no embedding map
+    // without a model row.
+    assert_eq!(page.matches("<svg").count(), 3 + 5 + 5, "charts");
     assert!(page.contains("DoS Slowhttptest — ROC at K=5"));
+    assert!(page.contains("DoS Slowhttptest — PR at 1:100, K=5"));
+    assert!(!page.contains("Embedding map"));
+    // The N-way confusion matrix counts every N-way query.
+    let centroid = results
+        .iter()
+        .find(|r| r["method"] == "nearest-centroid" && r["shots"] == 5)
+        .expect("centroid row");
+    let confusion = &centroid["confusion"];
+    let families = confusion["families"].as_array().expect("families").len();
+    let counted: u64 = confusion["counts"]
+        .as_array()
+        .expect("counts")
+        .iter()
+        .flat_map(|r| r.as_array().expect("row").iter())
+        .map(|n| n.as_u64().expect("count"))
+        .sum();
+    let ways = centroid["ways"].as_u64().expect("ways");
+    assert!(families >= ways as usize && ways >= 2, "{confusion}");
+    assert_eq!(counted, 3 * ways * 10, "3 episodes × N ways × 10 queries");
+    // Without a model row the page shows the first method's matrix.
+    assert!(page.contains("N-way confusion matrix — nearest-centroid at K=5"));
     assert!(page.contains(&report["protocol"]["split_sha256"].as_str().expect("sha")[..16]));
     assert!(!page.contains("<script"), "self-contained, no script");
     render_is_not_blank(&html, dir.path());
@@ -481,6 +503,45 @@ fn evaluate_train_seeds_pools_model_rows_and_pairs_them_with_the_best_baseline()
         .map(|l| l.split(',').nth(4).expect("train_seed"))
         .collect();
     assert_eq!(seeds, ["1", "2"].into_iter().collect());
+    // The map of the model's embedding: benign, seen and novel rows on two principal components.
+    let map = &report["embedding_map"];
+    assert_eq!(map["method"], "protonet", "{map}");
+    let points = map["points"].as_array().expect("points");
+    for role in ["benign-train", "benign-pool", "seen", "novel"] {
+        assert!(points.iter().any(|p| p["role"] == role), "{role}");
+    }
+    assert!(points
+        .iter()
+        .all(|p| p["x"].as_f64().is_some_and(f64::is_finite) && p["y"].is_f64()));
+    let explained: Vec<f64> = map["explained_variance"]
+        .as_array()
+        .expect("explained")
+        .iter()
+        .map(|v| v.as_f64().expect("share"))
+        .collect();
+    assert!(
+        explained[0] >= explained[1] && explained[0] + explained[1] <= 1.0 + 1e-9,
+        "{explained:?}"
+    );
+    let html = dir.path().join("report.html");
+    let out = metaids()
+        .args(["report", "--json"])
+        .arg(&json)
+        .arg("--out")
+        .arg(&html)
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let page = std::fs::read_to_string(&html).expect("html");
+    assert!(page.contains("Embedding map") && page.contains("Embedding of protonet (PCA)"));
+    assert!(
+        page.contains("N-way confusion matrix — protonet"),
+        "model row's matrix"
+    );
 }
 
 /// Opens `html` in headless Chromium and checks the screenshot is not blank: a good share of its

@@ -94,7 +94,12 @@ fn fewshot_on_files_the_model_never_saw() {
     let out = run(&[], &plain);
     ok(&out);
     let table = String::from_utf8_lossy(&out.stdout);
-    assert!(table.contains("| protonet | 5 |"), "{table}");
+    // The model's row is labelled the headline or an ablation (its validation families decide).
+    assert!(
+        table.contains("| **protonet** (headline) | 5 |")
+            || table.contains("| protonet (ablation) | 5 |"),
+        "{table}"
+    );
     let v = read_json(&plain);
     let novel: Vec<&str> = v["protocol"]["novel_families"]
         .as_array()
@@ -143,8 +148,24 @@ fn fewshot_on_files_the_model_never_saw() {
         w["fewshot"]["model_unknown_threshold"]
     );
     let queries = |x: &serde_json::Value| x["protocol"]["benign_query_rows"].as_u64().expect("q");
-    assert_eq!(queries(&w), 2000 - 600);
-    assert_eq!(queries(&v), 2000 - 1);
+    // Benign query rows with an exact twin among the rows the reference was learned from are
+    // removed (and counted) by default.
+    let pool_twins = |x: &serde_json::Value| -> u64 {
+        x["protocol"]["twins_removed"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|t| t["role"] == "benign query pool")
+            .map(|t| t["removed"].as_u64().expect("removed"))
+            .sum()
+    };
+    assert_eq!(
+        queries(&w) + pool_twins(&w),
+        2000 - 600,
+        "{}",
+        w["protocol"]
+    );
+    assert_eq!(queries(&v) + pool_twins(&v), 2000 - 1, "{}", v["protocol"]);
 
     // Refusals, each naming the problem.
     fails_with(

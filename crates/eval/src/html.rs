@@ -1,6 +1,7 @@
 //! Evaluation reports as one self-contained HTML file (`metaids report`): inline SVG charts drawn with
-//! plotters (K-shot curves with their 95% CI bands, a ROC curve per novel family), the operating-point,
-//! per-family and paired-difference tables, and the protocol block with every hash. No script, no
+//! plotters (K-shot curves with their 95% CI bands, ROC and precision-recall curves per novel family,
+//! a 2-D map of the model's embedding), the N-way confusion matrix, the operating-point, per-family
+//! and paired-difference tables, and the protocol block with every hash. No script, no
 //! external file: it opens anywhere and can be attached to a paper review.
 //!
 //! Charts measure their labels with DejaVu Sans, compiled in (`assets/`, licence beside it); the SVG
@@ -13,6 +14,7 @@ use std::sync::OnceLock;
 use metaids_core::metrics::Summary;
 use plotters::prelude::*;
 
+use crate::map::EmbeddingMap;
 use crate::protocol::{MethodResult, ROC_FPRS};
 use crate::report::Report;
 
@@ -288,6 +290,206 @@ fn roc_charts(report: &Report, k: usize) -> Result<Vec<String>, HtmlError> {
         .collect()
 }
 
+/// The base rate the PR curves are drawn at (1 attack per 100 flows).
+const PR_BASE_RATE: f64 = 0.01;
+
+/// Precision-recall charts, one per novel family at `k`, derived from the ROC points at the base
+/// rate [`PR_BASE_RATE`]: precision = π·recall / (π·recall + (1 − π)·FPR).
+fn pr_charts(report: &Report, k: usize) -> Result<Vec<String>, HtmlError> {
+    let rows: Vec<&MethodResult> = report.results.iter().filter(|r| r.shots == k).collect();
+    let mut families: Vec<&str> = Vec::new();
+    for r in &rows {
+        for f in &r.per_family {
+            if !families.contains(&f.family.as_str()) {
+                families.push(&f.family);
+            }
+        }
+    }
+    let pi = PR_BASE_RATE;
+    families
+        .iter()
+        .map(|family| {
+            let series: Series = rows
+                .iter()
+                .filter_map(|r| {
+                    let f = r.per_family.iter().find(|f| f.family == *family)?;
+                    let roc = &f.operating.as_ref()?.roc;
+                    let mut points: Vec<(f64, f64, f64)> = roc
+                        .iter()
+                        .filter(|p| p.recall.mean > 0.0)
+                        .map(|p| {
+                            let tp = pi * p.recall.mean;
+                            (p.recall.mean, tp / (tp + (1.0 - pi) * p.fpr), 0.0)
+                        })
+                        .collect();
+                    points.sort_by(|a, b| a.0.total_cmp(&b.0));
+                    (!points.is_empty()).then(|| (label(r), points))
+                })
+                .collect();
+            line_chart(
+                &format!("{family} — PR at 1:100, K={k}"),
+                "recall",
+                "precision at 1 attack per 100 flows",
+                (0.0, 1.0),
+                false,
+                &series,
+            )
+        })
+        .collect()
+}
+
+/// One legend entry of the map: its name, colour and points.
+type MapGroup = (String, RGBColor, Vec<(f64, f64)>);
+
+/// The embedding map as a scatter chart: benign rows grey, seen families light blue, each novel
+/// family its own colour.
+fn map_chart(map: &EmbeddingMap) -> Result<String, HtmlError> {
+    font_ready()?;
+    let title = format!("Embedding of {} (PCA)", map.method);
+    let err = chart_error(&title);
+    let (mut x0, mut x1, mut y0, mut y1) = (f32::MAX, f32::MIN, f32::MAX, f32::MIN);
+    for p in &map.points {
+        x0 = x0.min(p.x);
+        x1 = x1.max(p.x);
+        y0 = y0.min(p.y);
+        y1 = y1.max(p.y);
+    }
+    if x0 > x1 || y0 > y1 {
+        return Ok(String::new());
+    }
+    let pad = |lo: f32, hi: f32| {
+        let m = ((hi - lo) * 0.05).max(1e-3);
+        (f64::from(lo - m), f64::from(hi + m))
+    };
+    let (x0, x1) = pad(x0, x1);
+    let (y0, y1) = pad(y0, y1);
+    let mut novel: Vec<&str> = Vec::new();
+    for p in map.points.iter().filter(|p| p.role == "novel") {
+        if !novel.contains(&p.family.as_str()) {
+            novel.push(&p.family);
+        }
+    }
+    let mut groups: Vec<MapGroup> = vec![
+        (
+            "benign (training)".into(),
+            RGBColor(170, 170, 170),
+            Vec::new(),
+        ),
+        (
+            "benign (query pool)".into(),
+            RGBColor(90, 90, 90),
+            Vec::new(),
+        ),
+        ("seen families".into(), RGBColor(158, 202, 225), Vec::new()),
+    ];
+    for (i, f) in novel.iter().enumerate() {
+        groups.push((
+            format!("novel: {f}"),
+            PALETTE[(i + 1) % PALETTE.len()],
+            Vec::new(),
+        ));
+    }
+    for p in &map.points {
+        let g = match p.role.as_str() {
+            "benign-train" => 0,
+            "benign-pool" => 1,
+            "seen" => 2,
+            _ => 3 + novel.iter().position(|f| *f == p.family).unwrap_or(0),
+        };
+        if let Some(group) = groups.get_mut(g) {
+            group.2.push((f64::from(p.x), f64::from(p.y)));
+        }
+    }
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (640, 440)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| err(e.to_string()))?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(&title, ("sans-serif", 16))
+            .margin(12)
+            .x_label_area_size(36)
+            .y_label_area_size(48)
+            .build_cartesian_2d(x0..x1, y0..y1)
+            .map_err(|e| err(e.to_string()))?;
+        chart
+            .configure_mesh()
+            .x_desc(format!(
+                "PC 1 ({:.0}% of variance)",
+                map.explained_variance[0] * 100.0
+            ))
+            .y_desc(format!(
+                "PC 2 ({:.0}% of variance)",
+                map.explained_variance[1] * 100.0
+            ))
+            .draw()
+            .map_err(|e| err(e.to_string()))?;
+        for (name, color, points) in groups.into_iter().filter(|g| !g.2.is_empty()) {
+            chart
+                .draw_series(
+                    points
+                        .into_iter()
+                        .map(move |p| Circle::new(p, 2, color.mix(0.7).filled())),
+                )
+                .map_err(|e| err(e.to_string()))?
+                .label(name)
+                .legend(move |(x, y)| Circle::new((x + 8, y), 4, color.filled()));
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .draw()
+            .map_err(|e| err(e.to_string()))?;
+        root.present().map_err(|e| err(e.to_string()))?;
+    }
+    Ok(svg)
+}
+
+/// The N-way confusion matrix of the headline row (else the first model row, else the first row
+/// that classifies) at `k`, as a table shaded by each true family's share.
+fn confusion_table(out: &mut String, report: &Report, k: usize) {
+    let rows: Vec<&MethodResult> = report
+        .results
+        .iter()
+        .filter(|r| r.shots == k && r.confusion.is_some())
+        .collect();
+    let Some(row) = rows
+        .iter()
+        .find(|r| r.headline)
+        .or_else(|| rows.iter().find(|r| r.model_row))
+        .or_else(|| rows.first())
+    else {
+        return;
+    };
+    let Some(c) = &row.confusion else { return };
+    let _ = write!(
+        out,
+        "<h3>N-way confusion matrix — {} at K={k}</h3><p>{} queries of {}-way episodes among the novel families; row: the true family, column: the predicted one; shading: the row's share.</p><table><tr><th>true \\ predicted</th>",
+        escape(&label(row)),
+        c.total(),
+        row.ways
+    );
+    for f in &c.families {
+        let _ = write!(out, "<th>{}</th>", escape(f));
+    }
+    out.push_str("</tr>");
+    for (f, counts) in c.families.iter().zip(&c.counts) {
+        let total = counts.iter().sum::<u64>().max(1) as f64;
+        let _ = write!(out, "<tr><th>{}</th>", escape(f));
+        for &n in counts {
+            let share = n as f64 / total;
+            let _ = write!(
+                out,
+                "<td style=\"background:rgba(31,119,180,{share:.2})\">{n} <small>({:.0}%)</small></td>",
+                share * 100.0
+            );
+        }
+        out.push_str("</tr>");
+    }
+    out.push_str("</table>");
+}
+
 fn cell(s: Option<&Summary>) -> String {
     s.map_or("—".into(), |s| format!("{:.3} ± {:.3}", s.mean, s.ci95))
 }
@@ -487,11 +689,28 @@ pub fn render(reports: &[(String, Report)]) -> Result<String, HtmlError> {
         for svg in roc_charts(report, k)? {
             out.push_str(&svg);
         }
+        let _ = write!(
+            out,
+            "</div><h3>Precision-recall per novel family at K={k}</h3><p>The ROC points above at a base rate of 1 attack per 100 flows (precision from recall and FPR, not from the 1:1 task queries).</p><div class=\"charts\">"
+        );
+        for svg in pr_charts(report, k)? {
+            out.push_str(&svg);
+        }
         out.push_str("</div>");
+        if let Some(map) = &report.embedding_map {
+            let _ = write!(
+                out,
+                "<h3>Embedding map</h3><p>{}.</p><div class=\"charts\">",
+                escape(&map.projection)
+            );
+            out.push_str(&map_chart(map)?);
+            out.push_str("</div>");
+        }
+        confusion_table(&mut out, report, k);
         tables(&mut out, report, k);
         out.push_str("</section>");
     }
-    out.push_str("<p><small>Not in this report yet: a 2-D map of the embedding and the N-way confusion matrix (the JSON reports do not carry embeddings or per-query N-way predictions).</small></p></body></html>\n");
+    out.push_str("</body></html>\n");
     Ok(out)
 }
 

@@ -8,6 +8,7 @@
 pub mod baselines;
 pub mod forest;
 pub mod html;
+pub mod map;
 pub mod method;
 pub mod protocol;
 pub mod protonet;
@@ -221,6 +222,13 @@ impl<'a> Benchmark<'a> {
             ));
         }
         let paired = protocol::paired_differences(&results);
+        // The map shows the headline model's embedding (the first seed's model when several).
+        let embedding_map = methods
+            .iter()
+            .chain(seeded.first().into_iter().flatten())
+            .filter(|m| m.is_model())
+            .max_by_key(|m| m.is_headline())
+            .and_then(|m| map::embedding_map(m.as_ref(), &ctx));
         let sizes = |m: &BTreeMap<String, Vec<usize>>| -> Vec<FamilySize> {
             m.iter()
                 .map(|(f, r)| FamilySize {
@@ -260,6 +268,7 @@ impl<'a> Benchmark<'a> {
             },
             results,
             paired,
+            embedding_map,
         })
     }
 }

@@ -181,4 +181,11 @@ pub trait FewShotMethod: Send + Sync {
         let _ = (ctx, episode);
         None
     }
+
+    /// The method's embedding of `rows` (dimension, row-major values), for the report's map;
+    /// `None` for a method without one.
+    fn embed(&self, ctx: &EvalContext<'_>, rows: &[usize]) -> Option<(usize, Vec<f32>)> {
+        let _ = (ctx, rows);
+        None
+    }
 }

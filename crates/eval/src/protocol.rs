@@ -603,6 +603,71 @@ pub struct MethodResult {
     /// Training seeds the row's figures pool (empty: one model, or a baseline).
     #[serde(default)]
     pub train_seeds: Vec<u64>,
+    /// The N-way confusion matrix over every N-way query at this K (absent for a method that cannot
+    /// tell families apart, and in reports of earlier builds).
+    #[serde(default)]
+    pub confusion: Option<Confusion>,
+}
+
+/// Counts of N-way predictions: `counts[t][p]` queries of family `families[t]` classified as
+/// `families[p]`, summed over every N-way episode (and training seed) at one K.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Confusion {
+    /// The families, in row and column order (sorted).
+    pub families: Vec<String>,
+    /// Row: the true family; column: the predicted one.
+    pub counts: Vec<Vec<u64>>,
+}
+
+impl Confusion {
+    /// Adds one episode's predictions (`pred[i]` a way index; queries in way order).
+    pub fn add(&mut self, episode: &Episode, pred: &[usize]) {
+        let truth = episode
+            .query
+            .iter()
+            .enumerate()
+            .flat_map(|(w, q)| q.iter().map(move |_| w));
+        for (t, &p) in truth.zip(pred) {
+            let (Some(t), Some(p)) = (episode.classes.get(t), episode.classes.get(p)) else {
+                continue;
+            };
+            let ti = self.index(t);
+            let pi = self.index(p);
+            self.counts[ti][pi] += 1;
+        }
+    }
+
+    /// Adds another matrix's counts.
+    pub fn merge(&mut self, other: &Confusion) {
+        for (t, row) in other.families.iter().zip(&other.counts) {
+            let ti = self.index(t);
+            for (p, &n) in other.families.iter().zip(row) {
+                let pi = self.index(p);
+                self.counts[ti][pi] += n;
+            }
+        }
+    }
+
+    /// Queries counted.
+    pub fn total(&self) -> u64 {
+        self.counts.iter().flatten().sum()
+    }
+
+    /// The family's index, inserted in sorted order when new.
+    fn index(&mut self, family: &str) -> usize {
+        match self.families.binary_search_by(|f| f.as_str().cmp(family)) {
+            Ok(i) => i,
+            Err(i) => {
+                self.families.insert(i, family.to_string());
+                for row in &mut self.counts {
+                    row.insert(i, 0);
+                }
+                let n = self.families.len();
+                self.counts.insert(i, vec![0; n]);
+                i
+            }
+        }
+    }
 }
 
 /// Runs every method on the plan. `progress` is called with units of work done.
@@ -646,19 +711,11 @@ pub fn run(
                 Ok((c, TaskPoints::of(t, &det, &c)))
             })
             .collect::<Result<_, _>>()?;
-        let nway: Vec<Option<f64>> = plan
+        let nway: Vec<Option<Vec<usize>>> = plan
             .nway
             .par_iter()
             .map(|(_, ep)| {
-                let out = method.classify(ctx, ep).map(|pred| {
-                    let truth = ep
-                        .query
-                        .iter()
-                        .enumerate()
-                        .flat_map(|(w, q)| q.iter().map(move |_| w));
-                    let right = truth.zip(&pred).filter(|(t, p)| t == *p).count();
-                    right as f64 / pred.len().max(1) as f64
-                });
+                let out = method.classify(ctx, ep);
                 progress(&name, 1);
                 out
             })
@@ -675,7 +732,7 @@ fn aggregate(
     k: usize,
     plan: &Plan,
     counts: &[(BinaryCounts, TaskPoints)],
-    nway: &[Option<f64>],
+    nway: &[Option<Vec<usize>>],
     split: &Split,
     cfg: &EvalConfig,
 ) -> MethodResult {
@@ -691,13 +748,19 @@ fn aggregate(
             values: p.row(c),
         })
         .collect();
-    let accs: Vec<(usize, f64)> = plan
-        .nway
-        .iter()
-        .zip(nway)
-        .filter(|((kk, _), _)| *kk == k)
-        .filter_map(|(_, a)| a.map(|a| (0, a)))
-        .collect();
+    let mut accs: Vec<(usize, f64)> = Vec::new();
+    let mut confusion = Confusion::default();
+    for ((_, ep), pred) in plan.nway.iter().zip(nway).filter(|((kk, _), _)| *kk == k) {
+        let Some(pred) = pred else { continue };
+        let truth = ep
+            .query
+            .iter()
+            .enumerate()
+            .flat_map(|(w, q)| q.iter().map(move |_| w));
+        let right = truth.zip(pred).filter(|(t, p)| t == *p).count();
+        accs.push((0, right as f64 / pred.len().max(1) as f64));
+        confusion.add(ep, pred);
+    }
     let ways = plan
         .nway
         .iter()
@@ -710,6 +773,7 @@ fn aggregate(
             shots: k,
             model_row: method.is_model(),
             headline: method.is_headline(),
+            confusion: (confusion.total() > 0).then_some(confusion),
             ..MethodResult::empty()
         },
         episodes,
@@ -835,6 +899,7 @@ impl MethodResult {
             model_row: false,
             headline: false,
             train_seeds: Vec::new(),
+            confusion: None,
         }
     }
 }
@@ -858,6 +923,7 @@ pub fn merge_seeds(
             let mut episodes = Vec::new();
             let mut accs = Vec::new();
             let mut headline_votes = 0;
+            let mut confusion: Option<Confusion> = None;
             for (run, results) in runs.iter().enumerate() {
                 let Some(m) = results
                     .iter()
@@ -868,6 +934,9 @@ pub fn merge_seeds(
                 headline_votes += usize::from(m.headline);
                 episodes.extend(m.episodes.iter().map(|e| EpisodeRow { run, ..e.clone() }));
                 accs.extend(m.nway_episodes.iter().map(|&(_, a)| (run, a)));
+                if let Some(c) = &m.confusion {
+                    confusion.get_or_insert_with(Confusion::default).merge(c);
+                }
             }
             summarise(
                 MethodResult {
@@ -879,6 +948,7 @@ pub fn merge_seeds(
                     // pooled row is the headline when most seeds picked it.
                     headline: 2 * headline_votes > runs.len(),
                     train_seeds: seeds.to_vec(),
+                    confusion,
                     ..MethodResult::empty()
                 },
                 episodes,

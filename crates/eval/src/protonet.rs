@@ -147,6 +147,10 @@ impl FewShotMethod for ProtoNetMethod {
         true
     }
 
+    fn embed(&self, ctx: &EvalContext<'_>, rows: &[usize]) -> Option<(usize, Vec<f32>)> {
+        Some((self.model.dim(), self.embeddings(ctx, rows)))
+    }
+
     fn is_headline(&self) -> bool {
         self.name() == headline_row(&self.model)
     }

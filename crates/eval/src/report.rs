@@ -144,6 +144,10 @@ pub struct Report {
     /// (absent in reports of earlier builds).
     #[serde(default)]
     pub paired: Vec<crate::protocol::PairedDifference>,
+    /// A 2-D map of the headline model's embedding (absent without a model row, and in reports
+    /// of earlier builds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embedding_map: Option<crate::map::EmbeddingMap>,
 }
 
 /// The metric definition recorded in every report.
