@@ -104,6 +104,7 @@ fn line_chart(
     x_range: (f64, f64),
     log_x: bool,
     series: &Series,
+    legend: SeriesLabelPosition,
 ) -> Result<String, HtmlError> {
     font_ready()?;
     // The y axis starts at the lowest band edge rounded down to 0.05, so differences near 1 show.
@@ -128,12 +129,12 @@ fn line_chart(
             let chart = builder
                 .build_cartesian_2d((lo..hi).log_scale(), y_lo..1.005f64)
                 .map_err(|e| err(e.to_string()))?;
-            draw_lines(chart, x_desc, y_desc, series).map_err(&err)?;
+            draw_lines(chart, x_desc, y_desc, series, legend).map_err(&err)?;
         } else {
             let chart = builder
                 .build_cartesian_2d(lo..hi, y_lo..1.005f64)
                 .map_err(|e| err(e.to_string()))?;
-            draw_lines(chart, x_desc, y_desc, series).map_err(&err)?;
+            draw_lines(chart, x_desc, y_desc, series, legend).map_err(&err)?;
         }
         root.present().map_err(|e| err(e.to_string()))?;
     }
@@ -150,6 +151,7 @@ fn draw_lines<'a, X>(
     x_desc: &str,
     y_desc: &str,
     series: &Series,
+    legend: SeriesLabelPosition,
 ) -> Result<(), String>
 where
     X: Ranged<ValueType = f64> + plotters::coord::ranged1d::ValueFormatter<f64>,
@@ -176,7 +178,7 @@ where
     }
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
+        .position(legend)
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
         .draw()
@@ -235,6 +237,7 @@ fn kshot_chart(
         (0.5, max_k + 0.5),
         false,
         &series,
+        SeriesLabelPosition::LowerRight,
     )
 }
 
@@ -285,6 +288,7 @@ fn roc_charts(report: &Report, k: usize) -> Result<Vec<String>, HtmlError> {
                 (lo, hi),
                 true,
                 &series,
+                SeriesLabelPosition::LowerRight,
             )
         })
         .collect()
@@ -333,6 +337,8 @@ fn pr_charts(report: &Report, k: usize) -> Result<Vec<String>, HtmlError> {
                 (0.0, 1.0),
                 false,
                 &series,
+                // The curves sit at high recall: the legend goes left.
+                SeriesLabelPosition::LowerLeft,
             )
         })
         .collect()
@@ -400,6 +406,11 @@ fn map_chart(map: &EmbeddingMap) -> Result<String, HtmlError> {
             group.2.push((f64::from(p.x), f64::from(p.y)));
         }
     }
+    let legend_entries: Vec<MapGroup> = groups
+        .iter()
+        .filter(|g| !g.2.is_empty())
+        .map(|(n, c, _)| (n.clone(), *c, Vec::new()))
+        .collect();
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (640, 440)).into_drawing_area();
@@ -423,27 +434,28 @@ fn map_chart(map: &EmbeddingMap) -> Result<String, HtmlError> {
             ))
             .draw()
             .map_err(|e| err(e.to_string()))?;
-        for (name, color, points) in groups.into_iter().filter(|g| !g.2.is_empty()) {
+        for (_, color, points) in groups.into_iter().filter(|g| !g.2.is_empty()) {
             chart
                 .draw_series(
                     points
                         .into_iter()
                         .map(move |p| Circle::new(p, 2, color.mix(0.7).filled())),
                 )
-                .map_err(|e| err(e.to_string()))?
-                .label(name)
-                .legend(move |(x, y)| Circle::new((x + 8, y), 4, color.filled()));
+                .map_err(|e| err(e.to_string()))?;
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK)
-            .draw()
-            .map_err(|e| err(e.to_string()))?;
         root.present().map_err(|e| err(e.to_string()))?;
     }
-    Ok(svg)
+    // The legend in HTML beside the chart, so it never covers points.
+    let mut legend = String::from("<ul class=\"legend\">");
+    for (name, RGBColor(r, g, b), _) in &legend_entries {
+        let _ = write!(
+            legend,
+            "<li><span style=\"background:rgb({r},{g},{b})\"></span>{}</li>",
+            escape(name)
+        );
+    }
+    legend.push_str("</ul>");
+    Ok(format!("<div class=\"map\">{svg}{legend}</div>"))
 }
 
 /// The N-way confusion matrix of the headline row (else the first model row, else the first row
@@ -658,7 +670,8 @@ pub fn render(reports: &[(String, Report)]) -> Result<String, HtmlError> {
          <style>body{font-family:sans-serif;margin:2em;max-width:1200px;color:#222}\
          table{border-collapse:collapse;margin:0.5em 0 1.5em}td,th{border:1px solid #bbb;padding:3px 8px;font-size:13px;text-align:left}\
          th{background:#f0f0f0}tr.headline td{font-weight:bold}code{font-size:12px}.charts svg{margin:4px;border:1px solid #ddd}\
-         .kv th{width:14em}</style></head><body><h1>metaids evaluation report</h1>\
+         .kv th{width:14em}.map{display:flex;align-items:flex-start}.legend{list-style:none;font-size:13px}\
+         .legend span{display:inline-block;width:10px;height:10px;border-radius:5px;margin-right:6px}</style></head><body><h1>metaids evaluation report</h1>\
          <p>Novel-family few-shot protocol: every figure is a mean ± 95% CI over episodes (and training seeds \
          where listed), on attack families no model or baseline saw in training or selection. \
          Definitions of every metric are in each report's protocol (<code>metric_definition</code>).</p>",
@@ -733,7 +746,16 @@ mod tests {
             ("c".into(), vec![(1.0, 0.9, 0.0), (5.0, 0.95, 0.01)]),
         ];
         for (log_x, range) in [(false, (0.5, 5.5)), (true, (0.0005, 0.5))] {
-            let svg = line_chart("t", "x", "y", range, log_x, &series).expect("chart");
+            let svg = line_chart(
+                "t",
+                "x",
+                "y",
+                range,
+                log_x,
+                &series,
+                SeriesLabelPosition::LowerRight,
+            )
+            .expect("chart");
             assert!(svg.starts_with("<svg"), "{}", &svg[..40]);
             assert_eq!(svg.matches("<polygon").count(), 2, "one CI band per line");
             assert!(svg.matches("<polyline").count() >= 2, "one line per series");

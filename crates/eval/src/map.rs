@@ -95,7 +95,7 @@ pub fn embedding_map(method: &dyn FewShotMethod, ctx: &EvalContext<'_>) -> Optio
     Some(EmbeddingMap {
         method: method.name(),
         projection: format!(
-            "PCA of the embedding (first two principal components of the plotted rows): a seeded sample of up to {BENIGN_TRAIN} benign training rows, {BENIGN_POOL} benign query-pool rows, {PER_SEEN} rows per seen or validation family and {PER_NOVEL} per novel family"
+            "PCA of the trained encoder's embedding (per-task fine-tuning not applied; first two principal components of the plotted rows): a seeded sample of up to {BENIGN_TRAIN} benign training rows, {BENIGN_POOL} benign query-pool rows, {PER_SEEN} rows per seen or validation family and {PER_NOVEL} per novel family"
         ),
         explained_variance: explained,
         points,
