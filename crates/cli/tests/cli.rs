@@ -127,19 +127,7 @@ fn evaluate_writes_report_with_protocol_and_ci() {
     assert!(rows.iter().all(|l| l.split(',').count() == 31), "{csv}");
     // The same report drawn as HTML, opened in a headless browser.
     let html = dir.path().join("report.html");
-    let out = metaids()
-        .args(["report", "--json"])
-        .arg(&json)
-        .arg("--out")
-        .arg(&html)
-        .output()
-        .expect("run");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let page = std::fs::read_to_string(&html).expect("html");
+    let page = render_report(&json, &html);
     // Three K-shot charts, one ROC and one PR chart per novel family (five); no embedding map
     // without a model row.
     assert_eq!(page.matches("<svg").count(), 3 + 5 + 5, "charts");
@@ -524,11 +512,21 @@ fn evaluate_train_seeds_pools_model_rows_and_pairs_them_with_the_best_baseline()
         "{explained:?}"
     );
     let html = dir.path().join("report.html");
+    let page = render_report(&json, &html);
+    assert!(page.contains("Embedding map") && page.contains("Embedding of protonet (PCA)"));
+    assert!(
+        page.contains("N-way confusion matrix — protonet"),
+        "model row's matrix"
+    );
+}
+
+/// Runs `metaids report` on `json` into `html` and returns the page.
+fn render_report(json: &std::path::Path, html: &std::path::Path) -> String {
     let out = metaids()
         .args(["report", "--json"])
-        .arg(&json)
+        .arg(json)
         .arg("--out")
-        .arg(&html)
+        .arg(html)
         .output()
         .expect("run");
     assert!(
@@ -536,12 +534,7 @@ fn evaluate_train_seeds_pools_model_rows_and_pairs_them_with_the_best_baseline()
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let page = std::fs::read_to_string(&html).expect("html");
-    assert!(page.contains("Embedding map") && page.contains("Embedding of protonet (PCA)"));
-    assert!(
-        page.contains("N-way confusion matrix — protonet"),
-        "model row's matrix"
-    );
+    std::fs::read_to_string(html).expect("html")
 }
 
 /// Opens `html` in headless Chromium and checks the screenshot is not blank: a good share of its

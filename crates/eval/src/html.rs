@@ -15,7 +15,7 @@ use metaids_core::metrics::Summary;
 use plotters::prelude::*;
 
 use crate::map::EmbeddingMap;
-use crate::protocol::{MethodResult, ROC_FPRS};
+use crate::protocol::{MethodResult, RocPoint, ROC_FPRS};
 use crate::report::Report;
 
 /// What can go wrong while drawing.
@@ -251,8 +251,11 @@ fn family_k(report: &Report) -> usize {
     }
 }
 
-/// ROC charts, one per novel family at `k`, one line per method.
-fn roc_charts(report: &Report, k: usize) -> Result<Vec<String>, HtmlError> {
+/// One family's ROC curves: (row label, its points) per method.
+type FamilyRocs<'a> = (&'a str, Vec<(String, &'a [RocPoint])>);
+
+/// The novel families of the rows at `k`, in report order, each with every row's ROC points.
+fn family_rocs(report: &Report, k: usize) -> Vec<FamilyRocs<'_>> {
     let rows: Vec<&MethodResult> = report.results.iter().filter(|r| r.shots == k).collect();
     let mut families: Vec<&str> = Vec::new();
     for r in &rows {
@@ -262,23 +265,36 @@ fn roc_charts(report: &Report, k: usize) -> Result<Vec<String>, HtmlError> {
             }
         }
     }
-    let (lo, hi) = (ROC_FPRS[0], ROC_FPRS[ROC_FPRS.len() - 1]);
     families
-        .iter()
+        .into_iter()
         .map(|family| {
-            let series: Series = rows
+            let curves = rows
                 .iter()
                 .filter_map(|r| {
-                    let f = r.per_family.iter().find(|f| f.family == *family)?;
+                    let f = r.per_family.iter().find(|f| f.family == family)?;
                     let roc = &f.operating.as_ref()?.roc;
-                    (!roc.is_empty()).then(|| {
-                        (
-                            label(r),
-                            roc.iter()
-                                .map(|p| (p.fpr, p.recall.mean, p.recall.ci95))
-                                .collect(),
-                        )
-                    })
+                    (!roc.is_empty()).then(|| (label(r), roc.as_slice()))
+                })
+                .collect();
+            (family, curves)
+        })
+        .collect()
+}
+
+/// ROC charts, one per novel family at `k`, one line per method.
+fn roc_charts(report: &Report, k: usize) -> Result<Vec<String>, HtmlError> {
+    let (lo, hi) = (ROC_FPRS[0], ROC_FPRS[ROC_FPRS.len() - 1]);
+    family_rocs(report, k)
+        .into_iter()
+        .map(|(family, curves)| {
+            let series: Series = curves
+                .into_iter()
+                .map(|(name, roc)| {
+                    let points = roc
+                        .iter()
+                        .map(|p| (p.fpr, p.recall.mean, p.recall.ci95))
+                        .collect();
+                    (name, points)
                 })
                 .collect();
             line_chart(
@@ -300,24 +316,13 @@ const PR_BASE_RATE: f64 = 0.01;
 /// Precision-recall charts, one per novel family at `k`, derived from the ROC points at the base
 /// rate [`PR_BASE_RATE`]: precision = π·recall / (π·recall + (1 − π)·FPR).
 fn pr_charts(report: &Report, k: usize) -> Result<Vec<String>, HtmlError> {
-    let rows: Vec<&MethodResult> = report.results.iter().filter(|r| r.shots == k).collect();
-    let mut families: Vec<&str> = Vec::new();
-    for r in &rows {
-        for f in &r.per_family {
-            if !families.contains(&f.family.as_str()) {
-                families.push(&f.family);
-            }
-        }
-    }
     let pi = PR_BASE_RATE;
-    families
-        .iter()
-        .map(|family| {
-            let series: Series = rows
-                .iter()
-                .filter_map(|r| {
-                    let f = r.per_family.iter().find(|f| f.family == *family)?;
-                    let roc = &f.operating.as_ref()?.roc;
+    family_rocs(report, k)
+        .into_iter()
+        .map(|(family, curves)| {
+            let series: Series = curves
+                .into_iter()
+                .filter_map(|(name, roc)| {
                     let mut points: Vec<(f64, f64, f64)> = roc
                         .iter()
                         .filter(|p| p.recall.mean > 0.0)
@@ -327,7 +332,7 @@ fn pr_charts(report: &Report, k: usize) -> Result<Vec<String>, HtmlError> {
                         })
                         .collect();
                     points.sort_by(|a, b| a.0.total_cmp(&b.0));
-                    (!points.is_empty()).then(|| (label(r), points))
+                    (!points.is_empty()).then_some((name, points))
                 })
                 .collect();
             line_chart(

@@ -620,14 +620,17 @@ pub struct Confusion {
 }
 
 impl Confusion {
-    /// Adds one episode's predictions (`pred[i]` a way index; queries in way order).
-    pub fn add(&mut self, episode: &Episode, pred: &[usize]) {
+    /// Adds one episode's predictions (`pred[i]` a way index; queries in way order) and returns how
+    /// many were right.
+    pub fn add(&mut self, episode: &Episode, pred: &[usize]) -> usize {
         let truth = episode
             .query
             .iter()
             .enumerate()
             .flat_map(|(w, q)| q.iter().map(move |_| w));
+        let mut right = 0;
         for (t, &p) in truth.zip(pred) {
+            right += usize::from(t == p);
             let (Some(t), Some(p)) = (episode.classes.get(t), episode.classes.get(p)) else {
                 continue;
             };
@@ -635,6 +638,7 @@ impl Confusion {
             let pi = self.index(p);
             self.counts[ti][pi] += 1;
         }
+        right
     }
 
     /// Adds another matrix's counts.
@@ -752,14 +756,8 @@ fn aggregate(
     let mut confusion = Confusion::default();
     for ((_, ep), pred) in plan.nway.iter().zip(nway).filter(|((kk, _), _)| *kk == k) {
         let Some(pred) = pred else { continue };
-        let truth = ep
-            .query
-            .iter()
-            .enumerate()
-            .flat_map(|(w, q)| q.iter().map(move |_| w));
-        let right = truth.zip(pred).filter(|(t, p)| t == *p).count();
+        let right = confusion.add(ep, pred);
         accs.push((0, right as f64 / pred.len().max(1) as f64));
-        confusion.add(ep, pred);
     }
     let ways = plan
         .nway
