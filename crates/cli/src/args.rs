@@ -95,6 +95,16 @@ pub enum Command {
     ///
     /// Example: metaids baseline --model cic.model --library lib.redb --pcap monday.pcap --budget 0.01
     Baseline(BaselineArgs),
+    /// Run as a service: score every new capture of a watched directory, append EVE alerts and
+    /// stats records (reopened on SIGHUP), reload the threat library when it changes, and serve an
+    /// HTTP API (threats, history, alerts, baseline, readiness, Prometheus metrics).
+    ///
+    /// Settings come from --config (TOML; see examples/metaids.toml), then the flags. SIGTERM or
+    /// Ctrl-C stops it: the capture in hand is finished, the flows held decided, outputs synced.
+    ///
+    /// Example: metaids serve --model cic.model --library lib.redb --pcap-dir /var/spool/pcaps
+    ///   --eve /var/log/metaids/eve.json --listen 127.0.0.1:9330 --tokens tokens.txt
+    Serve(ServeArgs),
     /// Manage the threat library: enrol threats from a few flows (guarded), list, show, remove,
     /// export/import as JSON, history and rollback.
     ///
@@ -974,4 +984,52 @@ pub struct SiteEvalArgs {
     /// Write the results as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
+}
+
+/// `metaids serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// A TOML config file (every key optional; the flags below override it).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Model directory written by `metaids train --dataset cic`.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// The threat library (reloaded whenever it changes).
+    #[arg(long)]
+    pub library: Option<PathBuf>,
+    /// A directory of captures (pcap, pcapng, .gz): each new file is scored once.
+    #[arg(long)]
+    pub pcap_dir: Option<PathBuf>,
+    /// The EVE JSON file alerts and stats records are appended to (reopened on SIGHUP).
+    #[arg(long)]
+    pub eve: Option<PathBuf>,
+    /// Where progress over --pcap-dir is kept (default: EVE.state.json).
+    #[arg(long)]
+    pub state: Option<PathBuf>,
+    /// The API's address (default 127.0.0.1:9330; port 0 picks a free port, printed at start).
+    #[arg(long)]
+    pub listen: Option<std::net::SocketAddr>,
+    /// Bearer tokens, lines `name role token` (role read or write). Without it the API is
+    /// read-only and must listen on a loopback address.
+    #[arg(long)]
+    pub tokens: Option<PathBuf>,
+    /// The sensor's name in EVE records (default: the host name).
+    #[arg(long)]
+    pub sensor: Option<String>,
+    /// Seconds between EVE stats records (0: none; default 60).
+    #[arg(long)]
+    pub stats_interval: Option<u64>,
+    /// Milliseconds between scans of --pcap-dir (default 1000).
+    #[arg(long)]
+    pub poll_ms: Option<u64>,
+    /// A capture is scored once unchanged for this many milliseconds (default 2000).
+    #[arg(long)]
+    pub settle_ms: Option<u64>,
+    /// Flows per micro-batch (default 1024).
+    #[arg(long)]
+    pub batch: Option<usize>,
+    /// Stop by itself after this many seconds (default: run until SIGTERM or Ctrl-C).
+    #[arg(long)]
+    pub max_runtime: Option<u64>,
 }

@@ -140,19 +140,7 @@ pub fn run(a: DetectArgs) -> Result<()> {
     if set.profile.is_none() {
         eprintln!("warning: {site_line}");
     }
-    let reference = set
-        .profile
-        .as_ref()
-        .map_or_else(|| model.reference.clone(), |p| p.reference());
-    let mut detector = Detector::with_reference(
-        Arc::clone(&model),
-        reference,
-        set.threats,
-        options,
-        set.library_version,
-    )?
-    .with_adaptation(set.profile.as_ref().and_then(|p| p.adaptation.as_ref()))?;
-    detector.set_library_id(set.library_id);
+    let detector = Detector::from_armed(Arc::clone(&model), set, options)?;
     let run_id = a.run_id.clone().unwrap_or_else(|| {
         let us = SystemTime::now()
             .duration_since(UNIX_EPOCH)

@@ -12,6 +12,7 @@ mod feedback_cmd;
 mod fewshot;
 mod model_cmd;
 mod progress;
+mod serve_cmd;
 mod site_eval;
 mod standard;
 mod threat_cmd;
@@ -50,6 +51,7 @@ fn main() {
     let result = match cli.command {
         Command::Demo(a) => demo::run(a),
         Command::Baseline(a) => baseline_cmd::run(a),
+        Command::Serve(a) => serve_cmd::run(a),
         Command::Evaluate(a) => evaluate(a),
         Command::Stats(a) => stats(a),
         Command::Bench(a) => bench(a),

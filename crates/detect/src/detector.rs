@@ -174,6 +174,25 @@ impl Detector {
         })
     }
 
+    /// The detector for a set of armed threats: their site profile's reference and adaptation
+    /// when they have one (else the model's), their library version and id. What `detect` and
+    /// `serve` arm.
+    pub fn from_armed(
+        model: Arc<ThreatModel>,
+        set: metaids_library::ArmedThreats,
+        options: DetectorOptions,
+    ) -> Result<Self> {
+        let reference = set
+            .profile
+            .as_ref()
+            .map_or_else(|| model.reference.clone(), |p| p.reference());
+        let mut detector =
+            Self::with_reference(model, reference, set.threats, options, set.library_version)?
+                .with_adaptation(set.profile.as_ref().and_then(|p| p.adaptation.as_ref()))?;
+        detector.set_library_id(set.library_id);
+        Ok(detector)
+    }
+
     /// The model.
     pub fn model(&self) -> &Arc<ThreatModel> {
         &self.model

@@ -257,6 +257,16 @@ impl DriftMonitor {
         Some(d)
     }
 
+    /// Compares later windows against `reference` (a new site profile or model): the open window,
+    /// measured against the old reference, is closed and returned first.
+    pub fn set_reference(&mut self, mut reference: Vec<f32>) -> Option<WindowDrift> {
+        let closed = self.close();
+        reference.retain(|d| d.is_finite());
+        reference.sort_by(f32::total_cmp);
+        self.reference = reference;
+        closed
+    }
+
     /// The report so far.
     pub fn report(&self) -> &DriftReport {
         &self.report
@@ -305,6 +315,28 @@ mod tests {
         assert_eq!(m.report().warnings, 2);
         assert_eq!(closed[1].start_us, Some(window_us));
         assert!(closed[1].describe(&cfg).contains("KS distance"));
+    }
+
+    #[test]
+    fn a_new_reference_closes_the_open_window_and_measures_later_ones() {
+        let mut m = DriftMonitor::new(reference(), DriftConfig::default());
+        let shifted = |i: i64| (i as f32 * 7.0 % 1000.0) / 1000.0 + 0.5;
+        for i in 0..500i64 {
+            m.observe(Some(i * 1000), shifted(i), false);
+        }
+        // Against the old reference the open window has moved; a reference shifted the same way
+        // (a new site profile) sees the next window as unmoved.
+        let closed = m
+            .set_reference(reference().iter().map(|d| d + 0.5).collect())
+            .expect("the open window");
+        assert!(closed.ks > 0.4, "{closed:?}");
+        for i in 0..500i64 {
+            m.observe(Some(i * 1000), shifted(i), false);
+        }
+        let next = m.close().expect("window");
+        assert!(next.ks < 0.1, "{next:?}");
+        assert_eq!(m.report().closed, 2);
+        assert!(m.set_reference(reference()).is_none(), "no open window");
     }
 
     #[test]

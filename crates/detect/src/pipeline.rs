@@ -184,6 +184,16 @@ impl fmt::Debug for Pipeline {
     }
 }
 
+/// The benign distances of the detector's calibration rows: what drift compares windows against.
+fn reference_distances(detector: &Detector) -> Vec<f32> {
+    let reference = detector.decider().reference();
+    reference
+        .calibration
+        .chunks_exact(reference.dim.max(1))
+        .map(|c| reference.benign_distance(c))
+        .collect()
+}
+
 fn now_us() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -217,13 +227,7 @@ impl Pipeline {
         for t in detector.threats() {
             summary.threats.insert(t.name.clone(), 0);
         }
-        let reference = detector.decider().reference();
-        let reference_distances: Vec<f32> = reference
-            .calibration
-            .chunks_exact(reference.dim.max(1))
-            .map(|c| reference.benign_distance(c))
-            .collect();
-        let drift = DriftMonitor::new(reference_distances, options.drift);
+        let drift = DriftMonitor::new(reference_distances(&detector), options.drift);
         Ok(Pipeline {
             drift,
             drift_warnings: Vec::new(),
@@ -245,6 +249,28 @@ impl Pipeline {
     /// The detector.
     pub fn detector(&self) -> &Detector {
         &self.detector
+    }
+
+    /// Replaces the detector (a new library version, site profile or model) between batches: flows
+    /// gathered but not yet decided are decided by the new one, so none is lost or decided twice.
+    /// Drift is measured against the new reference from the next window on (the open window is
+    /// closed first); the new detector's threats join the summary's per-threat counters.
+    pub fn replace_detector(&mut self, detector: Detector) {
+        for t in detector.threats() {
+            self.summary.threats.entry(t.name.clone()).or_insert(0);
+        }
+        if let Some(w) = self.drift.set_reference(reference_distances(&detector)) {
+            if w.warned && self.drift_warnings.len() < MAX_DRIFT_MESSAGES {
+                self.drift_warnings.push(w.describe(self.drift.config()));
+            }
+        }
+        self.detector = detector;
+    }
+
+    /// Drift windows closed so far (the run summary gets the final report from
+    /// [`Pipeline::finish`]).
+    pub fn drift_report(&self) -> &DriftReport {
+        self.drift.report()
     }
 
     /// Counters so far (sink counters come with [`Pipeline::finish`]).
@@ -350,6 +376,7 @@ impl Pipeline {
     }
 
     fn process(&mut self, frame: &FlowFrame, rows: &[usize], metas: &[FlowMeta]) -> Result<()> {
+        let started = Instant::now();
         let d = &self.detector;
         d.normaliser().transform_into(frame, rows, &mut self.x)?;
         let emb = d.embed(&self.x)?;
@@ -447,6 +474,7 @@ impl Pipeline {
             verdicts: &self.verdicts,
             alerts: &alerts,
             context,
+            latency: started.elapsed(),
         };
         for s in &mut self.sinks {
             s.write_batch(&batch)?;

@@ -46,6 +46,8 @@ pub struct Batch<'a> {
     pub alerts: &'a [Alert],
     /// Context for formatting records.
     pub context: AlertContext<'a>,
+    /// From the batch's first preprocessing step to its alerts being formatted (before any sink).
+    pub latency: std::time::Duration,
 }
 
 /// Every counter a sink reports (printed as `name value` lines by [`Counter::name`]).

@@ -1,0 +1,458 @@
+//! The HTTP API (axum), JSON under `/api/v1`, Prometheus text at `/metrics`. Every route but
+//! `/api/v1/health` needs a bearer token when a tokens file is configured (read role for reads,
+//! write role for changes, which are recorded with the token's name as author); without one the
+//! API is read-only. Errors are RFC 9457 problem documents; bodies are size-limited. Library work
+//! runs on blocking threads: the scoring worker is never waited on.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use metaids_library::{LibraryError, ThreatLibrary};
+use metaids_model::ThreatModel;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::auth::{Role, Tokens};
+use crate::state::{RouteLabel, Shared};
+
+/// The OpenAPI document of this API (served at `/api/v1/openapi.json`).
+pub const OPENAPI: &str = include_str!("../openapi.json");
+
+/// Largest page of `GET /alerts`.
+pub const MAX_ALERT_PAGE: usize = 1000;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct Api {
+    /// Worker and metrics state.
+    pub shared: Arc<Shared>,
+    /// Known tokens.
+    pub tokens: Arc<Tokens>,
+    /// The threat library file.
+    pub library: PathBuf,
+    /// The model (library identity checks).
+    pub model: Arc<ThreatModel>,
+}
+
+/// An RFC 9457 problem document.
+#[derive(Debug)]
+pub struct Problem {
+    status: StatusCode,
+    detail: String,
+}
+
+impl Problem {
+    /// A problem with `status` and a sentence saying what is wrong.
+    pub fn new(status: StatusCode, detail: impl Into<String>) -> Self {
+        Problem {
+            status,
+            detail: detail.into(),
+        }
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let body = json!({
+            "type": "about:blank",
+            "title": self.status.canonical_reason().unwrap_or("Error"),
+            "status": self.status.as_u16(),
+            "detail": self.detail,
+        });
+        let mut r = (self.status, body.to_string()).into_response();
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        if self.status == StatusCode::UNAUTHORIZED {
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"metaids\""),
+            );
+        }
+        r
+    }
+}
+
+type ApiResult = std::result::Result<Response, Problem>;
+
+fn library_problem(e: LibraryError) -> Problem {
+    let status = match &e {
+        LibraryError::UnknownThreat { .. } | LibraryError::UnknownVersion { .. } => {
+            StatusCode::NOT_FOUND
+        }
+        LibraryError::Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    Problem::new(status, e.to_string())
+}
+
+/// The token's name when it may do `need`.
+fn authorize(api: &Api, headers: &HeaderMap, need: Role) -> std::result::Result<String, Problem> {
+    if !api.tokens.enabled() {
+        return match need {
+            Role::Read => Ok("anonymous".into()),
+            Role::Write => Err(Problem::new(
+                StatusCode::FORBIDDEN,
+                "the API is read-only: no tokens file is configured (serve --tokens)",
+            )),
+        };
+    }
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let Some(presented) = presented else {
+        return Err(Problem::new(
+            StatusCode::UNAUTHORIZED,
+            "an Authorization: Bearer TOKEN header is required",
+        ));
+    };
+    match api.tokens.check(presented) {
+        None => Err(Problem::new(StatusCode::UNAUTHORIZED, "unknown token")),
+        Some((name, role)) if role >= need => Ok(name),
+        Some((name, _)) => Err(Problem::new(
+            StatusCode::FORBIDDEN,
+            format!("token {name:?} has the read role; this change needs a write token"),
+        )),
+    }
+}
+
+/// Runs library work on a blocking thread.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> std::result::Result<T, Problem> + Send + 'static,
+) -> std::result::Result<T, Problem> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| {
+        Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("library task failed: {e}"),
+        )
+    })?
+}
+
+fn open_read(api: &Api) -> std::result::Result<ThreatLibrary, Problem> {
+    ThreatLibrary::open_read_only_for(&api.library, &api.model).map_err(library_problem)
+}
+
+fn threat_json(t: &metaids_library::Threat) -> Value {
+    json!({
+        "name": t.name,
+        "id": t.id,
+        "signature_id": t.signature_id,
+        "severity": t.severity,
+        "category": t.category,
+        "description": t.description,
+        "created_by": t.created_by,
+        "created_at": t.created_at,
+        "updated_at": t.updated_at,
+        "threshold": t.threshold,
+        "prototypes": t.prototypes.len(),
+        "support_flows": t.support.len(),
+        "negative_flows": t.negatives.len(),
+    })
+}
+
+async fn health() -> Json<Value> {
+    Json(json!({ "status": "ok" }))
+}
+
+async fn ready(State(api): State<Api>, headers: HeaderMap) -> ApiResult {
+    authorize(&api, &headers, Role::Read)?;
+    let s = api.shared.status();
+    let ready = s.ready && !api.shared.stopping();
+    let body = json!({
+        "ready": ready,
+        "library_version": s.library_version,
+        "threats": s.threats,
+        "model": s.model_version,
+        "site_profile": s.site_profile,
+        "files_done": s.files_done,
+        "last_warning": s.last_warning,
+        "uptime_s": api.shared.uptime().as_secs(),
+    });
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    Ok((status, Json(body)).into_response())
+}
+
+async fn threats(State(api): State<Api>, headers: HeaderMap) -> ApiResult {
+    authorize(&api, &headers, Role::Read)?;
+    let body = blocking(move || {
+        let lib = open_read(&api)?;
+        let current = lib.current().map_err(library_problem)?;
+        Ok(json!({
+            "library_version": current.version,
+            "threats": current.threats.iter().map(threat_json).collect::<Vec<_>>(),
+        }))
+    })
+    .await?;
+    Ok(Json(body).into_response())
+}
+
+async fn threat(State(api): State<Api>, headers: HeaderMap, Path(name): Path<String>) -> ApiResult {
+    authorize(&api, &headers, Role::Read)?;
+    let body = blocking(move || {
+        let lib = open_read(&api)?;
+        let current = lib.current().map_err(library_problem)?;
+        let Some(t) = current.threat(&name) else {
+            return Err(Problem::new(
+                StatusCode::NOT_FOUND,
+                format!("no threat {name:?} in library version {}", current.version),
+            ));
+        };
+        let mut v = threat_json(t);
+        v["enrolment"] = serde_json::to_value(&t.report).unwrap_or(Value::Null);
+        v["library_version"] = json!(current.version);
+        Ok(v)
+    })
+    .await?;
+    Ok(Json(body).into_response())
+}
+
+async fn threat_history(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> ApiResult {
+    authorize(&api, &headers, Role::Read)?;
+    let body = blocking(move || {
+        let lib = open_read(&api)?;
+        let all = lib.history().map_err(library_problem)?;
+        // The versions that changed this threat: it appears, disappears, or the change names it.
+        let mut out = Vec::new();
+        let mut had = false;
+        for v in all {
+            let has = v.threats.contains(&name);
+            if has != had || v.change.contains(&name) {
+                out.push(v);
+            }
+            had = has;
+        }
+        if out.is_empty() {
+            return Err(Problem::new(
+                StatusCode::NOT_FOUND,
+                format!("no version of the library has a threat {name:?}"),
+            ));
+        }
+        Ok(json!({ "threat": name, "versions": out }))
+    })
+    .await?;
+    Ok(Json(body).into_response())
+}
+
+async fn history(State(api): State<Api>, headers: HeaderMap) -> ApiResult {
+    authorize(&api, &headers, Role::Read)?;
+    let body = blocking(move || {
+        let lib = open_read(&api)?;
+        Ok(json!({ "versions": lib.history().map_err(library_problem)? }))
+    })
+    .await?;
+    Ok(Json(body).into_response())
+}
+
+async fn remove_threat(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> ApiResult {
+    let author = authorize(&api, &headers, Role::Write)?;
+    let shared = Arc::clone(&api.shared);
+    let version = blocking(move || {
+        let _one = api
+            .shared
+            .library_write
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let lib = ThreatLibrary::open(&api.library, &api.model).map_err(library_problem)?;
+        lib.remove(&name, &format!("api:{author}"))
+            .map_err(library_problem)
+    })
+    .await?;
+    shared.library_changed();
+    Ok(Json(json!({ "library_version": version })).into_response())
+}
+
+/// `POST /rollback` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RollbackBody {
+    /// The version whose threats (and site profile) the new version takes.
+    version: u64,
+}
+
+fn json_problem(e: JsonRejection) -> Problem {
+    let status = if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        StatusCode::PAYLOAD_TOO_LARGE
+    } else {
+        StatusCode::BAD_REQUEST
+    };
+    Problem::new(status, format!("bad request body: {}", e.body_text()))
+}
+
+async fn rollback(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    body: std::result::Result<Json<RollbackBody>, JsonRejection>,
+) -> ApiResult {
+    let author = authorize(&api, &headers, Role::Write)?;
+    let Json(body) = body.map_err(json_problem)?;
+    let shared = Arc::clone(&api.shared);
+    let version = blocking(move || {
+        let _one = api
+            .shared
+            .library_write
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let lib = ThreatLibrary::open(&api.library, &api.model).map_err(library_problem)?;
+        lib.rollback(body.version, &format!("api:{author}"))
+            .map_err(library_problem)
+    })
+    .await?;
+    shared.library_changed();
+    Ok(Json(json!({ "library_version": version, "restored": body.version })).into_response())
+}
+
+/// `GET /alerts` query.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AlertsQuery {
+    since: Option<u64>,
+    limit: Option<usize>,
+}
+
+async fn alerts(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    query: std::result::Result<Query<AlertsQuery>, QueryRejection>,
+) -> ApiResult {
+    authorize(&api, &headers, Role::Read)?;
+    let Query(q) = query.map_err(|e| {
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            format!("bad query: {}", e.body_text()),
+        )
+    })?;
+    let limit = q.limit.unwrap_or(100);
+    if limit == 0 || limit > MAX_ALERT_PAGE {
+        return Err(Problem::new(
+            StatusCode::BAD_REQUEST,
+            format!("limit: expected 1 to {MAX_ALERT_PAGE}, found {limit}"),
+        ));
+    }
+    let page = api.shared.alerts(q.since.unwrap_or(0), limit);
+    // The EVE lines are JSON already: spliced in, not parsed again.
+    let mut body =
+        String::with_capacity(64 + page.alerts.iter().map(|a| a.1.len() + 24).sum::<usize>());
+    body.push_str("{\"alerts\":[");
+    for (i, (seq, line)) in page.alerts.iter().enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        body.push_str(&format!("{{\"seq\":{seq},\"event\":{line}}}"));
+    }
+    body.push_str(&format!(
+        "],\"next\":{},\"missed\":{}}}",
+        page.next, page.missed
+    ));
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+}
+
+async fn baseline(State(api): State<Api>, headers: HeaderMap) -> ApiResult {
+    authorize(&api, &headers, Role::Read)?;
+    let body = blocking(move || {
+        let lib = open_read(&api)?;
+        let current = lib.current().map_err(library_problem)?;
+        match &current.site {
+            Some(site) => Ok(json!({ "library_version": current.version, "site": site })),
+            None => Err(Problem::new(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "library version {} has no site profile: thresholds are calibrated on the model's training data (run metaids baseline)",
+                    current.version
+                ),
+            )),
+        }
+    })
+    .await?;
+    Ok(Json(body).into_response())
+}
+
+async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+async fn metrics(State(api): State<Api>, headers: HeaderMap) -> ApiResult {
+    authorize(&api, &headers, Role::Read)?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        api.shared.metrics.encode(),
+    )
+        .into_response())
+}
+
+async fn not_found(State(api): State<Api>, method: Method, uri: axum::http::Uri) -> Response {
+    let r = Problem::new(
+        StatusCode::NOT_FOUND,
+        format!("no route {method} {}", uri.path()),
+    )
+    .into_response();
+    count(&api, "unmatched", &method, r.status());
+    r
+}
+
+fn count(api: &Api, route: &str, method: &Method, status: StatusCode) {
+    api.shared
+        .metrics
+        .requests
+        .get_or_create(&RouteLabel {
+            route: route.to_string(),
+            method: method.as_str().to_string(),
+            status: status.as_u16(),
+        })
+        .inc();
+}
+
+async fn count_requests(State(api): State<Api>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let method = req.method().clone();
+    let r = next.run(req).await;
+    count(&api, &route, &method, r.status());
+    r
+}
+
+/// The API's routes.
+pub fn router(api: Api, max_body_bytes: usize) -> Router {
+    Router::new()
+        .route("/api/v1/health", get(health))
+        .route("/api/v1/ready", get(ready))
+        .route("/api/v1/threats", get(threats))
+        .route("/api/v1/threats/{name}", get(threat).delete(remove_threat))
+        .route("/api/v1/threats/{name}/history", get(threat_history))
+        .route("/api/v1/history", get(history))
+        .route("/api/v1/rollback", post(rollback))
+        .route("/api/v1/alerts", get(alerts))
+        .route("/api/v1/baseline", get(baseline))
+        .route("/api/v1/openapi.json", get(openapi))
+        .route("/metrics", get(metrics))
+        .route_layer(middleware::from_fn_with_state(api.clone(), count_requests))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .with_state(api)
+}

@@ -1,0 +1,124 @@
+//! metaids-serve: metaids as a long-running sensor. A scoring worker ([`worker`]) scores every new
+//! capture of a watched directory through the detection pipeline and appends Suricata EVE alerts
+//! and `stats` records to a file reopened on SIGHUP ([`eve_log`]); the threat library is reloaded
+//! between micro-batches whenever it changes; an HTTP API ([`api`], axum on tokio) serves threats,
+//! history, alerts, the site baseline, readiness and Prometheus metrics ([`state`]), with bearer
+//! tokens and roles ([`auth`]); SIGTERM or Ctrl-C stops it gracefully (the flows held are decided,
+//! outputs synced). Settings: [`config`].
+
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod eve_log;
+pub mod state;
+pub mod watch;
+pub mod worker;
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use config::{Checked, ServeConfig};
+pub use error::{Result, ServeError};
+use metaids_core::schema::DatasetKind;
+pub use metaids_detect::Summary;
+
+fn io_err(what: &str) -> impl FnOnce(std::io::Error) -> ServeError + '_ {
+    move |source| ServeError::Io {
+        path: what.into(),
+        source,
+    }
+}
+
+/// Runs the service until SIGTERM, Ctrl-C or the maximum run time; returns the scoring counters.
+/// Prints `metaids serve: listening on http://ADDR` on standard output once the API accepts
+/// connections (ADDR is the bound address: port 0 in the settings picks a free one).
+pub fn run(config: ServeConfig) -> Result<Summary> {
+    let cfg = config.check()?;
+    let tokens = match &cfg.config.tokens {
+        Some(p) => auth::Tokens::load(p)?,
+        None => auth::Tokens::none(),
+    };
+    let model = Arc::new(
+        metaids_model::load(&cfg.model).map_err(|source| ServeError::Model {
+            path: cfg.model.clone(),
+            source: Box::new(source),
+        })?,
+    );
+    if model.normaliser.kind != DatasetKind::Cic {
+        return Err(ServeError::Config {
+            field: "model".into(),
+            message: format!(
+                "{} was trained on {} data; serve scores captures (CIC-layout flows): use a model trained with --dataset cic",
+                cfg.model.display(),
+                model.normaliser.kind
+            ),
+        });
+    }
+    let shared = state::Shared::new(cfg.config.recent_alerts);
+    let worker = worker::Worker::new(&cfg, Arc::clone(&model), Arc::clone(&shared))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(io_err("the async runtime"))?;
+    let listener = runtime
+        .block_on(tokio::net::TcpListener::bind(cfg.config.listen))
+        .map_err(|source| ServeError::Io {
+            path: cfg.config.listen.to_string().into(),
+            source,
+        })?;
+    let addr = listener
+        .local_addr()
+        .map_err(io_err("the listening socket"))?;
+    let api = api::Api {
+        shared: Arc::clone(&shared),
+        tokens: Arc::new(tokens),
+        library: cfg.library.clone(),
+        model,
+    };
+    let app = api::router(api, cfg.config.max_body_bytes);
+    let scoring = std::thread::Builder::new()
+        .name("metaids-score".into())
+        .spawn(move || worker.run())
+        .map_err(io_err("the scoring thread"))?;
+    println!("metaids serve: listening on http://{addr}");
+    let _ = std::io::stdout().flush();
+    let served = runtime.block_on(async {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hup = signal(SignalKind::hangup()).map_err(io_err("SIGHUP handler"))?;
+        let mut term = signal(SignalKind::terminate()).map_err(io_err("SIGTERM handler"))?;
+        let mut int = signal(SignalKind::interrupt()).map_err(io_err("SIGINT handler"))?;
+        let sig_shared = Arc::clone(&shared);
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = hup.recv() => sig_shared.request_reopen(),
+                    _ = term.recv() => sig_shared.request_stop(),
+                    _ = int.recv() => sig_shared.request_stop(),
+                }
+            }
+        });
+        let stop = Arc::clone(&shared);
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                while !stop.stopping() {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            })
+            .await
+            .map_err(io_err("the API server"))
+    });
+    // The API stopped (a stop was asked, or it failed): the worker stops too.
+    shared.request_stop();
+    let scored = scoring.join().map_err(|_| ServeError::Config {
+        field: "scoring thread".into(),
+        message: "panicked".into(),
+    })?;
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    served?;
+    scored
+}

@@ -1,0 +1,398 @@
+//! The scoring worker: one thread that owns the detection pipeline. It scores each new capture of
+//! the watched directory through the flow engine, reloads the threat library when it changed (an
+//! API change, or the file changed under it by the CLI) between micro-batches, writes EVE `stats`
+//! records, and on stop decides the flows it holds and syncs its outputs.
+
+use std::fs::File;
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use metaids_detect::{ArmedThreats, Detector, DetectorOptions, Pipeline, PipelineOptions, Summary};
+use metaids_flow::{CaptureSource, FlowConfig, FlowSource, ReaderConfig, Step};
+use metaids_model::ThreatModel;
+
+use crate::config::Checked;
+use crate::error::{Result, ServeError};
+use crate::eve_log::{lock, reopen_if_asked, EveLog, ServiceSink};
+use crate::state::{KindLabel, Shared};
+use crate::watch::{scan, Candidate, FileRecord, Progress};
+
+/// Arms the current version of `library` for `model` (threats, site profile and its adaptation).
+pub fn arm(
+    model: &Arc<ThreatModel>,
+    library: &Path,
+    options: &DetectorOptions,
+) -> Result<Detector> {
+    let set = ArmedThreats::load(library, model)?;
+    Ok(Detector::from_armed(
+        Arc::clone(model),
+        set,
+        options.clone(),
+    )?)
+}
+
+/// What identifies a version of the library file on disk.
+type Stamp = Option<(u64, SystemTime)>;
+
+fn stamp(path: &Path) -> Stamp {
+    std::fs::metadata(path)
+        .ok()
+        .map(|m| (m.len(), m.modified().unwrap_or(UNIX_EPOCH)))
+}
+
+/// The worker's state.
+pub struct Worker {
+    shared: Arc<Shared>,
+    model: Arc<ThreatModel>,
+    options: DetectorOptions,
+    library: PathBuf,
+    pipeline: Pipeline,
+    eve: Arc<Mutex<EveLog>>,
+    pcap_dir: Option<PathBuf>,
+    state_path: PathBuf,
+    progress: Progress,
+    stamp: Stamp,
+    generation: u64,
+    retry_at: Option<Instant>,
+    poll: Duration,
+    settle: Duration,
+    stats_every: Option<Duration>,
+    next_stats: Instant,
+    deadline: Option<Instant>,
+    sensor: String,
+}
+
+impl Worker {
+    /// Arms the library and opens the outputs; every error here stops the start with a message
+    /// naming the file.
+    pub fn new(cfg: &Checked, model: Arc<ThreatModel>, shared: Arc<Shared>) -> Result<Self> {
+        let options = DetectorOptions {
+            model_version: Some(metaids_detect::model_version(&model)?),
+            ..DetectorOptions::default()
+        };
+        let stamp0 = stamp(&cfg.library);
+        let generation = shared.generation();
+        let detector = arm(&model, &cfg.library, &options)?;
+        let eve = Arc::new(Mutex::new(EveLog::open(&cfg.eve).map_err(|source| {
+            ServeError::Io {
+                path: cfg.eve.clone(),
+                source,
+            }
+        })?));
+        let progress = Progress::load(&cfg.state)?;
+        let us = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros());
+        let popts = PipelineOptions {
+            batch_size: cfg.config.batch,
+            run_id: format!("{us:x}"),
+            ..PipelineOptions::default()
+        };
+        let sink = ServiceSink::new(Arc::clone(&eve), Arc::clone(&shared));
+        let pipeline = Pipeline::new(detector, vec![Box::new(sink)], popts)?;
+        let c = &cfg.config;
+        let mut w = Worker {
+            shared,
+            model,
+            options,
+            library: cfg.library.clone(),
+            pipeline,
+            eve,
+            pcap_dir: cfg.pcap_dir.clone(),
+            state_path: cfg.state.clone(),
+            progress,
+            stamp: stamp0,
+            generation,
+            retry_at: None,
+            poll: Duration::from_millis(c.poll_ms),
+            settle: Duration::from_millis(c.settle_ms),
+            stats_every: (c.stats_interval_s > 0).then(|| Duration::from_secs(c.stats_interval_s)),
+            next_stats: Instant::now(),
+            deadline: (c.max_runtime_s > 0)
+                .then(|| Instant::now() + Duration::from_secs(c.max_runtime_s)),
+            sensor: cfg.sensor.clone(),
+        };
+        if let Some(every) = w.stats_every {
+            w.next_stats = Instant::now() + every;
+        }
+        w.publish_armed();
+        Ok(w)
+    }
+
+    fn publish_armed(&self) {
+        let d = self.pipeline.detector();
+        let m = &self.shared.metrics;
+        m.library_version
+            .set(i64::try_from(d.library_version()).unwrap_or(i64::MAX));
+        m.threats.set(d.threats().len() as i64);
+        m.model
+            .get_or_create(&crate::state::VersionLabel {
+                version: d.model_version().to_string(),
+            })
+            .set(1);
+        let site = d.decider().reference().clone();
+        let model_ref = &self.model.reference;
+        self.shared.set_status(|s| {
+            s.ready = true;
+            s.library_version = d.library_version();
+            s.threats = d.threats().len();
+            s.model_version = d.model_version().to_string();
+            s.site_profile = site != *model_ref;
+        });
+    }
+
+    /// Reloads the library if it changed and a reload is due. A failed reload (the file busy,
+    /// damaged or of another model) keeps the armed version and is retried a second later.
+    fn reload_if_changed(&mut self) {
+        let now_stamp = stamp(&self.library);
+        let generation = self.shared.generation();
+        if now_stamp == self.stamp && generation == self.generation {
+            return;
+        }
+        if self.retry_at.is_some_and(|t| Instant::now() < t) {
+            return;
+        }
+        match arm(&self.model, &self.library, &self.options) {
+            Ok(detector) => {
+                let before = self.pipeline.detector().library_version();
+                self.pipeline.replace_detector(detector);
+                self.stamp = now_stamp;
+                self.generation = generation;
+                self.retry_at = None;
+                self.shared.metrics.reloads.inc();
+                self.publish_armed();
+                tracing::info!(
+                    from = before,
+                    to = self.pipeline.detector().library_version(),
+                    "threat library reloaded"
+                );
+            }
+            Err(e) => {
+                self.shared.metrics.reload_failures.inc();
+                self.retry_at = Some(Instant::now() + Duration::from_secs(1));
+                let msg = format!("library reload failed, the armed version stays: {e}");
+                tracing::warn!("{msg}");
+                self.shared.set_status(|s| s.last_warning = Some(msg));
+            }
+        }
+    }
+
+    /// Between batches: reload, stats, EVE reopening. An EVE write error is fatal.
+    fn tick(&mut self) -> Result<()> {
+        self.reload_if_changed();
+        let drift = self.pipeline.drift_report();
+        if let Some(w) = drift.windows.last() {
+            let m = &self.shared.metrics;
+            m.unknown_share.set(w.unknown_share());
+            m.drift_ks.set(w.ks);
+            m.drift_warnings
+                .set(i64::try_from(drift.warnings).unwrap_or(i64::MAX));
+        }
+        {
+            let mut log = lock(&self.eve);
+            let path = log.path().to_path_buf();
+            reopen_if_asked(&mut log, &self.shared)
+                .map_err(|source| ServeError::Io { path, source })?;
+        }
+        if let Some(every) = self.stats_every {
+            if Instant::now() >= self.next_stats {
+                self.next_stats = Instant::now() + every;
+                self.write_stats()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// One EVE `stats` record (Suricata's shape: `stats.uptime`, `decoder.pkts`, `flow`,
+    /// `detect.alert`, with metaids' own figures under `stats.metaids`).
+    fn write_stats(&mut self) -> Result<()> {
+        let m = &self.shared.metrics;
+        let kind = |k: &str| {
+            m.verdicts
+                .get_or_create(&KindLabel { kind: k.into() })
+                .get()
+        };
+        let s = self.pipeline.summary();
+        let now_us = i64::try_from(
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_micros()),
+        )
+        .unwrap_or(i64::MAX);
+        let record = serde_json::json!({
+            "timestamp": metaids_detect::eve_timestamp(now_us),
+            "event_type": "stats",
+            "host": self.sensor,
+            "stats": {
+                "uptime": self.shared.uptime().as_secs(),
+                "decoder": { "pkts": m.packets.get() },
+                "flow": { "total": m.flows.get() },
+                "detect": { "alert": s.alerts },
+                "metaids": {
+                    "verdicts": { "benign": kind("benign"), "threat": kind("threat"), "unknown": kind("unknown") },
+                    "alerts_suppressed": s.suppressed,
+                    "files_done": m.files_done.get(),
+                    "files_failed": m.files_failed.get(),
+                    "library_version": self.pipeline.detector().library_version(),
+                    "threats": self.pipeline.detector().threats().len(),
+                    "reloads": m.reloads.get(),
+                    "drift_warnings": self.pipeline.drift_report().warnings,
+                }
+            }
+        });
+        let mut line = record.to_string();
+        line.push('\n');
+        let mut log = lock(&self.eve);
+        let path = log.path().to_path_buf();
+        reopen_if_asked(&mut log, &self.shared)
+            .and_then(|()| log.append(line.as_bytes(), 1))
+            .map_err(|source| ServeError::Io { path, source })
+    }
+
+    fn record(
+        &mut self,
+        c: &Candidate,
+        status: &str,
+        flows: u64,
+        packets: u64,
+        note: Option<String>,
+    ) -> Result<()> {
+        if status == "failed" {
+            self.shared.metrics.files_failed.inc();
+        }
+        if let Some(n) = &note {
+            tracing::warn!(file = %c.name, "{n}");
+            self.shared
+                .set_status(|s| s.last_warning = Some(format!("{}: {n}", c.name)));
+        }
+        self.progress.files.insert(
+            c.name.clone(),
+            FileRecord {
+                size: c.size,
+                mtime_ns: c.mtime_ns,
+                status: status.into(),
+                flows,
+                packets,
+                note,
+            },
+        );
+        self.progress.save(&self.state_path)
+    }
+
+    /// Scores one capture to its end (a stop request waits for the capture in hand: its alerts are
+    /// then complete and it is not scored twice after a restart).
+    fn process(&mut self, c: &Candidate) -> Result<()> {
+        let file = match File::open(&c.path) {
+            Ok(f) => f,
+            Err(e) => return self.record(c, "failed", 0, 0, Some(format!("cannot open: {e}"))),
+        };
+        let input = BufReader::with_capacity(1 << 20, metaids_ingest::decompressing(&c.path, file));
+        let mut source = match CaptureSource::new(
+            input,
+            c.name.clone(),
+            ReaderConfig::default(),
+            FlowConfig::default(),
+        ) {
+            Ok(s) => s,
+            Err(e) => return self.record(c, "failed", 0, 0, Some(format!("not a capture: {e}"))),
+        };
+        let origin: Arc<str> = Arc::from(c.name.as_str());
+        let mut flows = Vec::new();
+        let flows_before = self.pipeline.summary().flows;
+        loop {
+            let step = match source.next_flows(&mut flows) {
+                Ok(s) => s,
+                Err(e) => {
+                    // The engine's own errors (not the capture's body, which ends it early).
+                    self.pipeline.flush()?;
+                    return self.record(c, "failed", 0, 0, Some(e.to_string()));
+                }
+            };
+            for f in &flows {
+                self.pipeline.push_record(f, &origin)?;
+            }
+            flows.clear();
+            self.tick()?;
+            if step == Step::Done {
+                break;
+            }
+        }
+        self.pipeline.flush()?;
+        let report = source.report();
+        self.shared.metrics.packets.inc_by(report.packets());
+        let flows = self.pipeline.summary().flows - flows_before;
+        let note = report
+            .ended_early
+            .as_ref()
+            .map(|e| format!("capture ended early: {e}"));
+        let status = if note.is_some() { "failed" } else { "done" };
+        if note.is_none() {
+            self.shared.metrics.files_done.inc();
+            self.shared.set_status(|s| s.files_done += 1);
+        }
+        tracing::info!(file = %c.name, packets = report.packets(), flows, "capture scored");
+        self.record(c, status, flows, report.packets(), note)
+    }
+
+    /// Scans the directory once and scores what is new; whether anything was.
+    fn scan_once(&mut self) -> Result<bool> {
+        let Some(dir) = self.pcap_dir.clone() else {
+            return Ok(false);
+        };
+        let (todo, present) = scan(&dir, &self.progress, self.settle, SystemTime::now())?;
+        let mut did = false;
+        for c in &todo {
+            if self.shared.stopping() {
+                break;
+            }
+            self.process(c)?;
+            did = true;
+        }
+        let before = self.progress.files.len();
+        self.progress.retain_present(&present);
+        if self.progress.files.len() != before {
+            self.progress.save(&self.state_path)?;
+        }
+        Ok(did)
+    }
+
+    /// Runs until a stop is asked (or the maximum run time passes); returns the run's counters.
+    /// On the way out the flows held are decided and a last `stats` record is written.
+    pub fn run(mut self) -> Result<Summary> {
+        let mut result = self.run_loop();
+        if result.is_err() {
+            self.shared.request_stop();
+        }
+        if result.is_ok() {
+            result = self.pipeline.flush().map_err(ServeError::from);
+        }
+        if result.is_ok() && self.stats_every.is_some() {
+            result = self.write_stats();
+        }
+        let summary = self.pipeline.finish();
+        result?;
+        Ok(summary?)
+    }
+
+    fn run_loop(&mut self) -> Result<()> {
+        while !self.shared.stopping() {
+            if self.deadline.is_some_and(|d| Instant::now() >= d) {
+                tracing::info!("maximum run time reached");
+                self.shared.request_stop();
+                break;
+            }
+            self.tick()?;
+            if !self.scan_once()? {
+                // Idle: wait for the next scan in short steps, so a stop or a reload is not late.
+                let until = Instant::now() + self.poll;
+                while !self.shared.stopping() && Instant::now() < until {
+                    std::thread::sleep(Duration::from_millis(50).min(self.poll));
+                    self.tick()?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
