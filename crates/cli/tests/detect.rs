@@ -188,6 +188,32 @@ fn detect_on_captures_writes_eve_verdicts_and_an_nft_script() {
             .starts_with("cli-"));
         // The model version is a prefix of the model identity.
         assert_eq!(e["metaids"]["model"].as_str().expect("model").len(), 16);
+        // Issue 14: the flow object (packets and bytes each way, start, end) and the Community
+        // ID of TCP/UDP flows, the application protocol only as a labelled port guess.
+        let f = &e["flow"];
+        for k in [
+            "pkts_toserver",
+            "pkts_toclient",
+            "bytes_toserver",
+            "bytes_toclient",
+        ] {
+            assert!(f[k].is_u64(), "flow.{k}: {e}");
+        }
+        assert!(f["start"].as_str().expect("start") <= f["end"].as_str().expect("end"));
+        assert!(f["pkts_toserver"].as_u64() >= Some(1), "{e}");
+        if e["proto"] != "ICMP" {
+            let id = e["community_id"].as_str().expect("community_id");
+            assert!(id.starts_with("1:") && id.len() == 30, "{id}");
+        }
+        match e["app_proto"].as_str() {
+            Some(p) => {
+                assert_eq!(e["metaids"]["app_proto_by"], "port");
+                if e["dest_port"] == 22 {
+                    assert_eq!(p, "ssh");
+                }
+            }
+            None => assert!(e["metaids"].get("app_proto_by").is_none()),
+        }
     }
     let script = work.path().join("eve.json.nft");
     let text = std::fs::read_to_string(&script).expect("nft script");

@@ -336,6 +336,7 @@ fn serve_scores_a_watched_directory_with_api_rotation_and_hot_reload() {
         .as_str()
         .is_some_and(|sig| sig.contains(THREAT))));
     assert_eq!(got[0]["event"]["event_type"], "alert");
+    assert_eq!(got[0]["event"]["host"], "test-sensor");
     assert_eq!(page["next"], first as u64);
     assert_eq!(
         http(a, "GET", "/api/v1/alerts?since=x", Some(READ), None).0,

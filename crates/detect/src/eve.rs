@@ -357,6 +357,9 @@ pub struct MetaidsInfo {
     pub library: String,
     /// Where the flow came from.
     pub origin: String,
+    /// How `app_proto` was found: `port` (a guess from the server port), when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_proto_by: Option<String>,
     /// The flow's embedding (alerts only).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub embedding: Vec<f32>,
@@ -381,10 +384,21 @@ pub struct EveEvent {
     pub dest_port: u16,
     /// `TCP`, `UDP`, `ICMP`, ….
     pub proto: String,
+    /// The Community ID of the flow's 5-tuple ([`community_id`]; omitted where it cannot be
+    /// computed: an unknown address, or ICMP, whose type and code flows do not keep).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub community_id: Option<String>,
+    /// The application protocol, guessed from the server port ([`app_proto_guess`]; metaids does
+    /// not parse payloads: `metaids.app_proto_by` says `port`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_proto: Option<String>,
+    /// The sensor that wrote the record (omitted when none is configured).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
     /// The alert (`event_type: "alert"`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alert: Option<EveAlert>,
-    /// The flow (`event_type: "flow"`).
+    /// The flow: packets and bytes each way, start and end (`flow` records, and alerts).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flow: Option<EveFlow>,
     /// metaids' verdict details.
@@ -406,6 +420,8 @@ pub struct AlertContext<'a> {
     pub unknown_severity: u8,
     /// Timestamp used when the flow's own is unknown (µs since the epoch).
     pub now_us: i64,
+    /// The sensor's name (EVE `host`; empty: omitted).
+    pub host: &'a str,
 }
 
 fn fmt_f(v: f32) -> String {
@@ -438,7 +454,69 @@ fn info(
         library_version: ctx.library_version,
         library: ctx.library.to_string(),
         origin: flow.origin.to_string(),
+        app_proto_by: app_proto_guess(flow.proto, flow.dest_port).map(|_| "port".to_string()),
         embedding: Vec::new(),
+    }
+}
+
+/// The Community ID (version 1, seed 0) of a flow's 5-tuple, through the `community-id` crate:
+/// the same string Suricata, Zeek and other sensors write for the same connection, so a SIEM can
+/// join their records. `None` without both addresses, for ICMP (its type and code are not kept
+/// in flows) and where the crate refuses the tuple.
+pub fn community_id(flow: &FlowMeta) -> Option<String> {
+    let (src, dst) = (flow.src_ip?, flow.dest_ip?);
+    let (sport, dport) = match flow.proto {
+        1 | 58 => return None,
+        6 | 17 | 132 => (Some(flow.src_port), Some(flow.dest_port)),
+        _ => (None, None),
+    };
+    community_id::calculate_community_id(0, src, dst, sport, dport, flow.proto, false).ok()
+}
+
+/// Suricata's `app_proto` name for a well-known server port of TCP or UDP, or `None`. A guess:
+/// nothing checks that the traffic speaks it.
+pub fn app_proto_guess(proto: u8, dest_port: u16) -> Option<&'static str> {
+    let name = match (proto, dest_port) {
+        (6, 80 | 8080 | 8000) => "http",
+        (6, 443 | 8443) => "tls",
+        (6, 22) => "ssh",
+        (6, 21) => "ftp",
+        (6, 25 | 587) => "smtp",
+        (6, 143) => "imap",
+        (6, 110) => "pop3",
+        (6, 445 | 139) => "smb",
+        (6, 3389) => "rdp",
+        (6, 1883) => "mqtt",
+        (6, 502) => "modbus",
+        (6 | 17, 53) => "dns",
+        (6 | 17, 88) => "krb5",
+        (6 | 17, 2049) => "nfs",
+        (17, 123) => "ntp",
+        (17, 161) => "snmp",
+        (17, 67 | 68) => "dhcp",
+        (17, 69) => "tftp",
+        (17, 500 | 4500) => "ike",
+        (6 | 17, 5060) => "sip",
+        _ => return None,
+    };
+    Some(name)
+}
+
+/// The EVE `flow` object of a flow.
+fn eve_flow(ctx: &AlertContext<'_>, flow: &FlowMeta, alerted: bool) -> EveFlow {
+    let start = flow.start_us.unwrap_or(ctx.now_us);
+    let end = start.saturating_add(flow.duration_us as i64);
+    EveFlow {
+        pkts_toserver: flow.pkts_toserver,
+        pkts_toclient: flow.pkts_toclient,
+        bytes_toserver: flow.bytes_toserver,
+        bytes_toclient: flow.bytes_toclient,
+        start: eve_timestamp(start),
+        end: eve_timestamp(end),
+        age: (flow.duration_us / 1e6) as u64,
+        state: "closed".into(),
+        reason: "timeout".into(),
+        alerted,
     }
 }
 
@@ -519,6 +597,9 @@ pub fn alert_event(
         dest_ip: ip_text(flow.dest_ip),
         dest_port: flow.dest_port,
         proto: proto_name(flow.proto),
+        community_id: community_id(flow),
+        app_proto: app_proto_guess(flow.proto, flow.dest_port).map(str::to_string),
+        host: (!ctx.host.is_empty()).then(|| ctx.host.to_string()),
         alert: Some(EveAlert {
             action: "allowed".into(),
             gid: 1,
@@ -529,7 +610,7 @@ pub fn alert_event(
             severity,
             metadata,
         }),
-        flow: None,
+        flow: Some(eve_flow(ctx, flow, true)),
         metaids: m,
     }
 }
@@ -537,7 +618,6 @@ pub fn alert_event(
 /// An `event_type: "flow"` record for any verdict.
 pub fn flow_event(ctx: &AlertContext<'_>, flow: &FlowMeta, v: &Verdict) -> EveEvent {
     let start = flow.start_us.unwrap_or(ctx.now_us);
-    let end = start.saturating_add(flow.duration_us as i64);
     EveEvent {
         timestamp: eve_timestamp(start),
         flow_id: flow.flow_id,
@@ -547,19 +627,11 @@ pub fn flow_event(ctx: &AlertContext<'_>, flow: &FlowMeta, v: &Verdict) -> EveEv
         dest_ip: ip_text(flow.dest_ip),
         dest_port: flow.dest_port,
         proto: proto_name(flow.proto),
+        community_id: community_id(flow),
+        app_proto: app_proto_guess(flow.proto, flow.dest_port).map(str::to_string),
+        host: (!ctx.host.is_empty()).then(|| ctx.host.to_string()),
         alert: None,
-        flow: Some(EveFlow {
-            pkts_toserver: flow.pkts_toserver,
-            pkts_toclient: flow.pkts_toclient,
-            bytes_toserver: flow.bytes_toserver,
-            bytes_toclient: flow.bytes_toclient,
-            start: eve_timestamp(start),
-            end: eve_timestamp(end),
-            age: (flow.duration_us / 1e6) as u64,
-            state: "closed".into(),
-            reason: "timeout".into(),
-            alerted: v.kind != VerdictKind::Benign,
-        }),
+        flow: Some(eve_flow(ctx, flow, v.kind != VerdictKind::Benign)),
         metaids: info(ctx, flow, v, None),
     }
 }
@@ -584,6 +656,50 @@ mod tests {
         assert_eq!(parse_timestamp_us("7/7/2017 1:39"), None);
         assert_eq!(parse_timestamp_us(""), None);
         assert_eq!(eve_timestamp(0), "1970-01-01T00:00:00.000000+0000");
+    }
+
+    #[test]
+    fn community_id_matches_the_published_test_vectors() {
+        // The Community ID specification's baseline vectors (seed 0), both directions of a flow
+        // giving the same ID.
+        let meta = |src: &str, sp: u16, dst: &str, dp: u16, proto: u8| FlowMeta {
+            flow_id: 1,
+            seq: 1,
+            src_ip: Some(src.parse().expect("ip")),
+            src_port: sp,
+            dest_ip: Some(dst.parse().expect("ip")),
+            dest_port: dp,
+            proto,
+            start_us: None,
+            duration_us: 0.0,
+            pkts_toserver: 0,
+            pkts_toclient: 0,
+            bytes_toserver: 0,
+            bytes_toclient: 0,
+            origin: Origin {
+                source: Arc::from("t"),
+                index: 1,
+            },
+        };
+        let tcp = meta("128.232.110.120", 34855, "66.35.250.204", 80, 6);
+        assert_eq!(
+            community_id(&tcp).as_deref(),
+            Some("1:LQU9qZlK+B5F3KDmev6m5PMibrg=")
+        );
+        let back = meta("66.35.250.204", 80, "128.232.110.120", 34855, 6);
+        assert_eq!(community_id(&back), community_id(&tcp));
+        let udp = meta("192.168.1.52", 54585, "8.8.8.8", 53, 17);
+        assert_eq!(
+            community_id(&udp).as_deref(),
+            Some("1:d/FP5EW3wiY1vCndhwleRRKHowQ=")
+        );
+        assert_eq!(community_id(&meta("10.0.0.1", 0, "10.0.0.2", 0, 1)), None);
+        let mut unknown = tcp.clone();
+        unknown.src_ip = None;
+        assert_eq!(community_id(&unknown), None);
+        assert_eq!(app_proto_guess(6, 22), Some("ssh"));
+        assert_eq!(app_proto_guess(17, 53), Some("dns"));
+        assert_eq!(app_proto_guess(6, 31337), None);
     }
 
     #[test]

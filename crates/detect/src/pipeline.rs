@@ -40,6 +40,8 @@ pub struct PipelineOptions {
     pub run_id: String,
     /// Drift windows and bounds.
     pub drift: DriftConfig,
+    /// The sensor's name, written as EVE `host` (empty: omitted).
+    pub sensor: String,
 }
 
 impl Default for PipelineOptions {
@@ -51,6 +53,7 @@ impl Default for PipelineOptions {
             unknown_severity: 2,
             run_id: "run".into(),
             drift: DriftConfig::default(),
+            sensor: String::new(),
         }
     }
 }
@@ -442,6 +445,7 @@ impl Pipeline {
             library: d.library_id(),
             unknown_severity: self.options.unknown_severity,
             now_us: now,
+            host: &self.options.sensor,
         };
         let dim = d.dim();
         let mut alerts = Vec::with_capacity(candidates.len());

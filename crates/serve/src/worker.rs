@@ -88,6 +88,7 @@ impl Worker {
         let popts = PipelineOptions {
             batch_size: cfg.config.batch,
             run_id: format!("{us:x}"),
+            sensor: cfg.sensor.clone(),
             ..PipelineOptions::default()
         };
         let sink = ServiceSink::new(Arc::clone(&eve), Arc::clone(&shared));
