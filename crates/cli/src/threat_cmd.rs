@@ -517,31 +517,20 @@ fn warn_twins(
     Ok(())
 }
 
-/// Support flows for `rows` of `c`: embedded after preprocessing with `normaliser` (the model's,
-/// or the library's site refit of it), keeping their feature values so they can be embedded again
-/// when the site adaptation changes.
+/// Support flows for `rows` of `c` ([`metaids_library::support_flows`]).
 pub(crate) fn support_flows(
     model: &ThreatModel,
     normaliser: &metaids_core::preprocess::Normaliser,
     c: &Candidates,
     rows: &[usize],
 ) -> Result<Vec<SupportFlow>> {
-    model.check_layout(&c.frame.layout)?;
-    let x = normaliser.transform(&c.frame, rows)?;
-    let emb = metaids_model::ScoringKernel::for_model(model)?.embed(&x)?;
-    Ok(rows
-        .iter()
-        .zip(emb.chunks_exact(model.dim()))
-        .map(|(&r, e)| SupportFlow {
-            source: c.locators[r].0.clone(),
-            locator: c.locators[r].1.clone(),
-            embedding: e.to_vec(),
-            values: metaids_decide::FlowValues {
-                numeric: c.frame.numeric_row(r).to_vec(),
-                categorical: c.frame.categorical_row(r).map(String::from).collect(),
-            },
-        })
-        .collect())
+    Ok(metaids_library::support_flows(
+        model,
+        normaliser,
+        &c.frame,
+        rows,
+        &c.locators,
+    )?)
 }
 
 fn add(a: ThreatAddArgs) -> Result<()> {

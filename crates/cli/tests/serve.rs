@@ -208,6 +208,32 @@ fn http(
     (status, body)
 }
 
+/// `POST path` with a capture as the body.
+fn upload(addr: SocketAddr, path: &str, token: &str, body: &[u8]) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nAuthorization: Bearer {token}\r\nContent-Type: application/vnd.tcpdump.pcap\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).expect("send");
+    stream.write_all(body).expect("send");
+    let mut resp = String::new();
+    stream.read_to_string(&mut resp).expect("read");
+    let status = resp
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {resp:?}"));
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
+    (status, body)
+}
+
 fn json(body: &str) -> serde_json::Value {
     serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
 }
@@ -252,6 +278,7 @@ fn signal(svc: &Service, sig: &str) {
 }
 
 const SSH: &str = "pcaps/zeek-traces/ssh/sshguess.pcap";
+const FTP: &str = "pcaps/zeek-traces/ftp/bruteforce.pcap";
 
 /// A counter's value in the metrics text.
 fn metric(text: &str, name: &str) -> u64 {
@@ -469,12 +496,49 @@ fn serve_scores_a_watched_directory_with_api_rotation_and_hot_reload() {
         "the restored threat decides no flow"
     );
 
+    // Enrolment through the API from an uploaded capture: guarded and refused clearly, then armed
+    // at the next batch; the FTP brute force then alerts as the new threat.
+    let ftp = std::fs::read(shared(FTP)).expect("ftp capture");
+    let enrol = "/api/v1/threats?name=FTP%20guessing&select=dport%2021&shots=5&seed=3";
+    assert_eq!(upload(a, enrol, READ, &ftp).0, 403);
+    let (st, body) = upload(a, "/api/v1/threats?name=x&select=dport%20nope", WRITE, &ftp);
+    assert_eq!(st, 400, "{body}");
+    assert!(
+        json(&body)["detail"]
+            .as_str()
+            .expect("detail")
+            .contains("select"),
+        "{body}"
+    );
+    let (st, body) = upload(a, "/api/v1/threats?name=x", WRITE, b"not a capture");
+    assert_eq!(st, 400, "{body}");
+    let (st, body) = upload(a, "/api/v1/threats?name=x&select=dport%209", WRITE, &ftp);
+    assert_eq!(st, 400, "{body}");
+    assert!(body.contains("no flow"), "{body}");
+    let (st, body) = upload(a, enrol, WRITE, &ftp);
+    assert_eq!(st, 201, "{body}");
+    let enrolled = json(&body);
+    assert_eq!(enrolled["enrolment"]["support"], 5);
+    assert_eq!(enrolled["created_by"], "api:analyst");
+    let v4 = enrolled["library_version"].clone();
+    assert_eq!(upload(a, enrol, WRITE, &ftp).0, 409, "the name is taken");
+    wait_until("the enrolment armed", || {
+        json(&http(a, "GET", "/api/v1/ready", Some(READ), None).1)["library_version"] == v4
+    });
+    copy_capture(&pcaps, "e.pcap", FTP);
+    wait_until("the fifth capture", || files_done(a) >= 5);
+    let (_, m) = http(a, "GET", "/metrics", Some(READ), None);
+    assert!(
+        metric(&m, "metaids_alerts_total{threat=\"FTP guessing\"}") >= 1,
+        "no alert for the enrolled threat\n{m}"
+    );
+
     // Metrics, and every route of the OpenAPI document answers (none is missing).
     let (st, metrics) = http(a, "GET", "/metrics", Some(READ), None);
     assert_eq!(st, 200);
     for needle in [
         "metaids_flows_total ",
-        "metaids_files_done_total 4",
+        "metaids_files_done_total 5",
         "metaids_files_failed_total 1",
         "metaids_eve_reopens_total 1",
         "metaids_batch_latency_seconds_count",

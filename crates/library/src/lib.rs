@@ -27,7 +27,7 @@ pub use exchange::{ImportSummary, ThreatDocument, DOCUMENT_FORMAT, DOCUMENT_VERS
 pub use metaids_decide::threat::{
     EnrolOptions, EnrolmentReport, FlowValues, SupportFlow, Threat, ThreatDraft, SIGNATURE_BASE,
 };
-pub use reembed::{kernel_of, reembed_flows, reembed_threats, Reembedded};
+pub use reembed::{kernel_of, reembed_flows, reembed_threats, support_flows, Reembedded};
 pub use store::{
     Baseline, Enrolment, LibraryVersion, ModelIdentity, SiteRef, ThreatLibrary, VersionSummary,
     CHECK_THREAD, LIBRARY_FORMAT, MAX_THREAT_ID,

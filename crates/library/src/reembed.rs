@@ -39,6 +39,44 @@ fn input(normaliser: &Normaliser, flow: &SupportFlow, out: &mut [f32]) -> Result
     Ok(true)
 }
 
+/// Support flows for `rows` of `frame` (`locators`: each row's source and locator): preprocessed
+/// with `normaliser` (the model's, or the library's site refit of it) and embedded by the scoring
+/// kernel, keeping their feature values so they can be embedded again when the site adaptation
+/// changes. What `threat add`, the demo and `serve`'s enrolment build a draft from.
+pub fn support_flows(
+    model: &ThreatModel,
+    normaliser: &Normaliser,
+    frame: &metaids_core::FlowFrame,
+    rows: &[usize],
+    locators: &[(String, String)],
+) -> Result<Vec<SupportFlow>> {
+    model
+        .check_layout(&frame.layout)
+        .map_err(|e| LibraryError::Model(Box::new(e)))?;
+    let x = normaliser
+        .transform(frame, rows)
+        .map_err(|e| LibraryError::Invalid {
+            field: "support flows".into(),
+            message: e.to_string(),
+        })?;
+    let emb = kernel_of(model)?
+        .embed(&x)
+        .map_err(|e| LibraryError::Model(Box::new(e)))?;
+    Ok(rows
+        .iter()
+        .zip(emb.chunks_exact(model.dim()))
+        .map(|(&r, e)| SupportFlow {
+            source: locators[r].0.clone(),
+            locator: locators[r].1.clone(),
+            embedding: e.to_vec(),
+            values: FlowValues {
+                numeric: frame.numeric_row(r).to_vec(),
+                categorical: frame.categorical_row(r).map(String::from).collect(),
+            },
+        })
+        .collect())
+}
+
 /// The model's scoring kernel (the detection path), built once per re-embedding.
 pub fn kernel_of(model: &ThreatModel) -> Result<ScoringKernel> {
     ScoringKernel::for_model(model).map_err(|e| LibraryError::Model(Box::new(e)))

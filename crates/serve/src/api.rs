@@ -7,7 +7,8 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, JsonRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
@@ -20,6 +21,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::auth::{Role, Tokens};
+use crate::enrol::{enrol_from_capture, EnrolFailure, EnrolRequest};
 use crate::state::{RouteLabel, Shared};
 
 /// The OpenAPI document of this API (served at `/api/v1/openapi.json`).
@@ -283,6 +285,93 @@ async fn remove_threat(
     Ok(Json(json!({ "library_version": version })).into_response())
 }
 
+/// `POST /threats` query: the threat and how its support is chosen from the uploaded capture.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EnrolQuery {
+    name: String,
+    select: Option<String>,
+    shots: Option<usize>,
+    seed: Option<u64>,
+    force: Option<bool>,
+    budget: Option<f64>,
+    severity: Option<u8>,
+    category: Option<String>,
+    description: Option<String>,
+}
+
+/// Enrols a threat from K flows of the capture in the body (pcap or pcapng bytes), guarded as
+/// `threat add` is; the worker arms it at its next micro-batch.
+async fn enrol(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    query: std::result::Result<Query<EnrolQuery>, QueryRejection>,
+    body: std::result::Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let author = authorize(&api, &headers, Role::Write)?;
+    let Query(q) = query.map_err(|e| {
+        Problem::new(
+            StatusCode::BAD_REQUEST,
+            format!("bad query: {}", e.body_text()),
+        )
+    })?;
+    let bytes = body.map_err(|e| {
+        let status = if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            StatusCode::PAYLOAD_TOO_LARGE
+        } else {
+            StatusCode::BAD_REQUEST
+        };
+        Problem::new(status, format!("body: {}", e.body_text()))
+    })?;
+    let req = EnrolRequest {
+        name: q.name,
+        select: q.select.unwrap_or_default(),
+        shots: q.shots.unwrap_or(5),
+        seed: q.seed.unwrap_or(1),
+        force: q.force.unwrap_or(false),
+        budget: q.budget,
+        severity: q.severity.unwrap_or(2),
+        category: q.category.unwrap_or_else(|| "unclassified".into()),
+        description: q.description.unwrap_or_default(),
+        author: format!("api:{author}"),
+    };
+    let shared = Arc::clone(&api.shared);
+    let done = blocking(move || {
+        let _one = api
+            .shared
+            .library_write
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match enrol_from_capture(&api.model, &api.library, &bytes, &req) {
+            Ok(e) => Ok(e),
+            Err(EnrolFailure::Bad(m)) => Err(Problem::new(StatusCode::BAD_REQUEST, m)),
+            Err(EnrolFailure::Refused(report)) => Err(Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!(
+                    "enrolment of {:?} refused: flagging its support would flag {:.2}% of the benign reference (budget {:.2}%); weakest support flows: {}",
+                    req.name,
+                    report.fpr * 100.0,
+                    report.budget * 100.0,
+                    report.weakest.join("; ")
+                ),
+            )),
+            Err(EnrolFailure::Library(e @ LibraryError::DuplicateName { .. })) => {
+                Err(Problem::new(StatusCode::CONFLICT, e.to_string()))
+            }
+            Err(EnrolFailure::Library(e @ LibraryError::Invalid { .. })) => {
+                Err(Problem::new(StatusCode::BAD_REQUEST, e.to_string()))
+            }
+            Err(EnrolFailure::Library(e)) => Err(library_problem(e)),
+        }
+    })
+    .await?;
+    shared.library_changed();
+    let mut v = threat_json(&done.threat);
+    v["enrolment"] = serde_json::to_value(&done.threat.report).unwrap_or(Value::Null);
+    v["library_version"] = json!(done.version);
+    Ok((StatusCode::CREATED, Json(v)).into_response())
+}
+
 /// `POST /rollback` body.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -442,7 +531,7 @@ pub fn router(api: Api, max_body_bytes: usize) -> Router {
     Router::new()
         .route("/api/v1/health", get(health))
         .route("/api/v1/ready", get(ready))
-        .route("/api/v1/threats", get(threats))
+        .route("/api/v1/threats", get(threats).post(enrol))
         .route("/api/v1/threats/{name}", get(threat).delete(remove_threat))
         .route("/api/v1/threats/{name}/history", get(threat_history))
         .route("/api/v1/history", get(history))

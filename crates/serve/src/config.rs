@@ -42,7 +42,7 @@ pub struct ServeConfig {
     pub batch: usize,
     /// Alerts kept in memory for `GET /alerts` (default 10,000).
     pub recent_alerts: usize,
-    /// Largest request body in bytes (default 1 MiB).
+    /// Largest request body in bytes, an uploaded capture included (default 16 MiB).
     pub max_body_bytes: usize,
     /// Stop by itself after this many seconds (0: run until SIGTERM or Ctrl-C; default 0).
     pub max_runtime_s: u64,
@@ -64,7 +64,7 @@ impl Default for ServeConfig {
             settle_ms: 2000,
             batch: 1024,
             recent_alerts: 10_000,
-            max_body_bytes: 1 << 20,
+            max_body_bytes: 16 << 20,
             max_runtime_s: 0,
         }
     }

@@ -11,6 +11,7 @@
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod enrol;
 pub mod error;
 pub mod eve_log;
 pub mod state;
