@@ -653,3 +653,51 @@ fn serve_refuses_bad_settings_clearly() {
     );
     assert!(!eve.exists(), "nothing written on a refused start");
 }
+
+#[test]
+fn the_systemd_unit_verifies() {
+    // `systemd-analyze verify` checks the unit's syntax, directives and executable; `security`
+    // scores its sandboxing (lower is better). Skipped where systemd's tools are not installed.
+    let Ok(probe) = std::process::Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+    else {
+        println!("skipping: systemd-analyze is not installed");
+        return;
+    };
+    assert!(probe.status.success());
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let unit = std::fs::read_to_string(root.join("deploy/metaids.service")).expect("unit");
+    assert!(unit.contains("ExecStart=/usr/local/bin/metaids serve --config"));
+    let dir = tempfile::tempdir().expect("tmp");
+    let copy = dir.path().join("metaids.service");
+    std::fs::write(
+        &copy,
+        unit.replace("/usr/local/bin/metaids", env!("CARGO_BIN_EXE_metaids")),
+    )
+    .expect("write");
+    let out = std::process::Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&copy)
+        .output()
+        .expect("verify");
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = std::process::Command::new("systemd-analyze")
+        .args(["security", "--offline=true", "--threshold=20"])
+        .arg(&copy)
+        .output()
+        .expect("security");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    let level: f64 = text
+        .lines()
+        .find_map(|l| l.split("exposure level for metaids.service: ").nth(1))
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no exposure level in {text}"));
+    assert!(level <= 2.0, "exposure {level}:\n{text}");
+}
