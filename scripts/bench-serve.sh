@@ -6,7 +6,9 @@
 # (POST /api/v1/threats with an FTP brute-force capture), the time until the worker has armed it,
 # and the time from dropping a capture of that attack into the directory to its first alert.
 # Needs: curl, bc, a built `metaids` (BIN, default target/release/metaids).
-# Usage: scripts/bench-serve.sh [COPIES (default 20)]   (COPIES copies of data/lab's captures)
+# Usage: scripts/bench-serve.sh [COPIES (default 20)]   (COPIES copies of data/lab's captures;
+#   with MERGE=1 each copy's captures are concatenated into one file by mergecap: fewer, larger
+#   captures, as a rotating tcpdump writes them)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 COPIES=${1:-20}
@@ -24,43 +26,64 @@ echo "== model and library ($WORK)"
 echo "== captures: $COPIES copies of data/lab"
 mkdir -p "$WORK/pcaps"
 for i in $(seq 1 "$COPIES"); do
-  for f in data/lab/*.pcap.gz; do
-    cp "$f" "$WORK/pcaps/$(printf '%03d' "$i")-$(basename "$f")"
-  done
+  if [ "${MERGE:-0}" = 1 ]; then
+    mergecap -a -F pcap -w "$WORK/pcaps/$(printf '%03d' "$i")-lab.pcap" data/lab/*.pcap.gz
+  else
+    for f in data/lab/*.pcap.gz; do
+      cp "$f" "$WORK/pcaps/$(printf '%03d' "$i")-$(basename "$f")"
+    done
+  fi
 done
 N=$(ls "$WORK/pcaps" | wc -l)
 du -sh "$WORK/pcaps"
 
-echo "== detect (batch)"
-t0=$(date +%s.%N)
-"$BIN" detect --model "$WORK/cic.model" --library "$WORK/lib.redb" --pcap "$WORK"/pcaps/* \
-  --alerts "$WORK/detect-eve.json" --quiet > "$WORK/detect.out" 2> "$WORK/detect.err"
-t1=$(date +%s.%N)
-DFLOWS=$(awk '$1=="flows"{print $2}' "$WORK/detect.out")
-DT=$(echo "$t1 - $t0" | bc -l)
-echo "detect: $DFLOWS flows in ${DT}s"
-
-echo "== serve (watched directory)"
 printf 'bench write %s\n' "bench-token-$(date +%s%N)" > "$WORK/tokens"
 TOKEN=$(awk '{print $3}' "$WORK/tokens")
-t0=$(date +%s.%N)
-"$BIN" serve --model "$WORK/cic.model" --library "$WORK/lib.redb" --pcap-dir "$WORK/pcaps" \
-  --eve "$WORK/serve-eve.json" --listen 127.0.0.1:0 --settle-ms 0 --poll-ms 50 --tokens "$WORK/tokens" \
-  --stats-interval 0 --max-runtime 900 > "$WORK/serve.out" 2> "$WORK/serve.err" &
-SERVE_PID=$!
-for _ in $(seq 1 600); do grep -q listening "$WORK/serve.out" 2>/dev/null && break; sleep 0.05; done
-URL=$(sed -n 's/.*listening on //p' "$WORK/serve.out")
 AUTH="Authorization: Bearer $TOKEN"
 ready() { curl -s -H "$AUTH" "$URL/api/v1/ready"; }
-for _ in $(seq 1 18000); do
-  done_n=$(ready | sed -n 's/.*"files_done":\([0-9]*\).*/\1/p')
-  [ "${done_n:-0}" -ge "$N" ] && break
-  sleep 0.05
+
+run_detect() {
+  local t0 t1
+  t0=$(date +%s.%N)
+  "$BIN" detect --model "$WORK/cic.model" --library "$WORK/lib.redb" --pcap "$WORK"/pcaps/* \
+    --alerts "$WORK/detect-eve.json" --quiet > "$WORK/detect.out" 2> "$WORK/detect.err"
+  t1=$(date +%s.%N)
+  DFLOWS=$(awk '$1=="flows"{print $2}' "$WORK/detect.out")
+  DT=$(echo "$t1 - $t0" | bc -l)
+}
+
+# Starts serve on a fresh EVE and progress file; returns once every capture is scored (serve keeps
+# running for the enrolment measurement of the last round).
+run_serve() {
+  local t0 t1 done_n
+  rm -f "$WORK/serve-eve.json" "$WORK/serve-eve.json.state.json"
+  t0=$(date +%s.%N)
+  "$BIN" serve --model "$WORK/cic.model" --library "$WORK/lib.redb" --pcap-dir "$WORK/pcaps" \
+    --eve "$WORK/serve-eve.json" --listen 127.0.0.1:0 --settle-ms 0 --poll-ms 50 --tokens "$WORK/tokens" \
+    --stats-interval 0 --max-runtime 900 > "$WORK/serve.out" 2> "$WORK/serve.err" &
+  SERVE_PID=$!
+  for _ in $(seq 1 600); do grep -q listening "$WORK/serve.out" 2>/dev/null && break; sleep 0.05; done
+  URL=$(sed -n 's/.*listening on //p' "$WORK/serve.out")
+  for _ in $(seq 1 18000); do
+    done_n=$(ready | sed -n 's/.*"files_done":\([0-9]*\).*/\1/p')
+    [ "${done_n:-0}" -ge "$N" ] && break
+    sleep 0.05
+  done
+  t1=$(date +%s.%N)
+  SFLOWS=$(curl -s -H "$AUTH" "$URL/metrics" | awk '$1=="metaids_flows_total"{print $2}')
+  ST=$(echo "$t1 - $t0" | bc -l)
+}
+
+REPEAT=${REPEAT:-3}
+for r in $(seq 1 "$REPEAT"); do
+  run_detect
+  if [ -n "$SERVE_PID" ]; then kill -TERM "$SERVE_PID"; wait "$SERVE_PID" || true; SERVE_PID=; fi
+  run_serve
+  printf 'round %d: detect %s flows in %.2f s, serve %s flows in %.2f s\n' "$r" "$DFLOWS" "$DT" "$SFLOWS" "$ST"
+  DTS+=("$DT"); STS+=("$ST")
 done
-t1=$(date +%s.%N)
-SFLOWS=$(curl -s -H "$AUTH" "$URL/metrics" | awk '$1=="metaids_flows_total"{print $2}')
-ST=$(echo "$t1 - $t0" | bc -l)
-echo "serve: $SFLOWS flows in ${ST}s"
+median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+DT=$(median "${DTS[@]}"); ST=$(median "${STS[@]}")
 
 echo "== enrolment through the API while serving"
 V0=$(ready | sed -n 's/.*"library_version":\([0-9]*\).*/\1/p')
@@ -87,6 +110,6 @@ t1=$(date +%s.%N)
 ALERT=$(echo "($t1 - $t0) * 1000" | bc -l)
 kill -TERM "$SERVE_PID"; wait "$SERVE_PID" || true; SERVE_PID=
 printf 'captures %d, flows detect %s serve %s\n' "$N" "$DFLOWS" "$SFLOWS"
-printf 'detect %.2f s (%.0f flows/s), serve %.2f s (%.0f flows/s), serve/detect time %.3f\n' \
+printf 'median of %d rounds: detect %.2f s (%.0f flows/s), serve %.2f s (%.0f flows/s), serve/detect time %.3f\n' "$REPEAT" \
   "$DT" "$(echo "$DFLOWS / $DT" | bc -l)" "$ST" "$(echo "$SFLOWS / $ST" | bc -l)" "$(echo "$ST / $DT" | bc -l)"
 printf 'enrolment returned to threat armed: %.0f ms; capture dropped to its first alert: %.0f ms (directory polled every 50 ms)\n' "$ARMED" "$ALERT"
