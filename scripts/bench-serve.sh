@@ -5,6 +5,8 @@
 # scored (polled every 50 ms). Then, with serve running: a threat enrolled through the API
 # (POST /api/v1/threats with an FTP brute-force capture), the time until the worker has armed it,
 # and the time from dropping a capture of that attack into the directory to its first alert.
+# Last, API reads at LOAD_RATE requests/s (default 5000) for LOAD_SECONDS (default 8) while serve
+# scores every capture again (crates/serve/benches/api_load.rs: open loop, latency from due time).
 # Needs: curl, bc, a built `metaids` (BIN, default target/release/metaids).
 # Usage: scripts/bench-serve.sh [COPIES (default 20)]   (COPIES copies of data/lab's captures;
 #   with MERGE=1 each copy's captures are concatenated into one file by mergecap: fewer, larger
@@ -109,6 +111,36 @@ done
 t1=$(date +%s.%N)
 ALERT=$(echo "($t1 - $t0) * 1000" | bc -l)
 kill -TERM "$SERVE_PID"; wait "$SERVE_PID" || true; SERVE_PID=
+rm -f "$WORK/pcaps/zzz-ftp.pcap"
+
+echo "== API reads while scoring"
+LOAD=$(cargo bench -p metaids-serve --bench api_load --no-run --message-format=json 2>/dev/null |
+  python3 -c 'import sys,json
+for l in sys.stdin:
+    m=json.loads(l)
+    if m.get("reason")=="compiler-artifact" and m["target"]["name"]=="api_load" and m.get("executable"): print(m["executable"])' | tail -1)
+[ -x "$LOAD" ] || { echo "api_load not built"; exit 1; }
+LOAD_RATE=${LOAD_RATE:-5000}; LOAD_SECONDS=${LOAD_SECONDS:-8}
+printf 'loader read %s\n' "bench-read-$(date +%s%N)" >> "$WORK/tokens"
+READ_TOKEN=$(awk '$2=="read"{print $3}' "$WORK/tokens")
+rm -f "$WORK/serve-eve.json" "$WORK/serve-eve.json.state.json"
+t0=$(date +%s.%N)
+"$BIN" serve --model "$WORK/cic.model" --library "$WORK/lib.redb" --pcap-dir "$WORK/pcaps" \
+  --eve "$WORK/serve-eve.json" --listen 127.0.0.1:0 --settle-ms 0 --poll-ms 50 --tokens "$WORK/tokens" \
+  --stats-interval 0 --max-runtime 900 > "$WORK/serve.out" 2> "$WORK/serve.err" &
+SERVE_PID=$!
+for _ in $(seq 1 600); do grep -q listening "$WORK/serve.out" 2>/dev/null && break; sleep 0.05; done
+URL=$(sed -n 's/.*listening on //p' "$WORK/serve.out")
+"$LOAD" "$URL" "$READ_TOKEN" "$LOAD_RATE" "$LOAD_SECONDS" | tee "$WORK/load.txt"
+for _ in $(seq 1 18000); do
+  done_n=$(ready | sed -n 's/.*"files_done":\([0-9]*\).*/\1/p')
+  [ "${done_n:-0}" -ge "$N" ] && break
+  sleep 0.05
+done
+t1=$(date +%s.%N)
+LT=$(echo "$t1 - $t0" | bc -l)
+kill -TERM "$SERVE_PID"; wait "$SERVE_PID" || true; SERVE_PID=
+printf 'serve scored every capture in %.2f s while answering the reads above (%.2f s without them)\n' "$LT" "$ST"
 printf 'captures %d, flows detect %s serve %s\n' "$N" "$DFLOWS" "$SFLOWS"
 printf 'median of %d rounds: detect %.2f s (%.0f flows/s), serve %.2f s (%.0f flows/s), serve/detect time %.3f\n' "$REPEAT" \
   "$DT" "$(echo "$DFLOWS / $DT" | bc -l)" "$ST" "$(echo "$SFLOWS / $ST" | bc -l)" "$(echo "$ST / $DT" | bc -l)"

@@ -22,7 +22,7 @@ use serde_json::{json, Value};
 
 use crate::auth::{Role, Tokens};
 use crate::enrol::{enrol_from_capture, EnrolFailure, EnrolRequest};
-use crate::state::{RouteLabel, Shared};
+use crate::state::{threat_json, ArmedView, RouteLabel, Shared};
 
 /// The OpenAPI document of this API (served at `/api/v1/openapi.json`).
 pub const OPENAPI: &str = include_str!("../openapi.json");
@@ -144,24 +144,6 @@ fn open_read(api: &Api) -> std::result::Result<ThreatLibrary, Problem> {
     ThreatLibrary::open_read_only_for(&api.library, &api.model).map_err(library_problem)
 }
 
-fn threat_json(t: &metaids_library::Threat) -> Value {
-    json!({
-        "name": t.name,
-        "id": t.id,
-        "signature_id": t.signature_id,
-        "severity": t.severity,
-        "category": t.category,
-        "description": t.description,
-        "created_by": t.created_by,
-        "created_at": t.created_at,
-        "updated_at": t.updated_at,
-        "threshold": t.threshold,
-        "prototypes": t.prototypes.len(),
-        "support_flows": t.support.len(),
-        "negative_flows": t.negatives.len(),
-    })
-}
-
 async fn health() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
@@ -188,38 +170,43 @@ async fn ready(State(api): State<Api>, headers: HeaderMap) -> ApiResult {
     Ok((status, Json(body)).into_response())
 }
 
+fn armed(api: &Api) -> std::result::Result<Arc<ArmedView>, Problem> {
+    api.shared.armed().ok_or_else(|| {
+        Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no library version is armed yet",
+        )
+    })
+}
+
+/// The armed version's threats (what decides flows now; after a change, until the worker's next
+/// batch arms it, the previous version — `library_version` says which).
 async fn threats(State(api): State<Api>, headers: HeaderMap) -> ApiResult {
     authorize(&api, &headers, Role::Read)?;
-    let body = blocking(move || {
-        let lib = open_read(&api)?;
-        let current = lib.current().map_err(library_problem)?;
-        Ok(json!({
-            "library_version": current.version,
-            "threats": current.threats.iter().map(threat_json).collect::<Vec<_>>(),
-        }))
-    })
-    .await?;
-    Ok(Json(body).into_response())
+    let view = armed(&api)?;
+    Ok((
+        [(header::CONTENT_TYPE, "application/json")],
+        view.list_json.clone(),
+    )
+        .into_response())
 }
 
 async fn threat(State(api): State<Api>, headers: HeaderMap, Path(name): Path<String>) -> ApiResult {
     authorize(&api, &headers, Role::Read)?;
-    let body = blocking(move || {
-        let lib = open_read(&api)?;
-        let current = lib.current().map_err(library_problem)?;
-        let Some(t) = current.threat(&name) else {
-            return Err(Problem::new(
-                StatusCode::NOT_FOUND,
-                format!("no threat {name:?} in library version {}", current.version),
-            ));
-        };
-        let mut v = threat_json(t);
-        v["enrolment"] = serde_json::to_value(&t.report).unwrap_or(Value::Null);
-        v["library_version"] = json!(current.version);
-        Ok(v)
-    })
-    .await?;
-    Ok(Json(body).into_response())
+    let view = armed(&api)?;
+    let Some(t) = view.threats.iter().find(|t| t.name == name) else {
+        return Err(Problem::new(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no threat {name:?} in the armed library version {}",
+                view.version
+            ),
+        ));
+    };
+    let mut v = threat_json(t);
+    v["enrolment"] = serde_json::to_value(&t.report).unwrap_or(Value::Null);
+    v["library_version"] = json!(view.version);
+    Ok(Json(v).into_response())
 }
 
 async fn threat_history(

@@ -4,7 +4,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -256,6 +256,52 @@ pub struct Status {
     pub last_warning: Option<String>,
 }
 
+/// The library version the worker has armed, as the API serves it: threat reads answer from here
+/// (what is deciding flows right now), never by opening the library file per request.
+#[derive(Debug, Clone)]
+pub struct ArmedView {
+    /// The armed library version.
+    pub version: u64,
+    /// Its threats.
+    pub threats: Vec<metaids_library::Threat>,
+    /// `GET /threats`'s body, built once per version.
+    pub list_json: String,
+}
+
+impl ArmedView {
+    /// The view of `threats` of library `version`.
+    pub fn new(version: u64, threats: Vec<metaids_library::Threat>) -> Self {
+        let list = serde_json::json!({
+            "library_version": version,
+            "threats": threats.iter().map(threat_json).collect::<Vec<_>>(),
+        });
+        ArmedView {
+            version,
+            list_json: list.to_string(),
+            threats,
+        }
+    }
+}
+
+/// A threat's summary in API bodies.
+pub fn threat_json(t: &metaids_library::Threat) -> serde_json::Value {
+    serde_json::json!({
+        "name": t.name,
+        "id": t.id,
+        "signature_id": t.signature_id,
+        "severity": t.severity,
+        "category": t.category,
+        "description": t.description,
+        "created_by": t.created_by,
+        "created_at": t.created_at,
+        "updated_at": t.updated_at,
+        "threshold": t.threshold,
+        "prototypes": t.prototypes.len(),
+        "support_flows": t.support.len(),
+        "negative_flows": t.negatives.len(),
+    })
+}
+
 /// The shared state.
 pub struct Shared {
     /// Metrics.
@@ -267,6 +313,7 @@ pub struct Shared {
     generation: AtomicU64,
     /// Serialises the API's library changes (one writer at a time within the process).
     pub library_write: Mutex<()>,
+    armed: RwLock<Option<Arc<ArmedView>>>,
     started: Instant,
 }
 
@@ -286,6 +333,7 @@ impl Shared {
             reopen: AtomicBool::new(false),
             generation: AtomicU64::new(0),
             library_write: Mutex::new(()),
+            armed: RwLock::new(None),
             started: Instant::now(),
         })
     }
@@ -338,6 +386,22 @@ impl Shared {
     /// Changes the worker's status.
     pub fn set_status(&self, f: impl FnOnce(&mut Status)) {
         f(&mut lock(&self.status));
+    }
+
+    /// Publishes the version the worker armed.
+    pub fn set_armed(&self, view: ArmedView) {
+        *self
+            .armed
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Arc::new(view));
+    }
+
+    /// The armed version (`None` before the worker armed one).
+    pub fn armed(&self) -> Option<Arc<ArmedView>> {
+        self.armed
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// Time since start.

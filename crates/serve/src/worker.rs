@@ -133,6 +133,10 @@ impl Worker {
                 version: d.model_version().to_string(),
             })
             .set(1);
+        self.shared.set_armed(crate::state::ArmedView::new(
+            d.library_version(),
+            d.threats().to_vec(),
+        ));
         let site = d.decider().reference().clone();
         let model_ref = &self.model.reference;
         self.shared.set_status(|s| {
