@@ -221,6 +221,56 @@ mod tests {
     }
 
     #[test]
+    fn a_hundred_rotations_under_a_writer_lose_no_line() {
+        // A writer thread appends numbered lines as the worker does (reopen if asked, then append);
+        // meanwhile the file is renamed and a reopen asked for, 100 times. Every line must be in
+        // exactly one of the 101 files, none torn.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("eve.json");
+        let shared = Shared::new(8);
+        let log = Arc::new(Mutex::new(EveLog::open(&path).expect("open")));
+        let total = 5_000u64;
+        let writer = {
+            let (log, shared) = (Arc::clone(&log), Arc::clone(&shared));
+            std::thread::spawn(move || {
+                for i in 0..total {
+                    let mut l = lock(&log);
+                    reopen_if_asked(&mut l, &shared).expect("reopen");
+                    l.append(format!("{{\"n\":{i}}}\n").as_bytes(), 1)
+                        .expect("append");
+                }
+            })
+        };
+        for r in 0..100 {
+            // Renamed only once the previous rotation's file exists (logrotate's order).
+            while !path.exists() {
+                std::thread::yield_now();
+            }
+            std::fs::rename(&path, dir.path().join(format!("eve.json.{r}"))).expect("rotate");
+            shared.request_reopen();
+            std::thread::sleep(std::time::Duration::from_micros(200));
+        }
+        writer.join().expect("writer");
+        let mut seen = vec![0u32; total as usize];
+        let mut files = 0;
+        for entry in std::fs::read_dir(dir.path()).expect("dir") {
+            let text = std::fs::read_to_string(entry.expect("entry").path()).expect("read");
+            files += 1;
+            for line in text.lines() {
+                let n: u64 = line
+                    .strip_prefix("{\"n\":")
+                    .and_then(|r| r.strip_suffix('}'))
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or_else(|| panic!("torn line {line:?}"));
+                seen[n as usize] += 1;
+            }
+        }
+        assert!(seen.iter().all(|&c| c == 1), "a line lost or written twice");
+        assert!(files >= 2, "no rotation happened while writing");
+        assert_eq!(lock(&log).lines(), total);
+    }
+
+    #[test]
     fn a_directory_is_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
         assert!(EveLog::open(dir.path()).is_err());
