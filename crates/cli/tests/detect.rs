@@ -15,7 +15,7 @@ use metaids_flow::{CaptureReader, FlowConfig, FlowEngine, FrameBuilder, ReaderCo
 use metaids_library::{EnrolOptions, ThreatDraft, ThreatLibrary};
 
 mod common;
-use common::{metaids, ok, shared};
+use common::{metaids, ok, shared, train_small_model};
 
 /// A model and a threat file, made once per test binary.
 struct Setup {
@@ -29,23 +29,7 @@ fn setup() -> &'static Setup {
     SETUP.get_or_init(|| {
         let dir = tempfile::tempdir().expect("tmp");
         let model = dir.path().join("cic.model");
-        ok(&metaids()
-            .args(["train", "--dataset", "cic", "--data"])
-            .arg(shared("cic-ids2017-improved"))
-            .args([
-                "--steps",
-                "150",
-                "--hidden",
-                "64",
-                "--depth",
-                "1",
-                "--embedding",
-                "32",
-            ])
-            .args(["--eval-every", "50", "--seed", "5", "--quiet", "--out"])
-            .arg(&model)
-            .output()
-            .expect("train"));
+        train_small_model(&model);
         let m = metaids_model::load(&model).expect("load");
         let pcap = shared("pcaps/zeek-traces/ssh/sshguess.pcap");
         let mut reader = CaptureReader::new(

@@ -17,7 +17,7 @@ use metaids_flow::{CaptureReader, FlowConfig, FlowEngine, FrameBuilder, ReaderCo
 use metaids_library::{EnrolOptions, ThreatDraft, ThreatLibrary};
 
 mod common;
-use common::{metaids, ok, shared};
+use common::{metaids, shared, train_small_model};
 
 const READ: &str = "read-token-0123456789";
 const WRITE: &str = "write-token-0123456789";
@@ -33,23 +33,7 @@ struct Setup {
 fn setup() -> Setup {
     let dir = tempfile::tempdir().expect("tmp");
     let model = dir.path().join("cic.model");
-    ok(&metaids()
-        .args(["train", "--dataset", "cic", "--data"])
-        .arg(shared("cic-ids2017-improved"))
-        .args([
-            "--steps",
-            "150",
-            "--hidden",
-            "64",
-            "--depth",
-            "1",
-            "--embedding",
-            "32",
-        ])
-        .args(["--eval-every", "50", "--seed", "5", "--quiet", "--out"])
-        .arg(&model)
-        .output()
-        .expect("train"));
+    train_small_model(&model);
     let m = metaids_model::load(&model).expect("load");
     let pcap = shared("pcaps/zeek-traces/ssh/sshguess.pcap");
     let mut reader = CaptureReader::new(
@@ -152,13 +136,14 @@ fn start(s: &Setup, pcaps: &Path, eve: &Path) -> Service {
     Service { child, addr }
 }
 
-/// One HTTP/1.1 request; the status and body.
-fn http(
+/// One HTTP/1.1 request with an optional token and body of `content_type`; the status and body.
+fn request(
     addr: SocketAddr,
     method: &str,
     path: &str,
     token: Option<&str>,
-    body: Option<&str>,
+    content_type: &str,
+    body: &[u8],
 ) -> (u16, String) {
     let mut stream = TcpStream::connect(addr).expect("connect");
     stream
@@ -168,16 +153,15 @@ fn http(
     if let Some(t) = token {
         req.push_str(&format!("Authorization: Bearer {t}\r\n"));
     }
-    let body = body.unwrap_or("");
     if !body.is_empty() || method == "POST" {
         req.push_str(&format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            "Content-Type: {content_type}\r\nContent-Length: {}\r\n",
             body.len()
         ));
     }
     req.push_str("\r\n");
-    req.push_str(body);
     stream.write_all(req.as_bytes()).expect("send");
+    stream.write_all(body).expect("send");
     let mut resp = String::new();
     stream.read_to_string(&mut resp).expect("read");
     let status = resp
@@ -208,30 +192,35 @@ fn http(
     (status, body)
 }
 
+/// A JSON request (or none for a GET).
+fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> (u16, String) {
+    let body = body.unwrap_or("").as_bytes();
+    request(addr, method, path, token, "application/json", body)
+}
+
 /// `POST path` with a capture as the body.
 fn upload(addr: SocketAddr, path: &str, token: &str, body: &[u8]) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .expect("timeout");
-    let head = format!(
-        "POST {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nAuthorization: Bearer {token}\r\nContent-Type: application/vnd.tcpdump.pcap\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).expect("send");
-    stream.write_all(body).expect("send");
-    let mut resp = String::new();
-    stream.read_to_string(&mut resp).expect("read");
-    let status = resp
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status in {resp:?}"));
-    let body = resp
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, b)| b)
-        .to_string();
-    (status, body)
+    request(
+        addr,
+        "POST",
+        path,
+        Some(token),
+        "application/vnd.tcpdump.pcap",
+        body,
+    )
+}
+
+/// Waits until the service has armed library version `v`.
+fn wait_armed(addr: SocketAddr, v: &serde_json::Value, what: &str) {
+    wait_until(what, || {
+        json(&http(addr, "GET", "/api/v1/ready", Some(READ), None).1)["library_version"] == *v
+    });
 }
 
 fn json(body: &str) -> serde_json::Value {
@@ -426,9 +415,7 @@ fn serve_scores_a_watched_directory_with_api_rotation_and_hot_reload() {
     assert_eq!(st, 200, "{body}");
     let v2 = json(&body)["library_version"].as_u64().expect("version");
     assert!(v2 > v1);
-    wait_until("the reload", || {
-        json(&http(a, "GET", "/api/v1/ready", Some(READ), None).1)["library_version"] == v2
-    });
+    wait_armed(a, &serde_json::json!(v2), "the reload");
     let before = threat_verdicts(a);
     assert!(before > 0, "sshguess.pcap got no threat verdict");
     copy_capture(&pcaps, "c.pcap", SSH);
@@ -485,9 +472,7 @@ fn serve_scores_a_watched_directory_with_api_rotation_and_hot_reload() {
     let (st, resp) = http(a, "POST", "/api/v1/rollback", Some(WRITE), Some(&body));
     assert_eq!(st, 200, "{resp}");
     let v3 = json(&resp)["library_version"].clone();
-    wait_until("the second reload", || {
-        json(&http(a, "GET", "/api/v1/ready", Some(READ), None).1)["library_version"] == v3
-    });
+    wait_armed(a, &v3, "the second reload");
     assert_eq!(http(a, "GET", path, Some(READ), None).0, 200);
     copy_capture(&pcaps, "d.pcap", SSH);
     wait_until("the fourth capture", || files_done(a) >= 4);
@@ -522,9 +507,7 @@ fn serve_scores_a_watched_directory_with_api_rotation_and_hot_reload() {
     assert_eq!(enrolled["created_by"], "api:analyst");
     let v4 = enrolled["library_version"].clone();
     assert_eq!(upload(a, enrol, WRITE, &ftp).0, 409, "the name is taken");
-    wait_until("the enrolment armed", || {
-        json(&http(a, "GET", "/api/v1/ready", Some(READ), None).1)["library_version"] == v4
-    });
+    wait_armed(a, &v4, "the enrolment armed");
     copy_capture(&pcaps, "e.pcap", FTP);
     wait_until("the fifth capture", || files_done(a) >= 5);
     let (_, m) = http(a, "GET", "/metrics", Some(READ), None);

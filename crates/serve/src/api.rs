@@ -140,6 +140,38 @@ async fn blocking<T: Send + 'static>(
     })?
 }
 
+/// A library change: on a blocking thread, one writer at a time within the process; once it is
+/// committed the worker is told, so it arms the new version at its next batch.
+async fn change<T: Send + 'static>(
+    api: Api,
+    f: impl FnOnce(&Api) -> std::result::Result<T, Problem> + Send + 'static,
+) -> std::result::Result<T, Problem> {
+    let shared = Arc::clone(&api.shared);
+    let done = blocking(move || {
+        let _one = api
+            .shared
+            .library_write
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(&api)
+    })
+    .await?;
+    shared.library_changed();
+    Ok(done)
+}
+
+/// A change through the library file itself (opened for writing, checked against the model).
+fn open_write(api: &Api) -> std::result::Result<ThreatLibrary, Problem> {
+    ThreatLibrary::open(&api.library, &api.model).map_err(library_problem)
+}
+
+fn query_problem(e: QueryRejection) -> Problem {
+    Problem::new(
+        StatusCode::BAD_REQUEST,
+        format!("bad query: {}", e.body_text()),
+    )
+}
+
 fn open_read(api: &Api) -> std::result::Result<ThreatLibrary, Problem> {
     ThreatLibrary::open_read_only_for(&api.library, &api.model).map_err(library_problem)
 }
@@ -256,19 +288,12 @@ async fn remove_threat(
     Path(name): Path<String>,
 ) -> ApiResult {
     let author = authorize(&api, &headers, Role::Write)?;
-    let shared = Arc::clone(&api.shared);
-    let version = blocking(move || {
-        let _one = api
-            .shared
-            .library_write
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let lib = ThreatLibrary::open(&api.library, &api.model).map_err(library_problem)?;
-        lib.remove(&name, &format!("api:{author}"))
+    let version = change(api, move |api| {
+        open_write(api)?
+            .remove(&name, &format!("api:{author}"))
             .map_err(library_problem)
     })
     .await?;
-    shared.library_changed();
     Ok(Json(json!({ "library_version": version })).into_response())
 }
 
@@ -296,12 +321,7 @@ async fn enrol(
     body: std::result::Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     let author = authorize(&api, &headers, Role::Write)?;
-    let Query(q) = query.map_err(|e| {
-        Problem::new(
-            StatusCode::BAD_REQUEST,
-            format!("bad query: {}", e.body_text()),
-        )
-    })?;
+    let Query(q) = query.map_err(query_problem)?;
     let bytes = body.map_err(|e| {
         let status = if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             StatusCode::PAYLOAD_TOO_LARGE
@@ -322,13 +342,7 @@ async fn enrol(
         description: q.description.unwrap_or_default(),
         author: format!("api:{author}"),
     };
-    let shared = Arc::clone(&api.shared);
-    let done = blocking(move || {
-        let _one = api
-            .shared
-            .library_write
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let done = change(api, move |api| {
         match enrol_from_capture(&api.model, &api.library, &bytes, &req) {
             Ok(e) => Ok(e),
             Err(EnrolFailure::Bad(m)) => Err(Problem::new(StatusCode::BAD_REQUEST, m)),
@@ -352,7 +366,6 @@ async fn enrol(
         }
     })
     .await?;
-    shared.library_changed();
     let mut v = threat_json(&done.threat);
     v["enrolment"] = serde_json::to_value(&done.threat.report).unwrap_or(Value::Null);
     v["library_version"] = json!(done.version);
@@ -383,19 +396,12 @@ async fn rollback(
 ) -> ApiResult {
     let author = authorize(&api, &headers, Role::Write)?;
     let Json(body) = body.map_err(json_problem)?;
-    let shared = Arc::clone(&api.shared);
-    let version = blocking(move || {
-        let _one = api
-            .shared
-            .library_write
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let lib = ThreatLibrary::open(&api.library, &api.model).map_err(library_problem)?;
-        lib.rollback(body.version, &format!("api:{author}"))
+    let version = change(api, move |api| {
+        open_write(api)?
+            .rollback(body.version, &format!("api:{author}"))
             .map_err(library_problem)
     })
     .await?;
-    shared.library_changed();
     Ok(Json(json!({ "library_version": version, "restored": body.version })).into_response())
 }
 
@@ -413,12 +419,7 @@ async fn alerts(
     query: std::result::Result<Query<AlertsQuery>, QueryRejection>,
 ) -> ApiResult {
     authorize(&api, &headers, Role::Read)?;
-    let Query(q) = query.map_err(|e| {
-        Problem::new(
-            StatusCode::BAD_REQUEST,
-            format!("bad query: {}", e.body_text()),
-        )
-    })?;
+    let Query(q) = query.map_err(query_problem)?;
     let limit = q.limit.unwrap_or(100);
     if limit == 0 || limit > MAX_ALERT_PAGE {
         return Err(Problem::new(

@@ -48,3 +48,25 @@ pub fn export(library: &Path, out: &Path, extra: &[&str]) -> serde_json::Value {
     let text = std::fs::read_to_string(out).expect("read the exported document");
     serde_json::from_str(&text).expect("the exported document is JSON")
 }
+
+/// Trains the small CIC-IDS2017 model the end-to-end tests share (150 steps, 64 hidden units, one
+/// block, 32-d embeddings, seed 5) into `out`, asserted to succeed.
+pub fn train_small_model(out: &Path) {
+    ok(&metaids()
+        .args(["train", "--dataset", "cic", "--data"])
+        .arg(shared("cic-ids2017-improved"))
+        .args([
+            "--steps",
+            "150",
+            "--hidden",
+            "64",
+            "--depth",
+            "1",
+            "--embedding",
+            "32",
+        ])
+        .args(["--eval-every", "50", "--seed", "5", "--quiet", "--out"])
+        .arg(out)
+        .output()
+        .expect("train"));
+}
