@@ -7,17 +7,17 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use metaids_decide::{Decider, ProfileOptions, SiteProfile, VerdictKind};
+use metaids_decide::{Decider, ProfileOptions};
 use metaids_ingest::{read_files, ReadOptions};
-use metaids_library::{ModelIdentity, ThreatLibrary};
+use metaids_library::{
+    learn_site_profile, source_addresses, LearnOptions, ModelIdentity, ThreatLibrary,
+};
 
 use crate::args::BaselineArgs;
 use crate::threat_cmd::{from_capture, Candidates};
 
 /// Most baseline flows listed as flagged by a threat.
 const LISTED: usize = 20;
-/// Share of the window the threats may flag before it looks like attack traffic.
-const ATTACK_WINDOW: f64 = 0.5;
 
 fn author(a: &BaselineArgs) -> String {
     crate::who(a.author.as_deref())
@@ -51,20 +51,6 @@ fn from_flow_files(
         rows,
         locators,
     })
-}
-
-/// Each row's source address (`Src IP`; `unknown` when the layout has none): what the
-/// baseline's per-source cap groups by.
-pub(crate) fn source_addresses(frame: &metaids_core::FlowFrame, rows: &[usize]) -> Vec<String> {
-    rows.iter()
-        .map(|&r| {
-            frame
-                .identifiers(r)
-                .into_iter()
-                .find(|(n, _)| n.eq_ignore_ascii_case("Src IP"))
-                .map_or_else(|| "unknown".to_string(), |(_, v)| v.to_string())
-        })
-        .collect()
 }
 
 /// Most flows a live learning window keeps (the same cap as captures).
@@ -160,25 +146,6 @@ pub fn run(a: BaselineArgs) -> Result<()> {
         "none" => false,
         other => bail!("--adapt must be normaliser or none, got {other:?}"),
     };
-    model.check_layout(&c.frame.layout)?;
-    // The site adaptation: the numeric columns refit on the flows the per-source cap keeps (the
-    // same flows the profile is learnt from).
-    let adaptation = adapt.then(|| {
-        let kept = metaids_decide::kept_flows(&sources, options);
-        let rows: Vec<&[f32]> = kept
-            .iter()
-            .map(|&k| c.frame.numeric_row(c.rows[k]))
-            .collect();
-        model.refit_on(rows.iter().copied())
-    });
-    let embed_started = Instant::now();
-    // The scoring kernel (equal to candle within 1e-4 per row) embeds at detection speed.
-    let kernel = metaids_model::ScoringKernel::for_model(&model)?;
-    let normaliser = model.site_normaliser(adaptation.as_ref())?;
-    let x = normaliser.transform(&c.frame, &c.rows)?;
-    let emb = kernel.embed(&x)?;
-    let embed_s = embed_started.elapsed().as_secs_f64();
-    let dim = model.dim();
     let files: Vec<String> = match &a.interface {
         Some(i) => vec![format!("live:{i}")],
         None => if a.pcap.is_empty() { &a.flows } else { &a.pcap }
@@ -187,69 +154,49 @@ pub fn run(a: BaselineArgs) -> Result<()> {
             .collect(),
     };
 
-    let library = if a.library.exists() {
-        ThreatLibrary::open(&a.library, &model)?
+    let existing = if a.library.exists() {
+        Some(ThreatLibrary::open(&a.library, &model)?)
     } else if a.dry_run {
         bail!(
             "{} does not exist (a dry run creates nothing)",
             a.library.display()
         );
     } else {
-        let lib = ThreatLibrary::create_with(&a.library, ModelIdentity::of(&model)?, &author(&a))?;
-        println!(
-            "created threat library {} for model {}",
-            a.library.display(),
-            lib.identity().model
-        );
-        lib
+        None
+    };
+    let learn = LearnOptions {
+        profile: options,
+        adapt,
+        update: a.update,
+        force: a.force,
+    };
+    let learnt = learn_site_profile(
+        &model,
+        existing.as_ref(),
+        &c.frame,
+        &c.rows,
+        &sources,
+        learn,
+    )
+    .with_context(|| format!("baseline of {} flows", c.rows.len()))?;
+    let (profile, emb, embed_s) = (learnt.profile, learnt.embeddings, learnt.embed_seconds);
+    let dim = model.dim();
+    let normaliser = model.site_normaliser(profile.adaptation.as_ref())?;
+    let library = match existing {
+        Some(lib) => lib,
+        None => {
+            let lib =
+                ThreatLibrary::create_with(&a.library, ModelIdentity::of(&model)?, &author(&a))?;
+            println!(
+                "created threat library {} for model {}",
+                a.library.display(),
+                lib.identity().model
+            );
+            lib
+        }
     };
     let current = library.current()?;
-    if let Some(site) = &current.site {
-        if !a.update {
-            bail!(
-                "{} already has a baseline (from version {}, {} flows, budget {}): pass --update to learn a new one (the old one stays in the history)",
-                a.library.display(),
-                site.profile,
-                site.flows_kept,
-                site.budget
-            );
-        }
-    }
-
-    // Attack-only or attack-heavy windows: the library's threats, as they decide now (under the
-    // library's current adaptation), flag most flows.
-    let (reference, current_profile) = library.reference(&model)?;
-    let current_adaptation = current_profile.and_then(|p| p.adaptation);
-    if !current.threats.is_empty() {
-        let decider = Decider::new(reference, current.threats.clone(), f32::INFINITY)?;
-        let under_current;
-        let now: &[f32] = if current_adaptation == adaptation {
-            &emb
-        } else {
-            under_current = kernel.embed(
-                &model
-                    .site_normaliser(current_adaptation.as_ref())?
-                    .transform(&c.frame, &c.rows)?,
-            )?;
-            &under_current
-        };
-        let flagged = now
-            .chunks_exact(dim)
-            .filter(|e| decider.decide(e).kind == VerdictKind::Threat)
-            .count();
-        let share = flagged as f64 / c.rows.len() as f64;
-        if share > ATTACK_WINDOW && !a.force {
-            bail!(
-                "{flagged} of the {} baseline flows ({:.1}%) are flagged by the library's threats: the window looks like attack traffic, not the site's benign traffic. Choose another window, or pass --force",
-                c.rows.len(),
-                100.0 * share
-            );
-        }
-    }
-
-    let mut profile = SiteProfile::learn(&emb, dim, &sources, options)
-        .with_context(|| format!("baseline of {} flows", c.rows.len()))?;
-    profile.adaptation = adaptation;
+    let current_adaptation = library.reference(&model)?.1.and_then(|p| p.adaptation);
     println!(
         "baseline: {} flows offered, {} kept after the per-source cap of {} ({} benign prototypes, {} calibration rows; smallest budget they support {:.4})",
         profile.flows_offered,

@@ -11,8 +11,8 @@ use metaids_eval::site::{SiteConfig, SiteFlows};
 use metaids_ingest::write_atomic;
 
 use crate::args::SiteEvalArgs;
-use crate::baseline_cmd::source_addresses;
 use crate::threat_cmd::capture_flows;
+use metaids_library::source_addresses;
 
 /// The benign label every `benign…` label is folded into.
 const BENIGN: &str = "benign";

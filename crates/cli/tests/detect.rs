@@ -154,7 +154,15 @@ fn detect_on_captures_writes_eve_verdicts_and_an_nft_script() {
         assert!(e["flow_id"].is_u64());
         assert_eq!(e["event_type"], "alert");
         assert!(e["src_ip"].is_string() && e["dest_ip"].is_string());
-        assert!(e["src_port"].is_u64() && e["dest_port"].is_u64());
+        if e["proto"] == "ICMP" {
+            // As Suricata: no ports, the ICMP type and code instead.
+            assert!(
+                e.get("src_port").is_none() && e["icmp_type"].is_u64(),
+                "{e}"
+            );
+        } else {
+            assert!(e["src_port"].is_u64() && e["dest_port"].is_u64());
+        }
         assert!(["TCP", "UDP", "ICMP"].contains(&e["proto"].as_str().expect("proto")));
         let a = &e["alert"];
         for k in ["gid", "signature_id", "rev", "severity"] {
@@ -166,12 +174,18 @@ fn detect_on_captures_writes_eve_verdicts_and_an_nft_script() {
         assert!(a["metadata"].is_object());
         // The version `threat export` recorded: created (1), SSH guessing enrolled (2).
         assert_eq!(a["metadata"]["library_version"][0], "2");
-        assert!(e["metaids"]["alert_id"]
+        assert!(e["alert"]["context"]["metaids"]["alert_id"]
             .as_str()
             .expect("alert id")
             .starts_with("cli-"));
         // The model version is a prefix of the model identity.
-        assert_eq!(e["metaids"]["model"].as_str().expect("model").len(), 16);
+        assert_eq!(
+            e["alert"]["context"]["metaids"]["model"]
+                .as_str()
+                .expect("model")
+                .len(),
+            16
+        );
         // Issue 14: the flow object (packets and bytes each way, start, end) and the Community
         // ID of TCP/UDP flows, the application protocol only as a labelled port guess.
         let f = &e["flow"];
@@ -185,18 +199,18 @@ fn detect_on_captures_writes_eve_verdicts_and_an_nft_script() {
         }
         assert!(f["start"].as_str().expect("start") <= f["end"].as_str().expect("end"));
         assert!(f["pkts_toserver"].as_u64() >= Some(1), "{e}");
-        if e["proto"] != "ICMP" {
-            let id = e["community_id"].as_str().expect("community_id");
-            assert!(id.starts_with("1:") && id.len() == 30, "{id}");
-        }
+        let id = e["community_id"].as_str().expect("community_id");
+        assert!(id.starts_with("1:") && id.len() == 30, "{id}");
         match e["app_proto"].as_str() {
             Some(p) => {
-                assert_eq!(e["metaids"]["app_proto_by"], "port");
+                assert_eq!(e["alert"]["context"]["metaids"]["app_proto_by"], "port");
                 if e["dest_port"] == 22 {
                     assert_eq!(p, "ssh");
                 }
             }
-            None => assert!(e["metaids"].get("app_proto_by").is_none()),
+            None => assert!(e["alert"]["context"]["metaids"]
+                .get("app_proto_by")
+                .is_none()),
         }
     }
     let script = work.path().join("eve.json.nft");

@@ -151,11 +151,15 @@ fn feedback_on_alerts_refits_the_threat_and_rollback_restores_it() {
         .iter()
         .filter(|a| !is_support(a))
         .max_by(|a, b| {
-            let s = |x: &serde_json::Value| x["metaids"]["score"].as_f64().expect("score");
+            let s = |x: &serde_json::Value| {
+                x["alert"]["context"]["metaids"]["score"]
+                    .as_f64()
+                    .expect("score")
+            };
             s(a).total_cmp(&s(b))
         })
         .expect("an ssh alert");
-    let rejected_id = rejected["metaids"]["alert_id"]
+    let rejected_id = rejected["alert"]["context"]["metaids"]["alert_id"]
         .as_str()
         .expect("id")
         .to_string();
@@ -221,7 +225,9 @@ fn feedback_on_alerts_refits_the_threat_and_rollback_restores_it() {
         .arg(dir.path().join("first.eve.json"))
         .args([
             "--alert",
-            confirmed["metaids"]["alert_id"].as_str().expect("id"),
+            confirmed["alert"]["context"]["metaids"]["alert_id"]
+                .as_str()
+                .expect("id"),
             "--confirm",
             "--force",
             "--library",
@@ -255,7 +261,9 @@ fn feedback_on_alerts_refits_the_threat_and_rollback_restores_it() {
 
     // An alert of this library is refused by another library of the same model, even for a
     // threat of the same name: the alert names the library that raised it.
-    let library_id = rejected["metaids"]["library"].as_str().expect("library id");
+    let library_id = rejected["alert"]["context"]["metaids"]["library"]
+        .as_str()
+        .expect("library id");
     assert_eq!(library_id.len(), 16, "{library_id}");
     assert_eq!(rejected["alert"]["metadata"]["library_id"][0], library_id);
     let other = dir.path().join("other.redb");

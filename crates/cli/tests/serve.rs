@@ -217,6 +217,20 @@ fn upload(addr: SocketAddr, path: &str, token: &str, body: &[u8]) -> (u16, Strin
 }
 
 /// Waits until the service has armed library version `v`.
+/// Every alert the API holds (one page of up to 1,000).
+fn all_alerts(addr: SocketAddr) -> serde_json::Value {
+    json(
+        &http(
+            addr,
+            "GET",
+            "/api/v1/alerts?since=0&limit=1000",
+            Some(READ),
+            None,
+        )
+        .1,
+    )
+}
+
 fn wait_armed(addr: SocketAddr, v: &serde_json::Value, what: &str) {
     wait_until(what, || {
         json(&http(addr, "GET", "/api/v1/ready", Some(READ), None).1)["library_version"] == *v
@@ -381,16 +395,7 @@ fn serve_scores_a_watched_directory_with_api_rotation_and_hot_reload() {
     );
     wait_until("the second capture", || files_done(a) >= 2);
     let in_files = alerts(&eve_lines(&rotated)).len() + alerts(&eve_lines(&eve)).len();
-    let page = json(
-        &http(
-            a,
-            "GET",
-            "/api/v1/alerts?since=0&limit=1000",
-            Some(READ),
-            None,
-        )
-        .1,
-    );
+    let page = all_alerts(a);
     assert_eq!(page["next"].as_u64(), Some(in_files as u64));
     assert!(in_files > first, "the nmap capture raised no alert");
     assert_eq!(
@@ -515,6 +520,116 @@ fn serve_scores_a_watched_directory_with_api_rotation_and_hot_reload() {
         metric(&m, "metaids_alerts_total{threat=\"FTP guessing\"}") >= 1,
         "no alert for the enrolled threat\n{m}"
     );
+
+    // Feedback on one of its alerts: rejected once (a new version with a negative example),
+    // idempotent, contradictions and bad bodies refused; then that threat alone rolled back.
+    let page = all_alerts(a);
+    let ftp_alert = page["alerts"]
+        .as_array()
+        .expect("alerts")
+        .iter()
+        .rev()
+        .find(|x| x["event"]["alert"]["signature"] == "metaids FTP guessing")
+        .map(|x| x["event"]["alert"]["context"]["metaids"]["alert_id"].clone())
+        .expect("an FTP alert");
+    let reject = serde_json::json!({ "alert": ftp_alert, "verdict": "reject" }).to_string();
+    assert_eq!(
+        http(a, "POST", "/api/v1/feedback", Some(READ), Some(&reject)).0,
+        403
+    );
+    let (st, body) = http(a, "POST", "/api/v1/feedback", Some(WRITE), Some(&reject));
+    assert_eq!(st, 200, "{body}");
+    let fed = json(&body);
+    assert_eq!(fed["changed"], true, "{body}");
+    assert_eq!(fed["negative_flows"], 1, "{body}");
+    let v5 = fed["library_version"].as_u64().expect("version");
+    assert!(v5 > v4.as_u64().expect("v4"));
+    let (st, body) = http(a, "POST", "/api/v1/feedback", Some(WRITE), Some(&reject));
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(json(&body)["changed"], false, "{body}");
+    let confirm = reject.replace("reject", "confirm");
+    assert_eq!(
+        http(a, "POST", "/api/v1/feedback", Some(WRITE), Some(&confirm)).0,
+        409,
+        "confirming a rejected alert"
+    );
+    let (st, body) = http(
+        a,
+        "POST",
+        "/api/v1/feedback",
+        Some(WRITE),
+        Some("{\"alert\":\"x-1\",\"verdict\":\"maybe\"}"),
+    );
+    assert_eq!(st, 400, "{body}");
+    assert!(body.contains("verdict"), "{body}");
+    assert_eq!(
+        http(
+            a,
+            "POST",
+            "/api/v1/feedback",
+            Some(WRITE),
+            Some("{\"alert\":\"no-such-alert-1\",\"verdict\":\"reject\"}")
+        )
+        .0,
+        404
+    );
+    let back = format!("{{\"version\":{v4}}}");
+    let ftp_path = "/api/v1/threats/FTP%20guessing/rollback";
+    let (st, body) = http(a, "POST", ftp_path, Some(WRITE), Some(&back));
+    assert_eq!(st, 200, "{body}");
+    let restored = json(&body);
+    assert_eq!(restored["negative_flows"], 0, "{body}");
+    assert!(restored["library_version"].as_u64() > Some(v5));
+    assert_eq!(
+        http(
+            a,
+            "POST",
+            "/api/v1/threats/nope/rollback",
+            Some(WRITE),
+            Some(&back)
+        )
+        .0,
+        404
+    );
+    wait_armed(a, &restored["library_version"], "the threat rollback");
+
+    // Site baseline through the API from the lab's benign web capture (gzip-compressed upload):
+    // 501 flows from 20 clients; a second one needs update=true. The setup enrolled SSH guessing
+    // from embeddings alone, so it cannot follow a feature adaptation: said clearly, and the
+    // baseline is learnt without one.
+    let benign = std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/lab/benign-web.pcap.gz"),
+    )
+    .expect("lab capture");
+    let learn = "/api/v1/baseline?budget=0.05&adapt=none";
+    assert_eq!(upload(a, learn, READ, &benign).0, 403);
+    let (st, body) = upload(a, "/api/v1/baseline?adapt=maybe", WRITE, &benign);
+    assert_eq!(st, 400, "{body}");
+    let (st, body) = upload(a, "/api/v1/baseline?budget=0.05", WRITE, &benign);
+    assert_eq!(st, 400, "{body}");
+    assert!(
+        body.contains("SSH guessing") && body.contains("adapt"),
+        "{body}"
+    );
+    let (st, body) = upload(a, learn, WRITE, &benign);
+    assert_eq!(st, 201, "{body}");
+    let learnt = json(&body);
+    assert_eq!(learnt["flows_offered"], 501, "{body}");
+    assert_eq!(
+        learnt["threats"].as_array().map(Vec::len),
+        Some(2),
+        "{body}"
+    );
+    assert!(learnt["joint"]["fpr"].as_f64() <= Some(0.05), "{body}");
+    let (st, body) = upload(a, learn, WRITE, &benign);
+    assert_eq!(st, 409, "{body}");
+    assert!(body.contains("update"), "{body}");
+    let (st, body) = http(a, "GET", "/api/v1/baseline", Some(READ), None);
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(json(&body)["library_version"], learnt["library_version"]);
+    wait_armed(a, &learnt["library_version"], "the baseline armed");
+    let (_, body) = http(a, "GET", "/api/v1/ready", Some(READ), None);
+    assert_eq!(json(&body)["site_profile"], true, "{body}");
 
     // Metrics, and every route of the OpenAPI document answers (none is missing).
     let (st, metrics) = http(a, "GET", "/metrics", Some(READ), None);

@@ -219,6 +219,10 @@ pub struct Threat {
     pub updated_at: String,
     /// The guard's figures at the last fit.
     pub report: EnrolmentReport,
+    /// The library version in which the threat last changed (0: never stored in a library, or
+    /// stored by an earlier build): EVE `alert.rev`, so it only goes up.
+    #[serde(default)]
+    pub revision: u64,
 }
 
 impl Threat {
@@ -239,6 +243,7 @@ impl Threat {
             created_at: now.clone(),
             updated_at: now,
             report: fit.report,
+            revision: 0,
         }
     }
 
@@ -258,10 +263,11 @@ impl Threat {
         Ok(Threat::new(id, draft, f, now))
     }
 
-    /// EVE `alert.rev`: the number of examples (support and negatives) the threat was last fitted
-    /// from, so it moves whenever analyst feedback refits it.
+    /// EVE `alert.rev`: [`Threat::revision`], the library version of the threat's last change, so
+    /// it goes up with every refit, edit or rollback of it; 1 for a threat never stored by this
+    /// build.
     pub fn rev(&self) -> u32 {
-        u32::try_from(self.support.len() + self.negatives.len()).unwrap_or(u32::MAX)
+        u32::try_from(self.revision).unwrap_or(u32::MAX).max(1)
     }
 
     /// The prototypes as one row-major `m × dim` block (what the verdict rule scans).
@@ -760,6 +766,7 @@ mod tests {
             created_at: String::new(),
             updated_at: String::new(),
             report: with.report.clone(),
+            revision: 0,
         };
         assert!(!t.flags(&r, &neg.embedding));
         assert!(t.flags(&r, &[21.0, 0.0]));

@@ -46,8 +46,15 @@ pub struct FrameColumns {
     identifiers: Vec<[Option<usize>; 4]>,
     dst_port: Option<usize>,
     protocol: Option<usize>,
+    icmp_code: Option<usize>,
+    icmp_type: Option<usize>,
     files: Vec<Arc<str>>,
 }
+
+/// Positions of `ICMP Code` and `ICMP Type` among the flow engine's features
+/// ([`metaids_core::schema::CIC_FLOW_FEATURES`]; a test checks them).
+const ICMP_CODE: usize = 78;
+const ICMP_TYPE: usize = 79;
 
 impl FrameColumns {
     /// Finds the columns of `frame` (names compared ignoring ASCII case for identifiers).
@@ -64,10 +71,13 @@ impl FrameColumns {
             })
             .collect();
         let cat = |name: &str| frame.layout.categorical.iter().position(|c| c == name);
+        let num = |name: &str| frame.layout.numeric.iter().position(|c| c == name);
         FrameColumns {
             identifiers,
             dst_port: cat("Dst Port"),
             protocol: cat("Protocol"),
+            icmp_code: num("ICMP Code"),
+            icmp_type: num("ICMP Type"),
             files: frame
                 .files
                 .iter()
@@ -96,6 +106,9 @@ pub struct FlowMeta {
     pub dest_port: u16,
     /// IP protocol number.
     pub proto: u8,
+    /// ICMP or ICMPv6 `(type, code)` of the flow's first ICMP packet (`None` for other protocols,
+    /// or when a flow row does not say).
+    pub icmp: Option<(u8, u8)>,
     /// Start of the flow, µs since the Unix epoch (`None`: unknown, the detection time is used).
     pub start_us: Option<i64>,
     /// Flow duration, µs.
@@ -110,6 +123,16 @@ pub struct FlowMeta {
     pub bytes_toclient: u64,
     /// Where the flow came from.
     pub origin: Origin,
+}
+
+/// The `(type, code)` pair from the flow features `ICMP Code` and `ICMP Type` (−1: none) of an
+/// ICMP or ICMPv6 flow.
+fn icmp_pair(proto: u8, code: f64, kind: f64) -> Option<(u8, u8)> {
+    let byte = |v: f64| (v.is_finite() && (0.0..=255.0).contains(&v)).then_some(v as u8);
+    match proto {
+        1 | 58 => Some((byte(kind)?, byte(code)?)),
+        _ => None,
+    }
 }
 
 fn count(v: f64) -> u64 {
@@ -137,6 +160,7 @@ impl FlowMeta {
             dest_ip: Some(r.dst),
             dest_port: r.dst_port,
             proto: r.protocol,
+            icmp: icmp_pair(r.protocol, f[ICMP_CODE], f[ICMP_TYPE]),
             start_us: Some(r.start_us),
             duration_us: f[0].max(0.0),
             pkts_toserver: count(f[1]),
@@ -201,6 +225,11 @@ impl FlowMeta {
             dest_ip,
             dest_port,
             proto,
+            icmp: icmp_pair(
+                proto,
+                columns.icmp_code.map_or(-1.0, f),
+                columns.icmp_type.map_or(-1.0, f),
+            ),
             start_us,
             duration_us: f(0).max(0.0),
             pkts_toserver: count(f(1)),
@@ -295,6 +324,16 @@ pub struct EveAlert {
     pub severity: u8,
     /// Suricata-style metadata: each key maps to a list of strings.
     pub metadata: BTreeMap<String, Vec<String>>,
+    /// Suricata's open object for extra context: metaids' own details under `metaids`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<EveAlertContext>,
+}
+
+/// `alert.context` of metaids alerts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EveAlertContext {
+    /// metaids' verdict, versions, explanation and the flow's embedding.
+    pub metaids: MetaidsInfo,
 }
 
 /// EVE `flow` object (for `event_type: "flow"` records).
@@ -330,11 +369,17 @@ pub struct MetaidsInfo {
     pub alert_id: Option<String>,
     /// `benign`, `threat` or `unknown`.
     pub verdict: VerdictKind,
-    /// The flagged threat, else the nearest one.
+    /// The flagged threat (threat verdicts only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub threat: Option<String>,
-    /// Library id of that threat.
+    /// Library id of the flagged threat (threat verdicts only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub threat_id: Option<u32>,
-    /// Squared distance to that threat's nearest prototype (`null` without threats).
+    /// The nearest threat of a benign or unknown verdict (none without threats).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nearest_threat: Option<String>,
+    /// Squared distance to the flagged or nearest threat's nearest prototype (`null` without
+    /// threats).
     pub distance: Option<f32>,
     /// Squared distance to the nearest benign prototype.
     pub benign_distance: f32,
@@ -365,27 +410,42 @@ pub struct MetaidsInfo {
     pub embedding: Vec<f32>,
 }
 
-/// One EVE record.
+/// One EVE record, with Suricata's field names and types: alert, flow and stats records validate
+/// against the JSON schema in Suricata's repository (`etc/schema.json`), except the top-level
+/// `metaids` object of flow records, for which the schema has no open place.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EveEvent {
-    /// `YYYY-MM-DDTHH:MM:SS.ffffff+0000`.
+    /// `YYYY-MM-DDTHH:MM:SS.ffffff+0000`: for alerts, the flow's last packet (when metaids could
+    /// decide it, in the traffic's clock, as Suricata stamps alerts with packet time); for flow
+    /// records, the flow's start.
     pub timestamp: String,
     /// [`stable_flow_id`] of the flow: the same in every run.
     pub flow_id: u64,
     /// `alert` or `flow`.
     pub event_type: String,
+    /// The capture interface, for flows captured live (`live:IFACE`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_iface: Option<String>,
     /// Source address.
     pub src_ip: String,
-    /// Source port.
-    pub src_port: u16,
+    /// Source port (omitted for ICMP, as Suricata does).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub src_port: Option<u16>,
     /// Destination address.
     pub dest_ip: String,
-    /// Destination port.
-    pub dest_port: u16,
+    /// Destination port (omitted for ICMP).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dest_port: Option<u16>,
     /// `TCP`, `UDP`, `ICMP`, ….
     pub proto: String,
-    /// The Community ID of the flow's 5-tuple ([`community_id`]; omitted where it cannot be
-    /// computed: an unknown address, or ICMP, whose type and code flows do not keep).
+    /// ICMP type of the flow's first ICMP packet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub icmp_type: Option<u8>,
+    /// ICMP code of the flow's first ICMP packet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub icmp_code: Option<u8>,
+    /// The Community ID of the flow ([`community_id`]; omitted where it cannot be computed: an
+    /// unknown address, or an ICMP flow whose type and code are unknown).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub community_id: Option<String>,
     /// The application protocol, guessed from the server port ([`app_proto_guess`]; metaids does
@@ -395,14 +455,37 @@ pub struct EveEvent {
     /// The sensor that wrote the record (omitted when none is configured).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
-    /// The alert (`event_type: "alert"`).
+    /// The alert (`event_type: "alert"`), metaids' details under `alert.context.metaids`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alert: Option<EveAlert>,
     /// The flow: packets and bytes each way, start and end (`flow` records, and alerts).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flow: Option<EveFlow>,
-    /// metaids' verdict details.
-    pub metaids: MetaidsInfo,
+    /// metaids' verdict details of a flow record (alerts keep theirs in `alert.context`; alerts
+    /// written by earlier builds have it here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metaids: Option<MetaidsInfo>,
+}
+
+impl EveEvent {
+    /// metaids' details: `alert.context.metaids` of an alert, else the record's own `metaids`.
+    pub fn metaids(&self) -> Option<&MetaidsInfo> {
+        self.alert
+            .as_ref()
+            .and_then(|a| a.context.as_ref())
+            .map(|c| &c.metaids)
+            .or(self.metaids.as_ref())
+    }
+
+    /// The source port, 0 when omitted (ICMP).
+    pub fn src_port(&self) -> u16 {
+        self.src_port.unwrap_or(0)
+    }
+
+    /// The destination port, 0 when omitted (ICMP).
+    pub fn dest_port(&self) -> u16 {
+        self.dest_port.unwrap_or(0)
+    }
 }
 
 /// What [`alert_event`] needs besides the flow and the verdict.
@@ -439,11 +522,14 @@ fn info(
     alert_id: Option<String>,
 ) -> MetaidsInfo {
     let t = v.threat.and_then(|i| ctx.threats.get(i));
+    let flagged = (v.kind == VerdictKind::Threat).then_some(t).flatten();
+    let nearest = (v.kind != VerdictKind::Threat).then_some(t).flatten();
     MetaidsInfo {
         alert_id,
         verdict: v.kind,
-        threat: t.map(|t| t.name.clone()),
-        threat_id: t.map(|t| t.id),
+        threat: flagged.map(|t| t.name.clone()),
+        threat_id: flagged.map(|t| t.id),
+        nearest_threat: nearest.map(|t| t.name.clone()),
         distance: v.distance.is_finite().then_some(v.distance),
         benign_distance: v.benign_distance,
         score: v.score,
@@ -461,12 +547,15 @@ fn info(
 
 /// The Community ID (version 1, seed 0) of a flow's 5-tuple, through the `community-id` crate:
 /// the same string Suricata, Zeek and other sensors write for the same connection, so a SIEM can
-/// join their records. `None` without both addresses, for ICMP (its type and code are not kept
-/// in flows) and where the crate refuses the tuple.
+/// join their records. `None` without both addresses, for ICMP without its type and code, and
+/// where the crate refuses the tuple.
 pub fn community_id(flow: &FlowMeta) -> Option<String> {
     let (src, dst) = (flow.src_ip?, flow.dest_ip?);
     let (sport, dport) = match flow.proto {
-        1 | 58 => return None,
+        1 | 58 => {
+            let (kind, code) = flow.icmp?;
+            (Some(u16::from(kind)), Some(u16::from(code)))
+        }
         6 | 17 | 132 => (Some(flow.src_port), Some(flow.dest_port)),
         _ => (None, None),
     };
@@ -517,6 +606,35 @@ fn eve_flow(ctx: &AlertContext<'_>, flow: &FlowMeta, alerted: bool) -> EveFlow {
         state: "closed".into(),
         reason: "timeout".into(),
         alerted,
+    }
+}
+
+/// The record's fields that say which flow it is, for `event_type`, stamped `timestamp_us`.
+fn header(
+    ctx: &AlertContext<'_>,
+    flow: &FlowMeta,
+    event_type: &str,
+    timestamp_us: i64,
+) -> EveEvent {
+    let ports = flow.icmp.is_none() && !matches!(flow.proto, 1 | 58);
+    EveEvent {
+        timestamp: eve_timestamp(timestamp_us),
+        flow_id: flow.flow_id,
+        event_type: event_type.into(),
+        in_iface: flow.origin.source.strip_prefix("live:").map(str::to_string),
+        src_ip: ip_text(flow.src_ip),
+        src_port: ports.then_some(flow.src_port),
+        dest_ip: ip_text(flow.dest_ip),
+        dest_port: ports.then_some(flow.dest_port),
+        proto: proto_name(flow.proto),
+        icmp_type: flow.icmp.map(|(t, _)| t),
+        icmp_code: flow.icmp.map(|(_, c)| c),
+        community_id: community_id(flow),
+        app_proto: app_proto_guess(flow.proto, flow.dest_port).map(str::to_string),
+        host: (!ctx.host.is_empty()).then(|| ctx.host.to_string()),
+        alert: None,
+        flow: None,
+        metaids: None,
     }
 }
 
@@ -588,52 +706,30 @@ pub fn alert_event(
     m.nearest = explanation.nearest;
     m.top_features = explanation.top_features;
     m.embedding = embedding.to_vec();
-    EveEvent {
-        timestamp: eve_timestamp(flow.start_us.unwrap_or(ctx.now_us)),
-        flow_id: flow.flow_id,
-        event_type: "alert".into(),
-        src_ip: ip_text(flow.src_ip),
-        src_port: flow.src_port,
-        dest_ip: ip_text(flow.dest_ip),
-        dest_port: flow.dest_port,
-        proto: proto_name(flow.proto),
-        community_id: community_id(flow),
-        app_proto: app_proto_guess(flow.proto, flow.dest_port).map(str::to_string),
-        host: (!ctx.host.is_empty()).then(|| ctx.host.to_string()),
-        alert: Some(EveAlert {
-            action: "allowed".into(),
-            gid: 1,
-            signature_id,
-            rev,
-            signature,
-            category,
-            severity,
-            metadata,
-        }),
-        flow: Some(eve_flow(ctx, flow, true)),
-        metaids: m,
-    }
+    let start = flow.start_us.unwrap_or(ctx.now_us);
+    let last_packet = start.saturating_add(flow.duration_us as i64);
+    let mut e = header(ctx, flow, "alert", last_packet);
+    e.alert = Some(EveAlert {
+        action: "allowed".into(),
+        gid: 1,
+        signature_id,
+        rev,
+        signature,
+        category,
+        severity,
+        metadata,
+        context: Some(EveAlertContext { metaids: m }),
+    });
+    e.flow = Some(eve_flow(ctx, flow, true));
+    e
 }
 
 /// An `event_type: "flow"` record for any verdict.
 pub fn flow_event(ctx: &AlertContext<'_>, flow: &FlowMeta, v: &Verdict) -> EveEvent {
-    let start = flow.start_us.unwrap_or(ctx.now_us);
-    EveEvent {
-        timestamp: eve_timestamp(start),
-        flow_id: flow.flow_id,
-        event_type: "flow".into(),
-        src_ip: ip_text(flow.src_ip),
-        src_port: flow.src_port,
-        dest_ip: ip_text(flow.dest_ip),
-        dest_port: flow.dest_port,
-        proto: proto_name(flow.proto),
-        community_id: community_id(flow),
-        app_proto: app_proto_guess(flow.proto, flow.dest_port).map(str::to_string),
-        host: (!ctx.host.is_empty()).then(|| ctx.host.to_string()),
-        alert: None,
-        flow: Some(eve_flow(ctx, flow, v.kind != VerdictKind::Benign)),
-        metaids: info(ctx, flow, v, None),
-    }
+    let mut e = header(ctx, flow, "flow", flow.start_us.unwrap_or(ctx.now_us));
+    e.flow = Some(eve_flow(ctx, flow, v.kind != VerdictKind::Benign));
+    e.metaids = Some(info(ctx, flow, v, None));
+    e
 }
 
 #[cfg(test)]
@@ -670,6 +766,7 @@ mod tests {
             dest_ip: Some(dst.parse().expect("ip")),
             dest_port: dp,
             proto,
+            icmp: None,
             start_us: None,
             duration_us: 0.0,
             pkts_toserver: 0,
@@ -693,7 +790,25 @@ mod tests {
             community_id(&udp).as_deref(),
             Some("1:d/FP5EW3wiY1vCndhwleRRKHowQ=")
         );
-        assert_eq!(community_id(&meta("10.0.0.1", 0, "10.0.0.2", 0, 1)), None);
+        // ICMP: the type and code stand in for ports (the specification's echo-request vector).
+        let mut icmp = meta("1.2.3.4", 0, "5.6.7.8", 0, 1);
+        assert_eq!(community_id(&icmp), None, "ICMP without its type and code");
+        icmp.icmp = Some((8, 0));
+        assert_eq!(
+            community_id(&icmp).as_deref(),
+            Some("1:crodRHL2FEsHjbv3UkRrfbs4bZ0=")
+        );
+        assert_eq!(
+            metaids_core::schema::CIC_FLOW_FEATURES[ICMP_CODE],
+            "ICMP Code"
+        );
+        assert_eq!(
+            metaids_core::schema::CIC_FLOW_FEATURES[ICMP_TYPE],
+            "ICMP Type"
+        );
+        assert_eq!(icmp_pair(1, 0.0, 8.0), Some((8, 0)));
+        assert_eq!(icmp_pair(1, -1.0, -1.0), None);
+        assert_eq!(icmp_pair(6, 0.0, 8.0), None);
         let mut unknown = tcp.clone();
         unknown.src_ip = None;
         assert_eq!(community_id(&unknown), None);

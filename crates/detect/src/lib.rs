@@ -35,6 +35,7 @@ pub mod detector;
 pub mod drift;
 pub mod error;
 pub mod eve;
+pub mod feedback;
 pub mod nft;
 pub mod pipeline;
 pub mod sink;
@@ -50,6 +51,9 @@ pub use error::{DetectError, Result};
 pub use eve::{
     eve_timestamp, ip_text, proto_name, stable_flow_id, EveAlert, EveEvent, EveFlow, FlowMeta,
     FrameColumns, MetaidsInfo, Origin,
+};
+pub use feedback::{
+    apply_feedback, find_alert, FeedbackError, FeedbackOutcome, FoundAlert, Judgement,
 };
 pub use metaids_decide::{Threat, SIGNATURE_BASE, UNKNOWN_SIGNATURE_ID};
 pub use metaids_library::{ArmedThreats, ThreatOrigin};

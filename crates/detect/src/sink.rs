@@ -536,6 +536,7 @@ mod tests {
                         dest_ip: dst,
                         dest_port: dport,
                         proto,
+                        icmp: None,
                         start_us: start,
                         duration_us: 0.0,
                         pkts_toserver: 0,

@@ -209,6 +209,24 @@ fn run(inputs: &[PathBuf], rate: RateLimit, threats: Vec<Threat>) -> Run {
     }
 }
 
+/// Suricata's own EVE schema (`etc/schema.json`, test data only: see tests/data/SOURCES.md).
+fn suricata_schema() -> jsonschema::Validator {
+    let path = repo("crates/detect/tests/data/suricata-eve-schema.json");
+    let text = std::fs::read_to_string(&path).expect("schema");
+    let schema: serde_json::Value = serde_json::from_str(&text).expect("schema JSON");
+    jsonschema::options()
+        .with_draft(jsonschema::Draft::Draft202012)
+        .build(&schema)
+        .expect("Suricata's schema compiles")
+}
+
+/// The schema's complaints about `record`, one line each.
+fn schema_errors(v: &jsonschema::Validator, record: &serde_json::Value) -> Vec<String> {
+    v.iter_errors(record)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect()
+}
+
 fn is_suricata_timestamp(s: &str) -> bool {
     // 2026-11-28T23:35:53.123456+0000
     let b = s.as_bytes();
@@ -404,7 +422,11 @@ fn eve_records_verdicts_dedup_and_nftables_script() {
             let ip = e[k].as_str().expect("ip");
             assert!(ip.parse::<std::net::IpAddr>().is_ok(), "{ip}");
         }
-        assert!(e["src_port"].is_u64() && e["dest_port"].is_u64(), "{e}");
+        let icmp = e["proto"].as_str().is_some_and(|p| p.contains("ICMP"));
+        assert!(
+            icmp || (e["src_port"].is_u64() && e["dest_port"].is_u64()),
+            "{e}"
+        );
         assert!(["TCP", "UDP", "ICMP", "IPv6-ICMP"].contains(&e["proto"].as_str().expect("proto")));
         let a = &e["alert"];
         assert_eq!(a["action"], "allowed");
@@ -431,7 +453,7 @@ fn eve_records_verdicts_dedup_and_nftables_script() {
             assert!(md.contains_key(key), "metadata lacks {key}: {e}");
         }
         assert_eq!(md["library_version"][0], "7");
-        let x = &e["metaids"];
+        let x = &e["alert"]["context"]["metaids"];
         let verdict = x["verdict"].as_str().expect("verdict");
         if sid == u64::from(UNKNOWN_SIGNATURE_ID) {
             assert_eq!(a["signature"], "metaids unknown anomaly");
@@ -467,6 +489,52 @@ fn eve_records_verdicts_dedup_and_nftables_script() {
         .copied()
         .unwrap_or(0);
     assert!(guesser >= 1, "{per_key:?}");
+    // Issue 14: every alert is valid under Suricata's own schema; so is every flow record once its
+    // `metaids` object (for which the schema has no open place) is set aside. ICMP flows carry
+    // their type and code, not ports, and have a Community ID.
+    let schema = suricata_schema();
+    for e in &alerts {
+        let errors = schema_errors(&schema, e);
+        assert!(errors.is_empty(), "{errors:?}\n{e}");
+        assert_eq!(
+            e.get("metaids"),
+            None,
+            "alerts keep metaids under alert.context"
+        );
+    }
+    let mut icmp = 0;
+    for f in &flows {
+        let mut plain = (*f).clone();
+        let own = plain
+            .as_object_mut()
+            .expect("object")
+            .remove("metaids")
+            .expect("metaids");
+        let errors = schema_errors(&schema, &plain);
+        assert!(errors.is_empty(), "{errors:?}\n{f}");
+        // metaids.threat only on threat verdicts; the nearest threat otherwise.
+        if own["verdict"] == "threat" {
+            assert_eq!(own["threat"], name.as_str(), "{f}");
+        } else {
+            assert!(own.get("threat").is_none(), "{f}");
+            assert_eq!(own["nearest_threat"], name.as_str(), "{f}");
+        }
+        if f["proto"] == "ICMP" {
+            icmp += 1;
+            assert!(f["icmp_type"].is_u64() && f["icmp_code"].is_u64(), "{f}");
+            assert!(
+                f.get("src_port").is_none() && f.get("dest_port").is_none(),
+                "{f}"
+            );
+            assert!(f["community_id"].is_string(), "{f}");
+        }
+    }
+    assert!(icmp > 0, "nmap_80_all.pcap has ICMP flows");
+    // A record the schema must refuse: the test is not vacuous.
+    let mut bad = alerts[0].clone();
+    bad["alert"]["severity"] = serde_json::json!("high");
+    bad["unexpected"] = serde_json::json!(1);
+    assert!(schema_errors(&schema, &bad).len() >= 2);
     for f in &flows {
         assert!(f["flow"]["pkts_toserver"].is_u64() && f["flow"]["age"].is_u64());
         assert!(is_suricata_timestamp(

@@ -158,6 +158,26 @@ pub enum LibraryError {
         /// The guard's figures.
         report: Box<EnrolmentReport>,
     },
+    /// A baseline was asked for a library that has one, without asking to replace it.
+    #[error("{} already has a baseline (from version {profile}, {flows_kept} flows, budget {budget}): pass --update (API: update=true) to learn a new one (the old one stays in the history)", path.display())]
+    BaselineExists {
+        /// The library file.
+        path: PathBuf,
+        /// The version whose profile is current.
+        profile: u64,
+        /// Flows it kept.
+        flows_kept: usize,
+        /// Its budget.
+        budget: f64,
+    },
+    /// The baseline window looks like attack traffic: the library's threats flag most of it.
+    #[error("{flagged} of the {total} baseline flows ({:.1}%) are flagged by the library's threats: the window looks like attack traffic, not the site's benign traffic. Choose another window, or pass --force (API: force=true)", 100.0 * *flagged as f64 / (*total).max(1) as f64)]
+    AttackWindow {
+        /// Flows a threat flags.
+        flagged: usize,
+        /// Flows in the window.
+        total: usize,
+    },
     /// A value given to the library is out of range or malformed.
     #[error("invalid {field}: {message}")]
     Invalid {

@@ -5,15 +5,16 @@
 //! reference flows than the false-positive budget allows is refused unless forced. Threats are shared
 //! as JSON documents tied to the model they belong to.
 //!
-//! This crate neither reads flow files nor embeds new flows (the caller does, with `metaids-model`);
-//! it embeds kept flows again only to follow a change of the site adaptation ([`reembed`]). It does
-//! not detect: the detector scores flows with [`Threat::flags`] / [`Threat::margin`].
+//! This crate does not read flow files (the caller does); it embeds flows the caller read only to
+//! learn a site profile ([`learn`]) or to follow a change of the site adaptation ([`reembed`]). It
+//! does not detect: the detector scores flows with [`Threat::flags`] / [`Threat::margin`].
 
 #![forbid(unsafe_code)]
 
 pub mod armed;
 pub mod error;
 pub mod exchange;
+pub mod learn;
 pub mod reembed;
 pub mod store;
 /// Threats, their fit and the enrolment guard: the decision core's (one `Threat` type in the
@@ -24,6 +25,7 @@ mod time;
 pub use armed::{ArmedThreats, ThreatOrigin};
 pub use error::{LibraryError, Result};
 pub use exchange::{ImportSummary, ThreatDocument, DOCUMENT_FORMAT, DOCUMENT_VERSION};
+pub use learn::{learn_site_profile, source_addresses, LearnOptions, LearntProfile, ATTACK_WINDOW};
 pub use metaids_decide::threat::{
     EnrolOptions, EnrolmentReport, FlowValues, SupportFlow, Threat, ThreatDraft, SIGNATURE_BASE,
 };

@@ -139,6 +139,14 @@ pub struct Enrolment {
     pub threat: Threat,
 }
 
+impl Enrolment {
+    /// The result of a change that stored `threat` (new or changed) in `version`.
+    fn stamped(version: u64, mut threat: Threat) -> Self {
+        threat.revision = version;
+        Enrolment { version, threat }
+    }
+}
+
 /// Ids assigned so far, within one write transaction.
 struct Ids {
     used: BTreeSet<u32>,
@@ -578,10 +586,12 @@ impl ThreatLibrary {
                 used,
                 new: Vec::new(),
             };
+            let before = snapshot.threats.clone();
             let mut threats = snapshot.threats;
             let (description, out) = change(&mut threats, &mut ids)?;
             threats.sort_by_key(|t| t.id);
             let version = latest + 1;
+            stamp_revisions(&before, &mut threats, version);
             let site = match site {
                 SiteChange::Keep => snapshot.site,
                 SiteChange::Restore(s) => s,
@@ -730,7 +740,7 @@ impl ThreatLibrary {
                 threat,
             ))
         })?;
-        Ok(Enrolment { version, threat })
+        Ok(Enrolment::stamped(version, threat))
     }
 
     /// Removes the threat `name`: a new version without it (its id is never reused).
@@ -787,6 +797,75 @@ impl ThreatLibrary {
             Ok((format!("rollback to version {version}"), ()))
         })?;
         Ok(v)
+    }
+
+    /// Makes a new version in which the threat `name` is as it was in `version` (its support,
+    /// negatives, details and id), the other threats unchanged: it replaces the threat of that name
+    /// or comes back if it was removed since. When the site adaptation changed since `version`, its
+    /// flows are embedded again under the current one (flows without feature values are dropped, as
+    /// a baseline does); under a site profile the threats are calibrated jointly again, as `add` does.
+    pub fn rollback_threat(
+        &self,
+        model: &ThreatModel,
+        name: &str,
+        version: u64,
+        author: &str,
+    ) -> Result<Enrolment> {
+        self.check_model(model)?;
+        let old = self.version(version)?;
+        let old_adaptation = self.profile(&old)?.and_then(|p| p.adaptation);
+        let Some(mut restored) = old.threats.iter().find(|t| t.name == name).cloned() else {
+            return Err(self.unknown(&old.threats, name, version));
+        };
+        let (reference, profile) = self.reference(model)?;
+        let adaptation = profile.as_ref().and_then(|p| p.adaptation.clone());
+        if adaptation != old_adaptation {
+            let normaliser = model.site_normaliser(adaptation.as_ref())?;
+            reembed_threats(model, &normaliser, std::slice::from_mut(&mut restored))?;
+        }
+        let (v, threat) = self.commit(author, |threats, _| {
+            let replaced = threats.iter().position(|t| t.name == name);
+            if let Some(other) = threats
+                .iter()
+                .find(|t| t.id == restored.id && t.name != name)
+            {
+                return Err(LibraryError::Invalid {
+                    field: "name".into(),
+                    message: format!(
+                        "threat id {} now belongs to {:?}: rename conflicts are not rolled back",
+                        restored.id, other.name
+                    ),
+                });
+            }
+            let note = match replaced {
+                Some(i) if threats[i].id != restored.id => format!(
+                    ", replacing the later threat of that name (id {})",
+                    threats[i].id
+                ),
+                Some(_) => String::new(),
+                None => ", restored after its removal".to_string(),
+            };
+            match replaced {
+                Some(i) => threats[i] = restored.clone(),
+                None => threats.push(restored.clone()),
+            }
+            if let Some(p) = &profile {
+                rejoin(&reference, threats, p.budget)?;
+            }
+            let t = threats
+                .iter()
+                .find(|t| t.id == restored.id)
+                .cloned()
+                .ok_or_else(|| self.unknown(threats, name, version))?;
+            Ok((
+                format!(
+                    "rollback {name} (id {}) to version {version}{note}",
+                    restored.id
+                ),
+                t,
+            ))
+        })?;
+        Ok(Enrolment::stamped(v, threat))
     }
 
     /// The site profile `version` is calibrated on (`None`: none), checked against the library's
@@ -846,7 +925,7 @@ impl ThreatLibrary {
             profile.calibration_rows(),
             profile.budget
         );
-        let (version, (threats, report, reembedded)) =
+        let (version, (_, report, reembedded)) =
             self.commit_with(author, SiteChange::New(profile, sources), |threats, _| {
                 let reembedded = if follow {
                     Some(reembed_threats(model, &normaliser, threats)?)
@@ -857,6 +936,8 @@ impl ThreatLibrary {
                 *threats = refit;
                 Ok((description, (threats.clone(), report, reembedded)))
             })?;
+        // The threats as stored (their revisions stamped).
+        let threats = self.version(version)?.threats;
         Ok(Baseline {
             version,
             threats,
@@ -913,7 +994,7 @@ impl ThreatLibrary {
                 t.ok_or_else(|| self.unknown(threats, name, 0))?,
             ))
         })?;
-        Ok(Enrolment { version, threat })
+        Ok(Enrolment::stamped(version, threat))
     }
 
     /// Feedback `--confirm`: adds `flows` to the threat's support and refits it (guarded).
@@ -1472,6 +1553,18 @@ fn model_fpr(
 
 /// Refits every threat jointly on the site profile (after a change to one of them); each report
 /// describes the threshold kept.
+/// Sets `revision` to `version` on every threat that is new or differs from its copy in `before`
+/// (same id; a restored older copy differs in its revision at least): EVE `alert.rev` then only
+/// goes up, through refits, edits, joint recalibration and rollbacks alike.
+fn stamp_revisions(before: &[Threat], threats: &mut [Threat], version: u64) {
+    for t in threats.iter_mut() {
+        let unchanged = before.iter().find(|b| b.id == t.id).is_some_and(|b| b == t);
+        if !unchanged {
+            t.revision = version;
+        }
+    }
+}
+
 fn rejoin(reference: &BenignReference, threats: &mut [Threat], budget: f64) -> Result<()> {
     let (refit, _) = calibrate_jointly(reference, threats, budget)?;
     for (t, r) in threats.iter_mut().zip(refit) {

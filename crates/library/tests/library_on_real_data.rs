@@ -308,6 +308,18 @@ fn a_library_refuses_another_model_and_its_documents() {
     ));
 }
 
+/// Threats without their revisions (a rollback restores content; the revision, EVE `alert.rev`,
+/// still goes up).
+fn unrevised(threats: &[Threat]) -> Vec<Threat> {
+    threats
+        .iter()
+        .map(|t| Threat {
+            revision: 0,
+            ..t.clone()
+        })
+        .collect()
+}
+
 #[test]
 fn rollback_restores_an_earlier_version_as_a_new_one() {
     let m = model();
@@ -339,7 +351,11 @@ fn rollback_restores_an_earlier_version_as_a_new_one() {
     let v5 = lib.rollback(both.version, "tester").expect("rollback");
     assert!(v5 > v4);
     let now = lib.current().expect("current");
-    assert_eq!(now.threats, both.threats);
+    assert_eq!(unrevised(&now.threats), unrevised(&both.threats));
+    // rev goes up through a rollback for the threat it brought back; the other is untouched.
+    let rev = |v: &metaids_library::LibraryVersion, n: &str| v.threat(n).expect(n).revision;
+    assert!(rev(&now, "ssh") > rev(&both, "ssh"));
+    assert_eq!(rev(&now, "slowhttp"), rev(&both, "slowhttp"));
     assert_eq!(now.parent, Some(v4));
     assert!(now
         .change
@@ -366,6 +382,71 @@ fn rollback_restores_an_earlier_version_as_a_new_one() {
     assert!(h.last().expect("last").current);
     assert!(matches!(
         lib.rollback(99, "t"),
+        Err(LibraryError::UnknownVersion { .. })
+    ));
+}
+
+#[test]
+fn one_threat_rolls_back_and_the_others_stay() {
+    let m = model();
+    let path = fresh("rollback-one.redb");
+    let lib = ThreatLibrary::create(&path, m).expect("create");
+    let ssh = lib
+        .add(
+            m,
+            &draft("ssh", flows("SSH-Patator", 5, 7)),
+            EnrolOptions::default(),
+        )
+        .expect("ssh");
+    let before = lib.current().expect("current");
+    // Later: ssh gets a negative example, and another threat arrives.
+    let negative = flows("DoS Slowhttptest", 1, 3);
+    lib.add_negative(m, "ssh", negative, "tester", EnrolOptions::default())
+        .expect("reject");
+    lib.add(
+        m,
+        &draft("slowhttp", flows("DoS Slowhttptest", 5, 8)),
+        EnrolOptions::default(),
+    )
+    .expect("slowhttp");
+    let later = lib.current().expect("current");
+    assert_eq!(later.threat("ssh").expect("ssh").negatives.len(), 1);
+
+    let back = lib
+        .rollback_threat(m, "ssh", before.version, "tester")
+        .expect("rollback ssh");
+    let now = lib.current().expect("current");
+    assert_eq!(now.version, back.version);
+    let one = |v: &metaids_library::LibraryVersion, name: &str| {
+        unrevised(std::slice::from_ref(v.threat(name).expect("threat")))
+    };
+    assert_eq!(one(&now, "ssh"), one(&before, "ssh"), "ssh as it was");
+    assert!(now.threat("ssh").expect("ssh").revision > later.threat("ssh").expect("ssh").revision);
+    assert_eq!(back.threat.id, ssh.threat.id);
+    assert_eq!(
+        now.threat("slowhttp"),
+        later.threat("slowhttp"),
+        "the others untouched"
+    );
+    assert!(now.change.contains(&format!(
+        "rollback ssh (id {}) to version {}",
+        ssh.threat.id, before.version
+    )));
+
+    // Removed since: it comes back with its id.
+    lib.remove("ssh", "tester").expect("remove");
+    lib.rollback_threat(m, "ssh", before.version, "tester")
+        .expect("restore");
+    let restored = lib.current().expect("current");
+    assert_eq!(one(&restored, "ssh"), one(&before, "ssh"));
+    assert!(restored.change.contains("restored after its removal"));
+    // A threat the version did not have, and a version that does not exist.
+    assert!(matches!(
+        lib.rollback_threat(m, "slowhttp", before.version, "t"),
+        Err(LibraryError::UnknownThreat { .. })
+    ));
+    assert!(matches!(
+        lib.rollback_threat(m, "ssh", 99, "t"),
         Err(LibraryError::UnknownVersion { .. })
     ));
 }
@@ -399,7 +480,8 @@ fn export_then_import_gives_bit_identical_threats() {
         lib.current().expect("a").threats,
         lib2.current().expect("b").threats,
     );
-    assert_eq!(a, b);
+    // Equal but for the revision, which each library stamps with its own version numbers.
+    assert_eq!(unrevised(&a), unrevised(&b));
     let bits = |ts: &[Threat]| -> Vec<u32> {
         ts.iter()
             .flat_map(|t| {
@@ -642,6 +724,7 @@ fn a_writer_killed_mid_commit_leaves_the_last_committed_version_intact() {
                     let same = Threat {
                         id: e.threat.id,
                         signature_id: e.threat.signature_id,
+                        revision: e.threat.revision,
                         ..t.clone()
                     };
                     assert_eq!(same, e.threat);
@@ -708,7 +791,18 @@ proptest! {
                     prop_assert_eq!(now.version, v);
                     prop_assert_eq!(now.parent, Some(before.version));
                     if let Op::Rollback(old) = o {
-                        prop_assert_eq!(now.threats, lib.version(old as u64 + 1).expect("old").threats);
+                        prop_assert_eq!(unrevised(&now.threats), unrevised(&lib.version(old as u64 + 1).expect("old").threats));
+                    }
+                    // EVE alert.rev only goes up: a threat's revision never falls, and one that
+                    // changed was stamped with this version.
+                    for t in &now.threats {
+                        prop_assert!(t.revision > 0 && t.revision <= v);
+                        if let Some(b) = before.threats.iter().find(|b| b.id == t.id) {
+                            prop_assert!(t.revision >= b.revision);
+                            if unrevised(std::slice::from_ref(t)) != unrevised(std::slice::from_ref(b)) {
+                                prop_assert_eq!(t.revision, v);
+                            }
+                        }
                     }
                 }
                 Err(LibraryError::DuplicateName { .. }
@@ -816,7 +910,7 @@ fn baseline_refits_threats_on_the_site_profile_and_rolls_back() {
     lib.rollback(before.version, "tester").expect("rollback");
     let back = lib.current().expect("current");
     assert!(back.site.is_none());
-    assert_eq!(back.threats, before.threats);
+    assert_eq!(unrevised(&back.threats), unrevised(&before.threats));
     // A profile of another embedding size is refused, and the library is unchanged.
     let mut wrong = profile.clone();
     wrong.dim += 1;

@@ -20,8 +20,14 @@ use metaids_model::ThreatModel;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use metaids_detect::{
+    apply_feedback, find_alert, FeedbackError, FeedbackOutcome, FoundAlert, Judgement,
+};
+
 use crate::auth::{Role, Tokens};
-use crate::enrol::{enrol_from_capture, EnrolFailure, EnrolRequest};
+use crate::enrol::{
+    baseline_from_capture, enrol_from_capture, BaselineRequest, EnrolFailure, EnrolRequest,
+};
 use crate::state::{threat_json, ArmedView, RouteLabel, Shared};
 
 /// The OpenAPI document of this API (served at `/api/v1/openapi.json`).
@@ -39,6 +45,8 @@ pub struct Api {
     pub tokens: Arc<Tokens>,
     /// The threat library file.
     pub library: PathBuf,
+    /// The EVE file (feedback on an alert no longer among the recent ones reads it).
+    pub eve: PathBuf,
     /// The model (library identity checks).
     pub model: Arc<ThreatModel>,
 }
@@ -322,14 +330,7 @@ async fn enrol(
 ) -> ApiResult {
     let author = authorize(&api, &headers, Role::Write)?;
     let Query(q) = query.map_err(query_problem)?;
-    let bytes = body.map_err(|e| {
-        let status = if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            StatusCode::PAYLOAD_TOO_LARGE
-        } else {
-            StatusCode::BAD_REQUEST
-        };
-        Problem::new(status, format!("body: {}", e.body_text()))
-    })?;
+    let bytes = body.map_err(body_problem)?;
     let req = EnrolRequest {
         name: q.name,
         select: q.select.unwrap_or_default(),
@@ -380,6 +381,15 @@ struct RollbackBody {
     version: u64,
 }
 
+fn body_problem(e: BytesRejection) -> Problem {
+    let status = if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        StatusCode::PAYLOAD_TOO_LARGE
+    } else {
+        StatusCode::BAD_REQUEST
+    };
+    Problem::new(status, format!("body: {}", e.body_text()))
+}
+
 fn json_problem(e: JsonRejection) -> Problem {
     let status = if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
         StatusCode::PAYLOAD_TOO_LARGE
@@ -403,6 +413,150 @@ async fn rollback(
     })
     .await?;
     Ok(Json(json!({ "library_version": version, "restored": body.version })).into_response())
+}
+
+/// `POST /threats/{name}/rollback` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ThreatRollbackBody {
+    /// The version whose copy of the threat the new version takes.
+    version: u64,
+}
+
+/// Restores one threat as it was in an earlier version; the others stay as they are.
+async fn rollback_threat(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    body: std::result::Result<Json<ThreatRollbackBody>, JsonRejection>,
+) -> ApiResult {
+    let author = authorize(&api, &headers, Role::Write)?;
+    let Json(body) = body.map_err(json_problem)?;
+    let done = change(api, move |api| {
+        open_write(api)?
+            .rollback_threat(&api.model, &name, body.version, &format!("api:{author}"))
+            .map_err(|e| match e {
+                e @ LibraryError::Invalid { .. } => {
+                    Problem::new(StatusCode::CONFLICT, e.to_string())
+                }
+                e => library_problem(e),
+            })
+    })
+    .await?;
+    let mut v = threat_json(&done.threat);
+    v["library_version"] = json!(done.version);
+    v["restored_from"] = json!(body.version);
+    Ok(Json(v).into_response())
+}
+
+/// `POST /feedback` body.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FeedbackBody {
+    /// The alert's `metaids.alert_id`.
+    alert: String,
+    /// `confirm` or `reject`.
+    verdict: String,
+    /// The threat the flow belongs to (needed for unknown-anomaly alerts).
+    threat: Option<String>,
+    /// Store a doubtful confirmation, or a refit the guard refuses.
+    force: Option<bool>,
+}
+
+/// An analyst's verdict on an alert (from the recent alerts, else from the EVE file): the flow
+/// becomes a support (`confirm`) or negative (`reject`) example of its threat, as `metaids
+/// feedback` does.
+async fn feedback(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    body: std::result::Result<Json<FeedbackBody>, JsonRejection>,
+) -> ApiResult {
+    let author = authorize(&api, &headers, Role::Write)?;
+    let Json(body) = body.map_err(json_problem)?;
+    let judgement = match body.verdict.as_str() {
+        "confirm" => Judgement::Confirm,
+        "reject" => Judgement::Reject,
+        other => {
+            return Err(Problem::new(
+                StatusCode::BAD_REQUEST,
+                format!("verdict: expected \"confirm\" or \"reject\", found {other:?}"),
+            ))
+        }
+    };
+    if body.alert.is_empty() || body.alert.len() > 128 {
+        return Err(Problem::new(
+            StatusCode::BAD_REQUEST,
+            "alert: expected an alert id (<run id>-<sequence>)",
+        ));
+    }
+    let recent = api.shared.find_alert(&body.alert);
+    let (status, out) = change(api, move |api| {
+        let alert = match recent {
+            Some(line) => FoundAlert {
+                event: serde_json::from_str(&line).map_err(|e| {
+                    Problem::new(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        format!("recent alert {} does not parse: {e}", body.alert),
+                    )
+                })?,
+                place: format!("{} (recent alerts)", api.eve.display()),
+            },
+            None => find_alert(&api.eve, &body.alert).map_err(feedback_problem)?,
+        };
+        let lib = open_write(api)?;
+        let outcome = apply_feedback(
+            &lib,
+            &api.model,
+            &alert,
+            judgement,
+            body.threat.as_deref(),
+            body.force.unwrap_or(false),
+            &format!("api:{author}"),
+        )
+        .map_err(feedback_problem)?;
+        Ok(match outcome {
+            FeedbackOutcome::AlreadyRecorded(what) => {
+                (StatusCode::OK, json!({ "changed": false, "detail": what }))
+            }
+            FeedbackOutcome::Applied {
+                enrolment,
+                forced_doubt,
+            } => {
+                let mut v = threat_json(&enrolment.threat);
+                v["changed"] = json!(true);
+                v["library_version"] = json!(enrolment.version);
+                v["forced_doubt"] = json!(forced_doubt);
+                v["guard"] = serde_json::to_value(&enrolment.threat.report).unwrap_or(Value::Null);
+                (StatusCode::OK, v)
+            }
+        })
+    })
+    .await?;
+    Ok((status, Json(out)).into_response())
+}
+
+fn feedback_problem(e: FeedbackError) -> Problem {
+    let e = match e {
+        FeedbackError::Library(l)
+            if !matches!(
+                l,
+                LibraryError::Refused { .. } | LibraryError::Contradiction { .. }
+            ) =>
+        {
+            return library_problem(l)
+        }
+        e => e,
+    };
+    let status = match &e {
+        FeedbackError::NotFound { .. } => StatusCode::NOT_FOUND,
+        FeedbackError::NotAlert { .. } | FeedbackError::NoThreat { .. } => StatusCode::BAD_REQUEST,
+        FeedbackError::Library(LibraryError::Contradiction { .. }) => StatusCode::CONFLICT,
+        FeedbackError::Mismatch(_) | FeedbackError::Doubt { .. } | FeedbackError::Library(_) => {
+            StatusCode::UNPROCESSABLE_ENTITY
+        }
+        FeedbackError::Read { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    Problem::new(status, e.to_string())
 }
 
 /// `GET /alerts` query.
@@ -465,6 +619,83 @@ async fn baseline(State(api): State<Api>, headers: HeaderMap) -> ApiResult {
     Ok(Json(body).into_response())
 }
 
+/// `POST /baseline` query: how the profile is learnt from the uploaded capture (defaults as
+/// `metaids baseline`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BaselineQuery {
+    select: Option<String>,
+    budget: Option<f64>,
+    per_source_cap: Option<f64>,
+    prototype_share: Option<f64>,
+    seed: Option<u64>,
+    adapt: Option<String>,
+    update: Option<bool>,
+    force: Option<bool>,
+}
+
+/// Learns the site profile from the capture in the body (the site's benign traffic) and stores it
+/// with every threat refit on it; the worker arms it at its next micro-batch.
+async fn learn_baseline(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    query: std::result::Result<Query<BaselineQuery>, QueryRejection>,
+    body: std::result::Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let author = authorize(&api, &headers, Role::Write)?;
+    let Query(q) = query.map_err(query_problem)?;
+    let bytes = body.map_err(body_problem)?;
+    let defaults = metaids_decide::ProfileOptions::default();
+    let adapt = match q.adapt.as_deref().unwrap_or("normaliser") {
+        "normaliser" => true,
+        "none" => false,
+        other => {
+            return Err(Problem::new(
+                StatusCode::BAD_REQUEST,
+                format!("adapt: expected normaliser or none, found {other:?}"),
+            ))
+        }
+    };
+    let force = q.force.unwrap_or(false);
+    let req = BaselineRequest {
+        select: q.select.unwrap_or_default(),
+        options: metaids_library::LearnOptions {
+            profile: metaids_decide::ProfileOptions {
+                budget: q.budget.unwrap_or(defaults.budget),
+                per_source_cap: q.per_source_cap.unwrap_or(defaults.per_source_cap),
+                prototype_share: q.prototype_share.unwrap_or(defaults.prototype_share),
+                seed: q.seed.unwrap_or(defaults.seed),
+                force,
+                ..defaults
+            },
+            adapt,
+            update: q.update.unwrap_or(false),
+            force,
+        },
+        author: format!("api:{author}"),
+    };
+    let done = change(api, move |api| {
+        baseline_from_capture(&api.model, &api.library, &bytes, &req).map_err(|e| match e {
+            EnrolFailure::Bad(m) => Problem::new(StatusCode::BAD_REQUEST, m),
+            EnrolFailure::Refused(_) => {
+                Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "refused by the guard")
+            }
+            EnrolFailure::Library(e @ LibraryError::BaselineExists { .. }) => {
+                Problem::new(StatusCode::CONFLICT, e.to_string())
+            }
+            EnrolFailure::Library(e @ LibraryError::AttackWindow { .. }) => {
+                Problem::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
+            }
+            EnrolFailure::Library(e @ LibraryError::Invalid { .. }) => {
+                Problem::new(StatusCode::BAD_REQUEST, e.to_string())
+            }
+            EnrolFailure::Library(e) => library_problem(e),
+        })
+    })
+    .await?;
+    Ok((StatusCode::CREATED, Json(done)).into_response())
+}
+
 async fn openapi() -> Response {
     ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
 }
@@ -523,9 +754,11 @@ pub fn router(api: Api, max_body_bytes: usize) -> Router {
         .route("/api/v1/threats/{name}", get(threat).delete(remove_threat))
         .route("/api/v1/threats/{name}/history", get(threat_history))
         .route("/api/v1/history", get(history))
+        .route("/api/v1/threats/{name}/rollback", post(rollback_threat))
         .route("/api/v1/rollback", post(rollback))
+        .route("/api/v1/feedback", post(feedback))
         .route("/api/v1/alerts", get(alerts))
-        .route("/api/v1/baseline", get(baseline))
+        .route("/api/v1/baseline", get(baseline).post(learn_baseline))
         .route("/api/v1/openapi.json", get(openapi))
         .route("/metrics", get(metrics))
         .route_layer(middleware::from_fn_with_state(api.clone(), count_requests))

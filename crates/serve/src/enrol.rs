@@ -1,6 +1,8 @@
-//! Enrolment through the API: a threat from K flows of an uploaded capture, chosen by a flow
+//! Library changes from an uploaded capture. Enrolment: a threat from K flows, chosen by a flow
 //! filter and a seeded draw, embedded under the library's site adaptation and guarded exactly as
 //! `metaids threat add --pcap` does (the library's `add`: refused past the budget unless forced).
+//! Baseline: the site profile learnt from the capture's flows as `metaids baseline --pcap` learns
+//! it (the library's `learn_site_profile` and `baseline`).
 
 use std::io::Cursor;
 
@@ -8,7 +10,10 @@ use metaids_core::episode::seeded_subsample;
 use metaids_flow::{
     for_each_flow, CaptureSource, FlowConfig, FlowRecord, FlowSelector, FrameBuilder, ReaderConfig,
 };
-use metaids_library::{EnrolOptions, Enrolment, LibraryError, ThreatDraft, ThreatLibrary};
+use metaids_library::{
+    learn_site_profile, source_addresses, EnrolOptions, Enrolment, LearnOptions, LibraryError,
+    ThreatDraft, ThreatLibrary,
+};
 use metaids_model::ThreatModel;
 
 /// Most flows of an upload that a filter may select (as `threat add`).
@@ -56,21 +61,40 @@ impl From<metaids_flow::FlowError> for EnrolFailure {
     }
 }
 
-/// Enrols `req` from the capture `bytes` into the library at `path` (opened for writing).
-pub fn enrol_from_capture(
-    model: &ThreatModel,
-    path: &std::path::Path,
-    bytes: &[u8],
-    req: &EnrolRequest,
-) -> Result<Enrolment, EnrolFailure> {
-    if req.shots == 0 || req.shots > 1000 {
+/// Largest capture a gzip-compressed upload may expand to.
+pub const MAX_DECOMPRESSED: u64 = 512 << 20;
+
+/// The capture in an upload: the bytes, or what they expand to when gzip-compressed (at most
+/// [`MAX_DECOMPRESSED`]).
+fn capture_bytes(bytes: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, EnrolFailure> {
+    use std::io::Read;
+    if !bytes.starts_with(&[0x1f, 0x8b]) {
+        return Ok(std::borrow::Cow::Borrowed(bytes));
+    }
+    let mut out = Vec::new();
+    flate2::read::MultiGzDecoder::new(bytes)
+        .take(MAX_DECOMPRESSED + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| EnrolFailure::Bad(format!("body: gzip data does not decompress: {e}")))?;
+    if out.len() as u64 > MAX_DECOMPRESSED {
         return Err(EnrolFailure::Bad(format!(
-            "shots: expected 1 to 1000, found {}",
-            req.shots
+            "body: the gzip-compressed capture expands past {MAX_DECOMPRESSED} bytes"
         )));
     }
+    Ok(std::borrow::Cow::Owned(out))
+}
+
+/// The flows of the uploaded capture `bytes` (pcap or pcapng, plain or gzip-compressed) that the
+/// flow filter `select` matches (empty: all), as a frame with identifiers, and each one's
+/// `(source, locator)`. At most [`MAX_SELECTED`].
+pub fn flows_of_upload(
+    bytes: &[u8],
+    select: &str,
+) -> Result<(metaids_core::FlowFrame, Vec<(String, String)>), EnrolFailure> {
+    let bytes = capture_bytes(bytes)?;
+    let bytes: &[u8] = &bytes;
     let selector =
-        FlowSelector::parse(&req.select).map_err(|e| EnrolFailure::Bad(format!("select: {e}")))?;
+        FlowSelector::parse(select).map_err(|e| EnrolFailure::Bad(format!("select: {e}")))?;
     let mut source = CaptureSource::new(
         Cursor::new(bytes),
         "upload",
@@ -103,12 +127,27 @@ pub fn enrol_from_capture(
     }
     if locators.is_empty() {
         return Err(EnrolFailure::Bad(format!(
-            "select: no flow of the capture ({} flows) matches {:?}",
-            report.flows(),
-            req.select
+            "select: no flow of the capture ({} flows) matches {select:?}",
+            report.flows()
         )));
     }
-    let frame = rows.take();
+    Ok((rows.take(), locators))
+}
+
+/// Enrols `req` from the capture `bytes` into the library at `path` (opened for writing).
+pub fn enrol_from_capture(
+    model: &ThreatModel,
+    path: &std::path::Path,
+    bytes: &[u8],
+    req: &EnrolRequest,
+) -> Result<Enrolment, EnrolFailure> {
+    if req.shots == 0 || req.shots > 1000 {
+        return Err(EnrolFailure::Bad(format!(
+            "shots: expected 1 to 1000, found {}",
+            req.shots
+        )));
+    }
+    let (frame, locators) = flows_of_upload(bytes, &req.select)?;
     let all: Vec<usize> = (0..frame.len()).collect();
     let chosen = seeded_subsample(&all, req.shots, req.seed);
     let lib = ThreatLibrary::open(path, model).map_err(EnrolFailure::Library)?;
@@ -137,4 +176,61 @@ pub fn enrol_from_capture(
         Err(LibraryError::Refused { report, .. }) => Err(EnrolFailure::Refused(report)),
         Err(e) => Err(EnrolFailure::Library(e)),
     }
+}
+
+/// What `POST /baseline` learns from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BaselineRequest {
+    /// Flow filter (empty: every flow).
+    pub select: String,
+    /// Budget, per-source cap, prototype share, seed, adaptation, update, force.
+    pub options: LearnOptions,
+    /// Who asks (recorded as the author).
+    pub author: String,
+}
+
+/// Learns the site profile from the capture `bytes` and stores it in the library at `path` with
+/// every threat refit on it: the new version, the profile's figures and the joint calibration.
+pub fn baseline_from_capture(
+    model: &ThreatModel,
+    path: &std::path::Path,
+    bytes: &[u8],
+    req: &BaselineRequest,
+) -> Result<serde_json::Value, EnrolFailure> {
+    let (frame, _) = flows_of_upload(bytes, &req.select)?;
+    let rows: Vec<usize> = (0..frame.len()).collect();
+    let sources = source_addresses(&frame, &rows);
+    let lib = ThreatLibrary::open(path, model).map_err(EnrolFailure::Library)?;
+    let learnt = learn_site_profile(model, Some(&lib), &frame, &rows, &sources, req.options)
+        .map_err(EnrolFailure::Library)?;
+    let p = &learnt.profile;
+    let b = lib
+        .baseline(model, p, vec!["api upload".to_string()], &req.author)
+        .map_err(EnrolFailure::Library)?;
+    let r = &b.report;
+    Ok(serde_json::json!({
+        "library_version": b.version,
+        "flows_offered": p.flows_offered,
+        "flows_kept": p.flows_kept,
+        "per_source_cap": p.per_source_cap,
+        "capped_sources": p.capped.len(),
+        "calibration_rows": p.calibration_rows(),
+        "budget": p.budget,
+        "adaptation": p.adaptation.is_some(),
+        "flagged_before": learnt.flagged_before,
+        "reembedded_flows": b.reembedded.as_ref().map(|x| x.flows),
+        "joint": {
+            "rows": r.rows,
+            "level": r.level,
+            "threat_flagged": r.threat_flagged,
+            "unknown_flagged": r.unknown_flagged,
+            "fpr": r.fpr,
+        },
+        "threats": b.threats.iter().zip(&r.support_flagged).map(|(t, (k, n))| serde_json::json!({
+            "name": t.name,
+            "threshold": t.threshold,
+            "support_flagged": k,
+            "support": n,
+        })).collect::<Vec<_>>(),
+    }))
 }

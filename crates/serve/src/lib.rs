@@ -79,6 +79,7 @@ pub fn run(config: ServeConfig) -> Result<Summary> {
         shared: Arc::clone(&shared),
         tokens: Arc::new(tokens),
         library: cfg.library.clone(),
+        eve: cfg.eve.clone(),
         model,
     };
     let app = api::router(api, cfg.config.max_body_bytes);

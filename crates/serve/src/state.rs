@@ -215,6 +215,16 @@ impl RecentAlerts {
         self.next += 1;
     }
 
+    /// The held alert whose `metaids.alert_id` is `id` (alert ids hold no JSON escapes).
+    pub fn find(&self, id: &str) -> Option<Arc<str>> {
+        let needle = format!("\"alert_id\":\"{id}\"");
+        self.ring
+            .iter()
+            .rev()
+            .find(|(_, line)| line.contains(&needle))
+            .map(|(_, line)| Arc::clone(line))
+    }
+
     /// Alerts with a sequence above `since`, at most `limit`.
     pub fn page(&self, since: u64, limit: usize) -> AlertPage {
         let oldest = self.ring.front().map_or(self.next, |(s, _)| *s);
@@ -371,6 +381,11 @@ impl Shared {
     /// Adds an alert line.
     pub fn push_alert(&self, line: Arc<str>) {
         lock(&self.alerts).push(line);
+    }
+
+    /// The recent alert with the id `id`, if still held.
+    pub fn find_alert(&self, id: &str) -> Option<Arc<str>> {
+        lock(&self.alerts).find(id)
     }
 
     /// A page of recent alerts.

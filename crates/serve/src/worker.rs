@@ -16,7 +16,7 @@ use metaids_model::ThreatModel;
 use crate::config::Checked;
 use crate::error::{Result, ServeError};
 use crate::eve_log::{lock, reopen_if_asked, EveLog, ServiceSink};
-use crate::state::{KindLabel, Shared};
+use crate::state::Shared;
 use crate::watch::{scan, Candidate, FileRecord, Progress};
 
 /// Arms the current version of `library` for `model` (threats, site profile and its adaptation).
@@ -210,15 +210,12 @@ impl Worker {
         Ok(())
     }
 
-    /// One EVE `stats` record (Suricata's shape: `stats.uptime`, `decoder.pkts`, `flow`,
-    /// `detect.alert`, with metaids' own figures under `stats.metaids`).
+    /// One EVE `stats` record in Suricata's shape (`uptime`, `decoder.pkts`, `flow.total`,
+    /// `detect.alert`, `detect.alerts_suppressed`), valid under Suricata's schema, which allows
+    /// nothing else there: metaids' own figures (verdicts by kind, files, reloads, drift) are on
+    /// `/metrics`.
     fn write_stats(&mut self) -> Result<()> {
         let m = &self.shared.metrics;
-        let kind = |k: &str| {
-            m.verdicts
-                .get_or_create(&KindLabel { kind: k.into() })
-                .get()
-        };
         let s = self.pipeline.summary();
         let now_us = i64::try_from(
             SystemTime::now()
@@ -234,17 +231,7 @@ impl Worker {
                 "uptime": self.shared.uptime().as_secs(),
                 "decoder": { "pkts": m.packets.get() },
                 "flow": { "total": m.flows.get() },
-                "detect": { "alert": s.alerts },
-                "metaids": {
-                    "verdicts": { "benign": kind("benign"), "threat": kind("threat"), "unknown": kind("unknown") },
-                    "alerts_suppressed": s.suppressed,
-                    "files_done": m.files_done.get(),
-                    "files_failed": m.files_failed.get(),
-                    "library_version": self.pipeline.detector().library_version(),
-                    "threats": self.pipeline.detector().threats().len(),
-                    "reloads": m.reloads.get(),
-                    "drift_warnings": self.pipeline.drift_report().warnings,
-                }
+                "detect": { "alert": s.alerts, "alerts_suppressed": s.suppressed },
             }
         });
         let mut line = record.to_string();

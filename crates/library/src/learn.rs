@@ -1,0 +1,154 @@
+//! Learning a site profile from the site's benign flows: the feature adaptation (the model's numeric
+//! columns standardised on the kept flows), the flows' embeddings under it, the check that the
+//! window is not attack traffic, and the decision core's [`SiteProfile::learn`]. One implementation
+//! for `metaids baseline` and the service's `POST /api/v1/baseline`; storing the profile is
+//! [`ThreatLibrary::baseline`].
+
+use std::time::Instant;
+
+use metaids_core::FlowFrame;
+use metaids_decide::{Decider, ProfileOptions, SiteProfile, VerdictKind};
+use metaids_model::{ScoringKernel, ThreatModel};
+
+use crate::{LibraryError, Result, ThreatLibrary};
+
+/// Share of the window the library's threats may flag before it looks like attack traffic rather
+/// than the site's benign traffic (refused unless forced).
+pub const ATTACK_WINDOW: f64 = 0.5;
+
+/// How to learn a profile.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LearnOptions {
+    /// The profile's budget, per-source cap, prototype share, seed, force.
+    pub profile: ProfileOptions,
+    /// Standardise the model's numeric columns on the kept flows (the site adaptation).
+    pub adapt: bool,
+    /// Replace a baseline the library has already (else that is an error).
+    pub update: bool,
+    /// Learn even from a window the threats mostly flag.
+    pub force: bool,
+}
+
+/// A learnt profile, not yet stored.
+#[derive(Debug, Clone)]
+pub struct LearntProfile {
+    /// The profile (its `adaptation` set when [`LearnOptions::adapt`]).
+    pub profile: SiteProfile,
+    /// The rows' embeddings under the profile's adaptation, row-major.
+    pub embeddings: Vec<f32>,
+    /// Seconds spent embedding.
+    pub embed_seconds: f64,
+    /// Flows the library's threats flagged as they decide now (before the profile), of all rows.
+    pub flagged_before: usize,
+}
+
+/// Each row's source address (`Src IP`; `unknown` when the layout has none): what the baseline's
+/// per-source cap groups by.
+pub fn source_addresses(frame: &FlowFrame, rows: &[usize]) -> Vec<String> {
+    rows.iter()
+        .map(|&r| {
+            frame
+                .identifiers(r)
+                .into_iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case("Src IP"))
+                .map_or_else(|| "unknown".to_string(), |(_, v)| v.to_string())
+        })
+        .collect()
+}
+
+/// Learns a site profile from rows `rows` of `frame`, whose source addresses are `sources` (what
+/// the per-source cap groups by), for the library `library` (`None`: a library yet to be created).
+/// Refuses a library that has a baseline unless `update`, and a window the library's threats
+/// mostly flag ([`ATTACK_WINDOW`]) unless `force`.
+pub fn learn_site_profile(
+    model: &ThreatModel,
+    library: Option<&ThreatLibrary>,
+    frame: &FlowFrame,
+    rows: &[usize],
+    sources: &[String],
+    options: LearnOptions,
+) -> Result<LearntProfile> {
+    if rows.is_empty() {
+        return Err(LibraryError::Invalid {
+            field: "flows".into(),
+            message: "no flows to learn from: a baseline needs the site's benign traffic".into(),
+        });
+    }
+    if sources.len() != rows.len() {
+        return Err(LibraryError::Invalid {
+            field: "sources".into(),
+            message: format!("{} sources for {} rows", sources.len(), rows.len()),
+        });
+    }
+    model.check_layout(&frame.layout)?;
+    if let Some(lib) = library {
+        let current = lib.current()?;
+        if let (Some(site), false) = (&current.site, options.update) {
+            return Err(LibraryError::BaselineExists {
+                path: lib.path().to_path_buf(),
+                profile: site.profile,
+                flows_kept: site.flows_kept,
+                budget: site.budget,
+            });
+        }
+    }
+    // The site adaptation: the numeric columns refit on the flows the per-source cap keeps (the
+    // same flows the profile is learnt from).
+    let adaptation = options.adapt.then(|| {
+        let kept = metaids_decide::kept_flows(sources, options.profile);
+        let kept_rows: Vec<&[f32]> = kept.iter().map(|&k| frame.numeric_row(rows[k])).collect();
+        model.refit_on(kept_rows.iter().copied())
+    });
+    let started = Instant::now();
+    // The scoring kernel (equal to candle within 1e-4 per row) embeds at detection speed.
+    let kernel = ScoringKernel::for_model(model)?;
+    let normaliser = model.site_normaliser(adaptation.as_ref())?;
+    let x = normaliser
+        .transform(frame, rows)
+        .map_err(|e| LibraryError::Model(Box::new(e.into())))?;
+    let embeddings = kernel.embed(&x)?;
+    let embed_seconds = started.elapsed().as_secs_f64();
+    let dim = model.dim();
+
+    // Attack-only or attack-heavy windows: the library's threats, as they decide now (under the
+    // library's current adaptation), flag most flows.
+    let mut flagged_before = 0;
+    if let Some(lib) = library {
+        let current = lib.current()?;
+        if !current.threats.is_empty() {
+            let (reference, current_profile) = lib.reference(model)?;
+            let current_adaptation = current_profile.and_then(|p| p.adaptation);
+            let decider = Decider::new(reference, current.threats.clone(), f32::INFINITY)?;
+            let under_current;
+            let now: &[f32] = if current_adaptation == adaptation {
+                &embeddings
+            } else {
+                let x = model
+                    .site_normaliser(current_adaptation.as_ref())?
+                    .transform(frame, rows)
+                    .map_err(|e| LibraryError::Model(Box::new(e.into())))?;
+                under_current = kernel.embed(&x)?;
+                &under_current
+            };
+            flagged_before = now
+                .chunks_exact(dim)
+                .filter(|e| decider.decide(e).kind == VerdictKind::Threat)
+                .count();
+            let share = flagged_before as f64 / rows.len() as f64;
+            if share > ATTACK_WINDOW && !options.force {
+                return Err(LibraryError::AttackWindow {
+                    flagged: flagged_before,
+                    total: rows.len(),
+                });
+            }
+        }
+    }
+    let mut profile = SiteProfile::learn(&embeddings, dim, sources, options.profile)?;
+    profile.adaptation = adaptation;
+    Ok(LearntProfile {
+        profile,
+        embeddings,
+        embed_seconds,
+        flagged_before,
+    })
+}
