@@ -216,7 +216,6 @@ fn upload(addr: SocketAddr, path: &str, token: &str, body: &[u8]) -> (u16, Strin
     )
 }
 
-/// Waits until the service has armed library version `v`.
 /// Every alert the API holds (one page of up to 1,000).
 fn all_alerts(addr: SocketAddr) -> serde_json::Value {
     json(
@@ -231,6 +230,7 @@ fn all_alerts(addr: SocketAddr) -> serde_json::Value {
     )
 }
 
+/// Waits until the service has armed library version `v`.
 fn wait_armed(addr: SocketAddr, v: &serde_json::Value, what: &str) {
     wait_until(what, || {
         json(&http(addr, "GET", "/api/v1/ready", Some(READ), None).1)["library_version"] == *v
@@ -532,6 +532,53 @@ fn serve_scores_a_watched_directory_with_api_rotation_and_hot_reload() {
         .find(|x| x["event"]["alert"]["signature"] == "metaids FTP guessing")
         .map(|x| x["event"]["alert"]["context"]["metaids"]["alert_id"].clone())
         .expect("an FTP alert");
+    // Enrolment from alert ids: their flows' embeddings are the support (another model's or
+    // library's alerts would be refused); unknown ids are named, capture options refused.
+    let ftp_ids: Vec<serde_json::Value> = page["alerts"]
+        .as_array()
+        .expect("alerts")
+        .iter()
+        .filter(|x| x["event"]["alert"]["signature"] == "metaids FTP guessing")
+        .map(|x| x["event"]["alert"]["context"]["metaids"]["alert_id"].clone())
+        .take(3)
+        .collect();
+    let from_alerts = serde_json::json!({ "alerts": ftp_ids }).to_string();
+    let (st, body) = http(
+        a,
+        "POST",
+        "/api/v1/threats?name=FTP%20from%20alerts",
+        Some(WRITE),
+        Some(&from_alerts),
+    );
+    assert_eq!(st, 201, "{body}");
+    let enrolled = json(&body);
+    assert_eq!(enrolled["support_flows"], ftp_ids.len(), "{body}");
+    let (st, body) = http(
+        a,
+        "POST",
+        "/api/v1/threats?name=y",
+        Some(WRITE),
+        Some("{\"alerts\":[\"nope-1\"]}"),
+    );
+    assert_eq!(st, 404, "{body}");
+    assert!(body.contains("nope-1"), "{body}");
+    let (st, body) = http(
+        a,
+        "POST",
+        "/api/v1/threats?name=y&shots=3",
+        Some(WRITE),
+        Some(&from_alerts),
+    );
+    assert_eq!(st, 400, "{body}");
+    let (st, body) = http(
+        a,
+        "DELETE",
+        "/api/v1/threats/FTP%20from%20alerts",
+        Some(WRITE),
+        None,
+    );
+    assert_eq!(st, 200, "{body}");
+
     let reject = serde_json::json!({ "alert": ftp_alert, "verdict": "reject" }).to_string();
     assert_eq!(
         http(a, "POST", "/api/v1/feedback", Some(READ), Some(&reject)).0,

@@ -112,6 +112,16 @@ pub enum FeedbackOutcome {
 
 /// Finds the alert `id` in the EVE file at `path` (lines longer than [`MAX_LINE`] are an error).
 pub fn find_alert(path: &Path, id: &str) -> Result<FoundAlert, FeedbackError> {
+    let mut found = find_alerts(path, &[id])?;
+    found.pop().ok_or_else(|| FeedbackError::NotFound {
+        place: path.display().to_string(),
+        id: id.to_string(),
+    })
+}
+
+/// Finds the alerts `ids` in the EVE file at `path` in one pass, in the file's order; ids not in
+/// the file are left out (the caller compares). Lines longer than [`MAX_LINE`] are an error.
+pub fn find_alerts(path: &Path, ids: &[&str]) -> Result<Vec<FoundAlert>, FeedbackError> {
     let shown = path.display().to_string();
     let read_error = |line: usize, message: String| FeedbackError::Read {
         path: shown.clone(),
@@ -120,9 +130,11 @@ pub fn find_alert(path: &Path, id: &str) -> Result<FoundAlert, FeedbackError> {
     };
     let file = File::open(path).map_err(|e| read_error(0, format!("cannot open: {e}")))?;
     let mut reader = BufReader::new(file);
+    let mut wanted: std::collections::BTreeSet<&str> = ids.iter().copied().collect();
+    let mut out = Vec::new();
     let mut line = Vec::new();
     let mut n = 0usize;
-    loop {
+    while !wanted.is_empty() {
         line.clear();
         n += 1;
         let read = (&mut reader)
@@ -130,16 +142,13 @@ pub fn find_alert(path: &Path, id: &str) -> Result<FoundAlert, FeedbackError> {
             .read_until(b'\n', &mut line)
             .map_err(|e| read_error(n, e.to_string()))?;
         if read == 0 {
-            return Err(FeedbackError::NotFound {
-                place: shown,
-                id: id.to_string(),
-            });
+            break;
         }
         if line.len() > MAX_LINE {
             return Err(read_error(n, format!("longer than {MAX_LINE} bytes")));
         }
-        // Cheap pre-filter before parsing: the id must appear on the line.
-        if !line.windows(id.len()).any(|w| w == id.as_bytes()) {
+        // Cheap pre-filter before parsing: the line must name an alert id.
+        if alert_id_on_line(&line).is_none_or(|id| !wanted.contains(id)) {
             continue;
         }
         let event: EveEvent = serde_json::from_slice(&line).map_err(|e| {
@@ -148,37 +157,38 @@ pub fn find_alert(path: &Path, id: &str) -> Result<FoundAlert, FeedbackError> {
                 format!("not a metaids EVE record (expected the fields metaids writes): {e}"),
             )
         })?;
-        if event.metaids().and_then(|m| m.alert_id.as_deref()) == Some(id) {
-            return Ok(FoundAlert {
+        let id = event.metaids().and_then(|m| m.alert_id.clone());
+        if let Some(id) = id.filter(|id| wanted.contains(id.as_str())) {
+            wanted.remove(id.as_str());
+            out.push(FoundAlert {
                 event,
                 place: format!("{shown} line {n}"),
             });
         }
     }
+    Ok(out)
 }
 
-/// Applies `judgement` on `alert` to `library` (opened for writing). `threat` names the threat the
-/// flow belongs to (needed for `unknown` alerts; else the alert's own threat); `force` stores a
-/// doubtful confirmation or a refit the guard refuses.
-pub fn apply_feedback(
+/// The value of the first `"alert_id":"…"` on an EVE line (alert ids hold no escapes), if any.
+fn alert_id_on_line(line: &[u8]) -> Option<&str> {
+    const KEY: &[u8] = b"\"alert_id\":\"";
+    let at = line.windows(KEY.len()).position(|w| w == KEY)? + KEY.len();
+    let len = line[at..].iter().position(|&b| b == b'"')?;
+    std::str::from_utf8(&line[at..at + len]).ok()
+}
+
+/// The alert's flow as a support or negative example for `library`: its embedding (alerts carry
+/// no feature values), with the alert and flow as its locator. Refused for a record that is not an
+/// alert, or one raised by another model or library.
+pub fn alert_flow(
     library: &ThreatLibrary,
     model: &ThreatModel,
     alert: &FoundAlert,
-    judgement: Judgement,
-    threat: Option<&str>,
-    force: bool,
-    author: &str,
-) -> Result<FeedbackOutcome, FeedbackError> {
+) -> Result<SupportFlow, FeedbackError> {
     let event = &alert.event;
     let info = match event.metaids() {
         Some(info) if event.event_type == "alert" => info,
-        _ => {
-            return Err(FeedbackError::NotAlert {
-                place: alert.place.clone(),
-                id: String::new(),
-                event_type: event.event_type.clone(),
-            })
-        }
+        _ => return Err(not_alert(alert)),
     };
     let id = info.alert_id.clone().unwrap_or_default();
     if info.embedding.len() != model.dim() {
@@ -210,12 +220,7 @@ pub fn apply_feedback(
             library.id()
         )));
     }
-    let threat = match (threat, &info.threat, info.verdict.name()) {
-        (Some(t), _, _) => t.to_string(),
-        (None, Some(t), "threat") => t.clone(),
-        (None, _, verdict) => return Err(FeedbackError::NoThreat { id, verdict }),
-    };
-    let flow = SupportFlow {
+    Ok(SupportFlow {
         source: alert.place.clone(),
         locator: format!(
             "alert {id} (flow {} {}:{} → {}:{} {}, {})",
@@ -230,6 +235,36 @@ pub fn apply_feedback(
         embedding: info.embedding.clone(),
         // An alert carries the flow's embedding, not its feature values.
         values: metaids_decide::FlowValues::default(),
+    })
+}
+
+fn not_alert(alert: &FoundAlert) -> FeedbackError {
+    FeedbackError::NotAlert {
+        place: alert.place.clone(),
+        id: String::new(),
+        event_type: alert.event.event_type.clone(),
+    }
+}
+
+/// Applies `judgement` on `alert` to `library` (opened for writing). `threat` names the threat the
+/// flow belongs to (needed for `unknown` alerts; else the alert's own threat); `force` stores a
+/// doubtful confirmation or a refit the guard refuses.
+pub fn apply_feedback(
+    library: &ThreatLibrary,
+    model: &ThreatModel,
+    alert: &FoundAlert,
+    judgement: Judgement,
+    threat: Option<&str>,
+    force: bool,
+    author: &str,
+) -> Result<FeedbackOutcome, FeedbackError> {
+    let flow = alert_flow(library, model, alert)?;
+    let info = alert.event.metaids().ok_or_else(|| not_alert(alert))?;
+    let id = info.alert_id.clone().unwrap_or_default();
+    let threat = match (threat, &info.threat, info.verdict.name()) {
+        (Some(t), _, _) => t.to_string(),
+        (None, Some(t), "threat") => t.clone(),
+        (None, _, verdict) => return Err(FeedbackError::NoThreat { id, verdict }),
     };
     let mut forced_doubt = None;
     if judgement == Judgement::Confirm {
@@ -265,5 +300,63 @@ pub fn apply_feedback(
             Ok(FeedbackOutcome::AlreadyRecorded(e.to_string()))
         }
         Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(id: &str, under_alert: bool) -> String {
+        let info = format!(
+            r#"{{"alert_id":"{id}","verdict":"threat","threat":"t","distance":1.0,"benign_distance":2.0,"score":0.5,"confidence":0.9,"model":"m","library_version":2,"origin":"x:1"}}"#
+        );
+        let alert = r#""action":"allowed","gid":1,"signature_id":9100001,"rev":2,"signature":"metaids t","category":"c","severity":2,"metadata":{}"#;
+        if under_alert {
+            format!(
+                r#"{{"timestamp":"2026-01-01T00:00:00.000000+0000","flow_id":7,"event_type":"alert","src_ip":"10.0.0.1","src_port":1,"dest_ip":"10.0.0.2","dest_port":22,"proto":"TCP","alert":{{{alert},"context":{{"metaids":{info}}}}}}}"#
+            )
+        } else {
+            // An alert of an earlier build: metaids at the top level.
+            format!(
+                r#"{{"timestamp":"2026-01-01T00:00:00.000000+0000","flow_id":7,"event_type":"alert","src_ip":"10.0.0.1","src_port":1,"dest_ip":"10.0.0.2","dest_port":22,"proto":"TCP","alert":{{{alert}}},"metaids":{info}}}"#
+            )
+        }
+    }
+
+    #[test]
+    fn alerts_are_found_in_one_pass_in_either_layout() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("eve.json");
+        let stats = r#"{"timestamp":"2026-01-01T00:00:00.000000+0000","event_type":"stats","stats":{"uptime":1}}"#;
+        let text = [
+            line("r-1", true),
+            stats.to_string(),
+            line("r-2", false),
+            line("r-3", true),
+        ]
+        .join("\n");
+        std::fs::write(&path, text).expect("write");
+        let found = find_alerts(&path, &["r-3", "r-1", "r-9"]).expect("read");
+        let ids: Vec<_> = found
+            .iter()
+            .map(|f| f.event.metaids().and_then(|m| m.alert_id.clone()))
+            .collect();
+        assert_eq!(ids, [Some("r-1".to_string()), Some("r-3".to_string())]);
+        assert!(found[1].place.ends_with("line 4"), "{}", found[1].place);
+        let old = find_alert(&path, "r-2").expect("old layout");
+        assert_eq!(old.event.metaids().map(|m| m.library_version), Some(2));
+        assert!(matches!(
+            find_alert(&path, "r-9"),
+            Err(FeedbackError::NotFound { .. })
+        ));
+        // A damaged line that names a wanted id is an error naming its line, not a skip.
+        std::fs::write(&path, "{\"metaids\":{\"alert_id\":\"r-5\"}\n").expect("write");
+        let err = find_alert(&path, "r-5").expect_err("damaged");
+        assert!(err.to_string().contains("line 1"), "{err}");
+        assert!(matches!(
+            find_alert(&dir.path().join("none.json"), "r-1"),
+            Err(FeedbackError::Read { line: 0, .. })
+        ));
     }
 }

@@ -53,7 +53,8 @@ pub use eve::{
     FrameColumns, MetaidsInfo, Origin,
 };
 pub use feedback::{
-    apply_feedback, find_alert, FeedbackError, FeedbackOutcome, FoundAlert, Judgement,
+    alert_flow, apply_feedback, find_alert, find_alerts, FeedbackError, FeedbackOutcome,
+    FoundAlert, Judgement,
 };
 pub use metaids_decide::{Threat, SIGNATURE_BASE, UNKNOWN_SIGNATURE_ID};
 pub use metaids_library::{ArmedThreats, ThreatOrigin};

@@ -21,12 +21,13 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use metaids_detect::{
-    apply_feedback, find_alert, FeedbackError, FeedbackOutcome, FoundAlert, Judgement,
+    apply_feedback, find_alerts, FeedbackError, FeedbackOutcome, FoundAlert, Judgement,
 };
 
 use crate::auth::{Role, Tokens};
 use crate::enrol::{
-    baseline_from_capture, enrol_from_capture, BaselineRequest, EnrolFailure, EnrolRequest,
+    baseline_from_capture, enrol_from_alerts, enrol_from_capture, BaselineRequest, EnrolFailure,
+    EnrolRequest,
 };
 use crate::state::{threat_json, ArmedView, RouteLabel, Shared};
 
@@ -320,8 +321,62 @@ struct EnrolQuery {
     description: Option<String>,
 }
 
-/// Enrols a threat from K flows of the capture in the body (pcap or pcapng bytes), guarded as
-/// `threat add` is; the worker arms it at its next micro-batch.
+/// `POST /threats` JSON body: enrolment from alerts.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AlertsBody {
+    /// Alert ids (`alert.context.metaids.alert_id`) whose flows are the support.
+    alerts: Vec<String>,
+}
+
+/// The alerts `ids`: from the recent alerts, the rest from the EVE file in one pass; 404 naming
+/// those found in neither.
+fn gather_alerts(api: &Api, ids: &[String]) -> std::result::Result<Vec<FoundAlert>, Problem> {
+    let mut found = Vec::with_capacity(ids.len());
+    let mut missing = Vec::new();
+    for id in ids {
+        match api.shared.find_alert(id) {
+            Some(line) => found.push(FoundAlert {
+                event: serde_json::from_str(&line).map_err(|e| {
+                    Problem::new(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        format!("recent alert {id} does not parse: {e}"),
+                    )
+                })?,
+                place: format!("{} (recent alerts)", api.eve.display()),
+            }),
+            None => missing.push(id.as_str()),
+        }
+    }
+    if !missing.is_empty() {
+        let from_file = find_alerts(&api.eve, &missing).map_err(feedback_problem)?;
+        let got: std::collections::BTreeSet<String> = from_file
+            .iter()
+            .filter_map(|f| f.event.metaids().and_then(|m| m.alert_id.clone()))
+            .collect();
+        let absent: Vec<&str> = missing
+            .iter()
+            .copied()
+            .filter(|id| !got.contains(*id))
+            .collect();
+        if !absent.is_empty() {
+            return Err(Problem::new(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "alerts: not among the recent alerts nor in {}: {}",
+                    api.eve.display(),
+                    absent.join(", ")
+                ),
+            ));
+        }
+        found.extend(from_file);
+    }
+    Ok(found)
+}
+
+/// Enrols a threat: from K flows of the capture in the body (pcap or pcapng bytes, plain or
+/// gzip-compressed), or from the flows of the alerts a JSON body names; guarded as `threat add` is;
+/// the worker arms it at its next micro-batch.
 async fn enrol(
     State(api): State<Api>,
     headers: HeaderMap,
@@ -331,6 +386,33 @@ async fn enrol(
     let author = authorize(&api, &headers, Role::Write)?;
     let Query(q) = query.map_err(query_problem)?;
     let bytes = body.map_err(body_problem)?;
+    // A JSON body names alerts whose flows are the support; any other body is a capture.
+    let from_alerts = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|c| c.starts_with("application/json"));
+    let ids = if from_alerts {
+        if q.select.is_some() || q.shots.is_some() || q.seed.is_some() {
+            return Err(Problem::new(
+                StatusCode::BAD_REQUEST,
+                "select, shots and seed apply to capture uploads, not to enrolment from alerts",
+            ));
+        }
+        let body: AlertsBody = serde_json::from_slice(&bytes)
+            .map_err(|e| Problem::new(StatusCode::BAD_REQUEST, format!("bad request body: {e}")))?;
+        if body.alerts.is_empty() || body.alerts.len() > MAX_ALERT_PAGE {
+            return Err(Problem::new(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "alerts: expected 1 to {MAX_ALERT_PAGE} alert ids, found {}",
+                    body.alerts.len()
+                ),
+            ));
+        }
+        Some(body.alerts)
+    } else {
+        None
+    };
     let req = EnrolRequest {
         name: q.name,
         select: q.select.unwrap_or_default(),
@@ -344,7 +426,14 @@ async fn enrol(
         author: format!("api:{author}"),
     };
     let done = change(api, move |api| {
-        match enrol_from_capture(&api.model, &api.library, &bytes, &req) {
+        let result = match ids {
+            Some(ids) => {
+                let alerts = gather_alerts(api, &ids)?;
+                enrol_from_alerts(&api.model, &api.library, &alerts, &req)
+            }
+            None => enrol_from_capture(&api.model, &api.library, &bytes, &req),
+        };
+        match result {
             Ok(e) => Ok(e),
             Err(EnrolFailure::Bad(m)) => Err(Problem::new(StatusCode::BAD_REQUEST, m)),
             Err(EnrolFailure::Refused(report)) => Err(Problem::new(
@@ -489,20 +578,10 @@ async fn feedback(
             "alert: expected an alert id (<run id>-<sequence>)",
         ));
     }
-    let recent = api.shared.find_alert(&body.alert);
     let (status, out) = change(api, move |api| {
-        let alert = match recent {
-            Some(line) => FoundAlert {
-                event: serde_json::from_str(&line).map_err(|e| {
-                    Problem::new(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        format!("recent alert {} does not parse: {e}", body.alert),
-                    )
-                })?,
-                place: format!("{} (recent alerts)", api.eve.display()),
-            },
-            None => find_alert(&api.eve, &body.alert).map_err(feedback_problem)?,
-        };
+        let alert = gather_alerts(api, std::slice::from_ref(&body.alert))?
+            .pop()
+            .ok_or_else(|| Problem::new(StatusCode::NOT_FOUND, "alert: not found"))?;
         let lib = open_write(api)?;
         let outcome = apply_feedback(
             &lib,

@@ -159,23 +159,7 @@ pub fn enrol_from_capture(
         .map_err(|e| EnrolFailure::Library(LibraryError::Model(Box::new(e))))?;
     let support = metaids_library::support_flows(model, &normaliser, &frame, &chosen, &locators)
         .map_err(EnrolFailure::Library)?;
-    let draft = ThreatDraft {
-        name: req.name.clone(),
-        description: req.description.clone(),
-        severity: req.severity,
-        category: req.category.clone(),
-        support,
-        author: req.author.clone(),
-    };
-    let options = EnrolOptions {
-        force: req.force,
-        budget: req.budget,
-    };
-    match lib.add(model, &draft, options) {
-        Ok(e) => Ok(e),
-        Err(LibraryError::Refused { report, .. }) => Err(EnrolFailure::Refused(report)),
-        Err(e) => Err(EnrolFailure::Library(e)),
-    }
+    add_guarded(model, &lib, support, req)
 }
 
 /// What `POST /baseline` learns from.
@@ -233,4 +217,48 @@ pub fn baseline_from_capture(
             "support": n,
         })).collect::<Vec<_>>(),
     }))
+}
+
+/// Enrols `req` from the flows of `alerts` (their embeddings; alerts keep no feature values, so a
+/// later change of the site adaptation cannot carry them), each checked to come from this model and
+/// library, guarded as any enrolment.
+pub fn enrol_from_alerts(
+    model: &ThreatModel,
+    path: &std::path::Path,
+    alerts: &[metaids_detect::FoundAlert],
+    req: &EnrolRequest,
+) -> Result<Enrolment, EnrolFailure> {
+    let lib = ThreatLibrary::open(path, model).map_err(EnrolFailure::Library)?;
+    let support = alerts
+        .iter()
+        .map(|a| metaids_detect::alert_flow(&lib, model, a))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| EnrolFailure::Bad(format!("alerts: {e}")))?;
+    add_guarded(model, &lib, support, req)
+}
+
+/// Stores the threat of `req` with `support` through the library's guard.
+fn add_guarded(
+    model: &ThreatModel,
+    lib: &ThreatLibrary,
+    support: Vec<metaids_library::SupportFlow>,
+    req: &EnrolRequest,
+) -> Result<Enrolment, EnrolFailure> {
+    let draft = ThreatDraft {
+        name: req.name.clone(),
+        description: req.description.clone(),
+        severity: req.severity,
+        category: req.category.clone(),
+        support,
+        author: req.author.clone(),
+    };
+    let options = EnrolOptions {
+        force: req.force,
+        budget: req.budget,
+    };
+    match lib.add(model, &draft, options) {
+        Ok(e) => Ok(e),
+        Err(LibraryError::Refused { report, .. }) => Err(EnrolFailure::Refused(report)),
+        Err(e) => Err(EnrolFailure::Library(e)),
+    }
 }
