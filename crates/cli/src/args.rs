@@ -1001,6 +1001,10 @@ pub struct ServeArgs {
     /// A directory of captures (pcap, pcapng, .gz): each new file is scored once.
     #[arg(long)]
     pub pcap_dir: Option<PathBuf>,
+    /// A directory of flow files (CSV of the model's dataset, `.csv` or `.csv.gz`): each new
+    /// file is scored once.
+    #[arg(long)]
+    pub flow_dir: Option<PathBuf>,
     /// The EVE JSON file alerts and stats records are appended to (reopened on SIGHUP).
     #[arg(long)]
     pub eve: Option<PathBuf>,

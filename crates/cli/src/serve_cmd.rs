@@ -26,6 +26,7 @@ fn settings(a: ServeArgs) -> Result<ServeConfig> {
     flag!(model);
     flag!(library);
     flag!(pcap_dir);
+    flag!(flow_dir);
     flag!(eve);
     flag!(state);
     flag!(tokens);

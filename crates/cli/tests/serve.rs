@@ -87,8 +87,13 @@ impl Drop for Service {
 }
 
 fn start(s: &Setup, pcaps: &Path, eve: &Path) -> Service {
+    // Flow files are watched beside the captures.
+    let flows = s.dir.path().join("flows");
+    std::fs::create_dir_all(&flows).expect("flows dir");
     let mut child = metaids()
         .arg("serve")
+        .arg("--flow-dir")
+        .arg(&flows)
         .arg("--model")
         .arg(&s.model)
         .arg("--library")
@@ -689,13 +694,50 @@ fn serve_scores_a_watched_directory_with_api_rotation_and_hot_reload() {
     let (_, body) = http(a, "GET", "/api/v1/ready", Some(READ), None);
     assert_eq!(json(&body)["site_profile"], true, "{body}");
 
+    // A flow file (300 rows of the corrected CIC-IDS2017 SSH-Patator file) dropped into the flow
+    // directory is scored; a malformed one is counted as failed, its line named in the progress.
+    let csv =
+        std::fs::read_to_string(shared("cic-ids2017-improved/SSH-Patator_2961.csv")).expect("csv");
+    let rows: Vec<&str> = csv.lines().take(301).collect();
+    let flows_dir = s.dir.path().join("flows");
+    let drop_file = |name: &str, text: &str| {
+        let tmp = flows_dir.join(format!(".{name}"));
+        std::fs::write(&tmp, text).expect("write");
+        std::fs::rename(&tmp, flows_dir.join(name)).expect("rename");
+    };
+    let flows_before = metric(
+        &http(a, "GET", "/metrics", Some(READ), None).1,
+        "metaids_flows_total",
+    );
+    drop_file("ssh.csv", &(rows.join("\n") + "\n"));
+    wait_until("the flow file", || files_done(a) >= 6);
+    let flows_after = metric(
+        &http(a, "GET", "/metrics", Some(READ), None).1,
+        "metaids_flows_total",
+    );
+    assert_eq!(flows_after - flows_before, 300);
+    drop_file("bad.csv", &format!("{}\n1,2,3\n", rows[0]));
+    let state = s.dir.path().join("eve.json.state.json");
+    wait_until("the bad flow file recorded", || {
+        std::fs::read_to_string(&state).is_ok_and(|t| t.contains("flows/bad.csv"))
+    });
+    let progress: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&state).expect("state")).expect("json");
+    let bad = &progress["files"]["flows/bad.csv"];
+    assert_eq!(bad["status"], "failed", "{progress}");
+    assert!(
+        bad["note"].as_str().is_some_and(|n| n.contains("line 2")),
+        "{bad}"
+    );
+    assert_eq!(progress["files"]["flows/ssh.csv"]["flows"], 300);
+
     // Metrics, and every route of the OpenAPI document answers (none is missing).
     let (st, metrics) = http(a, "GET", "/metrics", Some(READ), None);
     assert_eq!(st, 200);
     for needle in [
         "metaids_flows_total ",
-        "metaids_files_done_total 5",
-        "metaids_files_failed_total 1",
+        "metaids_files_done_total 6",
+        "metaids_files_failed_total 2",
         "metaids_eve_reopens_total 1",
         "metaids_batch_latency_seconds_count",
         "metaids_alerts_total{threat=\"SSH guessing\"}",

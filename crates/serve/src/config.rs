@@ -19,9 +19,12 @@ pub struct ServeConfig {
     pub library: Option<PathBuf>,
     /// A directory of captures (pcap, pcapng, `.gz`): each new file is scored once.
     pub pcap_dir: Option<PathBuf>,
+    /// A directory of flow files (CSV of the model's dataset, `.csv` or `.csv.gz`, as
+    /// `metaids extract` or CICFlowMeter write them): each new file is scored once.
+    pub flow_dir: Option<PathBuf>,
     /// The EVE JSON file alerts and stats records are appended to (required); reopened on SIGHUP.
     pub eve: Option<PathBuf>,
-    /// Where progress over `pcap_dir` is kept across restarts (default: `EVE.state.json` beside
+    /// Where progress over `pcap_dir` and `flow_dir` is kept across restarts (default: `EVE.state.json` beside
     /// the EVE file).
     pub state: Option<PathBuf>,
     /// The API's address (default 127.0.0.1:9330).
@@ -33,7 +36,7 @@ pub struct ServeConfig {
     pub sensor: Option<String>,
     /// Seconds between EVE `stats` records (0: none; default 60).
     pub stats_interval_s: u64,
-    /// Milliseconds between scans of `pcap_dir` (default 1000).
+    /// Milliseconds between scans of `pcap_dir` and `flow_dir` (default 1000).
     pub poll_ms: u64,
     /// A capture is scored once it has not changed for this long (milliseconds; default 2000):
     /// a file still being written is left for a later scan.
@@ -54,6 +57,7 @@ impl Default for ServeConfig {
             model: None,
             library: None,
             pcap_dir: None,
+            flow_dir: None,
             eve: None,
             state: None,
             listen: SocketAddr::from(([127, 0, 0, 1], 9330)),
@@ -79,6 +83,8 @@ pub struct Checked {
     pub library: PathBuf,
     /// The watched capture directory.
     pub pcap_dir: Option<PathBuf>,
+    /// The watched flow-file directory.
+    pub flow_dir: Option<PathBuf>,
     /// The EVE file.
     pub eve: PathBuf,
     /// The progress file.
@@ -130,11 +136,24 @@ impl ServeConfig {
         range(self.batch as u64, 1, 1 << 20, "batch")?;
         range(self.recent_alerts as u64, 1, 10_000_000, "recent_alerts")?;
         range(self.max_body_bytes as u64, 1024, 1 << 30, "max_body_bytes")?;
-        if let Some(dir) = &self.pcap_dir {
-            if !dir.is_dir() {
+        for (dir, field) in [(&self.pcap_dir, "pcap_dir"), (&self.flow_dir, "flow_dir")] {
+            if let Some(dir) = dir {
+                if !dir.is_dir() {
+                    return Err(ServeError::Config {
+                        field: field.into(),
+                        message: format!("{} is not a directory", dir.display()),
+                    });
+                }
+            }
+        }
+        if let (Some(p), Some(f)) = (&self.pcap_dir, &self.flow_dir) {
+            if p == f {
                 return Err(ServeError::Config {
-                    field: "pcap_dir".into(),
-                    message: format!("{} is not a directory", dir.display()),
+                    field: "flow_dir".into(),
+                    message: format!(
+                        "{} is also pcap_dir: give captures and flow files directories of their own",
+                        f.display()
+                    ),
                 });
             }
         }
@@ -157,6 +176,7 @@ impl ServeConfig {
             model,
             library,
             pcap_dir: self.pcap_dir.clone(),
+            flow_dir: self.flow_dir.clone(),
             eve,
             state,
             sensor,

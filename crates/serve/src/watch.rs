@@ -39,13 +39,42 @@ pub struct Progress {
     pub files: BTreeMap<String, FileRecord>,
 }
 
-/// A capture found by a scan.
+/// What a watched directory holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Captures ([`is_capture_name`]); progress keys are their names.
+    Captures,
+    /// Flow files ([`is_flow_file_name`]); progress keys are `flows/NAME`.
+    Flows,
+}
+
+impl Kind {
+    /// Whether a file of this name is one to score.
+    pub fn wants(self, name: &str) -> bool {
+        match self {
+            Kind::Captures => is_capture_name(name),
+            Kind::Flows => is_flow_file_name(name),
+        }
+    }
+
+    /// The progress key of the file `name`.
+    pub fn key(self, name: &str) -> String {
+        match self {
+            Kind::Captures => name.to_string(),
+            Kind::Flows => format!("flows/{name}"),
+        }
+    }
+}
+
+/// A file found by a scan.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Candidate {
     /// Its path.
     pub path: PathBuf,
-    /// Its name within the directory (the progress key).
+    /// Its progress key: its name within the directory (`flows/NAME` for flow files).
     pub name: String,
+    /// Captures or flow files.
+    pub kind: Kind,
     /// Size.
     pub size: u64,
     /// Modification time, ns since the epoch.
@@ -61,6 +90,15 @@ pub fn is_capture_name(name: &str) -> bool {
     [".pcap", ".pcapng", ".cap"]
         .iter()
         .any(|ext| base.len() > ext.len() && base.ends_with(ext))
+}
+
+/// Flow-file names scored: `.csv`, optionally `.gz`; hidden files never.
+pub fn is_flow_file_name(name: &str) -> bool {
+    if name.starts_with('.') {
+        return false;
+    }
+    let base = name.strip_suffix(".gz").unwrap_or(name);
+    base.len() > 4 && base.ends_with(".csv")
 }
 
 fn mtime_ns(t: SystemTime) -> u64 {
@@ -127,10 +165,11 @@ impl Progress {
     }
 }
 
-/// Lists the directory: the captures not yet scored and settled (unchanged for `settle`), in
-/// name order, and every capture name present (sorted).
+/// Lists the directory: the files of `kind` not yet scored and settled (unchanged for `settle`),
+/// in name order, and the progress key of every such file present (sorted).
 pub fn scan(
     dir: &Path,
+    kind: Kind,
     progress: &Progress,
     settle: Duration,
     now: SystemTime,
@@ -146,9 +185,10 @@ pub fn scan(
         let Some(name) = entry.file_name().to_str().map(str::to_string) else {
             continue;
         };
-        if !is_capture_name(&name) {
+        if !kind.wants(&name) {
             continue;
         }
+        let name = kind.key(&name);
         // Follows symlinks; a directory or special file named like a capture is skipped.
         let Ok(meta) = std::fs::metadata(entry.path()) else {
             continue;
@@ -161,6 +201,7 @@ pub fn scan(
         let c = Candidate {
             path: entry.path(),
             name,
+            kind,
             size: meta.len(),
             mtime_ns: mtime_ns(modified),
         };
@@ -194,6 +235,11 @@ mod tests {
         ] {
             assert!(!is_capture_name(n), "{n}");
         }
+        assert!(is_flow_file_name("a.csv") && is_flow_file_name("b.csv.gz"));
+        for n in [".a.csv", "csv", ".csv", "a.csv.tmp", "a.pcap"] {
+            assert!(!is_flow_file_name(n), "{n}");
+        }
+        assert_eq!(Kind::Flows.key("a.csv"), "flows/a.csv");
     }
 
     #[test]
@@ -206,12 +252,18 @@ mod tests {
         std::fs::create_dir(d.join("dir.pcap")).expect("mkdir");
         let mut p = Progress::load(&d.join("missing.json")).expect("fresh");
         // Just written: not settled yet.
-        let (todo, present) =
-            scan(d, &p, Duration::from_secs(60), SystemTime::now()).expect("scan");
+        let (todo, present) = scan(
+            d,
+            Kind::Captures,
+            &p,
+            Duration::from_secs(60),
+            SystemTime::now(),
+        )
+        .expect("scan");
         assert!(todo.is_empty());
         assert_eq!(present, ["a.pcap", "b.pcap"]);
         let later = SystemTime::now() + Duration::from_secs(120);
-        let (todo, _) = scan(d, &p, Duration::from_secs(60), later).expect("scan");
+        let (todo, _) = scan(d, Kind::Captures, &p, Duration::from_secs(60), later).expect("scan");
         assert_eq!(
             todo.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(),
             ["a.pcap", "b.pcap"]
@@ -231,14 +283,14 @@ mod tests {
         let state = d.join("state.json");
         p.save(&state).expect("save");
         let p = Progress::load(&state).expect("load");
-        let (todo, _) = scan(d, &p, Duration::ZERO, later).expect("scan");
+        let (todo, _) = scan(d, Kind::Captures, &p, Duration::ZERO, later).expect("scan");
         assert_eq!(
             todo.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(),
             ["b.pcap"]
         );
         // A file that changes is scored again.
         std::fs::write(d.join("a.pcap"), b"aaaa").expect("rewrite");
-        let (todo, _) = scan(d, &p, Duration::ZERO, later).expect("scan");
+        let (todo, _) = scan(d, Kind::Captures, &p, Duration::ZERO, later).expect("scan");
         assert_eq!(todo.len(), 2);
         let mut p = p;
         p.retain_present(&["b.pcap".to_string()]);

@@ -1,5 +1,5 @@
 //! The scoring worker: one thread that owns the detection pipeline. It scores each new capture of
-//! the watched directory through the flow engine, reloads the threat library when it changed (an
+//! the watched directory through the flow engine and each new flow file of the flow directory, reloads the threat library when it changed (an
 //! API change, or the file changed under it by the CLI) between micro-batches, writes EVE `stats`
 //! records, and on stop decides the flows it holds and syncs its outputs.
 
@@ -17,7 +17,7 @@ use crate::config::Checked;
 use crate::error::{Result, ServeError};
 use crate::eve_log::{lock, reopen_if_asked, EveLog, ServiceSink};
 use crate::state::Shared;
-use crate::watch::{scan, Candidate, FileRecord, Progress};
+use crate::watch::{scan, Candidate, FileRecord, Kind, Progress};
 
 /// Arms the current version of `library` for `model` (threats, site profile and its adaptation).
 pub fn arm(
@@ -51,6 +51,7 @@ pub struct Worker {
     pipeline: Pipeline,
     eve: Arc<Mutex<EveLog>>,
     pcap_dir: Option<PathBuf>,
+    flow_dir: Option<PathBuf>,
     state_path: PathBuf,
     progress: Progress,
     stamp: Stamp,
@@ -102,6 +103,7 @@ impl Worker {
             pipeline,
             eve,
             pcap_dir: cfg.pcap_dir.clone(),
+            flow_dir: cfg.flow_dir.clone(),
             state_path: cfg.state.clone(),
             progress,
             stamp: stamp0,
@@ -273,9 +275,39 @@ impl Worker {
         self.progress.save(&self.state_path)
     }
 
+    /// Scores one flow file: read whole (rows of the model's dataset; a malformed row fails the
+    /// file, recorded with its line), then decided batch by batch. The library is reloaded before
+    /// and after it.
+    fn process_flows(&mut self, c: &Candidate) -> Result<()> {
+        let opts = metaids_ingest::ReadOptions {
+            dataset: Some(self.model.normaliser.kind),
+            ..metaids_ingest::ReadOptions::default()
+        };
+        let frame = match metaids_ingest::read_files(std::slice::from_ref(&c.path), &opts) {
+            Ok((frame, _)) => frame,
+            Err(e) => return self.record(c, "failed", 0, 0, Some(e.to_string())),
+        };
+        if let Err(e) = self.model.check_layout(&frame.layout) {
+            return self.record(c, "failed", 0, 0, Some(e.to_string()));
+        }
+        self.tick()?;
+        let flows_before = self.pipeline.summary().flows;
+        self.pipeline.push_frame(&frame, &mut |_| {})?;
+        self.pipeline.flush()?;
+        let flows = self.pipeline.summary().flows - flows_before;
+        self.shared.metrics.files_done.inc();
+        self.shared.set_status(|s| s.files_done += 1);
+        tracing::info!(file = %c.name, flows, "flow file scored");
+        self.tick()?;
+        self.record(c, "done", flows, 0, None)
+    }
+
     /// Scores one capture to its end (a stop request waits for the capture in hand: its alerts are
     /// then complete and it is not scored twice after a restart).
     fn process(&mut self, c: &Candidate) -> Result<()> {
+        if c.kind == Kind::Flows {
+            return self.process_flows(c);
+        }
         let file = match File::open(&c.path) {
             Ok(f) => f,
             Err(e) => return self.record(c, "failed", 0, 0, Some(format!("cannot open: {e}"))),
@@ -328,20 +360,27 @@ impl Worker {
         self.record(c, status, flows, report.packets(), note)
     }
 
-    /// Scans the directory once and scores what is new; whether anything was.
+    /// Scans the directories once and scores what is new; whether anything was.
     fn scan_once(&mut self) -> Result<bool> {
-        let Some(dir) = self.pcap_dir.clone() else {
-            return Ok(false);
-        };
-        let (todo, present) = scan(&dir, &self.progress, self.settle, SystemTime::now())?;
+        let dirs = [
+            (self.pcap_dir.clone(), Kind::Captures),
+            (self.flow_dir.clone(), Kind::Flows),
+        ];
         let mut did = false;
-        for c in &todo {
-            if self.shared.stopping() {
-                break;
+        let mut present = Vec::new();
+        for (dir, kind) in dirs {
+            let Some(dir) = dir else { continue };
+            let (todo, here) = scan(&dir, kind, &self.progress, self.settle, SystemTime::now())?;
+            present.extend(here);
+            for c in &todo {
+                if self.shared.stopping() {
+                    break;
+                }
+                self.process(c)?;
+                did = true;
             }
-            self.process(c)?;
-            did = true;
         }
+        present.sort();
         let before = self.progress.files.len();
         self.progress.retain_present(&present);
         if self.progress.files.len() != before {
