@@ -255,15 +255,29 @@ pub struct DetectArgs {
     /// nftables IPv6 set name.
     #[arg(long, default_value = "blocklist6")]
     pub nft_set6: String,
-    /// Seconds an address stays in the set.
+    /// Seconds an address stays in the set (refreshed when it alerts again after half of it).
     #[arg(long, default_value_t = 3600)]
     pub nft_timeout: u64,
+    /// A network never to block (CIDR, e.g. 10.0.0.0/24; repeatable). Loopback and the
+    /// unspecified and broadcast addresses are never blocked in any case.
+    #[arg(long, value_name = "CIDR")]
+    pub nft_allow: Vec<ipnet::IpNet>,
+    /// Give the table its own input chain that drops the sets' traffic (default: sets only).
+    #[arg(long)]
+    pub nft_drop_rule: bool,
     /// Also block sources of unknown anomalies (default: known threats only).
     #[arg(long)]
     pub respond_unknown: bool,
-    /// POST each alert (its EVE record) to this http:// URL, with retries and backoff, never blocking detection.
+    /// POST each alert (its EVE record) to this http:// or https:// URL, with retries and backoff,
+    /// on a kept-alive connection, never blocking detection.
     #[arg(long)]
     pub webhook: Option<String>,
+    /// A header sent with every webhook request, `Name: value` (e.g. `Authorization: Bearer TOKEN`).
+    #[arg(long, requires = "webhook")]
+    pub webhook_header: Option<String>,
+    /// PEM certificates the webhook trusts for https instead of Mozilla's roots (an internal CA).
+    #[arg(long, requires = "webhook")]
+    pub webhook_ca: Option<PathBuf>,
     /// Run id used in alert ids (default: derived from the start time).
     #[arg(long)]
     pub run_id: Option<String>,

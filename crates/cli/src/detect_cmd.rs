@@ -59,6 +59,8 @@ fn sinks(a: &DetectArgs) -> Result<Vec<Box<dyn Sink>>> {
             include_unknown: a.respond_unknown,
             apply: a.apply_nftables,
             nft: "nft".into(),
+            allow: a.nft_allow.clone(),
+            drop_rule: a.nft_drop_rule,
         };
         let script = a.nft_script.clone().unwrap_or_else(|| {
             let mut p = a.alerts.clone().into_os_string();
@@ -76,7 +78,12 @@ fn sinks(a: &DetectArgs) -> Result<Vec<Box<dyn Sink>>> {
         sinks.push(Box::new(NftablesSink::create(&script, config)?));
     }
     if let Some(url) = &a.webhook {
-        sinks.push(Box::new(WebhookSink::start(WebhookConfig::new(url))?));
+        let config = WebhookConfig {
+            header: a.webhook_header.clone(),
+            ca_file: a.webhook_ca.clone(),
+            ..WebhookConfig::new(url)
+        };
+        sinks.push(Box::new(WebhookSink::start(config)?));
         eprintln!("webhook: POSTing alerts to {url} (background, bounded queue)");
     }
     Ok(sinks)

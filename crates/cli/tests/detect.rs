@@ -224,6 +224,37 @@ fn detect_on_captures_writes_eve_verdicts_and_an_nft_script() {
         ),
         Err(e) => println!("skipping the nft -c -f check: nft is not available ({e})"),
     }
+
+    // Issue 14: an allow-listed network is never blocked (counted instead), and the drop rule
+    // lives in metaids' own table.
+    let eve2 = work.path().join("allowed.json");
+    let stdout = detect(
+        s,
+        &[
+            "--pcap",
+            &ssh.display().to_string(),
+            "--respond",
+            "nftables",
+            "--nft-allow",
+            "192.168.56.0/24",
+            "--nft-drop-rule",
+        ],
+        &eve2,
+    );
+    assert!(counter(&stdout, "nft_allow_listed") > 0, "{stdout}");
+    assert_eq!(counter(&stdout, "nft_elements"), 0, "{stdout}");
+    let text = std::fs::read_to_string(work.path().join("allowed.json.nft")).expect("script");
+    assert!(!text.contains("192.168.56.1"), "{text}");
+    assert!(
+        text.contains("add rule inet metaids input ip saddr @blocklist drop"),
+        "{text}"
+    );
+    let bad = metaids()
+        .args(["detect", "--nft-allow", "10.0.0.0/33"])
+        .output()
+        .expect("detect");
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--nft-allow"));
 }
 
 #[test]
@@ -319,27 +350,42 @@ fn webhook_receives_every_alert() {
     let url = format!("http://{}/eve", listener.local_addr().expect("addr"));
     let got = Arc::new(AtomicUsize::new(0));
     let g = Arc::clone(&got);
+    // Requests on kept-alive connections, each with the configured header.
     std::thread::spawn(move || {
         for s in listener.incoming().flatten() {
             let mut r = BufReader::new(s);
-            let mut len = 0usize;
-            let mut line = String::new();
-            while r.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
-                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    len = v.trim().parse().unwrap_or(0);
+            loop {
+                let mut len = 0usize;
+                let mut authorized = false;
+                let mut line = String::new();
+                let mut any = false;
+                while r.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
+                    any = true;
+                    let lower = line.to_ascii_lowercase();
+                    if let Some(v) = lower.strip_prefix("content-length:") {
+                        len = v.trim().parse().unwrap_or(0);
+                    }
+                    authorized |= lower.trim() == "x-siem-key: k123";
+                    line.clear();
                 }
-                line.clear();
+                if !any {
+                    break;
+                }
+                let mut body = vec![0u8; len];
+                if r.read_exact(&mut body).is_ok()
+                    && authorized
+                    && serde_json::from_slice::<serde_json::Value>(&body)
+                        .is_ok_and(|v| v["event_type"] == "alert")
+                {
+                    g.fetch_add(1, Ordering::SeqCst);
+                }
+                if r.get_mut()
+                    .write_all(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n")
+                    .is_err()
+                {
+                    break;
+                }
             }
-            let mut body = vec![0u8; len];
-            if r.read_exact(&mut body).is_ok()
-                && serde_json::from_slice::<serde_json::Value>(&body)
-                    .is_ok_and(|v| v["event_type"] == "alert")
-            {
-                g.fetch_add(1, Ordering::SeqCst);
-            }
-            let _ = r
-                .into_inner()
-                .write_all(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n");
         }
     });
     let ssh = shared("pcaps/zeek-traces/ssh/sshguess.pcap");
@@ -350,6 +396,8 @@ fn webhook_receives_every_alert() {
             &ssh.display().to_string(),
             "--webhook",
             &url,
+            "--webhook-header",
+            "X-Siem-Key: k123",
             "--dedup-max",
             "0",
         ],
@@ -360,6 +408,7 @@ fn webhook_receives_every_alert() {
     assert_eq!(counter(&stdout, "suppressed"), 0);
     assert_eq!(counter(&stdout, "webhook_sent"), alerts);
     assert_eq!(counter(&stdout, "webhook_dropped"), 0);
+    assert_eq!(counter(&stdout, "webhook_retries"), 0);
     assert_eq!(got.load(Ordering::SeqCst) as u64, alerts);
 }
 

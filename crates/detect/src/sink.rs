@@ -67,6 +67,10 @@ pub enum Counter {
     NftBatchesApplied,
     /// `nft -f` runs that failed.
     NftApplyFailures,
+    /// Alert addresses not blocked because the allow-list holds them.
+    NftAllowListed,
+    /// Elements re-added with a fresh timeout (the address alerted again).
+    NftRefreshed,
     /// Webhook posts accepted by the receiver.
     WebhookSent,
     /// Webhook posts that failed after their retries.
@@ -88,6 +92,8 @@ impl Counter {
             Counter::NftInvalidAddresses => "nft_invalid_addresses",
             Counter::NftBatchesApplied => "nft_batches_applied",
             Counter::NftApplyFailures => "nft_apply_failures",
+            Counter::NftAllowListed => "nft_allow_listed",
+            Counter::NftRefreshed => "nft_refreshed",
             Counter::WebhookSent => "webhook_sent",
             Counter::WebhookFailed => "webhook_failed",
             Counter::WebhookDropped => "webhook_dropped",
