@@ -1050,4 +1050,7 @@ pub struct ServeArgs {
     /// Stop by itself after this many seconds (default: run until SIGTERM or Ctrl-C).
     #[arg(long)]
     pub max_runtime: Option<u64>,
+    /// POST every alert to this http:// or https:// URL (config key `webhook`).
+    #[arg(long)]
+    pub webhook: Option<String>,
 }

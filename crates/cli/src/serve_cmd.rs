@@ -37,6 +37,7 @@ fn settings(a: ServeArgs) -> Result<ServeConfig> {
     flag!(settle_ms, settle_ms);
     flag!(batch, batch);
     flag!(max_runtime, max_runtime_s);
+    flag!(webhook);
     Ok(c)
 }
 

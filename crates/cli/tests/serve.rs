@@ -11,6 +11,8 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use metaids_flow::{CaptureReader, FlowConfig, FlowEngine, FrameBuilder, ReaderConfig};
@@ -28,6 +30,52 @@ struct Setup {
     model: PathBuf,
     library: PathBuf,
     tokens: PathBuf,
+    /// A local webhook receiver's URL, and the alerts it has received.
+    hook: String,
+    hooked: Arc<AtomicUsize>,
+}
+
+/// A webhook receiver on loopback: counts the alert records POSTed to it (kept-alive connections;
+/// the thread ends with the test process).
+fn webhook_receiver() -> (String, Arc<AtomicUsize>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}/alerts", listener.local_addr().expect("addr"));
+    let count = Arc::new(AtomicUsize::new(0));
+    let c = Arc::clone(&count);
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let c = Arc::clone(&c);
+            std::thread::spawn(move || {
+                let mut r = BufReader::new(stream);
+                loop {
+                    let mut len = 0usize;
+                    let mut line = String::new();
+                    let mut any = false;
+                    while r.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
+                        any = true;
+                        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                            len = v.trim().parse().unwrap_or(0);
+                        }
+                        line.clear();
+                    }
+                    let mut body = vec![0u8; len];
+                    if !any || r.read_exact(&mut body).is_err() {
+                        break;
+                    }
+                    if serde_json::from_slice::<serde_json::Value>(&body)
+                        .is_ok_and(|v| v["event_type"] == "alert")
+                    {
+                        c.fetch_add(1, Ordering::SeqCst);
+                    }
+                    let answer = b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n";
+                    if r.get_mut().write_all(answer).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    (url, count)
 }
 
 fn setup() -> Setup {
@@ -65,11 +113,14 @@ fn setup() -> Setup {
         format!("# test tokens\nsiem read {READ}\nanalyst write {WRITE}\n"),
     )
     .expect("tokens");
+    let (hook, hooked) = webhook_receiver();
     Setup {
         dir,
         model,
         library,
         tokens,
+        hook,
+        hooked,
     }
 }
 
@@ -94,6 +145,7 @@ fn start(s: &Setup, pcaps: &Path, eve: &Path) -> Service {
         .arg("serve")
         .arg("--flow-dir")
         .arg(&flows)
+        .args(["--webhook", &s.hook])
         .arg("--model")
         .arg(&s.model)
         .arg("--library")
@@ -787,6 +839,9 @@ fn serve_scores_a_watched_directory_with_api_rotation_and_hot_reload() {
     assert!(status.success(), "{err}");
     assert!(err.contains("flows"), "{err}");
     drop(svc);
+    // The webhook got every alert of the run (the queue is drained at the stop).
+    let written = alerts(&eve_lines(&rotated)).len() + alerts(&eve_lines(&eve)).len();
+    assert_eq!(s.hooked.load(Ordering::SeqCst), written, "{err}");
 
     // A restart scores nothing again: progress was kept.
     let alerts_before = alerts(&eve_lines(&eve)).len();

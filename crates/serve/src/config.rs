@@ -49,6 +49,23 @@ pub struct ServeConfig {
     pub max_body_bytes: usize,
     /// Stop by itself after this many seconds (0: run until SIGTERM or Ctrl-C; default 0).
     pub max_runtime_s: u64,
+    /// Block the sources of threat alerts in nftables sets, applied as alerts arrive (`nft -f -`;
+    /// needs CAP_NET_ADMIN), with the script kept at `EVE.nft` (default false).
+    pub nft: bool,
+    /// Also block the sources of unknown-anomaly alerts (default false).
+    pub nft_unknown: bool,
+    /// Seconds an address stays blocked, refreshed when it alerts again (default 3600).
+    pub nft_timeout_s: u64,
+    /// Networks never blocked (CIDR), besides loopback and the unspecified and broadcast addresses.
+    pub nft_allow: Vec<String>,
+    /// Give metaids' table its own input chain that drops the sets' traffic (default false).
+    pub nft_drop_rule: bool,
+    /// POST every alert to this http:// or https:// URL (default: none).
+    pub webhook: Option<String>,
+    /// A header sent with every webhook request, `Name: value`.
+    pub webhook_header: Option<String>,
+    /// PEM certificates the webhook trusts instead of Mozilla's roots.
+    pub webhook_ca: Option<PathBuf>,
 }
 
 impl Default for ServeConfig {
@@ -70,6 +87,14 @@ impl Default for ServeConfig {
             recent_alerts: 10_000,
             max_body_bytes: 16 << 20,
             max_runtime_s: 0,
+            nft: false,
+            nft_unknown: false,
+            nft_timeout_s: 3600,
+            nft_allow: Vec::new(),
+            nft_drop_rule: false,
+            webhook: None,
+            webhook_header: None,
+            webhook_ca: None,
         }
     }
 }

@@ -33,6 +33,49 @@ pub fn arm(
     )?)
 }
 
+/// The responders the settings ask for (they see a batch after its alerts are on disk): nftables,
+/// applied as alerts arrive, and the webhook.
+fn responders(cfg: &Checked) -> Result<Vec<Box<dyn metaids_detect::Sink>>> {
+    let c = &cfg.config;
+    let mut out: Vec<Box<dyn metaids_detect::Sink>> = Vec::new();
+    if c.nft {
+        let allow = c
+            .nft_allow
+            .iter()
+            .map(|n| {
+                n.parse().map_err(|e| ServeError::Config {
+                    field: "nft_allow".into(),
+                    message: format!("{n:?}: {e}"),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let config = metaids_detect::NftConfig {
+            timeout_s: c.nft_timeout_s,
+            include_unknown: c.nft_unknown,
+            apply: true,
+            allow,
+            drop_rule: c.nft_drop_rule,
+            ..metaids_detect::NftConfig::default()
+        };
+        let mut script = cfg.eve.clone().into_os_string();
+        script.push(".nft");
+        tracing::info!("{}", config.describe());
+        out.push(Box::new(metaids_detect::NftablesSink::create(
+            Path::new(&script),
+            config,
+        )?));
+    }
+    if let Some(url) = &c.webhook {
+        let config = metaids_detect::WebhookConfig {
+            header: c.webhook_header.clone(),
+            ca_file: c.webhook_ca.clone(),
+            ..metaids_detect::WebhookConfig::new(url)
+        };
+        out.push(Box::new(metaids_detect::WebhookSink::start(config)?));
+    }
+    Ok(out)
+}
+
 /// What identifies a version of the library file on disk.
 type Stamp = Option<(u64, SystemTime)>;
 
@@ -93,7 +136,9 @@ impl Worker {
             ..PipelineOptions::default()
         };
         let sink = ServiceSink::new(Arc::clone(&eve), Arc::clone(&shared));
-        let pipeline = Pipeline::new(detector, vec![Box::new(sink)], popts)?;
+        let mut sinks: Vec<Box<dyn metaids_detect::Sink>> = vec![Box::new(sink)];
+        sinks.extend(responders(cfg)?);
+        let pipeline = Pipeline::new(detector, sinks, popts)?;
         let c = &cfg.config;
         let mut w = Worker {
             shared,
