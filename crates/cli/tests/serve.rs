@@ -647,6 +647,36 @@ fn serve_scores_a_watched_directory_with_api_rotation_and_hot_reload() {
     );
     assert_eq!(st, 200, "{body}");
 
+    // Enrolment from uploaded flow rows (CSV of the model's dataset), chosen by label.
+    let csv =
+        std::fs::read_to_string(shared("cic-ids2017-improved/SSH-Patator_2961.csv")).expect("csv");
+    let rows = csv.lines().take(101).collect::<Vec<_>>().join("\n") + "\n";
+    let enrol_rows =
+        |path: &str| request(a, "POST", path, Some(WRITE), "text/csv", rows.as_bytes());
+    let (st, body) = enrol_rows("/api/v1/threats?name=SSH%20rows&label=SSH-Patator&shots=5");
+    assert_eq!(st, 201, "{body}");
+    assert_eq!(json(&body)["support_flows"], 5, "{body}");
+    let (st, body) = enrol_rows("/api/v1/threats?name=x&label=BENIGN");
+    assert_eq!(st, 400, "{body}");
+    assert!(body.contains("label"), "{body}");
+    assert_eq!(
+        enrol_rows("/api/v1/threats?name=x&select=dport%2022").0,
+        400
+    );
+    let (st, body) = request(
+        a,
+        "POST",
+        "/api/v1/threats?name=x",
+        Some(WRITE),
+        "text/csv",
+        b"not,a,flow,header\n1,2,3,4\n",
+    );
+    assert_eq!(st, 400, "{body}");
+    assert_eq!(
+        http(a, "DELETE", "/api/v1/threats/SSH%20rows", Some(WRITE), None).0,
+        200
+    );
+
     let reject = serde_json::json!({ "alert": ftp_alert, "verdict": "reject" }).to_string();
     assert_eq!(
         http(a, "POST", "/api/v1/feedback", Some(READ), Some(&reject)).0,

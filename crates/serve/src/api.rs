@@ -26,8 +26,8 @@ use metaids_detect::{
 
 use crate::auth::{Role, Tokens};
 use crate::enrol::{
-    baseline_from_capture, enrol_from_alerts, enrol_from_capture, BaselineRequest, EnrolFailure,
-    EnrolRequest,
+    baseline_from_capture, enrol_from_alerts, enrol_from_capture, enrol_from_rows, BaselineRequest,
+    EnrolFailure, EnrolRequest,
 };
 use crate::state::{threat_json, ArmedView, RouteLabel, Shared};
 
@@ -312,6 +312,7 @@ async fn remove_threat(
 struct EnrolQuery {
     name: String,
     select: Option<String>,
+    label: Option<String>,
     shots: Option<usize>,
     seed: Option<u64>,
     force: Option<bool>,
@@ -375,7 +376,8 @@ fn gather_alerts(api: &Api, ids: &[String]) -> std::result::Result<Vec<FoundAler
 }
 
 /// Enrols a threat: from K flows of the capture in the body (pcap or pcapng bytes, plain or
-/// gzip-compressed), or from the flows of the alerts a JSON body names; guarded as `threat add` is;
+/// gzip-compressed), from K flow rows of a CSV body (`text/csv`, chosen by `label`), or from the
+/// flows of the alerts a JSON body names; guarded as `threat add` is;
 /// the worker arms it at its next micro-batch.
 async fn enrol(
     State(api): State<Api>,
@@ -386,11 +388,27 @@ async fn enrol(
     let author = authorize(&api, &headers, Role::Write)?;
     let Query(q) = query.map_err(query_problem)?;
     let bytes = body.map_err(body_problem)?;
-    // A JSON body names alerts whose flows are the support; any other body is a capture.
-    let from_alerts = headers
+    // A JSON body names alerts whose flows are the support; a text/csv body holds flow rows; any
+    // other body is a capture.
+    let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|c| c.starts_with("application/json"));
+        .unwrap_or_default();
+    let from_alerts = content_type.starts_with("application/json");
+    let from_rows = content_type.starts_with("text/csv");
+    if from_rows && q.select.is_some() {
+        return Err(Problem::new(
+            StatusCode::BAD_REQUEST,
+            "select applies to capture uploads; flow rows are chosen with label",
+        ));
+    }
+    if !from_rows && q.label.is_some() {
+        return Err(Problem::new(
+            StatusCode::BAD_REQUEST,
+            "label applies to flow rows (a text/csv body)",
+        ));
+    }
+    let label = q.label.clone();
     let ids = if from_alerts {
         if q.select.is_some() || q.shots.is_some() || q.seed.is_some() {
             return Err(Problem::new(
@@ -430,6 +448,9 @@ async fn enrol(
             Some(ids) => {
                 let alerts = gather_alerts(api, &ids)?;
                 enrol_from_alerts(&api.model, &api.library, &alerts, &req)
+            }
+            None if from_rows => {
+                enrol_from_rows(&api.model, &api.library, &bytes, label.as_deref(), &req)
             }
             None => enrol_from_capture(&api.model, &api.library, &bytes, &req),
         };

@@ -134,6 +134,80 @@ pub fn flows_of_upload(
     Ok((rows.take(), locators))
 }
 
+/// The rows of an uploaded flow file `bytes` (CSV of the model's dataset, plain or
+/// gzip-compressed) whose label is `label` (`None`: all), with `("upload", "row N")` locators. A
+/// malformed row is an error naming its line.
+pub fn rows_of_upload(
+    model: &ThreatModel,
+    bytes: &[u8],
+    label: Option<&str>,
+) -> Result<(metaids_core::FlowFrame, Vec<usize>, Vec<(String, String)>), EnrolFailure> {
+    let bytes = capture_bytes(bytes)?;
+    let first = bytes.split(|&b| b == b'\n').next().unwrap_or_default();
+    let header = metaids_core::schema::strip_bom(first);
+    let format = metaids_core::schema::FileFormat::detect(header).ok_or_else(|| {
+        EnrolFailure::Bad(format!(
+            "body: the first line is not the header of a known flow format: {:?}",
+            String::from_utf8_lossy(&header[..header.len().min(80)])
+        ))
+    })?;
+    let kind = model.normaliser.kind;
+    if format.kind() != kind {
+        return Err(EnrolFailure::Bad(format!(
+            "body: {} rows, but the model was trained on {kind} data",
+            format.kind()
+        )));
+    }
+    let mut frame = metaids_core::FlowFrame::new(kind.layout());
+    let mut skips = metaids_ingest::SkipLog::default();
+    metaids_ingest::read_from(
+        &mut frame,
+        &bytes[..],
+        "upload",
+        format,
+        metaids_ingest::BadRowPolicy::Error,
+        &mut skips,
+    )
+    .map_err(|e| EnrolFailure::Bad(format!("body: {e}")))?;
+    let rows: Vec<usize> = (0..frame.len())
+        .filter(|&r| label.is_none_or(|l| frame.label(r) == l))
+        .collect();
+    if rows.is_empty() {
+        return Err(EnrolFailure::Bad(format!(
+            "label: no row of the upload ({} rows) is labelled {:?}",
+            frame.len(),
+            label.unwrap_or_default()
+        )));
+    }
+    let locators = (0..frame.len())
+        .map(|r| ("upload".to_string(), format!("row {}", r + 1)))
+        .collect();
+    Ok((frame, rows, locators))
+}
+
+/// Enrols `req` from K of the flow-file rows `bytes` labelled `label` (all when `None`).
+pub fn enrol_from_rows(
+    model: &ThreatModel,
+    path: &std::path::Path,
+    bytes: &[u8],
+    label: Option<&str>,
+    req: &EnrolRequest,
+) -> Result<Enrolment, EnrolFailure> {
+    check_shots(req)?;
+    let (frame, rows, locators) = rows_of_upload(model, bytes, label)?;
+    enrol_from_frame(model, path, &frame, &rows, &locators, req)
+}
+
+fn check_shots(req: &EnrolRequest) -> Result<(), EnrolFailure> {
+    if req.shots == 0 || req.shots > 1000 {
+        return Err(EnrolFailure::Bad(format!(
+            "shots: expected 1 to 1000, found {}",
+            req.shots
+        )));
+    }
+    Ok(())
+}
+
 /// Enrols `req` from the capture `bytes` into the library at `path` (opened for writing).
 pub fn enrol_from_capture(
     model: &ThreatModel,
@@ -141,15 +215,23 @@ pub fn enrol_from_capture(
     bytes: &[u8],
     req: &EnrolRequest,
 ) -> Result<Enrolment, EnrolFailure> {
-    if req.shots == 0 || req.shots > 1000 {
-        return Err(EnrolFailure::Bad(format!(
-            "shots: expected 1 to 1000, found {}",
-            req.shots
-        )));
-    }
+    check_shots(req)?;
     let (frame, locators) = flows_of_upload(bytes, &req.select)?;
     let all: Vec<usize> = (0..frame.len()).collect();
-    let chosen = seeded_subsample(&all, req.shots, req.seed);
+    enrol_from_frame(model, path, &frame, &all, &locators, req)
+}
+
+/// Enrols `req` from K of `rows` of `frame` (a seeded draw), embedded under the library's site
+/// adaptation.
+fn enrol_from_frame(
+    model: &ThreatModel,
+    path: &std::path::Path,
+    frame: &metaids_core::FlowFrame,
+    rows: &[usize],
+    locators: &[(String, String)],
+    req: &EnrolRequest,
+) -> Result<Enrolment, EnrolFailure> {
+    let chosen = seeded_subsample(rows, req.shots, req.seed);
     let lib = ThreatLibrary::open(path, model).map_err(EnrolFailure::Library)?;
     // Embedded as the library's flows are: under its site profile's adaptation, if any.
     let (_, profile) = lib.reference(model).map_err(EnrolFailure::Library)?;
@@ -157,7 +239,7 @@ pub fn enrol_from_capture(
     let normaliser = model
         .site_normaliser(adaptation.as_ref())
         .map_err(|e| EnrolFailure::Library(LibraryError::Model(Box::new(e))))?;
-    let support = metaids_library::support_flows(model, &normaliser, &frame, &chosen, &locators)
+    let support = metaids_library::support_flows(model, &normaliser, frame, &chosen, locators)
         .map_err(EnrolFailure::Library)?;
     add_guarded(model, &lib, support, req)
 }
