@@ -134,6 +134,9 @@ pub fn flows_of_upload(
     Ok((rows.take(), locators))
 }
 
+/// Flows of an upload: the frame, the rows to draw from, and every row's `(source, locator)`.
+pub type UploadRows = (metaids_core::FlowFrame, Vec<usize>, Vec<(String, String)>);
+
 /// The rows of an uploaded flow file `bytes` (CSV of the model's dataset, plain or
 /// gzip-compressed) whose label is `label` (`None`: all), with `("upload", "row N")` locators. A
 /// malformed row is an error naming its line.
@@ -141,7 +144,7 @@ pub fn rows_of_upload(
     model: &ThreatModel,
     bytes: &[u8],
     label: Option<&str>,
-) -> Result<(metaids_core::FlowFrame, Vec<usize>, Vec<(String, String)>), EnrolFailure> {
+) -> Result<UploadRows, EnrolFailure> {
     let bytes = capture_bytes(bytes)?;
     let first = bytes.split(|&b| b == b'\n').next().unwrap_or_default();
     let header = metaids_core::schema::strip_bom(first);
