@@ -1077,6 +1077,30 @@ fn serve_survives_kill_9_during_enrolment_and_holds_memory_flat() {
         .filter(|p| p.to_string_lossy().ends_with(".pcap.gz"))
         .collect();
     captures.sort();
+    // Meanwhile, 100 logrotate-style rotations of the EVE file: rename it, send SIGHUP, wait for the
+    // service to open a new one, again.
+    let pid = svc.child.id();
+    let eve_path = eve.clone();
+    let rotator = std::thread::spawn(move || {
+        for k in 1..=100 {
+            let start = Instant::now();
+            while !eve_path.exists() {
+                assert!(
+                    start.elapsed() < Duration::from_secs(20),
+                    "no new EVE file after SIGHUP {k}"
+                );
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            std::fs::rename(&eve_path, eve_path.with_extension(format!("json.{k}")))
+                .expect("rotate");
+            let st = std::process::Command::new("kill")
+                .args(["-HUP", &pid.to_string()])
+                .status()
+                .expect("kill");
+            assert!(st.success());
+            std::thread::sleep(Duration::from_millis(40));
+        }
+    });
     let mut rss = Vec::new();
     let mut done = 0;
     for round in 0..16 {
@@ -1103,6 +1127,43 @@ fn serve_survives_kill_9_during_enrolment_and_holds_memory_flat() {
         "memory grew by {} KiB after warm-up: {rss:?}",
         peak.saturating_sub(warm)
     );
+    rotator.join().expect("rotations");
+    // Every alert the service produced is one whole line of exactly one file.
+    let produced = all_alerts(a)["next"].as_u64().expect("next");
+    let mut svc = svc;
     signal(&svc, "-TERM");
+    svc.child.wait().expect("wait");
     drop(svc);
+    let mut ids = std::collections::HashSet::new();
+    let mut files = 0;
+    for entry in std::fs::read_dir(s.dir.path()).expect("dir") {
+        let p = entry.expect("entry").path();
+        if !p
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("eve.json"))
+            || p.to_string_lossy().ends_with(".state.json")
+            || p.to_string_lossy().ends_with(".nft")
+        {
+            continue;
+        }
+        files += 1;
+        for e in alerts(&eve_lines(&p)) {
+            let id = e["alert"]["context"]["metaids"]["alert_id"]
+                .as_str()
+                .expect("id");
+            assert!(ids.insert(id.to_string()), "alert {id} written twice");
+        }
+    }
+    println!(
+        "rotations: {files} EVE files, {} alerts, {produced} produced",
+        ids.len()
+    );
+    assert!(files >= 101, "{files} files");
+    assert!(produced > 0);
+    // The kill -9 runs above wrote their alerts too; the soak's (sequence 1..=produced) are all there.
+    assert!(
+        ids.len() as u64 >= produced,
+        "{} of {produced} alerts found",
+        ids.len()
+    );
 }
