@@ -141,7 +141,7 @@ impl LiveSource {
         }
     }
 
-    /// What the capture did so far (the kernel counters once it has ended).
+    /// What the capture did so far (libpcap's counters as of the last tick, and at the end).
     pub fn stats(&self) -> LiveStats {
         let k = self.kernel.unwrap_or_default();
         LiveStats {
@@ -178,6 +178,14 @@ impl LiveSource {
             self.last_tick = Instant::now();
             self.stats.ticks += 1;
             out.extend(self.engine.tick(wall_clock_us()));
+            // libpcap's counters, kept current for a long-running consumer's metrics.
+            if let Ok(s) = self.capture.cap.stats() {
+                self.kernel = Some(KernelStats {
+                    received: u64::from(s.received),
+                    dropped: u64::from(s.dropped),
+                    if_dropped: u64::from(s.if_dropped),
+                });
+            }
         }
     }
 }

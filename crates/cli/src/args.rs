@@ -1015,6 +1015,12 @@ pub struct ServeArgs {
     /// A directory of captures (pcap, pcapng, .gz): each new file is scored once.
     #[arg(long)]
     pub pcap_dir: Option<PathBuf>,
+    /// A network interface to capture from (a build with `--features live`; needs CAP_NET_RAW).
+    #[arg(long)]
+    pub interface: Option<String>,
+    /// A BPF filter (tcpdump syntax) for --interface.
+    #[arg(long, requires = "interface")]
+    pub bpf: Option<String>,
     /// A directory of flow files (CSV of the model's dataset, `.csv` or `.csv.gz`): each new
     /// file is scored once.
     #[arg(long)]

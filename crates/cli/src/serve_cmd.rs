@@ -27,6 +27,8 @@ fn settings(a: ServeArgs) -> Result<ServeConfig> {
     flag!(library);
     flag!(pcap_dir);
     flag!(flow_dir);
+    flag!(interface);
+    flag!(bpf);
     flag!(eve);
     flag!(state);
     flag!(tokens);

@@ -1,11 +1,12 @@
 //! `metaids baseline --interface lo`: a learning window captured live from traffic the test sends
 //! itself on loopback (UDP from 20 addresses of 127.0.0.0/8 to a port nothing listens on, a BPF
-//! filter on that port), stopped by --duration. Needs the `live` feature, libpcap and root or
-//! CAP_NET_RAW: `cargo test -p metaids --features live --test baseline_live`.
+//! filter on that port), stopped by --duration; then `metaids serve --interface lo` on that
+//! library scores such traffic as it arrives until SIGTERM. Needs the `live` feature, libpcap and
+//! root or CAP_NET_RAW: `cargo test -p metaids --features live --test baseline_live`.
 #![cfg(feature = "live")]
 
-use std::io::{BufRead, BufReader};
-use std::net::UdpSocket;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpStream, UdpSocket};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -93,4 +94,75 @@ fn a_live_window_is_learnt_with_its_sources_counted() {
         "{stdout}\n{stderr}"
     );
     assert!(stderr.contains("learning from lo"), "{stderr}");
+
+    // The service on the same interface: packets and flows counted as they arrive, the live flows
+    // decided at SIGTERM.
+    let eve = dir.path().join("eve.json");
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_metaids"))
+        .args(["serve", "--model"])
+        .arg(&model)
+        .arg("--library")
+        .arg(dir.path().join("site.redb"))
+        .args(["--interface", "lo", "--bpf"])
+        .arg(format!("udp and dst port {port}"))
+        .arg("--eve")
+        .arg(&eve)
+        .args(["--listen", "127.0.0.1:0", "--max-runtime", "60"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("serve");
+    let mut first = String::new();
+    BufReader::new(serve.stdout.take().expect("stdout"))
+        .read_line(&mut first)
+        .expect("first line");
+    let addr = first
+        .trim()
+        .strip_prefix("metaids serve: listening on http://")
+        .unwrap_or_else(|| panic!("no address in {first:?}"))
+        .to_string();
+    let metric = |name: &str| -> u64 {
+        let mut s = TcpStream::connect(&addr).expect("connect");
+        write!(
+            s,
+            "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .expect("send");
+        let mut text = String::new();
+        s.read_to_string(&mut text).expect("read");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    for a in 2..32u8 {
+        let s = UdpSocket::bind((std::net::Ipv4Addr::new(127, 0, 0, a), 0)).expect("bind src");
+        s.send_to(b"metaids serve test", ("127.0.0.1", port))
+            .expect("send");
+        sockets.push(s);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let started = std::time::Instant::now();
+    while metric("metaids_packets_total") < 30 {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "serve did not count the 30 datagrams"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let kill = Command::new("kill")
+        .args(["-TERM", &serve.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(kill.success());
+    let out = serve.wait_with_output().expect("wait");
+    let summary = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{summary}");
+    let flows: u64 = summary
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("flows "))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no flow count in {summary}"));
+    assert!(flows >= 30, "{summary}");
 }

@@ -19,6 +19,10 @@ pub struct ServeConfig {
     pub library: Option<PathBuf>,
     /// A directory of captures (pcap, pcapng, `.gz`): each new file is scored once.
     pub pcap_dir: Option<PathBuf>,
+    /// A network interface to capture from (a build with the `live` feature; needs CAP_NET_RAW).
+    pub interface: Option<String>,
+    /// A BPF filter (tcpdump syntax) for `interface`.
+    pub bpf: Option<String>,
     /// A directory of flow files (CSV of the model's dataset, `.csv` or `.csv.gz`, as
     /// `metaids extract` or CICFlowMeter write them): each new file is scored once.
     pub flow_dir: Option<PathBuf>,
@@ -74,6 +78,8 @@ impl Default for ServeConfig {
             model: None,
             library: None,
             pcap_dir: None,
+            interface: None,
+            bpf: None,
             flow_dir: None,
             eve: None,
             state: None,

@@ -85,6 +85,8 @@ pub struct Metrics {
     pub requests: Family<RouteLabel, Counter>,
     /// EVE file reopenings (SIGHUP).
     pub eve_reopens: Counter,
+    /// Packets the kernel dropped on the live interface (libpcap's count; 0 without one).
+    pub capture_dropped: Gauge,
 }
 
 impl Metrics {
@@ -109,6 +111,7 @@ impl Metrics {
             model: Family::default(),
             requests: Family::default(),
             eve_reopens: Counter::default(),
+            capture_dropped: Gauge::default(),
         };
         let r = &mut m.registry;
         r.register("packets", "Packets read from captures", m.packets.clone());
@@ -165,6 +168,11 @@ impl Metrics {
             m.requests.clone(),
         );
         r.register("eve_reopens", "EVE file reopenings", m.eve_reopens.clone());
+        r.register(
+            "capture_dropped",
+            "Packets the kernel dropped on the live interface",
+            m.capture_dropped.clone(),
+        );
         m
     }
 

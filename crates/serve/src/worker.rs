@@ -1,5 +1,6 @@
-//! The scoring worker: one thread that owns the detection pipeline. It scores each new capture of
-//! the watched directory through the flow engine and each new flow file of the flow directory, reloads the threat library when it changed (an
+//! The scoring worker: one thread that owns the detection pipeline. It scores the flows of a live
+//! interface as they end, each new capture of the watched directory through the flow engine and
+//! each new flow file of the flow directory, reloads the threat library when it changed (an
 //! API change, or the file changed under it by the CLI) between micro-batches, writes EVE `stats`
 //! records, and on stop decides the flows it holds and syncs its outputs.
 
@@ -10,6 +11,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use metaids_detect::{ArmedThreats, Detector, DetectorOptions, Pipeline, PipelineOptions, Summary};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use metaids_capture::{LiveCapture, LiveConfig, LiveSource};
 use metaids_flow::{CaptureSource, FlowConfig, FlowSource, ReaderConfig, Step};
 use metaids_model::ThreatModel;
 
@@ -76,6 +80,32 @@ fn responders(cfg: &Checked) -> Result<Vec<Box<dyn metaids_detect::Sink>>> {
     Ok(out)
 }
 
+/// The live capture the settings ask for: opened now, so a missing interface or privilege stops
+/// the start with a message naming it.
+fn open_live(cfg: &Checked) -> Result<Option<(LiveSource, Arc<AtomicBool>)>> {
+    let Some(interface) = &cfg.config.interface else {
+        return Ok(None);
+    };
+    let live = LiveConfig {
+        filter: cfg.config.bpf.clone(),
+        ..LiveConfig::new(interface)
+    };
+    let capture = LiveCapture::open(&live).map_err(|e| ServeError::Config {
+        field: "interface".into(),
+        message: format!("cannot capture on {interface}: {e}"),
+    })?;
+    let engine =
+        metaids_flow::FlowEngine::new(FlowConfig::default()).map_err(|e| ServeError::Config {
+            field: "interface".into(),
+            message: e.to_string(),
+        })?;
+    let stop = Arc::new(AtomicBool::new(false));
+    Ok(Some((
+        LiveSource::new(capture, engine, Arc::clone(&stop)),
+        stop,
+    )))
+}
+
 /// What identifies a version of the library file on disk.
 type Stamp = Option<(u64, SystemTime)>;
 
@@ -95,6 +125,8 @@ pub struct Worker {
     eve: Arc<Mutex<EveLog>>,
     pcap_dir: Option<PathBuf>,
     flow_dir: Option<PathBuf>,
+    /// The live capture, and the flag that ends it.
+    live: Option<(LiveSource, Arc<AtomicBool>)>,
     state_path: PathBuf,
     progress: Progress,
     stamp: Stamp,
@@ -149,6 +181,7 @@ impl Worker {
             eve,
             pcap_dir: cfg.pcap_dir.clone(),
             flow_dir: cfg.flow_dir.clone(),
+            live: open_live(cfg)?,
             state_path: cfg.state.clone(),
             progress,
             stamp: stamp0,
@@ -452,7 +485,59 @@ impl Worker {
         Ok(summary?)
     }
 
+    /// With a live interface: its flows as they end (a partial batch decided at least once a
+    /// second), the directories scanned every poll interval in between, until a stop is asked;
+    /// then the capture's live flows are ended and decided.
+    fn run_live(&mut self, mut live: LiveSource, stop: &AtomicBool) -> Result<()> {
+        let origin: Arc<str> = Arc::from(live.name());
+        let mut flows = Vec::new();
+        let mut last_batch = Instant::now();
+        let mut next_scan = Instant::now();
+        let mut packets = 0;
+        loop {
+            if self.shared.stopping() || self.deadline.is_some_and(|d| Instant::now() >= d) {
+                self.shared.request_stop();
+                stop.store(true, Ordering::SeqCst);
+            }
+            let step = live
+                .next_flows(&mut flows)
+                .map_err(|e| ServeError::Config {
+                    field: "interface".into(),
+                    message: format!("{}: {e}", live.name()),
+                })?;
+            for f in &flows {
+                self.pipeline.push_record(f, &origin)?;
+            }
+            flows.clear();
+            if step != Step::Flows || last_batch.elapsed() >= metaids_detect::LIVE_BATCH_INTERVAL {
+                self.pipeline.flush()?;
+                last_batch = Instant::now();
+            }
+            let stats = live.stats();
+            self.shared
+                .metrics
+                .packets
+                .inc_by(stats.packets.saturating_sub(packets));
+            packets = stats.packets;
+            self.shared
+                .metrics
+                .capture_dropped
+                .set(i64::try_from(stats.dropped).unwrap_or(i64::MAX));
+            self.tick()?;
+            if step == Step::Done {
+                return Ok(());
+            }
+            if Instant::now() >= next_scan && !self.shared.stopping() {
+                self.scan_once()?;
+                next_scan = Instant::now() + self.poll;
+            }
+        }
+    }
+
     fn run_loop(&mut self) -> Result<()> {
+        if let Some((live, stop)) = self.live.take() {
+            return self.run_live(live, &stop);
+        }
         while !self.shared.stopping() {
             if self.deadline.is_some_and(|d| Instant::now() >= d) {
                 tracing::info!("maximum run time reached");
