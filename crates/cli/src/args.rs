@@ -1038,6 +1038,12 @@ pub struct ServeArgs {
     /// read-only and must listen on a loopback address.
     #[arg(long)]
     pub tokens: Option<PathBuf>,
+    /// The API's TLS certificate chain (PEM); with --tls-key the API speaks HTTPS only.
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     /// The sensor's name in EVE records (default: the host name).
     #[arg(long)]
     pub sensor: Option<String>,

@@ -32,6 +32,8 @@ fn settings(a: ServeArgs) -> Result<ServeConfig> {
     flag!(eve);
     flag!(state);
     flag!(tokens);
+    flag!(tls_cert);
+    flag!(tls_key);
     flag!(sensor);
     flag!(listen, listen);
     flag!(stats_interval, stats_interval_s);

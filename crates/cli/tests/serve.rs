@@ -138,6 +138,16 @@ impl Drop for Service {
 }
 
 fn start(s: &Setup, pcaps: &Path, eve: &Path) -> Service {
+    start_with(s, pcaps, eve, &[]).0
+}
+
+/// [`start`] with more arguments; also the URL it printed (`http://…` or `https://…`).
+fn start_with(
+    s: &Setup,
+    pcaps: &Path,
+    eve: &Path,
+    extra: &[&std::ffi::OsStr],
+) -> (Service, String) {
     // Flow files are watched beside the captures.
     let flows = s.dir.path().join("flows");
     std::fs::create_dir_all(&flows).expect("flows dir");
@@ -172,6 +182,7 @@ fn start(s: &Setup, pcaps: &Path, eve: &Path) -> Service {
             "--sensor",
             "test-sensor",
         ])
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -180,17 +191,22 @@ fn start(s: &Setup, pcaps: &Path, eve: &Path) -> Service {
     BufReader::new(child.stdout.take().expect("stdout"))
         .read_line(&mut line)
         .expect("first line");
-    let addr = line
+    let url = line
         .trim()
-        .strip_prefix("metaids serve: listening on http://")
+        .strip_prefix("metaids serve: listening on ")
         .unwrap_or_else(|| {
             let mut err = String::new();
             let _ = child.stderr.take().map(|mut e| e.read_to_string(&mut err));
             panic!("no address in {line:?}; stderr: {err}")
         })
+        .to_string();
+    let addr = url
+        .split_once("://")
+        .map(|(_, a)| a)
+        .unwrap_or_default()
         .parse()
         .expect("address");
-    Service { child, addr }
+    (Service { child, addr }, url)
 }
 
 /// One HTTP/1.1 request with an optional token and body of `content_type`; the status and body.
@@ -1166,4 +1182,80 @@ fn serve_survives_kill_9_during_enrolment_and_holds_memory_flat() {
         "{} of {produced} alerts found",
         ids.len()
     );
+}
+
+/// The API over HTTPS (`--tls-cert`, `--tls-key`): a client trusting the private CA gets health
+/// and, with a token, the threats; plain HTTP to the port gets no answer; one that does not trust
+/// the CA is refused.
+#[test]
+fn serve_speaks_https_with_tls_settings() {
+    let s = setup();
+    let pcaps = s.dir.path().join("pcaps");
+    std::fs::create_dir(&pcaps).expect("mkdir");
+    let certs = tempfile::tempdir().expect("tmp");
+    let Some((ca, cert, key)) = common::test_certificates(certs.path()) else {
+        println!("skipping: openssl cannot make the test certificates");
+        return;
+    };
+    let (svc, url) = start_with(
+        &s,
+        &pcaps,
+        &s.dir.path().join("eve.json"),
+        &[
+            "--tls-cert".as_ref(),
+            cert.as_os_str(),
+            "--tls-key".as_ref(),
+            key.as_os_str(),
+        ],
+    );
+    assert!(url.starts_with("https://127.0.0.1:"), "{url}");
+    let pem = std::fs::read(&ca).expect("ca");
+    let roots: Vec<_> = ureq::tls::parse_pem(&pem)
+        .filter_map(|i| match i {
+            Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
+            _ => None,
+        })
+        .collect();
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .tls_config(
+            ureq::tls::TlsConfig::builder()
+                .root_certs(ureq::tls::RootCerts::new_with_certs(&roots))
+                .build(),
+        )
+        .build()
+        .into();
+    let mut health = agent
+        .get(format!("{url}/api/v1/health"))
+        .call()
+        .expect("https");
+    assert_eq!(health.status(), 200);
+    assert!(health
+        .body_mut()
+        .read_to_string()
+        .expect("body")
+        .contains("ok"));
+    let threats = agent
+        .get(format!("{url}/api/v1/threats"))
+        .header("Authorization", format!("Bearer {READ}"))
+        .call()
+        .expect("https");
+    assert_eq!(threats.status(), 200);
+    assert_eq!(
+        agent
+            .get(format!("{url}/api/v1/threats"))
+            .call()
+            .expect("https")
+            .status(),
+        401
+    );
+    // Plain HTTP on the TLS port: no HTTP answer.
+    assert!(
+        try_request(svc.addr, "GET", "/api/v1/health", None, "", b"").is_err(),
+        "plain HTTP answered on the TLS port"
+    );
+    // Mozilla's roots do not know the private CA.
+    assert!(ureq::get(format!("{url}/api/v1/health")).call().is_err());
+    signal(&svc, "-TERM");
+    drop(svc);
 }

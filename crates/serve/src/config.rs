@@ -36,6 +36,10 @@ pub struct ServeConfig {
     /// Bearer tokens: lines `name role token` (role `read` or `write`). Without it the API is
     /// read-only, and only on a loopback address.
     pub tokens: Option<PathBuf>,
+    /// The API's TLS certificate chain (PEM); with `tls_key`, the API speaks HTTPS only.
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of `tls_cert` (PEM).
+    pub tls_key: Option<PathBuf>,
     /// The sensor's name in EVE records (`host`; default: the machine's host name).
     pub sensor: Option<String>,
     /// Seconds between EVE `stats` records (0: none; default 60).
@@ -85,6 +89,8 @@ impl Default for ServeConfig {
             state: None,
             listen: SocketAddr::from(([127, 0, 0, 1], 9330)),
             tokens: None,
+            tls_cert: None,
+            tls_key: None,
             sensor: None,
             stats_interval_s: 60,
             poll_ms: 1000,
@@ -187,6 +193,17 @@ impl ServeConfig {
                     ),
                 });
             }
+        }
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err(ServeError::Config {
+                field: if self.tls_cert.is_some() {
+                    "tls_key"
+                } else {
+                    "tls_cert"
+                }
+                .into(),
+                message: "TLS needs both tls_cert and tls_key".into(),
+            });
         }
         if self.tokens.is_none() && !self.listen.ip().is_loopback() {
             return Err(ServeError::Config {

@@ -15,6 +15,7 @@ pub mod enrol;
 pub mod error;
 pub mod eve_log;
 pub mod state;
+pub mod tls;
 pub mod watch;
 pub mod worker;
 
@@ -87,7 +88,12 @@ pub fn run(config: ServeConfig) -> Result<Summary> {
         .name("metaids-score".into())
         .spawn(move || worker.run())
         .map_err(io_err("the scoring thread"))?;
-    println!("metaids serve: listening on http://{addr}");
+    let tls = match (&cfg.config.tls_cert, &cfg.config.tls_key) {
+        (Some(cert), Some(key)) => Some(tls::server_config(cert, key)?),
+        _ => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    println!("metaids serve: listening on {scheme}://{addr}");
     let _ = std::io::stdout().flush();
     let served = runtime.block_on(async {
         use tokio::signal::unix::{signal, SignalKind};
@@ -105,14 +111,34 @@ pub fn run(config: ServeConfig) -> Result<Summary> {
             }
         });
         let stop = Arc::clone(&shared);
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                while !stop.stopping() {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            })
-            .await
-            .map_err(io_err("the API server"))
+        let stopped = async move {
+            while !stop.stopping() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
+        match tls {
+            None => axum::serve(listener, app)
+                .with_graceful_shutdown(stopped)
+                .await
+                .map_err(io_err("the API server")),
+            Some(tls) => {
+                let handle = axum_server::Handle::new();
+                let h = handle.clone();
+                tokio::spawn(async move {
+                    stopped.await;
+                    h.graceful_shutdown(Some(Duration::from_secs(5)));
+                });
+                let std_listener = listener
+                    .into_std()
+                    .map_err(io_err("the listening socket"))?;
+                axum_server::from_tcp_rustls(std_listener, tls)
+                    .map_err(io_err("the listening socket"))?
+                    .handle(handle)
+                    .serve(app.into_make_service())
+                    .await
+                    .map_err(io_err("the API server"))
+            }
+        }
     });
     // The API stopped (a stop was asked, or it failed): the worker stops too.
     shared.request_stop();

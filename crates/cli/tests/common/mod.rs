@@ -70,3 +70,31 @@ pub fn train_small_model(out: &Path) {
         .output()
         .expect("train"));
 }
+
+/// A private CA and a certificate it signed for 127.0.0.1, made by the `openssl` command in `dir`:
+/// `(ca.pem, cert.pem, key.pem)`; `None` when openssl cannot run (the caller says it skips).
+pub fn test_certificates(dir: &Path) -> Option<(PathBuf, PathBuf, PathBuf)> {
+    let p = |n: &str| dir.join(n);
+    std::fs::write(
+        p("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .ok()?;
+    let ec = "-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes";
+    let d = dir.display();
+    let steps = [
+        format!("req -x509 {ec} -days 2 -subj /CN=metaids-test-CA -keyout {d}/ca.key -out {d}/ca.pem"),
+        format!("req {ec} -subj /CN=localhost -keyout {d}/key.pem -out {d}/leaf.csr"),
+        format!("x509 -req -days 2 -in {d}/leaf.csr -CA {d}/ca.pem -CAkey {d}/ca.key -CAcreateserial -extfile {d}/ext.cnf -out {d}/cert.pem"),
+    ];
+    for step in steps {
+        let ok = std::process::Command::new("openssl")
+            .args(step.split_whitespace())
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !ok {
+            return None;
+        }
+    }
+    Some((p("ca.pem"), p("cert.pem"), p("key.pem")))
+}
