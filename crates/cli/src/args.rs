@@ -1065,4 +1065,8 @@ pub struct ServeArgs {
     /// POST every alert to this http:// or https:// URL (config key `webhook`).
     #[arg(long)]
     pub webhook: Option<String>,
+    /// Also send every alert to TARGET: syslog:udp://HOST:PORT, syslog:unix:/dev/log (RFC 5424),
+    /// unix-stream:PATH or unix-dgram:PATH (JSON lines); repeatable (config key `forward`).
+    #[arg(long, value_name = "TARGET")]
+    pub forward: Vec<String>,
 }

@@ -42,6 +42,9 @@ fn settings(a: ServeArgs) -> Result<ServeConfig> {
     flag!(batch, batch);
     flag!(max_runtime, max_runtime_s);
     flag!(webhook);
+    if !a.forward.is_empty() {
+        c.forward = a.forward;
+    }
     Ok(c)
 }
 

@@ -33,6 +33,34 @@ struct Setup {
     /// A local webhook receiver's URL, and the alerts it has received.
     hook: String,
     hooked: Arc<AtomicUsize>,
+    /// A local syslog receiver (UDP) and the alert messages it has received.
+    syslog: String,
+    logged: Arc<AtomicUsize>,
+}
+
+/// A syslog receiver on loopback UDP: counts RFC 5424 messages from metaids carrying an alert.
+fn syslog_receiver() -> (String, Arc<AtomicUsize>) {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let addr = socket.local_addr().expect("addr").to_string();
+    let count = Arc::new(AtomicUsize::new(0));
+    let c = Arc::clone(&count);
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 65536];
+        while let Ok(n) = socket.recv(&mut buf) {
+            let text = String::from_utf8_lossy(&buf[..n]);
+            let ok = text.starts_with('<')
+                && text.contains(">1 ")
+                && text.contains(" metaids ")
+                && text
+                    .split_once(" alert - ")
+                    .and_then(|(_, j)| serde_json::from_str::<serde_json::Value>(j).ok())
+                    .is_some_and(|v| v["event_type"] == "alert");
+            if ok {
+                c.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    });
+    (addr, count)
 }
 
 /// A webhook receiver on loopback: counts the alert records POSTed to it (kept-alive connections;
@@ -114,6 +142,7 @@ fn setup() -> Setup {
     )
     .expect("tokens");
     let (hook, hooked) = webhook_receiver();
+    let (syslog, logged) = syslog_receiver();
     Setup {
         dir,
         model,
@@ -121,6 +150,8 @@ fn setup() -> Setup {
         tokens,
         hook,
         hooked,
+        syslog,
+        logged,
     }
 }
 
@@ -156,6 +187,8 @@ fn start_with(
         .arg("--flow-dir")
         .arg(&flows)
         .args(["--webhook", &s.hook])
+        .arg("--forward")
+        .arg(format!("syslog:udp://{}", s.syslog))
         .arg("--model")
         .arg(&s.model)
         .arg("--library")
@@ -888,6 +921,8 @@ fn serve_scores_a_watched_directory_with_api_rotation_and_hot_reload() {
     // The webhook got every alert of the run (the queue is drained at the stop).
     let written = alerts(&eve_lines(&rotated)).len() + alerts(&eve_lines(&eve)).len();
     assert_eq!(s.hooked.load(Ordering::SeqCst), written, "{err}");
+    // And syslog got each as an RFC 5424 message (UDP on loopback loses none here).
+    assert_eq!(s.logged.load(Ordering::SeqCst), written, "{err}");
 
     // A restart scores nothing again: progress was kept.
     let alerts_before = alerts(&eve_lines(&eve)).len();

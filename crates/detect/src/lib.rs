@@ -36,6 +36,7 @@ pub mod drift;
 pub mod error;
 pub mod eve;
 pub mod feedback;
+pub mod forward;
 pub mod nft;
 pub mod pipeline;
 pub mod sink;
@@ -56,6 +57,7 @@ pub use feedback::{
     alert_flow, apply_feedback, find_alert, find_alerts, FeedbackError, FeedbackOutcome,
     FoundAlert, Judgement,
 };
+pub use forward::{ForwardSink, Target as ForwardTarget};
 pub use metaids_decide::{Threat, SIGNATURE_BASE, UNKNOWN_SIGNATURE_ID};
 pub use metaids_library::{ArmedThreats, ThreatOrigin};
 pub use nft::{NftConfig, NftablesSink};

@@ -71,6 +71,10 @@ pub enum Counter {
     NftAllowListed,
     /// Elements re-added with a fresh timeout (the address alerted again).
     NftRefreshed,
+    /// Alerts forwarded to syslog or a unix socket.
+    ForwardSent,
+    /// Alerts that could not be forwarded (dropped, counted).
+    ForwardDropped,
     /// Webhook posts accepted by the receiver.
     WebhookSent,
     /// Webhook posts that failed after their retries.
@@ -94,6 +98,8 @@ impl Counter {
             Counter::NftApplyFailures => "nft_apply_failures",
             Counter::NftAllowListed => "nft_allow_listed",
             Counter::NftRefreshed => "nft_refreshed",
+            Counter::ForwardSent => "forward_sent",
+            Counter::ForwardDropped => "forward_dropped",
             Counter::WebhookSent => "webhook_sent",
             Counter::WebhookFailed => "webhook_failed",
             Counter::WebhookDropped => "webhook_dropped",

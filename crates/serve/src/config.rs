@@ -74,6 +74,11 @@ pub struct ServeConfig {
     pub webhook_header: Option<String>,
     /// PEM certificates the webhook trusts instead of Mozilla's roots.
     pub webhook_ca: Option<PathBuf>,
+    /// Also send every alert to these targets: `syslog:udp://HOST:PORT`, `syslog:unix:/dev/log`
+    /// (RFC 5424), `unix-stream:PATH` or `unix-dgram:PATH` (JSON lines).
+    pub forward: Vec<String>,
+    /// The syslog facility of forwarded alerts, 0–23 (default 21, local5, as Suricata).
+    pub syslog_facility: u8,
 }
 
 impl Default for ServeConfig {
@@ -107,6 +112,8 @@ impl Default for ServeConfig {
             webhook: None,
             webhook_header: None,
             webhook_ca: None,
+            forward: Vec::new(),
+            syslog_facility: 21,
         }
     }
 }

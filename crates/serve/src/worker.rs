@@ -38,7 +38,7 @@ pub fn arm(
 }
 
 /// The responders the settings ask for (they see a batch after its alerts are on disk): nftables,
-/// applied as alerts arrive, and the webhook.
+/// applied as alerts arrive, the webhook, and forwarding to syslog or unix sockets.
 fn responders(cfg: &Checked) -> Result<Vec<Box<dyn metaids_detect::Sink>>> {
     let c = &cfg.config;
     let mut out: Vec<Box<dyn metaids_detect::Sink>> = Vec::new();
@@ -76,6 +76,14 @@ fn responders(cfg: &Checked) -> Result<Vec<Box<dyn metaids_detect::Sink>>> {
             ..metaids_detect::WebhookConfig::new(url)
         };
         out.push(Box::new(metaids_detect::WebhookSink::start(config)?));
+    }
+    for target in &c.forward {
+        let target = metaids_detect::ForwardTarget::parse(target)?;
+        out.push(Box::new(metaids_detect::ForwardSink::create(
+            target,
+            c.syslog_facility,
+            &cfg.sensor,
+        )?));
     }
     Ok(out)
 }
