@@ -1294,3 +1294,89 @@ fn serve_speaks_https_with_tls_settings() {
     signal(&svc, "-TERM");
     drop(svc);
 }
+
+/// nftables applied by the running service (`nft = true`, `nft_allow`, `nft_drop_rule`), inside a
+/// network namespace of its own (`unshare -rn`, where nft may change the ruleset): the SSH guesser
+/// of sshguess.pcap ends up in the set with the drop rule, an allow-listed network does not.
+#[test]
+fn serve_applies_nftables_in_a_private_namespace() {
+    let probe = std::process::Command::new("unshare")
+        .args(["-rn", "sh", "-c", "ip link set lo up && nft list ruleset"])
+        .output();
+    if !probe.is_ok_and(|o| o.status.success()) {
+        println!("skipping: `unshare -rn` with ip and nft is not available here");
+        return;
+    }
+    let s = setup();
+    let d = s.dir.path();
+    let pcaps = d.join("pcaps");
+    std::fs::create_dir(&pcaps).expect("mkdir");
+    copy_capture(&pcaps, "ssh.pcap", SSH);
+    copy_capture(
+        &pcaps,
+        "nmap.pcap",
+        "pcaps/esnet-scanners/nmap/nmap_80_all.pcap",
+    );
+    let config = d.join("metaids.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "model = {:?}\nlibrary = {:?}\npcap_dir = {:?}\neve = {:?}\nlisten = \"127.0.0.1:0\"\n\
+             poll_ms = 100\nsettle_ms = 0\nnft = true\nnft_unknown = true\nnft_drop_rule = true\n\
+             nft_allow = [\"10.0.0.0/8\"]\nmax_runtime_s = 60\n",
+            s.model,
+            s.library,
+            pcaps,
+            d.join("eve.json")
+        ),
+    )
+    .expect("config");
+    let listing = d.join("ruleset.txt");
+    // In the namespace: serve until both captures are scored (their progress recorded), then the
+    // ruleset, then SIGTERM.
+    let script = format!(
+        "ip link set lo up || exit 2\n\
+         {bin} serve --config {cfg} >/dev/null 2>{log} &\n\
+         pid=$!\n\
+         for i in $(seq 1 600); do\n\
+           if grep -q nmap.pcap {state} 2>/dev/null && grep -q ssh.pcap {state}; then break; fi\n\
+           sleep 0.1\n\
+         done\n\
+         nft list table inet metaids > {out}\n\
+         kill -TERM $pid; wait $pid",
+        bin = env!("CARGO_BIN_EXE_metaids"),
+        cfg = config.display(),
+        log = d.join("serve.log").display(),
+        state = d.join("eve.json.state.json").display(),
+        out = listing.display(),
+    );
+    let out = std::process::Command::new("unshare")
+        .args(["-rn", "sh", "-c", &script])
+        .output()
+        .expect("unshare");
+    let log = std::fs::read_to_string(d.join("serve.log")).unwrap_or_default();
+    assert!(
+        out.status.success(),
+        "{log}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ruleset = std::fs::read_to_string(&listing).expect("ruleset");
+    assert!(
+        ruleset.contains("192.168.56.1"),
+        "the guesser is not blocked:\n{ruleset}\n{log}"
+    );
+    assert!(ruleset.contains("ip saddr @blocklist drop"), "{ruleset}");
+    assert!(
+        !ruleset.contains("10."),
+        "an allow-listed address was blocked:\n{ruleset}"
+    );
+    assert!(!alerts(&eve_lines(&d.join("eve.json"))).is_empty());
+    // The scanner at 10.87.1.10 alerted and was kept out by the allow-list; one element applied.
+    for needle in [
+        "nft_allow_listed 1",
+        "nft_elements 1",
+        "nft_apply_failures 0",
+    ] {
+        assert!(log.contains(needle), "{needle} not in\n{log}");
+    }
+}
