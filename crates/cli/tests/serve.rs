@@ -321,6 +321,11 @@ fn http(
     request(addr, method, path, token, "application/json", body)
 }
 
+/// `POST path` with a JSON body and the write token.
+fn post(addr: SocketAddr, path: &str, body: &str) -> (u16, String) {
+    http(addr, "POST", path, Some(WRITE), Some(body))
+}
+
 /// `POST path` with a capture as the body.
 fn upload(addr: SocketAddr, path: &str, token: &str, body: &[u8]) -> (u16, String) {
     request(
@@ -564,13 +569,7 @@ fn serve_scores_a_watched_directory_with_api_rotation_and_hot_reload() {
 
     // Rollback: a bad body names the problem; a good one restores the threat, and the next
     // capture gets threat verdicts again.
-    let (st, body) = http(
-        a,
-        "POST",
-        "/api/v1/rollback",
-        Some(WRITE),
-        Some("{\"versoin\":1}"),
-    );
+    let (st, body) = post(a, "/api/v1/rollback", "{\"versoin\":1}");
     assert_eq!(st, 400, "{body}");
     assert!(
         json(&body)["detail"]
@@ -579,17 +578,7 @@ fn serve_scores_a_watched_directory_with_api_rotation_and_hot_reload() {
             .contains("versoin"),
         "{body}"
     );
-    assert_eq!(
-        http(
-            a,
-            "POST",
-            "/api/v1/rollback",
-            Some(WRITE),
-            Some("{\"version\":999}")
-        )
-        .0,
-        404
-    );
+    assert_eq!(post(a, "/api/v1/rollback", "{\"version\":999}").0, 404);
     let body = format!("{{\"version\":{v1}}}");
     let (st, resp) = http(a, "POST", "/api/v1/rollback", Some(WRITE), Some(&body));
     assert_eq!(st, 200, "{resp}");
@@ -660,32 +649,14 @@ fn serve_scores_a_watched_directory_with_api_rotation_and_hot_reload() {
         .take(3)
         .collect();
     let from_alerts = serde_json::json!({ "alerts": ftp_ids }).to_string();
-    let (st, body) = http(
-        a,
-        "POST",
-        "/api/v1/threats?name=FTP%20from%20alerts",
-        Some(WRITE),
-        Some(&from_alerts),
-    );
+    let (st, body) = post(a, "/api/v1/threats?name=FTP%20from%20alerts", &from_alerts);
     assert_eq!(st, 201, "{body}");
     let enrolled = json(&body);
     assert_eq!(enrolled["support_flows"], ftp_ids.len(), "{body}");
-    let (st, body) = http(
-        a,
-        "POST",
-        "/api/v1/threats?name=y",
-        Some(WRITE),
-        Some("{\"alerts\":[\"nope-1\"]}"),
-    );
+    let (st, body) = post(a, "/api/v1/threats?name=y", "{\"alerts\":[\"nope-1\"]}");
     assert_eq!(st, 404, "{body}");
     assert!(body.contains("nope-1"), "{body}");
-    let (st, body) = http(
-        a,
-        "POST",
-        "/api/v1/threats?name=y&shots=3",
-        Some(WRITE),
-        Some(&from_alerts),
-    );
+    let (st, body) = post(a, "/api/v1/threats?name=y&shots=3", &from_alerts);
     assert_eq!(st, 400, "{body}");
     let (st, body) = http(
         a,
@@ -747,22 +718,18 @@ fn serve_scores_a_watched_directory_with_api_rotation_and_hot_reload() {
         409,
         "confirming a rejected alert"
     );
-    let (st, body) = http(
+    let (st, body) = post(
         a,
-        "POST",
         "/api/v1/feedback",
-        Some(WRITE),
-        Some("{\"alert\":\"x-1\",\"verdict\":\"maybe\"}"),
+        "{\"alert\":\"x-1\",\"verdict\":\"maybe\"}",
     );
     assert_eq!(st, 400, "{body}");
     assert!(body.contains("verdict"), "{body}");
     assert_eq!(
-        http(
+        post(
             a,
-            "POST",
             "/api/v1/feedback",
-            Some(WRITE),
-            Some("{\"alert\":\"no-such-alert-1\",\"verdict\":\"reject\"}")
+            "{\"alert\":\"no-such-alert-1\",\"verdict\":\"reject\"}"
         )
         .0,
         404
@@ -774,17 +741,7 @@ fn serve_scores_a_watched_directory_with_api_rotation_and_hot_reload() {
     let restored = json(&body);
     assert_eq!(restored["negative_flows"], 0, "{body}");
     assert!(restored["library_version"].as_u64() > Some(v5));
-    assert_eq!(
-        http(
-            a,
-            "POST",
-            "/api/v1/threats/nope/rollback",
-            Some(WRITE),
-            Some(&back)
-        )
-        .0,
-        404
-    );
+    assert_eq!(post(a, "/api/v1/threats/nope/rollback", &back).0, 404);
     wait_armed(a, &restored["library_version"], "the threat rollback");
 
     // Site baseline through the API from the lab's benign web capture (gzip-compressed upload):
