@@ -62,23 +62,7 @@ fn flagged(verdicts: &[serde_json::Value], field: &str) -> Vec<u64> {
 fn feedback_on_alerts_refits_the_threat_and_rollback_restores_it() {
     let dir = tempfile::tempdir().expect("tmp");
     let model = dir.path().join("cic.model");
-    ok(&metaids()
-        .args(["train", "--dataset", "cic", "--data"])
-        .arg(shared("cic-ids2017-improved"))
-        .args([
-            "--steps",
-            "150",
-            "--hidden",
-            "64",
-            "--depth",
-            "1",
-            "--embedding",
-            "32",
-        ])
-        .args(["--eval-every", "50", "--seed", "5", "--quiet", "--out"])
-        .arg(&model)
-        .output()
-        .expect("train"));
+    common::train_small_model(&model);
     let library = dir.path().join("threats.redb");
     let added = ok(&metaids()
         .args(["threat", "add", "--library"])

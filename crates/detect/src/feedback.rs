@@ -169,8 +169,9 @@ pub fn find_alerts(path: &Path, ids: &[&str]) -> Result<Vec<FoundAlert>, Feedbac
     Ok(out)
 }
 
-/// The value of the first `"alert_id":"…"` on an EVE line (alert ids hold no escapes), if any.
-fn alert_id_on_line(line: &[u8]) -> Option<&str> {
+/// The value of the first `"alert_id":"…"` on an EVE line (alert ids hold no escapes), if any:
+/// the cheap test before parsing a line, for the EVE file and the service's recent alerts alike.
+pub fn alert_id_on_line(line: &[u8]) -> Option<&str> {
     const KEY: &[u8] = b"\"alert_id\":\"";
     let at = line.windows(KEY.len()).position(|w| w == KEY)? + KEY.len();
     let len = line[at..].iter().position(|&b| b == b'"')?;

@@ -54,8 +54,8 @@ pub use eve::{
     FrameColumns, MetaidsInfo, Origin,
 };
 pub use feedback::{
-    alert_flow, apply_feedback, find_alert, find_alerts, FeedbackError, FeedbackOutcome,
-    FoundAlert, Judgement,
+    alert_flow, alert_id_on_line, apply_feedback, find_alert, find_alerts, FeedbackError,
+    FeedbackOutcome, FoundAlert, Judgement,
 };
 pub use forward::{ForwardSink, Target as ForwardTarget};
 pub use metaids_decide::{Threat, SIGNATURE_BASE, UNKNOWN_SIGNATURE_ID};

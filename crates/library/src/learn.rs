@@ -81,8 +81,9 @@ pub fn learn_site_profile(
         });
     }
     model.check_layout(&frame.layout)?;
-    if let Some(lib) = library {
-        let current = lib.current()?;
+    // The library's current version, read once (the baseline check and the attack-window check).
+    let current = library.map(ThreatLibrary::current).transpose()?;
+    if let (Some(lib), Some(current)) = (library, &current) {
         if let (Some(site), false) = (&current.site, options.update) {
             return Err(LibraryError::BaselineExists {
                 path: lib.path().to_path_buf(),
@@ -113,8 +114,7 @@ pub fn learn_site_profile(
     // Attack-only or attack-heavy windows: the library's threats, as they decide now (under the
     // library's current adaptation), flag most flows.
     let mut flagged_before = 0;
-    if let Some(lib) = library {
-        let current = lib.current()?;
+    if let (Some(lib), Some(current)) = (library, &current) {
         if !current.threats.is_empty() {
             let (reference, current_profile) = lib.reference(model)?;
             let current_adaptation = current_profile.and_then(|p| p.adaptation);

@@ -61,12 +61,12 @@ impl From<metaids_flow::FlowError> for EnrolFailure {
     }
 }
 
-/// Largest capture a gzip-compressed upload may expand to.
+/// Largest content a gzip-compressed upload may expand to.
 pub const MAX_DECOMPRESSED: u64 = 512 << 20;
 
-/// The capture in an upload: the bytes, or what they expand to when gzip-compressed (at most
-/// [`MAX_DECOMPRESSED`]).
-fn capture_bytes(bytes: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, EnrolFailure> {
+/// An upload's content (a capture or flow rows): the bytes, or what they expand to when
+/// gzip-compressed (at most [`MAX_DECOMPRESSED`]).
+fn upload_bytes(bytes: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, EnrolFailure> {
     use std::io::Read;
     if !bytes.starts_with(&[0x1f, 0x8b]) {
         return Ok(std::borrow::Cow::Borrowed(bytes));
@@ -91,7 +91,7 @@ pub fn flows_of_upload(
     bytes: &[u8],
     select: &str,
 ) -> Result<(metaids_core::FlowFrame, Vec<(String, String)>), EnrolFailure> {
-    let bytes = capture_bytes(bytes)?;
+    let bytes = upload_bytes(bytes)?;
     let bytes: &[u8] = &bytes;
     let selector =
         FlowSelector::parse(select).map_err(|e| EnrolFailure::Bad(format!("select: {e}")))?;
@@ -145,7 +145,7 @@ pub fn rows_of_upload(
     bytes: &[u8],
     label: Option<&str>,
 ) -> Result<UploadRows, EnrolFailure> {
-    let bytes = capture_bytes(bytes)?;
+    let bytes = upload_bytes(bytes)?;
     let first = bytes.split(|&b| b == b'\n').next().unwrap_or_default();
     let header = metaids_core::schema::strip_bom(first);
     let format = metaids_core::schema::FileFormat::detect(header).ok_or_else(|| {

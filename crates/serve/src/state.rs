@@ -225,11 +225,10 @@ impl RecentAlerts {
 
     /// The held alert whose `metaids.alert_id` is `id` (alert ids hold no JSON escapes).
     pub fn find(&self, id: &str) -> Option<Arc<str>> {
-        let needle = format!("\"alert_id\":\"{id}\"");
         self.ring
             .iter()
             .rev()
-            .find(|(_, line)| line.contains(&needle))
+            .find(|(_, line)| metaids_detect::alert_id_on_line(line.as_bytes()) == Some(id))
             .map(|(_, line)| Arc::clone(line))
     }
 
