@@ -57,6 +57,23 @@ pub enum Command {
     ///
     /// Example: metaids extract --pcap attack.pcapng --label "SSH-Patator" --out flows.csv
     Extract(ExtractArgs),
+    /// Score flow records from Kafka as one member of a consumer group (needs `--features kafka`).
+    ///
+    /// Sensors publish flows with `metaids extract --kafka-brokers B --flows-topic T`; the workers of
+    /// one --group share the topic's partitions. Each batch's alerts (EVE JSON, ids
+    /// `<topic>-<partition>-<offset>`), verdicts and dead letters are acknowledged by the broker
+    /// before its offsets are committed: at-least-once, and a redelivered flow gets the same ids.
+    /// The library comes from the control topic (`metaids threat publish`), read to its end before
+    /// scoring and swapped between batches when a newer version arrives.
+    ///
+    /// Example: metaids worker --kafka-brokers 127.0.0.1:9092 --flows-topic flows --alerts-topic alerts --model cic.model
+    Worker(WorkerArgs),
+    /// Check a Kafka deployment's output (needs `--features kafka`): every flow record of the flows
+    /// topic has a verdict, redelivered records the same decision, and the time from publish to
+    /// verdict. Prints `flows=N verdicts=N lost=N duplicates_after_dedup=N` (flows left with more
+    /// than one decision after dedup by key), then dead letters, repeats, latency quantiles and the
+    /// verdict rate; exits 1 when a flow was lost or decided twice differently.
+    KafkaAudit(KafkaAuditArgs),
     /// Measure reading and preprocessing throughput (rows/s per core) on dataset files.
     Bench(BenchArgs),
     /// Meta-train the universal threat model on seen families and write it to a model directory.
@@ -381,6 +398,46 @@ pub enum ThreatCommand {
     History(LibraryPath),
     /// Restore the threats of an earlier version (as a new version; history is kept).
     Rollback(ThreatRollbackArgs),
+    /// Publish the current version to a Kafka control topic (needs `--features kafka`): every
+    /// `metaids worker` reading it swaps to this version between two batches.
+    Publish(ThreatPublishArgs),
+}
+
+/// `kafka-audit` arguments.
+#[derive(Debug, Args)]
+pub struct KafkaAuditArgs {
+    /// Kafka bootstrap brokers, `host:port[,host:port…]`.
+    #[arg(long)]
+    pub kafka_brokers: String,
+    /// The flows topic the sensors published to.
+    #[arg(long)]
+    pub flows_topic: String,
+    /// Its dead-letter topic (default: the flows topic's name + `.dlq`).
+    #[arg(long)]
+    pub dead_letter_topic: Option<String>,
+    /// The verdicts topic the workers wrote.
+    #[arg(long)]
+    pub verdicts_topic: String,
+    /// Give up reading a topic after this many seconds.
+    #[arg(long, default_value_t = 120)]
+    pub timeout: u64,
+}
+
+/// `threat publish` arguments.
+#[derive(Debug, Args)]
+pub struct ThreatPublishArgs {
+    /// Library file.
+    #[command(flatten)]
+    pub lib: LibraryPath,
+    /// Kafka bootstrap brokers, `host:port[,host:port…]`.
+    #[arg(long)]
+    pub kafka_brokers: String,
+    /// The compacted control topic (created when missing).
+    #[arg(long, default_value = "metaids.library")]
+    pub control_topic: String,
+    /// A librdkafka producer property, `KEY=VALUE` (repeatable).
+    #[arg(long = "kafka-option", value_name = "KEY=VALUE")]
+    pub kafka_options: Vec<String>,
 }
 
 /// The library file, for commands that only read it.
@@ -800,17 +857,103 @@ pub struct ExtractArgs {
     #[arg(long, requires = "interface")]
     pub no_promiscuous: bool,
     /// Output file (written to a temporary name, then renamed).
-    #[arg(long)]
-    pub out: PathBuf,
+    #[arg(long, required_unless_present = "kafka_brokers")]
+    pub out: Option<PathBuf>,
     /// Value of the Label column (default `unlabelled`).
     #[arg(long)]
     pub label: Option<String>,
     /// Write JSON lines instead of CSV (readable wherever a flow CSV is).
     #[arg(long)]
     pub jsonl: bool,
+    /// Publish the flows to Kafka (needs a build with `--features kafka`): each flow record in
+    /// the binary wire format (crates/flow/src/wire.rs), keyed by its conversation. With --out too,
+    /// both are written.
+    #[command(flatten)]
+    pub kafka: KafkaPublishArgs,
     /// Flow engine settings.
     #[command(flatten)]
     pub flow: FlowSettingsArgs,
+}
+
+/// Where a sensor publishes flow records.
+#[derive(Debug, Args)]
+pub struct KafkaPublishArgs {
+    /// Kafka bootstrap brokers, `host:port[,host:port…]`.
+    #[arg(long, requires = "flows_topic")]
+    pub kafka_brokers: Option<String>,
+    /// Topic the flow records go to (created with --kafka-partitions when missing).
+    #[arg(long, requires = "kafka_brokers")]
+    pub flows_topic: Option<String>,
+    /// Partitions of the flows topic when this command creates it: the most workers that can share it.
+    #[arg(long, default_value_t = 12, requires = "kafka_brokers")]
+    pub kafka_partitions: i32,
+    /// Publish at most this many flows a second (a replay at a fixed rate; default: as fast as
+    /// the captures are read).
+    #[arg(long, requires = "kafka_brokers")]
+    pub kafka_rate: Option<f64>,
+    /// A librdkafka producer property, `KEY=VALUE` (repeatable), over the defaults: compression.type=lz4,
+    /// linger.ms=20, batch.num.messages=10000, queue.buffering.max.kbytes=65536, acks=all.
+    #[arg(
+        long = "kafka-option",
+        value_name = "KEY=VALUE",
+        requires = "kafka_brokers"
+    )]
+    pub kafka_options: Vec<String>,
+}
+
+/// `worker` arguments.
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// Kafka bootstrap brokers, `host:port[,host:port…]`.
+    #[arg(long)]
+    pub kafka_brokers: String,
+    /// Consumer group: the workers of one group share the flows topic's partitions.
+    #[arg(long, default_value = "metaids")]
+    pub group: String,
+    /// Topic the sensors publish flow records to.
+    #[arg(long)]
+    pub flows_topic: String,
+    /// Topic EVE alerts go to, keyed by alert id (`<flows topic>-<partition>-<offset>`).
+    #[arg(long)]
+    pub alerts_topic: String,
+    /// Topic every flow's verdict goes to, keyed by the flow's `<topic>-<partition>:<offset>`.
+    #[arg(long)]
+    pub verdicts_topic: Option<String>,
+    /// Topic undecodable records go to, with the reason in the `metaids-reason` header (default:
+    /// the flows topic's name + `.dlq`).
+    #[arg(long)]
+    pub dead_letter_topic: Option<String>,
+    /// Compacted topic the threat library is published on (`metaids threat publish`).
+    #[arg(long, default_value = "metaids.library")]
+    pub control_topic: String,
+    /// Model directory.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Threat library or exported document, used only while the control topic holds no library.
+    #[arg(long)]
+    pub library: Option<PathBuf>,
+    /// Flows decided per batch; offsets are committed once a batch's outputs are acknowledged.
+    #[arg(long, default_value_t = 1024)]
+    pub batch_size: usize,
+    /// Longest a partial batch waits for more flows, in milliseconds.
+    #[arg(long, default_value_t = 200)]
+    pub batch_wait_ms: u64,
+    /// Stop after this many seconds without a flow record (default: run until Ctrl-C or SIGTERM).
+    #[arg(long)]
+    pub idle_exit: Option<f64>,
+    /// Serve Prometheus metrics on this address (`GET /metrics`: flows, alerts, dead letters,
+    /// batches, commit failures, library version, partitions).
+    #[arg(long)]
+    pub metrics: Option<std::net::SocketAddr>,
+    /// EVE `host` of the alerts (default: the machine's host name).
+    #[arg(long)]
+    pub sensor: Option<String>,
+    /// Do not raise alerts for unknown anomalies (they still get verdicts).
+    #[arg(long)]
+    pub no_unknown_alerts: bool,
+    /// A librdkafka property, `KEY=VALUE` (repeatable), for the consumer and producers.
+    #[arg(long = "kafka-option", value_name = "KEY=VALUE")]
+    pub kafka_options: Vec<String>,
 }
 
 /// Flow engine settings, the same in every command that builds flows from packets.

@@ -69,12 +69,27 @@ fn seconds_to_us(name: &str, s: f64) -> Result<i64> {
 /// Runs the command.
 pub fn run(a: ExtractArgs) -> Result<()> {
     let config = flow_config(&a.flow)?;
-    let out = AtomicFile::create(&a.out)?;
     let label = a.label.as_deref();
-    let mut sink = if a.jsonl {
-        Sink::Json(JsonLinesWriter::new(out, label))
-    } else {
-        Sink::Csv(CsvWriter::new(out, label)?)
+    let mut sink = match &a.out {
+        Some(out) => {
+            let file = AtomicFile::create(out)?;
+            Some(if a.jsonl {
+                Sink::Json(JsonLinesWriter::new(file, label))
+            } else {
+                Sink::Csv(CsvWriter::new(file, label)?)
+            })
+        }
+        None => None,
+    };
+    let mut publisher = crate::kafka_cmd::Publisher::open(&a.kafka)?;
+    let mut write = |flow: FlowRecord| -> Result<()> {
+        if let Some(s) = &mut sink {
+            s.write(&flow)?;
+        }
+        if let Some(p) = &mut publisher {
+            p.publish(&flow)?;
+        }
+        Ok(())
     };
     let mut warnings = Vec::new();
     let mut report = |s: SourceReport| {
@@ -94,20 +109,26 @@ pub fn run(a: ExtractArgs) -> Result<()> {
         // Ctrl-C ends the capture cleanly: live flows are flushed and the output renamed into place.
         let mut source = open_live(live, a.duration, &a.flow)?;
         eprintln!("capturing on {interface} (Ctrl-C to stop)");
-        report(for_each_flow(&mut source, |flow| sink.write(&flow))?);
+        report(for_each_flow(&mut source, &mut write)?);
         eprintln!("{interface}: {:?}", source.stats().stop);
     }
     for path in &a.pcap {
         // Flows do not span files: each capture gets its own engine, flushed at its end.
         let mut source = open_capture(path, config)?;
-        report(for_each_flow(&mut source, |flow| sink.write(&flow))?);
+        report(for_each_flow(&mut source, &mut write)?);
     }
-    let (rows, file) = sink.finish()?;
-    file.commit()?;
+    if let Some(p) = publisher {
+        let (n, topic) = p.finish()?;
+        eprintln!("published {n} flows to {topic}");
+    }
+    if let (Some(sink), Some(out)) = (sink, &a.out) {
+        let (rows, file) = sink.finish()?;
+        file.commit()?;
+        eprintln!("wrote {rows} flows to {}", out.display());
+    }
     for w in &warnings {
         eprintln!("warning: {w}");
     }
-    eprintln!("wrote {rows} flows to {}", a.out.display());
     Ok(())
 }
 

@@ -10,6 +10,7 @@ mod detect_cmd;
 mod extract;
 mod feedback_cmd;
 mod fewshot;
+mod kafka_cmd;
 mod model_cmd;
 mod progress;
 mod serve_cmd;
@@ -56,6 +57,8 @@ fn main() {
         Command::Stats(a) => stats(a),
         Command::Bench(a) => bench(a),
         Command::Extract(a) => extract::run(a),
+        Command::Worker(a) => kafka_cmd::worker(a),
+        Command::KafkaAudit(a) => kafka_cmd::audit(a),
         Command::Train(a) => model_cmd::train(a),
         Command::Detect(a) => detect_cmd::run(a),
         Command::Threat(c) => threat_cmd::run(c),

@@ -171,6 +171,7 @@ pub fn run(c: ThreatCommand) -> Result<()> {
             );
             Ok(())
         }
+        ThreatCommand::Publish(a) => crate::kafka_cmd::publish(a),
     }
 }
 

@@ -61,8 +61,9 @@ pub use forward::{ForwardSink, Target as ForwardTarget};
 pub use metaids_decide::{Threat, SIGNATURE_BASE, UNKNOWN_SIGNATURE_ID};
 pub use metaids_library::{ArmedThreats, ThreatOrigin};
 pub use nft::{NftConfig, NftablesSink};
-pub use pipeline::{Pipeline, PipelineOptions, Summary, LIVE_BATCH_INTERVAL};
+pub use pipeline::{AlertIds, Pipeline, PipelineOptions, Summary, LIVE_BATCH_INTERVAL};
 pub use sink::{
-    Alert, Batch, Counter, EveSink, Sink, SinkReport, Stage, StreamFile, VerdictLine, VerdictSink,
+    push_verdict_line, Alert, Batch, Counter, EveSink, Sink, SinkReport, Stage, StreamFile,
+    VerdictLine, VerdictSink,
 };
 pub use webhook::{WebhookConfig, WebhookSink};

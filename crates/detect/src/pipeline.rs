@@ -36,8 +36,10 @@ pub struct PipelineOptions {
     pub alert_unknown: bool,
     /// EVE severity of unknown-anomaly alerts (default 2).
     pub unknown_severity: u8,
-    /// Run id: alert ids are `<run id>-<sequence>`.
+    /// Run id: alert ids are `<run id>-<sequence>` (see [`PipelineOptions::alert_ids`]).
     pub run_id: String,
+    /// How alert ids are made.
+    pub alert_ids: AlertIds,
     /// Drift windows and bounds.
     pub drift: DriftConfig,
     /// The sensor's name, written as EVE `host` (empty: omitted).
@@ -52,10 +54,23 @@ impl Default for PipelineOptions {
             alert_unknown: true,
             unknown_severity: 2,
             run_id: "run".into(),
+            alert_ids: AlertIds::Sequence,
             drift: DriftConfig::default(),
             sensor: String::new(),
         }
     }
+}
+
+/// How the pipeline names its alerts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AlertIds {
+    /// `<run id>-<n>`: the n-th alert of the run (unique within a run).
+    #[default]
+    Sequence,
+    /// `<source>-<index>` of the flow's [`crate::Origin`]: the same id whenever the same flow is
+    /// decided again, so a redelivered message (a Kafka worker's at-least-once input) gives the
+    /// alert it gave before and a consumer can drop the repeat.
+    PerFlow,
 }
 
 /// End-of-run counters.
@@ -450,7 +465,12 @@ impl Pipeline {
         let dim = d.dim();
         let mut alerts = Vec::with_capacity(candidates.len());
         for ((i, v), explanation) in candidates.into_iter().zip(explanations) {
-            let alert_id = format!("{}-{}", self.options.run_id, self.next_alert);
+            let alert_id = match self.options.alert_ids {
+                AlertIds::Sequence => format!("{}-{}", self.options.run_id, self.next_alert),
+                AlertIds::PerFlow => {
+                    format!("{}-{}", metas[i].origin.source, metas[i].origin.index)
+                }
+            };
             self.next_alert += 1;
             let event = alert_event(
                 &context,

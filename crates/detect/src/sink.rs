@@ -358,7 +358,7 @@ fn push_ip(buf: &mut Vec<u8>, text: &mut String, ip: Option<std::net::IpAddr>) {
 /// Appends flow `f`'s verdict line to `buf` as serde_json writes a [`VerdictLine`] (field order,
 /// escapes, float text; test `the_fast_verdict_line_is_serde_s_line`), without allocating per flow:
 /// integers through itoa, floats and strings through serde_json's writer, addresses and times through `text`, strings escaped by serde_json.
-fn push_verdict_line(
+pub fn push_verdict_line(
     buf: &mut Vec<u8>,
     text: &mut String,
     f: &FlowMeta,

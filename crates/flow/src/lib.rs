@@ -60,6 +60,7 @@ pub mod select;
 pub mod source;
 pub mod stats;
 pub mod text;
+pub mod wire;
 
 use std::io::{Read, Write};
 

@@ -71,10 +71,16 @@ impl ArmedThreats {
                 profile,
             });
         }
-        let doc = ThreatDocument::load(path)?;
-        doc.check_model(&ModelIdentity::of(model)?, path, model)?;
+        Self::from_document(ThreatDocument::load(path)?, path, model)
+    }
+
+    /// The threats of a threat document already read (`source` names where it came from: a file,
+    /// or a message of a Kafka control topic), checked against `model`'s identity.
+    pub fn from_document(doc: ThreatDocument, source: &Path, model: &ThreatModel) -> Result<Self> {
+        doc.validate(source)?;
+        doc.check_model(&ModelIdentity::of(model)?, source, model)?;
         Ok(ArmedThreats {
-            path: path.to_path_buf(),
+            path: source.to_path_buf(),
             origin: ThreatOrigin::Document,
             library_version: doc.library_version,
             library_id: doc.library_id.clone(),

@@ -241,7 +241,7 @@ impl ServeConfig {
 }
 
 /// The machine's host name (`/proc/sys/kernel/hostname`, else `HOSTNAME`, else `metaids`).
-fn host_name() -> String {
+pub fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .map(|s| s.trim().to_string())

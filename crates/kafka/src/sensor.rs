@@ -1,0 +1,202 @@
+//! The sensor side: flow records published to the flows topic, and the one producer every part of
+//! this crate sends through ([`Outbox`]: delivery reports counted, a full queue waited on, a flush
+//! that says how many messages the broker did not acknowledge).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use metaids_flow::{wire, FlowRecord};
+use rdkafka::config::ClientConfig;
+use rdkafka::error::{KafkaError as RdError, RDKafkaErrorCode};
+use rdkafka::message::{DeliveryResult, OwnedHeaders};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext};
+use rdkafka::ClientContext;
+
+use crate::{KafkaError, KafkaSettings, Result, SENSOR_DEFAULTS};
+
+/// How long [`Outbox::flush`] waits for the broker's acknowledgements.
+pub const FLUSH_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Counts delivery reports: acknowledged and failed messages, and the first failure's text.
+#[derive(Default)]
+pub struct Deliveries {
+    acked: AtomicU64,
+    failed: AtomicU64,
+    first_error: Mutex<Option<String>>,
+}
+
+impl ClientContext for Deliveries {}
+
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        match result {
+            Ok(_) => {
+                self.acked.fetch_add(1, Ordering::Relaxed);
+            }
+            Err((e, _)) => {
+                self.failed.fetch_add(1, Ordering::Relaxed);
+                if let Ok(mut first) = self.first_error.lock() {
+                    first.get_or_insert_with(|| e.to_string());
+                }
+            }
+        }
+    }
+}
+
+/// A producer whose sends wait while the local queue is full and whose [`Outbox::flush`] reports
+/// every message the broker did not acknowledge.
+pub struct Outbox {
+    producer: BaseProducer<Deliveries>,
+    sent: u64,
+    what: String,
+}
+
+impl Outbox {
+    /// A producer on `settings` with the given defaults (overridden by the settings' options).
+    pub fn new(settings: &KafkaSettings, defaults: &[(&str, &str)], what: &str) -> Result<Self> {
+        let mut config = client_config(settings);
+        for (k, v) in defaults {
+            config.set(*k, *v);
+        }
+        for (k, v) in &settings.options {
+            config.set(k, v);
+        }
+        let producer = config
+            .create_with_context(Deliveries::default())
+            .map_err(client_err(format!("creating the {what} producer")))?;
+        Ok(Outbox {
+            producer,
+            sent: 0,
+            what: what.to_string(),
+        })
+    }
+
+    /// Queues one message, waiting (serving delivery reports) while the local queue is full.
+    pub fn send(
+        &mut self,
+        topic: &str,
+        key: &[u8],
+        payload: &[u8],
+        headers: Option<OwnedHeaders>,
+    ) -> Result<()> {
+        let mut record = BaseRecord::to(topic).key(key).payload(payload);
+        if let Some(h) = headers {
+            record = record.headers(h);
+        }
+        let started = Instant::now();
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => break,
+                Err((RdError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    if started.elapsed() > FLUSH_TIMEOUT {
+                        return Err(KafkaError::Client {
+                            what: format!("sending to {topic}"),
+                            message: format!(
+                                "the local queue stayed full for {} s: is the broker reachable?",
+                                FLUSH_TIMEOUT.as_secs()
+                            ),
+                        });
+                    }
+                    record = back;
+                    self.producer.poll(Duration::from_millis(50));
+                }
+                Err((e, _)) => {
+                    return Err(KafkaError::Client {
+                        what: format!("sending to {topic}"),
+                        message: e.to_string(),
+                    })
+                }
+            }
+        }
+        self.sent += 1;
+        self.producer.poll(Duration::ZERO);
+        Ok(())
+    }
+
+    /// Waits until every queued message is acknowledged or failed; an error names how many were
+    /// not acknowledged. Counters restart after each flush.
+    pub fn flush(&mut self) -> Result<u64> {
+        self.producer
+            .flush(FLUSH_TIMEOUT)
+            .map_err(client_err(format!("flushing the {} producer", self.what)))?;
+        let ctx = self.producer.context();
+        let failed = ctx.failed.swap(0, Ordering::Relaxed);
+        let acked = ctx.acked.swap(0, Ordering::Relaxed);
+        let first = ctx
+            .first_error
+            .lock()
+            .ok()
+            .and_then(|mut f| f.take())
+            .unwrap_or_default();
+        let sent = std::mem::take(&mut self.sent);
+        if failed > 0 || acked < sent {
+            return Err(KafkaError::Undelivered {
+                topic: self.what.clone(),
+                count: failed.max(sent - acked.min(sent)),
+                first,
+            });
+        }
+        Ok(acked)
+    }
+}
+
+/// The client settings every producer and consumer starts from.
+pub fn client_config(settings: &KafkaSettings) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &settings.brokers)
+        .set("client.id", "metaids");
+    c
+}
+
+/// Maps a client error to [`KafkaError::Client`] with what was being done.
+pub fn client_err(what: String) -> impl FnOnce(RdError) -> KafkaError {
+    move |e| KafkaError::Client {
+        what,
+        message: e.to_string(),
+    }
+}
+
+/// Publishes flow records to the flows topic, keyed by [`wire::partition_key`] (both directions of
+/// a conversation land in one partition).
+pub struct FlowPublisher {
+    outbox: Outbox,
+    topic: String,
+    buf: Vec<u8>,
+    published: u64,
+}
+
+impl FlowPublisher {
+    /// A publisher to `topic` with [`SENSOR_DEFAULTS`].
+    pub fn new(settings: &KafkaSettings, topic: &str) -> Result<Self> {
+        crate::check_name("flows topic", topic)?;
+        Ok(FlowPublisher {
+            outbox: Outbox::new(settings, SENSOR_DEFAULTS, &format!("flows topic {topic}"))?,
+            topic: topic.to_string(),
+            buf: Vec::with_capacity(wire::V6_LEN),
+            published: 0,
+        })
+    }
+
+    /// Queues one flow record.
+    pub fn publish(&mut self, record: &FlowRecord) -> Result<()> {
+        wire::encode_into(record, &mut self.buf);
+        let key = wire::partition_key(record);
+        self.outbox.send(&self.topic, &key, &self.buf, None)?;
+        self.published += 1;
+        Ok(())
+    }
+
+    /// Records queued so far.
+    pub fn published(&self) -> u64 {
+        self.published
+    }
+
+    /// Waits for every record's acknowledgement; returns how many were published.
+    pub fn finish(mut self) -> Result<u64> {
+        self.outbox.flush()?;
+        Ok(self.published)
+    }
+}
