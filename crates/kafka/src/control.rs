@@ -25,6 +25,10 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// is done.
 const QUIET: Duration = Duration::from_secs(2);
 
+/// [`QUIET`] for a worker's catch-up read of the control topic, whose one-record batches have a
+/// true reported end: the wait only covers a library published during the read.
+const CATCH_UP_QUIET: Duration = Duration::from_millis(500);
+
 /// Creates `topics` (`(name, partitions, compacted)`) unless they exist, and waits for the
 /// broker's answer. An existing topic is left as it is.
 pub fn ensure_topics(settings: &KafkaSettings, topics: &[(&str, i32, bool)]) -> Result<()> {
@@ -132,7 +136,7 @@ impl LibraryFollower {
         })
     }
 
-    /// Reads to the end of the topic as it is now (its high watermark, then [`QUIET`]) and returns the newest
+    /// Reads to the end of the topic as it is now (its high watermark, then [`CATCH_UP_QUIET`]) and returns the newest
     /// library there (`None`: the topic holds none). A document that cannot be used is an error
     /// naming the topic and offset.
     pub fn catch_up(&mut self) -> Result<Option<ArmedThreats>> {
@@ -144,7 +148,7 @@ impl LibraryFollower {
         let started = Instant::now();
         let mut next = 0;
         let mut last = Instant::now();
-        while next < high || last.elapsed() < QUIET {
+        while next < high || last.elapsed() < CATCH_UP_QUIET {
             if started.elapsed() > REQUEST_TIMEOUT * 3 {
                 return Err(KafkaError::Client {
                     what: format!("reading {}", self.topic),
