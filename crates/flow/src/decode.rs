@@ -108,14 +108,55 @@ pub struct PacketInfo {
 }
 
 impl PacketInfo {
+    /// A packet of `protocol` from `src` to `dst` with every other field zero or unset (for
+    /// callers that build packets by hand, such as tests).
+    pub fn new(src: IpAddr, dst: IpAddr, protocol: u8) -> Self {
+        PacketInfo {
+            src,
+            dst,
+            src_port: 0,
+            dst_port: 0,
+            protocol,
+            payload_len: 0,
+            header_len: 0,
+            tcp_flags: 0,
+            tcp_window: 0,
+            icmp: None,
+            fragment: false,
+            ipv4_options: false,
+            ipv6_ext: false,
+            vlan_tags: 0,
+        }
+    }
+
     /// Whether the given TCP flag bit is set.
     pub fn has(&self, flag: u8) -> bool {
         self.tcp_flags & flag != 0
     }
 }
 
+/// A TCP segment's place in its stream and its captured payload (for stream reassembly, e.g. of
+/// HTTP requests; the flow engine needs only [`PacketInfo`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpSegment<'a> {
+    /// Sequence number of the segment (of its first payload byte, or of the SYN).
+    pub seq: u32,
+    /// The payload bytes captured: shorter than `PacketInfo::payload_len` when a snap length cut
+    /// the frame.
+    pub payload: &'a [u8],
+}
+
 /// Decodes one captured frame.
 pub fn decode(link: LinkType, data: &[u8]) -> Result<PacketInfo, SkipReason> {
+    decode_segment(link, data).map(|(info, _)| info)
+}
+
+/// Decodes one captured frame as [`decode`] does, with the TCP segment when it is TCP (not a
+/// later fragment).
+pub fn decode_segment(
+    link: LinkType,
+    data: &[u8],
+) -> Result<(PacketInfo, Option<TcpSegment<'_>>), SkipReason> {
     let sliced = match link {
         LinkType::ETHERNET => {
             LaxSlicedPacket::from_ethernet(data).map_err(|_| SkipReason::MalformedLink)?
@@ -236,25 +277,17 @@ pub fn decode(link: LinkType, data: &[u8]) -> Result<PacketInfo, SkipReason> {
     let fragment = payload.fragmented;
     let protocol = payload.ip_number.0;
     let mut info = PacketInfo {
-        src,
-        dst,
-        src_port: 0,
-        dst_port: 0,
-        protocol,
-        payload_len: 0,
-        header_len: 0,
-        tcp_flags: 0,
-        tcp_window: 0,
-        icmp: None,
         fragment,
         ipv4_options,
         ipv6_ext,
         vlan_tags,
+        ..PacketInfo::new(src, dst, protocol)
     };
     // Later fragments carry no transport header: a port-less packet of the same protocol.
     if fragment && !first_fragment {
-        return Ok(info);
+        return Ok((info, None));
     }
+    let mut segment = None;
     let bytes = payload.payload;
     match payload.ip_number {
         IpNumber::TCP => {
@@ -267,6 +300,10 @@ pub fn decode(link: LinkType, data: &[u8]) -> Result<PacketInfo, SkipReason> {
             info.payload_len = wire_payload_len.saturating_sub(hlen) as u32;
             info.tcp_flags = bytes[13];
             info.tcp_window = tcp.window_size();
+            segment = Some(TcpSegment {
+                seq: tcp.sequence_number(),
+                payload: bytes.get(hlen..).unwrap_or(&[]),
+            });
         }
         IpNumber::UDP => {
             let b = bytes.get(0..8).ok_or(SkipReason::MalformedTransport)?;
@@ -281,5 +318,5 @@ pub fn decode(link: LinkType, data: &[u8]) -> Result<PacketInfo, SkipReason> {
         }
         _ => {}
     }
-    Ok(info)
+    Ok((info, segment))
 }

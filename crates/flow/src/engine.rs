@@ -683,20 +683,15 @@ mod tests {
     #[test]
     fn out_of_order_packets_give_no_negative_durations() {
         let p = PacketInfo {
-            src: "10.0.0.1".parse().expect("ip"),
-            dst: "10.0.0.2".parse().expect("ip"),
             src_port: 5000,
             dst_port: 53,
-            protocol: 17,
             payload_len: 40,
             header_len: 8,
-            tcp_flags: 0,
-            tcp_window: 0,
-            icmp: None,
-            fragment: false,
-            ipv4_options: false,
-            ipv6_ext: false,
-            vlan_tags: 0,
+            ..PacketInfo::new(
+                "10.0.0.1".parse().expect("ip"),
+                "10.0.0.2".parse().expect("ip"),
+                17,
+            )
         };
         let mut e = FlowEngine::new(FlowConfig::default()).expect("engine");
         assert_eq!(e.push_decoded(10_000_000, &p).count(), 0);

@@ -65,7 +65,7 @@ pub mod wire;
 use std::io::{Read, Write};
 
 pub use capture::{CaptureFormat, CaptureReader, LinkType, Packet, ReaderConfig, ReaderStats};
-pub use decode::{decode, PacketInfo, SkipReason};
+pub use decode::{decode, decode_segment, PacketInfo, SkipReason, TcpSegment};
 pub use engine::{EndReason, EngineStats, FlowConfig, FlowEngine, FlowRecord};
 pub use error::FlowError;
 pub use features::{FeatureKind, FEATURE_COUNT, FEATURE_KINDS};

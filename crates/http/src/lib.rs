@@ -8,11 +8,15 @@
 //!   Apache write, read line by line with bounded memory; each line an [`access_log::AccessLogEntry`]
 //!   that converts to an [`HttpRequest`] without a body.
 //!
+//! - [`stream`]: requests reassembled from the client side of TCP connections in a capture
+//!   (retransmissions, overlaps and reordering handled, memory bounded, skips counted).
+//!
 //! Nothing here reads files or sockets: callers hand in bytes or a `BufRead`, so the parsers are
 //! what the fuzz targets (`fuzz/fuzz_targets/http_raw_request.rs`, `http_access_log.rs`) exercise.
 
 pub mod access_log;
 pub mod raw;
+pub mod stream;
 
 /// One HTTP request as the detectors see it: the request line, the headers in order and the body
 /// (empty for a log line, which has none).
