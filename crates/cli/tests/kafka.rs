@@ -74,10 +74,20 @@ fn wait_listening(port: u16, what: &str) {
     }
 }
 
+/// A child process killed (SIGKILL) and reaped on drop.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// An S3 server on a free loopback port holding one bucket, `tansu` (moto's server from
 /// target/tools/s3store, or METAIDS_S3STORE), killed on drop.
 struct S3Store {
-    child: Child,
+    _process: Running,
     endpoint: String,
 }
 
@@ -106,7 +116,7 @@ impl S3Store {
             .spawn()
             .expect("start the S3 store");
         let store = S3Store {
-            child,
+            _process: Running(child),
             endpoint: format!("http://127.0.0.1:{port}"),
         };
         wait_listening(port, "the S3 store");
@@ -117,16 +127,9 @@ impl S3Store {
     }
 }
 
-impl Drop for S3Store {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// A broker on 127.0.0.1:`port`, killed on drop; its topics in memory, or in `store`.
 struct Broker {
-    child: Child,
+    process: Running,
 }
 
 impl Broker {
@@ -154,28 +157,16 @@ impl Broker {
             .spawn()
             .expect("start the broker");
         wait_listening(port, "the broker");
-        Broker { child }
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        Broker {
+            process: Running(child),
+        }
     }
 }
 
 /// A worker process with its metrics address, killed on drop.
 struct Worker {
-    child: Child,
+    process: Running,
     metrics: SocketAddr,
-}
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn spawn_worker(brokers: &str, model: &Path, library: Option<&Path>, log: &Path) -> Worker {
@@ -196,7 +187,10 @@ fn spawn_worker(brokers: &str, model: &Path, library: Option<&Path>, log: &Path)
         .stderr(std::fs::File::create(log).expect("log"))
         .spawn()
         .expect("worker");
-    Worker { child, metrics }
+    Worker {
+        process: Running(child),
+        metrics,
+    }
 }
 
 /// A worker's metric (`metaids_worker_NAME`, counters with `_total`), `None` until it serves.
@@ -419,8 +413,8 @@ fn a_worker_group_scores_every_flow_once_through_a_kill_a_library_change_and_an_
         || metric(&a, "flows_total").is_some_and(|f| f > 0.0),
     );
     let a_scored = metric(&a, "flows_total").unwrap_or(0.0);
-    a.child.kill().expect("kill -9 worker a");
-    a.child.wait().expect("reap worker a");
+    a.process.0.kill().expect("kill -9 worker a");
+    a.process.0.wait().expect("reap worker a");
     eprintln!("killed worker a after {a_scored} flows");
     wait_for(
         dir.path(),
@@ -561,7 +555,7 @@ fn a_worker_group_scores_every_flow_once_through_a_kill_a_library_change_and_an_
     // A broker outage: the broker stops answering (SIGSTOP) for longer than the group's session
     // timeout while a sensor publishes; when it answers again (SIGCONT) the sensor's queued flows
     // are delivered and the same worker processes rejoin and score them.
-    let pid = broker.child.id().to_string();
+    let pid = broker.process.0.id().to_string();
     let signal = |sig: &str| {
         let s = Command::new("kill")
             .args([sig, &pid])
@@ -706,7 +700,7 @@ fn workers_and_a_sensor_ride_out_a_broker_restart() {
     );
     for (name, w) in ["a", "b"].iter().zip(workers.iter_mut()) {
         assert!(
-            w.child.try_wait().expect("worker status").is_none(),
+            w.process.0.try_wait().expect("worker status").is_none(),
             "worker {name} exited across the restart: {}",
             std::fs::read_to_string(log(name)).unwrap_or_default()
         );

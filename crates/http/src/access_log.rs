@@ -12,6 +12,8 @@
 
 use std::io::BufRead;
 
+use metaids_core::time;
+
 use crate::HttpRequest;
 
 /// One access-log line.
@@ -301,28 +303,24 @@ fn parse_time(t: &str) -> Result<i64, LineError> {
         s.parse::<i64>().map_err(|_| bad())
     };
     let day = num(0..2)?;
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
     let month = MONTHS
         .iter()
         .position(|m| t.get(3..6) == Some(*m))
-        .ok_or_else(bad)? as i64
+        .ok_or_else(bad)? as u32
         + 1;
     let year = num(7..11)?;
     let (h, m, s) = (num(12..14)?, num(15..17)?, num(18..20)?);
     if b[14] != b':' || b[17] != b':' || h > 23 || m > 59 || s > 60 {
         return Err(bad());
     }
-    let days_in_month = match month {
-        2 if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    };
-    if day < 1 || day > days_in_month {
-        return Err(bad());
-    }
+    // A date exists when it survives the round trip through a day count (31 Feb does not).
+    let days = u32::try_from(day)
+        .ok()
+        .filter(|&d| d >= 1)
+        .map(|d| (d, time::days_from_civil(year, month, d)))
+        .filter(|&(d, n)| time::civil_from_days(n) == (year, month, d))
+        .ok_or_else(bad)?
+        .1;
     let sign = match b[21] {
         b'+' => 1,
         b'-' => -1,
@@ -332,20 +330,13 @@ fn parse_time(t: &str) -> Result<i64, LineError> {
     if oh > 23 || om > 59 {
         return Err(bad());
     }
-    let local = days_from_civil(year, month, day) * 86_400 + h * 3600 + m * 60 + s;
-    Ok(local - sign * (oh * 3600 + om * 60))
+    Ok(days * 86_400 + h * 3600 + m * 60 + s - sign * (oh * 3600 + om * 60))
 }
 
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
+/// English month abbreviations, as both servers log them.
+pub const MONTHS: [&str; 12] = [
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+];
 
 /// A line the reader could not take, with where it was.
 #[derive(Debug, thiserror::Error)]

@@ -10,6 +10,7 @@
 //! Whatever cannot be read is counted in [`StreamStats`], never an error: a capture holds other
 //! traffic, and one broken connection must not stop the rest.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
@@ -159,40 +160,36 @@ impl RequestAssembler {
     ) {
         let fwd: Key = (info.src, info.src_port, info.dst, info.dst_port);
         let rev: Key = (info.dst, info.dst_port, info.src, info.src_port);
+        let Self {
+            config,
+            conns,
+            stats,
+            ..
+        } = self;
         // From the server: only a reset matters (it ends the connection).
-        if self.conns.contains_key(&rev) {
+        if conns.contains_key(&rev) {
             if info.has(RST) {
-                self.close(&rev);
+                close(conns, stats, &rev);
             }
             return;
         }
-        let syn_only = info.has(SYN) && !info.has(ACK);
-        if !self.conns.contains_key(&fwd) {
-            let to_server_port = self.config.ports.contains(&info.dst_port)
-                && !self.config.ports.contains(&info.src_port);
-            if !(syn_only || (to_server_port && !seg.payload.is_empty())) {
-                return;
+        let full = conns.len() >= config.max_connections;
+        let conn = match conns.entry(fwd) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => {
+                // A new connection: from its SYN, or its first data to a server port.
+                let syn_only = info.has(SYN) && !info.has(ACK);
+                let to_server_port =
+                    config.ports.contains(&info.dst_port) && !config.ports.contains(&info.src_port);
+                if !(syn_only || (to_server_port && !seg.payload.is_empty())) {
+                    return;
+                }
+                if full {
+                    stats.table_full += 1;
+                    return;
+                }
+                e.insert(Conn::new(ts_us))
             }
-            if self.conns.len() >= self.config.max_connections {
-                self.stats.table_full += 1;
-                return;
-            }
-            self.conns.insert(
-                fwd,
-                Conn {
-                    next_seq: None,
-                    buf: Vec::new(),
-                    pending: BTreeMap::new(),
-                    pending_bytes: 0,
-                    dead: false,
-                    last_us: ts_us,
-                },
-            );
-        }
-        let config = &self.config;
-        let stats = &mut self.stats;
-        let Some(conn) = self.conns.get_mut(&fwd) else {
-            return;
         };
         conn.last_us = ts_us;
         if info.has(SYN) {
@@ -204,23 +201,14 @@ impl RequestAssembler {
             stats.segments += 1;
             if (seg.payload.len() as u64) < u64::from(info.payload_len) {
                 stats.truncated += 1;
-                conn.dead = true;
+                give_up(conn);
             } else {
                 take_segment(conn, seg, config, stats);
                 drain(conn, info, ts_us, config, stats, out);
             }
         }
         if info.has(FIN) || info.has(RST) {
-            self.close(&fwd);
-        }
-    }
-
-    /// Ends a connection, counting an unread partial request.
-    fn close(&mut self, key: &Key) {
-        if let Some(c) = self.conns.remove(key) {
-            if !c.dead && (!c.buf.is_empty() || !c.pending.is_empty()) {
-                self.stats.incomplete += 1;
-            }
+            close(conns, stats, &fwd);
         }
     }
 
@@ -239,7 +227,7 @@ impl RequestAssembler {
             .collect();
         for k in stale {
             self.stats.idle += 1;
-            self.close(&k);
+            close(&mut self.conns, &mut self.stats, &k);
         }
     }
 
@@ -247,9 +235,31 @@ impl RequestAssembler {
     pub fn finish(mut self) -> StreamStats {
         let keys: Vec<Key> = self.conns.keys().copied().collect();
         for k in keys {
-            self.close(&k);
+            close(&mut self.conns, &mut self.stats, &k);
         }
         self.stats
+    }
+}
+
+impl Conn {
+    fn new(ts_us: i64) -> Self {
+        Conn {
+            next_seq: None,
+            buf: Vec::new(),
+            pending: BTreeMap::new(),
+            pending_bytes: 0,
+            dead: false,
+            last_us: ts_us,
+        }
+    }
+}
+
+/// Ends a connection, counting an unread partial request.
+fn close(conns: &mut HashMap<Key, Conn>, stats: &mut StreamStats, key: &Key) {
+    if let Some(c) = conns.remove(key) {
+        if !c.dead && (!c.buf.is_empty() || !c.pending.is_empty()) {
+            stats.incomplete += 1;
+        }
     }
 }
 

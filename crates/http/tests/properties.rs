@@ -3,7 +3,8 @@
 //! bytes at all give an entry, a request or an error, never a panic, and never claim more bytes
 //! than they were given.
 
-use metaids_http::access_log::{parse_line, AccessLogReader};
+use metaids_core::time::civil_from_days;
+use metaids_http::access_log::{parse_line, AccessLogReader, MONTHS};
 use metaids_http::raw::{parse_request, requests, Limits, RawError};
 use proptest::prelude::*;
 
@@ -22,19 +23,8 @@ fn escape(s: &[u8]) -> String {
 
 /// Seconds since the epoch → `dd/Mon/yyyy:hh:mm:ss +0000` (the inverse of the reader's parse).
 fn log_time(t: i64) -> String {
-    let (days, secs) = (t.div_euclid(86_400), t.rem_euclid(86_400));
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
+    let (y, m, d) = civil_from_days(t.div_euclid(86_400));
+    let secs = t.rem_euclid(86_400);
     format!(
         "{d:02}/{}/{y:04}:{:02}:{:02}:{:02} +0000",
         MONTHS[(m - 1) as usize],

@@ -5,6 +5,7 @@
 //! acknowledged every message the batch produced (at-least-once).
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -124,7 +125,7 @@ impl Sink for KafkaOutput {
                         buf.pop();
                     }
                     key.clear();
-                    key.push_str(&f.origin.to_string());
+                    write!(key, "{}", f.origin).map_err(sink_err)?;
                     outbox
                         .send(topic, key.as_bytes(), &buf, None)
                         .map_err(sink_err)?;
