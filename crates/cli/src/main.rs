@@ -13,6 +13,7 @@ mod fewshot;
 mod kafka_cmd;
 mod model_cmd;
 mod progress;
+mod requests_cmd;
 mod serve_cmd;
 mod site_eval;
 mod standard;
@@ -67,6 +68,7 @@ fn main() {
         Command::Standard(a) => standard::run(a),
         Command::SiteEval(a) => site_eval::run(a),
         Command::Report(a) => report(a),
+        Command::Requests(a) => requests_cmd::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

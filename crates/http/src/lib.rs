@@ -8,6 +8,10 @@
 //!   Apache write, read line by line with bounded memory; each line an [`access_log::AccessLogEntry`]
 //!   that converts to an [`HttpRequest`] without a body.
 //!
+//! - [`payloads`]: the labelled payload families of `data/http/payloads.csv.gz` (benign parameter
+//!   values and attack strings by family), read from any `Read`.
+//! - [`request_file`]: files of raw requests one after another, as public request datasets ship
+//!   them (CSIC 2010), read with bounded memory; a bad request named by line or skipped and counted.
 //! - [`stream`]: requests reassembled from the client side of TCP connections in a capture
 //!   (retransmissions, overlaps and reordering handled, memory bounded, skips counted).
 //!
@@ -15,7 +19,9 @@
 //! what the fuzz targets (`fuzz/fuzz_targets/http_raw_request.rs`, `http_access_log.rs`) exercise.
 
 pub mod access_log;
+pub mod payloads;
 pub mod raw;
+pub mod request_file;
 pub mod stream;
 
 /// One HTTP request as the detectors see it: the request line, the headers in order and the body

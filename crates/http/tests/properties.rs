@@ -1,11 +1,12 @@
 //! Invariants of the request readers: what a server would write (a log line, a request on the
 //! wire) reads back as it was; any cut of a request is "incomplete", never another request; any
 //! bytes at all give an entry, a request or an error, never a panic, and never claim more bytes
-//! than they were given.
+//! than they were given; a request file read in pieces gives what the whole bytes give.
 
 use metaids_core::time::civil_from_days;
 use metaids_http::access_log::{parse_line, AccessLogReader, MONTHS};
 use metaids_http::raw::{parse_request, requests, Limits, RawError};
+use metaids_http::request_file::RequestFileReader;
 use proptest::prelude::*;
 
 /// A quoted log field as nginx escapes it: `"` and `\` and bytes outside printable ASCII as \xHH.
@@ -166,5 +167,58 @@ proptest! {
                 Err(_) => break,
             }
         }
+    }
+
+    #[test]
+    fn the_file_reader_reads_what_the_in_memory_parser_reads(
+        bytes in proptest::collection::vec(prop_oneof![
+            Just(b"GET /a?x=1 HTTP/1.1\r\nHost: h\r\n\r\n".to_vec()),
+            Just(b"POST /p HTTP/1.1\nContent-Length: 3\n\nabc\n\n".to_vec()),
+            Just(b"POST /c HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n".to_vec()),
+            Just(b"\n\r\n".to_vec()),
+            proptest::collection::vec(any::<u8>(), 0..12),
+        ], 0..12).prop_map(|parts| parts.concat()),
+        capacity in 1usize..40,
+        max_body in 0usize..8,
+    ) {
+        let limits = Limits { max_body, ..Limits::default() };
+        let mut memory = Vec::new();
+        let mut memory_failed = false;
+        for got in requests(&bytes, &limits) {
+            match got {
+                Ok((r, range)) => memory.push((r, range.start as u64)),
+                Err(_) => memory_failed = true,
+            }
+        }
+        let source = std::io::BufReader::with_capacity(capacity, bytes.as_slice());
+        let mut file = Vec::new();
+        let mut file_failed = false;
+        for got in RequestFileReader::new(source, "p", limits, false) {
+            match got {
+                Ok(r) => file.push((r.request, r.offset)),
+                Err(_) => file_failed = true,
+            }
+        }
+        prop_assert_eq!(file, memory);
+        prop_assert_eq!(file_failed, memory_failed);
+    }
+
+    #[test]
+    fn a_skipping_file_reader_takes_any_bytes(
+        bytes in proptest::collection::vec(any::<u8>(), 0..2000),
+        capacity in 1usize..64,
+    ) {
+        let limits = Limits { max_head: 64, max_headers: 8, max_body: 16 };
+        let source = std::io::BufReader::with_capacity(capacity, bytes.as_slice());
+        let mut reader = RequestFileReader::new(source, "p", limits, true);
+        let mut last = None;
+        for got in reader.by_ref() {
+            let r = got.map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert!(last.is_none_or(|o| r.offset > o));
+            prop_assert!(r.request.body.len() <= 16);
+            last = Some(r.offset);
+        }
+        let lines = bytes.iter().filter(|&&b| b == b'\n').count() as u64 + 1;
+        prop_assert!(reader.skips().lines_dropped <= lines);
     }
 }
