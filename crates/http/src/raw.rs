@@ -64,10 +64,23 @@ pub enum RawError {
     Chunk(String),
 }
 
+/// Most header slots kept on the stack (the default bound, 100, fits).
+const STACK_HEADERS: usize = 128;
+
 /// Parses the request at the start of `buf`: the request and the bytes it took.
 pub fn parse_request(buf: &[u8], limits: &Limits) -> Result<(HttpRequest, usize), RawError> {
-    let mut fields = vec![httparse::EMPTY_HEADER; limits.max_headers.max(1)];
-    let mut req = httparse::Request::new(&mut fields);
+    // Header slots on the stack for the usual bound (one heap allocation per parse otherwise:
+    // a stream reader parses again at every segment of a request that spans several).
+    let mut stack = [httparse::EMPTY_HEADER; STACK_HEADERS];
+    let mut heap = Vec::new();
+    let n = limits.max_headers.max(1);
+    let fields = if n <= STACK_HEADERS {
+        &mut stack[..n]
+    } else {
+        heap.resize(n, httparse::EMPTY_HEADER);
+        &mut heap[..]
+    };
+    let mut req = httparse::Request::new(fields);
     let head_len = match req.parse(buf) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => {
@@ -392,6 +405,23 @@ mod tests {
             one(msg.as_bytes()).err(),
             Some(RawError::TooManyHeaders { max: 100 })
         );
+        // Past the stack slots, the bound still holds both ways.
+        for (max, ok) in [(STACK_HEADERS + 72, true), (STACK_HEADERS + 1, false)] {
+            let many: String = (0..STACK_HEADERS + 50)
+                .map(|i| format!("X-{i}: v\r\n"))
+                .collect();
+            let msg = format!("GET / HTTP/1.1\r\n{many}\r\n");
+            let limits = Limits {
+                max_headers: max,
+                ..Limits::default()
+            };
+            let got = parse_request(msg.as_bytes(), &limits);
+            if ok {
+                assert_eq!(got.expect("fits").0.headers.len(), STACK_HEADERS + 50);
+            } else {
+                assert_eq!(got.err(), Some(RawError::TooManyHeaders { max }));
+            }
+        }
         let limits = Limits {
             max_head: 32,
             ..Limits::default()
