@@ -627,13 +627,13 @@ pub enum OnBadRow {
 /// Where data comes from.
 #[derive(Debug, Args)]
 pub struct DataArgs {
-    /// Dataset: nsl-kdd, unsw-nb15 or cic. Optional when --data lists files (detected from them).
+    /// Dataset: nsl-kdd, unsw-nb15, cic or http-requests (web-request payload families, e.g. data/http). Optional when --data lists files (detected from them).
     #[arg(long)]
     pub dataset: Option<String>,
     /// A data directory (files chosen by the split's `files` patterns) or one or more files (plain or .gz).
     #[arg(long, num_args = 1.., required = true)]
     pub data: Vec<PathBuf>,
-    /// Force the file format instead of detecting it: nsl-kdd, unsw-nb15, cic-improved, cic-original.
+    /// Force the file format instead of detecting it: nsl-kdd, unsw-nb15, cic-improved, cic-original, http-payloads.
     #[arg(long)]
     pub format: Option<String>,
     /// Malformed rows: stop with an error, or skip and count them.

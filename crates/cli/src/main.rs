@@ -109,6 +109,8 @@ fn builtin_split(kind: DatasetKind, fold: u8) -> (&'static str, &'static str) {
         (DatasetKind::Cic, 1) => split!("cic-ids2017-fold1.toml"),
         (DatasetKind::Cic, 2) => split!("cic-ids2017-fold2.toml"),
         (DatasetKind::Cic, _) => split!("cic-ids2017.toml"),
+        // One split so far: `load` refuses another fold.
+        (DatasetKind::HttpRequests, _) => split!("http-requests.toml"),
     }
 }
 
@@ -136,8 +138,13 @@ fn load(args: &DataArgs) -> Result<Loaded> {
         (Some(name), _) => DatasetKind::from_name(name)?,
         (None, Some(f)) => f.kind(),
         (None, None) if dirs == 0 => metaids_ingest::detect_format(&args.data[0])?.kind(),
-        (None, None) => bail!("--data is a directory: say which dataset it holds with --dataset (nsl-kdd, unsw-nb15, cic)"),
+        (None, None) => bail!("--data is a directory: say which dataset it holds with --dataset (nsl-kdd, unsw-nb15, cic, http-requests)"),
     };
+    if kind == DatasetKind::HttpRequests && args.fold.unwrap_or(0) != 0 {
+        bail!(
+            "http-requests has one built-in split (fold 0) so far; give another with --split FILE"
+        );
+    }
     let (split_name, split_text) = match &args.split {
         Some(p) => (
             p.display().to_string(),
@@ -170,7 +177,11 @@ fn load(args: &DataArgs) -> Result<Loaded> {
             OnBadRow::Skip => BadRowPolicy::Skip,
         },
     };
-    let (frame, skips) = read_files(&files, &opts)?;
+    let (frame, skips) = if kind == DatasetKind::HttpRequests {
+        (http_frame(&files)?, SkipLog::default())
+    } else {
+        read_files(&files, &opts)?
+    };
     if skips.skipped > 0 {
         eprintln!("skipped {} malformed row(s); first ones:", skips.skipped);
         for e in &skips.examples {
@@ -195,6 +206,19 @@ fn load(args: &DataArgs) -> Result<Loaded> {
         split_name,
         split_text,
     })
+}
+
+/// Web-request payload files (`family,source,payload`, plain or `.gz`) as one frame of the
+/// `http-requests` layout; a bad row is an error naming its file and line.
+fn http_frame(files: &[PathBuf]) -> Result<FlowFrame> {
+    let mut frame = FlowFrame::new(DatasetKind::HttpRequests.layout());
+    for path in files {
+        let name = path.display().to_string();
+        let input = metaids_ingest::open(path).with_context(|| format!("cannot open {name}"))?;
+        let payloads = metaids_http::payloads::read_payloads(input, &name)?;
+        metaids_http::features::push_payloads(&mut frame, &name, &payloads);
+    }
+    Ok(frame)
 }
 
 fn eval_config(p: &ProtocolArgs) -> Result<EvalConfig> {

@@ -64,6 +64,15 @@ impl ColumnMap {
         if format == FileFormat::NslKdd {
             return Ok(Self::nsl_kdd());
         }
+        if format == FileFormat::HttpPayloads {
+            return Err(CoreError::Parse {
+                what: "a flow file",
+                message:
+                    "this is a web-request payload file (family,source,payload): read it with \
+                          --dataset http-requests"
+                        .into(),
+            });
+        }
         let layout = format.kind().layout();
         let raw_names: Vec<String> = header
             .iter()
@@ -87,6 +96,8 @@ impl ColumnMap {
                 FileFormat::CicOriginal => cic_canonical_name(name).map(str::to_string),
                 // NSL-KDD files have no header: their map is `ColumnMap::nsl_kdd`, returned above.
                 FileFormat::NslKdd => None,
+                // Payloads are text: `metaids_http::features` reads them, this map refuses them.
+                FileFormat::HttpPayloads => None,
             };
             let role = match canonical.as_deref() {
                 None => None,
@@ -186,7 +197,7 @@ fn is_identifier(format: FileFormat, canonical: &str) -> bool {
     match format {
         FileFormat::UnswNb15 => canonical == "id" || UNSW_IDENTIFIER_LIKE.contains(&canonical),
         FileFormat::CicImproved | FileFormat::CicOriginal => CIC_IDENTIFIERS.contains(&canonical),
-        FileFormat::NslKdd => false,
+        FileFormat::NslKdd | FileFormat::HttpPayloads => false,
     }
 }
 

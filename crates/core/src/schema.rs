@@ -20,12 +20,35 @@ pub enum DatasetKind {
     UnswNb15,
     /// CICFlowMeter flows (CIC-IDS2017/2018, corrected or original), in the corrected feature layout.
     Cic,
+    /// Web-request payloads (parameter values and attack strings, `data/http/payloads.csv.gz`), as
+    /// [`HTTP_SHAPE_FEATURES`] and [`HTTP_NGRAM_BUCKETS`] hashed character n-gram counts
+    /// (`metaids_http::features` computes them).
+    HttpRequests,
 }
+
+/// Shape features of a web-request payload, before its n-gram buckets (see
+/// `metaids_http::features`).
+pub const HTTP_SHAPE_FEATURES: [&str; 7] = [
+    "length",
+    "letters",
+    "digits",
+    "spaces",
+    "punctuation",
+    "non_ascii",
+    "percent_escapes",
+];
+
+/// Hashed character n-gram buckets of a web-request payload (`ngram_000`, …).
+pub const HTTP_NGRAM_BUCKETS: usize = 256;
 
 impl DatasetKind {
     /// All kinds, in command-line order.
-    pub const ALL: [DatasetKind; 3] =
-        [DatasetKind::NslKdd, DatasetKind::UnswNb15, DatasetKind::Cic];
+    pub const ALL: [DatasetKind; 4] = [
+        DatasetKind::NslKdd,
+        DatasetKind::UnswNb15,
+        DatasetKind::Cic,
+        DatasetKind::HttpRequests,
+    ];
 
     /// The name used on the command line and in split files.
     pub fn name(self) -> &'static str {
@@ -33,6 +56,7 @@ impl DatasetKind {
             DatasetKind::NslKdd => "nsl-kdd",
             DatasetKind::UnswNb15 => "unsw-nb15",
             DatasetKind::Cic => "cic",
+            DatasetKind::HttpRequests => "http-requests",
         }
     }
 
@@ -44,7 +68,7 @@ impl DatasetKind {
             .ok_or_else(|| CoreError::UnknownName {
                 what: "dataset",
                 found: name.to_string(),
-                expected: "nsl-kdd, unsw-nb15, cic",
+                expected: "nsl-kdd, unsw-nb15, cic, http-requests",
             })
     }
 
@@ -68,6 +92,13 @@ impl DatasetKind {
                 UNSW_CATEGORICAL.to_vec(),
             ),
             DatasetKind::Cic => (CIC_FLOW_FEATURES.to_vec(), CIC_CATEGORICAL.to_vec()),
+            DatasetKind::HttpRequests => {
+                let mut layout = FeatureLayout::new(self, HTTP_SHAPE_FEATURES.to_vec(), Vec::new());
+                layout
+                    .numeric
+                    .extend((0..HTTP_NGRAM_BUCKETS).map(|i| format!("ngram_{i:03}")));
+                return layout;
+            }
         };
         FeatureLayout::new(self, numeric, categorical)
     }
@@ -91,15 +122,19 @@ pub enum FileFormat {
     CicImproved,
     /// Original CIC-IDS2017 `MachineLearningCSV`/`TrafficLabelling` or CIC-IDS2018 CSV.
     CicOriginal,
+    /// Labelled web-request payloads, `family,source,payload` (`data/http/payloads.csv.gz`): read
+    /// by `metaids_http::features`, not by the flow-row reader (a payload is text, not columns).
+    HttpPayloads,
 }
 
 impl FileFormat {
     /// All formats, in command-line order.
-    pub const ALL: [FileFormat; 4] = [
+    pub const ALL: [FileFormat; 5] = [
         FileFormat::NslKdd,
         FileFormat::UnswNb15,
         FileFormat::CicImproved,
         FileFormat::CicOriginal,
+        FileFormat::HttpPayloads,
     ];
 
     /// The name used on the command line.
@@ -109,6 +144,7 @@ impl FileFormat {
             FileFormat::UnswNb15 => "unsw-nb15",
             FileFormat::CicImproved => "cic-improved",
             FileFormat::CicOriginal => "cic-original",
+            FileFormat::HttpPayloads => "http-payloads",
         }
     }
 
@@ -120,7 +156,7 @@ impl FileFormat {
             .ok_or_else(|| CoreError::UnknownName {
                 what: "format",
                 found: name.to_string(),
-                expected: "nsl-kdd, unsw-nb15, cic-improved, cic-original",
+                expected: "nsl-kdd, unsw-nb15, cic-improved, cic-original, http-payloads",
             })
     }
 
@@ -130,6 +166,7 @@ impl FileFormat {
             FileFormat::NslKdd => DatasetKind::NslKdd,
             FileFormat::UnswNb15 => DatasetKind::UnswNb15,
             FileFormat::CicImproved | FileFormat::CicOriginal => DatasetKind::Cic,
+            FileFormat::HttpPayloads => DatasetKind::HttpRequests,
         }
     }
 
@@ -158,6 +195,9 @@ impl FileFormat {
         }
         if has("Label") && (has("Flow Duration")) {
             return Some(FileFormat::CicOriginal);
+        }
+        if fields == ["family", "source", "payload"] {
+            return Some(FileFormat::HttpPayloads);
         }
         // NSL-KDD has no header: 43 fields (42 without difficulty, as in KDD'99-style copies is not
         // accepted), the second a protocol name.
@@ -602,14 +642,31 @@ mod tests {
         let cic = DatasetKind::Cic.layout();
         assert_eq!((cic.numeric.len(), cic.categorical.len()), (81, 2));
         assert_eq!(cic_improved_header().len(), 91);
+        let http = DatasetKind::HttpRequests.layout();
+        assert_eq!(
+            (http.numeric.len(), http.categorical.len()),
+            (HTTP_SHAPE_FEATURES.len() + HTTP_NGRAM_BUCKETS, 0)
+        );
+        assert_eq!(http.numeric[7], "ngram_000");
     }
 
+    /// A model file binds its layout's hash: adding a kind must not change another kind's (these
+    /// are the hashes every stored flow model was trained under).
     #[test]
-    fn layout_hashes_differ_between_kinds() {
-        let hashes: Vec<String> = DatasetKind::ALL.iter().map(|k| k.layout().hash()).collect();
-        assert_ne!(hashes[0], hashes[1]);
-        assert_ne!(hashes[1], hashes[2]);
-        assert_eq!(hashes[2], DatasetKind::Cic.layout().hash());
+    fn the_flow_layouts_keep_their_hashes() {
+        let short: Vec<String> = DatasetKind::ALL
+            .iter()
+            .map(|k| k.layout().hash()[..12].to_string())
+            .collect();
+        assert_eq!(
+            short,
+            [
+                "efe4ae046c79",
+                "5fa105eef25b",
+                "0132136cadb6",
+                "55c4fd66ede5"
+            ]
+        );
     }
 
     #[test]
@@ -664,5 +721,10 @@ mod tests {
         let nsl = b"0,tcp,private,REJ,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,229,10,0.00,0.00,1.00,1.00,0.04,0.06,0.00,255,10,0.04,0.06,0.00,0.00,0.00,0.00,1.00,1.00,neptune,21";
         assert_eq!(FileFormat::detect(nsl), Some(FileFormat::NslKdd));
         assert_eq!(FileFormat::detect(b"a,b,c"), None);
+        assert_eq!(
+            FileFormat::detect(b"family,source,payload\n"),
+            Some(FileFormat::HttpPayloads)
+        );
+        assert_eq!(FileFormat::HttpPayloads.kind(), DatasetKind::HttpRequests);
     }
 }

@@ -8,6 +8,8 @@
 //!   Apache write, read line by line with bounded memory; each line an [`access_log::AccessLogEntry`]
 //!   that converts to an [`HttpRequest`] without a body.
 //!
+//! - [`features`]: payloads as feature rows of the `http-requests` layout (shape counts and hashed
+//!   character n-grams), so the few-shot protocol and the model take them as they take flows.
 //! - [`payloads`]: the labelled payload families of `data/http/payloads.csv.gz` (benign parameter
 //!   values and attack strings by family), read from any `Read`.
 //! - [`request_file`]: files of raw requests one after another, as public request datasets ship
@@ -19,6 +21,7 @@
 //! what the fuzz targets (`fuzz/fuzz_targets/http_raw_request.rs`, `http_access_log.rs`) exercise.
 
 pub mod access_log;
+pub mod features;
 pub mod payloads;
 pub mod raw;
 pub mod request_file;

@@ -1,0 +1,110 @@
+//! Web-request payload families through the few-shot protocol: `--dataset http-requests` on the
+//! vendored `data/http` reads the payloads as feature rows, holds the split's novel families out,
+//! and reports like a flow dataset; a payload file given to a flow reader is a clear error.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn metaids() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_metaids"));
+    c.current_dir(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.."));
+    c
+}
+
+#[test]
+fn payload_families_are_evaluated_like_flow_families() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let json = dir.path().join("http.json");
+    let out = metaids()
+        .args([
+            "evaluate",
+            "--dataset",
+            "http-requests",
+            "--data",
+            "data/http",
+            "--shots",
+            "5",
+            "--episodes",
+            "3",
+            "--methods",
+            "nearest-centroid",
+            "--quiet",
+            "--json",
+        ])
+        .arg(&json)
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("| nearest-centroid | 5 |"), "{table}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("json")).expect("parse");
+    let p = &report["protocol"];
+    assert_eq!(p["dataset"], "http-requests");
+    assert_eq!(p["split_file"], "splits/http-requests.toml");
+    let novel: Vec<&str> = p["novel_families"]
+        .as_array()
+        .expect("novel")
+        .iter()
+        .map(|f| f["family"].as_str().expect("name"))
+        .collect();
+    assert_eq!(
+        novel,
+        ["crlf", "ldap", "nosql", "open-redirect", "ssti", "xxe"]
+    );
+    assert_eq!(
+        p["feature_dim"], 263,
+        "7 shape counts and 256 n-gram buckets"
+    );
+    let r = &report["results"][0];
+    assert!(r["macro_f1"]["mean"].is_f64(), "{r}");
+    // K = 5 needs 15 rows: every novel family qualifies.
+    assert_eq!(r["per_family"].as_array().expect("per family").len(), 6);
+
+    let out = metaids()
+        .args([
+            "evaluate",
+            "--dataset",
+            "http-requests",
+            "--data",
+            "data/http",
+            "--fold",
+            "1",
+        ])
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("one built-in split (fold 0)"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_payload_file_is_refused_by_the_flow_readers_with_the_way_to_read_it() {
+    let out = metaids()
+        .args([
+            "stats",
+            "--data",
+            "data/http/payloads.csv.gz",
+            "--format",
+            "cic-improved",
+        ])
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let out = metaids()
+        .args(["stats", "--data", "data/http/payloads.csv.gz"])
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "detected as http-payloads: {stderr}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains("dataset http-requests — 61960 rows, 12 families"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
