@@ -170,8 +170,8 @@ pub fn run(a: FewshotArgs) -> Result<()> {
 
 /// The benign label of the built-in split of `kind`.
 fn builtin_benign(kind: DatasetKind) -> Option<String> {
-    SplitSpec::from_toml(builtin_split(kind, 0).1)
-        .ok()
+    builtin_split(kind, 0)
+        .and_then(|(_, text)| SplitSpec::from_toml(text).ok())
         .map(|s| s.benign)
 }
 

@@ -89,14 +89,15 @@ pub const DEMO_METHODS: &[&str] = &[
 ];
 
 /// The split files of the repository, built in so the binary works from any directory: fold 0 (the
-/// default split) and two more leave-families-out folds per dataset.
-fn builtin_split(kind: DatasetKind, fold: u8) -> (&'static str, &'static str) {
+/// default split) and two more leave-families-out folds per flow dataset; `None` for a fold the
+/// repository does not have.
+fn builtin_split(kind: DatasetKind, fold: u8) -> Option<(&'static str, &'static str)> {
     macro_rules! split {
         ($name:literal) => {
-            (
+            Some((
                 concat!("splits/", $name),
                 include_str!(concat!("../../../splits/", $name)),
-            )
+            ))
         };
     }
     match (kind, fold) {
@@ -109,8 +110,8 @@ fn builtin_split(kind: DatasetKind, fold: u8) -> (&'static str, &'static str) {
         (DatasetKind::Cic, 1) => split!("cic-ids2017-fold1.toml"),
         (DatasetKind::Cic, 2) => split!("cic-ids2017-fold2.toml"),
         (DatasetKind::Cic, _) => split!("cic-ids2017.toml"),
-        // One split so far: `load` refuses another fold.
-        (DatasetKind::HttpRequests, _) => split!("http-requests.toml"),
+        (DatasetKind::HttpRequests, 0) => split!("http-requests.toml"),
+        (DatasetKind::HttpRequests, _) => None,
     }
 }
 
@@ -140,11 +141,6 @@ fn load(args: &DataArgs) -> Result<Loaded> {
         (None, None) if dirs == 0 => metaids_ingest::detect_format(&args.data[0])?.kind(),
         (None, None) => bail!("--data is a directory: say which dataset it holds with --dataset (nsl-kdd, unsw-nb15, cic, http-requests)"),
     };
-    if kind == DatasetKind::HttpRequests && args.fold.unwrap_or(0) != 0 {
-        bail!(
-            "http-requests has one built-in split (fold 0) so far; give another with --split FILE"
-        );
-    }
     let (split_name, split_text) = match &args.split {
         Some(p) => (
             p.display().to_string(),
@@ -152,7 +148,13 @@ fn load(args: &DataArgs) -> Result<Loaded> {
                 .with_context(|| format!("cannot read split file {}", p.display()))?,
         ),
         None => {
-            let (n, t) = builtin_split(kind, args.fold.unwrap_or(0));
+            let fold = args.fold.unwrap_or(0);
+            let (n, t) = builtin_split(kind, fold).with_context(|| {
+                format!(
+                    "{kind} has no built-in fold {fold} (http-requests has one built-in split \
+                     (fold 0) so far); give a split with --split FILE"
+                )
+            })?;
             (n.to_string(), t.to_string())
         }
     };
@@ -213,8 +215,7 @@ fn load(args: &DataArgs) -> Result<Loaded> {
 fn http_frame(files: &[PathBuf]) -> Result<FlowFrame> {
     let mut frame = FlowFrame::new(DatasetKind::HttpRequests.layout());
     for path in files {
-        let name = path.display().to_string();
-        let input = metaids_ingest::open(path).with_context(|| format!("cannot open {name}"))?;
+        let (name, input) = requests_cmd::open_named(path)?;
         let payloads = metaids_http::payloads::read_payloads(input, &name)?;
         metaids_http::features::push_payloads(&mut frame, &name, &payloads);
     }

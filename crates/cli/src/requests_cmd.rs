@@ -7,7 +7,7 @@
 //! `http_user_agent`, `http_refer`, `status`, `length`), so what a detector later alerts on reads
 //! the same as what this command shows.
 
-use std::io::{BufReader, BufWriter, Write};
+use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::Path;
 
 use anyhow::{Context, Result};
@@ -30,18 +30,22 @@ struct Out {
 }
 
 impl Out {
-    fn write(&mut self, source: &str, at: Map<String, Value>, r: &HttpRequest) -> Result<()> {
+    /// Counts the request and, with an output, writes its line: `at` gives where it came from and
+    /// the source's own `http` fields (a log's status and length), built only when written.
+    fn write(
+        &mut self,
+        source: &str,
+        r: &HttpRequest,
+        at: impl FnOnce() -> (Map<String, Value>, Map<String, Value>),
+    ) -> Result<()> {
         self.written += 1;
         let Some(w) = &mut self.sink else {
             return Ok(());
         };
-        let mut line = at;
+        let (mut line, extra) = at();
         line.insert("source".into(), source.into());
-        // A source's own `http` fields (a log's status and length) join the request's.
         let mut http = http_object(r);
-        if let Some(Value::Object(extra)) = line.remove("http") {
-            http.extend(extra);
-        }
+        http.extend(extra);
         line.insert("http".into(), Value::Object(http));
         line.insert(
             "headers".into(),
@@ -117,9 +121,15 @@ pub fn run(a: RequestsArgs) -> Result<()> {
     Ok(())
 }
 
-fn from_capture(path: &Path, limits: Limits, out: &mut Out) -> Result<()> {
+/// `path` opened (decompressed when `.gz`), with its name for messages.
+pub(crate) fn open_named(path: &Path) -> Result<(String, Box<dyn Read>)> {
     let name = path.display().to_string();
     let file = metaids_ingest::open(path).with_context(|| format!("cannot open {name}"))?;
+    Ok((name, file))
+}
+
+fn from_capture(path: &Path, limits: Limits, out: &mut Out) -> Result<()> {
+    let (name, file) = open_named(path)?;
     let mut reader = CaptureReader::new(
         BufReader::with_capacity(1 << 20, file),
         ReaderConfig::default(),
@@ -137,15 +147,17 @@ fn from_capture(path: &Path, limits: Limits, out: &mut Out) -> Result<()> {
     {
         assembler.push(&pkt, &mut got);
         for r in got.drain(..) {
-            let mut at = Map::new();
-            let mut ts = String::with_capacity(26);
-            time::push_timestamp_us(&mut ts, r.ts_us, 'T');
-            at.insert("timestamp".into(), ts.into());
-            at.insert("src_ip".into(), r.client.0.to_string().into());
-            at.insert("src_port".into(), r.client.1.into());
-            at.insert("dest_ip".into(), r.server.0.to_string().into());
-            at.insert("dest_port".into(), r.server.1.into());
-            out.write(&name, at, &r.request)?;
+            out.write(&name, &r.request, || {
+                let mut at = Map::new();
+                let mut ts = String::with_capacity(26);
+                time::push_timestamp_us(&mut ts, r.ts_us, 'T');
+                at.insert("timestamp".into(), ts.into());
+                at.insert("src_ip".into(), r.client.0.to_string().into());
+                at.insert("src_port".into(), r.client.1.into());
+                at.insert("dest_ip".into(), r.server.0.to_string().into());
+                at.insert("dest_port".into(), r.server.1.into());
+                (at, Map::new())
+            })?;
         }
     }
     let s = assembler.finish();
@@ -164,24 +176,24 @@ fn from_capture(path: &Path, limits: Limits, out: &mut Out) -> Result<()> {
 }
 
 fn from_access_log(path: &Path, skip_bad: bool, out: &mut Out) -> Result<()> {
-    let name = path.display().to_string();
-    let file = metaids_ingest::open(path).with_context(|| format!("cannot open {name}"))?;
+    let (name, file) = open_named(path)?;
     let mut reader = AccessLogReader::new(BufReader::new(file), name.clone(), skip_bad);
     let before = out.written;
     while let Some(entry) = reader.next() {
         let e = entry?;
-        let mut at = Map::new();
-        at.insert("line".into(), reader.lines().into());
-        at.insert("timestamp".into(), time::rfc3339(e.time).into());
-        at.insert("src_ip".into(), e.remote.clone().into());
-        let mut http = Map::new();
-        http.insert("status".into(), e.status.into());
-        if let Some(n) = e.bytes {
-            http.insert("length".into(), n.into());
-        }
-        at.insert("http".into(), Value::Object(http));
-        let request = e.to_request();
-        out.write(&name, at, &request)?;
+        let line = reader.lines();
+        out.write(&name, &e.to_request(), || {
+            let mut at = Map::new();
+            at.insert("line".into(), line.into());
+            at.insert("timestamp".into(), time::rfc3339(e.time).into());
+            at.insert("src_ip".into(), e.remote.clone().into());
+            let mut http = Map::new();
+            http.insert("status".into(), e.status.into());
+            if let Some(n) = e.bytes {
+                http.insert("length".into(), n.into());
+            }
+            (at, http)
+        })?;
     }
     let skips = reader.skips();
     eprintln!("{name}:");
@@ -206,15 +218,14 @@ fn from_access_log(path: &Path, skip_bad: bool, out: &mut Out) -> Result<()> {
 }
 
 fn from_request_file(path: &Path, limits: Limits, skip_bad: bool, out: &mut Out) -> Result<()> {
-    let name = path.display().to_string();
-    let file = metaids_ingest::open(path).with_context(|| format!("cannot open {name}"))?;
+    let (name, file) = open_named(path)?;
     let mut reader = RequestFileReader::new(BufReader::new(file), name.clone(), limits, skip_bad);
     let before = out.written;
     for got in reader.by_ref() {
         let r = got?;
-        let mut at = Map::new();
-        at.insert("line".into(), r.line.into());
-        out.write(&name, at, &r.request)?;
+        out.write(&name, &r.request, || {
+            (Map::from_iter([("line".into(), r.line.into())]), Map::new())
+        })?;
     }
     let s = reader.skips();
     eprintln!("{name}:");

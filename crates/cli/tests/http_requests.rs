@@ -11,29 +11,38 @@ fn metaids() -> Command {
     c
 }
 
-#[test]
-fn payload_families_are_evaluated_like_flow_families() {
-    let dir = tempfile::tempdir().expect("tmp");
-    let json = dir.path().join("http.json");
-    let out = metaids()
+/// `metaids evaluate --dataset http-requests --data data/http` with `extra` arguments.
+fn evaluate_http(extra: &[&std::ffi::OsStr]) -> std::process::Output {
+    metaids()
         .args([
             "evaluate",
             "--dataset",
             "http-requests",
             "--data",
             "data/http",
-            "--shots",
-            "5",
-            "--episodes",
-            "3",
-            "--methods",
-            "nearest-centroid",
-            "--quiet",
-            "--json",
         ])
-        .arg(&json)
+        .args(extra)
         .output()
-        .expect("run");
+        .expect("run")
+}
+
+#[test]
+fn payload_families_are_evaluated_like_flow_families() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let json = dir.path().join("http.json");
+    let args = [
+        "--shots",
+        "5",
+        "--episodes",
+        "3",
+        "--methods",
+        "nearest-centroid",
+        "--quiet",
+        "--json",
+    ];
+    let mut extra: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsStr::new).collect();
+    extra.push(json.as_os_str());
+    let out = evaluate_http(&extra);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     let table = String::from_utf8_lossy(&out.stdout);
@@ -62,18 +71,7 @@ fn payload_families_are_evaluated_like_flow_families() {
     // K = 5 needs 15 rows: every novel family qualifies.
     assert_eq!(r["per_family"].as_array().expect("per family").len(), 6);
 
-    let out = metaids()
-        .args([
-            "evaluate",
-            "--dataset",
-            "http-requests",
-            "--data",
-            "data/http",
-            "--fold",
-            "1",
-        ])
-        .output()
-        .expect("run");
+    let out = evaluate_http(&["--fold".as_ref(), "1".as_ref()]);
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("one built-in split (fold 0)"),

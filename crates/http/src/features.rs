@@ -128,24 +128,18 @@ fn column_map() -> ColumnMap {
 }
 
 /// Appends the payloads of the file `path` to `frame` (of the `http-requests` layout), one row
-/// each, labelled by family; the row's line is its position in the file (header = line 1).
+/// each, labelled by family, with the line its row starts on.
 pub fn push_payloads(frame: &mut FlowFrame, path: &str, payloads: &[Payload]) {
     let file = frame.add_file(path, &column_map());
     let mut row = RowBuf::default();
     row.numeric.resize(DIM, 0.0);
     let mut scratch = Vec::new();
-    for (i, p) in payloads.iter().enumerate() {
+    for p in payloads {
         featurise(p.payload.as_bytes(), &mut row.numeric, &mut scratch);
         row.label.clone_from(&p.family);
         row.identifiers.clear();
         row.identifiers.push(p.source.clone());
-        frame.push(
-            &row,
-            RowSource {
-                file,
-                line: i as u64 + 2,
-            },
-        );
+        frame.push(&row, RowSource { file, line: p.line });
     }
 }
 
@@ -199,11 +193,13 @@ mod tests {
                 family: "benign".into(),
                 source: "x/a.csv:2".into(),
                 payload: "campello, el".into(),
+                line: 2,
             },
             Payload {
                 family: "sqli".into(),
                 source: "x/b.txt:9".into(),
                 payload: "' OR 1=1--".into(),
+                line: 3,
             },
         ];
         let mut frame = FlowFrame::new(DatasetKind::HttpRequests.layout());

@@ -16,6 +16,8 @@ pub struct Payload {
     pub source: String,
     /// The payload string (a parameter value or an attack string), as the source has it.
     pub payload: String,
+    /// 1-based line of the file where its row starts (a quoted payload may span lines).
+    pub line: u64,
 }
 
 /// Why the file cannot be read.
@@ -81,6 +83,7 @@ pub fn read_payloads(input: impl Read, source_name: &str) -> Result<Vec<Payload>
             family: record[0].to_string(),
             source: record[1].to_string(),
             payload: record[2].to_string(),
+            line,
         });
     }
     Ok(out)
@@ -105,6 +108,7 @@ mod tests {
         let got = read_payloads(ok.as_bytes(), "p.csv").expect("reads");
         assert_eq!(got.len(), 2);
         assert_eq!(got[1].payload, "<?xml?>\n<!DOCTYPE x>");
+        assert_eq!((got[0].line, got[1].line), (2, 3));
         assert_eq!(
             family_counts(&got).into_iter().collect::<Vec<_>>(),
             [("benign", 1), ("xxe", 1)]

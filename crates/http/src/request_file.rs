@@ -90,8 +90,10 @@ pub struct RequestFileReader<R> {
     limits: Limits,
     max_request: usize,
     skip_bad: bool,
-    /// Bytes read and not yet taken; `buf[0]` is at `offset`, on line `line`.
+    /// Bytes read; those from `pos` on are not yet taken, `buf[pos]` is at `offset`, on line
+    /// `line`. Taken bytes are dropped when more are read, not at every request.
     buf: Vec<u8>,
+    pos: usize,
     offset: u64,
     line: u64,
     eof: bool,
@@ -117,6 +119,7 @@ impl<R: BufRead> RequestFileReader<R> {
             limits,
             skip_bad,
             buf: Vec::new(),
+            pos: 0,
             offset: 0,
             line: 1,
             eof: false,
@@ -135,8 +138,15 @@ impl<R: BufRead> RequestFileReader<R> {
         &self.skips
     }
 
-    /// Reads up to [`READ_CHUNK`] more bytes; sets `eof` at the end.
+    /// The bytes read and not yet taken.
+    fn held(&self) -> &[u8] {
+        &self.buf[self.pos..]
+    }
+
+    /// Reads up to [`READ_CHUNK`] more bytes (dropping the taken ones first); sets `eof` at the end.
     fn fill(&mut self) -> Result<(), FileError> {
+        self.buf.drain(..self.pos);
+        self.pos = 0;
         loop {
             match self.inner.fill_buf() {
                 Ok([]) => {
@@ -162,21 +172,21 @@ impl<R: BufRead> RequestFileReader<R> {
 
     /// Drops the first `n` held bytes, keeping the line and offset counts.
     fn take(&mut self, n: usize) {
-        self.line += self.buf[..n].iter().filter(|&&b| b == b'\n').count() as u64;
+        self.line += self.held()[..n].iter().filter(|&&b| b == b'\n').count() as u64;
         self.offset += n as u64;
-        self.buf.drain(..n);
+        self.pos += n;
     }
 
     /// Drops blank space before a request; false at the end of the file.
     fn skip_blank(&mut self) -> Result<bool, FileError> {
         loop {
             let n = self
-                .buf
+                .held()
                 .iter()
                 .take_while(|b| matches!(b, b'\r' | b'\n' | b' ' | b'\t'))
                 .count();
             self.take(n);
-            if !self.buf.is_empty() {
+            if !self.held().is_empty() {
                 return Ok(true);
             }
             if self.eof {
@@ -191,19 +201,20 @@ impl<R: BufRead> RequestFileReader<R> {
         let mut first = true;
         loop {
             let nl = loop {
-                match self.buf.iter().position(|&b| b == b'\n') {
+                match self.held().iter().position(|&b| b == b'\n') {
                     Some(i) => break Some(i),
                     None if self.eof => break None,
                     // A line longer than a head is not a request line: drop what is held.
-                    None if self.buf.len() > self.limits.max_head => {
-                        self.offset += self.buf.len() as u64;
-                        self.buf.clear();
+                    None if self.held().len() > self.limits.max_head => {
+                        self.offset += self.held().len() as u64;
+                        self.pos = self.buf.len();
                         self.fill()?;
                     }
                     None => self.fill()?,
                 }
             };
-            if !first && looks_like_request_line(&self.buf[..nl.unwrap_or(self.buf.len())]) {
+            let held = self.held();
+            if !first && looks_like_request_line(&held[..nl.unwrap_or(held.len())]) {
                 return Ok(());
             }
             first = false;
@@ -211,7 +222,7 @@ impl<R: BufRead> RequestFileReader<R> {
             match nl {
                 Some(i) => self.take(i + 1),
                 None => {
-                    let n = self.buf.len();
+                    let n = self.held().len();
                     self.take(n);
                     return Ok(());
                 }
@@ -264,7 +275,7 @@ impl<R: BufRead> Iterator for RequestFileReader<R> {
                 }
             }
             let (line, offset) = (self.line, self.offset);
-            match parse_request(&self.buf, &self.limits) {
+            match parse_request(self.held(), &self.limits) {
                 Ok((request, n)) => {
                     self.take(n);
                     return Some(Ok(FileRequest {
@@ -274,7 +285,7 @@ impl<R: BufRead> Iterator for RequestFileReader<R> {
                     }));
                 }
                 Err(RawError::Incomplete { .. })
-                    if !self.eof && self.buf.len() <= self.max_request =>
+                    if !self.eof && self.held().len() <= self.max_request =>
                 {
                     if let Err(e) = self.fill() {
                         self.done = true;
