@@ -112,7 +112,19 @@ pub fn run(a: BaselineArgs) -> Result<()> {
     let started = Instant::now();
     let model = metaids_model::load(&a.model)
         .with_context(|| format!("cannot load model {}", a.model.display()))?;
-    let c = if let Some(interface) = &a.interface {
+    let web = crate::web::is_web_model(&a.model, &model, &a.requests)?;
+    if web && (!a.flows.is_empty() || a.interface.is_some() || a.select.is_some()) {
+        bail!(
+            "model {} was trained on web-request payloads: learn its baseline from the site's requests (--pcap, --access-log, --request-file)",
+            a.model.display()
+        );
+    }
+    let mut web_sources = None;
+    let c = if web {
+        let (c, sources) = crate::web::baseline_rows(&a.pcap, &a.requests)?;
+        web_sources = Some(sources);
+        c
+    } else if let Some(interface) = &a.interface {
         from_interface(&a, interface, &model)?
     } else if a.pcap.is_empty() {
         from_flow_files(&a.flows, a.label.as_deref(), &model)?
@@ -132,7 +144,7 @@ pub fn run(a: BaselineArgs) -> Result<()> {
                 .map_or_else(String::new, |l| format!(" (no row labelled {l:?})"))
         );
     }
-    let sources = source_addresses(&c.frame, &c.rows);
+    let sources = web_sources.unwrap_or_else(|| source_addresses(&c.frame, &c.rows));
     let options = ProfileOptions {
         budget: a.budget,
         per_source_cap: a.per_source_cap,
@@ -141,15 +153,23 @@ pub fn run(a: BaselineArgs) -> Result<()> {
         force: a.force,
         ..ProfileOptions::default()
     };
-    let adapt = match a.adapt.as_str() {
+    let adapt = match a
+        .adapt
+        .as_deref()
+        .unwrap_or(if web { "none" } else { "normaliser" })
+    {
         "normaliser" => true,
         "none" => false,
         other => bail!("--adapt must be normaliser or none, got {other:?}"),
     };
     let files: Vec<String> = match &a.interface {
         Some(i) => vec![format!("live:{i}")],
-        None => if a.pcap.is_empty() { &a.flows } else { &a.pcap }
+        None => a
+            .pcap
             .iter()
+            .chain(&a.flows)
+            .chain(&a.requests.access_log)
+            .chain(&a.requests.request_file)
             .map(|p| p.display().to_string())
             .collect(),
     };

@@ -491,6 +491,12 @@ pub fn run(mut a: DemoArgs) -> Result<()> {
         }
         let _ = writeln!(report, "\n{}", site.markdown());
     }
+    println!("\n7. Web requests (a second model, the same library, verdicts and EVE alerts):");
+    let lines = crate::demo_web::run(&a.http_data, &a.out, a.protocol.seed)?;
+    let _ = writeln!(report, "\n## 7. Web requests\n");
+    for l in &lines {
+        let _ = writeln!(report, "- {}", l.trim_start());
+    }
     let report_path = a.out.join("report.md");
     metaids_ingest::write_atomic(&report_path, report.as_bytes())?;
     println!(

@@ -22,6 +22,7 @@ use metaids_flow::SourceReport;
 use metaids_ingest::ReadOptions;
 
 use crate::args::{DetectArgs, Respond};
+use crate::web::RequestRows;
 
 /// Counts bytes read into a progress bar.
 struct Counting<R> {
@@ -102,9 +103,16 @@ pub fn run(a: DetectArgs) -> Result<()> {
         metaids_model::load(&a.model)
             .with_context(|| format!("cannot load model {}", a.model.display()))?,
     );
-    if model.normaliser.kind != DatasetKind::Cic {
+    let web = crate::web::is_web_model(&a.model, &model, &a.requests)?;
+    if web && (!a.flows.is_empty() || a.interface.is_some()) {
         bail!(
-            "model {} was trained on {} data; detect scores CIC-layout flows (captures, flow CSVs): use a model trained with --dataset cic",
+            "model {} was trained on web-request payloads (http-requests): it scores the HTTP requests of --pcap captures, --access-log and --request-file, not flows (use a model trained with --dataset cic for --flows or --interface)",
+            a.model.display()
+        );
+    }
+    if !web && model.normaliser.kind != DatasetKind::Cic {
+        bail!(
+            "model {} was trained on {} data; detect scores CIC-layout flows (captures, flow CSVs) and web requests: use a model trained with --dataset cic or http-requests",
             a.model.display(),
             model.normaliser.kind
         );
@@ -179,7 +187,10 @@ pub fn run(a: DetectArgs) -> Result<()> {
     );
     let mut warnings = Vec::new();
     let mut sources: Vec<SourceReport> = Vec::new();
-    if !a.pcap.is_empty() {
+    let mut web_counts = None;
+    if web {
+        web_counts = Some(requests(&a, &mut pipeline)?);
+    } else if !a.pcap.is_empty() {
         let total: u64 = a
             .pcap
             .iter()
@@ -273,9 +284,35 @@ pub fn run(a: DetectArgs) -> Result<()> {
         }
     }
     print!("{summary}");
+    if let Some((without, dropped)) = web_counts {
+        println!("requests_without_values {without}");
+        println!("values_not_scored {dropped}");
+    }
     println!("{site_line}");
     eprintln!("{:.2} s", started.elapsed().as_secs_f64());
     Ok(())
+}
+
+/// Scores the HTTP requests of the captures, access logs and request files (a web-request model):
+/// each request is one verdict, decided on its values. Returns the requests without a value and
+/// the values past the per-request cap.
+fn requests(a: &DetectArgs, pipeline: &mut Pipeline) -> Result<(u64, u64)> {
+    let pb = bar(a.quiet, 0, "{spinner} detect {pos} requests, {per_sec}");
+    let mut rows = RequestRows::new();
+    let batch = a.batch.max(1);
+    crate::requests_cmd::read_requests(&a.pcap, &a.requests, &mut |seen| {
+        if rows.push(seen, "request") && rows.len() >= batch {
+            let (frame, counts, metas) = rows.take();
+            pb.inc(metas.len() as u64);
+            pipeline.push_requests(&frame, &counts, metas)?;
+        }
+        Ok(())
+    })?;
+    let (frame, counts, metas) = rows.take();
+    pb.inc(metas.len() as u64);
+    pipeline.push_requests(&frame, &counts, metas)?;
+    pb.finish_and_clear();
+    Ok((rows.without_values, rows.values_dropped))
 }
 
 /// Detects on a live interface until Ctrl-C or --duration (the pipeline runs a batch at least once

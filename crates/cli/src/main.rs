@@ -5,7 +5,9 @@
 
 mod args;
 mod baseline_cmd;
+mod candidates;
 mod demo;
+mod demo_web;
 mod detect_cmd;
 mod extract;
 mod feedback_cmd;
@@ -18,6 +20,7 @@ mod serve_cmd;
 mod site_eval;
 mod standard;
 mod threat_cmd;
+mod web;
 
 use threat_cmd::who;
 

@@ -1,5 +1,6 @@
 //! `metaids requests`: HTTP requests from captures, access logs and raw request files, as JSON
-//! lines, through `metaids-http`.
+//! lines, through `metaids-http`; and the one reading loop over those inputs that `detect` and
+//! `threat add` use with a web-request model ([`read_requests`]).
 //!
 //! Owns only the file handling (opening, the atomic output), the JSON shape and the end-of-run
 //! counters; parsing and reassembly are the http crate's. A line's `http` object uses the field
@@ -8,7 +9,8 @@
 //! the same as what this command shows.
 
 use std::io::{BufReader, BufWriter, Read, Write};
-use std::path::Path;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use metaids_core::time;
@@ -21,7 +23,66 @@ use metaids_http::HttpRequest;
 use metaids_ingest::AtomicFile;
 use serde_json::{json, Map, Value};
 
-use crate::args::RequestsArgs;
+use crate::args::{RequestSourceArgs, RequestsArgs};
+
+/// One request as read, with what its source says about it.
+#[derive(Debug)]
+pub(crate) struct Seen<'a> {
+    /// The input's name (its path as given).
+    pub source: &'a str,
+    /// The request.
+    pub request: &'a HttpRequest,
+    /// When it was sent (µs since the epoch): a capture's packet time, a log's time (whole
+    /// seconds: `log_time`); `None` for a request file.
+    pub ts_us: Option<i64>,
+    /// The time is a log's, to the second.
+    pub log_time: bool,
+    /// Client address and port (a log knows the address only: port 0).
+    pub client: Option<(IpAddr, u16)>,
+    /// The log's client field when it is not an address (a host name).
+    pub client_text: Option<&'a str>,
+    /// Server address and port (captures).
+    pub server: Option<(IpAddr, u16)>,
+    /// The line it starts on (logs and request files).
+    pub line: Option<u64>,
+    /// The response status and length (logs).
+    pub status: Option<u16>,
+    /// The response length in bytes (logs).
+    pub length: Option<u64>,
+    /// The request's number within its source (1-based).
+    pub index: u64,
+}
+
+impl Seen<'_> {
+    /// Where the request is in its source: its line, else its number.
+    pub fn locator(&self) -> u64 {
+        self.line.unwrap_or(self.index)
+    }
+}
+
+/// Reads every request of the captures `pcaps` and of the logs and request files of `inputs`, in
+/// that order, handing each to `each`; prints each source's counts (read, skipped, given up) on
+/// stderr. A bad input is an error naming it, unless `inputs.skip_bad` counts the skip.
+pub(crate) fn read_requests(
+    pcaps: &[PathBuf],
+    inputs: &RequestSourceArgs,
+    each: &mut dyn FnMut(&Seen<'_>) -> Result<()>,
+) -> Result<()> {
+    let limits = Limits {
+        max_body: inputs.max_body,
+        ..Limits::default()
+    };
+    for path in pcaps {
+        from_capture(path, limits, each)?;
+    }
+    for path in &inputs.access_log {
+        from_access_log(path, inputs.skip_bad, each)?;
+    }
+    for path in &inputs.request_file {
+        from_request_file(path, limits, inputs.skip_bad, each)?;
+    }
+    Ok(())
+}
 
 /// Where the JSON lines go: the output file, or nowhere (counts only).
 struct Out {
@@ -30,22 +91,52 @@ struct Out {
 }
 
 impl Out {
-    /// Counts the request and, with an output, writes its line: `at` gives where it came from and
-    /// the source's own `http` fields (a log's status and length), built only when written.
-    fn write(
-        &mut self,
-        source: &str,
-        r: &HttpRequest,
-        at: impl FnOnce() -> (Map<String, Value>, Map<String, Value>),
-    ) -> Result<()> {
+    /// Counts the request and, with an output, writes its line.
+    fn write(&mut self, seen: &Seen<'_>) -> Result<()> {
         self.written += 1;
         let Some(w) = &mut self.sink else {
             return Ok(());
         };
-        let (mut line, extra) = at();
-        line.insert("source".into(), source.into());
+        let r = seen.request;
+        let mut line = Map::new();
+        if let Some(n) = seen.line {
+            line.insert("line".into(), n.into());
+        }
+        if let Some(us) = seen.ts_us {
+            let ts = if seen.log_time {
+                time::rfc3339(us.div_euclid(1_000_000))
+            } else {
+                let mut ts = String::with_capacity(27);
+                time::push_timestamp_us(&mut ts, us, 'T');
+                ts.push('Z');
+                ts
+            };
+            line.insert("timestamp".into(), ts.into());
+        }
+        match (seen.client, seen.client_text) {
+            (Some((ip, port)), _) => {
+                line.insert("src_ip".into(), ip.to_string().into());
+                if seen.server.is_some() {
+                    line.insert("src_port".into(), port.into());
+                }
+            }
+            (None, Some(text)) => {
+                line.insert("src_ip".into(), text.into());
+            }
+            (None, None) => {}
+        }
+        if let Some((ip, port)) = seen.server {
+            line.insert("dest_ip".into(), ip.to_string().into());
+            line.insert("dest_port".into(), port.into());
+        }
+        line.insert("source".into(), seen.source.into());
         let mut http = http_object(r);
-        http.extend(extra);
+        if let Some(status) = seen.status {
+            http.insert("status".into(), status.into());
+        }
+        if let Some(n) = seen.length {
+            http.insert("length".into(), n.into());
+        }
         line.insert("http".into(), Value::Object(http));
         line.insert(
             "headers".into(),
@@ -87,13 +178,9 @@ fn http_object(r: &HttpRequest) -> Map<String, Value> {
 
 /// Runs the command.
 pub fn run(a: RequestsArgs) -> Result<()> {
-    if a.pcap.is_empty() && a.access_log.is_empty() && a.request_file.is_empty() {
+    if a.pcap.is_empty() && a.input.access_log.is_empty() && a.input.request_file.is_empty() {
         anyhow::bail!("give at least one --pcap, --access-log or --request-file");
     }
-    let limits = Limits {
-        max_body: a.max_body,
-        ..Limits::default()
-    };
     let mut out = Out {
         sink: match &a.out {
             Some(p) => Some(BufWriter::new(AtomicFile::create(p)?)),
@@ -101,15 +188,7 @@ pub fn run(a: RequestsArgs) -> Result<()> {
         },
         written: 0,
     };
-    for path in &a.pcap {
-        from_capture(path, limits, &mut out)?;
-    }
-    for path in &a.access_log {
-        from_access_log(path, a.skip_bad, &mut out)?;
-    }
-    for path in &a.request_file {
-        from_request_file(path, limits, a.skip_bad, &mut out)?;
-    }
+    read_requests(&a.pcap, &a.input, &mut |seen| out.write(seen))?;
     if let (Some(w), Some(p)) = (out.sink, &a.out) {
         let file = w
             .into_inner()
@@ -128,7 +207,11 @@ pub(crate) fn open_named(path: &Path) -> Result<(String, Box<dyn Read>)> {
     Ok((name, file))
 }
 
-fn from_capture(path: &Path, limits: Limits, out: &mut Out) -> Result<()> {
+fn from_capture(
+    path: &Path,
+    limits: Limits,
+    each: &mut dyn FnMut(&Seen<'_>) -> Result<()>,
+) -> Result<()> {
     let (name, file) = open_named(path)?;
     let mut reader = CaptureReader::new(
         BufReader::with_capacity(1 << 20, file),
@@ -140,33 +223,34 @@ fn from_capture(path: &Path, limits: Limits, out: &mut Out) -> Result<()> {
         ..StreamConfig::default()
     });
     let mut got = Vec::new();
-    let before = out.written;
+    let mut n = 0;
     while let Some(pkt) = reader
         .next_packet()
         .with_context(|| format!("{name}: reading the capture"))?
     {
         assembler.push(&pkt, &mut got);
         for r in got.drain(..) {
-            out.write(&name, &r.request, || {
-                let mut at = Map::new();
-                let mut ts = String::with_capacity(26);
-                time::push_timestamp_us(&mut ts, r.ts_us, 'T');
-                at.insert("timestamp".into(), ts.into());
-                at.insert("src_ip".into(), r.client.0.to_string().into());
-                at.insert("src_port".into(), r.client.1.into());
-                at.insert("dest_ip".into(), r.server.0.to_string().into());
-                at.insert("dest_port".into(), r.server.1.into());
-                (at, Map::new())
+            n += 1;
+            each(&Seen {
+                source: &name,
+                request: &r.request,
+                ts_us: Some(r.ts_us),
+                log_time: false,
+                client: Some(r.client),
+                client_text: None,
+                server: Some(r.server),
+                line: None,
+                status: None,
+                length: None,
+                index: n,
             })?;
         }
     }
     let s = assembler.finish();
     eprintln!("{name}:");
     eprintln!(
-        "  requests={} client_segments={} retransmitted_bytes={}",
-        out.written - before,
-        s.segments,
-        s.retransmitted_bytes
+        "  requests={n} client_segments={} retransmitted_bytes={}",
+        s.segments, s.retransmitted_bytes
     );
     eprintln!(
         "  connections given up: not_http={} over_limit={} truncated_by_snaplen={} incomplete={} idle={} table_full={}",
@@ -175,31 +259,36 @@ fn from_capture(path: &Path, limits: Limits, out: &mut Out) -> Result<()> {
     Ok(())
 }
 
-fn from_access_log(path: &Path, skip_bad: bool, out: &mut Out) -> Result<()> {
+fn from_access_log(
+    path: &Path,
+    skip_bad: bool,
+    each: &mut dyn FnMut(&Seen<'_>) -> Result<()>,
+) -> Result<()> {
     let (name, file) = open_named(path)?;
     let mut reader = AccessLogReader::new(BufReader::new(file), name.clone(), skip_bad);
-    let before = out.written;
+    let mut n = 0;
     while let Some(entry) = reader.next() {
         let e = entry?;
-        let line = reader.lines();
-        out.write(&name, &e.to_request(), || {
-            let mut at = Map::new();
-            at.insert("line".into(), line.into());
-            at.insert("timestamp".into(), time::rfc3339(e.time).into());
-            at.insert("src_ip".into(), e.remote.clone().into());
-            let mut http = Map::new();
-            http.insert("status".into(), e.status.into());
-            if let Some(n) = e.bytes {
-                http.insert("length".into(), n.into());
-            }
-            (at, http)
+        n += 1;
+        let client: Option<IpAddr> = e.remote.parse().ok();
+        each(&Seen {
+            source: &name,
+            request: &e.to_request(),
+            ts_us: Some(e.time.saturating_mul(1_000_000)),
+            log_time: true,
+            client: client.map(|ip| (ip, 0)),
+            client_text: client.is_none().then_some(e.remote.as_str()),
+            server: None,
+            line: Some(reader.lines()),
+            status: Some(e.status),
+            length: e.bytes,
+            index: n,
         })?;
     }
     let skips = reader.skips();
     eprintln!("{name}:");
     eprintln!(
-        "  requests={} lines={} skipped={}",
-        out.written - before,
+        "  requests={n} lines={} skipped={}",
         reader.lines(),
         skips.total()
     );
@@ -217,21 +306,36 @@ fn from_access_log(path: &Path, skip_bad: bool, out: &mut Out) -> Result<()> {
     Ok(())
 }
 
-fn from_request_file(path: &Path, limits: Limits, skip_bad: bool, out: &mut Out) -> Result<()> {
+fn from_request_file(
+    path: &Path,
+    limits: Limits,
+    skip_bad: bool,
+    each: &mut dyn FnMut(&Seen<'_>) -> Result<()>,
+) -> Result<()> {
     let (name, file) = open_named(path)?;
     let mut reader = RequestFileReader::new(BufReader::new(file), name.clone(), limits, skip_bad);
-    let before = out.written;
+    let mut n = 0;
     for got in reader.by_ref() {
         let r = got?;
-        out.write(&name, &r.request, || {
-            (Map::from_iter([("line".into(), r.line.into())]), Map::new())
+        n += 1;
+        each(&Seen {
+            source: &name,
+            request: &r.request,
+            ts_us: None,
+            log_time: false,
+            client: None,
+            client_text: None,
+            server: None,
+            line: Some(r.line),
+            status: None,
+            length: None,
+            index: n,
         })?;
     }
     let s = reader.skips();
     eprintln!("{name}:");
     eprintln!(
-        "  requests={} skipped={} (malformed={} too_long={} cut_short={}, lines dropped={})",
-        out.written - before,
+        "  requests={n} skipped={} (malformed={} too_long={} cut_short={}, lines dropped={})",
         s.requests(),
         s.malformed,
         s.too_long,

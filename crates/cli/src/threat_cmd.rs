@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use metaids_core::episode::seeded_subsample;
 use metaids_core::schema::DatasetKind;
-use metaids_core::FlowFrame;
 use metaids_decide::Decider;
 use metaids_flow::{for_each_flow, FlowConfig, FlowRecord, FlowSelector, FrameBuilder};
 use metaids_ingest::{read_files, ReadOptions};
@@ -18,6 +17,7 @@ use metaids_library::{
 use metaids_model::ThreatModel;
 
 use crate::args::{LibraryArgs, ThreatAddArgs, ThreatCommand, ThreatListArgs};
+pub use crate::candidates::Candidates;
 
 /// Most capture flows a filter may select (each is kept in memory until the support is drawn).
 const MAX_CAPTURE_FLOWS: usize = 200_000;
@@ -353,27 +353,24 @@ pub fn parse_rows(spec: &str) -> Result<Vec<usize>> {
     Ok(out)
 }
 
-/// Candidate flows: a frame, its rows to choose from, and each row's (source, locator).
-pub struct Candidates {
-    /// The flows, in the model's layout.
-    pub frame: FlowFrame,
-    /// Rows to choose support flows from.
-    pub rows: Vec<usize>,
-    /// Each row's (source, locator).
-    pub locators: Vec<(String, String)>,
-}
-
 fn from_flow_file(path: &Path, a: &ThreatAddArgs, model: &ThreatModel) -> Result<Candidates> {
-    let opts = ReadOptions {
-        dataset: Some(model.normaliser.kind),
-        ..ReadOptions::default()
+    let frame = if model.normaliser.kind == DatasetKind::HttpRequests {
+        crate::http_frame(&[path.to_path_buf()])
+            .context("reading payloads for a web-request model (family,source,payload)")?
+    } else {
+        let opts = ReadOptions {
+            dataset: Some(model.normaliser.kind),
+            ..ReadOptions::default()
+        };
+        read_files(&[path.to_path_buf()], &opts)
+            .with_context(|| {
+                format!(
+                    "reading flows for the model's dataset ({})",
+                    model.normaliser.kind
+                )
+            })?
+            .0
     };
-    let (frame, _) = read_files(&[path.to_path_buf()], &opts).with_context(|| {
-        format!(
-            "reading flows for the model's dataset ({})",
-            model.normaliser.kind
-        )
-    })?;
     model.check_layout(&frame.layout)?;
     let mut rows: Vec<usize> = (0..frame.len()).collect();
     if let Some(spec) = &a.rows {
@@ -545,29 +542,9 @@ fn add(a: ThreatAddArgs) -> Result<()> {
         );
     }
     let model = metaids_model::load(&a.model)?;
-    let c = match (&a.flows, a.pcap.is_empty()) {
-        (Some(f), _) => from_flow_file(f, &a, &model)?,
-        (None, false) => from_capture(
-            &a.pcap,
-            a.select.as_deref(),
-            crate::extract::flow_config(&a.flow)?,
-            &model,
-        )?,
-        (None, true) => bail!("give --flows FILE or --pcap FILE…"),
-    };
-    let chosen = seeded_subsample(&c.rows, a.enrol_shots, a.seed);
-    if chosen.len() < c.rows.len() {
-        println!(
-            "took {} of {} selected flows (seed {}):",
-            chosen.len(),
-            c.rows.len(),
-            a.seed
-        );
-    } else {
-        println!("using all {} selected flows:", chosen.len());
-    }
-    for &r in &chosen {
-        println!("  {} {}", c.locators[r].0, c.locators[r].1);
+    let web = crate::web::is_web_model(&a.model, &model, &a.requests)?;
+    if web && a.select.is_some() {
+        bail!("--select chooses capture flows; a web-request model enrols the captures' HTTP requests (give captures of the attack only)");
     }
     let lib = if a.lib.library.exists() {
         Some(ThreatLibrary::open(&a.lib.library, &model)?)
@@ -588,6 +565,38 @@ fn add(a: ThreatAddArgs) -> Result<()> {
         None => (model.reference.clone(), None),
     };
     let normaliser = model.site_normaliser(adaptation.as_ref())?;
+    let c = match (&a.flows, a.pcap.is_empty()) {
+        (Some(f), _) => from_flow_file(f, &a, &model)?,
+        (None, _) if web => {
+            crate::web::candidates(&a.pcap, &a.requests, &model, &normaliser, &reference)?
+        }
+        (None, false) => from_capture(
+            &a.pcap,
+            a.select.as_deref(),
+            crate::extract::flow_config(&a.flow)?,
+            &model,
+        )?,
+        (None, true) => bail!("give --flows FILE or --pcap FILE…"),
+    };
+    let chosen = seeded_subsample(&c.rows, a.enrol_shots, a.seed);
+    let unit = if web && a.flows.is_none() {
+        "requests"
+    } else {
+        "flows"
+    };
+    if chosen.len() < c.rows.len() {
+        println!(
+            "took {} of {} selected {unit} (seed {}):",
+            chosen.len(),
+            c.rows.len(),
+            a.seed
+        );
+    } else {
+        println!("using all {} selected {unit}:", chosen.len());
+    }
+    for &r in &chosen {
+        println!("  {} {}", c.locators[r].0, c.locators[r].1);
+    }
     let support = support_flows(&model, &normaliser, &c, &chosen)?;
     let draft = ThreatDraft {
         name: a.name.clone(),

@@ -329,6 +329,25 @@ fn demo_runs_on_the_shipped_data() {
     );
     let report = std::fs::read_to_string(dir.path().join("report.md")).expect("report");
     assert!(report.contains("## 4. Detection"), "{report}");
+    // The web part: a threat from 5 attack requests, the site's baseline, an access log scored.
+    assert!(report.contains("## 7. Web requests"), "{report}");
+    let flagged = stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("injections flagged: "))
+        .expect("the web part's figures");
+    let (got, of) = flagged
+        .split_once(" of ")
+        .map(|(a, b)| {
+            let n = |t: &str| -> usize { t.split(' ').next().expect("n").parse().expect("count") };
+            (n(a), n(b))
+        })
+        .expect("N of M");
+    assert!(of > 0 && got * 10 >= of * 8, "{flagged}");
+    let web = std::fs::read_to_string(dir.path().join("web/eve.json")).expect("web alerts");
+    let first: serde_json::Value =
+        serde_json::from_str(web.lines().next().expect("a web alert")).expect("EVE line");
+    assert_eq!(first["app_proto"], "http", "{first}");
+    assert!(first["http"]["url"].is_string(), "{first}");
 }
 
 #[test]

@@ -123,6 +123,89 @@ pub struct FlowMeta {
     pub bytes_toclient: u64,
     /// Where the flow came from.
     pub origin: Origin,
+    /// The request, when the unit decided is a web request rather than a flow (its EVE `http`
+    /// object and the values its verdict was chosen among).
+    pub http: Option<Arc<HttpFacts>>,
+}
+
+/// A web request's facts: Suricata's EVE `http` object and the values the payload model scored,
+/// in the order of the request's feature rows.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct HttpFacts {
+    /// EVE `http`.
+    pub http: EveHttp,
+    /// The scored values (field and length-capped, escaped excerpt), one per feature row.
+    pub values: Vec<MatchedValue>,
+}
+
+/// Longest excerpt of a matched value in an alert, in bytes of the escaped text.
+pub const MAX_EXCERPT: usize = 256;
+
+/// `text` made safe to show: control characters written as `\xNN` (a backslash doubled), cut at
+/// [`MAX_EXCERPT`] bytes at a character boundary; the flag says it was cut.
+pub fn excerpt(text: &str) -> (String, bool) {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(text.len().min(MAX_EXCERPT));
+    let mut piece = String::with_capacity(16);
+    for c in text.chars() {
+        piece.clear();
+        if c == '\\' {
+            piece.push_str("\\\\");
+        } else if c.is_control() {
+            let mut utf8 = [0u8; 4];
+            for b in c.encode_utf8(&mut utf8).bytes() {
+                let _ = write!(piece, "\\x{b:02x}");
+            }
+        } else {
+            piece.push(c);
+        }
+        if out.len() + piece.len() > MAX_EXCERPT {
+            return (out, true);
+        }
+        out.push_str(&piece);
+    }
+    (out, false)
+}
+
+/// Suricata's EVE `http` object, the fields metaids knows of a request (the others omitted).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct EveHttp {
+    /// The `Host` header.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// The request target as sent.
+    pub url: String,
+    /// The method.
+    pub http_method: String,
+    /// `HTTP/1.0` or `HTTP/1.1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
+    /// The `User-Agent` header.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_user_agent: Option<String>,
+    /// The `Referer` header.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_refer: Option<String>,
+    /// The `Content-Type` header.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_content_type: Option<String>,
+    /// The response status (access logs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// The response length (access logs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub length: Option<u64>,
+}
+
+/// The request value a web-request verdict was decided on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MatchedValue {
+    /// `query:NAME`, `form:NAME` or `body` (a bare name: `query:`).
+    pub field: String,
+    /// The decoded value, escaped and cut ([`excerpt`]).
+    pub excerpt: String,
+    /// The excerpt was cut (or the value itself was, before scoring).
+    pub truncated: bool,
 }
 
 /// The `(type, code)` pair from the flow features `ICMP Code` and `ICMP Type` (−1: none) of an
@@ -179,6 +262,7 @@ impl FlowMeta {
                 source: Arc::clone(source),
                 index: r.id,
             },
+            http: None,
         }
     }
 
@@ -244,6 +328,7 @@ impl FlowMeta {
                     .unwrap_or_else(|| Arc::from("flows")),
                 index: source.line,
             },
+            http: None,
         }
     }
 }
@@ -408,6 +493,9 @@ pub struct MetaidsInfo {
     /// The flow's embedding (alerts only).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub embedding: Vec<f32>,
+    /// For a web request: the value its verdict was decided on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matched: Option<MatchedValue>,
 }
 
 /// One EVE record, with Suricata's field names and types: alert, flow and stats records validate
@@ -458,9 +546,12 @@ pub struct EveEvent {
     /// The alert (`event_type: "alert"`), metaids' details under `alert.context.metaids`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alert: Option<EveAlert>,
-    /// The flow: packets and bytes each way, start and end (`flow` records, and alerts).
+    /// The flow: packets and bytes each way, start and end (`flow` records, and alerts of flows).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub flow: Option<EveFlow>,
+    /// The request (`http` records, and alerts of web requests).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<EveHttp>,
     /// metaids' verdict details of a flow record (alerts keep theirs in `alert.context`; alerts
     /// written by earlier builds have it here).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -540,8 +631,11 @@ fn info(
         library_version: ctx.library_version,
         library: ctx.library.to_string(),
         origin: flow.origin.to_string(),
-        app_proto_by: app_proto_guess(flow.proto, flow.dest_port).map(|_| "port".to_string()),
+        app_proto_by: (flow.http.is_none())
+            .then(|| app_proto_guess(flow.proto, flow.dest_port).map(|_| "port".to_string()))
+            .flatten(),
         embedding: Vec::new(),
+        matched: None,
     }
 }
 
@@ -616,7 +710,10 @@ fn header(
     event_type: &str,
     timestamp_us: i64,
 ) -> EveEvent {
-    let ports = flow.icmp.is_none() && !matches!(flow.proto, 1 | 58);
+    // A request from an access log knows no ports: they are left out rather than written as 0.
+    let ports = flow.icmp.is_none()
+        && !matches!(flow.proto, 1 | 58)
+        && !(flow.http.is_some() && flow.src_port == 0 && flow.dest_port == 0);
     EveEvent {
         timestamp: eve_timestamp(timestamp_us),
         flow_id: flow.flow_id,
@@ -630,10 +727,14 @@ fn header(
         icmp_type: flow.icmp.map(|(t, _)| t),
         icmp_code: flow.icmp.map(|(_, c)| c),
         community_id: community_id(flow),
-        app_proto: app_proto_guess(flow.proto, flow.dest_port).map(str::to_string),
+        app_proto: match &flow.http {
+            Some(_) => Some("http".to_string()),
+            None => app_proto_guess(flow.proto, flow.dest_port).map(str::to_string),
+        },
         host: (!ctx.host.is_empty()).then(|| ctx.host.to_string()),
         alert: None,
         flow: None,
+        http: flow.http.as_ref().map(|h| h.http.clone()),
         metaids: None,
     }
 }
@@ -720,14 +821,24 @@ pub fn alert_event(
         metadata,
         context: Some(EveAlertContext { metaids: m }),
     });
-    e.flow = Some(eve_flow(ctx, flow, true));
+    if flow.http.is_none() {
+        e.flow = Some(eve_flow(ctx, flow, true));
+    }
     e
 }
 
-/// An `event_type: "flow"` record for any verdict.
+/// An `event_type: "flow"` record for any verdict (`"http"`, without a `flow` object, for a web
+/// request).
 pub fn flow_event(ctx: &AlertContext<'_>, flow: &FlowMeta, v: &Verdict) -> EveEvent {
-    let mut e = header(ctx, flow, "flow", flow.start_us.unwrap_or(ctx.now_us));
-    e.flow = Some(eve_flow(ctx, flow, v.kind != VerdictKind::Benign));
+    let at = flow.start_us.unwrap_or(ctx.now_us);
+    let mut e = match flow.http {
+        Some(_) => header(ctx, flow, "http", at),
+        None => {
+            let mut e = header(ctx, flow, "flow", at);
+            e.flow = Some(eve_flow(ctx, flow, v.kind != VerdictKind::Benign));
+            e
+        }
+    };
     e.metaids = Some(info(ctx, flow, v, None));
     e
 }
@@ -735,6 +846,24 @@ pub fn flow_event(ctx: &AlertContext<'_>, flow: &FlowMeta, v: &Verdict) -> EveEv
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn excerpts_are_escaped_and_capped() {
+        assert_eq!(
+            excerpt("a\\b\n\u{1b}[31m{{7*7}}"),
+            ("a\\\\b\\x0a\\x1b[31m{{7*7}}".to_string(), false)
+        );
+        let long = "é".repeat(MAX_EXCERPT);
+        let (cut, truncated) = excerpt(&long);
+        assert!(truncated);
+        assert_eq!(
+            cut.len(),
+            MAX_EXCERPT,
+            "two-byte characters fill it exactly"
+        );
+        let (cut, truncated) = excerpt(&"\u{7f}".repeat(MAX_EXCERPT));
+        assert!(truncated && cut.len() <= MAX_EXCERPT && cut.len() % 4 == 0);
+    }
 
     #[test]
     fn timestamps_round_trip_in_suricata_format() {
@@ -777,6 +906,7 @@ mod tests {
                 source: Arc::from("t"),
                 index: 1,
             },
+            http: None,
         };
         let tcp = meta("128.232.110.120", 34855, "66.35.250.204", 80, 6);
         assert_eq!(

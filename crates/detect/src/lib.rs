@@ -50,8 +50,8 @@ pub use detector::{
 pub use drift::{DriftConfig, DriftMonitor, DriftReport, WindowDrift};
 pub use error::{DetectError, Result};
 pub use eve::{
-    eve_timestamp, ip_text, proto_name, stable_flow_id, EveAlert, EveEvent, EveFlow, FlowMeta,
-    FrameColumns, MetaidsInfo, Origin,
+    eve_timestamp, excerpt, ip_text, proto_name, stable_flow_id, EveAlert, EveEvent, EveFlow,
+    EveHttp, FlowMeta, FrameColumns, HttpFacts, MatchedValue, MetaidsInfo, Origin,
 };
 pub use feedback::{
     alert_flow, alert_id_on_line, apply_feedback, find_alert, find_alerts, FeedbackError,

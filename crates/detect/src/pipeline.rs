@@ -212,6 +212,17 @@ fn reference_distances(detector: &Detector) -> Vec<f32> {
         .collect()
 }
 
+/// How strongly `a` points at an attack compared with `b`: threat over unknown over benign, then
+/// the larger margin.
+fn stronger(a: &Verdict, b: &Verdict) -> std::cmp::Ordering {
+    let rank = |v: &Verdict| match v.kind {
+        VerdictKind::Benign => 0,
+        VerdictKind::Unknown => 1,
+        VerdictKind::Threat => 2,
+    };
+    rank(a).cmp(&rank(b)).then(a.score.total_cmp(&b.score))
+}
+
 fn now_us() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -316,7 +327,7 @@ impl Pipeline {
         let frame = self.builder.take();
         let metas = std::mem::take(&mut self.pending);
         let rows: Vec<usize> = (0..frame.len()).collect();
-        let r = self.process(&frame, &rows, &metas);
+        let r = self.process(&frame, &rows, None, &metas);
         self.pending = metas;
         self.pending.clear();
         r
@@ -339,8 +350,56 @@ impl Pipeline {
                 .map(|(k, &r)| FlowMeta::from_frame(self.next_flow + k as u64, frame, r, &columns))
                 .collect();
             self.next_flow += rows.len() as u64;
-            self.process(frame, rows, &metas)?;
+            self.process(frame, rows, None, &metas)?;
             progress(rows.len());
+        }
+        Ok(())
+    }
+
+    /// Scores web requests after the flows pushed so far: `frame` holds the feature rows of their
+    /// values (the `http-requests` layout), `counts[i]` consecutive rows for request `i`, and
+    /// `metas[i]` its facts ([`FlowMeta::http`] set; `seq` is given here). A request's verdict is
+    /// the strongest of its values' — a threat over an unknown over benign, among equals the larger
+    /// margin — and its alert names that value (`matched`). Requests go in batches of at most the
+    /// batch size; a request with no value has nothing to score and is refused.
+    pub fn push_requests(
+        &mut self,
+        frame: &FlowFrame,
+        counts: &[usize],
+        mut metas: Vec<FlowMeta>,
+    ) -> Result<()> {
+        self.detector
+            .model()
+            .check_layout(&frame.layout)
+            .map_err(DetectError::model("checking the requests' schema"))?;
+        if counts.len() != metas.len()
+            || counts.contains(&0)
+            || counts.iter().sum::<usize>() != frame.len()
+        {
+            return Err(DetectError::Config {
+                field: "requests",
+                message: format!(
+                    "{} requests with {} row counts over {} rows (each request needs at least one value row)",
+                    metas.len(),
+                    counts.len(),
+                    frame.len()
+                ),
+            });
+        }
+        self.flush()?;
+        let mut first_row = 0;
+        let mut first = 0;
+        while first < metas.len() {
+            let end = (first + self.options.batch_size).min(metas.len());
+            let n_rows: usize = counts[first..end].iter().sum();
+            let rows: Vec<usize> = (first_row..first_row + n_rows).collect();
+            for m in &mut metas[first..end] {
+                m.seq = self.next_flow;
+                self.next_flow += 1;
+            }
+            self.process(frame, &rows, Some(&counts[first..end]), &metas[first..end])?;
+            first_row += n_rows;
+            first = end;
         }
         Ok(())
     }
@@ -393,12 +452,42 @@ impl Pipeline {
         self.push_source(&mut source)
     }
 
-    fn process(&mut self, frame: &FlowFrame, rows: &[usize], metas: &[FlowMeta]) -> Result<()> {
+    /// Decides `metas`, one per row of `rows`, or with `groups` one per group of consecutive rows
+    /// (a web request's values: its verdict is the strongest of theirs).
+    fn process(
+        &mut self,
+        frame: &FlowFrame,
+        rows: &[usize],
+        groups: Option<&[usize]>,
+        metas: &[FlowMeta],
+    ) -> Result<()> {
         let started = Instant::now();
         let d = &self.detector;
         d.normaliser().transform_into(frame, rows, &mut self.x)?;
         let emb = d.embed(&self.x)?;
         d.decide_batch(&emb, &mut self.verdicts);
+        // For each decided unit: the position of its deciding row among `rows`, and that row's
+        // place within its group.
+        let picks: Vec<(usize, usize)> = match groups {
+            None => (0..rows.len()).map(|i| (i, 0)).collect(),
+            Some(counts) => {
+                let mut start = 0;
+                let picks: Vec<(usize, usize)> = counts
+                    .iter()
+                    .map(|&n| {
+                        let best = (start..start + n)
+                            .max_by(|&a, &b| stronger(&self.verdicts[a], &self.verdicts[b]))
+                            .unwrap_or(start);
+                        let pick = (best, best - start);
+                        start += n;
+                        pick
+                    })
+                    .collect();
+                let chosen: Vec<Verdict> = picks.iter().map(|&(r, _)| self.verdicts[r]).collect();
+                self.verdicts = chosen;
+                picks
+            }
+        };
         let now = now_us();
         let mut candidates: Vec<(usize, Verdict)> = Vec::new();
         for (i, (v, m)) in self.verdicts.iter().zip(metas).enumerate() {
@@ -452,7 +541,9 @@ impl Pipeline {
                 .map(|&v| f64::from(v))
                 .collect()
         };
-        let explanations = d.explain(&self.x, &emb, &raw, &candidates)?;
+        let by_row: Vec<(usize, Verdict)> =
+            candidates.iter().map(|&(i, v)| (picks[i].0, v)).collect();
+        let explanations = d.explain(&self.x, &emb, &raw, &by_row)?;
         let context = AlertContext {
             threats: d.threats(),
             model: d.model_version(),
@@ -472,14 +563,20 @@ impl Pipeline {
                 }
             };
             self.next_alert += 1;
-            let event = alert_event(
+            let (row, within) = picks[i];
+            let mut event = alert_event(
                 &context,
                 &metas[i],
                 &v,
                 alert_id,
                 explanation,
-                &emb[i * dim..(i + 1) * dim],
+                &emb[row * dim..(row + 1) * dim],
             );
+            if let (Some(http), Some(alert)) = (&metas[i].http, &mut event.alert) {
+                if let Some(c) = &mut alert.context {
+                    c.metaids.matched = http.values.get(within).cloned();
+                }
+            }
             let line = serde_json::to_string(&event).map_err(|e| DetectError::Sink {
                 sink: "eve".into(),
                 message: e.to_string(),
@@ -532,5 +629,44 @@ impl Pipeline {
             Some(e) => Err(e),
             None => Ok(self.summary),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn verdict(kind: VerdictKind, score: f32) -> Verdict {
+        Verdict {
+            kind,
+            score,
+            ..Verdict::default()
+        }
+    }
+
+    #[test]
+    fn a_request_is_decided_by_its_strongest_value() {
+        let values = [
+            verdict(VerdictKind::Benign, -0.5),
+            verdict(VerdictKind::Unknown, 3.0),
+            verdict(VerdictKind::Threat, 0.1),
+            verdict(VerdictKind::Threat, 0.4),
+            verdict(VerdictKind::Benign, -0.1),
+        ];
+        let best = (0..values.len())
+            .max_by(|&a, &b| stronger(&values[a], &values[b]))
+            .expect("values");
+        assert_eq!(
+            best, 3,
+            "a threat beats a larger unknown margin; then the margin"
+        );
+        let benign = [values[0], values[4]];
+        assert_eq!(
+            stronger(&benign[0], &benign[1]),
+            std::cmp::Ordering::Less,
+            "among benign values, the one nearest a flag"
+        );
+        let nan = verdict(VerdictKind::Benign, f32::NAN);
+        assert_eq!(stronger(&nan, &nan), std::cmp::Ordering::Equal);
     }
 }

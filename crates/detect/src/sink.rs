@@ -559,6 +559,7 @@ mod tests {
                             source: std::sync::Arc::from(source.as_str()),
                             index,
                         },
+                        http: None,
                     };
                     let verdict = Verdict {
                         kind: [

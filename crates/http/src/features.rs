@@ -127,19 +127,63 @@ fn column_map() -> ColumnMap {
     }
 }
 
+/// Feature rows appended to a frame of the `http-requests` layout, with the buffers reused from
+/// row to row.
+#[derive(Debug, Default)]
+pub struct RowWriter {
+    row: RowBuf,
+    scratch: Vec<u8>,
+}
+
+impl RowWriter {
+    /// A writer.
+    pub fn new() -> Self {
+        let mut row = RowBuf::default();
+        row.numeric.resize(DIM, 0.0);
+        RowWriter {
+            row,
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Registers the source `path` with `frame` (its rows' identifier is `source`) and returns
+    /// its file index for [`RowWriter::push`].
+    pub fn add_file(frame: &mut FlowFrame, path: &str) -> u32 {
+        frame.add_file(path, &column_map())
+    }
+
+    /// Appends the features of `text` as a row labelled `label`, identified by `source`, read
+    /// from line `line` of file `file`.
+    pub fn push(
+        &mut self,
+        frame: &mut FlowFrame,
+        at: RowSource,
+        label: &str,
+        source: &str,
+        text: &[u8],
+    ) {
+        featurise(text, &mut self.row.numeric, &mut self.scratch);
+        self.row.label.clear();
+        self.row.label.push_str(label);
+        self.row.identifiers.clear();
+        self.row.identifiers.push(source.to_string());
+        frame.push(&self.row, at);
+    }
+}
+
 /// Appends the payloads of the file `path` to `frame` (of the `http-requests` layout), one row
 /// each, labelled by family, with the line its row starts on.
 pub fn push_payloads(frame: &mut FlowFrame, path: &str, payloads: &[Payload]) {
-    let file = frame.add_file(path, &column_map());
-    let mut row = RowBuf::default();
-    row.numeric.resize(DIM, 0.0);
-    let mut scratch = Vec::new();
+    let file = RowWriter::add_file(frame, path);
+    let mut w = RowWriter::new();
     for p in payloads {
-        featurise(p.payload.as_bytes(), &mut row.numeric, &mut scratch);
-        row.label.clone_from(&p.family);
-        row.identifiers.clear();
-        row.identifiers.push(p.source.clone());
-        frame.push(&row, RowSource { file, line: p.line });
+        w.push(
+            frame,
+            RowSource { file, line: p.line },
+            &p.family,
+            &p.source,
+            p.payload.as_bytes(),
+        );
     }
 }
 

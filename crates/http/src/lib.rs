@@ -10,6 +10,8 @@
 //!
 //! - [`features`]: payloads as feature rows of the `http-requests` layout (shape counts and hashed
 //!   character n-grams), so the few-shot protocol and the model take them as they take flows.
+//! - [`params`]: the values of a request the payload model scores (query and form pairs decoded,
+//!   other bodies whole), bounded per request and per value.
 //! - [`payloads`]: the labelled payload families of `data/http/payloads.csv.gz` (benign parameter
 //!   values and attack strings by family), read from any `Read`.
 //! - [`request_file`]: files of raw requests one after another, as public request datasets ship
@@ -22,6 +24,7 @@
 
 pub mod access_log;
 pub mod features;
+pub mod params;
 pub mod payloads;
 pub mod raw;
 pub mod request_file;

@@ -1,0 +1,386 @@
+//! Web requests for a model trained on `http-requests`: each request's values (query and form
+//! pairs, other bodies whole: `metaids_http::params`) become feature rows, and the request the
+//! unit that `detect` decides and `threat add` enrols. No decision here: the rows go through the
+//! detect pipeline (`Pipeline::push_requests`) or the library's enrolment like flows.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use metaids_core::frame::RowSource;
+use metaids_core::schema::DatasetKind;
+use metaids_core::FlowFrame;
+use metaids_detect::eve::{excerpt, EveHttp, HttpFacts, MatchedValue};
+use metaids_detect::{stable_flow_id, FlowMeta, Origin};
+use metaids_http::features::RowWriter;
+use metaids_http::params::{self, Value};
+use metaids_http::HttpRequest;
+
+use crate::requests_cmd::Seen;
+
+/// Whether the model scores web requests (trained on `http-requests`); access logs and request
+/// files given to a flow model are refused, naming the model.
+pub(crate) fn is_web_model(
+    model_path: &std::path::Path,
+    model: &metaids_model::ThreatModel,
+    requests: &crate::args::RequestSourceArgs,
+) -> anyhow::Result<bool> {
+    let kind = model.normaliser.kind;
+    let web = kind == DatasetKind::HttpRequests;
+    let given = !requests.access_log.is_empty() || !requests.request_file.is_empty();
+    if given && !web {
+        anyhow::bail!(
+            "--access-log and --request-file need a model trained with --dataset http-requests; model {} was trained on {kind} data",
+            model_path.display()
+        );
+    }
+    Ok(web)
+}
+
+/// A value's field as alerts name it: `query:NAME`, `form:NAME` or `body`.
+pub(crate) fn field(v: &Value) -> String {
+    match v.place {
+        params::Place::Body => "body".to_string(),
+        p => format!("{}:{}", p.as_str(), v.name),
+    }
+}
+
+/// Suricata's EVE `http` object of a request, with a log's status and length.
+fn eve_http(r: &HttpRequest, seen: &Seen<'_>) -> EveHttp {
+    let text = |name: &str| {
+        r.header(name)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    };
+    EveHttp {
+        hostname: r.host(),
+        url: r.target.clone(),
+        http_method: r.method.clone(),
+        protocol: r.minor_version.map(|v| format!("HTTP/1.{v}")),
+        http_user_agent: r.user_agent(),
+        http_refer: text("referer"),
+        http_content_type: text("content-type"),
+        status: seen.status,
+        length: seen.length,
+    }
+}
+
+/// Requests gathered as feature rows of the `http-requests` layout: rows of one request follow
+/// one another (`counts`), with one [`FlowMeta`] per request.
+pub(crate) struct RequestRows {
+    /// The value rows.
+    pub frame: FlowFrame,
+    /// Rows per request.
+    pub counts: Vec<usize>,
+    /// Each request's facts.
+    pub metas: Vec<FlowMeta>,
+    files: HashMap<String, u32>,
+    names: HashMap<String, Arc<str>>,
+    writer: RowWriter,
+    /// Requests with no value to score (no query, no body): not decided.
+    pub without_values: u64,
+    /// Values past the per-request cap, not scored.
+    pub values_dropped: u64,
+    /// What each request's origin index counts: `line` (logs, request files) or `request`
+    /// (captures).
+    unit: Vec<&'static str>,
+}
+
+impl RequestRows {
+    pub fn new() -> Self {
+        RequestRows {
+            frame: FlowFrame::new(DatasetKind::HttpRequests.layout()),
+            counts: Vec::new(),
+            metas: Vec::new(),
+            files: HashMap::new(),
+            names: HashMap::new(),
+            writer: RowWriter::new(),
+            without_values: 0,
+            values_dropped: 0,
+            unit: Vec::new(),
+        }
+    }
+
+    /// Requests gathered.
+    pub fn len(&self) -> usize {
+        self.metas.len()
+    }
+
+    /// Adds a request's values as rows labelled `label`; returns false (and counts it) when it
+    /// has none.
+    pub fn push(&mut self, seen: &Seen<'_>, label: &str) -> bool {
+        let values = params::values(seen.request);
+        self.values_dropped += values.dropped as u64;
+        if values.values.is_empty() {
+            self.without_values += 1;
+            return false;
+        }
+        let file = match self.files.get(seen.source) {
+            Some(&f) => f,
+            None => {
+                let f = RowWriter::add_file(&mut self.frame, seen.source);
+                self.files.insert(seen.source.to_string(), f);
+                f
+            }
+        };
+        let at = RowSource {
+            file,
+            line: seen.locator(),
+        };
+        let mut matched = Vec::with_capacity(values.values.len());
+        for v in &values.values {
+            let field = field(v);
+            self.writer
+                .push(&mut self.frame, at, label, &field, v.text.as_bytes());
+            let (text, cut) = excerpt(&v.text);
+            matched.push(MatchedValue {
+                field,
+                excerpt: text,
+                truncated: cut || v.truncated,
+            });
+        }
+        self.counts.push(values.values.len());
+        self.unit.push(if seen.line.is_some() {
+            "line"
+        } else {
+            "request"
+        });
+        let source = match self.names.get(seen.source) {
+            Some(n) => Arc::clone(n),
+            None => {
+                let n: Arc<str> = Arc::from(seen.source);
+                self.names.insert(seen.source.to_string(), Arc::clone(&n));
+                n
+            }
+        };
+        let unspecified = IpAddr::from([0u8; 4]);
+        let (src, sport) = seen.client.unwrap_or((unspecified, 0));
+        let (dst, dport) = seen.server.unwrap_or((unspecified, 0));
+        self.metas.push(FlowMeta {
+            // A request without a time (a request file) is told apart by its line.
+            flow_id: stable_flow_id(
+                src,
+                sport,
+                dst,
+                dport,
+                6,
+                seen.ts_us.unwrap_or(seen.locator() as i64),
+            ),
+            seq: 0,
+            src_ip: seen.client.map(|c| c.0),
+            src_port: sport,
+            dest_ip: seen.server.map(|s| s.0),
+            dest_port: dport,
+            proto: 6,
+            icmp: None,
+            start_us: seen.ts_us,
+            duration_us: 0.0,
+            pkts_toserver: 0,
+            pkts_toclient: 0,
+            bytes_toserver: 0,
+            bytes_toclient: 0,
+            origin: Origin {
+                source,
+                index: seen.locator(),
+            },
+            http: Some(Arc::new(HttpFacts {
+                http: eve_http(seen.request, seen),
+                values: matched,
+            })),
+        });
+        true
+    }
+
+    /// The gathered rows, counts and facts, leaving this empty (counters kept).
+    pub fn take(&mut self) -> (FlowFrame, Vec<usize>, Vec<FlowMeta>) {
+        self.files.clear();
+        self.unit.clear();
+        (
+            std::mem::replace(
+                &mut self.frame,
+                FlowFrame::new(DatasetKind::HttpRequests.layout()),
+            ),
+            std::mem::take(&mut self.counts),
+            std::mem::take(&mut self.metas),
+        )
+    }
+}
+
+/// Most requests `threat add` reads as candidates (each is kept in memory until the support is
+/// drawn).
+pub(crate) const MAX_CANDIDATE_REQUESTS: usize = 200_000;
+
+/// The field of a request's `k`-th value.
+fn field_of(meta: &FlowMeta, k: usize) -> Option<&str> {
+    meta.http
+        .as_ref()
+        .and_then(|h| h.values.get(k))
+        .map(|v| v.field.as_str())
+}
+
+/// The requests of `pcaps` and `inputs` as candidate support rows for `threat add`: one row per
+/// request with a value, located as `line N` (or `request N`) and its field. Which value: an
+/// attack request carries the payload in one parameter among ordinary ones, and the payload is
+/// what the requests have in common. Each request first gives its value farthest from
+/// `reference`'s benign prototypes (embedded under `normaliser`); then, with three requests or
+/// more, when more than half of those picks are in one field (`query:q`: a tool injecting one
+/// parameter), every request that has that field gives it instead (a request whose payload looks
+/// less odd than its ordinary value still gives the payload when the others agree on where it is).
+pub(crate) fn candidates(
+    pcaps: &[std::path::PathBuf],
+    inputs: &crate::args::RequestSourceArgs,
+    model: &metaids_model::ThreatModel,
+    normaliser: &metaids_core::preprocess::Normaliser,
+    reference: &metaids_decide::BenignReference,
+) -> anyhow::Result<crate::candidates::Candidates> {
+    let mut rows = RequestRows::new();
+    crate::requests_cmd::read_requests(pcaps, inputs, &mut |seen| {
+        if rows.len() >= MAX_CANDIDATE_REQUESTS {
+            anyhow::bail!(
+                "more than {MAX_CANDIDATE_REQUESTS} requests with values; give fewer or smaller inputs"
+            );
+        }
+        rows.push(seen, "request");
+        Ok(())
+    })?;
+    if rows.without_values > 0 {
+        eprintln!(
+            "{} request(s) without a query or body value were left out",
+            rows.without_values
+        );
+    }
+    let RequestRows {
+        frame,
+        counts,
+        metas,
+        unit,
+        ..
+    } = rows;
+    if metas.is_empty() {
+        anyhow::bail!("no request with a query or body value to enrol from");
+    }
+    model.check_layout(&frame.layout)?;
+    let all: Vec<usize> = (0..frame.len()).collect();
+    let x = normaliser.transform(&frame, &all)?;
+    let emb = model.embed(&x)?;
+    let dim = model.dim();
+    let row = |r: usize| &emb[r * dim..(r + 1) * dim];
+    let mut groups = Vec::with_capacity(counts.len());
+    let mut start = 0;
+    for &n in &counts {
+        groups.push(start..start + n);
+        start += n;
+    }
+    let mut chosen: Vec<usize> = groups
+        .iter()
+        .map(|g| {
+            g.clone()
+                .max_by(|&a, &b| {
+                    reference
+                        .benign_distance(row(a))
+                        .total_cmp(&reference.benign_distance(row(b)))
+                })
+                .unwrap_or(g.start)
+        })
+        .collect();
+    // The field most requests' least benign value sits in, when more than half agree.
+    let mut votes: HashMap<&str, usize> = HashMap::new();
+    for ((meta, g), &best) in metas.iter().zip(&groups).zip(&chosen) {
+        if let Some(f) = field_of(meta, best - g.start) {
+            *votes.entry(f).or_default() += 1;
+        }
+    }
+    let majority = votes
+        .iter()
+        .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
+        .filter(|(_, &n)| groups.len() >= 3 && n * 2 > groups.len())
+        .map(|(f, _)| f.to_string());
+    if let Some(field) = &majority {
+        for ((meta, g), best) in metas.iter().zip(&groups).zip(chosen.iter_mut()) {
+            if let Some(k) = (0..g.len()).find(|&k| field_of(meta, k) == Some(field.as_str())) {
+                *best = g.start + k;
+            }
+        }
+        eprintln!("enrolling each request's {field} (the least benign value of most requests)");
+    }
+    let mut locators = vec![(String::new(), String::new()); frame.len()];
+    for (((meta, g), unit), &best) in metas.iter().zip(&groups).zip(unit).zip(&chosen) {
+        let field = meta
+            .http
+            .as_ref()
+            .and_then(|h| h.values.get(best - g.start))
+            .map_or_else(String::new, |v| v.field.clone());
+        locators[best] = (
+            meta.origin.source.to_string(),
+            format!("{unit} {} {field}", meta.origin.index),
+        );
+    }
+    Ok(crate::candidates::Candidates {
+        frame,
+        rows: chosen,
+        locators,
+    })
+}
+
+/// The site's benign requests as baseline rows: every value of every request, each with its
+/// client address as its source for the per-source cap (a request file, which has none: the
+/// request itself, `FILE:LINE`).
+pub(crate) fn baseline_rows(
+    pcaps: &[std::path::PathBuf],
+    inputs: &crate::args::RequestSourceArgs,
+) -> anyhow::Result<(crate::candidates::Candidates, Vec<String>)> {
+    let mut rows = RequestRows::new();
+    crate::requests_cmd::read_requests(pcaps, inputs, &mut |seen| {
+        if rows.frame.len() >= MAX_CANDIDATE_REQUESTS {
+            anyhow::bail!(
+                "more than {MAX_CANDIDATE_REQUESTS} request values in the baseline window; give a shorter window"
+            );
+        }
+        rows.push(seen, "benign");
+        Ok(())
+    })?;
+    if rows.without_values > 0 {
+        eprintln!(
+            "{} request(s) without a query or body value have nothing to learn from",
+            rows.without_values
+        );
+    }
+    let (frame, counts, metas) = rows.take();
+    if !metas.is_empty() {
+        let per_request = frame.len() as f64 / metas.len() as f64;
+        eprintln!(
+            "{} requests with {} values ({per_request:.2} a request): the budget holds per value, and a request is \
+             flagged when any of its values is, so the share of requests flagged can reach {per_request:.1} times the \
+             budget (for a budget B per request, pass --budget B/{per_request:.1})",
+            metas.len(),
+            frame.len()
+        );
+    }
+    let mut sources = Vec::with_capacity(frame.len());
+    let mut locators = Vec::with_capacity(frame.len());
+    for (meta, &n) in metas.iter().zip(&counts) {
+        let source = meta
+            .src_ip
+            .map_or_else(|| meta.origin.to_string(), |ip| ip.to_string());
+        let values = meta
+            .http
+            .as_ref()
+            .map(|h| h.values.as_slice())
+            .unwrap_or(&[]);
+        for k in 0..n {
+            sources.push(source.clone());
+            locators.push((
+                meta.origin.to_string(),
+                values.get(k).map_or_else(String::new, |v| v.field.clone()),
+            ));
+        }
+    }
+    let rows: Vec<usize> = (0..frame.len()).collect();
+    Ok((
+        crate::candidates::Candidates {
+            frame,
+            rows,
+            locators,
+        },
+        sources,
+    ))
+}

@@ -1,0 +1,316 @@
+//! Web requests through the product (issue 16): a model trained on the payload families of
+//! `data/http`, a threat enrolled from five attack requests of an access log, the site's baseline
+//! learnt from a request file of benign requests, and `detect --access-log` deciding each request
+//! on its values, with alerts carrying Suricata's `http` object and the matched value.
+//!
+//! The requests are built from the vendored payloads: benign values are CSIC 2010 parameter
+//! values (real traffic), the attack values PayloadsAllTheThings' template-injection strings — a
+//! family the split holds out of training. Benign values used for the baseline, the enrolment and
+//! the test are disjoint; so are the attack strings of the enrolment and of the test.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn metaids(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_metaids"))
+        .current_dir(repo())
+        .args(args)
+        .output()
+        .expect("run metaids")
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = metaids(args);
+    assert!(
+        out.status.success(),
+        "metaids {args:?}\nstdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Every byte but ASCII letters and digits as `%XX`: any value is a safe query value.
+fn encode(v: &str) -> String {
+    v.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+fn payloads(family: &str) -> Vec<String> {
+    let path = repo().join("data/http/payloads.csv.gz");
+    let input = metaids_ingest::open(&path).expect("open payloads");
+    let mut seen = HashSet::new();
+    metaids_http::payloads::read_payloads(input, "payloads.csv.gz")
+        .expect("read payloads")
+        .into_iter()
+        .filter(|p| p.family == family && !p.payload.trim().is_empty())
+        .map(|p| p.payload)
+        .filter(|p| seen.insert(p.clone()))
+        .collect()
+}
+
+/// A combined-format access-log line of `client` asking `target`.
+fn log_line(client: &str, second: usize, target: &str, agent: &str) -> String {
+    format!(
+        "{client} - - [07/Dec/2026:05:{:02}:{:02} +0000] \"GET {target} HTTP/1.1\" 200 512 \"-\" \"{agent}\"\n",
+        (second / 60) % 60,
+        second % 60
+    )
+}
+
+fn write(path: &Path, text: &str) -> String {
+    std::fs::write(path, text).expect("write");
+    path.display().to_string()
+}
+
+fn eve(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .expect("alerts")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("EVE line"))
+        .collect()
+}
+
+#[test]
+fn requests_are_enrolled_baselined_and_detected_with_their_http_object() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let benign = payloads("benign");
+    let ssti = payloads("ssti");
+    assert!(
+        benign.len() > 3_000 && ssti.len() > 60,
+        "{} {}",
+        benign.len(),
+        ssti.len()
+    );
+    let (base, rest) = benign.split_at(2_000);
+    let (enrol_benign, test_benign) = rest.split_at(5);
+    let (enrol_ssti, test_ssti) = ssti.split_at(5);
+
+    // The site's benign requests: a raw request file (two values each), no client addresses.
+    let mut file = String::new();
+    for pair in base.chunks(2) {
+        let query: Vec<String> = ["nombre", "ciudad"]
+            .iter()
+            .zip(pair)
+            .map(|(k, v)| format!("{k}={}", encode(v)))
+            .collect();
+        file.push_str(&format!(
+            "GET /tienda1/publico/registro.jsp?{} HTTP/1.1\r\nHost: localhost:8080\r\nUser-Agent: Mozilla/5.0\r\n\r\n",
+            query.join("&")
+        ));
+    }
+    let baseline = write(&dir.path().join("baseline.txt"), &file);
+
+    // Five attack requests: an ordinary `id` beside the injected `q`.
+    let mut enrol = String::new();
+    for (i, (b, s)) in enrol_benign.iter().zip(enrol_ssti).enumerate() {
+        let target = format!("/search.jsp?id={}&q={}", encode(b), encode(s));
+        enrol.push_str(&log_line("10.0.0.66", i, &target, "attack-tool/1.0"));
+    }
+    let enrol = write(&dir.path().join("enrol.log"), &enrol);
+
+    // The test log: held-out benign requests, then held-out attack requests; one request with
+    // no value (nothing to score).
+    let n_benign = 600.min(test_benign.len());
+    let mut test = String::new();
+    for (i, b) in test_benign[..n_benign].iter().enumerate() {
+        let target = format!("/tienda1/publico/registro.jsp?nombre={}", encode(b));
+        test.push_str(&log_line(
+            &format!("10.0.1.{}", i % 200 + 1),
+            i,
+            &target,
+            "Mozilla/5.0",
+        ));
+    }
+    for (i, s) in test_ssti.iter().enumerate() {
+        let target = format!("/search.jsp?id=7&q={}", encode(s));
+        test.push_str(&log_line("10.0.0.66", i, &target, "attack-tool/1.0"));
+    }
+    test.push_str(&log_line("10.0.1.9", 1, "/index.jsp", "Mozilla/5.0"));
+    let test = write(&dir.path().join("test.log"), &test);
+
+    let model = dir.path().join("http.model").display().to_string();
+    ok(&[
+        "train",
+        "--dataset",
+        "http-requests",
+        "--data",
+        "data/http",
+        "--out",
+        &model,
+        "--steps",
+        "1500",
+        "--seed",
+        "7",
+        "--quiet",
+    ]);
+    let library = dir.path().join("web.lib").display().to_string();
+
+    // Enrolment from requests: each request counts once, by its least benign value — the
+    // injected `q`, not the ordinary `id`.
+    let out = ok(&[
+        "threat",
+        "add",
+        "--model",
+        &model,
+        "--library",
+        &library,
+        "--name",
+        "ssti",
+        "--category",
+        "web-application-attack",
+        "--access-log",
+        &enrol,
+    ]);
+    assert_eq!(out.matches(" query:q\n").count(), 5, "{out}");
+    assert!(out.contains("enrolled \"ssti\""), "{out}");
+
+    let out = ok(&[
+        "baseline",
+        "--model",
+        &model,
+        "--library",
+        &library,
+        "--request-file",
+        &baseline,
+    ]);
+    assert!(out.contains("baseline: 2000 flows offered"), "{out}");
+
+    // A web-request model scores requests, not flows.
+    let wrong = metaids(&[
+        "detect",
+        "--model",
+        &model,
+        "--library",
+        &library,
+        "--flows",
+        &baseline,
+        "--alerts",
+        &dir.path().join("x.eve").display().to_string(),
+    ]);
+    assert!(!wrong.status.success());
+    assert!(
+        String::from_utf8_lossy(&wrong.stderr).contains("web-request payloads"),
+        "{}",
+        String::from_utf8_lossy(&wrong.stderr)
+    );
+
+    let alerts = dir.path().join("alerts.eve");
+    let verdicts = dir.path().join("verdicts.jsonl");
+    let out = ok(&[
+        "detect",
+        "--model",
+        &model,
+        "--library",
+        &library,
+        "--access-log",
+        &test,
+        "--alerts",
+        &alerts.display().to_string(),
+        "--verdicts",
+        &verdicts.display().to_string(),
+        "--dedup-max",
+        "1000000",
+        "--quiet",
+    ]);
+    let n_test = n_benign + test_ssti.len();
+    assert!(out.contains(&format!("flows {n_test}\n")), "{out}");
+    assert!(out.contains("requests_without_values 1\n"), "{out}");
+    let verdict_lines = std::fs::read_to_string(&verdicts).expect("verdicts");
+    assert_eq!(verdict_lines.lines().count(), n_test);
+
+    let alerts = eve(&alerts);
+    let first_attack_line = n_benign as u64 + 1;
+    let line_of = |a: &serde_json::Value| -> u64 {
+        let origin = a["alert"]["context"]["metaids"]["origin"]
+            .as_str()
+            .expect("origin");
+        origin
+            .rsplit(':')
+            .next()
+            .expect("line")
+            .parse()
+            .expect("number")
+    };
+    let benign_flagged = alerts
+        .iter()
+        .filter(|a| line_of(a) < first_attack_line)
+        .count();
+    let attacks: Vec<&serde_json::Value> = alerts
+        .iter()
+        .filter(|a| line_of(a) >= first_attack_line)
+        .collect();
+    let as_ssti = attacks
+        .iter()
+        .filter(|a| a["alert"]["signature"] == "metaids ssti")
+        .count();
+    eprintln!(
+        "benign requests flagged {benign_flagged}/{n_benign}; attack requests flagged {}/{} ({as_ssti} as ssti)",
+        attacks.len(),
+        test_ssti.len()
+    );
+    // Held-out template injections are flagged, most as the enrolled threat; the site's benign
+    // requests rarely (the baseline holds 1% per value; these requests carry one value each).
+    assert!(
+        attacks.len() * 10 >= test_ssti.len() * 8,
+        "{} of {}",
+        attacks.len(),
+        test_ssti.len()
+    );
+    assert!(
+        as_ssti * 2 >= attacks.len(),
+        "{as_ssti} of {}",
+        attacks.len()
+    );
+    assert!(
+        benign_flagged * 100 <= n_benign * 4,
+        "{benign_flagged} of {n_benign}"
+    );
+
+    let schema: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("crates/detect/tests/data/suricata-eve-schema.json"))
+            .expect("schema"),
+    )
+    .expect("schema JSON");
+    let validator = jsonschema::options()
+        .with_draft(jsonschema::Draft::Draft202012)
+        .build(&schema)
+        .expect("schema compiles");
+    for a in &attacks {
+        let errors: Vec<String> = validator.iter_errors(a).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "{errors:?}\n{a}");
+        assert_eq!(a["app_proto"], "http");
+        assert_eq!(a["src_ip"], "10.0.0.66");
+        assert!(
+            a.get("src_port").is_none() && a.get("flow").is_none(),
+            "{a}"
+        );
+        let http = &a["http"];
+        assert_eq!(http["http_method"], "GET");
+        assert_eq!(http["protocol"], "HTTP/1.1");
+        assert_eq!(http["status"], 200);
+        assert_eq!(http["http_user_agent"], "attack-tool/1.0");
+        let url = http["url"].as_str().expect("url");
+        assert!(url.starts_with("/search.jsp?id=7&q="), "{url}");
+        let m = &a["alert"]["context"]["metaids"]["matched"];
+        if a["alert"]["signature"] == "metaids ssti" {
+            assert_eq!(m["field"], "query:q", "{a}");
+            let line = line_of(a) as usize - n_benign - 1;
+            let (excerpt, cut) = metaids_detect::excerpt(&test_ssti[line]);
+            assert_eq!(m["excerpt"], excerpt.as_str());
+            assert_eq!(m["truncated"], cut);
+        }
+    }
+}
