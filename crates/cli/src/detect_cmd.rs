@@ -302,15 +302,13 @@ fn requests(a: &DetectArgs, pipeline: &mut Pipeline) -> Result<(u64, u64)> {
     let batch = a.batch.max(1);
     crate::requests_cmd::read_requests(&a.pcap, &a.requests, &mut |seen| {
         if rows.push(seen, "request") && rows.len() >= batch {
-            let (frame, counts, metas) = rows.take();
-            pb.inc(metas.len() as u64);
-            pipeline.push_requests(&frame, &counts, metas)?;
+            pb.inc(rows.len() as u64);
+            rows.score(pipeline)?;
         }
         Ok(())
     })?;
-    let (frame, counts, metas) = rows.take();
-    pb.inc(metas.len() as u64);
-    pipeline.push_requests(&frame, &counts, metas)?;
+    pb.inc(rows.len() as u64);
+    rows.score(pipeline)?;
     pb.finish_and_clear();
     Ok((rows.without_values, rows.values_dropped))
 }

@@ -190,6 +190,17 @@ impl RequestRows {
         true
     }
 
+    /// Decides the gathered requests with `pipeline`, then drops them, keeping the frame's
+    /// buffers for the next batch.
+    pub fn score(&mut self, pipeline: &mut metaids_detect::Pipeline) -> anyhow::Result<()> {
+        let metas = std::mem::take(&mut self.metas);
+        pipeline.push_requests(&self.frame, &self.counts, metas)?;
+        self.frame.clear_rows();
+        self.counts.clear();
+        self.unit.clear();
+        Ok(())
+    }
+
     /// The gathered rows, counts and facts, leaving this empty (counters kept).
     pub fn take(&mut self) -> (FlowFrame, Vec<usize>, Vec<FlowMeta>) {
         self.files.clear();

@@ -267,16 +267,22 @@ impl Normaliser {
                     .collect()
             })
             .collect();
-        let numeric = self
+        let numeric: Vec<(bool, f32, f32)> = self
             .numeric
             .iter()
             .map(|c| (c.log, c.mean, c.std.recip()))
+            .collect();
+        let clip = self.config.clip;
+        let at_zero = numeric
+            .iter()
+            .map(|&(log, mean, inv_std)| standardise(0.0, log, mean, inv_std, clip))
             .collect();
         Ok(BoundNormaliser {
             norm: self,
             frame,
             lookup,
             numeric,
+            at_zero,
         })
     }
 
@@ -403,6 +409,8 @@ pub struct BoundNormaliser<'a> {
     lookup: Vec<Vec<u32>>,
     /// Per numeric column: (log-scaled, mean, 1 / std).
     numeric: Vec<(bool, f32, f32)>,
+    /// Per numeric column: what +0.0 becomes (most flow and n-gram values are zeros).
+    at_zero: Vec<f32>,
 }
 
 impl BoundNormaliser<'_> {
@@ -412,9 +420,13 @@ impl BoundNormaliser<'_> {
         let d = self.norm.numeric.len();
         let raw = self.frame.numeric_row(r);
         // NaN → 0; ±inf → ±clip (signed_log1p keeps infinities, 1/std > 0 keeps their sign);
-        // else the standardised value, clipped.
+        // else the standardised value, clipped. Zeros (+0.0; −0.0 can differ in sign) take their
+        // column's precomputed value, the bits `standardise` gives them, copied in one pass.
+        out[..d].copy_from_slice(&self.at_zero);
         for ((o, &x), &(log, mean, inv_std)) in out[..d].iter_mut().zip(raw).zip(&self.numeric) {
-            *o = standardise(x, log, mean, inv_std, clip);
+            if x.to_bits() != 0 {
+                *o = standardise(x, log, mean, inv_std, clip);
+            }
         }
         let dc = self.norm.categorical.len();
         let codes = &self.frame.categorical[r * dc..(r + 1) * dc];
@@ -592,6 +604,7 @@ mod tests {
         frame.numeric[4 * d + 1] = f32::INFINITY;
         frame.numeric[5 * d + 2] = f32::NEG_INFINITY;
         frame.numeric[6 * d + 3] = 1e30;
+        frame.numeric[6 * d + 4] = -0.0;
         let rows: Vec<usize> = (0..frame.len()).collect();
         let want = norm.transform(&frame, &rows).expect("transform");
         let dim = norm.output_dim();

@@ -70,7 +70,10 @@ fn rows_of(
     with_facts: bool,
 ) -> Res<()> {
     let limits = Limits::default();
-    let file = RowWriter::add_file(frame, "bench");
+    let file = match frame.files.len() {
+        0 => RowWriter::add_file(frame, "bench"),
+        n => n as u32 - 1,
+    };
     let mut w = RowWriter::new();
     let source: Arc<str> = Arc::from("bench");
     for (i, bytes) in requests.iter().enumerate() {
@@ -282,11 +285,13 @@ fn main() -> Res<()> {
             Box::new(EveSink::create(&dir.join("eve.json"), false)?),
         ];
         let mut p = Pipeline::new(d, sinks, PipelineOptions::default())?;
+        let mut f = FlowFrame::new(DatasetKind::HttpRequests.layout());
+        let (mut c, mut m) = (Vec::new(), Vec::new());
         for chunk in requests.chunks(batch) {
-            let mut f = FlowFrame::new(DatasetKind::HttpRequests.layout());
-            let (mut c, mut m) = (Vec::new(), Vec::new());
             rows_of(chunk, &mut f, &mut c, &mut m, true)?;
-            p.push_requests(&f, &c, m)?;
+            p.push_requests(&f, &c, std::mem::take(&mut m))?;
+            f.clear_rows();
+            c.clear();
         }
         summary = Some(p.finish()?);
         Ok(())

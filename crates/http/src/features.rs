@@ -165,8 +165,13 @@ impl RowWriter {
         featurise(text, &mut self.row.numeric, &mut self.scratch);
         self.row.label.clear();
         self.row.label.push_str(label);
-        self.row.identifiers.clear();
-        self.row.identifiers.push(source.to_string());
+        match self.row.identifiers.first_mut() {
+            Some(id) => {
+                id.clear();
+                id.push_str(source);
+            }
+            None => self.row.identifiers.push(source.to_string()),
+        }
         frame.push(&self.row, at);
     }
 }
