@@ -39,8 +39,11 @@ for d in $DATASETS; do
         if [ "$d" = http-requests ] && [ "$f" != 0 ]; then continue; fi
         t0=$(date +%s)
         name="$d-fold$f"
+        methods="$METHODS"
+        # Web-request payloads also get the classical text baseline (TF-IDF + logistic regression).
+        if [ "$d" = http-requests ]; then methods="$METHODS,tfidf-logreg+shots@budget"; fi
         "$METAIDS" evaluate --dataset "$d" --data "$(dir_of "$d")" --fold "$f" \
-            --train-seeds "$SEEDS" --episodes "$EPISODES" --methods "$METHODS" --quiet \
+            --train-seeds "$SEEDS" --episodes "$EPISODES" --methods "$methods" --quiet \
             --json "$OUT/$name.json" --episodes-csv "$OUT/$name.csv" \
             > "$OUT/$name.md" 2> "$OUT/$name.log"
         echo "$name: $(( $(date +%s) - t0 )) s"

@@ -36,7 +36,7 @@ fn payload_families_are_evaluated_like_flow_families() {
         "--episodes",
         "3",
         "--methods",
-        "nearest-centroid",
+        "nearest-centroid,tfidf-logreg+shots@budget",
         "--quiet",
         "--json",
     ];
@@ -68,6 +68,21 @@ fn payload_families_are_evaluated_like_flow_families() {
     );
     let r = &report["results"][0];
     assert!(r["macro_f1"]["mean"].is_f64(), "{r}");
+    // The classical text baseline runs on the payloads' n-gram buckets (and only there).
+    assert!(
+        table.contains("| tfidf-logreg+shots @1% FPR | 5 |"),
+        "{table}"
+    );
+    let tfidf = report["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .find(|m| m["method"] == "tfidf-logreg+shots @1% FPR")
+        .expect("tfidf row");
+    assert!(
+        tfidf["macro_f1"]["mean"].as_f64().expect("f1") > 0.5,
+        "{tfidf}"
+    );
     // K = 5 needs 15 rows: every novel family qualifies.
     assert_eq!(r["per_family"].as_array().expect("per family").len(), 6);
 

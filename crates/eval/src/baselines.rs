@@ -42,7 +42,10 @@ impl Default for BaselineConfig {
 }
 
 /// The capped training sample: rows and whether each is an attack, sorted by row.
-fn training_sample(ctx: &EvalContext<'_>, cfg: &BaselineConfig) -> (Vec<usize>, Vec<bool>, f64) {
+pub(crate) fn training_sample(
+    ctx: &EvalContext<'_>,
+    cfg: &BaselineConfig,
+) -> (Vec<usize>, Vec<bool>, f64) {
     let mut rows: Vec<(usize, bool)> =
         seeded_subsample(&ctx.split.benign_train, cfg.max_benign, ctx.seed)
             .into_iter()

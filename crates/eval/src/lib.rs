@@ -15,6 +15,7 @@ pub mod protonet;
 pub mod report;
 pub mod site;
 pub mod standard;
+pub mod tfidf;
 
 use metaids_core::preprocess::{Normaliser, PreprocessConfig};
 use std::collections::BTreeMap;
@@ -30,6 +31,7 @@ pub use protonet::ProtoNetMethod;
 pub use report::{
     DataFile, FamilySize, NovelSiblings, Protocol, Report, RoleDuplicates, TwinsRemoved,
 };
+pub use tfidf::TfidfLogReg;
 
 /// A prepared benchmark: split, preprocessing and episodes, ready for any method.
 #[derive(Debug)]
@@ -169,7 +171,7 @@ impl<'a> Benchmark<'a> {
     /// The classical baselines, in report order.
     pub fn baseline_methods(&self) -> Vec<Box<dyn FewShotMethod>> {
         let b = self.baselines;
-        vec![
+        let mut all: Vec<Box<dyn FewShotMethod>> = vec![
             Box::new(NearestCentroid::default()),
             Box::new(Knn::new(b, false)),
             Box::new(Knn::new(b, true)),
@@ -177,7 +179,12 @@ impl<'a> Benchmark<'a> {
             Box::new(Forest::new(b, true)),
             Box::new(Forest::budget_matched(b, false, self.config.fpr_budget)),
             Box::new(Forest::budget_matched(b, true, self.config.fpr_budget)),
-        ]
+        ];
+        // Web-request payloads: the classical text baseline on their n-gram counts.
+        if self.frame.layout.kind == metaids_core::DatasetKind::HttpRequests {
+            all.push(Box::new(TfidfLogReg::new(b, self.config.fpr_budget)));
+        }
+        all
     }
 
     /// Runs `methods` on the planned episodes. `files` describes the inputs for the report.
