@@ -14,24 +14,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
+use metaids_http::params::encode;
 
 /// Benign values for the baseline (two per request).
 const BASELINE_VALUES: usize = 4_000;
 /// Benign requests in the test log.
 const TEST_BENIGN: usize = 1_000;
-
-/// Every byte but ASCII letters and digits as `%XX`.
-fn encode(v: &str) -> String {
-    let mut out = String::with_capacity(v.len() * 3);
-    for b in v.bytes() {
-        if b.is_ascii_alphanumeric() {
-            out.push(b as char);
-        } else {
-            let _ = write!(out, "%{b:02X}");
-        }
-    }
-    out
-}
 
 fn log_line(out: &mut String, client: &str, second: usize, target: &str, agent: &str) {
     let _ = writeln!(

@@ -10,10 +10,10 @@ use std::sync::Arc;
 use metaids_core::frame::RowSource;
 use metaids_core::schema::DatasetKind;
 use metaids_core::FlowFrame;
-use metaids_detect::eve::{excerpt, EveHttp, HttpFacts, MatchedValue};
+use metaids_detect::eve::{EveHttp, HttpFacts, MatchedValue};
 use metaids_detect::{stable_flow_id, FlowMeta, Origin};
 use metaids_http::features::RowWriter;
-use metaids_http::params::{self, Value};
+use metaids_http::params;
 use metaids_http::HttpRequest;
 
 use crate::requests_cmd::Seen;
@@ -35,14 +35,6 @@ pub(crate) fn is_web_model(
         );
     }
     Ok(web)
-}
-
-/// A value's field as alerts name it: `query:NAME`, `form:NAME` or `body`.
-pub(crate) fn field(v: &Value) -> String {
-    match v.place {
-        params::Place::Body => "body".to_string(),
-        p => format!("{}:{}", p.as_str(), v.name),
-    }
 }
 
 /// Suricata's EVE `http` object of a request, with a log's status and length.
@@ -128,15 +120,10 @@ impl RequestRows {
         };
         let mut matched = Vec::with_capacity(values.values.len());
         for v in &values.values {
-            let field = field(v);
+            let field = v.field();
             self.writer
                 .push(&mut self.frame, at, label, &field, v.text.as_bytes());
-            let (text, cut) = excerpt(&v.text);
-            matched.push(MatchedValue {
-                field,
-                excerpt: text,
-                truncated: cut || v.truncated,
-            });
+            matched.push(MatchedValue::new(field, &v.text, v.truncated));
         }
         self.counts.push(values.values.len());
         self.unit.push(if seen.line.is_some() {

@@ -25,13 +25,13 @@ use metaids_core::preprocess::PreprocessConfig;
 use metaids_core::schema::DatasetKind;
 use metaids_core::split::SplitSpec;
 use metaids_core::FlowFrame;
-use metaids_detect::eve::{excerpt, EveHttp, HttpFacts, MatchedValue};
+use metaids_detect::eve::{EveHttp, HttpFacts, MatchedValue};
 use metaids_detect::{
     Detector, DetectorOptions, EveSink, FlowMeta, Origin, Pipeline, PipelineOptions, Sink,
     VerdictSink,
 };
 use metaids_http::features::RowWriter;
-use metaids_http::params;
+use metaids_http::params::{self, encode};
 use metaids_http::raw::{parse_request, Limits};
 use metaids_library::{Threat, ThreatDraft};
 use metaids_model::{train, EncoderConfig, Provenance, ThreatModel, TrainConfig};
@@ -46,18 +46,6 @@ fn best<F: FnMut() -> Res<()>>(reps: usize, mut f: F) -> Res<f64> {
         b = b.min(t.elapsed().as_secs_f64());
     }
     Ok(b)
-}
-
-fn encode(v: &str) -> String {
-    v.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }
 
 /// Parses every request and turns its values into rows of `frame` and facts in `metas`
@@ -91,14 +79,7 @@ fn rows_of(
             let matched = values
                 .values
                 .iter()
-                .map(|v| {
-                    let (excerpt, truncated) = excerpt(&v.text);
-                    MatchedValue {
-                        field: format!("{}:{}", v.place.as_str(), v.name),
-                        excerpt,
-                        truncated,
-                    }
-                })
+                .map(|v| MatchedValue::new(v.field(), &v.text, v.truncated))
                 .collect();
             metas.push(FlowMeta {
                 flow_id: i as u64 + 1,

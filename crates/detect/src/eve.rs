@@ -208,6 +208,19 @@ pub struct MatchedValue {
     pub truncated: bool,
 }
 
+impl MatchedValue {
+    /// The value `text` of `field`, its excerpt made ([`excerpt`]); `cut`: the value itself was cut
+    /// before scoring.
+    pub fn new(field: String, text: &str, cut: bool) -> Self {
+        let (excerpt, truncated) = excerpt(text);
+        MatchedValue {
+            field,
+            excerpt,
+            truncated: truncated || cut,
+        }
+    }
+}
+
 /// The `(type, code)` pair from the flow features `ICMP Code` and `ICMP Type` (−1: none) of an
 /// ICMP or ICMPv6 flow.
 fn icmp_pair(proto: u8, code: f64, kind: f64) -> Option<(u8, u8)> {

@@ -69,6 +69,33 @@ pub(crate) fn training_sample(
     (r, a, mean_family)
 }
 
+/// Up to `max` benign training rows outside the training sample `sample` (sorted), drawn with
+/// `seed`: the rows a budget-matched baseline calibrates its threshold on (never the query pool).
+/// An error naming `method` when none is left.
+pub(crate) fn calibration_rows(
+    ctx: &EvalContext<'_>,
+    method: String,
+    sample: &[usize],
+    max: usize,
+    seed: u64,
+) -> Result<Vec<usize>, EvalError> {
+    let held_out: Vec<usize> = ctx
+        .split
+        .benign_train
+        .iter()
+        .copied()
+        .filter(|r| sample.binary_search(r).is_err())
+        .collect();
+    let cal = seeded_subsample(&held_out, max, seed);
+    if cal.is_empty() {
+        return Err(EvalError::Method {
+            method,
+            message: "no benign training rows are left outside the training sample to calibrate the threshold".into(),
+        });
+    }
+    Ok(cal)
+}
+
 fn seed_for(ctx: &EvalContext<'_>, tag: &str, task: &DetectionTask) -> u64 {
     episode_rng(
         ctx.seed,
@@ -406,24 +433,13 @@ impl FewShotMethod for Forest {
         self.mean_family = mean_family;
         if self.budget.is_some() {
             // Benign training rows the forest never fits on: `rows` is sorted.
-            let held_out: Vec<usize> = ctx
-                .split
-                .benign_train
-                .iter()
-                .copied()
-                .filter(|r| rows.binary_search(r).is_err())
-                .collect();
-            let cal = seeded_subsample(
-                &held_out,
+            let cal = calibration_rows(
+                ctx,
+                self.name(),
+                &rows,
                 FOREST_CALIBRATION_ROWS,
                 ctx.seed.wrapping_add(0xca1),
-            );
-            if cal.is_empty() {
-                return Err(EvalError::Method {
-                    method: self.name(),
-                    message: "no benign training rows are left outside the training sample to calibrate the threshold".into(),
-                });
-            }
+            )?;
             self.calibration = ctx.x.gather(&cal);
         }
         if !self.with_shots {

@@ -16,9 +16,9 @@
 //!
 //! Every setting is a fixed default set before any evaluation and never tuned.
 
-use metaids_core::episode::{seeded_subsample, DetectionTask};
+use metaids_core::episode::DetectionTask;
 
-use crate::baselines::{training_sample, BaselineConfig};
+use crate::baselines::{calibration_rows, training_sample, BaselineConfig};
 use crate::method::{
     scored_rows, upper_quantile, Detection, EvalContext, EvalError, FewShotMethod,
 };
@@ -178,20 +178,13 @@ impl FewShotMethod for TfidfLogReg {
         self.x = self.rows(ctx, &rows);
         self.y = attack.iter().map(|&a| f32::from(u8::from(a))).collect();
         self.mean_family = mean_family;
-        let held_out: Vec<usize> = ctx
-            .split
-            .benign_train
-            .iter()
-            .copied()
-            .filter(|r| rows.binary_search(r).is_err())
-            .collect();
-        let cal = seeded_subsample(&held_out, CALIBRATION_ROWS, ctx.seed.wrapping_add(0x7f1d));
-        if cal.is_empty() {
-            return Err(EvalError::Method {
-                method: self.name(),
-                message: "no benign training rows are left outside the training sample to calibrate the threshold".into(),
-            });
-        }
+        let cal = calibration_rows(
+            ctx,
+            self.name(),
+            &rows,
+            CALIBRATION_ROWS,
+            ctx.seed.wrapping_add(0x7f1d),
+        )?;
         self.calibration = self.rows(ctx, &cal);
         self.base = vec![0.0; self.cols.len() + 1];
         let wt = vec![1.0; self.y.len()];

@@ -57,6 +57,23 @@ pub struct Value {
     pub truncated: bool,
 }
 
+impl Value {
+    /// The value's field as alerts name it: `query:NAME`, `form:NAME` (a bare name: `query:`) or
+    /// `body`.
+    pub fn field(&self) -> String {
+        match self.place {
+            Place::Body => "body".to_string(),
+            p => format!("{}:{}", p.as_str(), self.name),
+        }
+    }
+}
+
+/// `text` as a form-encoded query value (`form_urlencoded`'s encoding: a space as `+`, bytes other
+/// than letters, digits and `*-._` as `%XX`), for building requests that [`values`] decodes back.
+pub fn encode(text: &str) -> String {
+    form_urlencoded::byte_serialize(text.as_bytes()).collect()
+}
+
 /// A request's values and what was left out.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RequestValues {
@@ -207,6 +224,25 @@ mod tests {
             ]
         );
         assert!(values(&request("/index.html", None, b"")).values.is_empty());
+    }
+
+    #[test]
+    fn encoded_values_decode_back() {
+        for text in ["' OR 1=1--", "a b&c=d+e%", "{{7*7}}", "Jamón"] {
+            let r = request(
+                &format!("/?q={}&f={}", encode(text), encode(text)),
+                None,
+                b"",
+            );
+            let v = values(&r);
+            assert_eq!(
+                texts(&v),
+                [(Place::Query, "q", text), (Place::Query, "f", text)]
+            );
+            assert_eq!(v.values[0].field(), "query:q");
+        }
+        let body = values(&request("/", Some("text/xml"), b"<a/>"));
+        assert_eq!(body.values[0].field(), "body");
     }
 
     #[test]
