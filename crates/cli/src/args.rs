@@ -360,7 +360,10 @@ pub struct BaselineArgs {
     /// Flow engine settings for --pcap and --interface.
     #[command(flatten)]
     pub flow: FlowSettingsArgs,
-    /// False-positive budget on the site's benign flows, threats and unknown rule together.
+    /// False-positive budget on the site's benign flows, threats and unknown rule together. For a
+    /// web-request model it is a budget per request: the values are calibrated at the budget
+    /// divided by the window's mean values per request, so that (by the union bound) at most that
+    /// share of the window's requests is flagged.
     #[arg(long, default_value_t = 0.01)]
     pub budget: f64,
     /// Largest share of the baseline flows one source address may contribute.

@@ -120,10 +120,21 @@ pub fn run(a: BaselineArgs) -> Result<()> {
         );
     }
     let mut web_sources = None;
+    let mut budget = a.budget;
     let c = if web {
-        let (c, sources) = crate::web::baseline_rows(&a.pcap, &a.requests)?;
-        web_sources = Some(sources);
-        c
+        let w = crate::web::baseline_rows(&a.pcap, &a.requests)?;
+        budget = w.value_budget(a.budget);
+        println!(
+            "{} requests with {} values ({:.2} a request): budget {} per request, {budget:.6} per value \
+             (a request is flagged when any of its values is; by the union bound at most the budget's share \
+             of the window's requests then is)",
+            w.requests,
+            w.candidates.rows.len(),
+            w.candidates.rows.len() as f64 / w.requests.max(1) as f64,
+            a.budget
+        );
+        web_sources = Some(w.sources);
+        w.candidates
     } else if let Some(interface) = &a.interface {
         from_interface(&a, interface, &model)?
     } else if a.pcap.is_empty() {
@@ -146,7 +157,7 @@ pub fn run(a: BaselineArgs) -> Result<()> {
     }
     let sources = web_sources.unwrap_or_else(|| source_addresses(&c.frame, &c.rows));
     let options = ProfileOptions {
-        budget: a.budget,
+        budget,
         per_source_cap: a.per_source_cap,
         prototype_share: a.prototype_share,
         seed: a.seed,

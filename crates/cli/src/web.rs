@@ -325,7 +325,7 @@ pub(crate) fn candidates(
 pub(crate) fn baseline_rows(
     pcaps: &[std::path::PathBuf],
     inputs: &crate::args::RequestSourceArgs,
-) -> anyhow::Result<(crate::candidates::Candidates, Vec<String>)> {
+) -> anyhow::Result<BaselineRows> {
     let mut rows = RequestRows::new();
     crate::requests_cmd::read_requests(pcaps, inputs, &mut |seen| {
         if rows.frame.len() >= MAX_CANDIDATE_REQUESTS {
@@ -343,16 +343,6 @@ pub(crate) fn baseline_rows(
         );
     }
     let (frame, counts, metas) = rows.take();
-    if !metas.is_empty() {
-        let per_request = frame.len() as f64 / metas.len() as f64;
-        eprintln!(
-            "{} requests with {} values ({per_request:.2} a request): the budget holds per value, and a request is \
-             flagged when any of its values is, so the share of requests flagged can reach {per_request:.1} times the \
-             budget (for a budget B per request, pass --budget B/{per_request:.1})",
-            metas.len(),
-            frame.len()
-        );
-    }
     let mut sources = Vec::with_capacity(frame.len());
     let mut locators = Vec::with_capacity(frame.len());
     for (meta, &n) in metas.iter().zip(&counts) {
@@ -373,12 +363,34 @@ pub(crate) fn baseline_rows(
         }
     }
     let rows: Vec<usize> = (0..frame.len()).collect();
-    Ok((
-        crate::candidates::Candidates {
+    Ok(BaselineRows {
+        requests: metas.len(),
+        candidates: crate::candidates::Candidates {
             frame,
             rows,
             locators,
         },
         sources,
-    ))
+    })
+}
+
+/// The site's benign requests as baseline rows ([`baseline_rows`]).
+pub(crate) struct BaselineRows {
+    /// One row per value.
+    pub candidates: crate::candidates::Candidates,
+    /// Each row's source for the per-source cap.
+    pub sources: Vec<String>,
+    /// Requests the values come from.
+    pub requests: usize,
+}
+
+impl BaselineRows {
+    /// The per-value budget that holds `per_request` for the window's requests: a request is
+    /// flagged when any of its values is, so the share of requests flagged is at most the mean
+    /// number of flagged values per request (the union bound) — the per-value share times the
+    /// mean values per request.
+    pub fn value_budget(&self, per_request: f64) -> f64 {
+        let values = self.candidates.rows.len() as f64;
+        per_request * self.requests.max(1) as f64 / values.max(1.0)
+    }
 }

@@ -78,12 +78,12 @@ fn requests_are_enrolled_baselined_and_detected_with_their_http_object() {
     let benign = payloads("benign");
     let ssti = payloads("ssti");
     assert!(
-        benign.len() > 3_000 && ssti.len() > 60,
+        benign.len() > 4_000 && ssti.len() > 60,
         "{} {}",
         benign.len(),
         ssti.len()
     );
-    let (base, rest) = benign.split_at(2_000);
+    let (base, rest) = benign.split_at(3_000);
     let (enrol_benign, test_benign) = rest.split_at(5);
     let (enrol_ssti, test_ssti) = ssti.split_at(5);
 
@@ -175,7 +175,12 @@ fn requests_are_enrolled_baselined_and_detected_with_their_http_object() {
         "--request-file",
         &baseline,
     ]);
-    assert!(out.contains("baseline: 2000 flows offered"), "{out}");
+    assert!(out.contains("baseline: 3000 flows offered"), "{out}");
+    // The budget is per request: two values a request, so half of it per value.
+    assert!(
+        out.contains("budget 0.01 per request, 0.005000 per value"),
+        "{out}"
+    );
 
     // A web-request model scores requests, not flows.
     let wrong = metaids(&[
@@ -251,7 +256,7 @@ fn requests_are_enrolled_baselined_and_detected_with_their_http_object() {
         test_ssti.len()
     );
     // Held-out template injections are flagged, most as the enrolled threat; the site's benign
-    // requests rarely (the baseline holds 1% per value; these requests carry one value each).
+    // requests rarely (the baseline holds 1% per request).
     assert!(
         attacks.len() * 10 >= test_ssti.len() * 8,
         "{} of {}",
