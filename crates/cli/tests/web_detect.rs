@@ -273,6 +273,51 @@ fn requests_are_enrolled_baselined_and_detected_with_their_http_object() {
         "{benign_flagged} of {n_benign}"
     );
 
+    // Requests reassembled from a capture keep their connection's addresses and ports.
+    let pcap = repo().join("../shared/data/pcaps/suricata-verify-attack-tests/bug-28/input.pcap");
+    assert!(pcap.exists(), "shared data missing at {}", pcap.display());
+    let from_pcap = dir.path().join("pcap.eve");
+    let out = ok(&[
+        "detect",
+        "--model",
+        &model,
+        "--library",
+        &library,
+        "--pcap",
+        &pcap.display().to_string(),
+        "--alerts",
+        &from_pcap.display().to_string(),
+        "--eve-flows",
+        "--quiet",
+    ]);
+    assert!(out.contains("flows 1\n"), "{out}");
+    let records = eve(&from_pcap);
+    assert_eq!(
+        records.iter().filter(|r| r["event_type"] == "http").count(),
+        1,
+        "--eve-flows: one http record per request (and an alert if it is flagged): {records:?}"
+    );
+    for r in &records {
+        assert_eq!(
+            (&r["src_ip"], &r["src_port"], &r["dest_ip"], &r["dest_port"]),
+            (
+                &"192.168.2.7".into(),
+                &1041.into(),
+                &"208.75.250.50".into(),
+                &80.into()
+            ),
+            "{r}"
+        );
+        assert!(
+            r["community_id"].is_string() && r["app_proto"] == "http",
+            "{r}"
+        );
+        assert!(
+            r["http"]["url"].as_str().is_some_and(|u| u.contains('?')),
+            "{r}"
+        );
+    }
+
     let schema: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(repo().join("crates/detect/tests/data/suricata-eve-schema.json"))
             .expect("schema"),
