@@ -4,14 +4,13 @@
 //! detect pipeline (`Pipeline::push_requests`) or the library's enrolment like flows.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
 use std::sync::Arc;
 
 use metaids_core::frame::RowSource;
 use metaids_core::schema::DatasetKind;
 use metaids_core::FlowFrame;
 use metaids_detect::eve::{EveHttp, HttpFacts, MatchedValue};
-use metaids_detect::{stable_flow_id, FlowMeta, Origin};
+use metaids_detect::{FlowMeta, Origin};
 use metaids_http::features::RowWriter;
 use metaids_http::params;
 use metaids_http::HttpRequest;
@@ -139,41 +138,19 @@ impl RequestRows {
                 n
             }
         };
-        let unspecified = IpAddr::from([0u8; 4]);
-        let (src, sport) = seen.client.unwrap_or((unspecified, 0));
-        let (dst, dport) = seen.server.unwrap_or((unspecified, 0));
-        self.metas.push(FlowMeta {
-            // A request without a time (a request file) is told apart by its line.
-            flow_id: stable_flow_id(
-                src,
-                sport,
-                dst,
-                dport,
-                6,
-                seen.ts_us.unwrap_or(seen.locator() as i64),
-            ),
-            seq: 0,
-            src_ip: seen.client.map(|c| c.0),
-            src_port: sport,
-            dest_ip: seen.server.map(|s| s.0),
-            dest_port: dport,
-            proto: 6,
-            icmp: None,
-            start_us: seen.ts_us,
-            duration_us: 0.0,
-            pkts_toserver: 0,
-            pkts_toclient: 0,
-            bytes_toserver: 0,
-            bytes_toclient: 0,
-            origin: Origin {
+        self.metas.push(FlowMeta::request(
+            Origin {
                 source,
                 index: seen.locator(),
             },
-            http: Some(Arc::new(HttpFacts {
+            seen.client,
+            seen.server,
+            seen.ts_us,
+            HttpFacts {
                 http: eve_http(seen.request, seen),
                 values: matched,
-            })),
-        });
+            },
+        ));
         true
     }
 

@@ -81,26 +81,15 @@ fn rows_of(
                 .iter()
                 .map(|v| MatchedValue::new(v.field(), &v.text, v.truncated))
                 .collect();
-            metas.push(FlowMeta {
-                flow_id: i as u64 + 1,
-                seq: 0,
-                src_ip: None,
-                src_port: 0,
-                dest_ip: None,
-                dest_port: 0,
-                proto: 6,
-                icmp: None,
-                start_us: None,
-                duration_us: 0.0,
-                pkts_toserver: 0,
-                pkts_toclient: 0,
-                bytes_toserver: 0,
-                bytes_toclient: 0,
-                origin: Origin {
+            metas.push(FlowMeta::request(
+                Origin {
                     source: Arc::clone(&source),
                     index: i as u64 + 1,
                 },
-                http: Some(Arc::new(HttpFacts {
+                None,
+                None,
+                None,
+                HttpFacts {
                     http: EveHttp {
                         hostname: r.host(),
                         url: r.target.clone(),
@@ -110,8 +99,8 @@ fn rows_of(
                         ..EveHttp::default()
                     },
                     values: matched,
-                })),
-            });
+                },
+            ));
         }
     }
     Ok(())

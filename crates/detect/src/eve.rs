@@ -279,6 +279,46 @@ impl FlowMeta {
         }
     }
 
+    /// A web request (TCP from `client` to `server`, either unknown) sent at `ts_us`, named by
+    /// `origin`, with its facts. Its id is [`stable_flow_id`] of the addresses and the time; a
+    /// request without a time (a request file) is told apart by its origin's index instead.
+    pub fn request(
+        origin: Origin,
+        client: Option<(IpAddr, u16)>,
+        server: Option<(IpAddr, u16)>,
+        ts_us: Option<i64>,
+        http: HttpFacts,
+    ) -> Self {
+        let unspecified = IpAddr::from([0u8; 4]);
+        let (src, src_port) = client.unwrap_or((unspecified, 0));
+        let (dst, dest_port) = server.unwrap_or((unspecified, 0));
+        FlowMeta {
+            flow_id: stable_flow_id(
+                src,
+                src_port,
+                dst,
+                dest_port,
+                6,
+                ts_us.unwrap_or(origin.index as i64),
+            ),
+            seq: 0,
+            src_ip: client.map(|c| c.0),
+            src_port,
+            dest_ip: server.map(|s| s.0),
+            dest_port,
+            proto: 6,
+            icmp: None,
+            start_us: ts_us,
+            duration_us: 0.0,
+            pkts_toserver: 0,
+            pkts_toclient: 0,
+            bytes_toserver: 0,
+            bytes_toclient: 0,
+            origin,
+            http: Some(Arc::new(http)),
+        }
+    }
+
     /// From row `r` of a CIC frame read from a CSV (identifiers `Src IP`, `Src Port`, `Dst IP`,
     /// `Timestamp`; categorical `Dst Port`, `Protocol`), with `columns` found once per frame.
     /// Missing or unparsable values read as `None` or 0; an unparsable timestamp as `None`.

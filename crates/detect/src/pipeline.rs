@@ -468,26 +468,26 @@ impl Pipeline {
         d.decide_batch(&emb, &mut self.verdicts);
         // For each decided unit: the position of its deciding row among `rows`, and that row's
         // place within its group.
-        let picks: Vec<(usize, usize)> = match groups {
-            None => (0..rows.len()).map(|i| (i, 0)).collect(),
-            Some(counts) => {
-                let mut start = 0;
-                let picks: Vec<(usize, usize)> = counts
-                    .iter()
-                    .map(|&n| {
-                        let best = (start..start + n)
-                            .max_by(|&a, &b| stronger(&self.verdicts[a], &self.verdicts[b]))
-                            .unwrap_or(start);
-                        let pick = (best, best - start);
-                        start += n;
-                        pick
-                    })
-                    .collect();
-                let chosen: Vec<Verdict> = picks.iter().map(|&(r, _)| self.verdicts[r]).collect();
-                self.verdicts = chosen;
-                picks
-            }
-        };
+        // Web requests: each unit's deciding row among `rows` and its place within its group.
+        // Flows decide one row each and need no table (`pick(i)` is then `(i, 0)`).
+        let picks: Option<Vec<(usize, usize)>> = groups.map(|counts| {
+            let mut start = 0;
+            let picks: Vec<(usize, usize)> = counts
+                .iter()
+                .map(|&n| {
+                    let best = (start..start + n)
+                        .max_by(|&a, &b| stronger(&self.verdicts[a], &self.verdicts[b]))
+                        .unwrap_or(start);
+                    let pick = (best, best - start);
+                    start += n;
+                    pick
+                })
+                .collect();
+            let chosen: Vec<Verdict> = picks.iter().map(|&(r, _)| self.verdicts[r]).collect();
+            self.verdicts = chosen;
+            picks
+        });
+        let pick = |i: usize| picks.as_ref().map_or((i, 0), |p| p[i]);
         let now = now_us();
         let mut candidates: Vec<(usize, Verdict)> = Vec::new();
         for (i, (v, m)) in self.verdicts.iter().zip(metas).enumerate() {
@@ -541,9 +541,14 @@ impl Pipeline {
                 .map(|&v| f64::from(v))
                 .collect()
         };
-        let by_row: Vec<(usize, Verdict)> =
-            candidates.iter().map(|&(i, v)| (picks[i].0, v)).collect();
-        let explanations = d.explain(&self.x, &emb, &raw, &by_row)?;
+        let explanations = match &picks {
+            None => d.explain(&self.x, &emb, &raw, &candidates)?,
+            Some(p) => {
+                let by_row: Vec<(usize, Verdict)> =
+                    candidates.iter().map(|&(i, v)| (p[i].0, v)).collect();
+                d.explain(&self.x, &emb, &raw, &by_row)?
+            }
+        };
         let context = AlertContext {
             threats: d.threats(),
             model: d.model_version(),
@@ -563,7 +568,7 @@ impl Pipeline {
                 }
             };
             self.next_alert += 1;
-            let (row, within) = picks[i];
+            let (row, within) = pick(i);
             let mut event = alert_event(
                 &context,
                 &metas[i],
