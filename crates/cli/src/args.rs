@@ -97,7 +97,7 @@ pub enum Command {
     /// disk; nftables is a dry run (a script) unless --apply-nftables.
     ///
     /// Example: metaids detect --model cic.model --library threats.json --pcap capture.pcap --alerts eve.json
-    Detect(DetectArgs),
+    Detect(Box<DetectArgs>),
     /// Learn the site's benign traffic: the profile every threshold is calibrated on.
     ///
     /// A model is deployed on a network it was not trained on; without a baseline its thresholds
@@ -209,8 +209,17 @@ pub struct DetectArgs {
     /// threat document written by `metaids threat export`; either must belong to --model.
     #[arg(long)]
     pub library: PathBuf,
+    /// A web-request model (trained on http-requests) beside a flow --model: the captures' flows
+    /// are scored by --model and their HTTP requests (and --access-log, --request-file) by this
+    /// one, into the same alert and verdict files. Each capture is then read twice.
+    #[arg(long, requires = "web_library", conflicts_with = "interface")]
+    pub web_model: Option<PathBuf>,
+    /// The threats armed for --web-model (a library or an exported document of that model).
+    #[arg(long, requires = "web_model")]
+    pub web_library: Option<PathBuf>,
     /// Capture files (pcap or pcapng); each gets its own flow engine. With a web-request model
-    /// (trained on http-requests), the HTTP requests reassembled from them are scored instead.
+    /// (trained on http-requests), the HTTP requests reassembled from them are scored instead;
+    /// with --web-model, both.
     #[arg(long, num_args = 1.., conflicts_with_all = ["flows", "interface"])]
     pub pcap: Vec<PathBuf>,
     /// Web requests from access logs and request files (a model trained on http-requests).

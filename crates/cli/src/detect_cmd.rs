@@ -90,6 +90,77 @@ fn sinks(a: &DetectArgs) -> Result<Vec<Box<dyn Sink>>> {
     Ok(sinks)
 }
 
+/// A model with its armed threats, ready to make a pipeline.
+struct Armed {
+    detector: Detector,
+    /// The site profile in use, or the warning that there is none.
+    site_line: String,
+}
+
+/// Loads `library` for `model` (a threat library's current version, or a document `metaids
+/// threat export` wrote — either refused unless it belongs to the model) and builds its detector.
+fn arm(
+    a: &DetectArgs,
+    model_path: &std::path::Path,
+    model: Arc<metaids_model::ThreatModel>,
+    library: &std::path::Path,
+) -> Result<Armed> {
+    let set = metaids_detect::ArmedThreats::load(library, &model)
+        .with_context(|| format!("cannot load threats from {}", library.display()))?;
+    if set.threats.is_empty() {
+        eprintln!(
+            "note: {} arms no threat: verdicts are benign or unknown anomalies only",
+            library.display()
+        );
+    }
+    let options = DetectorOptions {
+        unknown: !a.no_unknown,
+        unknown_budget: a.unknown_budget,
+        // Alerts name the model as the threat library does: a prefix of its identity.
+        model_version: Some(metaids_detect::model_version(&model)?),
+        ..DetectorOptions::default()
+    };
+    // The site profile, when the library has one, is the benign reference every verdict uses.
+    let site_line = match &set.profile {
+        Some(p) => format!(
+            "site profile: {} calibration rows of the site's benign traffic ({} flows kept), budget {} (threats and unknown rule together), adaptation: {}",
+            p.calibration_rows(),
+            p.flows_kept,
+            p.budget,
+            if p.adaptation.is_some() { "normaliser refit on the baseline" } else { "none" }
+        ),
+        None => format!(
+            "site profile: none — thresholds are calibrated on the model's training data ({} benign rows), not on this network's traffic; expect more false positives until `metaids baseline --model {} --library {} ...` learns the site",
+            model.reference.calibration_rows(),
+            model_path.display(),
+            library.display()
+        ),
+    };
+    if set.profile.is_none() {
+        eprintln!("warning: {site_line}");
+    }
+    let n_threats = set.threats.len();
+    let detector = Detector::from_armed(model, set, options)?;
+    eprintln!(
+        "model {} ({}), {n_threats} armed threat(s), library {} version {}, unknown threshold {}",
+        model_path.display(),
+        detector.model_version(),
+        library.display(),
+        detector.library_version(),
+        detector.unknown_threshold()
+    );
+    Ok(Armed {
+        detector,
+        site_line,
+    })
+}
+
+fn load_model(path: &std::path::Path) -> Result<Arc<metaids_model::ThreatModel>> {
+    Ok(Arc::new(metaids_model::load(path).with_context(|| {
+        format!("cannot load model {}", path.display())
+    })?))
+}
+
 /// Runs the command.
 pub fn run(a: DetectArgs) -> Result<()> {
     if !(a.drift_window.is_finite() && a.drift_window >= 1.0 && a.drift_window <= 1e7) {
@@ -99,11 +170,29 @@ pub fn run(a: DetectArgs) -> Result<()> {
         );
     }
     let started = Instant::now();
-    let model = Arc::new(
-        metaids_model::load(&a.model)
-            .with_context(|| format!("cannot load model {}", a.model.display()))?,
-    );
-    let web = crate::web::is_web_model(&a.model, &model, &a.requests)?;
+    let model = load_model(&a.model)?;
+    let web_model = match (&a.web_model, &a.web_library) {
+        (Some(path), Some(library)) => {
+            let m = load_model(path)?;
+            if m.normaliser.kind != DatasetKind::HttpRequests {
+                bail!(
+                    "--web-model {} was trained on {} data; it must be a model trained with --dataset http-requests",
+                    path.display(),
+                    m.normaliser.kind
+                );
+            }
+            if model.normaliser.kind != DatasetKind::Cic {
+                bail!(
+                    "with --web-model, --model must be a flow model trained with --dataset cic; {} was trained on {} data",
+                    a.model.display(),
+                    model.normaliser.kind
+                );
+            }
+            Some((path.clone(), m, library.clone()))
+        }
+        _ => None,
+    };
+    let web = web_model.is_none() && crate::web::is_web_model(&a.model, &model, &a.requests)?;
     if web && (!a.flows.is_empty() || a.interface.is_some()) {
         bail!(
             "model {} was trained on web-request payloads (http-requests): it scores the HTTP requests of --pcap captures, --access-log and --request-file, not flows (use a model trained with --dataset cic for --flows or --interface)",
@@ -117,45 +206,12 @@ pub fn run(a: DetectArgs) -> Result<()> {
             model.normaliser.kind
         );
     }
-    // A threat library (its current version) or a document `metaids threat export` wrote, either
-    // refused unless it belongs to this model.
     let flow_config = crate::extract::flow_config(&a.flow)?;
-    let set = metaids_detect::ArmedThreats::load(&a.library, &model)
-        .with_context(|| format!("cannot load threats from {}", a.library.display()))?;
-    if set.threats.is_empty() {
-        eprintln!(
-            "note: {} arms no threat: flows are benign or unknown anomalies only",
-            a.library.display()
-        );
-    }
-    let options = DetectorOptions {
-        unknown: !a.no_unknown,
-        unknown_budget: a.unknown_budget,
-        // Alerts name the model as the threat library does: a prefix of its identity.
-        model_version: Some(metaids_detect::model_version(&model)?),
-        ..DetectorOptions::default()
+    let first = arm(&a, &a.model, model, &a.library)?;
+    let second = match web_model {
+        Some((path, m, library)) => Some(arm(&a, &path, m, &library)?),
+        None => None,
     };
-    let n_threats = set.threats.len();
-    // The site profile, when the library has one, is the benign reference every verdict uses.
-    let site_line = match &set.profile {
-        Some(p) => format!(
-            "site profile: {} calibration rows of the site's benign traffic ({} flows kept), budget {} (threats and unknown rule together), adaptation: {}",
-            p.calibration_rows(),
-            p.flows_kept,
-            p.budget,
-            if p.adaptation.is_some() { "normaliser refit on the baseline" } else { "none" }
-        ),
-        None => format!(
-            "site profile: none — thresholds are calibrated on the model's training data ({} benign rows), not on this network's traffic; expect more false positives until `metaids baseline --model {} --library {} --pcap BENIGN.pcap` learns the site",
-            model.reference.calibration_rows(),
-            a.model.display(),
-            a.library.display()
-        ),
-    };
-    if set.profile.is_none() {
-        eprintln!("warning: {site_line}");
-    }
-    let detector = Detector::from_armed(Arc::clone(&model), set, options)?;
     let run_id = a.run_id.clone().unwrap_or_else(|| {
         let us = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -177,20 +233,92 @@ pub fn run(a: DetectArgs) -> Result<()> {
         },
         ..PipelineOptions::default()
     };
-    let mut pipeline = Pipeline::new(detector, sinks(&a)?, popts)?;
-    eprintln!(
-        "model {} ({}), {n_threats} armed threat(s), library version {}, unknown threshold {}",
-        a.model.display(),
-        pipeline.detector().model_version(),
-        pipeline.detector().library_version(),
-        pipeline.detector().unknown_threshold()
-    );
+    let mut pipeline = Pipeline::new(first.detector, sinks(&a)?, popts.clone())?;
     let mut warnings = Vec::new();
     let mut sources: Vec<SourceReport> = Vec::new();
-    let mut web_counts = None;
-    if web {
-        web_counts = Some(requests(&a, &mut pipeline)?);
-    } else if !a.pcap.is_empty() {
+    // Each section of the summary: its lines and its site-profile line.
+    let mut sections = Vec::new();
+    let summary = if web {
+        let counts = requests(&a, &mut pipeline)?;
+        let summary = pipeline.finish()?;
+        sections.push((summary.lines("requests", "http_"), first.site_line));
+        sections.push((request_counts(counts), String::new()));
+        summary
+    } else {
+        flows(&a, &mut pipeline, flow_config, &mut sources, &mut warnings)?;
+        match second {
+            None => {
+                let summary = pipeline.finish()?;
+                sections.push((summary.lines("flows", ""), first.site_line));
+                summary
+            }
+            Some(web) => {
+                // The same sinks go on to score the requests: one alert file, one verdict file.
+                let (flow_summary, relay) = pipeline.relay()?;
+                sections.push((flow_summary.lines("flows", ""), first.site_line));
+                warn_drift(&flow_summary);
+                let mut pipeline = Pipeline::after(web.detector, relay, popts)?;
+                let counts = requests(&a, &mut pipeline)?;
+                let summary = pipeline.finish()?;
+                sections.push((summary.lines("requests", "http_"), web.site_line));
+                sections.push((request_counts(counts), String::new()));
+                summary
+            }
+        }
+    };
+    if !a.quiet {
+        for s in &sources {
+            eprintln!("{}:", s.name);
+            for line in s.counters().lines() {
+                eprintln!("  {line}");
+            }
+        }
+    }
+    for w in &warnings {
+        eprintln!("warning: {w}");
+    }
+    warn_drift(&summary);
+    for s in &summary.sinks {
+        for n in &s.notes {
+            eprintln!("{n}");
+        }
+    }
+    for (lines, site_line) in &sections {
+        print!("{lines}");
+        if !site_line.is_empty() {
+            println!("{site_line}");
+        }
+    }
+    eprintln!("{:.2} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+fn warn_drift(summary: &metaids_detect::Summary) {
+    for w in &summary.drift_messages {
+        eprintln!("warning: {w}");
+    }
+    if summary.drift.warnings as usize > summary.drift_messages.len() {
+        eprintln!(
+            "warning: {} more drift windows (see drift_warnings in the summary)",
+            summary.drift.warnings as usize - summary.drift_messages.len()
+        );
+    }
+}
+
+/// The request reader's counts as summary lines.
+fn request_counts((without, dropped): (u64, u64)) -> String {
+    format!("http_requests_without_values {without}\nhttp_values_not_scored {dropped}\n")
+}
+
+/// Scores the flows of the captures, flow files and live interface.
+fn flows(
+    a: &DetectArgs,
+    pipeline: &mut Pipeline,
+    flow_config: metaids_flow::FlowConfig,
+    sources: &mut Vec<SourceReport>,
+    warnings: &mut Vec<String>,
+) -> Result<()> {
+    if !a.pcap.is_empty() {
         let total: u64 = a
             .pcap
             .iter()
@@ -251,45 +379,12 @@ pub fn run(a: DetectArgs) -> Result<()> {
         pb.finish_and_clear();
     }
     if let Some(interface) = &a.interface {
-        let s = live(&a, interface, &mut pipeline)?;
+        let s = live(a, interface, pipeline)?;
         for w in s.warnings() {
             warnings.push(format!("{}: {w}", s.name));
         }
         sources.push(s);
     }
-    let summary = pipeline.finish()?;
-    if !a.quiet {
-        for s in &sources {
-            eprintln!("{}:", s.name);
-            for line in s.counters().lines() {
-                eprintln!("  {line}");
-            }
-        }
-    }
-    for w in &warnings {
-        eprintln!("warning: {w}");
-    }
-    for w in &summary.drift_messages {
-        eprintln!("warning: {w}");
-    }
-    if summary.drift.warnings as usize > summary.drift_messages.len() {
-        eprintln!(
-            "warning: {} more drift windows (see drift_warnings in the summary)",
-            summary.drift.warnings as usize - summary.drift_messages.len()
-        );
-    }
-    for s in &summary.sinks {
-        for n in &s.notes {
-            eprintln!("{n}");
-        }
-    }
-    print!("{summary}");
-    if let Some((without, dropped)) = web_counts {
-        println!("requests_without_values {without}");
-        println!("values_not_scored {dropped}");
-    }
-    println!("{site_line}");
-    eprintln!("{:.2} s", started.elapsed().as_secs_f64());
     Ok(())
 }
 

@@ -64,7 +64,7 @@ fn main() {
         Command::Worker(a) => kafka_cmd::worker(a),
         Command::KafkaAudit(a) => kafka_cmd::audit(a),
         Command::Train(a) => model_cmd::train(a),
-        Command::Detect(a) => detect_cmd::run(a),
+        Command::Detect(a) => detect_cmd::run(*a),
         Command::Threat(c) => threat_cmd::run(c),
         Command::Feedback(a) => feedback_cmd::run(a),
         Command::Fewshot(a) => fewshot::run(a),

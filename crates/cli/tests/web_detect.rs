@@ -14,6 +14,8 @@ use std::process::{Command, Output};
 
 use metaids_http::params::encode;
 
+mod common;
+
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
@@ -220,8 +222,8 @@ fn requests_are_enrolled_baselined_and_detected_with_their_http_object() {
         "--quiet",
     ]);
     let n_test = n_benign + test_ssti.len();
-    assert!(out.contains(&format!("flows {n_test}\n")), "{out}");
-    assert!(out.contains("requests_without_values 1\n"), "{out}");
+    assert!(out.contains(&format!("http_requests {n_test}\n")), "{out}");
+    assert!(out.contains("http_requests_without_values 1\n"), "{out}");
     let verdict_lines = std::fs::read_to_string(&verdicts).expect("verdicts");
     assert_eq!(verdict_lines.lines().count(), n_test);
 
@@ -290,7 +292,7 @@ fn requests_are_enrolled_baselined_and_detected_with_their_http_object() {
         "--eve-flows",
         "--quiet",
     ]);
-    assert!(out.contains("flows 1\n"), "{out}");
+    assert!(out.contains("http_requests 1\n"), "{out}");
     let records = eve(&from_pcap);
     assert_eq!(
         records.iter().filter(|r| r["event_type"] == "http").count(),
@@ -317,6 +319,8 @@ fn requests_are_enrolled_baselined_and_detected_with_their_http_object() {
             "{r}"
         );
     }
+
+    both_modalities_in_one_run(dir.path(), &model, &library, &pcap, &test, n_test);
 
     let schema: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(repo().join("crates/detect/tests/data/suricata-eve-schema.json"))
@@ -352,4 +356,142 @@ fn requests_are_enrolled_baselined_and_detected_with_their_http_object() {
             assert_eq!(m["truncated"], cut);
         }
     }
+}
+
+/// `detect --model FLOWS --web-model REQUESTS`: a capture's flows and the HTTP requests inside
+/// the captures (and an access log) scored in one run, into one alert file and one verdict file,
+/// with flow numbers and alert ids that never repeat.
+fn both_modalities_in_one_run(
+    dir: &Path,
+    web_model: &str,
+    web_library: &str,
+    http_pcap: &Path,
+    log: &str,
+    log_requests: usize,
+) {
+    let cic = dir.join("cic.model");
+    common::train_small_model(&cic);
+    let cic = cic.display().to_string();
+    let flow_library = dir.join("flows.lib").display().to_string();
+    let ssh = common::shared("pcaps/zeek-traces/ssh/sshguess.pcap");
+    let ssh = ssh.display().to_string();
+    ok(&[
+        "threat",
+        "add",
+        "--model",
+        &cic,
+        "--library",
+        &flow_library,
+        "--name",
+        "SSH guessing",
+        "--category",
+        "brute-force",
+        "--pcap",
+        &ssh,
+        "--select",
+        "dport 22",
+        "--force",
+    ]);
+    // A web model's library is refused as the flow model's, and the other way round.
+    let swapped = metaids(&[
+        "detect",
+        "--model",
+        web_model,
+        "--library",
+        web_library,
+        "--web-model",
+        &cic,
+        "--web-library",
+        &flow_library,
+        "--pcap",
+        &ssh,
+        "--alerts",
+        &dir.join("swapped.eve").display().to_string(),
+    ]);
+    assert!(!swapped.status.success());
+    assert!(
+        String::from_utf8_lossy(&swapped.stderr).contains("--dataset http-requests"),
+        "{}",
+        String::from_utf8_lossy(&swapped.stderr)
+    );
+
+    let alerts = dir.join("both.eve");
+    let verdicts = dir.join("both.jsonl");
+    let http_pcap = http_pcap.display().to_string();
+    let out = ok(&[
+        "detect",
+        "--model",
+        &cic,
+        "--library",
+        &flow_library,
+        "--web-model",
+        web_model,
+        "--web-library",
+        web_library,
+        "--pcap",
+        &ssh,
+        &http_pcap,
+        "--access-log",
+        log,
+        "--alerts",
+        &alerts.display().to_string(),
+        "--verdicts",
+        &verdicts.display().to_string(),
+        "--dedup-max",
+        "1000000",
+        "--run-id",
+        "both",
+        "--quiet",
+    ]);
+    let counter = |name: &str| -> u64 {
+        out.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {out}"))
+    };
+    let flows = counter("flows");
+    // The access log's requests and the one request of the HTTP capture.
+    let requests = log_requests as u64 + 1;
+    assert!(flows > 10, "{out}");
+    assert_eq!(counter("http_requests"), requests, "{out}");
+    assert!(counter("threat[SSH guessing]") >= 1, "{out}");
+    assert!(counter("http_threat[ssti]") >= 1, "{out}");
+    assert_eq!(
+        counter("alerts_written"),
+        counter("alerts") + counter("http_alerts"),
+        "{out}"
+    );
+    assert!(!dir.join("both.eve.partial").exists());
+
+    // One verdict line per flow and per request, numbered 1.. without a repeat.
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&verdicts)
+        .expect("verdicts")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("verdict line"))
+        .collect();
+    assert_eq!(lines.len() as u64, flows + requests);
+    let mut seqs: Vec<u64> = lines
+        .iter()
+        .map(|l| l["seq"].as_u64().expect("seq"))
+        .collect();
+    seqs.sort_unstable();
+    assert_eq!(seqs, (1..=flows + requests).collect::<Vec<_>>());
+
+    // Flow alerts and request alerts in the same file, every id once.
+    let records = eve(&alerts);
+    assert_eq!(records.len() as u64, counter("alerts_written"));
+    let ids: HashSet<&str> = records
+        .iter()
+        .map(|r| {
+            r["alert"]["context"]["metaids"]["alert_id"]
+                .as_str()
+                .expect("alert id")
+        })
+        .collect();
+    assert_eq!(ids.len(), records.len(), "alert ids repeat");
+    assert!(records
+        .iter()
+        .any(|r| r["alert"]["signature"] == "metaids SSH guessing" && r["dest_port"] == 22));
+    assert!(records
+        .iter()
+        .any(|r| r["alert"]["signature"] == "metaids ssti" && r["app_proto"] == "http"));
 }

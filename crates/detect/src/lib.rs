@@ -61,7 +61,7 @@ pub use forward::{ForwardSink, Target as ForwardTarget};
 pub use metaids_decide::{Threat, SIGNATURE_BASE, UNKNOWN_SIGNATURE_ID};
 pub use metaids_library::{ArmedThreats, ThreatOrigin};
 pub use nft::{NftConfig, NftablesSink};
-pub use pipeline::{AlertIds, Pipeline, PipelineOptions, Summary, LIVE_BATCH_INTERVAL};
+pub use pipeline::{AlertIds, Pipeline, PipelineOptions, Relay, Summary, LIVE_BATCH_INTERVAL};
 pub use sink::{
     push_verdict_line, Alert, Batch, Counter, EveSink, Sink, SinkReport, Stage, StreamFile,
     VerdictLine, VerdictSink,

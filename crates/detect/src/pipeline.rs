@@ -135,38 +135,75 @@ impl Summary {
     }
 }
 
-impl fmt::Display for Summary {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "flows {}", self.flows)?;
-        writeln!(f, "benign {}", self.benign)?;
-        writeln!(f, "threat {}", self.threat_total())?;
+impl Summary {
+    /// The counters as `name value` lines, the first counting `unit` (`flows`, or `requests` for
+    /// a web-request model's run), every name after `prefix`; then the sinks' counters, unprefixed
+    /// (a run with two pipelines has one set of sinks).
+    pub fn lines(&self, unit: &str, prefix: &str) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::new();
+        let mut line = |name: &str, value: &dyn fmt::Display| {
+            let _ = writeln!(out, "{prefix}{name} {value}");
+        };
+        line(unit, &self.flows);
+        line("benign", &self.benign);
+        line("threat", &self.threat_total());
         for (name, n) in &self.threats {
-            writeln!(f, "threat[{name}] {n}")?;
+            line(&format!("threat[{name}]"), n);
         }
-        writeln!(f, "unknown {}", self.unknown)?;
-        writeln!(f, "alerts {}", self.alerts)?;
-        writeln!(f, "suppressed {}", self.suppressed)?;
-        writeln!(f, "batches {}", self.batches)?;
+        line("unknown", &self.unknown);
+        line("alerts", &self.alerts);
+        line("suppressed", &self.suppressed);
+        line("batches", &self.batches);
         if let (Some(secs), Some(per_day)) = (self.traffic_seconds(), self.alerts_per_day()) {
-            writeln!(f, "traffic_seconds {secs:.1}")?;
-            writeln!(f, "flows_per_second {:.2}", self.flows as f64 / secs)?;
-            writeln!(f, "alerts_per_day {per_day:.0}")?;
+            line("traffic_seconds", &format_args!("{secs:.1}"));
+            line(
+                &format!("{unit}_per_second"),
+                &format_args!("{:.2}", self.flows as f64 / secs),
+            );
+            line("alerts_per_day", &format_args!("{per_day:.0}"));
         }
         let d = &self.drift;
-        writeln!(f, "drift_windows {}", d.closed)?;
-        writeln!(f, "drift_warnings {}", d.warnings)?;
+        line("drift_windows", &d.closed);
+        line("drift_warnings", &d.warnings);
         if let Some(ks) = d.max_ks(self.drift_config.min_flows) {
-            writeln!(f, "drift_max_ks {ks:.3}")?;
+            line("drift_max_ks", &format_args!("{ks:.3}"));
         }
         if let Some(u) = d.max_unknown_share(self.drift_config.min_flows) {
-            writeln!(f, "drift_max_unknown_share {u:.4}")?;
+            line("drift_max_unknown_share", &format_args!("{u:.4}"));
         }
         for s in &self.sinks {
             for (k, v) in &s.counters {
-                writeln!(f, "{} {v}", k.name())?;
+                let _ = writeln!(out, "{} {v}", k.name());
             }
         }
-        Ok(())
+        out
+    }
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.lines("flows", ""))
+    }
+}
+
+/// The sinks and counters one pipeline hands to the next of the same run ([`Pipeline::relay`]).
+pub struct Relay {
+    sinks: Vec<Box<dyn Sink>>,
+    next_flow: u64,
+    next_alert: u64,
+}
+
+impl fmt::Debug for Relay {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Relay")
+            .field(
+                "sinks",
+                &self.sinks.iter().map(|s| s.name()).collect::<Vec<_>>(),
+            )
+            .field("next_flow", &self.next_flow)
+            .field("next_alert", &self.next_alert)
+            .finish()
     }
 }
 
@@ -608,9 +645,35 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Runs the last batch, finishes every sink (renames outputs, drains the webhook queue) and
-    /// returns the counters. Every sink is finished even when one fails; the first error is returned.
-    pub fn finish(mut self) -> Result<Summary> {
+    /// Runs the last batch and closes the drift window, then hands the sinks, unfinished, to the
+    /// next pipeline of the same run ([`Pipeline::after`]): a detect run scoring a capture's flows
+    /// with a flow model and its HTTP requests with a web-request model writes one alert file, one
+    /// verdict file and one nftables script, with flow numbers and alert ids that do not repeat.
+    /// The summary has no sink counters; the last pipeline's [`Pipeline::finish`] reports them.
+    /// On an error the sinks are dropped unfinished (a partial output is removed, never renamed).
+    pub fn relay(mut self) -> Result<(Summary, Relay)> {
+        self.close()?;
+        Ok((
+            self.summary,
+            Relay {
+                sinks: self.sinks,
+                next_flow: self.next_flow,
+                next_alert: self.next_alert,
+            },
+        ))
+    }
+
+    /// A pipeline that goes on from `relay`: its sinks, and flow numbers and alert ids after the
+    /// previous pipeline's.
+    pub fn after(detector: Detector, relay: Relay, options: PipelineOptions) -> Result<Self> {
+        let mut p = Pipeline::new(detector, relay.sinks, options)?;
+        p.next_flow = relay.next_flow;
+        p.next_alert = relay.next_alert;
+        Ok(p)
+    }
+
+    /// Runs the last batch and closes the drift window.
+    fn close(&mut self) -> Result<()> {
         let flushed = self.flush();
         if let Some(w) = self.drift.close() {
             if w.warned && self.drift_warnings.len() < MAX_DRIFT_MESSAGES {
@@ -619,7 +682,13 @@ impl Pipeline {
         }
         self.summary.drift = self.drift.report().clone();
         self.summary.drift_messages = std::mem::take(&mut self.drift_warnings);
-        let mut first_err = flushed.err();
+        flushed
+    }
+
+    /// Runs the last batch, finishes every sink (renames outputs, drains the webhook queue) and
+    /// returns the counters. Every sink is finished even when one fails; the first error is returned.
+    pub fn finish(mut self) -> Result<Summary> {
+        let mut first_err = self.close().err();
         for s in &mut self.sinks {
             match s.finish() {
                 Ok(r) => self.summary.sinks.push(r),
@@ -647,6 +716,29 @@ mod tests {
             score,
             ..Verdict::default()
         }
+    }
+
+    #[test]
+    fn summary_lines_name_their_unit_and_keep_sink_counters_unprefixed() {
+        let mut s = Summary {
+            flows: 3,
+            benign: 2,
+            unknown: 1,
+            ..Summary::default()
+        };
+        s.threats.insert("ssti".into(), 0);
+        s.sinks.push(SinkReport {
+            sink: "eve".into(),
+            counters: vec![(Counter::AlertsWritten, 1)],
+            notes: Vec::new(),
+        });
+        let flows = s.to_string();
+        assert!(flows.starts_with("flows 3\nbenign 2\nthreat 0\nthreat[ssti] 0\nunknown 1\n"));
+        let requests = s.lines("requests", "http_");
+        assert!(requests.starts_with("http_requests 3\nhttp_benign 2\nhttp_threat 0\n"));
+        assert!(requests.contains("http_threat[ssti] 0\n"));
+        assert!(requests.ends_with("\nalerts_written 1\n"), "{requests}");
+        assert_eq!(flows.lines().count(), requests.lines().count());
     }
 
     #[test]
