@@ -121,6 +121,8 @@ fn builtin_split(kind: DatasetKind, fold: u8) -> Option<(&'static str, &'static 
 /// Data, validated and loaded.
 struct Loaded {
     frame: FlowFrame,
+    /// For web-request payloads: libinjection's decision on each row's payload.
+    signatures: Option<Vec<bool>>,
     skips: SkipLog,
     files: Vec<PathBuf>,
     spec: SplitSpec,
@@ -182,10 +184,12 @@ fn load(args: &DataArgs) -> Result<Loaded> {
             OnBadRow::Skip => BadRowPolicy::Skip,
         },
     };
-    let (frame, skips) = if kind == DatasetKind::HttpRequests {
-        (http_frame(&files)?, SkipLog::default())
+    let (frame, signatures, skips) = if kind == DatasetKind::HttpRequests {
+        let (frame, signatures) = http_frame(&files)?;
+        (frame, Some(signatures), SkipLog::default())
     } else {
-        read_files(&files, &opts)?
+        let (frame, skips) = read_files(&files, &opts)?;
+        (frame, None, skips)
     };
     if skips.skipped > 0 {
         eprintln!("skipped {} malformed row(s); first ones:", skips.skipped);
@@ -205,6 +209,7 @@ fn load(args: &DataArgs) -> Result<Loaded> {
     }
     Ok(Loaded {
         frame,
+        signatures,
         skips,
         files,
         spec,
@@ -214,15 +219,26 @@ fn load(args: &DataArgs) -> Result<Loaded> {
 }
 
 /// Web-request payload files (`family,source,payload`, plain or `.gz`) as one frame of the
-/// `http-requests` layout; a bad row is an error naming its file and line.
-fn http_frame(files: &[PathBuf]) -> Result<FlowFrame> {
+/// `http-requests` layout, with libinjection's decision on each payload (the signature baseline);
+/// a bad row is an error naming its file and line.
+fn http_frame(files: &[PathBuf]) -> Result<(FlowFrame, Vec<bool>)> {
     let mut frame = FlowFrame::new(DatasetKind::HttpRequests.layout());
+    let mut flags = Vec::new();
+    let mut failed = 0usize;
     for path in files {
         let (name, input) = requests_cmd::open_named(path)?;
         let payloads = metaids_http::payloads::read_payloads(input, &name)?;
         metaids_http::features::push_payloads(&mut frame, &name, &payloads);
+        for p in &payloads {
+            let s = metaids_http::signature::libinjection(p.payload.as_bytes());
+            failed += usize::from(s.failed);
+            flags.push(s.flagged());
+        }
     }
-    Ok(frame)
+    if failed > 0 {
+        eprintln!("note: libinjection failed on {failed} payload(s), counted as not flagged");
+    }
+    Ok((frame, flags))
 }
 
 fn eval_config(p: &ProtocolArgs) -> Result<EvalConfig> {
@@ -291,6 +307,7 @@ fn filter_methods(
             "knn+shots" => "knn+shots",
             "random-forest (zero-shot)" => "forest",
             "random-forest+shots" => "forest+shots",
+            "libinjection (signatures)" => "libinjection",
             "protonet (zero-shot)" => "protonet-zero-shot",
             other => other,
         };
@@ -301,7 +318,7 @@ fn filter_methods(
             bail!("method {n:?} needs a trained model: add --model MODEL (see `metaids train`)");
         }
         if !all.iter().any(|m| key(&m.name()) == *n) {
-            bail!("unknown method {n:?}: expected nearest-centroid, knn, knn+shots, forest, forest+shots, forest@budget, forest+shots@budget, tfidf-logreg+shots@budget (http-requests only), protonet, protonet+known, protonet+unknown, protonet+finetune, protonet-zero-shot");
+            bail!("unknown method {n:?}: expected nearest-centroid, knn, knn+shots, forest, forest+shots, forest@budget, forest+shots@budget, tfidf-logreg+shots@budget, libinjection (http-requests only), protonet, protonet+known, protonet+unknown, protonet+finetune, protonet-zero-shot");
         }
     }
     Ok(all
@@ -336,6 +353,14 @@ fn run_benchmark_seeded(
         PreprocessConfig::default(),
         BaselineConfig::default(),
     )?;
+    let bench = match &loaded.signatures {
+        Some(flags) => bench.with_signatures(metaids_eval::SignatureBaseline::new(
+            "libinjection (signatures)",
+            "libinjection's SQLi fingerprints and XSS detector on the payload text (a Rust port), no training and no shots: one fixed operating point",
+            flags.clone(),
+        )),
+        None => bench,
+    };
     // With seeded models the model rows come from them; the names split into the two sets.
     let (model_names, baseline_names): (Vec<String>, Vec<String>) = p
         .methods

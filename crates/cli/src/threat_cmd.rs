@@ -357,6 +357,7 @@ fn from_flow_file(path: &Path, a: &ThreatAddArgs, model: &ThreatModel) -> Result
     let frame = if model.normaliser.kind == DatasetKind::HttpRequests {
         crate::http_frame(&[path.to_path_buf()])
             .context("reading payloads for a web-request model (family,source,payload)")?
+            .0
     } else {
         let opts = ReadOptions {
             dataset: Some(model.normaliser.kind),

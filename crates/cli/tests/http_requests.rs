@@ -36,7 +36,7 @@ fn payload_families_are_evaluated_like_flow_families() {
         "--episodes",
         "3",
         "--methods",
-        "nearest-centroid,tfidf-logreg+shots@budget",
+        "nearest-centroid,tfidf-logreg+shots@budget,libinjection",
         "--quiet",
         "--json",
     ];
@@ -83,6 +83,27 @@ fn payload_families_are_evaluated_like_flow_families() {
         tfidf["macro_f1"]["mean"].as_f64().expect("f1") > 0.5,
         "{tfidf}"
     );
+    // The signature baseline: the same rows flagged in every task, no benign pool row; of the
+    // novel families, XXE's markup trips its XSS detector and template injection nothing.
+    let sig = report["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .find(|m| m["method"] == "libinjection (signatures)")
+        .expect("libinjection row");
+    let family = |name: &str| -> f64 {
+        sig["per_family"]
+            .as_array()
+            .expect("per family")
+            .iter()
+            .find(|f| f["family"] == name)
+            .unwrap_or_else(|| panic!("{name} in {sig}"))["recall"]["mean"]
+            .as_f64()
+            .expect("recall")
+    };
+    assert!(family("xxe") > 0.5, "{sig}");
+    assert_eq!(family("ssti"), 0.0, "{sig}");
+    assert_eq!(sig["fpr"]["mean"].as_f64(), Some(0.0), "{sig}");
     // K = 5 needs 15 rows: every novel family qualifies.
     assert_eq!(r["per_family"].as_array().expect("per family").len(), 6);
 

@@ -13,6 +13,7 @@ pub mod method;
 pub mod protocol;
 pub mod protonet;
 pub mod report;
+pub mod signature;
 pub mod site;
 pub mod standard;
 pub mod tfidf;
@@ -31,6 +32,7 @@ pub use protonet::ProtoNetMethod;
 pub use report::{
     DataFile, FamilySize, NovelSiblings, Protocol, Report, RoleDuplicates, TwinsRemoved,
 };
+pub use signature::SignatureBaseline;
 pub use tfidf::TfidfLogReg;
 
 /// A prepared benchmark: split, preprocessing and episodes, ready for any method.
@@ -58,6 +60,7 @@ pub struct Benchmark<'a> {
     pub novel_siblings: Vec<NovelSiblings>,
     split_file: String,
     split_sha256: String,
+    signatures: Option<SignatureBaseline>,
 }
 
 /// Duplicate counts per split role, twins looked up in the training rows.
@@ -165,7 +168,15 @@ impl<'a> Benchmark<'a> {
                 .collect(),
             split_file: split_file.to_string(),
             split_sha256: split_hash(spec_text),
+            signatures: None,
         })
+    }
+
+    /// Adds a signature detector (fixed decisions per frame row, e.g. libinjection's on web
+    /// payloads) to the baselines.
+    pub fn with_signatures(mut self, signatures: SignatureBaseline) -> Self {
+        self.signatures = Some(signatures);
+        self
     }
 
     /// The classical baselines, in report order.
@@ -183,6 +194,9 @@ impl<'a> Benchmark<'a> {
         // Web-request payloads: the classical text baseline on their n-gram counts.
         if self.frame.layout.kind == metaids_core::DatasetKind::HttpRequests {
             all.push(Box::new(TfidfLogReg::new(b, self.config.fpr_budget)));
+        }
+        if let Some(s) = &self.signatures {
+            all.push(Box::new(s.clone()));
         }
         all
     }

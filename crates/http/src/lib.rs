@@ -16,6 +16,7 @@
 //!   values and attack strings by family), read from any `Read`.
 //! - [`request_file`]: files of raw requests one after another, as public request datasets ship
 //!   them (CSIC 2010), read with bounded memory; a bad request named by line or skipped and counted.
+//! - [`signature`]: libinjection's SQLi and XSS signatures (a Rust port), the signature baseline.
 //! - [`stream`]: requests reassembled from the client side of TCP connections in a capture
 //!   (retransmissions, overlaps and reordering handled, memory bounded, skips counted).
 //!
@@ -28,6 +29,7 @@ pub mod params;
 pub mod payloads;
 pub mod raw;
 pub mod request_file;
+pub mod signature;
 pub mod stream;
 
 /// One HTTP request as the detectors see it: the request line, the headers in order and the body
