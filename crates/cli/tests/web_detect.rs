@@ -475,6 +475,9 @@ fn both_modalities_in_one_run(
         .collect();
     seqs.sort_unstable();
     assert_eq!(seqs, (1..=flows + requests).collect::<Vec<_>>());
+    // A request's line says so (it carries its connection's addresses and flow id).
+    let http_lines = lines.iter().filter(|l| l["app_proto"] == "http").count() as u64;
+    assert_eq!(http_lines, requests);
 
     // Flow alerts and request alerts in the same file, every id once.
     let records = eve(&alerts);

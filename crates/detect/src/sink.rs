@@ -305,6 +305,11 @@ pub struct VerdictLine {
     pub score: f32,
     /// Percentile among benign calibration rows.
     pub confidence: f32,
+    /// `"http"` for a web request's verdict (absent for a flow's): a run that scores a capture's
+    /// flows and its requests writes both to one file, and a request carries its connection's
+    /// addresses, ports and flow id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_proto: Option<String>,
 }
 
 /// Every flow's verdict as JSON lines (before deduplication).
@@ -334,6 +339,7 @@ impl VerdictLine {
             distance: v.distance.is_finite().then_some(v.distance),
             score: if v.score.is_finite() { v.score } else { 0.0 },
             confidence: v.confidence,
+            app_proto: f.http.as_ref().map(|_| "http".to_string()),
         }
     }
 }
@@ -419,6 +425,9 @@ pub fn push_verdict_line(
     push_f32(buf, if v.score.is_finite() { v.score } else { 0.0 });
     buf.extend_from_slice(b",\"confidence\":");
     push_f32(buf, v.confidence);
+    if f.http.is_some() {
+        buf.extend_from_slice(b",\"app_proto\":\"http\"");
+    }
     buf.extend_from_slice(b"}\n");
     Ok(())
 }
@@ -532,6 +541,7 @@ mod tests {
                 0f32..=1.0,
             ),
             proptest::option::of("[ -~\\PC\u{1}\u{1f}]{0,16}"),
+            proptest::bool::ANY,
         )
             .prop_map(
                 |(
@@ -539,6 +549,7 @@ mod tests {
                     (start, source, index),
                     (kind, t, d, sc, conf),
                     threat,
+                    request,
                 )| {
                     let meta = FlowMeta {
                         flow_id,
@@ -559,7 +570,8 @@ mod tests {
                             source: std::sync::Arc::from(source.as_str()),
                             index,
                         },
-                        http: None,
+                        http: request
+                            .then(|| std::sync::Arc::new(crate::eve::HttpFacts::default())),
                     };
                     let verdict = Verdict {
                         kind: [
@@ -590,6 +602,7 @@ mod tests {
             proptest::prop_assert_eq!(String::from_utf8_lossy(&fast), String::from_utf8_lossy(&slow));
             let back: VerdictLine = serde_json::from_slice(&fast).expect("parses");
             proptest::prop_assert_eq!(back.seq, meta.seq);
+            proptest::prop_assert_eq!(back.app_proto.is_some(), meta.http.is_some());
         }
     }
 }
