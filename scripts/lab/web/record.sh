@@ -12,7 +12,8 @@
 # leaves the namespace. Every step is bounded: a fixed number of replayed requests, sqlmap under a
 # timeout, the shop stopping after an hour at most.
 #
-# Captures: benign-baseline.pcap (2,000 requests of normalTrafficTraining with a query or body),
+# Captures: benign-baseline.pcap (BASELINE_REQUESTS, default 2,000, requests of normalTrafficTraining with a
+# query or body; 12,000 let a baseline calibrate a per-request budget of 0.001),
 # benign-test.pcap (4,000 of normalTrafficTest), sqlmap-enrol.pcap (one sqlmap run on parameter id)
 # and sqlmap-test.pcap (a second run, its session flushed, at level 2 and risk 2, with the enumeration
 # sqlmap does after finding the injection: banner, tables, a table dumped).
@@ -61,7 +62,8 @@ capture() {  # capture NAME COMMAND…: the namespace's loopback while COMMAND r
 
 URL="http://127.0.0.1:$PORT/tienda1/publico/anadir.jsp?id=1&nombre=Queso&precio=12&cantidad=2&B1=A%F1adir"
 SQ=(--batch --flush-session --disable-coloring --timeout 5 --retries 1 --threads 1 --output-dir "$OUT/sqlmap")
-capture benign-baseline in_ns python3 "$HERE/replay.py" "$OUT/normalTrafficTraining.jsonl" --port $PORT -n 2000
+capture benign-baseline in_ns python3 "$HERE/replay.py" "$OUT/normalTrafficTraining.jsonl" --port $PORT \
+    -n "${BASELINE_REQUESTS:-2000}"
 capture benign-test in_ns python3 "$HERE/replay.py" "$OUT/normalTrafficTest.jsonl" --port $PORT -n 4000
 capture sqlmap-enrol in_ns timeout 600 $SQLMAP -u "$URL" -p id --technique=BEU "${SQ[@]}"
 capture sqlmap-test in_ns timeout 900 $SQLMAP -u "$URL" -p id --technique=BEU --level 2 --risk 2 \
