@@ -375,6 +375,12 @@ pub struct BaselineArgs {
     /// share of the window's requests is flagged.
     #[arg(long, default_value_t = 0.01)]
     pub budget: f64,
+    /// Calibrate so that the budget holds with this confidence (e.g. 0.95) rather than on
+    /// average: each half of the budget (threats, unknown rule) is calibrated at the largest rate
+    /// whose exact binomial upper bound on the calibration rows is that half, which flags less and
+    /// needs a longer baseline. Default: the calibration rows' own rate is the budget.
+    #[arg(long)]
+    pub confidence: Option<f64>,
     /// Largest share of the baseline flows one source address may contribute.
     #[arg(long, default_value_t = 0.1)]
     pub per_source_cap: f64,

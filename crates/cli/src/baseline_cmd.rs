@@ -162,6 +162,7 @@ pub fn run(a: BaselineArgs) -> Result<()> {
         prototype_share: a.prototype_share,
         seed: a.seed,
         force: a.force,
+        confidence: a.confidence,
         ..ProfileOptions::default()
     };
     let adapt = match a
@@ -237,6 +238,13 @@ pub fn run(a: BaselineArgs) -> Result<()> {
         profile.calibration_rows(),
         metaids_decide::site::smallest_budget(profile.calibration_rows())
     );
+    if let Some(c) = a.confidence {
+        println!(
+            "confidence {c}: budget {budget} calibrated at {:.6} on the calibration rows, so that it holds with {c} \
+             for threats and for the unknown rule alike (exact binomial upper bound on each half)",
+            profile.budget
+        );
+    }
     for s in &profile.capped {
         println!(
             "  capped source {}: {} flows offered, {} kept",

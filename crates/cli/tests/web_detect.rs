@@ -184,6 +184,28 @@ fn requests_are_enrolled_baselined_and_detected_with_their_http_object() {
         "{out}"
     );
 
+    // With a confidence the budget is calibrated lower, so that it holds with that probability.
+    let held = ok(&[
+        "baseline",
+        "--model",
+        &model,
+        "--library",
+        &library,
+        "--request-file",
+        &baseline,
+        "--confidence",
+        "0.95",
+        "--update",
+        "--dry-run",
+    ]);
+    let calibrated: f64 = held
+        .lines()
+        .find_map(|l| l.strip_prefix("confidence 0.95: budget 0.005 calibrated at "))
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{held}"));
+    assert!(calibrated > 0.0 && calibrated < 0.005, "{held}");
+
     // A web-request model scores requests, not flows.
     let wrong = metaids(&[
         "detect",

@@ -47,6 +47,10 @@ pub struct ProfileOptions {
     pub seed: u64,
     /// Accept a budget the calibration rows cannot support.
     pub force: bool,
+    /// Calibrate so that the budget holds with this confidence (each half — threats, unknown rule —
+    /// at the exact binomial upper bound, [`held_budget`]) rather than on average; `None`: the
+    /// calibration rows' own rate equals the budget.
+    pub confidence: Option<f64>,
 }
 
 impl Default for ProfileOptions {
@@ -58,6 +62,7 @@ impl Default for ProfileOptions {
             prototypes: 16,
             seed: 2026,
             force: false,
+            confidence: None,
         }
     }
 }
@@ -190,6 +195,69 @@ pub fn smallest_budget(n: usize) -> f64 {
     10.0 / n.max(1) as f64
 }
 
+/// `P(X ≤ k)` for `X ~ Binomial(n, p)`, summed in log space (no underflow at large `n`).
+fn binomial_cdf(k: usize, n: usize, p: f64) -> f64 {
+    if p <= 0.0 {
+        return 1.0;
+    }
+    if p >= 1.0 {
+        return if k >= n { 1.0 } else { 0.0 };
+    }
+    let (ln_q, ln_odds) = ((-p).ln_1p(), (p / (1.0 - p)).ln());
+    let mut log_pmf = n as f64 * ln_q;
+    let mut max = log_pmf;
+    let mut terms = Vec::with_capacity(k.min(n) + 1);
+    terms.push(log_pmf);
+    for i in 0..k.min(n) {
+        log_pmf += ((n - i) as f64 / (i + 1) as f64).ln() + ln_odds;
+        max = max.max(log_pmf);
+        terms.push(log_pmf);
+    }
+    let sum: f64 = terms.iter().map(|t| (t - max).exp()).sum();
+    (max + sum.ln()).exp().min(1.0)
+}
+
+/// The exact (Clopper–Pearson) one-sided upper confidence bound on a rate seen `k` times in `n`
+/// rows, at `confidence`: the rate `p` with `P(X ≤ k) = 1 − confidence`.
+pub fn rate_upper_bound(k: usize, n: usize, confidence: f64) -> f64 {
+    if n == 0 || k >= n {
+        return 1.0;
+    }
+    let alpha = 1.0 - confidence;
+    let (mut lo, mut hi) = (k as f64 / n as f64, 1.0);
+    for _ in 0..100 {
+        let mid = 0.5 * (lo + hi);
+        if binomial_cdf(k, n, mid) > alpha {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    hi
+}
+
+/// The budget to calibrate `n` rows at so that `budget` holds with `confidence`: `k / n` for the
+/// largest `k` whose upper confidence bound ([`rate_upper_bound`]) is within `budget`. `None` when
+/// even no flagged row would not show it (too few rows: about `ln(1/(1 − confidence)) / budget`
+/// are needed).
+pub fn held_budget(budget: f64, n: usize, confidence: f64) -> Option<f64> {
+    let fits = |k: usize| rate_upper_bound(k, n, confidence) <= budget;
+    if n == 0 || !fits(0) {
+        return None;
+    }
+    // The bound grows with k: the largest k that fits, by bisection on [0, budget·n].
+    let (mut lo, mut hi) = (0usize, (budget * n as f64).floor() as usize);
+    while lo < hi {
+        let mid = lo + (hi - lo).div_ceil(2);
+        if fits(mid) {
+            lo = mid;
+        } else {
+            hi = mid - 1;
+        }
+    }
+    Some(lo as f64 / n as f64)
+}
+
 /// Calibration rows (hence flows, at the default prototype share) a budget needs.
 pub fn rows_needed(budget: f64) -> usize {
     (10.0 / budget).ceil() as usize
@@ -259,6 +327,30 @@ impl SiteProfile {
                 ),
             ));
         }
+        // With a confidence, each half of the budget is calibrated at the rate whose upper bound
+        // is that half (so, by the union bound, the whole holds with at least 2·confidence − 1).
+        let b = match options.confidence {
+            None => b,
+            Some(c) if !(c.is_finite() && (0.5..1.0).contains(&c)) => {
+                return Err(DecideError::invalid(
+                    "confidence",
+                    format!("{c}: expected a probability in [0.5, 1)"),
+                ))
+            }
+            Some(c) => match held_budget(b / 2.0, n_cal, c) {
+                Some(half) if half > 0.0 || options.force => 2.0 * half,
+                _ => {
+                    let needed = ((1.0 / (1.0 - c)).ln() / (b / 2.0)).ceil() as usize;
+                    return Err(DecideError::invalid(
+                        "budget",
+                        format!(
+                            "{b} with confidence {c}: {n_cal} calibration rows cannot show it (not even with no row flagged; about {needed} are needed). \
+                             Record a longer baseline, raise the budget, or lower the confidence"
+                        ),
+                    ));
+                }
+            },
+        };
         let gather = |rows: &[usize]| -> Vec<f32> {
             rows.iter()
                 .flat_map(|&r| embeddings[r * dim..(r + 1) * dim].iter().copied())
@@ -481,6 +573,85 @@ pub fn calibrate_jointly(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_rate_upper_bound_is_clopper_pearson() {
+        // No flag in n rows: 1 − (1 − c)^(1/n), in closed form.
+        let ub = rate_upper_bound(0, 100, 0.95);
+        assert!((ub - (1.0 - 0.05f64.powf(0.01))).abs() < 1e-9, "{ub}");
+        // k flags: the rate at which k or fewer happen with probability 1 − c.
+        for (k, n) in [(5usize, 1000usize), (12, 63_000), (3000, 60_000)] {
+            let ub = rate_upper_bound(k, n, 0.95);
+            assert!(ub > k as f64 / n as f64);
+            assert!(
+                (binomial_cdf(k, n, ub) - 0.05).abs() < 1e-6,
+                "{k}/{n}: {ub}"
+            );
+        }
+        // Five flags in a thousand: the one-sided 95% bound is about 1.05%.
+        assert!((rate_upper_bound(5, 1000, 0.95) - 0.01051).abs() < 5e-5);
+    }
+
+    #[test]
+    fn a_held_budget_is_the_largest_rate_whose_bound_fits() {
+        for (budget, n) in [(0.0005f64, 63_000usize), (0.005, 4_000), (0.025, 60_000)] {
+            let held = held_budget(budget, n, 0.95).expect("enough rows");
+            let k = (held * n as f64).round() as usize;
+            assert!(held < budget);
+            assert!(rate_upper_bound(k, n, 0.95) <= budget);
+            assert!(
+                rate_upper_bound(k + 1, n, 0.95) > budget,
+                "{budget} {n}: {k}"
+            );
+        }
+        // 0.001 from 1,000 rows: even no flag leaves a bound of 0.3%.
+        assert_eq!(held_budget(0.001, 1_000, 0.95), None);
+    }
+
+    #[test]
+    fn a_profile_with_a_confidence_calibrates_below_the_budget_and_refuses_too_few_rows() {
+        let (e, sources) = benign(4_000, 100);
+        let dim = 2;
+        let o = ProfileOptions {
+            budget: 0.02,
+            per_source_cap: 1.0,
+            ..ProfileOptions::default()
+        };
+        let plain = SiteProfile::learn(&e, dim, &sources, o).expect("plain");
+        let held = SiteProfile::learn(
+            &e,
+            dim,
+            &sources,
+            ProfileOptions {
+                confidence: Some(0.95),
+                ..o
+            },
+        )
+        .expect("held");
+        assert_eq!(plain.budget, 0.02);
+        assert!(held.budget < 0.02 && held.budget > 0.005, "{}", held.budget);
+        let too_few = SiteProfile::learn(
+            &e,
+            dim,
+            &sources,
+            ProfileOptions {
+                budget: 0.004,
+                confidence: Some(0.99),
+                ..o
+            },
+        );
+        assert!(too_few.is_err());
+        assert!(SiteProfile::learn(
+            &e,
+            dim,
+            &sources,
+            ProfileOptions {
+                confidence: Some(1.0),
+                ..o
+            }
+        )
+        .is_err());
+    }
     use crate::threat::ThreatDraft;
     use proptest::prelude::*;
 
