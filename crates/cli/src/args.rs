@@ -1209,6 +1209,9 @@ pub struct SiteEvalArgs {
     /// Largest share of the baseline flows one source address may contribute (as `baseline`).
     #[arg(long, default_value_t = 0.1)]
     pub per_source_cap: f64,
+    /// Calibrate so that each budget holds with this confidence (as `baseline --confidence`).
+    #[arg(long)]
+    pub confidence: Option<f64>,
     /// Calibrate budgets the baseline cannot support instead of reporting them refused.
     #[arg(long)]
     pub force: bool,

@@ -323,6 +323,7 @@ pub fn run(a: SiteEvalArgs) -> Result<()> {
         baseline_max: a.baseline_max,
         profile: ProfileOptions {
             per_source_cap: a.per_source_cap,
+            confidence: a.confidence,
             ..ProfileOptions::default()
         },
         force: a.force,

@@ -96,6 +96,35 @@ fn the_site_protocol_on_the_lab_captures() {
         );
     }
 
+    // The same draws with the budget held at 95% confidence: calibrated lower, so no more benign
+    // flows flagged than on average, and the protocol says so.
+    let held = dir.path().join("held.json");
+    let table = ok(&metaids()
+        .args(["site-eval", "--model"])
+        .arg(&model)
+        .arg("--captures")
+        .arg(repo().join("data/lab"))
+        .args([
+            "--repeats",
+            "2",
+            "--budgets",
+            "0.01",
+            "--confidence",
+            "0.95",
+            "--json",
+        ])
+        .arg(&held)
+        .output()
+        .expect("site-eval --confidence"));
+    assert!(table.contains("confidence 0.95"), "{table}");
+    let h: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&held).expect("json")).expect("parse");
+    assert_eq!(h["protocol"]["confidence"], 0.95, "{}", h["protocol"]);
+    let held_rate = h["budgets"][0]["benign_flagged_rate"]["mean"]
+        .as_f64()
+        .expect("held rate");
+    assert!(held_rate <= with, "held {held_rate}, on average {with}");
+
     // The LayerNorm adaptation (fit on each repeat's baseline window) is reported beside the
     // plain baseline; a model whose file records no LayerNorm moments cannot adapt and says why.
     let adapted = dir.path().join("adapted.json");

@@ -233,9 +233,10 @@ fn with_baseline(
             families,
             draw.support,
             &gather,
-            res.budget / 2.0,
+            profile.budget / 2.0,
         )?;
-        let (threats, _) = calibrate_jointly(&reference, &threats, res.budget)
+        // The profile's budget: the one asked for, or lower where a confidence asked it to hold.
+        let (threats, _) = calibrate_jointly(&reference, &threats, profile.budget)
             .map_err(|e| err(format!("joint calibration: {e}")))?;
         let decider = Decider::new(reference, threats, profile.unknown_threshold)
             .map_err(|e| err(format!("arming the threats: {e}")))?;
@@ -501,6 +502,11 @@ impl SiteResult {
             c.profile.per_source_cap,
             c.profile.prototypes
         );
+        if let Some(conf) = c.profile.confidence {
+            s += &format!(
+                "budgets calibrated to hold with confidence {conf} (exact binomial upper bound on each half)\n"
+            );
+        }
         for (name, n) in &self.skipped {
             s += &format!(
                 "skipped {name}: {n} flows, fewer than the {} needed\n",
@@ -626,6 +632,7 @@ impl SiteResult {
                 "per_source_cap": c.profile.per_source_cap,
                 "prototype_share": c.profile.prototype_share,
                 "benign_prototypes": c.profile.prototypes,
+                "confidence": c.profile.confidence,
                 "forced": c.force,
                 "interval": "mean ± 95% Student t over repeats; Wilson 95% per repeat for the benign count",
             },
