@@ -756,6 +756,14 @@ fn serve_scores_a_watched_directory_with_api_rotation_and_hot_reload() {
     assert_eq!(upload(a, learn, READ, &benign).0, 403);
     let (st, body) = upload(a, "/api/v1/baseline?adapt=maybe", WRITE, &benign);
     assert_eq!(st, 400, "{body}");
+    let (st, body) = upload(
+        a,
+        "/api/v1/baseline?budget=0.05&adapt=none&confidence=1.5",
+        WRITE,
+        &benign,
+    );
+    assert_eq!(st, 400, "{body}");
+    assert!(body.contains("confidence"), "{body}");
     let (st, body) = upload(a, "/api/v1/baseline?budget=0.05", WRITE, &benign);
     assert_eq!(st, 400, "{body}");
     assert!(

@@ -728,6 +728,7 @@ struct BaselineQuery {
     budget: Option<f64>,
     per_source_cap: Option<f64>,
     prototype_share: Option<f64>,
+    confidence: Option<f64>,
     seed: Option<u64>,
     adapt: Option<String>,
     update: Option<bool>,
@@ -765,6 +766,7 @@ async fn learn_baseline(
                 per_source_cap: q.per_source_cap.unwrap_or(defaults.per_source_cap),
                 prototype_share: q.prototype_share.unwrap_or(defaults.prototype_share),
                 seed: q.seed.unwrap_or(defaults.seed),
+                confidence: q.confidence,
                 force,
                 ..defaults
             },
