@@ -277,12 +277,13 @@ impl Normaliser {
             .iter()
             .map(|&(log, mean, inv_std)| standardise(0.0, log, mean, inv_std, clip))
             .collect();
-        let small = numeric
-            .iter()
-            .flat_map(|&(log, mean, inv_std)| {
-                (1..=SMALL_COUNTS).map(move |k| standardise(k as f32, log, mean, inv_std, clip))
-            })
-            .collect();
+        let sparse = self.kind == DatasetKind::HttpRequests;
+        // Only the sparse path reads the small-count table: dense (flow) rows do not build it.
+        let small = if sparse {
+            small_counts(&numeric, clip)
+        } else {
+            Vec::new()
+        };
         Ok(BoundNormaliser {
             norm: self,
             frame,
@@ -290,7 +291,7 @@ impl Normaliser {
             numeric,
             at_zero,
             small,
-            sparse: self.kind == DatasetKind::HttpRequests,
+            sparse,
         })
     }
 
@@ -433,10 +434,23 @@ pub struct BoundNormaliser<'a> {
 /// rows).
 const SMALL_COUNTS: usize = 8;
 
+/// Per numeric column `(log, mean, 1/std)`, what the counts 1 to [`SMALL_COUNTS`] standardise to.
+fn small_counts(numeric: &[(bool, f32, f32)], clip: f32) -> Vec<f32> {
+    numeric
+        .iter()
+        .flat_map(|&(log, mean, inv_std)| {
+            (1..=SMALL_COUNTS).map(move |k| standardise(k as f32, log, mean, inv_std, clip))
+        })
+        .collect()
+}
+
 impl BoundNormaliser<'_> {
     /// The same, taking the sparse (bit mask) or the dense path for every row: both give the same
     /// bits (a test checks it), only the speed differs.
     pub fn with_sparse_path(mut self, sparse: bool) -> Self {
+        if sparse && self.small.is_empty() {
+            self.small = small_counts(&self.numeric, self.norm.config.clip);
+        }
         self.sparse = sparse;
         self
     }
