@@ -4,7 +4,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -328,6 +328,10 @@ pub struct Shared {
     stop: AtomicBool,
     reopen: AtomicBool,
     generation: AtomicU64,
+    /// Counts the events the idle worker waits for (a stop, a library change, a reopen request),
+    /// with the condition variable that wakes it.
+    wakes: Mutex<u64>,
+    woken: Condvar,
     /// Serialises the API's library changes (one writer at a time within the process).
     pub library_write: Mutex<()>,
     armed: RwLock<Option<Arc<ArmedView>>>,
@@ -349,6 +353,8 @@ impl Shared {
             stop: AtomicBool::new(false),
             reopen: AtomicBool::new(false),
             generation: AtomicU64::new(0),
+            wakes: Mutex::new(0),
+            woken: Condvar::new(),
             library_write: Mutex::new(()),
             armed: RwLock::new(None),
             started: Instant::now(),
@@ -358,6 +364,7 @@ impl Shared {
     /// Asks the worker and the API to stop.
     pub fn request_stop(&self) {
         self.stop.store(true, Ordering::SeqCst);
+        self.wake();
     }
 
     /// Whether a stop was asked.
@@ -368,6 +375,7 @@ impl Shared {
     /// Asks for the EVE file to be reopened (SIGHUP).
     pub fn request_reopen(&self) {
         self.reopen.store(true, Ordering::SeqCst);
+        self.wake();
     }
 
     /// Takes a pending reopen request.
@@ -378,6 +386,30 @@ impl Shared {
     /// Records that the library changed (the worker reloads at its next batch).
     pub fn library_changed(&self) {
         self.generation.fetch_add(1, Ordering::SeqCst);
+        self.wake();
+    }
+
+    /// Wakes the idle worker (after the flag it should see is set).
+    fn wake(&self) {
+        *lock(&self.wakes) += 1;
+        self.woken.notify_all();
+    }
+
+    /// The wake count now: read it before looking at the flags, then [`Shared::wait`] with it, and
+    /// no wake in between is missed.
+    pub fn wakes(&self) -> u64 {
+        *lock(&self.wakes)
+    }
+
+    /// Waits until a wake after `seen` (a [`Shared::wakes`] value) or `timeout`, whichever comes
+    /// first; whether it was woken.
+    pub fn wait(&self, seen: u64, timeout: Duration) -> bool {
+        let guard = lock(&self.wakes);
+        let (guard, _) = self
+            .woken
+            .wait_timeout_while(guard, timeout, |n| *n == seen)
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *guard != seen
     }
 
     /// How many changes were recorded.
@@ -455,6 +487,41 @@ mod tests {
         let p = r.page(5, 10);
         assert!(p.alerts.is_empty());
         assert_eq!((p.next, p.missed), (5, 0));
+    }
+
+    #[test]
+    fn a_change_wakes_the_idle_worker_and_none_is_missed() {
+        let s = Shared::new(4);
+        // Nothing happened: the wait runs to its timeout.
+        let seen = s.wakes();
+        let t = Instant::now();
+        assert!(!s.wait(seen, Duration::from_millis(30)));
+        assert!(t.elapsed() >= Duration::from_millis(30));
+        // A change between reading the count and waiting is not missed.
+        let seen = s.wakes();
+        s.library_changed();
+        let t = Instant::now();
+        assert!(s.wait(seen, Duration::from_secs(30)));
+        assert!(t.elapsed() < Duration::from_secs(5));
+        // A change from another thread ends a long wait early; so do a reopen and a stop.
+        for change in [
+            Shared::library_changed as fn(&Shared),
+            Shared::request_reopen,
+            Shared::request_stop,
+        ] {
+            let seen = s.wakes();
+            let other = Arc::clone(&s);
+            let h = std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(20));
+                change(&other);
+            });
+            let t = Instant::now();
+            assert!(s.wait(seen, Duration::from_secs(30)));
+            assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+            h.join().expect("thread");
+        }
+        assert!(s.take_reopen() && s.stopping());
+        assert_eq!(s.generation(), 2);
     }
 
     #[test]

@@ -23,6 +23,9 @@ use crate::eve_log::{lock, reopen_if_asked, EveLog, ServiceSink};
 use crate::state::Shared;
 use crate::watch::{scan, Candidate, FileRecord, Kind, Progress};
 
+/// How often the idle worker looks at the library file and the stats clock between wakes.
+const IDLE_CHECK: Duration = Duration::from_millis(50);
+
 /// Arms the current version of `library` for `model` (threats, site profile and its adaptation).
 pub fn arm(
     model: &Arc<ThreatModel>,
@@ -542,6 +545,23 @@ impl Worker {
         }
     }
 
+    /// Idle until the next scan is due: asleep, but woken at once by a library change through the
+    /// API (armed before the next capture), a stop or a reopen request; a change made outside
+    /// the process (the CLI, another service) is seen at the latest `IDLE_CHECK` later.
+    fn idle(&mut self) -> Result<()> {
+        let until = Instant::now() + self.poll;
+        loop {
+            // Read the wake count before the flags, so a wake between the two is not missed.
+            let seen = self.shared.wakes();
+            self.tick()?;
+            let now = Instant::now();
+            if self.shared.stopping() || now >= until {
+                return Ok(());
+            }
+            self.shared.wait(seen, (until - now).min(IDLE_CHECK));
+        }
+    }
+
     fn run_loop(&mut self) -> Result<()> {
         if let Some((live, stop)) = self.live.take() {
             return self.run_live(live, &stop);
@@ -554,12 +574,7 @@ impl Worker {
             }
             self.tick()?;
             if !self.scan_once()? {
-                // Idle: wait for the next scan in short steps, so a stop or a reload is not late.
-                let until = Instant::now() + self.poll;
-                while !self.shared.stopping() && Instant::now() < until {
-                    std::thread::sleep(Duration::from_millis(50).min(self.poll));
-                    self.tick()?;
-                }
+                self.idle()?;
             }
         }
         Ok(())
