@@ -7,7 +7,7 @@ use std::io::{BufRead, Write};
 
 fn unhex(line: &str) -> Option<Vec<u8>> {
     let digits = line.trim().as_bytes();
-    if digits.len() % 2 != 0 {
+    if !digits.len().is_multiple_of(2) {
         return None;
     }
     digits
