@@ -40,9 +40,9 @@ for d in $DATASETS; do
         t0=$(date +%s)
         name="$d-fold$f"
         methods="$METHODS"
-        # Web-request payloads also get the classical text baseline (TF-IDF + logistic regression)
-        # and libinjection's signatures.
-        if [ "$d" = http-requests ]; then methods="$METHODS,tfidf-logreg+shots@budget,libinjection"; fi
+        # Web-request payloads also get the classical text baselines (TF-IDF with logistic
+        # regression and with a forest) and libinjection's signatures.
+        if [ "$d" = http-requests ]; then methods="$METHODS,tfidf-logreg+shots@budget,tfidf-forest+shots@budget,libinjection"; fi
         "$METAIDS" evaluate --dataset "$d" --data "$(dir_of "$d")" --fold "$f" \
             --train-seeds "$SEEDS" --episodes "$EPISODES" --methods "$methods" --quiet \
             --json "$OUT/$name.json" --episodes-csv "$OUT/$name.csv" \

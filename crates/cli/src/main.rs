@@ -318,7 +318,7 @@ fn filter_methods(
             bail!("method {n:?} needs a trained model: add --model MODEL (see `metaids train`)");
         }
         if !all.iter().any(|m| key(&m.name()) == *n) {
-            bail!("unknown method {n:?}: expected nearest-centroid, knn, knn+shots, forest, forest+shots, forest@budget, forest+shots@budget, tfidf-logreg+shots@budget, libinjection (http-requests only), protonet, protonet+known, protonet+unknown, protonet+finetune, protonet-zero-shot");
+            bail!("unknown method {n:?}: expected nearest-centroid, knn, knn+shots, forest, forest+shots, forest@budget, forest+shots@budget, tfidf-logreg+shots@budget, tfidf-forest+shots@budget, libinjection (http-requests only), protonet, protonet+known, protonet+unknown, protonet+finetune, protonet-zero-shot");
         }
     }
     Ok(all

@@ -36,7 +36,7 @@ fn payload_families_are_evaluated_like_flow_families() {
         "--episodes",
         "3",
         "--methods",
-        "nearest-centroid,tfidf-logreg+shots@budget,libinjection",
+        "nearest-centroid,tfidf-logreg+shots@budget,tfidf-forest+shots@budget,libinjection",
         "--quiet",
         "--json",
     ];
@@ -73,24 +73,34 @@ fn payload_families_are_evaluated_like_flow_families() {
         table.contains("| tfidf-logreg+shots @1% FPR | 5 |"),
         "{table}"
     );
-    let tfidf = report["results"]
-        .as_array()
-        .expect("results")
-        .iter()
-        .find(|m| m["method"] == "tfidf-logreg+shots @1% FPR")
-        .expect("tfidf row");
+    let method = |name: &str| -> &serde_json::Value {
+        report["results"]
+            .as_array()
+            .expect("results")
+            .iter()
+            .find(|m| m["method"] == name)
+            .unwrap_or_else(|| panic!("no {name} row"))
+    };
+    let tfidf = method("tfidf-logreg+shots @1% FPR");
     assert!(
         tfidf["macro_f1"]["mean"].as_f64().expect("f1") > 0.5,
         "{tfidf}"
     );
+    // And the forest on the same TF-IDF rows.
+    let forest = method("tfidf-forest+shots @1% FPR");
+    assert!(
+        forest["macro_f1"]["mean"].as_f64().expect("f1") > 0.5,
+        "{forest}"
+    );
+    assert!(
+        forest["description"]
+            .as_str()
+            .is_some_and(|d| d.contains("TF-IDF")),
+        "{forest}"
+    );
     // The signature baseline: the same rows flagged in every task, no benign pool row; of the
     // novel families, XXE's markup trips its XSS detector and template injection nothing.
-    let sig = report["results"]
-        .as_array()
-        .expect("results")
-        .iter()
-        .find(|m| m["method"] == "libinjection (signatures)")
-        .expect("libinjection row");
+    let sig = method("libinjection (signatures)");
     let family = |name: &str| -> f64 {
         sig["per_family"]
             .as_array()

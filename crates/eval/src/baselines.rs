@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::forest::{BinnedData, ForestConfig, RandomForest};
 use crate::method::{
-    scored_rows, sq_dist, upper_quantile, Detection, EvalContext, EvalError, FewShotMethod,
+    scored_rows, sq_dist, upper_quantile, Detection, EvalContext, EvalError, FewShotMethod, Matrix,
 };
 
 /// Settings shared by the baselines.
@@ -332,6 +332,10 @@ pub struct Forest {
     /// The zero-shot forest's scores of its calibration rows.
     zero_shot_calibration: Vec<f32>,
     calibration: Vec<f32>,
+    /// Fit on the TF-IDF rows of the n-gram counts ([`Forest::on_tfidf`]) instead of the normalised
+    /// features; those rows, for every frame row, once prepared.
+    on_tfidf: bool,
+    tfidf_x: Option<Matrix>,
 }
 
 /// At most this many held-out benign rows calibrate a budget-matched forest.
@@ -351,7 +355,24 @@ impl Forest {
             zero_shot: Vec::new(),
             zero_shot_calibration: Vec::new(),
             calibration: Vec::new(),
+            on_tfidf: false,
+            tfidf_x: None,
         }
+    }
+
+    /// The budget-matched forest with shots on the TF-IDF rows of the character n-gram counts
+    /// (`crate::tfidf::Tfidf`, idf fit on the training sample): the "TF-IDF with a forest"
+    /// web-payload baseline, beside `tfidf-logreg`.
+    pub fn on_tfidf(cfg: BaselineConfig, alpha: f64) -> Self {
+        Forest {
+            on_tfidf: true,
+            ..Forest::budget_matched(cfg, true, alpha)
+        }
+    }
+
+    /// The rows the forest sees: the TF-IDF rows, or the normalised features.
+    fn x<'a>(&'a self, ctx: &'a EvalContext<'_>) -> &'a Matrix {
+        self.tfidf_x.as_ref().unwrap_or(ctx.x)
     }
 
     /// The budget-matched forest: attack probability thresholded at false-positive budget `alpha` on
@@ -392,7 +413,9 @@ impl Forest {
 
 impl FewShotMethod for Forest {
     fn name(&self) -> String {
-        let base = if self.with_shots {
+        let base = if self.on_tfidf {
+            "tfidf-forest+shots".to_string()
+        } else if self.with_shots {
             "random-forest+shots".to_string()
         } else {
             "random-forest (zero-shot)".to_string()
@@ -406,7 +429,8 @@ impl FewShotMethod for Forest {
     fn description(&self) -> String {
         let f = &self.cfg.forest;
         format!(
-            "{} trees, depth ≤ {}, √d features/split, {}-bin histograms; benign vs attack on benign pool + seen families (capped){}",
+            "{}{} trees, depth ≤ {}, √d features/split, {}-bin histograms; benign vs attack on benign pool + seen families (capped){}",
+            if self.on_tfidf { "on the TF-IDF rows of the character n-gram counts (idf smoothed on the training sample, unit L2 norm): " } else { "" },
             f.trees,
             f.max_depth,
             f.bins,
@@ -427,8 +451,20 @@ impl FewShotMethod for Forest {
                 message: "the training sample needs both benign rows and seen-family rows".into(),
             });
         }
-        let x = ctx.x.gather(&rows);
-        let data = BinnedData::new(&x, ctx.x.dim, self.cfg.forest.bins);
+        if self.on_tfidf {
+            let tfidf = crate::tfidf::Tfidf::fit(ctx, &rows).ok_or_else(|| EvalError::Method {
+                method: self.name(),
+                message: "needs character n-gram columns (the http-requests layout)".into(),
+            })?;
+            let all: Vec<usize> = (0..ctx.frame.len()).collect();
+            self.tfidf_x = Some(Matrix {
+                data: tfidf.rows(ctx, &all),
+                dim: tfidf.dim(),
+            });
+        }
+        let fx = self.tfidf_x.as_ref().unwrap_or(ctx.x);
+        let x = fx.gather(&rows);
+        let data = BinnedData::new(&x, fx.dim, self.cfg.forest.bins);
         self.y = attack.iter().map(|&a| u32::from(a)).collect();
         self.mean_family = mean_family;
         if self.budget.is_some() {
@@ -440,12 +476,12 @@ impl FewShotMethod for Forest {
                 FOREST_CALIBRATION_ROWS,
                 ctx.seed.wrapping_add(0xca1),
             )?;
-            self.calibration = ctx.x.gather(&cal);
+            self.calibration = fx.gather(&cal);
         }
         if !self.with_shots {
             let w = vec![1.0; self.y.len()];
             let forest = RandomForest::fit(&data, &self.y, &w, 2, &self.cfg.forest, ctx.seed);
-            let (calibration, threshold) = self.calibrate(&forest, ctx.x.dim);
+            let (calibration, threshold) = self.calibrate(&forest, fx.dim);
             self.zero_shot_calibration = calibration;
             self.slot = vec![u32::MAX; ctx.frame.len()];
             for (i, &q) in query_rows.iter().enumerate() {
@@ -453,7 +489,7 @@ impl FewShotMethod for Forest {
             }
             self.zero_shot = query_rows
                 .par_iter()
-                .map(|&q| Self::score(&forest, threshold, ctx.x.row(q)))
+                .map(|&q| Self::score(&forest, threshold, fx.row(q)))
                 .collect();
         }
         self.data = Some(data);
@@ -477,7 +513,8 @@ impl FewShotMethod for Forest {
                 calibration: self.zero_shot_calibration.clone(),
             };
         }
-        let support = ctx.x.gather(&task.support);
+        let fx = self.x(ctx);
+        let support = fx.gather(&task.support);
         let data = data.with_rows(&support);
         let mut y = self.y.clone();
         y.extend(std::iter::repeat_n(1, task.support.len()));
@@ -492,9 +529,9 @@ impl FewShotMethod for Forest {
             &self.cfg.forest,
             seed_for(ctx, "forest", task),
         );
-        let (calibration, threshold) = self.calibrate(&forest, ctx.x.dim);
+        let (calibration, threshold) = self.calibrate(&forest, fx.dim);
         let (scores, flagged) = scored_rows(ctx, task)
-            .map(|q| Self::score(&forest, threshold, ctx.x.row(q)))
+            .map(|q| Self::score(&forest, threshold, fx.row(q)))
             .unzip();
         Detection {
             scores,
@@ -516,7 +553,7 @@ impl FewShotMethod for Forest {
             .flat_map(|(w, s)| s.iter().map(move |_| w as u32))
             .collect();
         let base = BinnedData::empty(data.binner.clone(), data.d);
-        let fit_data = base.with_rows(&ctx.x.gather(&rows));
+        let fit_data = base.with_rows(&self.x(ctx).gather(&rows));
         let seed = episode_rng(ctx.seed, "forest-nway", episode.support[0].len(), rows[0]).random();
         let forest = RandomForest::fit(
             &fit_data,
@@ -531,7 +568,7 @@ impl FewShotMethod for Forest {
                 .query
                 .iter()
                 .flatten()
-                .map(|&q| forest.predict(ctx.x.row(q)) as usize)
+                .map(|&q| forest.predict(self.x(ctx).row(q)) as usize)
                 .collect(),
         )
     }

@@ -194,6 +194,7 @@ impl<'a> Benchmark<'a> {
         // Web-request payloads: the classical text baseline on their n-gram counts.
         if self.frame.layout.kind == metaids_core::DatasetKind::HttpRequests {
             all.push(Box::new(TfidfLogReg::new(b, self.config.fpr_budget)));
+            all.push(Box::new(Forest::on_tfidf(b, self.config.fpr_budget)));
         }
         if let Some(s) = &self.signatures {
             all.push(Box::new(s.clone()));

@@ -32,42 +32,52 @@ pub const TASK_STEPS: usize = 100;
 /// At most this many held-out benign rows calibrate the threshold.
 const CALIBRATION_ROWS: usize = 2000;
 
-/// The baseline.
-#[derive(Debug)]
-pub struct TfidfLogReg {
-    cfg: BaselineConfig,
-    budget: f64,
+/// The TF-IDF featuriser: the `ngram_*` columns' raw counts times their smoothed inverse document
+/// frequency on the rows it was fit on, each row scaled to unit L2 norm.
+#[derive(Debug, Clone, Default)]
+pub struct Tfidf {
     /// Frame columns of the n-gram buckets.
     cols: Vec<usize>,
     idf: Vec<f32>,
-    /// TF-IDF rows of the training sample, its labels and weights.
-    x: Vec<f32>,
-    y: Vec<f32>,
-    mean_family: f64,
-    /// Weights then bias, fit on the training sample.
-    base: Vec<f32>,
-    /// TF-IDF rows of the calibration rows.
-    calibration: Vec<f32>,
 }
 
-impl TfidfLogReg {
-    /// The baseline at false-positive budget `budget`.
-    pub fn new(cfg: BaselineConfig, budget: f64) -> Self {
-        TfidfLogReg {
-            cfg,
-            budget,
-            cols: Vec::new(),
-            idf: Vec::new(),
-            x: Vec::new(),
-            y: Vec::new(),
-            mean_family: 1.0,
-            base: Vec::new(),
-            calibration: Vec::new(),
+impl Tfidf {
+    /// Fits the inverse document frequencies on frame rows `rows`; `None` when the frame has no
+    /// n-gram columns (not the http-requests layout).
+    pub fn fit(ctx: &EvalContext<'_>, rows: &[usize]) -> Option<Self> {
+        let cols: Vec<usize> = ctx
+            .frame
+            .layout
+            .numeric
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.starts_with("ngram_"))
+            .map(|(i, _)| i)
+            .collect();
+        if cols.is_empty() {
+            return None;
         }
+        let n = rows.len() as f32;
+        let idf = cols
+            .iter()
+            .map(|&c| {
+                let df = rows
+                    .iter()
+                    .filter(|&&r| ctx.frame.numeric_row(r)[c] > 0.0)
+                    .count() as f32;
+                ((1.0 + n) / (1.0 + df)).ln() + 1.0
+            })
+            .collect();
+        Some(Tfidf { cols, idf })
+    }
+
+    /// Columns of a TF-IDF row.
+    pub fn dim(&self) -> usize {
+        self.cols.len()
     }
 
     /// The TF-IDF row of frame row `r` into `out`.
-    fn tfidf(&self, ctx: &EvalContext<'_>, r: usize, out: &mut [f32]) {
+    pub fn row(&self, ctx: &EvalContext<'_>, r: usize, out: &mut [f32]) {
         let raw = ctx.frame.numeric_row(r);
         let mut norm = 0.0f32;
         for ((o, &c), &idf) in out.iter_mut().zip(&self.cols).zip(&self.idf) {
@@ -85,13 +95,46 @@ impl TfidfLogReg {
         }
     }
 
-    fn rows(&self, ctx: &EvalContext<'_>, rows: &[usize]) -> Vec<f32> {
-        let d = self.cols.len();
+    /// The TF-IDF rows of frame rows `rows`, row-major.
+    pub fn rows(&self, ctx: &EvalContext<'_>, rows: &[usize]) -> Vec<f32> {
+        let d = self.dim();
         let mut out = vec![0.0; rows.len() * d];
         for (o, &r) in out.chunks_exact_mut(d).zip(rows) {
-            self.tfidf(ctx, r, o);
+            self.row(ctx, r, o);
         }
         out
+    }
+}
+
+/// The baseline.
+#[derive(Debug)]
+pub struct TfidfLogReg {
+    cfg: BaselineConfig,
+    budget: f64,
+    tfidf: Tfidf,
+    /// TF-IDF rows of the training sample, its labels and weights.
+    x: Vec<f32>,
+    y: Vec<f32>,
+    mean_family: f64,
+    /// Weights then bias, fit on the training sample.
+    base: Vec<f32>,
+    /// TF-IDF rows of the calibration rows.
+    calibration: Vec<f32>,
+}
+
+impl TfidfLogReg {
+    /// The baseline at false-positive budget `budget`.
+    pub fn new(cfg: BaselineConfig, budget: f64) -> Self {
+        TfidfLogReg {
+            cfg,
+            budget,
+            tfidf: Tfidf::default(),
+            x: Vec::new(),
+            y: Vec::new(),
+            mean_family: 1.0,
+            base: Vec::new(),
+            calibration: Vec::new(),
+        }
     }
 
     fn logit(w: &[f32], x: &[f32]) -> f32 {
@@ -141,21 +184,6 @@ impl FewShotMethod for TfidfLogReg {
     }
 
     fn prepare(&mut self, ctx: &EvalContext<'_>, _query_rows: &[usize]) -> Result<(), EvalError> {
-        self.cols = ctx
-            .frame
-            .layout
-            .numeric
-            .iter()
-            .enumerate()
-            .filter(|(_, n)| n.starts_with("ngram_"))
-            .map(|(i, _)| i)
-            .collect();
-        if self.cols.is_empty() {
-            return Err(EvalError::Method {
-                method: self.name(),
-                message: "needs character n-gram columns (the http-requests layout)".into(),
-            });
-        }
         let (rows, attack, mean_family) = training_sample(ctx, &self.cfg);
         if !attack.iter().any(|&a| a) || attack.iter().all(|&a| a) {
             return Err(EvalError::Method {
@@ -163,19 +191,11 @@ impl FewShotMethod for TfidfLogReg {
                 message: "the training sample needs both benign rows and seen-family rows".into(),
             });
         }
-        let n = rows.len() as f32;
-        self.idf = self
-            .cols
-            .iter()
-            .map(|&c| {
-                let df = rows
-                    .iter()
-                    .filter(|&&r| ctx.frame.numeric_row(r)[c] > 0.0)
-                    .count() as f32;
-                ((1.0 + n) / (1.0 + df)).ln() + 1.0
-            })
-            .collect();
-        self.x = self.rows(ctx, &rows);
+        self.tfidf = Tfidf::fit(ctx, &rows).ok_or_else(|| EvalError::Method {
+            method: self.name(),
+            message: "needs character n-gram columns (the http-requests layout)".into(),
+        })?;
+        self.x = self.tfidf.rows(ctx, &rows);
         self.y = attack.iter().map(|&a| f32::from(u8::from(a))).collect();
         self.mean_family = mean_family;
         let cal = calibration_rows(
@@ -185,8 +205,8 @@ impl FewShotMethod for TfidfLogReg {
             CALIBRATION_ROWS,
             ctx.seed.wrapping_add(0x7f1d),
         )?;
-        self.calibration = self.rows(ctx, &cal);
-        self.base = vec![0.0; self.cols.len() + 1];
+        self.calibration = self.tfidf.rows(ctx, &cal);
+        self.base = vec![0.0; self.tfidf.dim() + 1];
         let wt = vec![1.0; self.y.len()];
         descend(&mut self.base, &self.x, &self.y, &wt, PREPARE_STEPS);
         Ok(())
@@ -196,9 +216,9 @@ impl FewShotMethod for TfidfLogReg {
         if self.base.is_empty() {
             return Detection::constant(ctx, task, false);
         }
-        let d = self.cols.len();
+        let d = self.tfidf.dim();
         let mut x = self.x.clone();
-        x.extend(self.rows(ctx, &task.support));
+        x.extend(self.tfidf.rows(ctx, &task.support));
         let mut y = self.y.clone();
         y.extend(std::iter::repeat_n(1.0, task.support.len()));
         let mut wt = vec![1.0f32; self.y.len()];
@@ -215,7 +235,7 @@ impl FewShotMethod for TfidfLogReg {
         let mut row = vec![0.0; d];
         let (scores, flagged) = scored_rows(ctx, task)
             .map(|q| {
-                self.tfidf(ctx, q, &mut row);
+                self.tfidf.row(ctx, q, &mut row);
                 let s = Self::logit(&w, &row);
                 (s, s > threshold)
             })
