@@ -361,7 +361,7 @@ impl Forest {
     }
 
     /// The budget-matched forest with shots on the TF-IDF rows of the character n-gram counts
-    /// (`crate::tfidf::Tfidf`, idf fit on the training sample): the "TF-IDF with a forest"
+    /// (`crate::text::Tfidf`, idf fit on the training sample): the "TF-IDF with a forest"
     /// web-payload baseline, beside `tfidf-logreg`.
     pub fn on_tfidf(cfg: BaselineConfig, alpha: f64) -> Self {
         Forest {
@@ -452,7 +452,7 @@ impl FewShotMethod for Forest {
             });
         }
         if self.on_tfidf {
-            let tfidf = crate::tfidf::Tfidf::fit(ctx, &rows).ok_or_else(|| EvalError::Method {
+            let tfidf = crate::text::Tfidf::fit(ctx, &rows).ok_or_else(|| EvalError::Method {
                 method: self.name(),
                 message: "needs character n-gram columns (the http-requests layout)".into(),
             })?;

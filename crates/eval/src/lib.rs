@@ -16,6 +16,7 @@ pub mod report;
 pub mod signature;
 pub mod site;
 pub mod standard;
+pub mod text;
 pub mod tfidf;
 
 use metaids_core::preprocess::{Normaliser, PreprocessConfig};
