@@ -22,7 +22,7 @@ use metaids_flow::SourceReport;
 use metaids_ingest::ReadOptions;
 
 use crate::args::{DetectArgs, Respond};
-use crate::web::RequestRows;
+use metaids_detect::RequestRows;
 
 /// Counts bytes read into a progress bar.
 struct Counting<R> {

@@ -14,51 +14,15 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use metaids_core::time;
-use metaids_flow::{CaptureReader, ReaderConfig};
+use metaids_detect::{CaptureRequests, Seen};
 use metaids_http::access_log::AccessLogReader;
 use metaids_http::raw::Limits;
 use metaids_http::request_file::RequestFileReader;
-use metaids_http::stream::{RequestAssembler, StreamConfig};
 use metaids_http::HttpRequest;
 use metaids_ingest::AtomicFile;
 use serde_json::{json, Map, Value};
 
 use crate::args::{RequestSourceArgs, RequestsArgs};
-
-/// One request as read, with what its source says about it.
-#[derive(Debug)]
-pub(crate) struct Seen<'a> {
-    /// The input's name (its path as given).
-    pub source: &'a str,
-    /// The request.
-    pub request: &'a HttpRequest,
-    /// When it was sent (µs since the epoch): a capture's packet time, a log's time (whole
-    /// seconds: `log_time`); `None` for a request file.
-    pub ts_us: Option<i64>,
-    /// The time is a log's, to the second.
-    pub log_time: bool,
-    /// Client address and port (a log knows the address only: port 0).
-    pub client: Option<(IpAddr, u16)>,
-    /// The log's client field when it is not an address (a host name).
-    pub client_text: Option<&'a str>,
-    /// Server address and port (captures).
-    pub server: Option<(IpAddr, u16)>,
-    /// The line it starts on (logs and request files).
-    pub line: Option<u64>,
-    /// The response status and length (logs).
-    pub status: Option<u16>,
-    /// The response length in bytes (logs).
-    pub length: Option<u64>,
-    /// The request's number within its source (1-based).
-    pub index: u64,
-}
-
-impl Seen<'_> {
-    /// Where the request is in its source: its line, else its number.
-    pub fn locator(&self) -> u64 {
-        self.line.unwrap_or(self.index)
-    }
-}
 
 /// Reads every request of the captures `pcaps` and of the logs and request files of `inputs`, in
 /// that order, handing each to `each`; prints each source's counts (read, skipped, given up) on
@@ -213,24 +177,11 @@ fn from_capture(
     each: &mut dyn FnMut(&Seen<'_>) -> Result<()>,
 ) -> Result<()> {
     let (name, file) = open_named(path)?;
-    let mut reader = CaptureReader::new(
-        BufReader::with_capacity(1 << 20, file),
-        ReaderConfig::default(),
-    )
-    .with_context(|| format!("{name}: not a readable pcap or pcapng capture"))?;
-    let mut assembler = RequestAssembler::new(StreamConfig {
-        limits,
-        ..StreamConfig::default()
-    });
+    let mut capture = CaptureRequests::new(BufReader::with_capacity(1 << 20, file), &name, limits)?;
     let mut got = Vec::new();
-    let mut n = 0;
-    while let Some(pkt) = reader
-        .next_packet()
-        .with_context(|| format!("{name}: reading the capture"))?
-    {
-        assembler.push(&pkt, &mut got);
-        for r in got.drain(..) {
-            n += 1;
+    while capture.next_requests(&mut got)? {
+        let first = capture.requests() - got.len() as u64;
+        for (k, r) in got.drain(..).enumerate() {
             each(&Seen {
                 source: &name,
                 request: &r.request,
@@ -242,11 +193,12 @@ fn from_capture(
                 line: None,
                 status: None,
                 length: None,
-                index: n,
+                index: first + k as u64 + 1,
             })?;
         }
     }
-    let s = assembler.finish();
+    let n = capture.requests();
+    let s = capture.finish();
     eprintln!("{name}:");
     eprintln!(
         "  requests={n} client_segments={} retransmitted_bytes={}",

@@ -1,21 +1,14 @@
 //! Web requests for a model trained on `http-requests`: each request's values (query and form
 //! pairs, other bodies whole: `metaids_http::params`) become feature rows, and the request the
 //! unit that `detect` decides and `threat add` enrols. No decision here: the rows go through the
-//! detect pipeline (`Pipeline::push_requests`) or the library's enrolment like flows.
+//! detect pipeline (`Pipeline::push_requests`) or the library's enrolment like flows. The rows
+//! themselves are gathered by `metaids_detect::RequestRows` (shared with `serve`); this module
+//! picks what `threat add` and `baseline` take from them.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
-use metaids_core::frame::RowSource;
 use metaids_core::schema::DatasetKind;
-use metaids_core::FlowFrame;
-use metaids_detect::eve::{EveHttp, HttpFacts, MatchedValue};
-use metaids_detect::{FlowMeta, Origin};
-use metaids_http::features::RowWriter;
-use metaids_http::params;
-use metaids_http::HttpRequest;
-
-use crate::requests_cmd::Seen;
+use metaids_detect::{FlowMeta, RequestRows};
 
 /// Whether the model scores web requests (trained on `http-requests`); access logs and request
 /// files given to a flow model are refused, naming the model.
@@ -34,150 +27,6 @@ pub(crate) fn is_web_model(
         );
     }
     Ok(web)
-}
-
-/// Suricata's EVE `http` object of a request, with a log's status and length.
-fn eve_http(r: &HttpRequest, seen: &Seen<'_>) -> EveHttp {
-    let text = |name: &str| {
-        r.header(name)
-            .map(|v| String::from_utf8_lossy(v).into_owned())
-    };
-    EveHttp {
-        hostname: r.host(),
-        url: r.target.clone(),
-        http_method: r.method.clone(),
-        protocol: r.minor_version.map(|v| format!("HTTP/1.{v}")),
-        http_user_agent: r.user_agent(),
-        http_refer: text("referer"),
-        http_content_type: text("content-type"),
-        status: seen.status,
-        length: seen.length,
-    }
-}
-
-/// Requests gathered as feature rows of the `http-requests` layout: rows of one request follow
-/// one another (`counts`), with one [`FlowMeta`] per request.
-pub(crate) struct RequestRows {
-    /// The value rows.
-    pub frame: FlowFrame,
-    /// Rows per request.
-    pub counts: Vec<usize>,
-    /// Each request's facts.
-    pub metas: Vec<FlowMeta>,
-    files: HashMap<String, u32>,
-    names: HashMap<String, Arc<str>>,
-    writer: RowWriter,
-    /// Requests with no value to score (no query, no body): not decided.
-    pub without_values: u64,
-    /// Values past the per-request cap, not scored.
-    pub values_dropped: u64,
-    /// What each request's origin index counts: `line` (logs, request files) or `request`
-    /// (captures).
-    unit: Vec<&'static str>,
-}
-
-impl RequestRows {
-    pub fn new() -> Self {
-        RequestRows {
-            frame: FlowFrame::new(DatasetKind::HttpRequests.layout()),
-            counts: Vec::new(),
-            metas: Vec::new(),
-            files: HashMap::new(),
-            names: HashMap::new(),
-            writer: RowWriter::new(),
-            without_values: 0,
-            values_dropped: 0,
-            unit: Vec::new(),
-        }
-    }
-
-    /// Requests gathered.
-    pub fn len(&self) -> usize {
-        self.metas.len()
-    }
-
-    /// Adds a request's values as rows labelled `label`; returns false (and counts it) when it
-    /// has none.
-    pub fn push(&mut self, seen: &Seen<'_>, label: &str) -> bool {
-        let values = params::values(seen.request);
-        self.values_dropped += values.dropped as u64;
-        if values.values.is_empty() {
-            self.without_values += 1;
-            return false;
-        }
-        let file = match self.files.get(seen.source) {
-            Some(&f) => f,
-            None => {
-                let f = RowWriter::add_file(&mut self.frame, seen.source);
-                self.files.insert(seen.source.to_string(), f);
-                f
-            }
-        };
-        let at = RowSource {
-            file,
-            line: seen.locator(),
-        };
-        let mut matched = Vec::with_capacity(values.values.len());
-        for v in &values.values {
-            let field = v.field();
-            self.writer
-                .push(&mut self.frame, at, label, &field, v.text.as_bytes());
-            matched.push(MatchedValue::new(field, &v.text, v.truncated));
-        }
-        self.counts.push(values.values.len());
-        self.unit.push(if seen.line.is_some() {
-            "line"
-        } else {
-            "request"
-        });
-        let source = match self.names.get(seen.source) {
-            Some(n) => Arc::clone(n),
-            None => {
-                let n: Arc<str> = Arc::from(seen.source);
-                self.names.insert(seen.source.to_string(), Arc::clone(&n));
-                n
-            }
-        };
-        self.metas.push(FlowMeta::request(
-            Origin {
-                source,
-                index: seen.locator(),
-            },
-            seen.client,
-            seen.server,
-            seen.ts_us,
-            HttpFacts {
-                http: eve_http(seen.request, seen),
-                values: matched,
-            },
-        ));
-        true
-    }
-
-    /// Decides the gathered requests with `pipeline`, then drops them, keeping the frame's
-    /// buffers for the next batch.
-    pub fn score(&mut self, pipeline: &mut metaids_detect::Pipeline) -> anyhow::Result<()> {
-        let metas = std::mem::take(&mut self.metas);
-        pipeline.push_requests(&self.frame, &self.counts, metas)?;
-        self.frame.clear_rows();
-        self.counts.clear();
-        self.unit.clear();
-        Ok(())
-    }
-
-    /// The gathered rows, counts and facts, leaving this empty (counters kept).
-    pub fn take(&mut self) -> (FlowFrame, Vec<usize>, Vec<FlowMeta>) {
-        self.files.clear();
-        self.unit.clear();
-        (
-            std::mem::replace(
-                &mut self.frame,
-                FlowFrame::new(DatasetKind::HttpRequests.layout()),
-            ),
-            std::mem::take(&mut self.counts),
-            std::mem::take(&mut self.metas),
-        )
-    }
 }
 
 /// Most requests `threat add` reads as candidates (each is kept in memory until the support is

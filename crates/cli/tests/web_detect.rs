@@ -343,6 +343,13 @@ fn requests_are_enrolled_baselined_and_detected_with_their_http_object() {
     }
 
     both_modalities_in_one_run(dir.path(), &model, &library, &pcap, &test, n_test);
+    served_by_metaids_serve(
+        dir.path(),
+        &model,
+        &library,
+        &test_benign[n_benign..n_benign + 20],
+        &test_ssti[..10],
+    );
 
     let schema: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(repo().join("crates/detect/tests/data/suricata-eve-schema.json"))
@@ -519,4 +526,245 @@ fn both_modalities_in_one_run(
     assert!(records
         .iter()
         .any(|r| r["alert"]["signature"] == "metaids ssti" && r["app_proto"] == "http"));
+}
+
+/// A classic pcap of one TCP connection per request (handshake, the request in one segment, FIN)
+/// from 10.0.2.(1..) to 10.0.0.1:8080, a millisecond apart.
+fn http_capture(requests: &[String]) -> Vec<u8> {
+    // The global header: magic, version 2.4, zone 0, accuracy 0, snap length, Ethernet.
+    let mut out = Vec::new();
+    out.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
+    out.extend_from_slice(&2u16.to_le_bytes());
+    out.extend_from_slice(&4u16.to_le_bytes());
+    for v in [0u32, 0, 65_535, 1] {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    let mut t_us: u64 = 1_796_600_000_000_000;
+    let mut record = |out: &mut Vec<u8>, frame: &[u8]| {
+        t_us += 1_000;
+        out.extend_from_slice(&((t_us / 1_000_000) as u32).to_le_bytes());
+        out.extend_from_slice(&((t_us % 1_000_000) as u32).to_le_bytes());
+        out.extend_from_slice(&(frame.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(frame.len() as u32).to_le_bytes());
+        out.extend_from_slice(frame);
+    };
+    for (i, req) in requests.iter().enumerate() {
+        let client = [10, 0, 2, (i % 250 + 1) as u8];
+        let server = [10, 0, 0, 1];
+        let port = 40_000 + i as u16;
+        let segment = |from_client: bool, seq: u32, ack: u32, flags: &str, payload: &[u8]| {
+            let (src, dst, sp, dp) = if from_client {
+                (client, server, port, 8080)
+            } else {
+                (server, client, 8080, port)
+            };
+            let mut b =
+                etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+                    .ipv4(src, dst, 64)
+                    .tcp(sp, dp, seq, 65_535);
+            for f in flags.chars() {
+                b = match f {
+                    'S' => b.syn(),
+                    'A' => b.ack(ack),
+                    'P' => b.psh(),
+                    'F' => b.fin(),
+                    _ => b,
+                };
+            }
+            let mut frame = Vec::new();
+            b.write(&mut frame, payload).expect("frame");
+            frame
+        };
+        let bytes = req.as_bytes();
+        let n = bytes.len() as u32;
+        for frame in [
+            segment(true, 100, 0, "S", &[]),
+            segment(false, 500, 101, "SA", &[]),
+            segment(true, 101, 501, "A", &[]),
+            segment(true, 101, 501, "PA", bytes),
+            segment(false, 501, 101 + n, "A", &[]),
+            segment(true, 101 + n, 501, "FA", &[]),
+            segment(false, 501, 102 + n, "FA", &[]),
+            segment(true, 102 + n, 502, "A", &[]),
+        ] {
+            record(&mut out, &frame);
+        }
+    }
+    out
+}
+
+/// `metaids serve` with a web-request model: a capture dropped into the watched directory is
+/// scored by its HTTP requests (the injected ones alert, with their `http` object), the metrics
+/// count requests, not flows, and what needs flows — an uploaded enrolment, a flow directory —
+/// is refused with the way to do it.
+fn served_by_metaids_serve(
+    dir: &Path,
+    model: &str,
+    library: &str,
+    benign: &[String],
+    ssti: &[String],
+) {
+    let request = |target: String| {
+        format!("GET {target} HTTP/1.1\r\nHost: shop.example\r\nUser-Agent: Mozilla/5.0\r\n\r\n")
+    };
+    let mut requests: Vec<String> = benign
+        .iter()
+        .map(|b| {
+            request(format!(
+                "/tienda1/publico/registro.jsp?nombre={}",
+                encode(b)
+            ))
+        })
+        .collect();
+    requests.extend(
+        ssti.iter()
+            .map(|s| request(format!("/search.jsp?id=7&q={}", encode(s)))),
+    );
+    let capture = http_capture(&requests);
+
+    // What gives flows is refused before the service starts, naming the setting.
+    let refused = metaids(&[
+        "serve",
+        "--model",
+        model,
+        "--library",
+        library,
+        "--flow-dir",
+        &dir.display().to_string(),
+        "--eve",
+        &dir.join("refused.eve").display().to_string(),
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && err.contains("flow_dir"),
+        "{err}"
+    );
+
+    let pcaps = dir.join("served-pcaps");
+    std::fs::create_dir_all(&pcaps).expect("pcap dir");
+    let token = "web-test-write-token-0123456789";
+    let tokens = dir.join("tokens");
+    std::fs::write(&tokens, format!("tester write {token}\n")).expect("tokens");
+    let eve_path = dir.join("served.eve");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_metaids"))
+        .current_dir(repo())
+        .args([
+            "serve",
+            "--model",
+            model,
+            "--library",
+            library,
+            "--pcap-dir",
+        ])
+        .arg(&pcaps)
+        .arg("--eve")
+        .arg(&eve_path)
+        .arg("--tokens")
+        .arg(&tokens)
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--poll-ms",
+            "50",
+            "--settle-ms",
+            "0",
+            "--stats-interval",
+            "0",
+            "--max-runtime",
+            "120",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("serve");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().expect("stdout")),
+        &mut line,
+    )
+    .expect("first line");
+    let url = line
+        .trim()
+        .strip_prefix("metaids serve: listening on ")
+        .unwrap_or_else(|| panic!("{line:?}"))
+        .to_string();
+    let get = |path: &str| -> String {
+        ureq::get(format!("{url}{path}"))
+            .header("Authorization", format!("Bearer {token}"))
+            .call()
+            .expect(path)
+            .body_mut()
+            .read_to_string()
+            .expect("body")
+    };
+    // Written beside the directory, then moved in: the service never sees half a capture.
+    let staged = dir.join("shop.pcap");
+    std::fs::write(&staged, &capture).expect("capture");
+    std::fs::rename(&staged, pcaps.join("shop.pcap")).expect("move in");
+    let start = std::time::Instant::now();
+    while !get("/api/v1/ready").contains("\"files_done\":1") {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(60),
+            "the capture was not scored"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let metrics = get("/metrics");
+    let value = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {metrics}"))
+    };
+    assert_eq!(value("metaids_http_requests_total"), requests.len() as u64);
+    assert_eq!(value("metaids_flows_total"), 0);
+    // An upload to enrol from is flows: refused, naming the command that does it.
+    let refused = ureq::post(format!("{url}/api/v1/threats?name=more"))
+        .header("Content-Type", "application/vnd.tcpdump.pcap")
+        .header("Authorization", format!("Bearer {token}"))
+        .config()
+        .http_status_as_error(false)
+        .build()
+        .send(&capture[..])
+        .expect("POST");
+    assert_eq!(refused.status().as_u16(), 400);
+    let body = refused.into_body().read_to_string().expect("body");
+    assert!(body.contains("metaids threat add"), "{body}");
+    let st = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(st.success());
+    assert!(child.wait().expect("wait").success());
+
+    let records = eve(&eve_path);
+    let ssti_alerts: Vec<&serde_json::Value> = records
+        .iter()
+        .filter(|r| r["event_type"] == "alert" && r["alert"]["signature"] == "metaids ssti")
+        .collect();
+    assert!(ssti_alerts.len() >= ssti.len() / 2, "{records:?}");
+    for a in &ssti_alerts {
+        assert_eq!(a["app_proto"], "http", "{a}");
+        assert_eq!(a["dest_port"], 8080, "{a}");
+        assert_eq!(a["http"]["hostname"], "shop.example", "{a}");
+        assert!(
+            a["http"]["url"]
+                .as_str()
+                .is_some_and(|u| u.starts_with("/search.jsp?id=7&q=")),
+            "{a}"
+        );
+        assert_eq!(
+            a["alert"]["context"]["metaids"]["matched"]["field"],
+            "query:q"
+        );
+    }
+    // The benign requests of the capture are not flagged as the threat.
+    assert!(records
+        .iter()
+        .all(|r| !(r["alert"]["signature"] == "metaids ssti"
+            && r["http"]["url"]
+                .as_str()
+                .is_some_and(|u| u.starts_with("/tienda1")))));
 }

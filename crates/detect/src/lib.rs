@@ -39,6 +39,7 @@ pub mod feedback;
 pub mod forward;
 pub mod nft;
 pub mod pipeline;
+pub mod requests;
 pub mod sink;
 pub mod webhook;
 
@@ -62,6 +63,7 @@ pub use metaids_decide::{Threat, SIGNATURE_BASE, UNKNOWN_SIGNATURE_ID};
 pub use metaids_library::{ArmedThreats, ThreatOrigin};
 pub use nft::{NftConfig, NftablesSink};
 pub use pipeline::{AlertIds, Pipeline, PipelineOptions, Relay, Summary, LIVE_BATCH_INTERVAL};
+pub use requests::{CaptureRequests, RequestRows, Seen};
 pub use sink::{
     push_verdict_line, Alert, Batch, Counter, EveSink, Sink, SinkReport, Stage, StreamFile,
     VerdictLine, VerdictSink,

@@ -196,9 +196,21 @@ pub fn enrol_from_rows(
     label: Option<&str>,
     req: &EnrolRequest,
 ) -> Result<Enrolment, EnrolFailure> {
+    flows_model(model, "threat add")?;
     check_shots(req)?;
     let (frame, rows, locators) = rows_of_upload(model, bytes, label)?;
     enrol_from_frame(model, path, &frame, &rows, &locators, req)
+}
+
+/// Uploads are flows (a capture's or flow rows): a web-request model's service is taught from the
+/// CLI, whose changes it reloads.
+fn flows_model(model: &ThreatModel, what: &str) -> Result<(), EnrolFailure> {
+    if model.normaliser.kind == metaids_core::schema::DatasetKind::HttpRequests {
+        return Err(EnrolFailure::Bad(format!(
+            "body: this service's model scores web requests, and {what} from an upload takes flows; use `metaids {what} --model MODEL --library LIBRARY --pcap FILE` (or --access-log, --request-file) on the library: the service arms the new version at once"
+        )));
+    }
+    Ok(())
 }
 
 fn check_shots(req: &EnrolRequest) -> Result<(), EnrolFailure> {
@@ -218,6 +230,7 @@ pub fn enrol_from_capture(
     bytes: &[u8],
     req: &EnrolRequest,
 ) -> Result<Enrolment, EnrolFailure> {
+    flows_model(model, "threat add")?;
     check_shots(req)?;
     let (frame, locators) = flows_of_upload(bytes, &req.select)?;
     let all: Vec<usize> = (0..frame.len()).collect();
@@ -266,6 +279,7 @@ pub fn baseline_from_capture(
     bytes: &[u8],
     req: &BaselineRequest,
 ) -> Result<serde_json::Value, EnrolFailure> {
+    flows_model(model, "baseline")?;
     let (frame, _) = flows_of_upload(bytes, &req.select)?;
     let rows: Vec<usize> = (0..frame.len()).collect();
     let sources = source_addresses(&frame, &rows);

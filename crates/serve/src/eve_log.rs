@@ -136,7 +136,12 @@ impl Sink for ServiceSink {
         }
         self.alerts += batch.alerts.len() as u64;
         let m = &self.shared.metrics;
-        m.flows.inc_by(batch.flows.len() as u64);
+        // A batch holds flows or requests (a web-request model's), never both.
+        if batch.flows.first().is_some_and(|f| f.http.is_some()) {
+            m.http_requests.inc_by(batch.flows.len() as u64);
+        } else {
+            m.flows.inc_by(batch.flows.len() as u64);
+        }
         m.batch_latency.observe(batch.latency.as_secs_f64());
         let mut kinds = [0u64; 3];
         for v in batch.verdicts {

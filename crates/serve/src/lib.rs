@@ -50,15 +50,34 @@ pub fn run(config: ServeConfig) -> Result<Summary> {
             source: Box::new(source),
         })?,
     );
-    if model.normaliser.kind != DatasetKind::Cic {
-        return Err(ServeError::Config {
-            field: "model".into(),
-            message: format!(
-                "{} was trained on {} data; serve scores captures (CIC-layout flows): use a model trained with --dataset cic",
-                cfg.model.display(),
-                model.normaliser.kind
-            ),
-        });
+    match model.normaliser.kind {
+        DatasetKind::Cic => {}
+        // A web-request model scores the HTTP requests of the watched captures; live capture and
+        // flow files are flows.
+        DatasetKind::HttpRequests => {
+            let flows_only = [
+                ("interface", cfg.config.interface.is_some()),
+                ("flow_dir", cfg.config.flow_dir.is_some()),
+            ];
+            if let Some((field, _)) = flows_only.iter().find(|(_, set)| *set) {
+                return Err(ServeError::Config {
+                    field: (*field).into(),
+                    message: format!(
+                        "{} was trained on web-request payloads: it scores the HTTP requests of the captures in pcap_dir; {field} gives flows (run a second service with a flow model for them)",
+                        cfg.model.display()
+                    ),
+                });
+            }
+        }
+        other => {
+            return Err(ServeError::Config {
+                field: "model".into(),
+                message: format!(
+                    "{} was trained on {other} data; serve scores captures: use a model trained with --dataset cic (flows) or --dataset http-requests (their HTTP requests)",
+                    cfg.model.display()
+                ),
+            });
+        }
     }
     let shared = state::Shared::new(cfg.config.recent_alerts);
     let worker = worker::Worker::new(&cfg, Arc::clone(&model), Arc::clone(&shared))?;

@@ -53,6 +53,8 @@ pub struct Metrics {
     pub packets: Counter,
     /// Flows given a verdict.
     pub flows: Counter,
+    /// HTTP requests given a verdict (a web-request model).
+    pub http_requests: Counter,
     /// Verdicts by kind.
     pub verdicts: Family<KindLabel, Counter>,
     /// Alerts written, by threat.
@@ -95,6 +97,7 @@ impl Metrics {
             registry: Registry::with_prefix("metaids"),
             packets: Counter::default(),
             flows: Counter::default(),
+            http_requests: Counter::default(),
             verdicts: Family::default(),
             alerts: Family::default(),
             suppressed: Counter::default(),
@@ -116,6 +119,11 @@ impl Metrics {
         let r = &mut m.registry;
         r.register("packets", "Packets read from captures", m.packets.clone());
         r.register("flows", "Flows given a verdict", m.flows.clone());
+        r.register(
+            "http_requests",
+            "HTTP requests given a verdict (a web-request model)",
+            m.http_requests.clone(),
+        );
         r.register("verdicts", "Verdicts by kind", m.verdicts.clone());
         r.register("alerts", "Alerts written, by threat", m.alerts.clone());
         r.register(

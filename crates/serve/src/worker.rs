@@ -1,5 +1,6 @@
 //! The scoring worker: one thread that owns the detection pipeline. It scores the flows of a live
-//! interface as they end, each new capture of the watched directory through the flow engine and
+//! interface as they end, each new capture of the watched directory through the flow engine (or,
+//! with a web-request model, by its HTTP requests, reassembled) and
 //! each new flow file of the flow directory, reloads the threat library when it changed (an
 //! API change, or the file changed under it by the CLI) between micro-batches, writes EVE `stats`
 //! records, and on stop decides the flows it holds and syncs its outputs.
@@ -10,7 +11,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use metaids_detect::{ArmedThreats, Detector, DetectorOptions, Pipeline, PipelineOptions, Summary};
+use metaids_detect::{
+    ArmedThreats, CaptureRequests, Detector, DetectorOptions, Pipeline, PipelineOptions,
+    RequestRows, Seen, Summary,
+};
+use metaids_http::raw::Limits;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use metaids_capture::{LiveCapture, LiveConfig, LiveSource};
@@ -149,6 +154,10 @@ pub struct Worker {
     next_stats: Instant,
     deadline: Option<Instant>,
     sensor: String,
+    /// A web-request model: captures are scored by their HTTP requests.
+    web: bool,
+    /// Requests decided per batch (the pipeline's batch size).
+    batch: usize,
 }
 
 impl Worker {
@@ -159,6 +168,7 @@ impl Worker {
             model_version: Some(metaids_detect::model_version(&model)?),
             ..DetectorOptions::default()
         };
+        let web = model.normaliser.kind == metaids_core::schema::DatasetKind::HttpRequests;
         let stamp0 = stamp(&cfg.library);
         let generation = shared.generation();
         let detector = arm(&model, &cfg.library, &options)?;
@@ -205,6 +215,8 @@ impl Worker {
             deadline: (c.max_runtime_s > 0)
                 .then(|| Instant::now() + Duration::from_secs(c.max_runtime_s)),
             sensor: cfg.sensor.clone(),
+            web,
+            batch: c.batch,
         };
         if let Some(every) = w.stats_every {
             w.next_stats = Instant::now() + every;
@@ -391,11 +403,89 @@ impl Worker {
         self.record(c, "done", flows, 0, None)
     }
 
+    /// Scores the HTTP requests of one capture with a web-request model: reassembled as its packets
+    /// are read, decided a batch at a time; a body that breaks off ends the capture early (what
+    /// was read is decided, and the capture is recorded as failed with the reason).
+    fn process_requests(&mut self, c: &Candidate) -> Result<()> {
+        let file = match File::open(&c.path) {
+            Ok(f) => f,
+            Err(e) => return self.record(c, "failed", 0, 0, Some(format!("cannot open: {e}"))),
+        };
+        let input = BufReader::with_capacity(1 << 20, metaids_ingest::decompressing(&c.path, file));
+        let mut capture = match CaptureRequests::new(input, &c.name, Limits::default()) {
+            Ok(s) => s,
+            Err(e) => return self.record(c, "failed", 0, 0, Some(format!("not a capture: {e}"))),
+        };
+        let mut rows = RequestRows::new();
+        let mut got = Vec::new();
+        let before = self.pipeline.summary().flows;
+        let batch = self.batch.max(1);
+        let mut note = None;
+        loop {
+            let more = match capture.next_requests(&mut got) {
+                Ok(more) => more,
+                Err(e) => {
+                    note = Some(format!("capture ended early: {e}"));
+                    false
+                }
+            };
+            let first = capture.requests() - got.len() as u64;
+            for (k, r) in got.drain(..).enumerate() {
+                rows.push(
+                    &Seen {
+                        source: &c.name,
+                        request: &r.request,
+                        ts_us: Some(r.ts_us),
+                        log_time: false,
+                        client: Some(r.client),
+                        client_text: None,
+                        server: Some(r.server),
+                        line: None,
+                        status: None,
+                        length: None,
+                        index: first + k as u64 + 1,
+                    },
+                    "request",
+                );
+            }
+            if rows.len() >= batch || !more {
+                rows.score(&mut self.pipeline)?;
+                self.tick()?;
+            }
+            if !more {
+                break;
+            }
+        }
+        self.pipeline.flush()?;
+        let packets = capture.packets();
+        let unscored = rows.without_values;
+        let stats = capture.finish();
+        self.shared.metrics.packets.inc_by(packets);
+        let decided = self.pipeline.summary().flows - before;
+        let status = if note.is_some() { "failed" } else { "done" };
+        if note.is_none() {
+            self.shared.metrics.files_done.inc();
+            self.shared.set_status(|s| s.files_done += 1);
+        }
+        tracing::info!(
+            file = %c.name,
+            packets,
+            requests = decided,
+            without_values = unscored,
+            connections_given_up = stats.not_http + stats.over_limit + stats.truncated + stats.incomplete + stats.idle + stats.table_full,
+            "capture scored"
+        );
+        self.record(c, status, decided, packets, note)
+    }
+
     /// Scores one capture to its end (a stop request waits for the capture in hand: its alerts are
     /// then complete and it is not scored twice after a restart).
     fn process(&mut self, c: &Candidate) -> Result<()> {
         if c.kind == Kind::Flows {
             return self.process_flows(c);
+        }
+        if self.web {
+            return self.process_requests(c);
         }
         let file = match File::open(&c.path) {
             Ok(f) => f,
