@@ -1345,3 +1345,128 @@ fn serve_applies_nftables_in_a_private_namespace() {
         assert!(log.contains(needle), "{needle} not in\n{log}");
     }
 }
+
+/// Issue 14: a model swap is checked for compatibility first. The service runs a model through a
+/// symbolic link; pointing it at another model while the library is still the first model's is
+/// refused (counted, named in `/ready`, the armed model keeps scoring); once the library made for
+/// the new model replaces it, both are armed together and the next capture alerts with them.
+#[test]
+fn a_model_swap_is_checked_before_it_is_armed() {
+    let mut s = setup();
+    let first = s.model.clone();
+    let link = s.dir.path().join("serve.model");
+    std::os::unix::fs::symlink(&first, &link).expect("link");
+    s.model = link.clone();
+    let second = s.dir.path().join("second.model");
+    // Another model of the same input layout (the repository's CIC sample, another seed, no
+    // fine-tuning material: two seconds).
+    common::ok(
+        &metaids()
+            .args(["train", "--dataset", "cic", "--data", "data/cic-ids2017"])
+            .args(["--steps", "150", "--hidden", "64", "--depth", "1"])
+            .args([
+                "--embedding",
+                "32",
+                "--seed",
+                "6",
+                "--no-finetune",
+                "--quiet",
+            ])
+            .arg("--out")
+            .arg(&second)
+            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
+            .output()
+            .expect("train"),
+    );
+    let second_library = s.dir.path().join("second.redb");
+    common::ok(
+        &metaids()
+            .args(["threat", "add", "--model"])
+            .arg(&second)
+            .arg("--library")
+            .arg(&second_library)
+            .args(["--name", THREAT, "--pcap"])
+            .arg(shared(SSH))
+            .args(["--select", "dport 22", "--force"])
+            .output()
+            .expect("threat add"),
+    );
+    let pcaps = s.dir.path().join("pcaps");
+    std::fs::create_dir_all(&pcaps).expect("pcaps");
+    let eve = s.dir.path().join("eve.json");
+    let svc = start(&s, &pcaps, &eve);
+    let a = svc.addr;
+    let ready = || json(&http(a, "GET", "/api/v1/ready", Some(READ), None).1);
+    let count = |name: &str| metric(&http(a, "GET", "/metrics", Some(READ), None).1, name);
+    let v0 = ready()["model"].clone();
+    assert!(v0.as_str().is_some_and(|v| !v.is_empty()), "{v0}");
+
+    let point_to = |model: &Path| {
+        let staged = s.dir.path().join(".serve.model");
+        std::os::unix::fs::symlink(model, &staged).expect("link");
+        std::fs::rename(&staged, &link).expect("swap the link");
+    };
+    let warned = |what: &str| {
+        ready()["last_warning"]
+            .as_str()
+            .is_some_and(|w| w.contains("model swap refused") && w.contains(what))
+    };
+    // A model of another dataset: refused, the first model stays armed.
+    let nsl = s.dir.path().join("nsl.model");
+    common::ok(
+        &metaids()
+            .args(["train", "--dataset", "nsl-kdd", "--data"])
+            .arg(shared("nsl-kdd"))
+            .args(["--steps", "150", "--hidden", "64", "--depth", "1"])
+            .args([
+                "--embedding",
+                "32",
+                "--seed",
+                "6",
+                "--no-finetune",
+                "--quiet",
+            ])
+            .arg("--out")
+            .arg(&nsl)
+            .output()
+            .expect("train"),
+    );
+    point_to(&nsl);
+    wait_until("a model of another dataset refused", || {
+        warned("nsl-kdd data")
+    });
+    // A model of the same layout, but the library is the first model's: refused too.
+    point_to(&second);
+    wait_until("a model without its library refused", || {
+        warned("a library is bound to its model")
+    });
+    let r = ready();
+    assert_eq!(r["model"], v0, "{r}");
+    assert!(count("metaids_model_swap_failures_total") >= 2);
+    assert_eq!(count("metaids_model_swaps_total"), 0);
+
+    // The library made for it: both armed at once.
+    let staged = s.dir.path().join(".lib.redb");
+    std::fs::copy(&second_library, &staged).expect("copy");
+    std::fs::rename(&staged, &s.library).expect("swap the library");
+    wait_until("the model swap", || ready()["model"] != v0);
+    assert_eq!(count("metaids_model_swaps_total"), 1);
+    let second_version =
+        metaids_detect::model_version(&metaids_model::load(&second).expect("load"))
+            .expect("version");
+    assert_eq!(ready()["model"], second_version.as_str());
+
+    // The next capture is scored by the swapped pair and alerts as its threat.
+    copy_capture(&pcaps, "ssh.pcap", SSH);
+    wait_until("the capture scored", || files_done(a) >= 1);
+    let alerts = all_alerts(a);
+    assert!(
+        alerts["alerts"].as_array().is_some_and(|v| v
+            .iter()
+            .any(|x| x["event"]["alert"]["signature"] == format!("metaids {THREAT}"))),
+        "{alerts}"
+    );
+    signal(&svc, "-TERM");
+    let mut svc = svc;
+    assert!(svc.child.wait().expect("wait").success());
+}

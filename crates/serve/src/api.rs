@@ -16,7 +16,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use metaids_library::{LibraryError, ThreatLibrary};
-use metaids_model::ThreatModel;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -49,7 +48,7 @@ pub struct Api {
     /// The EVE file (feedback on an alert no longer among the recent ones reads it).
     pub eve: PathBuf,
     /// The model (library identity checks).
-    pub model: Arc<ThreatModel>,
+    pub model: Arc<crate::state::ModelCell>,
 }
 
 /// An RFC 9457 problem document.
@@ -171,7 +170,7 @@ async fn change<T: Send + 'static>(
 
 /// A change through the library file itself (opened for writing, checked against the model).
 fn open_write(api: &Api) -> std::result::Result<ThreatLibrary, Problem> {
-    ThreatLibrary::open(&api.library, &api.model).map_err(library_problem)
+    ThreatLibrary::open(&api.library, &api.model.get()).map_err(library_problem)
 }
 
 fn query_problem(e: QueryRejection) -> Problem {
@@ -182,7 +181,7 @@ fn query_problem(e: QueryRejection) -> Problem {
 }
 
 fn open_read(api: &Api) -> std::result::Result<ThreatLibrary, Problem> {
-    ThreatLibrary::open_read_only_for(&api.library, &api.model).map_err(library_problem)
+    ThreatLibrary::open_read_only_for(&api.library, &api.model.get()).map_err(library_problem)
 }
 
 async fn health() -> Json<Value> {
@@ -447,12 +446,12 @@ async fn enrol(
         let result = match ids {
             Some(ids) => {
                 let alerts = gather_alerts(api, &ids)?;
-                enrol_from_alerts(&api.model, &api.library, &alerts, &req)
+                enrol_from_alerts(&api.model.get(), &api.library, &alerts, &req)
             }
             None if from_rows => {
-                enrol_from_rows(&api.model, &api.library, &bytes, label.as_deref(), &req)
+                enrol_from_rows(&api.model.get(), &api.library, &bytes, label.as_deref(), &req)
             }
-            None => enrol_from_capture(&api.model, &api.library, &bytes, &req),
+            None => enrol_from_capture(&api.model.get(), &api.library, &bytes, &req),
         };
         match result {
             Ok(e) => Ok(e),
@@ -544,7 +543,12 @@ async fn rollback_threat(
     let Json(body) = body.map_err(json_problem)?;
     let done = change(api, move |api| {
         open_write(api)?
-            .rollback_threat(&api.model, &name, body.version, &format!("api:{author}"))
+            .rollback_threat(
+                &api.model.get(),
+                &name,
+                body.version,
+                &format!("api:{author}"),
+            )
             .map_err(|e| match e {
                 e @ LibraryError::Invalid { .. } => {
                     Problem::new(StatusCode::CONFLICT, e.to_string())
@@ -606,7 +610,7 @@ async fn feedback(
         let lib = open_write(api)?;
         let outcome = apply_feedback(
             &lib,
-            &api.model,
+            &api.model.get(),
             &alert,
             judgement,
             body.threat.as_deref(),
@@ -777,7 +781,7 @@ async fn learn_baseline(
         author: format!("api:{author}"),
     };
     let done = change(api, move |api| {
-        baseline_from_capture(&api.model, &api.library, &bytes, &req).map_err(|e| match e {
+        baseline_from_capture(&api.model.get(), &api.library, &bytes, &req).map_err(|e| match e {
             EnrolFailure::Bad(m) => Problem::new(StatusCode::BAD_REQUEST, m),
             EnrolFailure::Refused(_) => {
                 Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "refused by the guard")

@@ -80,7 +80,13 @@ pub fn run(config: ServeConfig) -> Result<Summary> {
         }
     }
     let shared = state::Shared::new(cfg.config.recent_alerts);
-    let worker = worker::Worker::new(&cfg, Arc::clone(&model), Arc::clone(&shared))?;
+    let model_cell = state::ModelCell::new(Arc::clone(&model));
+    let worker = worker::Worker::new(
+        &cfg,
+        Arc::clone(&model),
+        Arc::clone(&model_cell),
+        Arc::clone(&shared),
+    )?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -100,7 +106,7 @@ pub fn run(config: ServeConfig) -> Result<Summary> {
         tokens: Arc::new(tokens),
         library: cfg.library.clone(),
         eve: cfg.eve.clone(),
-        model,
+        model: model_cell,
     };
     let app = api::router(api, cfg.config.max_body_bytes);
     let scoring = std::thread::Builder::new()

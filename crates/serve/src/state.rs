@@ -81,6 +81,10 @@ pub struct Metrics {
     pub reloads: Counter,
     /// Library reloads that failed (the previous version stays armed).
     pub reload_failures: Counter,
+    /// Model swaps applied (the model file changed and passed the compatibility check).
+    pub model_swaps: Counter,
+    /// Model swaps refused (unreadable, another input layout, or the library is another model's).
+    pub model_swap_failures: Counter,
     /// The model (value 1, its version as a label).
     pub model: Family<VersionLabel, Gauge>,
     /// API requests by route, method and status.
@@ -111,6 +115,8 @@ impl Metrics {
             threats: Gauge::default(),
             reloads: Counter::default(),
             reload_failures: Counter::default(),
+            model_swaps: Counter::default(),
+            model_swap_failures: Counter::default(),
             model: Family::default(),
             requests: Family::default(),
             eve_reopens: Counter::default(),
@@ -168,6 +174,16 @@ impl Metrics {
             "reload_failures",
             "Library reloads that failed (the previous version stays armed)",
             m.reload_failures.clone(),
+        );
+        r.register(
+            "model_swaps",
+            "Model swaps applied after the compatibility check",
+            m.model_swaps.clone(),
+        );
+        r.register(
+            "model_swap_failures",
+            "Model swaps refused (the previous model stays armed)",
+            m.model_swap_failures.clone(),
         );
         r.register("model_info", "The model's version", m.model.clone());
         r.register(
@@ -325,6 +341,35 @@ pub fn threat_json(t: &metaids_library::Threat) -> serde_json::Value {
         "support_flows": t.support.len(),
         "negative_flows": t.negatives.len(),
     })
+}
+
+/// The model the service runs, swapped by the worker when the model file changes (after the
+/// compatibility check); the API reads it for enrolments and library reads.
+pub struct ModelCell(RwLock<Arc<metaids_model::ThreatModel>>);
+
+impl ModelCell {
+    /// A cell holding `model`.
+    pub fn new(model: Arc<metaids_model::ThreatModel>) -> Arc<Self> {
+        Arc::new(ModelCell(RwLock::new(model)))
+    }
+
+    /// The model now.
+    pub fn get(&self) -> Arc<metaids_model::ThreatModel> {
+        Arc::clone(
+            &self
+                .0
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+
+    /// Swaps in `model`.
+    pub fn set(&self, model: Arc<metaids_model::ThreatModel>) {
+        *self
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = model;
+    }
 }
 
 /// The shared state.

@@ -25,7 +25,7 @@ use metaids_model::ThreatModel;
 use crate::config::Checked;
 use crate::error::{Result, ServeError};
 use crate::eve_log::{lock, reopen_if_asked, EveLog, ServiceSink};
-use crate::state::Shared;
+use crate::state::{ModelCell, Shared};
 use crate::watch::{scan, Candidate, FileRecord, Kind, Progress};
 
 /// How often the idle worker looks at the library file and the stats clock between wakes.
@@ -125,6 +125,23 @@ fn open_live(cfg: &Checked) -> Result<Option<(LiveSource, Arc<AtomicBool>)>> {
 /// What identifies a version of the library file on disk.
 type Stamp = Option<(u64, SystemTime)>;
 
+/// A model's files as they are now: where the path leads (a symbolic link swapped to another
+/// model directory changes it) and the stamps of its manifest and weights.
+type ModelStamp = (Option<PathBuf>, Stamp, Stamp);
+
+fn model_stamp(path: &Path) -> ModelStamp {
+    let dir = if path.is_file() {
+        path.parent().map(Path::to_path_buf).unwrap_or_default()
+    } else {
+        path.to_path_buf()
+    };
+    (
+        std::fs::canonicalize(&dir).ok(),
+        stamp(&dir.join(metaids_model::io::MANIFEST_FILE)),
+        stamp(&dir.join(metaids_model::io::WEIGHTS_FILE)),
+    )
+}
+
 fn stamp(path: &Path) -> Stamp {
     std::fs::metadata(path)
         .ok()
@@ -135,6 +152,11 @@ fn stamp(path: &Path) -> Stamp {
 pub struct Worker {
     shared: Arc<Shared>,
     model: Arc<ThreatModel>,
+    /// The model file (a model directory or its manifest), its stamp when loaded, and the cell the
+    /// API reads the model from.
+    model_path: PathBuf,
+    model_stamp: ModelStamp,
+    model_cell: Arc<ModelCell>,
     options: DetectorOptions,
     library: PathBuf,
     pipeline: Pipeline,
@@ -163,7 +185,13 @@ pub struct Worker {
 impl Worker {
     /// Arms the library and opens the outputs; every error here stops the start with a message
     /// naming the file.
-    pub fn new(cfg: &Checked, model: Arc<ThreatModel>, shared: Arc<Shared>) -> Result<Self> {
+    pub fn new(
+        cfg: &Checked,
+        model: Arc<ThreatModel>,
+        model_cell: Arc<ModelCell>,
+        shared: Arc<Shared>,
+    ) -> Result<Self> {
+        let model_stamp = model_stamp(&cfg.model);
         let options = DetectorOptions {
             model_version: Some(metaids_detect::model_version(&model)?),
             ..DetectorOptions::default()
@@ -196,6 +224,9 @@ impl Worker {
         let mut w = Worker {
             shared,
             model,
+            model_path: cfg.model.clone(),
+            model_stamp,
+            model_cell,
             options,
             library: cfg.library.clone(),
             pipeline,
@@ -251,24 +282,56 @@ impl Worker {
         });
     }
 
-    /// Reloads the library if it changed and a reload is due. A failed reload (the file busy,
-    /// damaged or of another model) keeps the armed version and is retried a second later.
+    /// Reloads the library if it changed and a reload is due, and swaps the model if its file
+    /// changed: the new model must read the same input (dataset and feature layout) and the
+    /// library must open for it (a library is bound to one model: swap both, the library first or
+    /// together); then both are armed at once, between two batches. A failed reload or swap (a
+    /// file busy, damaged, of another layout or another model) keeps what is armed and is retried a
+    /// second later.
     fn reload_if_changed(&mut self) {
         let now_stamp = stamp(&self.library);
         let generation = self.shared.generation();
-        if now_stamp == self.stamp && generation == self.generation {
+        let now_model = model_stamp(&self.model_path);
+        let model_changed = now_model != self.model_stamp;
+        if now_stamp == self.stamp && generation == self.generation && !model_changed {
             return;
         }
         if self.retry_at.is_some_and(|t| Instant::now() < t) {
             return;
         }
-        match arm(&self.model, &self.library, &self.options) {
+        let swapped = if model_changed {
+            match self.load_compatible() {
+                Ok(m) => Some(m),
+                Err(msg) => return self.reload_failed(&msg, true),
+            }
+        } else {
+            None
+        };
+        let model = swapped.as_ref().map_or(&self.model, |(m, _)| m);
+        let options = swapped
+            .as_ref()
+            .map_or_else(|| self.options.clone(), |(_, o)| o.clone());
+        match arm(model, &self.library, &options) {
             Ok(detector) => {
                 let before = self.pipeline.detector().library_version();
+                let old_model = self.pipeline.detector().model_version().to_string();
                 self.pipeline.replace_detector(detector);
                 self.stamp = now_stamp;
                 self.generation = generation;
                 self.retry_at = None;
+                if let Some((m, o)) = swapped {
+                    self.shared
+                        .metrics
+                        .model
+                        .get_or_create(&crate::state::VersionLabel { version: old_model })
+                        .set(0);
+                    self.model_cell.set(Arc::clone(&m));
+                    self.model = m;
+                    self.options = o;
+                    self.model_stamp = now_model;
+                    self.shared.metrics.model_swaps.inc();
+                    tracing::info!(model = %self.model_path.display(), "model swapped");
+                }
                 self.shared.metrics.reloads.inc();
                 self.publish_armed();
                 tracing::info!(
@@ -278,13 +341,54 @@ impl Worker {
                 );
             }
             Err(e) => {
-                self.shared.metrics.reload_failures.inc();
-                self.retry_at = Some(Instant::now() + Duration::from_secs(1));
-                let msg = format!("library reload failed, the armed version stays: {e}");
-                tracing::warn!("{msg}");
-                self.shared.set_status(|s| s.last_warning = Some(msg));
+                let msg = if model_changed {
+                    format!(
+                        "model swap refused, the armed model stays: {e} (a library is bound to its model: replace the library with one made for the new model)"
+                    )
+                } else {
+                    format!("library reload failed, the armed version stays: {e}")
+                };
+                self.reload_failed(&msg, model_changed);
             }
         }
+    }
+
+    /// The model file's new content, if it reads the same input as the armed model; with the
+    /// detector options for it.
+    fn load_compatible(&self) -> std::result::Result<(Arc<ThreatModel>, DetectorOptions), String> {
+        let path = self.model_path.display();
+        let m = metaids_model::load(&self.model_path)
+            .map_err(|e| format!("model swap refused, the armed model stays: {path}: {e}"))?;
+        let (was, now) = (self.model.normaliser.kind, m.normaliser.kind);
+        if was != now {
+            return Err(format!(
+                "model swap refused, the armed model stays: {path} was trained on {now} data, the armed model on {was} data"
+            ));
+        }
+        m.check_layout(&was.layout()).map_err(|e| {
+            format!("model swap refused, the armed model stays: {path}: another input layout: {e}")
+        })?;
+        let options = DetectorOptions {
+            model_version: Some(
+                metaids_detect::model_version(&m)
+                    .map_err(|e| format!("model swap refused: {path}: {e}"))?,
+            ),
+            ..self.options.clone()
+        };
+        Ok((Arc::new(m), options))
+    }
+
+    fn reload_failed(&mut self, msg: &str, model: bool) {
+        let m = &self.shared.metrics;
+        if model {
+            m.model_swap_failures.inc();
+        } else {
+            m.reload_failures.inc();
+        }
+        self.retry_at = Some(Instant::now() + Duration::from_secs(1));
+        tracing::warn!("{msg}");
+        let msg = msg.to_string();
+        self.shared.set_status(|s| s.last_warning = Some(msg));
     }
 
     /// Between batches: reload, stats, EVE reopening. An EVE write error is fatal.
