@@ -106,10 +106,27 @@ fn webhook_receiver() -> (String, Arc<AtomicUsize>) {
     (url, count)
 }
 
+/// The small model every test here serves (read only), trained once per run of this test binary
+/// (the tests run in parallel and would otherwise each spend about 20 s training the same model),
+/// under cargo's temporary directory for integration tests.
+fn trained_model() -> PathBuf {
+    static MODEL: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    MODEL
+        .get_or_init(|| {
+            let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+                .join(format!("serve-model-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).expect("model dir");
+            let model = dir.join("cic.model");
+            train_small_model(&model);
+            model
+        })
+        .clone()
+}
+
 fn setup() -> Setup {
     let dir = tempfile::tempdir().expect("tmp");
-    let model = dir.path().join("cic.model");
-    train_small_model(&model);
+    let model = trained_model();
     let m = metaids_model::load(&model).expect("load");
     let pcap = shared("pcaps/zeek-traces/ssh/sshguess.pcap");
     let mut reader = CaptureReader::new(
