@@ -182,19 +182,7 @@ fn from_capture(
     while capture.next_requests(&mut got)? {
         let first = capture.requests() - got.len() as u64;
         for (k, r) in got.drain(..).enumerate() {
-            each(&Seen {
-                source: &name,
-                request: &r.request,
-                ts_us: Some(r.ts_us),
-                log_time: false,
-                client: Some(r.client),
-                client_text: None,
-                server: Some(r.server),
-                line: None,
-                status: None,
-                length: None,
-                index: first + k as u64 + 1,
-            })?;
+            each(&Seen::captured(&name, &r, first + k as u64 + 1))?;
         }
     }
     let n = capture.requests();

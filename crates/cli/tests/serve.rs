@@ -1375,25 +1375,35 @@ fn a_model_swap_is_checked_before_it_is_armed() {
     std::os::unix::fs::symlink(&first, &link).expect("link");
     s.model = link.clone();
     let second = s.dir.path().join("second.model");
-    // Another model of the same input layout (the repository's CIC sample, another seed, no
-    // fine-tuning material: two seconds).
-    common::ok(
-        &metaids()
-            .args(["train", "--dataset", "cic", "--data", "data/cic-ids2017"])
-            .args(["--steps", "150", "--hidden", "64", "--depth", "1"])
-            .args([
-                "--embedding",
-                "32",
-                "--seed",
-                "6",
-                "--no-finetune",
-                "--quiet",
-            ])
-            .arg("--out")
-            .arg(&second)
-            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
-            .output()
-            .expect("train"),
+    // Small models trained here (another seed, no fine-tuning material: two seconds each).
+    let train = |dataset: &str, data: PathBuf, out: &Path| {
+        common::ok(
+            &metaids()
+                .args(["train", "--dataset", dataset, "--data"])
+                .arg(data)
+                .args(["--steps", "150", "--hidden", "64", "--depth", "1"])
+                .args([
+                    "--embedding",
+                    "32",
+                    "--seed",
+                    "6",
+                    "--no-finetune",
+                    "--quiet",
+                ])
+                .arg("--out")
+                .arg(out)
+                .output()
+                .expect("train"),
+        );
+    };
+    // Another model of the same input layout (the repository's CIC sample).
+    train(
+        "cic",
+        PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../data/cic-ids2017"
+        )),
+        &second,
     );
     let second_library = s.dir.path().join("second.redb");
     common::ok(
@@ -1430,24 +1440,7 @@ fn a_model_swap_is_checked_before_it_is_armed() {
     };
     // A model of another dataset: refused, the first model stays armed.
     let nsl = s.dir.path().join("nsl.model");
-    common::ok(
-        &metaids()
-            .args(["train", "--dataset", "nsl-kdd", "--data"])
-            .arg(shared("nsl-kdd"))
-            .args(["--steps", "150", "--hidden", "64", "--depth", "1"])
-            .args([
-                "--embedding",
-                "32",
-                "--seed",
-                "6",
-                "--no-finetune",
-                "--quiet",
-            ])
-            .arg("--out")
-            .arg(&nsl)
-            .output()
-            .expect("train"),
-    );
+    train("nsl-kdd", shared("nsl-kdd"), &nsl);
     point_to(&nsl);
     wait_until("a model of another dataset refused", || {
         warned("nsl-kdd data")

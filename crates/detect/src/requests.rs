@@ -51,7 +51,25 @@ pub struct Seen<'a> {
     pub index: u64,
 }
 
-impl Seen<'_> {
+impl<'a> Seen<'a> {
+    /// Request number `index` (1-based) of the capture `source`, as reassembled: its packet time
+    /// and its connection's addresses and ports.
+    pub fn captured(source: &'a str, r: &'a AssembledRequest, index: u64) -> Self {
+        Seen {
+            source,
+            request: &r.request,
+            ts_us: Some(r.ts_us),
+            log_time: false,
+            client: Some(r.client),
+            client_text: None,
+            server: Some(r.server),
+            line: None,
+            status: None,
+            length: None,
+            index,
+        }
+    }
+
     /// Where the request is in its source: its line, else its number.
     pub fn locator(&self) -> u64 {
         self.line.unwrap_or(self.index)

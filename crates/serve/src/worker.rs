@@ -536,19 +536,7 @@ impl Worker {
             let first = capture.requests() - got.len() as u64;
             for (k, r) in got.drain(..).enumerate() {
                 rows.push(
-                    &Seen {
-                        source: &c.name,
-                        request: &r.request,
-                        ts_us: Some(r.ts_us),
-                        log_time: false,
-                        client: Some(r.client),
-                        client_text: None,
-                        server: Some(r.server),
-                        line: None,
-                        status: None,
-                        length: None,
-                        index: first + k as u64 + 1,
-                    },
+                    &Seen::captured(&c.name, &r, first + k as u64 + 1),
                     "request",
                 );
             }
