@@ -176,10 +176,11 @@ pub struct Worker {
     next_stats: Instant,
     deadline: Option<Instant>,
     sensor: String,
-    /// A web-request model: captures are scored by their HTTP requests.
-    web: bool,
     /// Requests decided per batch (the pipeline's batch size).
     batch: usize,
+    /// When the model's files are looked at next (at most every `IDLE_CHECK`: three system calls,
+    /// kept off the per-chunk path).
+    next_model_check: Instant,
 }
 
 impl Worker {
@@ -196,7 +197,6 @@ impl Worker {
             model_version: Some(metaids_detect::model_version(&model)?),
             ..DetectorOptions::default()
         };
-        let web = model.normaliser.kind == metaids_core::schema::DatasetKind::HttpRequests;
         let stamp0 = stamp(&cfg.library);
         let generation = shared.generation();
         let detector = arm(&model, &cfg.library, &options)?;
@@ -246,8 +246,8 @@ impl Worker {
             deadline: (c.max_runtime_s > 0)
                 .then(|| Instant::now() + Duration::from_secs(c.max_runtime_s)),
             sensor: cfg.sensor.clone(),
-            web,
             batch: c.batch,
+            next_model_check: Instant::now() + IDLE_CHECK,
         };
         if let Some(every) = w.stats_every {
             w.next_stats = Instant::now() + every;
@@ -291,7 +291,12 @@ impl Worker {
     fn reload_if_changed(&mut self) {
         let now_stamp = stamp(&self.library);
         let generation = self.shared.generation();
-        let now_model = model_stamp(&self.model_path);
+        let now_model = if Instant::now() >= self.next_model_check {
+            self.next_model_check = Instant::now() + IDLE_CHECK;
+            model_stamp(&self.model_path)
+        } else {
+            self.model_stamp.clone()
+        };
         let model_changed = now_model != self.model_stamp;
         if now_stamp == self.stamp && generation == self.generation && !model_changed {
             return;
@@ -576,7 +581,7 @@ impl Worker {
         if c.kind == Kind::Flows {
             return self.process_flows(c);
         }
-        if self.web {
+        if self.model.normaliser.kind == metaids_core::schema::DatasetKind::HttpRequests {
             return self.process_requests(c);
         }
         let file = match File::open(&c.path) {
