@@ -1215,6 +1215,12 @@ pub struct SiteEvalArgs {
     /// Calibrate budgets the baseline cannot support instead of reporting them refused.
     #[arg(long)]
     pub force: bool,
+    /// Also decide every draw with threats named by a forest learnt on the site (a histogram
+    /// random forest on the baseline's prototype rows and the enrolled flows, in feature space,
+    /// calibrated on the baseline's calibration rows at half the budget; the embedding's unknown
+    /// rule keeps the other half): a separate row of the report.
+    #[arg(long)]
+    pub site_forest: bool,
     /// Also report an unsupervised adaptation of the model to the site, fit on the baseline
     /// window only: `normaliser` (the numeric columns' mean and spread refit: `baseline`'s
     /// default), `layernorm` (the LayerNorms' gains and shifts adapted to the window), `both`, or

@@ -169,6 +169,8 @@ pub(crate) fn embed_captures(
         labels: Vec::new(),
         sources: Vec::new(),
         benign: BENIGN.into(),
+        features: Vec::new(),
+        feature_dim: model.normaliser.output_dim(),
     };
     for (path, label) in &captures {
         let c = capture_flows(std::slice::from_ref(path), None, config, model)?;
@@ -178,6 +180,7 @@ pub(crate) fn embed_captures(
         }
         let x = model.normaliser.transform(&c.frame, &c.rows)?;
         flows.embeddings.extend(kernel.embed(&x)?);
+        flows.features.extend_from_slice(&x);
         flows.sources.extend(source_addresses(&c.frame, &c.rows));
         flows
             .labels
@@ -327,6 +330,7 @@ pub fn run(a: SiteEvalArgs) -> Result<()> {
             ..ProfileOptions::default()
         },
         force: a.force,
+        site_forest: a.site_forest,
     };
     let how = SiteAdaptation::parse(&a.adapt, a.ln_max_ratio)?;
     let refit = |base: &[usize]| -> std::result::Result<Vec<f32>, metaids_eval::EvalError> {

@@ -41,11 +41,15 @@ fn the_site_protocol_on_the_lab_captures() {
         .arg(&model)
         .arg("--captures")
         .arg(repo().join("data/lab"))
-        .args(["--repeats", "2", "--json"])
+        .args(["--repeats", "2", "--site-forest", "--json"])
         .arg(&json)
         .output()
         .expect("site-eval"));
     assert!(table.contains("| site baseline, 0.01 |"), "{table}");
+    assert!(
+        table.contains("| site baseline + site forest, 0.01 |"),
+        "{table}"
+    );
     let v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).expect("json")).expect("parse");
     let families: Vec<&str> = v["families"]
@@ -81,6 +85,30 @@ fn the_site_protocol_on_the_lab_captures() {
         .expect("without");
     assert!(with < 0.03, "benign flagged with the site baseline: {with}");
     assert!(without > 2.0 * with, "without {without}, with {with}");
+    // The site forest names the SQL injection requests, which the embedding puts among the lab's
+    // own API requests, within the same benign budget.
+    let forest = &v["site_forest"]["budgets"][0];
+    let forest_rate = forest["benign_flagged_rate"]["mean"]
+        .as_f64()
+        .expect("forest rate");
+    assert!(
+        forest_rate < 0.03,
+        "benign flagged with the site forest: {forest_rate}"
+    );
+    for r in forest["repeats"].as_array().expect("forest repeats") {
+        let sqli = r["families"]
+            .as_array()
+            .expect("families")
+            .iter()
+            .find(|f| f["family"] == "sql-injection")
+            .expect("sql-injection");
+        let (named, scored) = (sqli["named"].as_u64(), sqli["scored"].as_u64());
+        let (named, scored) = (named.expect("named"), scored.expect("scored"));
+        assert!(
+            named * 10 >= scored * 9,
+            "site forest on SQL injection: {sqli}"
+        );
+    }
     for r in b[0]["repeats"].as_array().expect("repeats") {
         assert_eq!(r["baseline_offered"], 2000);
         let scored: u64 = r["families"]

@@ -9,10 +9,12 @@
 #![forbid(unsafe_code)]
 
 pub mod error;
+pub mod forest;
 pub mod geometry;
 pub mod reference;
 pub mod rule;
 pub mod site;
+pub mod site_forest;
 pub mod threat;
 pub mod verdict;
 
@@ -22,6 +24,7 @@ pub use site::{
     calibrate_jointly, kept_flows, ColumnRefit, JointReport, NormaliserRefit, ProfileOptions,
     SiteProfile,
 };
+pub use site_forest::SiteForest;
 pub use threat::{
     check_flows, check_name, check_severity, confirmation_doubt, fit, seed_for, EnrolOptions,
     EnrolmentReport, Fit, FlowValues, SupportFlow, Threat, ThreatDraft, MAX_EXAMPLES,

@@ -258,6 +258,31 @@ pub fn held_budget(budget: f64, n: usize, confidence: f64) -> Option<f64> {
     Some(lo as f64 / n as f64)
 }
 
+/// The window's flows kept after the per-source cap, in the seeded order the profile uses them,
+/// with how many of the first are its prototype rows (the rest are its calibration rows), and the
+/// sources the cap cut. [`SiteProfile::learn`] splits a window this way; a decision learnt beside
+/// the profile (the site forest) trains and calibrates on the same two parts through it.
+fn split_window(
+    sources: &[String],
+    options: ProfileOptions,
+) -> (Vec<usize>, usize, Vec<CappedSource>) {
+    let mut rng = ChaCha8Rng::seed_from_u64(options.seed);
+    let (mut kept, capped) = cap_sources(sources, options.per_source_cap, &mut rng);
+    kept.sort_unstable();
+    kept.shuffle(&mut rng);
+    let share = options.prototype_share.clamp(0.05, 0.9);
+    let n_proto = ((share * kept.len() as f64).round() as usize)
+        .clamp(usize::from(!kept.is_empty()), kept.len());
+    (kept, n_proto, capped)
+}
+
+/// The window's prototype rows and calibration rows (indices into `sources`), exactly as
+/// [`SiteProfile::learn`] splits a window of these sources with these options.
+pub fn window_rows(sources: &[String], options: ProfileOptions) -> (Vec<usize>, Vec<usize>) {
+    let (kept, n_proto, _) = split_window(sources, options);
+    (kept[..n_proto].to_vec(), kept[n_proto..].to_vec())
+}
+
 /// Calibration rows (hence flows, at the default prototype share) a budget needs.
 pub fn rows_needed(budget: f64) -> usize {
     (10.0 / budget).ceil() as usize
@@ -306,12 +331,8 @@ impl SiteProfile {
                 format!("{cap}: expected a share in (0, 1]"),
             ));
         }
-        let mut rng = ChaCha8Rng::seed_from_u64(options.seed);
-        let (mut kept, capped) = cap_sources(sources, cap, &mut rng);
-        kept.sort_unstable();
-        kept.shuffle(&mut rng);
+        let (kept, n_proto, capped) = split_window(sources, options);
         let share = options.prototype_share.clamp(0.05, 0.9);
-        let n_proto = ((share * kept.len() as f64).round() as usize).clamp(1, kept.len());
         let n_cal = kept.len() - n_proto;
         let smallest = smallest_budget(n_cal);
         if n_cal == 0 || (b < smallest && !options.force) {

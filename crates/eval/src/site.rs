@@ -17,9 +17,10 @@
 use std::collections::BTreeMap;
 
 use metaids_core::metrics::{wilson95, Summary};
+use metaids_decide::site::window_rows;
 use metaids_decide::{
-    calibrate_jointly, BenignReference, Decider, ProfileOptions, SiteProfile, Threat, ThreatDraft,
-    VerdictKind,
+    calibrate_jointly, BenignReference, Decider, ProfileOptions, SiteForest, SiteProfile, Threat,
+    ThreatDraft, VerdictKind,
 };
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -47,6 +48,11 @@ pub struct SiteFlows {
     pub sources: Vec<String>,
     /// The benign label.
     pub benign: String,
+    /// The flows' preprocessed feature rows (`n × feature_dim`, the model's normaliser), which the
+    /// site forest decides on; empty when not given.
+    pub features: Vec<f32>,
+    /// Feature row width (0 when no rows are given).
+    pub feature_dim: usize,
 }
 
 /// The protocol's settings.
@@ -68,6 +74,9 @@ pub struct SiteConfig {
     pub profile: ProfileOptions,
     /// Calibrate budgets the baseline cannot support instead of reporting them refused.
     pub force: bool,
+    /// Also decide every draw with the site forest's threats ([`SiteForest`]; needs
+    /// [`SiteFlows::features`]).
+    pub site_forest: bool,
 }
 
 impl Default for SiteConfig {
@@ -81,6 +90,7 @@ impl Default for SiteConfig {
             baseline_max: 2000,
             profile: ProfileOptions::default(),
             force: false,
+            site_forest: false,
         }
     }
 }
@@ -180,6 +190,9 @@ pub struct SiteResult {
     /// The same draws with the site baseline learnt on adapted embeddings: the adaptation's
     /// name and one result per budget.
     pub adaptation: Option<(String, Vec<BudgetResult>)>,
+    /// The same draws with the site baseline and the site forest's threats
+    /// ([`SiteConfig::site_forest`]), one result per budget.
+    pub forest: Option<Vec<BudgetResult>>,
 }
 
 /// One repeat's draws.
@@ -248,6 +261,104 @@ fn with_baseline(
         res.repeats.push(out);
     }
     Ok(())
+}
+
+/// One repeat with the site baseline and the site forest's threats at every budget of `results`:
+/// the profile as in [`with_baseline`] decides unknowns (no threat armed in the embedding), the
+/// forest fitted on the profile's prototype rows and the supports, calibrated on its calibration
+/// rows, names threats.
+fn with_site_forest(
+    flows: &SiteFlows,
+    draw: &Draw<'_>,
+    cfg: &SiteConfig,
+    results: &mut [BudgetResult],
+) -> Result<(), EvalError> {
+    let (dim, fd) = (flows.dim, flows.feature_dim);
+    let emb = |r: usize| &flows.embeddings[r * dim..(r + 1) * dim];
+    let feat = |r: usize| &flows.features[r * fd..(r + 1) * fd];
+    let base_emb = rows_of(&flows.embeddings, dim, draw.base.iter().copied());
+    for res in results.iter_mut() {
+        if res.refused.is_some() {
+            continue;
+        }
+        let options = ProfileOptions {
+            budget: res.budget,
+            seed: draw.seed,
+            force: cfg.force,
+            ..cfg.profile
+        };
+        let profile = match SiteProfile::learn(&base_emb, dim, draw.base_src, options) {
+            Ok(p) => p,
+            Err(e) => {
+                res.refused = Some(e.to_string());
+                res.repeats.clear();
+                continue;
+            }
+        };
+        let (proto, cal) = window_rows(draw.base_src, options);
+        let benign = rows_of(&flows.features, fd, proto.iter().map(|&i| draw.base[i]));
+        let calibration = rows_of(&flows.features, fd, cal.iter().map(|&i| draw.base[i]));
+        let support: Vec<Vec<f32>> = draw
+            .support
+            .iter()
+            .map(|s| rows_of(&flows.features, fd, s.iter().copied()))
+            .collect();
+        let forest = SiteForest::learn(
+            &benign,
+            &support,
+            &calibration,
+            fd,
+            profile.budget / 2.0,
+            draw.seed,
+        )
+        .map_err(|e| err(format!("the site forest: {e}")))?;
+        let decider = Decider::new(profile.reference(), Vec::new(), profile.unknown_threshold)
+            .map_err(|e| err(format!("arming the unknown rule: {e}")))?;
+        let decide = |r: usize| -> (Option<usize>, bool) {
+            match forest.flag(feat(r)) {
+                Some(t) => (Some(t), true),
+                None => (None, decider.decide(emb(r)).kind != VerdictKind::Benign),
+            }
+        };
+        let mut out = RepeatOutcome {
+            baseline_offered: profile.flows_offered,
+            baseline_kept: profile.flows_kept,
+            calibration_rows: profile.calibration_rows(),
+            benign_scored: draw.benign_test.len(),
+            benign_threat: 0,
+            benign_unknown: 0,
+            guard_refused: 0,
+            families: Vec::with_capacity(draw.scored.len()),
+        };
+        for &r in draw.benign_test {
+            match decide(r) {
+                (Some(_), _) => out.benign_threat += 1,
+                (None, true) => out.benign_unknown += 1,
+                (None, false) => {}
+            }
+        }
+        for (f, rows) in draw.scored.iter().enumerate() {
+            let mut c = FamilyCounts {
+                scored: rows.len(),
+                named: 0,
+                any: 0,
+            };
+            for &r in rows {
+                let (t, flagged) = decide(r);
+                c.named += usize::from(t == Some(f));
+                c.any += usize::from(flagged);
+            }
+            out.families.push(c);
+        }
+        res.repeats.push(out);
+    }
+    Ok(())
+}
+
+/// The rows `rows` of a row-major matrix of width `width`, gathered.
+fn rows_of(data: &[f32], width: usize, rows: impl Iterator<Item = usize>) -> Vec<f32> {
+    rows.flat_map(|r| data[r * width..(r + 1) * width].iter().copied())
+        .collect()
 }
 
 /// One threat per family from its support rows (`gather` turns rows into embeddings), each fitted
@@ -354,6 +465,14 @@ pub fn run(
     if cfg.budgets.is_empty() {
         return Err(err("no budget to report".into()));
     }
+    if cfg.site_forest && (flows.feature_dim == 0 || flows.features.len() != n * flows.feature_dim)
+    {
+        return Err(err(format!(
+            "the site forest needs every flow's feature row: {} values of width {} for {n} flows",
+            flows.features.len(),
+            flows.feature_dim
+        )));
+    }
     let mut by_label: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
     for (i, l) in flows.labels.iter().enumerate() {
         by_label.entry(l.as_str()).or_default().push(i);
@@ -402,6 +521,7 @@ pub fn run(
     } else {
         Vec::new()
     };
+    let mut forest: Option<Vec<BudgetResult>> = cfg.site_forest.then(|| budgets.clone());
     let mut without_baseline = model_reference.map(|r| BudgetResult {
         budget: r.fpr_budget,
         refused: None,
@@ -438,6 +558,9 @@ pub fn run(
             scored: &scored,
         };
         with_baseline(&flows.embeddings, dim, &draw, &families, cfg, &mut budgets)?;
+        if let Some(results) = forest.as_mut() {
+            with_site_forest(flows, &draw, cfg, results)?;
+        }
         if let Some(adapt) = adapt {
             let emb = adapt(base)?;
             if emb.len() != flows.embeddings.len() {
@@ -475,6 +598,7 @@ pub fn run(
         without_baseline,
         budgets,
         adaptation: adapt_name.map(|name| (name, adapted)),
+        forest,
     })
 }
 
@@ -526,6 +650,10 @@ impl SiteResult {
             .chain(self.adaptation.iter().flat_map(|(name, bs)| {
                 bs.iter()
                     .map(move |b| (format!("site baseline + {name}, {}", b.budget), b))
+            }))
+            .chain(self.forest.iter().flat_map(|bs| {
+                bs.iter()
+                    .map(|b| (format!("site baseline + site forest, {}", b.budget), b))
             }));
         for (name, b) in rows {
             if let Some(why) = &b.refused {
@@ -560,6 +688,10 @@ impl SiteResult {
             .chain(self.adaptation.iter().flat_map(|(name, bs)| {
                 bs.iter()
                     .map(move |b| (format!("{} + {name}", b.budget), b))
+            }))
+            .chain(self.forest.iter().flat_map(|bs| {
+                bs.iter()
+                    .map(|b| (format!("{} + site forest", b.budget), b))
             }))
             .filter(|(_, b)| b.refused.is_none())
             .collect();
@@ -645,6 +777,10 @@ impl SiteResult {
                 "name": name,
                 "budgets": bs.iter().map(budget_json).collect::<Vec<_>>(),
             })),
+            "site_forest": self.forest.as_ref().map(|bs| serde_json::json!({
+                "description": "threats named by a histogram random forest fitted on the profile's prototype rows and the supports in feature space, calibrated on the profile's calibration rows at half the budget; the embedding's unknown rule at the other half",
+                "budgets": bs.iter().map(budget_json).collect::<Vec<_>>(),
+            })),
         })
     }
 }
@@ -652,6 +788,7 @@ impl SiteResult {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rand::Rng;
 
     /// 2-d flows: benign around the origin from 20 sources, two attack families far apart.
     fn flows(benign: usize) -> SiteFlows {
@@ -693,7 +830,66 @@ mod tests {
             labels,
             sources,
             benign: "benign".into(),
+            features: Vec::new(),
+            feature_dim: 0,
         }
+    }
+
+    /// [`flows`] with a third family, `hidden`, whose embeddings sit inside the benign cloud, and
+    /// feature rows: the embedding's two values and a third column, 0 for every flow but `hidden`'s
+    /// (1) — a family the embedding cannot tell from the site's own traffic and a raw column can.
+    fn hidden_flows(benign: usize) -> SiteFlows {
+        let mut f = flows(benign);
+        let mut rng = ChaCha8Rng::seed_from_u64(2);
+        for i in 0..40 {
+            let (x, y) = (
+                rng.random_range(-1.0..1.0f32),
+                rng.random_range(-1.0..1.0f32),
+            );
+            f.embeddings.extend([x, y]);
+            f.labels.push("hidden".into());
+            f.sources.push(format!("10.9.3.{}", i % 4));
+        }
+        f.feature_dim = 3;
+        f.features = f
+            .embeddings
+            .chunks_exact(2)
+            .zip(&f.labels)
+            .flat_map(|(e, l)| [e[0], e[1], f32::from(l == "hidden")])
+            .collect();
+        f
+    }
+
+    #[test]
+    fn the_site_forest_names_a_family_the_embedding_puts_among_the_benign_flows() {
+        let cfg = SiteConfig {
+            budgets: vec![0.05],
+            repeats: 3,
+            site_forest: true,
+            ..SiteConfig::default()
+        };
+        let r = run(&hidden_flows(1200), &cfg, None, None).expect("run");
+        let names: Vec<&str> = r.families.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, vec!["flood", "hidden", "scan"]);
+        let hidden = 1;
+        let forest = r.forest.as_ref().expect("forest rows");
+        for (protos, trees) in r.budgets[0].repeats.iter().zip(&forest[0].repeats) {
+            assert_eq!(protos.benign_scored, trees.benign_scored, "the same draws");
+            // In the embedding the hidden family is benign traffic: its threat cannot name it
+            // without flagging the benign flows around it.
+            let h = &protos.families[hidden];
+            assert!(h.named * 2 < h.scored, "{protos:?}");
+            // The forest finds the column, names every family and keeps the budget.
+            for c in &trees.families {
+                assert!(c.named * 10 >= c.scored * 9, "{trees:?}");
+            }
+            assert!(trees.benign_rate() < 0.12, "{trees:?}");
+        }
+        assert!(r.markdown().contains("site baseline + site forest, 0.05"));
+        assert!(r.to_json()["site_forest"]["budgets"][0]["macro_recall_named"].is_object());
+        // Without feature rows the forest is refused, naming what is missing.
+        let e = run(&flows(400), &cfg, None, None).expect_err("no features");
+        assert!(e.to_string().contains("feature row"), "{e}");
     }
 
     #[test]
