@@ -394,6 +394,14 @@ pub struct BaselineArgs {
     /// and lfi, where the refit cut held-out recall from 64% to 12% and from 93% to 43%).
     #[arg(long)]
     pub adapt: Option<String>,
+    /// How threats are named on the site: `forest` (a random forest fitted on the baseline's
+    /// prototype rows and the threats' support flows in feature space, calibrated on its
+    /// calibration rows at half the budget; the profile keeps the window's feature rows) or
+    /// `prototypes` (each threat's prototypes in the embedding, calibrated jointly). Default:
+    /// `forest` for flow models (chosen on a validation site: README "The site forest"),
+    /// `prototypes` for web-request models (the only rule they have).
+    #[arg(long)]
+    pub threat_rule: Option<String>,
     /// Seed of the draws and of k-means.
     #[arg(long, default_value_t = 2026)]
     pub seed: u64,

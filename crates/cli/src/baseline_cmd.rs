@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use metaids_decide::{Decider, ProfileOptions};
+use metaids_decide::{Decider, ProfileOptions, ThreatRule};
 use metaids_ingest::{read_files, ReadOptions};
 use metaids_library::{
     learn_site_profile, source_addresses, LearnOptions, ModelIdentity, ThreatLibrary,
@@ -174,6 +174,12 @@ pub fn run(a: BaselineArgs) -> Result<()> {
         "none" => false,
         other => bail!("--adapt must be normaliser or none, got {other:?}"),
     };
+    let threat_rule: ThreatRule = a
+        .threat_rule
+        .as_deref()
+        .unwrap_or(if web { "prototypes" } else { "forest" })
+        .parse()
+        .context("--threat-rule")?;
     let files: Vec<String> = match &a.interface {
         Some(i) => vec![format!("live:{i}")],
         None => a
@@ -201,6 +207,7 @@ pub fn run(a: BaselineArgs) -> Result<()> {
         adapt,
         update: a.update,
         force: a.force,
+        threat_rule,
     };
     let learnt = learn_site_profile(
         &model,
@@ -259,6 +266,19 @@ pub fn run(a: BaselineArgs) -> Result<()> {
             "none (--adapt none)"
         }
     );
+    println!(
+        "threat rule: {}",
+        match threat_rule {
+            ThreatRule::Forest => format!(
+                "the site forest (fitted on the {} prototype-share rows and the threats' support flows in feature space, calibrated on the {} calibration rows at {:.4}; --threat-rule forest)",
+                profile.rows.len() / profile.row_width.max(1) - profile.calibration_rows(),
+                profile.calibration_rows(),
+                profile.budget / 2.0
+            ),
+            ThreatRule::Prototypes =>
+                "each threat's prototypes in the embedding, calibrated jointly (--threat-rule prototypes)".to_string(),
+        }
+    );
     if a.dry_run {
         let mut threats = current.threats.clone();
         if current_adaptation != profile.adaptation {
@@ -271,6 +291,8 @@ pub fn run(a: BaselineArgs) -> Result<()> {
         let (threats, report) =
             metaids_decide::calibrate_jointly(&profile.reference(), &threats, profile.budget)?;
         print_joint(&report, &threats);
+        // The forest rule arms only if every threat keeps flows it can learn from.
+        metaids_library::site_forest(&normaliser, &profile, &threats)?;
         println!("dry run: nothing stored");
         return Ok(());
     }
@@ -281,15 +303,21 @@ pub fn run(a: BaselineArgs) -> Result<()> {
     print_joint(&b.report, &b.threats);
 
     // Baseline flows the refitted threats flag: attacks hiding in the window?
-    let decider = Decider::new(
+    let mut decider = Decider::new(
         profile.reference(),
         b.threats.clone(),
         profile.unknown_threshold,
     )?;
+    let mut x = Vec::new();
+    if let Some(forest) = metaids_library::site_forest(&normaliser, &profile, &b.threats)? {
+        decider = decider.with_site_forest(forest)?;
+        x = normaliser.transform(&c.frame, &c.rows)?;
+    }
+    let width = normaliser.output_dim();
     let mut listed = 0;
     let mut flagged = 0;
     for (k, e) in emb.chunks_exact(dim).enumerate() {
-        let v = decider.decide(e);
+        let v = decider.decide_flow(e, x.get(k * width..(k + 1) * width).unwrap_or(&[]));
         if let Some(t) = v.flagged() {
             flagged += 1;
             if listed < LISTED {

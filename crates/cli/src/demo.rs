@@ -293,9 +293,13 @@ pub fn run(mut a: DemoArgs) -> Result<()> {
             .filter(|r| !t.support_rows.contains(r))
             .collect();
         let emb = model.embed_rows(&t.candidates.frame, &rest)?;
+        let x = detector
+            .normaliser()
+            .transform(&t.candidates.frame, &rest)?;
+        let width = detector.normaliser().output_dim();
         let mut by: BTreeMap<String, usize> = BTreeMap::new();
-        for e in emb.chunks_exact(model.dim()) {
-            let v = detector.decide(e);
+        for (e, x) in emb.chunks_exact(model.dim()).zip(x.chunks_exact(width)) {
+            let v = detector.decide(e, x);
             let key = match (v.kind, v.threat) {
                 (VerdictKind::Threat, Some(i)) => detector.threats()[i].name.clone(),
                 (kind, _) => kind.name().to_string(),
@@ -317,9 +321,11 @@ pub fn run(mut a: DemoArgs) -> Result<()> {
     }
     let benign = &split.benign_query;
     let emb = model.embed_rows(&loaded.frame, benign)?;
+    let x = detector.normaliser().transform(&loaded.frame, benign)?;
+    let width = detector.normaliser().output_dim();
     let (mut flagged, mut unknown) = (0usize, 0usize);
-    for e in emb.chunks_exact(model.dim()) {
-        match detector.decide(e).kind {
+    for (e, x) in emb.chunks_exact(model.dim()).zip(x.chunks_exact(width)) {
+        match detector.decide(e, x).kind {
             VerdictKind::Threat => flagged += 1,
             VerdictKind::Unknown => unknown += 1,
             VerdictKind::Benign => {}
@@ -411,6 +417,7 @@ pub fn run(mut a: DemoArgs) -> Result<()> {
             shots: a.enrol_shots,
             repeats: 3,
             seed: a.protocol.seed,
+            site_forest: true,
             ..metaids_eval::site::SiteConfig::default()
         };
         // The same draws also with `baseline`'s default adaptation (the normaliser refit on the
@@ -453,11 +460,13 @@ pub fn run(mut a: DemoArgs) -> Result<()> {
             ));
         }
         let adapted = site.adaptation.iter().flat_map(|(_, bs)| bs.iter());
+        let forest = site.forest.iter().flat_map(|bs| bs.iter());
         for (b, how) in site
             .budgets
             .iter()
-            .map(|b| (b, ""))
-            .chain(adapted.map(|b| (b, " and the normaliser refit on it (baseline's default)")))
+            .map(|b| (b, ", threats named by their prototypes"))
+            .chain(adapted.map(|b| (b, ", the normaliser refit on it, threats named by their prototypes")))
+            .chain(forest.map(|b| (b, ", the normaliser refit on it, threats named by the site forest (baseline's default)")))
         {
             match &b.refused {
                 Some(why) => lines.push(format!(

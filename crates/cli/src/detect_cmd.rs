@@ -123,11 +123,15 @@ fn arm(
     // The site profile, when the library has one, is the benign reference every verdict uses.
     let site_line = match &set.profile {
         Some(p) => format!(
-            "site profile: {} calibration rows of the site's benign traffic ({} flows kept), budget {} (threats and unknown rule together), adaptation: {}",
+            "site profile: {} calibration rows of the site's benign traffic ({} flows kept), budget {} (threats and unknown rule together), adaptation: {}, threats named by {}",
             p.calibration_rows(),
             p.flows_kept,
             p.budget,
-            if p.adaptation.is_some() { "normaliser refit on the baseline" } else { "none" }
+            if p.adaptation.is_some() { "normaliser refit on the baseline" } else { "none" },
+            match p.threat_rule {
+                metaids_decide::ThreatRule::Forest => "the site forest",
+                metaids_decide::ThreatRule::Prototypes => "their prototypes",
+            }
         ),
         None => format!(
             "site profile: none — thresholds are calibrated on the model's training data ({} benign rows), not on this network's traffic; expect more false positives until `metaids baseline --model {} --library {} ...` learns the site",

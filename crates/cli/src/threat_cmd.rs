@@ -272,18 +272,37 @@ fn list(a: &ThreatListArgs) -> Result<()> {
 }
 
 fn print_report(r: &EnrolmentReport) {
-    println!(
-        "guard: flags {} of {} benign reference flows (FPR {:.4}, budget {}) — {}",
-        r.would_flag,
-        r.benign_reference_rows,
-        r.fpr,
-        r.budget,
-        match (r.accepted, r.forced) {
-            (true, _) => "accepted",
-            (false, true) => "REFUSED, stored with --force",
-            (false, false) => "REFUSED",
+    let verdict = match (r.accepted, r.forced) {
+        (true, _) => "accepted",
+        (false, true) => "REFUSED, stored with --force",
+        (false, false) => "REFUSED",
+    };
+    if let Some(f) = &r.site_forest {
+        // The library names threats with the site forest: its guard decides.
+        match f.left_out {
+            0 => println!(
+                "guard (site forest): one support flow, nothing to check it against — {verdict}"
+            ),
+            n => println!(
+                "guard (site forest): names {} of {n} support flows, each left out of its fit — {verdict}{}",
+                f.named,
+                if r.accepted {
+                    ""
+                } else {
+                    ": the forest cannot tell them from the site's benign traffic (a mislabelled or poisoned support set?)"
+                }
+            ),
         }
-    );
+        println!(
+            "  the embedding's rule, for reference: flags {} of {} benign reference flows (FPR {:.4}, budget {})",
+            r.would_flag, r.benign_reference_rows, r.fpr, r.budget
+        );
+    } else {
+        println!(
+            "guard: flags {} of {} benign reference flows (FPR {:.4}, budget {}) — {verdict}",
+            r.would_flag, r.benign_reference_rows, r.fpr, r.budget,
+        );
+    }
     println!(
         "  threshold {:.4} (calibrated at the budget: {:.4}); {} prototype(s); flags {} of {} support flows; {} negative(s)",
         r.threshold, r.calibrated_threshold, r.prototypes, r.support_flagged, r.support, r.negatives

@@ -371,9 +371,18 @@ fn all_alerts(addr: SocketAddr) -> serde_json::Value {
 
 /// Waits until the service has armed library version `v`.
 fn wait_armed(addr: SocketAddr, v: &serde_json::Value, what: &str) {
-    wait_until(what, || {
-        json(&http(addr, "GET", "/api/v1/ready", Some(READ), None).1)["library_version"] == *v
-    });
+    let start = Instant::now();
+    loop {
+        let last = http(addr, "GET", "/api/v1/ready", Some(READ), None).1;
+        if json(&last)["library_version"] == *v {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "timed out waiting for {what}; /ready says {last}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 fn json(body: &str) -> serde_json::Value {
@@ -769,7 +778,7 @@ fn serve_scores_a_watched_directory_with_api_rotation_and_hot_reload() {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/lab/benign-web.pcap.gz"),
     )
     .expect("lab capture");
-    let learn = "/api/v1/baseline?budget=0.05&adapt=none";
+    let learn = "/api/v1/baseline?budget=0.05&adapt=none&threat_rule=prototypes";
     assert_eq!(upload(a, learn, READ, &benign).0, 403);
     let (st, body) = upload(a, "/api/v1/baseline?adapt=maybe", WRITE, &benign);
     assert_eq!(st, 400, "{body}");
@@ -787,6 +796,15 @@ fn serve_scores_a_watched_directory_with_api_rotation_and_hot_reload() {
         body.contains("SSH guessing") && body.contains("adapt"),
         "{body}"
     );
+    // Nor can the site forest (the default rule) learn it: refused before anything is stored.
+    let (st, body) = upload(a, "/api/v1/baseline?budget=0.05&adapt=none", WRITE, &benign);
+    assert_eq!(st, 400, "{body}");
+    assert!(
+        body.contains("SSH guessing") && body.contains("threat_rule=prototypes"),
+        "{body}"
+    );
+    let (st, body) = upload(a, "/api/v1/baseline?threat_rule=trees", WRITE, &benign);
+    assert_eq!(st, 400, "{body}");
     let (st, body) = upload(a, learn, WRITE, &benign);
     assert_eq!(st, 201, "{body}");
     let learnt = json(&body);

@@ -47,7 +47,7 @@ fn the_site_protocol_on_the_lab_captures() {
         .expect("site-eval"));
     assert!(table.contains("| site baseline, 0.01 |"), "{table}");
     assert!(
-        table.contains("| site baseline + site forest, 0.01 |"),
+        table.contains("| site baseline + normaliser refit + site forest, 0.01 |"),
         "{table}"
     );
     let v: serde_json::Value =
@@ -330,6 +330,98 @@ fn the_site_protocol_on_the_lab_captures() {
     assert!(
         r.get("site").is_none(),
         "a redacted document carries no site profile"
+    );
+
+    // The forest rule end to end (the baseline's default for a flow model): the profile keeps
+    // the window's feature rows, the enrolment is guarded by the site forest (each support flow
+    // left out of a fit in turn), and detect names the SQL injection requests by the forest
+    // while the site's own web and API flows stay quiet.
+    let forest_lib = dir.path().join("forest.redb");
+    let out = ok(&metaids()
+        .args(["baseline", "--model"])
+        .arg(&model)
+        .arg("--library")
+        .arg(&forest_lib)
+        .arg("--pcap")
+        .arg(repo().join("data/lab/benign-web.pcap.gz"))
+        .arg(repo().join("data/lab/benign-api.pcap.gz"))
+        .args(["--budget", "0.02"])
+        .output()
+        .expect("baseline"));
+    assert!(out.contains("threat rule: the site forest"), "{out}");
+    let add = ok(&metaids()
+        .args(["threat", "add", "--library"])
+        .arg(&forest_lib)
+        .arg("--model")
+        .arg(&model)
+        .args(["--name", "sqli", "--enrol-shots", "5", "--pcap"])
+        .arg(repo().join("data/lab/attack-sqli.pcap.gz"))
+        .output()
+        .expect("threat add"));
+    assert!(
+        add.contains("guard (site forest): names") && add.contains("accepted"),
+        "{add}"
+    );
+    let count = |out: &str, key: &str| -> u64 {
+        out.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {key} in {out}"))
+    };
+    let forest_detect = |pcaps: &[&str], name: &str| {
+        let mut c = metaids();
+        c.args(["detect", "--model"])
+            .arg(&model)
+            .arg("--library")
+            .arg(&forest_lib)
+            .arg("--alerts")
+            .arg(dir.path().join(name))
+            .arg("--pcap");
+        for p in pcaps {
+            c.arg(repo().join(p));
+        }
+        ok(&c.output().expect("detect"))
+    };
+    let attack = forest_detect(&["data/lab/attack-sqli.pcap.gz"], "sqli.json");
+    assert!(
+        attack.contains("threats named by the site forest"),
+        "{attack}"
+    );
+    let (flows, named) = (count(&attack, "flows "), count(&attack, "threat[sqli] "));
+    assert!(
+        named * 10 >= flows * 9,
+        "{named} of {flows} named sqli:\n{attack}"
+    );
+    let benign = forest_detect(
+        &["data/lab/benign-web.pcap.gz", "data/lab/benign-api.pcap.gz"],
+        "quiet.json",
+    );
+    let (flows, flagged) = (count(&benign, "flows "), count(&benign, "threat "));
+    assert!(
+        flagged * 100 <= flows * 3,
+        "{flagged} of {flows} benign flows named a threat:\n{benign}"
+    );
+    // A support set of the site's own web flows is refused by the forest's guard: nothing tells
+    // them from the baseline.
+    let out = metaids()
+        .args(["threat", "add", "--library"])
+        .arg(&forest_lib)
+        .arg("--model")
+        .arg(&model)
+        .args(["--name", "not-an-attack", "--enrol-shots", "5", "--pcap"])
+        .arg(repo().join("data/lab/benign-web.pcap.gz"))
+        .output()
+        .expect("threat add");
+    assert!(
+        !out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        text.contains("REFUSED") || text.contains("refused"),
+        "{text}"
     );
 
     // Bad input: not a directory; a directory without captures.

@@ -22,12 +22,12 @@ pub use error::{DecideError, Result};
 pub use reference::{BenignReference, FamilyPrototype};
 pub use site::{
     calibrate_jointly, kept_flows, ColumnRefit, JointReport, NormaliserRefit, ProfileOptions,
-    SiteProfile,
+    SiteProfile, ThreatRule,
 };
 pub use site_forest::SiteForest;
 pub use threat::{
     check_flows, check_name, check_severity, confirmation_doubt, fit, seed_for, EnrolOptions,
-    EnrolmentReport, Fit, FlowValues, SupportFlow, Threat, ThreatDraft, MAX_EXAMPLES,
+    EnrolmentReport, Fit, FlowValues, ForestCheck, SupportFlow, Threat, ThreatDraft, MAX_EXAMPLES,
     MAX_PROTOTYPES, MAX_THREAT_ID, SIGNATURE_BASE, UNKNOWN_SIGNATURE_ID,
 };
 pub use verdict::{rule, Decider, Verdict, VerdictKind};

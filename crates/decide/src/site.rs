@@ -29,6 +29,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{DecideError, Result};
 use crate::geometry::{kmeans, upper_quantile};
 use crate::reference::BenignReference;
+use crate::site_forest::SiteForest;
 use crate::threat::{fit, seed_for, Threat};
 use crate::verdict::{rule, VerdictKind};
 
@@ -107,6 +108,62 @@ pub struct SiteProfile {
     /// on it) are embedded with; `None`: the model as trained.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub adaptation: Option<NormaliserRefit>,
+    /// How threats are named on the site (a profile written before the choice existed: by
+    /// prototypes).
+    #[serde(default, skip_serializing_if = "ThreatRule::is_prototypes")]
+    pub threat_rule: ThreatRule,
+    /// With the forest rule: the window's preprocessed feature rows (under the profile's
+    /// adaptation), its prototype rows then its calibration rows in the order the embeddings were
+    /// split ([`window_rows`]), `(p + n) × row_width`: what the site forest is fitted and
+    /// calibrated on when a library is armed. Empty with the prototype rule.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rows: Vec<f32>,
+    /// Width of [`SiteProfile::rows`] (the model's preprocessed input; 0 without rows).
+    #[serde(default)]
+    pub row_width: usize,
+}
+
+/// How a site's threats are named.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ThreatRule {
+    /// In the embedding: each threat's prototypes at its threshold, all calibrated jointly on the
+    /// profile ([`calibrate_jointly`]).
+    #[default]
+    Prototypes,
+    /// By the site forest ([`crate::site_forest`]), fitted on the profile's rows and the threats'
+    /// support flows when the library is armed; the embedding keeps the unknown rule.
+    Forest,
+}
+
+impl ThreatRule {
+    /// Whether it is the prototype rule (a profile's default, left out of its JSON).
+    pub fn is_prototypes(&self) -> bool {
+        *self == ThreatRule::Prototypes
+    }
+
+    /// Its name on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            ThreatRule::Prototypes => "prototypes",
+            ThreatRule::Forest => "forest",
+        }
+    }
+}
+
+impl std::str::FromStr for ThreatRule {
+    type Err = DecideError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "prototypes" => Ok(ThreatRule::Prototypes),
+            "forest" => Ok(ThreatRule::Forest),
+            other => Err(DecideError::invalid(
+                "threat rule",
+                format!("{other:?}: expected forest or prototypes"),
+            )),
+        }
+    }
 }
 
 /// The site adaptation `metaids baseline` applies by default: the model's numeric columns
@@ -399,7 +456,83 @@ impl SiteProfile {
             calibration,
             unknown_threshold: reference.unknown_threshold,
             adaptation: None,
+            threat_rule: ThreatRule::Prototypes,
+            rows: Vec::new(),
+            row_width: 0,
         })
+    }
+
+    /// Switches the profile to the forest rule, keeping the window's preprocessed feature rows
+    /// `x` (`n × width`, one per flow of the window it was learnt from, in the same order, with the
+    /// same `sources` and `options`): its prototype rows then its calibration rows.
+    pub fn with_forest_rows(
+        mut self,
+        x: &[f32],
+        width: usize,
+        sources: &[String],
+        options: ProfileOptions,
+    ) -> Result<Self> {
+        if width == 0 || x.len() != sources.len() * width {
+            return Err(DecideError::invalid(
+                "rows",
+                format!(
+                    "{} values are not {} rows of {width}",
+                    x.len(),
+                    sources.len()
+                ),
+            ));
+        }
+        let (proto, cal) = window_rows(sources, options);
+        if cal.len() != self.calibration_rows() {
+            return Err(DecideError::invalid(
+                "rows",
+                format!(
+                    "the window splits into {} calibration rows, the profile has {}: learnt from other flows or options",
+                    cal.len(),
+                    self.calibration_rows()
+                ),
+            ));
+        }
+        self.rows = proto
+            .iter()
+            .chain(&cal)
+            .flat_map(|&r| x[r * width..(r + 1) * width].iter().copied())
+            .collect();
+        self.row_width = width;
+        self.threat_rule = ThreatRule::Forest;
+        Ok(self)
+    }
+
+    /// The site forest of a profile with the forest rule: fitted on its prototype rows and the
+    /// threats' support rows (`support[t]`: threat `t`'s, preprocessed like the profile's rows),
+    /// calibrated on its calibration rows at the threats' half of its budget, seeded by its seed.
+    /// What arming a library and the site protocol both call.
+    pub fn site_forest(&self, support: &[Vec<f32>]) -> Result<SiteForest> {
+        let Some((benign, calibration)) = self.forest_rows() else {
+            return Err(DecideError::invalid(
+                "site profile",
+                "it keeps no feature rows: learnt with the prototype rule",
+            ));
+        };
+        SiteForest::learn(
+            benign,
+            support,
+            calibration,
+            self.row_width,
+            self.budget / 2.0,
+            self.seed,
+        )
+    }
+
+    /// With the forest rule, the rows the site forest trains on (the prototype rows) and those it
+    /// is calibrated on (the calibration rows); `None` with the prototype rule.
+    pub fn forest_rows(&self) -> Option<(&[f32], &[f32])> {
+        if self.threat_rule != ThreatRule::Forest || self.row_width == 0 {
+            return None;
+        }
+        let cal = self.calibration_rows() * self.row_width;
+        let split = self.rows.len().checked_sub(cal)?;
+        Some(self.rows.split_at(split))
     }
 
     /// The profile as the benign reference every rule decides with (budget `α/2`: the unknown
@@ -445,6 +578,33 @@ impl SiteProfile {
         }
         if let Some(a) = &self.adaptation {
             a.validate()?;
+        }
+        match self.threat_rule {
+            ThreatRule::Prototypes if !self.rows.is_empty() => {
+                return bad(
+                    "rows",
+                    "feature rows kept under the prototype rule: only the forest rule uses them"
+                        .into(),
+                )
+            }
+            ThreatRule::Prototypes => {}
+            ThreatRule::Forest => {
+                let w = self.row_width;
+                let n = self.rows.len().checked_div(w).unwrap_or(0);
+                if w == 0 || !self.rows.len().is_multiple_of(w) || n <= self.calibration_rows() {
+                    return bad(
+                        "rows",
+                        format!(
+                            "{} values of width {w}: the forest rule needs prototype rows and the {} calibration rows",
+                            self.rows.len(),
+                            self.calibration_rows()
+                        ),
+                    );
+                }
+                if let Some(i) = self.rows.iter().position(|v| !v.is_finite()) {
+                    return bad(&format!("rows[{}]", i / w), "a value is not finite".into());
+                }
+            }
         }
         Ok(())
     }

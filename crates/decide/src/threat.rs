@@ -163,6 +163,31 @@ pub struct EnrolmentReport {
     /// share of the model's own benign reference rows the threat flags.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model_fpr: Option<f64>,
+    /// On a library whose site profile names threats with the site forest: that rule's guard,
+    /// which then decides `accepted` (the figures above are the embedding rule's, kept for
+    /// reference).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub site_forest: Option<ForestCheck>,
+}
+
+/// The site forest's enrolment guard: each support flow left out in turn, the forest fitted
+/// without it, and the flow decided. A threat the forest cannot name on flows it did not see looks
+/// like the site's own traffic in feature space.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForestCheck {
+    /// Support flows named as the threat when left out.
+    pub named: usize,
+    /// Support flows left out (0 with a single flow: nothing would remain to fit on).
+    pub left_out: usize,
+}
+
+impl ForestCheck {
+    /// Whether the guard accepts: at least half the left-out flows named (a single flow cannot be
+    /// checked and is accepted).
+    pub fn accepts(&self) -> bool {
+        self.left_out == 0 || 2 * self.named >= self.left_out
+    }
 }
 
 impl EnrolmentReport {
@@ -177,6 +202,21 @@ impl EnrolmentReport {
             self.support_flagged,
             self.support
         );
+        if let Some(f) = &self.site_forest {
+            s.push_str(&match f.left_out {
+                0 => "; site forest: one support flow, nothing to check it against".to_string(),
+                n => format!(
+                    "; site forest (the rule in force): names {} of {n} support flows each left out",
+                    f.named
+                ),
+            });
+            if !self.accepted {
+                s.push_str(
+                    ": the forest cannot tell these flows from the site's benign traffic — a mislabelled or poisoned support set? Drop them, or force",
+                );
+            }
+            return s;
+        }
         if !self.accepted {
             s.push_str(&format!(
                 "; the weakest support flows score like benign traffic ({}): a mislabelled or poisoned support set? Drop them, or force",
@@ -602,6 +642,7 @@ pub fn fit(
             .map(|(s, f)| format!("{} {} ({s:.3})", f.source, f.locator))
             .collect(),
         model_fpr: None,
+        site_forest: None,
     };
     Ok(Fit {
         prototypes: centres.chunks_exact(dim).map(<[f32]>::to_vec).collect(),

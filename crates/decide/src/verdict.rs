@@ -8,6 +8,7 @@ use crate::error::{DecideError, Result};
 use crate::geometry::nearest;
 use crate::reference::BenignReference;
 pub use crate::rule::{rule, Verdict, VerdictKind};
+use crate::site_forest::SiteForest;
 use crate::threat::Threat;
 
 /// Fraction of the sorted `values` strictly below `x`.
@@ -32,6 +33,15 @@ pub struct Decider {
     calibration_scores: Vec<Vec<f32>>,
     /// Sorted `min(db(c), min_t dt(c))` over the calibration rows.
     calibration_unknown: Vec<f32>,
+    /// The site forest naming the threats instead of their prototypes, when armed
+    /// ([`Decider::with_site_forest`]).
+    forest: Option<SiteForest>,
+    /// With a site forest: sorted `db(c)` over the calibration rows (the unknown rule's statistic
+    /// then).
+    calibration_benign: Vec<f32>,
+    /// With a site forest, per threat: its support flows' and its negative examples' embeddings,
+    /// row-major (the analyst's rejections veto the forest: [`Decider::decide_flow`]).
+    support_negatives: Vec<(Vec<f32>, Vec<f32>)>,
 }
 
 impl Decider {
@@ -95,7 +105,130 @@ impl Decider {
             unknown_threshold,
             calibration_scores,
             calibration_unknown,
+            forest: None,
+            calibration_benign: Vec::new(),
+            support_negatives: Vec::new(),
         })
+    }
+
+    /// Names threats with `forest` (fitted on these threats' support flows, in order) instead of
+    /// their prototypes; the unknown rule then reads the benign distance alone, at the same
+    /// threshold (a site profile's is calibrated on it). Verdicts then need each flow's feature
+    /// row ([`Decider::decide_flow`]).
+    pub fn with_site_forest(mut self, forest: SiteForest) -> Result<Self> {
+        if forest.threats() != self.threats.len() {
+            return Err(DecideError::invalid(
+                "site forest",
+                format!(
+                    "fitted on {} threats, {} armed",
+                    forest.threats(),
+                    self.threats.len()
+                ),
+            ));
+        }
+        let dim = self.dim();
+        let mut db: Vec<f32> = self
+            .reference
+            .calibration
+            .chunks_exact(dim)
+            .map(|c| self.reference.benign_distance(c))
+            .collect();
+        db.sort_by(f32::total_cmp);
+        self.calibration_benign = db;
+        let flat = |flows: &[crate::threat::SupportFlow]| -> Vec<f32> {
+            flows
+                .iter()
+                .flat_map(|f| f.embedding.iter().copied())
+                .collect()
+        };
+        self.support_negatives = self
+            .threats
+            .iter()
+            .map(|t| (flat(&t.support), flat(&t.negatives)))
+            .collect();
+        self.forest = Some(forest);
+        Ok(self)
+    }
+
+    /// The site forest, when threats are named by one.
+    pub fn site_forest(&self) -> Option<&SiteForest> {
+        self.forest.as_ref()
+    }
+
+    /// The verdict of a flow from its embedding `e` and its preprocessed feature row `x`: with a
+    /// site forest, a threat when the forest names one — unless the flow's embedding is nearer one
+    /// of that threat's negative examples (flows an analyst rejected as it) than any of its support
+    /// flows, so a rejected flow is not named again — else the unknown rule on the benign
+    /// distance; without one, [`Decider::decide`] (`x` unused).
+    ///
+    /// # Shapes
+    /// `e`: `dim`, `x`: the forest's row width → one [`Verdict`].
+    pub fn decide_flow(&self, e: &[f32], x: &[f32]) -> Verdict {
+        let Some(forest) = &self.forest else {
+            return self.decide(e);
+        };
+        let dim = self.dim();
+        let db = self.reference.benign_distance(e);
+        let (score, t) = forest.score(x);
+        let margin = score - forest.threshold();
+        let vetoed = || {
+            let (support, negatives) = &self.support_negatives[t];
+            !negatives.is_empty()
+                && crate::geometry::min_distance(e, negatives.chunks_exact(dim))
+                    < crate::geometry::min_distance(e, support.chunks_exact(dim))
+        };
+        if margin > 0.0 && !vetoed() {
+            return Verdict {
+                kind: VerdictKind::Threat,
+                threat: Some(t),
+                distance: nearest(e, &self.prototypes[t], dim).1,
+                benign_distance: db,
+                score: margin,
+                confidence: forest.percentile(score),
+            };
+        }
+        let closest = self
+            .prototypes
+            .iter()
+            .map(|p| nearest(e, p, dim).1)
+            .enumerate()
+            .min_by(|a, b| a.1.total_cmp(&b.1));
+        let unknown_margin = db - self.unknown_threshold;
+        let (kind, score) = if unknown_margin > 0.0 {
+            (VerdictKind::Unknown, unknown_margin)
+        } else if self.unknown_threshold.is_infinite() {
+            (VerdictKind::Benign, margin)
+        } else {
+            (VerdictKind::Benign, margin.max(unknown_margin))
+        };
+        let rank = percentile(&self.calibration_benign, db);
+        Verdict {
+            kind,
+            threat: closest.map(|(t, _)| t),
+            distance: closest.map_or(f32::INFINITY, |(_, d)| d),
+            benign_distance: db,
+            score,
+            confidence: match kind {
+                VerdictKind::Unknown => rank,
+                _ if score == margin => 1.0 - forest.percentile(score + forest.threshold()),
+                _ => 1.0 - rank,
+            },
+        }
+    }
+
+    /// Verdicts of a batch of flows (embeddings and feature rows, row-major, one per flow; `rows`
+    /// may be empty without a site forest), into a reused buffer.
+    pub fn decide_flows(&self, embeddings: &[f32], rows: &[f32], out: &mut Vec<Verdict>) {
+        let Some(forest) = &self.forest else {
+            return self.decide_batch(embeddings, out);
+        };
+        out.clear();
+        out.extend(
+            embeddings
+                .chunks_exact(self.dim())
+                .zip(rows.chunks_exact(forest.width()))
+                .map(|(e, x)| self.decide_flow(e, x)),
+        );
     }
 
     /// The benign reference.
@@ -174,6 +307,30 @@ impl Decider {
     /// # Shapes
     /// `e`: `dim` → scalar.
     pub fn margin(&self, e: &[f32], kind: VerdictKind, threat: Option<usize>) -> f32 {
+        self.margin_flow(e, &[], kind, threat)
+    }
+
+    /// [`Decider::margin`] of a flow with its feature row `x`: with a site forest, a threat
+    /// verdict's margin is the forest's score over its threshold and the unknown margin reads the
+    /// benign distance alone.
+    ///
+    /// # Shapes
+    /// `e`: `dim`, `x`: the forest's row width (unused without one) → scalar.
+    pub fn margin_flow(
+        &self,
+        e: &[f32],
+        x: &[f32],
+        kind: VerdictKind,
+        threat: Option<usize>,
+    ) -> f32 {
+        if let Some(forest) = &self.forest {
+            return match kind {
+                VerdictKind::Threat if x.len() == forest.width() => {
+                    forest.score(x).0 - forest.threshold()
+                }
+                _ => self.reference.benign_distance(e) - self.unknown_threshold,
+            };
+        }
         let dim = self.dim();
         let db = self.reference.benign_distance(e);
         match (kind, threat) {
@@ -215,6 +372,74 @@ mod tests {
             .collect();
         let draft = ThreatDraft::from_embeddings(name, &rows, 2, "t.csv", "test");
         Threat::enrol(r, id, &draft, r.fpr_budget, String::new()).expect("enrol")
+    }
+
+    /// A site forest over 2-value feature rows: benign rows in [0, 1)², threat 0's support at
+    /// column 1 = 5 (its embedding sits among the benign ones: the forest, not the prototypes,
+    /// must name it).
+    fn forest() -> SiteForest {
+        let row = |i: usize| [(i % 17) as f32 / 17.0, (i % 13) as f32 / 13.0];
+        let benign: Vec<f32> = (0..300).flat_map(row).collect();
+        let cal: Vec<f32> = (300..700).flat_map(row).collect();
+        let support: Vec<f32> = (0..5).flat_map(|i| [row(i)[0], 5.0]).collect();
+        SiteForest::learn(&benign, &[support], &cal, 2, 0.01, 3).expect("forest")
+    }
+
+    #[test]
+    fn a_site_forest_names_threats_the_embedding_cannot_and_rejections_veto_it() {
+        let r = reference(0.01);
+        // The threat's embeddings lie in the benign cloud, far from where its prototypes could
+        // flag without flagging benign rows.
+        let t = threat(&r, 1, "hidden", [0.2, 0.0]);
+        let u = r.unknown_threshold;
+        let d = Decider::new(r.clone(), vec![t.clone()], u)
+            .expect("arm")
+            .with_site_forest(forest())
+            .expect("forest");
+        let inside = [0.25, 0.05];
+        // Named by its feature row, whatever its embedding.
+        let v = d.decide_flow(&inside, &[0.5, 5.0]);
+        assert_eq!((v.kind, v.threat), (VerdictKind::Threat, Some(0)), "{v:?}");
+        assert!(v.score > 0.0 && v.confidence > 0.9, "{v:?}");
+        assert!(d.margin_flow(&inside, &[0.5, 5.0], v.kind, v.threat) > 0.0);
+        // A benign row: benign, and the unknown rule reads the benign distance alone.
+        assert_eq!(
+            d.decide_flow(&inside, &[0.5, 0.5]).kind,
+            VerdictKind::Benign
+        );
+        assert_eq!(
+            d.decide_flow(&[40.0, 40.0], &[0.5, 0.5]).kind,
+            VerdictKind::Unknown
+        );
+        // Without a forest, the same decider decides by prototypes and ignores the row.
+        let plain = Decider::new(r.clone(), vec![t.clone()], u).expect("arm");
+        assert_eq!(
+            plain.decide_flow(&inside, &[0.5, 5.0]),
+            plain.decide(&inside)
+        );
+        // A rejected flow (a negative example of the threat) vetoes the forest near it.
+        let mut rejected = t.clone();
+        rejected.negatives.push(crate::threat::SupportFlow {
+            source: "alerts.json".into(),
+            locator: "alert 1".into(),
+            embedding: vec![-1.0, -1.0],
+            values: crate::threat::FlowValues::default(),
+        });
+        let d = Decider::new(r, vec![rejected], u)
+            .expect("arm")
+            .with_site_forest(forest())
+            .expect("forest");
+        assert_ne!(
+            d.decide_flow(&[-1.0, -1.0], &[0.5, 5.0]).kind,
+            VerdictKind::Threat
+        );
+        assert_eq!(
+            d.decide_flow(&inside, &[0.5, 5.0]).kind,
+            VerdictKind::Threat
+        );
+        // A forest fitted for another number of threats is refused.
+        let two = Decider::new(reference(0.01), Vec::new(), u).expect("arm");
+        assert!(two.with_site_forest(forest()).is_err());
     }
 
     #[test]

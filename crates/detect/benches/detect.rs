@@ -141,8 +141,11 @@ fn main() -> Res<()> {
     let emb = detector.embed(&all_x)?;
     let mut verdicts = Vec::new();
     let t_dec = best(3, || {
-        for chunk in emb.chunks(batch * detector.dim()) {
-            detector.decide_batch(chunk, &mut verdicts);
+        for (chunk, x) in emb
+            .chunks(batch * detector.dim())
+            .zip(all_x.chunks(batch * d_in))
+        {
+            detector.decide_batch(chunk, x, &mut verdicts);
             std::hint::black_box(&verdicts);
         }
         Ok(())

@@ -234,7 +234,7 @@ fn main() -> Res<()> {
         for chunk in all.chunks(batch) {
             detector.normaliser().transform_into(&rows, chunk, &mut x)?;
             let e = detector.embed(&x)?;
-            detector.decide_batch(&e, &mut verdicts);
+            detector.decide_batch(&e, &x, &mut verdicts);
             std::hint::black_box(&verdicts);
         }
         Ok(())

@@ -189,6 +189,22 @@ impl Detector {
         let mut detector =
             Self::with_reference(model, reference, set.threats, options, set.library_version)?
                 .with_adaptation(set.profile.as_ref().and_then(|p| p.adaptation.as_ref()))?;
+        // The forest rule: the site forest fitted on the profile's rows and the threats' support
+        // flows, preprocessed as the detector preprocesses.
+        if let Some(profile) = &set.profile {
+            let forest = metaids_library::site_forest(
+                &detector.normaliser,
+                profile,
+                detector.decider.threats(),
+            )
+            .map_err(|e| DetectError::Config {
+                field: "site forest",
+                message: e.to_string(),
+            })?;
+            if let Some(forest) = forest {
+                detector.decider = detector.decider.with_site_forest(forest)?;
+            }
+        }
         detector.set_library_id(set.library_id);
         Ok(detector)
     }
@@ -274,20 +290,22 @@ impl Detector {
             .map_err(DetectError::model("embedding a batch"))
     }
 
-    /// The verdict of one embedding (the decision core's rule, with its confidence).
+    /// The verdict of one flow from its embedding `e` and its preprocessed row `x` (the decision
+    /// core's rule, with its confidence; `x` is read by a site forest, when the library names
+    /// threats with one).
     ///
     /// # Shapes
-    /// `e`: `dim` → one [`Verdict`].
-    pub fn decide(&self, e: &[f32]) -> Verdict {
-        self.decider.decide(e)
+    /// `e`: `dim`, `x`: `input_dim` → one [`Verdict`].
+    pub fn decide(&self, e: &[f32], x: &[f32]) -> Verdict {
+        self.decider.decide_flow(e, x)
     }
 
-    /// Verdicts of a batch of embeddings, into a reused buffer.
+    /// Verdicts of a batch of flows (embeddings and their preprocessed rows), into a reused buffer.
     ///
     /// # Shapes
-    /// `embeddings`: `n × dim` → `n` verdicts.
-    pub fn decide_batch(&self, embeddings: &[f32], out: &mut Vec<Verdict>) {
-        self.decider.decide_batch(embeddings, out);
+    /// `embeddings`: `n × dim`, `x`: `n × input_dim` → `n` verdicts.
+    pub fn decide_batch(&self, embeddings: &[f32], x: &[f32], out: &mut Vec<Verdict>) {
+        self.decider.decide_flows(embeddings, x, out);
     }
 
     /// The nearest prototypes of `e` among benign, armed-threat and known-family prototypes.
@@ -404,17 +422,20 @@ impl Detector {
         let mut next = 0usize;
         for (&(r, v), plan) in alerts.iter().zip(plans) {
             let e = &embeddings[r * self.dim..(r + 1) * self.dim];
-            let base = self.decider.margin(e, v.kind, v.threat);
+            let base = self
+                .decider
+                .margin_flow(e, &x[r * d_in..(r + 1) * d_in], v.kind, v.threat);
             let mut effects: Vec<FeatureEffect> = plan
                 .into_iter()
                 .map(|(name, value, z)| {
                     let pe = &probe_emb[next * self.dim..(next + 1) * self.dim];
+                    let px = &probes[next * d_in..(next + 1) * d_in];
                     next += 1;
                     FeatureEffect {
                         name,
                         value: if value.is_finite() { value } else { 0.0 },
                         z,
-                        effect: base - self.decider.margin(pe, v.kind, v.threat),
+                        effect: base - self.decider.margin_flow(pe, px, v.kind, v.threat),
                     }
                 })
                 .collect();

@@ -502,7 +502,7 @@ impl Pipeline {
         let d = &self.detector;
         d.normaliser().transform_into(frame, rows, &mut self.x)?;
         let emb = d.embed(&self.x)?;
-        d.decide_batch(&emb, &mut self.verdicts);
+        d.decide_batch(&emb, &self.x, &mut self.verdicts);
         // For each decided unit: the position of its deciding row among `rows`, and that row's
         // place within its group.
         // Web requests: each unit's deciding row among `rows` and its place within its group.

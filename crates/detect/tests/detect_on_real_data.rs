@@ -281,7 +281,7 @@ fn case(pcap: &Path, name: &str, attack: fn(&FlowRecord) -> bool) -> (f64, usize
         .expect("x");
     let emb = detector.embed(&x).expect("embed");
     let mut verdicts = Vec::new();
-    detector.decide_batch(&emb, &mut verdicts);
+    detector.decide_batch(&emb, &x, &mut verdicts);
     let (mut hit, mut attacks, mut other_flagged, mut others) = (0, 0, 0, 0);
     for (f, v) in flows.iter().zip(&verdicts) {
         if support_ids.contains(&f.id) {

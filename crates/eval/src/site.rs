@@ -17,10 +17,9 @@
 use std::collections::BTreeMap;
 
 use metaids_core::metrics::{wilson95, Summary};
-use metaids_decide::site::window_rows;
 use metaids_decide::{
-    calibrate_jointly, BenignReference, Decider, ProfileOptions, SiteForest, SiteProfile, Threat,
-    ThreatDraft, VerdictKind,
+    calibrate_jointly, BenignReference, Decider, ProfileOptions, SiteProfile, Threat, ThreatDraft,
+    VerdictKind,
 };
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -74,7 +73,7 @@ pub struct SiteConfig {
     pub profile: ProfileOptions,
     /// Calibrate budgets the baseline cannot support instead of reporting them refused.
     pub force: bool,
-    /// Also decide every draw with the site forest's threats ([`SiteForest`]; needs
+    /// Also decide every draw with the site forest's threats ([`metaids_decide::SiteForest`]; needs
     /// [`SiteFlows::features`]).
     pub site_forest: bool,
 }
@@ -269,14 +268,16 @@ fn with_baseline(
 /// rows, names threats.
 fn with_site_forest(
     flows: &SiteFlows,
+    embeddings: &[f32],
     draw: &Draw<'_>,
+    families: &[(String, usize)],
     cfg: &SiteConfig,
     results: &mut [BudgetResult],
 ) -> Result<(), EvalError> {
     let (dim, fd) = (flows.dim, flows.feature_dim);
-    let emb = |r: usize| &flows.embeddings[r * dim..(r + 1) * dim];
+    let emb = |r: usize| &embeddings[r * dim..(r + 1) * dim];
     let feat = |r: usize| &flows.features[r * fd..(r + 1) * fd];
-    let base_emb = rows_of(&flows.embeddings, dim, draw.base.iter().copied());
+    let base_emb = rows_of(embeddings, dim, draw.base.iter().copied());
     for res in results.iter_mut() {
         if res.refused.is_some() {
             continue;
@@ -295,30 +296,35 @@ fn with_site_forest(
                 continue;
             }
         };
-        let (proto, cal) = window_rows(draw.base_src, options);
-        let benign = rows_of(&flows.features, fd, proto.iter().map(|&i| draw.base[i]));
-        let calibration = rows_of(&flows.features, fd, cal.iter().map(|&i| draw.base[i]));
+        // The profile as `metaids baseline --threat-rule forest` learns it: the window's feature
+        // rows kept beside its embeddings.
+        let base_x = rows_of(&flows.features, fd, draw.base.iter().copied());
+        let profile = profile
+            .with_forest_rows(&base_x, fd, draw.base_src, options)
+            .map_err(|e| err(format!("the site forest's rows: {e}")))?;
+        let reference = profile.reference();
+        let gather = |rows: &[usize]| rows_of(embeddings, dim, rows.iter().copied());
+        let (threats, _) = enrol_all(
+            &reference,
+            families,
+            draw.support,
+            &gather,
+            profile.budget / 2.0,
+        )?;
         let support: Vec<Vec<f32>> = draw
             .support
             .iter()
             .map(|s| rows_of(&flows.features, fd, s.iter().copied()))
             .collect();
-        let forest = SiteForest::learn(
-            &benign,
-            &support,
-            &calibration,
-            fd,
-            profile.budget / 2.0,
-            draw.seed,
-        )
-        .map_err(|e| err(format!("the site forest: {e}")))?;
-        let decider = Decider::new(profile.reference(), Vec::new(), profile.unknown_threshold)
-            .map_err(|e| err(format!("arming the unknown rule: {e}")))?;
+        let forest = profile
+            .site_forest(&support)
+            .map_err(|e| err(format!("the site forest: {e}")))?;
+        let decider = Decider::new(reference, threats, profile.unknown_threshold)
+            .and_then(|d| d.with_site_forest(forest))
+            .map_err(|e| err(format!("arming the site forest: {e}")))?;
         let decide = |r: usize| -> (Option<usize>, bool) {
-            match forest.flag(feat(r)) {
-                Some(t) => (Some(t), true),
-                None => (None, decider.decide(emb(r)).kind != VerdictKind::Benign),
-            }
+            let v = decider.decide_flow(emb(r), feat(r));
+            (v.flagged(), v.kind != VerdictKind::Benign)
         };
         let mut out = RepeatOutcome {
             baseline_offered: profile.flows_offered,
@@ -558,19 +564,29 @@ pub fn run(
             scored: &scored,
         };
         with_baseline(&flows.embeddings, dim, &draw, &families, cfg, &mut budgets)?;
-        if let Some(results) = forest.as_mut() {
-            with_site_forest(flows, &draw, cfg, results)?;
-        }
-        if let Some(adapt) = adapt {
-            let emb = adapt(base)?;
-            if emb.len() != flows.embeddings.len() {
-                return Err(err(format!(
-                    "the adaptation returned {} embedding values for {}",
-                    emb.len(),
-                    flows.embeddings.len()
-                )));
+        let adapted_emb = match adapt {
+            Some(adapt) => {
+                let emb = adapt(base)?;
+                if emb.len() != flows.embeddings.len() {
+                    return Err(err(format!(
+                        "the adaptation returned {} embedding values for {}",
+                        emb.len(),
+                        flows.embeddings.len()
+                    )));
+                }
+                Some(emb)
             }
-            with_baseline(&emb, dim, &draw, &families, cfg, &mut adapted)?;
+            None => None,
+        };
+        if let Some(emb) = &adapted_emb {
+            with_baseline(emb, dim, &draw, &families, cfg, &mut adapted)?;
+        }
+        // The site forest decides unknowns with the adapted embeddings when there are some (as
+        // `metaids baseline` does by default); the forest itself reads the model's preprocessed
+        // rows, which a refit of the normaliser changes only by a monotone map per column.
+        if let Some(results) = forest.as_mut() {
+            let emb = adapted_emb.as_deref().unwrap_or(&flows.embeddings);
+            with_site_forest(flows, emb, &draw, &families, cfg, results)?;
         }
         // The same draws without a baseline: the model's own reference decides, threats enrolled
         // on it at its budget, as a library with no baseline does.
@@ -611,6 +627,14 @@ fn summary_json(s: &Summary) -> serde_json::Value {
 }
 
 impl SiteResult {
+    /// What the site forest's rows were decided with besides the baseline: ` + ADAPTATION` when
+    /// the draws were adapted (its unknown rule then reads the adapted embeddings), else nothing.
+    fn forest_with(&self) -> String {
+        self.adaptation
+            .as_ref()
+            .map_or_else(String::new, |(name, _)| format!(" + {name}"))
+    }
+
     /// The report as Markdown.
     pub fn markdown(&self) -> String {
         let c = &self.config;
@@ -652,8 +676,13 @@ impl SiteResult {
                     .map(move |b| (format!("site baseline + {name}, {}", b.budget), b))
             }))
             .chain(self.forest.iter().flat_map(|bs| {
-                bs.iter()
-                    .map(|b| (format!("site baseline + site forest, {}", b.budget), b))
+                let with = self.forest_with();
+                bs.iter().map(move |b| {
+                    (
+                        format!("site baseline{with} + site forest, {}", b.budget),
+                        b,
+                    )
+                })
             }));
         for (name, b) in rows {
             if let Some(why) = &b.refused {
@@ -690,8 +719,9 @@ impl SiteResult {
                     .map(move |b| (format!("{} + {name}", b.budget), b))
             }))
             .chain(self.forest.iter().flat_map(|bs| {
+                let with = self.forest_with();
                 bs.iter()
-                    .map(|b| (format!("{} + site forest", b.budget), b))
+                    .map(move |b| (format!("{}{with} + site forest", b.budget), b))
             }))
             .filter(|(_, b)| b.refused.is_none())
             .collect();
@@ -779,6 +809,7 @@ impl SiteResult {
             })),
             "site_forest": self.forest.as_ref().map(|bs| serde_json::json!({
                 "description": "threats named by a histogram random forest fitted on the profile's prototype rows and the supports in feature space, calibrated on the profile's calibration rows at half the budget; the embedding's unknown rule at the other half",
+                "adaptation": self.adaptation.as_ref().map(|(name, _)| name),
                 "budgets": bs.iter().map(budget_json).collect::<Vec<_>>(),
             })),
         })

@@ -7,7 +7,7 @@
 use std::time::Instant;
 
 use metaids_core::FlowFrame;
-use metaids_decide::{Decider, ProfileOptions, SiteProfile, VerdictKind};
+use metaids_decide::{Decider, ProfileOptions, SiteProfile, ThreatRule, VerdictKind};
 use metaids_model::{ScoringKernel, ThreatModel};
 
 use crate::{LibraryError, Result, ThreatLibrary};
@@ -27,6 +27,9 @@ pub struct LearnOptions {
     pub update: bool,
     /// Learn even from a window the threats mostly flag.
     pub force: bool,
+    /// How threats are named on the site: in the embedding, or by the site forest (whose rows the
+    /// profile then keeps). Flow models only.
+    pub threat_rule: ThreatRule,
 }
 
 /// A learnt profile, not yet stored.
@@ -144,6 +147,16 @@ pub fn learn_site_profile(
         }
     }
     let mut profile = SiteProfile::learn(&embeddings, dim, sources, options.profile)?;
+    if options.threat_rule == ThreatRule::Forest {
+        if normaliser.kind == metaids_core::schema::DatasetKind::HttpRequests {
+            return Err(LibraryError::Invalid {
+                field: "threat rule".into(),
+                message: "the site forest names flow threats; a web-request model's threats are named by their prototypes (--threat-rule prototypes)".into(),
+            });
+        }
+        profile =
+            profile.with_forest_rows(&x, normaliser.output_dim(), sources, options.profile)?;
+    }
     profile.adaptation = adaptation;
     Ok(LearntProfile {
         profile,

@@ -29,7 +29,10 @@ pub use learn::{learn_site_profile, source_addresses, LearnOptions, LearntProfil
 pub use metaids_decide::threat::{
     EnrolOptions, EnrolmentReport, FlowValues, SupportFlow, Threat, ThreatDraft, SIGNATURE_BASE,
 };
-pub use reembed::{kernel_of, reembed_flows, reembed_threats, support_flows, Reembedded};
+pub use reembed::{
+    forest_guard, kernel_of, reembed_flows, reembed_threats, site_forest, support_flows,
+    support_rows, Reembedded,
+};
 pub use store::{
     Baseline, Enrolment, LibraryVersion, ModelIdentity, SiteRef, ThreatLibrary, VersionSummary,
     CHECK_THREAD, LIBRARY_FORMAT, MAX_THREAT_ID,

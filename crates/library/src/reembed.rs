@@ -4,7 +4,9 @@
 //! under the normaliser now in force before any prototype is refitted.
 
 use metaids_core::preprocess::Normaliser;
-use metaids_decide::threat::{FlowValues, SupportFlow, Threat};
+use metaids_decide::site::{SiteProfile, ThreatRule};
+use metaids_decide::threat::{FlowValues, ForestCheck, SupportFlow, Threat};
+use metaids_decide::SiteForest;
 use metaids_model::{ScoringKernel, ThreatModel};
 
 use crate::error::{LibraryError, Result};
@@ -149,4 +151,88 @@ pub fn reembed_threats(
         }
     }
     Ok(out)
+}
+
+/// Each threat's support flows preprocessed by `normaliser` (rows of its output width): what the
+/// site forest is fitted on. Flows without feature values (confirmed from alerts) are left out; a
+/// threat left with none is an error naming it.
+pub fn support_rows(normaliser: &Normaliser, threats: &[Threat]) -> Result<Vec<Vec<f32>>> {
+    let d = normaliser.output_dim();
+    let mut row = vec![0f32; d];
+    threats
+        .iter()
+        .map(|t| {
+            let mut rows = Vec::with_capacity(t.support.len() * d);
+            for f in &t.support {
+                if input(normaliser, f, &mut row)? {
+                    rows.extend_from_slice(&row);
+                }
+            }
+            if rows.is_empty() {
+                return Err(LibraryError::Invalid {
+                    field: format!("threat {:?}", t.name),
+                    message: "none of its support flows keeps its feature values (they came from alerts, or an earlier build enrolled them), so the site forest cannot learn it: enrol it again from its flows, or learn the baseline with the prototype rule (`--threat-rule prototypes`; `threat_rule=prototypes` in the API)".into(),
+                });
+            }
+            Ok(rows)
+        })
+        .collect()
+}
+
+/// The site forest that names `threats` on a profile with the forest rule (`None` with the
+/// prototype rule, or with no threat to name), fitted on their support flows preprocessed by
+/// `normaliser` — the profile's: the model's normaliser with the profile's adaptation.
+pub fn site_forest(
+    normaliser: &Normaliser,
+    profile: &SiteProfile,
+    threats: &[Threat],
+) -> Result<Option<SiteForest>> {
+    if profile.threat_rule != ThreatRule::Forest || threats.is_empty() {
+        return Ok(None);
+    }
+    if profile.row_width != normaliser.output_dim() {
+        return Err(LibraryError::Invalid {
+            field: "site profile".into(),
+            message: format!(
+                "its feature rows have {} values, the model preprocesses into {}: learn the baseline again",
+                profile.row_width,
+                normaliser.output_dim()
+            ),
+        });
+    }
+    let support = support_rows(normaliser, threats)?;
+    Ok(Some(profile.site_forest(&support)?))
+}
+
+/// The forest rule's enrolment guard for `threats[which]` (the threat being enrolled, refitted or
+/// imported, beside the others): each of its support flows with feature values is left out in
+/// turn, the site forest fitted without it, and the flow decided.
+pub fn forest_guard(
+    normaliser: &Normaliser,
+    profile: &SiteProfile,
+    threats: &[Threat],
+    which: usize,
+) -> Result<ForestCheck> {
+    let mut support = support_rows(normaliser, threats)?;
+    let d = normaliser.output_dim().max(1);
+    let own = std::mem::take(&mut support[which]);
+    let k = own.len() / d;
+    if k < 2 {
+        return Ok(ForestCheck {
+            named: 0,
+            left_out: 0,
+        });
+    }
+    let mut named = 0;
+    for i in 0..k {
+        support[which] = own
+            .chunks_exact(d)
+            .enumerate()
+            .filter(|&(j, _)| j != i)
+            .flat_map(|(_, r)| r.iter().copied())
+            .collect();
+        let forest = profile.site_forest(&support)?;
+        named += usize::from(forest.flag(&own[i * d..(i + 1) * d]) == Some(which));
+    }
+    Ok(ForestCheck { named, left_out: k })
 }

@@ -713,6 +713,13 @@ impl ThreatLibrary {
                 threats,
                 &path,
             )?;
+            threats.push(threat.clone());
+            let checked = forest_check(model, profile.as_ref(), threats, threats.len() - 1);
+            threats.pop();
+            threat.report.site_forest = checked?;
+            if let Some(c) = threat.report.site_forest {
+                threat.report.accepted = c.accepts();
+            }
             if !threat.report.accepted && !options.force {
                 return Err(LibraryError::Refused {
                     name: draft.name.clone(),
@@ -934,6 +941,9 @@ impl ThreatLibrary {
                 };
                 let (refit, report) = calibrate_jointly(&reference, threats, profile.budget)?;
                 *threats = refit;
+                // Under the forest rule the library must arm: every threat keeps flows with
+                // feature values (refused here, before anything is stored, naming the threat).
+                crate::site_forest(&normaliser, profile, threats)?;
                 Ok((description, (threats.clone(), report, reembedded)))
             })?;
         // The threats as stored (their revisions stamped).
@@ -972,6 +982,15 @@ impl ThreatLibrary {
                 &f.prototypes,
                 f.threshold,
             );
+            let at = threats.iter().position(|t| t.name == name).unwrap_or(0);
+            f.report.site_forest = forest_check(model, profile.as_ref(), threats, at)?;
+            if let Some(c) = f.report.site_forest {
+                f.report.accepted = c.accepts();
+            }
+            let Some(t) = threats.iter_mut().find(|t| t.name == name) else {
+                let v = self.current()?.version;
+                return Err(self.unknown(threats, name, v));
+            };
             if !f.report.accepted && !options.force {
                 return Err(LibraryError::Refused {
                     name: name.to_string(),
@@ -1241,7 +1260,20 @@ impl ThreatLibrary {
                         });
                     }
                 }
-                let f = fit(&reference, &t.support, &t.negatives, seed_for(t.id), budget)?;
+                let mut f = fit(&reference, &t.support, &t.negatives, seed_for(t.id), budget)?;
+                // The forest rule guards against the library's threats, the imported one
+                // replacing a namesake.
+                let mut beside: Vec<Threat> = threats
+                    .iter()
+                    .filter(|e| e.name != t.name)
+                    .cloned()
+                    .collect();
+                beside.push(t.clone());
+                f.report.site_forest =
+                    forest_check(model, profile.as_ref(), &beside, beside.len() - 1)?;
+                if let Some(c) = f.report.site_forest {
+                    f.report.accepted = c.accepts();
+                }
                 if !f.report.accepted && !options.force {
                     return Err(LibraryError::Refused {
                         name: t.name.clone(),
@@ -1514,6 +1546,21 @@ fn build(
     Ok(threat)
 }
 
+/// The site forest's guard for `threats[which]` when the profile names threats with the forest
+/// (`None` otherwise): see [`crate::forest_guard`].
+fn forest_check(
+    model: &ThreatModel,
+    profile: Option<&SiteProfile>,
+    threats: &[Threat],
+    which: usize,
+) -> Result<Option<metaids_decide::ForestCheck>> {
+    let Some(p) = profile.filter(|p| p.threat_rule == metaids_decide::ThreatRule::Forest) else {
+        return Ok(None);
+    };
+    let normaliser = model.site_normaliser(p.adaptation.as_ref())?;
+    crate::forest_guard(&normaliser, p, threats, which).map(Some)
+}
+
 /// The guard's budget: the user's, else the threats' share of the site profile's budget (half: the
 /// unknown rule has the other half), else the model's.
 fn guard_budget(options: EnrolOptions, model: &ThreatModel, profile: Option<&SiteProfile>) -> f64 {
@@ -1571,12 +1618,19 @@ fn rejoin(reference: &BenignReference, threats: &mut [Threat], budget: f64) -> R
         // `forced` and the model-reference FPR come from the guard that admitted the threat (the
         // latter measured at the guard's threshold, which the joint level only raises: an upper
         // bound).
-        let (forced, model_fpr) = (t.report.forced, t.report.model_fpr);
+        let (forced, model_fpr, forest) =
+            (t.report.forced, t.report.model_fpr, t.report.site_forest);
         t.prototypes = r.prototypes;
         t.threshold = r.threshold;
         t.report = r.report;
         t.report.forced |= forced;
         t.report.model_fpr = model_fpr;
+        // Under the forest rule, its guard's verdict stands (the joint level is the embedding's).
+        t.report.site_forest = forest;
+        if let Some(c) = forest {
+            t.report.accepted = c.accepts();
+            t.report.forced = forced;
+        }
     }
     Ok(())
 }

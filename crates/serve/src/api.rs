@@ -735,6 +735,7 @@ struct BaselineQuery {
     confidence: Option<f64>,
     seed: Option<u64>,
     adapt: Option<String>,
+    threat_rule: Option<String>,
     update: Option<bool>,
     force: Option<bool>,
 }
@@ -761,6 +762,14 @@ async fn learn_baseline(
             ))
         }
     };
+    let threat_rule: metaids_decide::ThreatRule = q
+        .threat_rule
+        .as_deref()
+        .unwrap_or("forest")
+        .parse()
+        .map_err(|e: metaids_decide::DecideError| {
+            Problem::new(StatusCode::BAD_REQUEST, e.to_string())
+        })?;
     let force = q.force.unwrap_or(false);
     let req = BaselineRequest {
         select: q.select.unwrap_or_default(),
@@ -777,6 +786,7 @@ async fn learn_baseline(
             adapt,
             update: q.update.unwrap_or(false),
             force,
+            threat_rule,
         },
         author: format!("api:{author}"),
     };

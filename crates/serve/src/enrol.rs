@@ -300,6 +300,7 @@ pub fn baseline_from_capture(
         "calibration_rows": p.calibration_rows(),
         "budget": p.budget,
         "adaptation": p.adaptation.is_some(),
+        "threat_rule": p.threat_rule.name(),
         "flagged_before": learnt.flagged_before,
         "reembedded_flows": b.reembedded.as_ref().map(|x| x.flows),
         "joint": {
