@@ -30,7 +30,7 @@ use crate::error::{DecideError, Result};
 use crate::geometry::{kmeans, upper_quantile};
 use crate::reference::BenignReference;
 use crate::site_forest::SiteForest;
-use crate::threat::{fit, seed_for, Threat};
+use crate::threat::{fit, seed_for, ForestCheck, Threat};
 use crate::verdict::{rule, VerdictKind};
 
 /// How a profile is learnt.
@@ -522,6 +522,40 @@ impl SiteProfile {
             self.budget / 2.0,
             self.seed,
         )
+    }
+
+    /// The site forest's enrolment guard for threat `which` of `support` (every threat's support
+    /// rows, as for [`SiteProfile::site_forest`]): each of its rows is left out in turn, the forest
+    /// fitted without it, and the row decided. With a single row nothing remains to fit on: none is
+    /// left out.
+    pub fn forest_check(&self, support: &[Vec<f32>], which: usize) -> Result<ForestCheck> {
+        let d = self.row_width.max(1);
+        let mut support = support.to_vec();
+        let Some(own) = support.get_mut(which).map(std::mem::take) else {
+            return Err(DecideError::invalid(
+                "support",
+                format!("no threat {which} among {}", support.len()),
+            ));
+        };
+        let k = own.len() / d;
+        if k < 2 {
+            return Ok(ForestCheck {
+                named: 0,
+                left_out: 0,
+            });
+        }
+        let mut named = 0;
+        for i in 0..k {
+            support[which] = own
+                .chunks_exact(d)
+                .enumerate()
+                .filter(|&(j, _)| j != i)
+                .flat_map(|(_, r)| r.iter().copied())
+                .collect();
+            let forest = self.site_forest(&support)?;
+            named += usize::from(forest.flag(&own[i * d..(i + 1) * d]) == Some(which));
+        }
+        Ok(ForestCheck { named, left_out: k })
     }
 
     /// With the forest rule, the rows the site forest trains on (the prototype rows) and those it

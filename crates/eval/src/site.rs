@@ -319,6 +319,15 @@ fn with_site_forest(
         let forest = profile
             .site_forest(&support)
             .map_err(|e| err(format!("the site forest: {e}")))?;
+        // The enrolments the product's guard would refuse under this rule (stored anyway, as
+        // with `--force`, and counted).
+        let mut guard_refused = 0;
+        for t in 0..support.len() {
+            let check = profile
+                .forest_check(&support, t)
+                .map_err(|e| err(format!("the site forest's guard: {e}")))?;
+            guard_refused += usize::from(!check.accepts());
+        }
         let decider = Decider::new(reference, threats, profile.unknown_threshold)
             .and_then(|d| d.with_site_forest(forest))
             .map_err(|e| err(format!("arming the site forest: {e}")))?;
@@ -333,7 +342,7 @@ fn with_site_forest(
             benign_scored: draw.benign_test.len(),
             benign_threat: 0,
             benign_unknown: 0,
-            guard_refused: 0,
+            guard_refused,
             families: Vec::with_capacity(draw.scored.len()),
         };
         for &r in draw.benign_test {
@@ -915,6 +924,8 @@ mod tests {
                 assert!(c.named * 10 >= c.scored * 9, "{trees:?}");
             }
             assert!(trees.benign_rate() < 0.12, "{trees:?}");
+            // Each family's left-out flows are named by the forest: its guard accepts all three.
+            assert_eq!(trees.guard_refused, 0, "{trees:?}");
         }
         assert!(r.markdown().contains("site baseline + site forest, 0.05"));
         assert!(r.to_json()["site_forest"]["budgets"][0]["macro_recall_named"].is_object());

@@ -213,26 +213,6 @@ pub fn forest_guard(
     threats: &[Threat],
     which: usize,
 ) -> Result<ForestCheck> {
-    let mut support = support_rows(normaliser, threats)?;
-    let d = normaliser.output_dim().max(1);
-    let own = std::mem::take(&mut support[which]);
-    let k = own.len() / d;
-    if k < 2 {
-        return Ok(ForestCheck {
-            named: 0,
-            left_out: 0,
-        });
-    }
-    let mut named = 0;
-    for i in 0..k {
-        support[which] = own
-            .chunks_exact(d)
-            .enumerate()
-            .filter(|&(j, _)| j != i)
-            .flat_map(|(_, r)| r.iter().copied())
-            .collect();
-        let forest = profile.site_forest(&support)?;
-        named += usize::from(forest.flag(&own[i * d..(i + 1) * d]) == Some(which));
-    }
-    Ok(ForestCheck { named, left_out: k })
+    let support = support_rows(normaliser, threats)?;
+    Ok(profile.forest_check(&support, which)?)
 }
