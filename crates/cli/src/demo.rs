@@ -485,7 +485,7 @@ pub fn run(mut a: DemoArgs) -> Result<()> {
             }
         }
         lines.push(format!(
-            "   ({} benign flows, {} attack families, {} flows enrolled each, {} seeded repeats; `metaids site-eval --model {} --captures {}` gives the full table)",
+            "   ({} benign flows, {} attack families, {} flows enrolled each, {} seeded repeats; `metaids site-eval --model {} --captures {} --site-forest` gives the full table)",
             site.benign_flows,
             site.families.len(),
             cfg.shots,
