@@ -402,6 +402,11 @@ pub struct BaselineArgs {
     /// `prototypes` for web-request models (the only rule they have).
     #[arg(long)]
     pub threat_rule: Option<String>,
+    /// With the forest rule, leave out the source context (each flow's source's flows in the 10 s
+    /// and 1 s before it and their distinct destination ports), which the forest reads by default
+    /// (chosen on a validation site: README "The site forest").
+    #[arg(long)]
+    pub no_source_context: bool,
     /// Seed of the draws and of k-means.
     #[arg(long, default_value_t = 2026)]
     pub seed: u64,
@@ -1229,6 +1234,11 @@ pub struct SiteEvalArgs {
     /// rule keeps the other half): a separate row of the report.
     #[arg(long)]
     pub site_forest: bool,
+    /// The site forest also reads each flow's source context (its source's flows in the 10 s and
+    /// 1 s before it, and their distinct destination ports, within its capture), as `metaids
+    /// baseline` arms it by default. Implies --site-forest.
+    #[arg(long)]
+    pub site_context: bool,
     /// Also report an unsupervised adaptation of the model to the site, fit on the baseline
     /// window only: `normaliser` (the numeric columns' mean and spread refit: `baseline`'s
     /// default), `layernorm` (the LayerNorms' gains and shifts adapted to the window), `both`, or

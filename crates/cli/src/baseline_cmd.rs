@@ -208,6 +208,7 @@ pub fn run(a: BaselineArgs) -> Result<()> {
         update: a.update,
         force: a.force,
         threat_rule,
+        source_context: threat_rule == ThreatRule::Forest && !a.no_source_context,
     };
     let learnt = learn_site_profile(
         &model,
@@ -270,8 +271,9 @@ pub fn run(a: BaselineArgs) -> Result<()> {
         "threat rule: {}",
         match threat_rule {
             ThreatRule::Forest => format!(
-                "the site forest (fitted on the {} prototype-share rows and the threats' support flows in feature space, calibrated on the {} calibration rows at {:.4}; --threat-rule forest)",
+                "the site forest (fitted on the {} prototype-share rows and the threats' support flows in feature space{}, calibrated on the {} calibration rows at {:.4}; --threat-rule forest)",
                 profile.rows.len() / profile.row_width.max(1) - profile.calibration_rows(),
+                if profile.source_context { " with each flow's source context" } else { ", without source context" },
                 profile.calibration_rows(),
                 profile.budget / 2.0
             ),
@@ -309,11 +311,17 @@ pub fn run(a: BaselineArgs) -> Result<()> {
         profile.unknown_threshold,
     )?;
     let mut x = Vec::new();
+    let mut width = normaliser.output_dim();
     if let Some(forest) = metaids_library::site_forest(&normaliser, &profile, &b.threats)? {
         decider = decider.with_site_forest(forest)?;
         x = normaliser.transform(&c.frame, &c.rows)?;
+        if profile.source_context {
+            let w = metaids_core::context::CONTEXT_WIDTH;
+            let context = metaids_library::source_context(&c.frame, &c.rows);
+            x = metaids_core::context::with_context(&x, width, &context);
+            width += w;
+        }
     }
-    let width = normaliser.output_dim();
     let mut listed = 0;
     let mut flagged = 0;
     for (k, e) in emb.chunks_exact(dim).enumerate() {

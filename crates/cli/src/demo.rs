@@ -410,14 +410,17 @@ pub fn run(mut a: DemoArgs) -> Result<()> {
             "\n6. Site adaptation on a network the model never saw ({}: real services and attack tools in network namespaces):",
             a.lab.display()
         );
-        let (flows, _, captured) =
+        let (mut flows, _, captured) =
             crate::site_eval::embed_captures(&a.lab, &model, metaids_flow::FlowConfig::default())?;
+        // The site forest reads each flow's source context, as `metaids baseline` arms it.
+        crate::site_eval::append_source_context(&mut flows, &captured)?;
         let cfg = metaids_eval::site::SiteConfig {
             budgets: vec![0.01],
             shots: a.enrol_shots,
             repeats: 3,
             seed: a.protocol.seed,
             site_forest: true,
+            source_context: true,
             ..metaids_eval::site::SiteConfig::default()
         };
         // The same draws also with `baseline`'s default adaptation (the normaliser refit on the
@@ -466,7 +469,7 @@ pub fn run(mut a: DemoArgs) -> Result<()> {
             .iter()
             .map(|b| (b, ", threats named by their prototypes"))
             .chain(adapted.map(|b| (b, ", the normaliser refit on it, threats named by their prototypes")))
-            .chain(forest.map(|b| (b, ", the normaliser refit on it, threats named by the site forest (baseline's default)")))
+            .chain(forest.map(|b| (b, ", the normaliser refit on it, threats named by the site forest with source context (baseline's default)")))
         {
             match &b.refused {
                 Some(why) => lines.push(format!(
@@ -485,7 +488,7 @@ pub fn run(mut a: DemoArgs) -> Result<()> {
             }
         }
         lines.push(format!(
-            "   ({} benign flows, {} attack families, {} flows enrolled each, {} seeded repeats; `metaids site-eval --model {} --captures {} --site-forest` gives the full table)",
+            "   ({} benign flows, {} attack families, {} flows enrolled each, {} seeded repeats; `metaids site-eval --model {} --captures {} --site-context` gives the full table)",
             site.benign_flows,
             site.families.len(),
             cfg.shots,

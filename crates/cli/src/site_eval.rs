@@ -192,6 +192,28 @@ pub(crate) fn embed_captures(
     Ok((flows, captures, captured))
 }
 
+/// Appends each flow's source context (`metaids_core::context`: its source's flows in the 10 s and
+/// 1 s before it and their distinct destination ports, counted within its own capture in the order
+/// the flow engine produced the flows) to its feature row, for the site forest: three more columns.
+/// (`metaids_library::source_context`, as `metaids baseline` and `threat add` count it.)
+pub(crate) fn append_source_context(flows: &mut SiteFlows, captured: &Captured) -> Result<()> {
+    use metaids_core::context::CONTEXT_WIDTH;
+    let d = flows.feature_dim;
+    let n = flows.labels.len();
+    anyhow::ensure!(
+        flows.features.len() == n * d && captured.index.len() == n,
+        "feature rows and flows do not match"
+    );
+    let mut ctx = Vec::with_capacity(n * CONTEXT_WIDTH);
+    for (frame, rows) in &captured.frames {
+        ctx.extend(metaids_library::source_context(frame, rows));
+    }
+    let out = metaids_core::context::with_context(&flows.features, d, &ctx);
+    flows.features = out;
+    flows.feature_dim = d + CONTEXT_WIDTH;
+    Ok(())
+}
+
 /// An unsupervised adaptation of the model to the site, fit on the baseline window only.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) enum SiteAdaptation {
@@ -302,7 +324,10 @@ pub fn run(a: SiteEvalArgs) -> Result<()> {
     let model = metaids_model::load(&a.model)
         .with_context(|| format!("cannot load model {}", a.model.display()))?;
     let config = crate::extract::flow_config(&a.flow)?;
-    let (flows, captures, captured) = embed_captures(&a.captures, &model, config)?;
+    let (mut flows, captures, captured) = embed_captures(&a.captures, &model, config)?;
+    if a.site_context {
+        append_source_context(&mut flows, &captured)?;
+    }
     let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
     for l in &flows.labels {
         *counts.entry(l).or_default() += 1;
@@ -330,7 +355,8 @@ pub fn run(a: SiteEvalArgs) -> Result<()> {
             ..ProfileOptions::default()
         },
         force: a.force,
-        site_forest: a.site_forest,
+        site_forest: a.site_forest || a.site_context,
+        source_context: a.site_context,
     };
     let how = SiteAdaptation::parse(&a.adapt, a.ln_max_ratio)?;
     let refit = |base: &[usize]| -> std::result::Result<Vec<f32>, metaids_eval::EvalError> {

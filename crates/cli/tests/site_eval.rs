@@ -401,6 +401,32 @@ fn the_site_protocol_on_the_lab_captures() {
         flagged * 100 <= flows * 3,
         "{flagged} of {flows} benign flows named a threat:\n{benign}"
     );
+    // The HTTP flood: single GETs of the site's own pages, told apart only by their source's rate
+    // (the source context the forest reads by default).
+    ok(&metaids()
+        .args(["threat", "add", "--library"])
+        .arg(&forest_lib)
+        .arg("--model")
+        .arg(&model)
+        .args(["--name", "flood", "--enrol-shots", "5", "--pcap"])
+        .arg(repo().join("data/lab/attack-http-flood.pcap.gz"))
+        .output()
+        .expect("threat add"));
+    let flood = forest_detect(&["data/lab/attack-http-flood.pcap.gz"], "flood.json");
+    let (flows, named) = (count(&flood, "flows "), count(&flood, "threat[flood] "));
+    assert!(
+        named * 10 >= flows * 8,
+        "{named} of {flows} named flood:\n{flood}"
+    );
+    let benign = forest_detect(
+        &["data/lab/benign-web.pcap.gz", "data/lab/benign-api.pcap.gz"],
+        "quiet2.json",
+    );
+    let (flows, flagged) = (count(&benign, "flows "), count(&benign, "threat "));
+    assert!(
+        flagged * 100 <= flows * 3,
+        "{flagged} of {flows} benign flows named a threat:\n{benign}"
+    );
     // A support set of the site's own web flows is refused by the forest's guard: nothing tells
     // them from the baseline.
     let out = metaids()

@@ -4,6 +4,7 @@
 //! class-disjoint splits, episode sampling and detection metrics. Nothing here reads a file, opens a
 //! socket or links a system library: callers hand it bytes and rows.
 
+pub mod context;
 pub mod duplicates;
 pub mod episode;
 pub mod frame;

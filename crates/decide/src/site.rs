@@ -118,9 +118,14 @@ pub struct SiteProfile {
     /// calibrated on when a library is armed. Empty with the prototype rule.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rows: Vec<f32>,
-    /// Width of [`SiteProfile::rows`] (the model's preprocessed input; 0 without rows).
+    /// Width of [`SiteProfile::rows`] (the model's preprocessed input, plus the source context's
+    /// columns with [`SiteProfile::source_context`]; 0 without rows).
     #[serde(default)]
     pub row_width: usize,
+    /// With the forest rule: each row ends with its flow's source context
+    /// (`metaids_core::context`: its source's recent flows and ports), which the forest reads too.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub source_context: bool,
 }
 
 /// How a site's threats are named.
@@ -459,6 +464,7 @@ impl SiteProfile {
             threat_rule: ThreatRule::Prototypes,
             rows: Vec::new(),
             row_width: 0,
+            source_context: false,
         })
     }
 
@@ -614,7 +620,7 @@ impl SiteProfile {
             a.validate()?;
         }
         match self.threat_rule {
-            ThreatRule::Prototypes if !self.rows.is_empty() => {
+            ThreatRule::Prototypes if !self.rows.is_empty() || self.source_context => {
                 return bad(
                     "rows",
                     "feature rows kept under the prototype rule: only the forest rule uses them"

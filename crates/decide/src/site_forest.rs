@@ -153,6 +153,10 @@ impl SiteForest {
     /// # Shapes
     /// `row`: `width` → (score in `[0, 1]`, threat index).
     pub fn score(&self, row: &[f32]) -> (f32, usize) {
+        if row.len() != self.width {
+            // Not a row of this forest (a caller's bug): never named, never a panic.
+            return (0.0, 0);
+        }
         let p = self.forest.predict_proba(row);
         let threat = p
             .iter()

@@ -61,6 +61,10 @@ pub struct SupportFlow {
     /// be embedded again when the site profile's adaptation of the model changes.
     #[serde(default, skip_serializing_if = "FlowValues::is_empty")]
     pub values: FlowValues,
+    /// Its source context (`metaids_core::context`, counted within the capture or flow file it
+    /// came from), which a site forest with source context reads; empty: not kept.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub context: Vec<f32>,
 }
 
 /// A flow's raw feature values in the model's layout: numeric in layout order (non-finite values
@@ -445,6 +449,7 @@ impl ThreatDraft {
                 locator: format!("row {i}"),
                 embedding: e.to_vec(),
                 values: FlowValues::default(),
+                context: Vec::new(),
             })
             .collect();
         ThreatDraft {
@@ -737,6 +742,7 @@ mod tests {
             locator: format!("row {i}"),
             embedding: e.to_vec(),
             values: FlowValues::default(),
+            context: Vec::new(),
         }
     }
 

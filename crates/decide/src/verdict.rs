@@ -424,6 +424,7 @@ mod tests {
             locator: "alert 1".into(),
             embedding: vec![-1.0, -1.0],
             values: crate::threat::FlowValues::default(),
+            context: Vec::new(),
         });
         let d = Decider::new(r, vec![rejected], u)
             .expect("arm")

@@ -99,6 +99,8 @@ pub struct Detector {
     /// The inference kernel: the encoder's forward pass, hand-written for throughput (equal to
     /// candle's within 1e-4 per row; `metaids_model::score` tests the equivalence).
     kernel: ScoringKernel,
+    /// Whether the armed site forest reads each flow's source context after its row.
+    source_context: bool,
 }
 
 /// The model version alerts report: the first 16 hex digits of its [`ModelIdentity`].
@@ -171,6 +173,7 @@ impl Detector {
             library_id: String::new(),
             model_version,
             input_names,
+            source_context: false,
         })
     }
 
@@ -203,6 +206,7 @@ impl Detector {
             })?;
             if let Some(forest) = forest {
                 detector.decider = detector.decider.with_site_forest(forest)?;
+                detector.source_context = profile.source_context;
             }
         }
         detector.set_library_id(set.library_id);
@@ -226,6 +230,12 @@ impl Detector {
             .site_normaliser(adaptation)
             .map_err(DetectError::model("the site profile's adaptation"))?;
         Ok(self)
+    }
+
+    /// Whether the site forest reads each flow's source context (`metaids_core::context`) after its
+    /// preprocessed row: [`Detector::decide`] then takes rows of `input_dim + 3` values.
+    pub fn source_context(&self) -> bool {
+        self.source_context
     }
 
     /// The normaliser flows are preprocessed with (the model's, or the site's refit).
@@ -355,11 +365,13 @@ impl Detector {
     /// categorical feature, embedded in one batch).
     ///
     /// # Shapes
-    /// `x`: rows of `input_dim` preprocessed values; `embeddings`: rows of `dim`; `raw`: numeric
-    /// rows of the layout. `alerts` index them.
+    /// `x`: rows of `input_dim` preprocessed values; `forest_rows`: the rows the decision read
+    /// (`x` itself, or with source context each row followed by its context, which an occlusion
+    /// keeps); `embeddings`: rows of `dim`; `raw`: numeric rows of the layout. `alerts` index them.
     pub fn explain(
         &self,
         x: &[f32],
+        forest_rows: &[f32],
         embeddings: &[f32],
         raw: &dyn Fn(usize) -> Vec<f64>,
         alerts: &[(usize, Verdict)],
@@ -420,22 +432,33 @@ impl Detector {
         };
         let mut out = Vec::with_capacity(alerts.len());
         let mut next = 0usize;
+        let n = x.len().checked_div(d_in).unwrap_or(0);
+        let fw = forest_rows
+            .len()
+            .checked_div(n.max(1))
+            .unwrap_or(d_in)
+            .max(d_in);
         for (&(r, v), plan) in alerts.iter().zip(plans) {
             let e = &embeddings[r * self.dim..(r + 1) * self.dim];
-            let base = self
-                .decider
-                .margin_flow(e, &x[r * d_in..(r + 1) * d_in], v.kind, v.threat);
+            let own = forest_rows.get(r * fw..(r + 1) * fw).unwrap_or(&[]);
+            // An occluded row keeps the flow's context (the columns after the model's input).
+            let with_tail = |p: &[f32]| -> Vec<f32> {
+                let mut v = p.to_vec();
+                v.extend_from_slice(own.get(d_in..).unwrap_or(&[]));
+                v
+            };
+            let base = self.decider.margin_flow(e, own, v.kind, v.threat);
             let mut effects: Vec<FeatureEffect> = plan
                 .into_iter()
                 .map(|(name, value, z)| {
                     let pe = &probe_emb[next * self.dim..(next + 1) * self.dim];
-                    let px = &probes[next * d_in..(next + 1) * d_in];
+                    let px = with_tail(&probes[next * d_in..(next + 1) * d_in]);
                     next += 1;
                     FeatureEffect {
                         name,
                         value: if value.is_finite() { value } else { 0.0 },
                         z,
-                        effect: base - self.decider.margin_flow(pe, px, v.kind, v.threat),
+                        effect: base - self.decider.margin_flow(pe, &px, v.kind, v.threat),
                     }
                 })
                 .collect();

@@ -236,6 +236,7 @@ pub fn alert_flow(
         embedding: info.embedding.clone(),
         // An alert carries the flow's embedding, not its feature values.
         values: metaids_decide::FlowValues::default(),
+        context: Vec::new(),
     })
 }
 

@@ -222,6 +222,10 @@ pub struct Pipeline {
     /// When the last batch ran (a live source's partial batch waits at most [`LIVE_BATCH_INTERVAL`]).
     last_batch: Instant,
     x: Vec<f32>,
+    /// With a site forest that reads source context: the context of the flows seen so far, and the
+    /// batch's rows with their context appended.
+    context: metaids_core::context::SourceContext,
+    xc: Vec<f32>,
     verdicts: Vec<Verdict>,
     summary: Summary,
 }
@@ -306,6 +310,8 @@ impl Pipeline {
             next_alert: 1,
             last_batch: Instant::now(),
             x: Vec::new(),
+            context: metaids_core::context::SourceContext::new(metaids_library::CONTEXT_SOURCES),
+            xc: Vec::new(),
             verdicts: Vec::new(),
             summary,
             options,
@@ -502,7 +508,26 @@ impl Pipeline {
         let d = &self.detector;
         d.normaliser().transform_into(frame, rows, &mut self.x)?;
         let emb = d.embed(&self.x)?;
-        d.decide_batch(&emb, &self.x, &mut self.verdicts);
+        // A site forest with source context reads each flow's row and its source's recent flows,
+        // counted over the stream in the order flows arrive (as the baseline counted its window).
+        let forest_rows: &[f32] = if d.source_context() && groups.is_none() {
+            let din = d.normaliser().output_dim();
+            self.xc.clear();
+            for (row, m) in self.x.chunks_exact(din).zip(metas) {
+                self.xc.extend_from_slice(row);
+                let source = m
+                    .src_ip
+                    .map_or_else(|| format!("flow {}", m.flow_id), |ip| ip.to_string());
+                self.xc.extend(
+                    self.context
+                        .push(&source, m.start_us.unwrap_or(0), m.dest_port),
+                );
+            }
+            &self.xc
+        } else {
+            &self.x
+        };
+        d.decide_batch(&emb, forest_rows, &mut self.verdicts);
         // For each decided unit: the position of its deciding row among `rows`, and that row's
         // place within its group.
         // Web requests: each unit's deciding row among `rows` and its place within its group.
@@ -578,12 +603,17 @@ impl Pipeline {
                 .map(|&v| f64::from(v))
                 .collect()
         };
+        let forest_rows: &[f32] = if d.source_context() && picks.is_none() {
+            &self.xc
+        } else {
+            &self.x
+        };
         let explanations = match &picks {
-            None => d.explain(&self.x, &emb, &raw, &candidates)?,
+            None => d.explain(&self.x, forest_rows, &emb, &raw, &candidates)?,
             Some(p) => {
                 let by_row: Vec<(usize, Verdict)> =
                     candidates.iter().map(|&(i, v)| (p[i].0, v)).collect();
-                d.explain(&self.x, &emb, &raw, &by_row)?
+                d.explain(&self.x, forest_rows, &emb, &raw, &by_row)?
             }
         };
         let context = AlertContext {

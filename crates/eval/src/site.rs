@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use metaids_core::metrics::{wilson95, Summary};
 use metaids_decide::{
     calibrate_jointly, BenignReference, Decider, ProfileOptions, SiteProfile, Threat, ThreatDraft,
-    VerdictKind,
+    Verdict, VerdictKind,
 };
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -76,6 +76,9 @@ pub struct SiteConfig {
     /// Also decide every draw with the site forest's threats ([`metaids_decide::SiteForest`]; needs
     /// [`SiteFlows::features`]).
     pub site_forest: bool,
+    /// Whether [`SiteFlows::features`] end with each flow's source context (reported with the
+    /// site forest's rows).
+    pub source_context: bool,
 }
 
 impl Default for SiteConfig {
@@ -90,6 +93,7 @@ impl Default for SiteConfig {
             profile: ProfileOptions::default(),
             force: false,
             site_forest: false,
+            source_context: false,
         }
     }
 }
@@ -206,19 +210,20 @@ struct Draw<'a> {
 
 /// One repeat with a site baseline learnt from the window, at every budget of `results` (a
 /// budget the window cannot support is marked refused once and skipped after), deciding with the
-/// embeddings `emb`.
+/// embeddings `emb`. With `forest` (every flow's feature rows and their width), threats are named
+/// by the site forest, as `metaids baseline --threat-rule forest` arms a library; else by their
+/// prototypes, calibrated jointly.
 fn with_baseline(
     emb: &[f32],
     dim: usize,
+    forest: Option<(&[f32], usize)>,
     draw: &Draw<'_>,
     families: &[(String, usize)],
     cfg: &SiteConfig,
     results: &mut [BudgetResult],
 ) -> Result<(), EvalError> {
     let row = |r: usize| &emb[r * dim..(r + 1) * dim];
-    let gather = |rows: &[usize]| -> Vec<f32> {
-        rows.iter().flat_map(|&r| row(r).iter().copied()).collect()
-    };
+    let gather = |rows: &[usize]| rows_of(emb, dim, rows.iter().copied());
     let base_emb = gather(draw.base);
     for res in results.iter_mut() {
         if res.refused.is_some() {
@@ -240,131 +245,68 @@ fn with_baseline(
             }
         };
         let reference = profile.reference();
-        let (threats, guard_refused) = enrol_all(
+        let kept = (
+            profile.flows_offered,
+            profile.flows_kept,
+            profile.calibration_rows(),
+        );
+        let (threats, mut guard_refused) = enrol_all(
             &reference,
             families,
             draw.support,
             &gather,
             profile.budget / 2.0,
         )?;
-        // The profile's budget: the one asked for, or lower where a confidence asked it to hold.
-        let (threats, _) = calibrate_jointly(&reference, &threats, profile.budget)
-            .map_err(|e| err(format!("joint calibration: {e}")))?;
-        let decider = Decider::new(reference, threats, profile.unknown_threshold)
-            .map_err(|e| err(format!("arming the threats: {e}")))?;
-        let mut out = score(&decider, &row, draw.benign_test, draw.scored);
-        out.baseline_offered = profile.flows_offered;
-        out.baseline_kept = profile.flows_kept;
-        out.calibration_rows = profile.calibration_rows();
+        let mut out = match forest {
+            None => {
+                // The profile's budget: the one asked for, or lower where a confidence asked it
+                // to hold.
+                let (threats, _) = calibrate_jointly(&reference, &threats, profile.budget)
+                    .map_err(|e| err(format!("joint calibration: {e}")))?;
+                let decider = Decider::new(reference, threats, profile.unknown_threshold)
+                    .map_err(|e| err(format!("arming the threats: {e}")))?;
+                score(&|r| decider.decide(row(r)), draw.benign_test, draw.scored)
+            }
+            Some((features, fd)) => {
+                let feat = |r: usize| &features[r * fd..(r + 1) * fd];
+                // The profile keeps the window's feature rows beside its embeddings.
+                let base_x = rows_of(features, fd, draw.base.iter().copied());
+                let profile = profile
+                    .with_forest_rows(&base_x, fd, draw.base_src, options)
+                    .map_err(|e| err(format!("the site forest's rows: {e}")))?;
+                let support: Vec<Vec<f32>> = draw
+                    .support
+                    .iter()
+                    .map(|s| rows_of(features, fd, s.iter().copied()))
+                    .collect();
+                let site_forest = profile
+                    .site_forest(&support)
+                    .map_err(|e| err(format!("the site forest: {e}")))?;
+                // The enrolments this rule's guard would refuse (stored anyway, as with
+                // `--force`, and counted) replace the prototype guard's count.
+                guard_refused = 0;
+                for t in 0..support.len() {
+                    let check = profile
+                        .forest_check(&support, t)
+                        .map_err(|e| err(format!("the site forest's guard: {e}")))?;
+                    guard_refused += usize::from(!check.accepts());
+                }
+                let decider = Decider::new(reference, threats, profile.unknown_threshold)
+                    .and_then(|d| d.with_site_forest(site_forest))
+                    .map_err(|e| err(format!("arming the site forest: {e}")))?;
+                score(
+                    &|r| decider.decide_flow(row(r), feat(r)),
+                    draw.benign_test,
+                    draw.scored,
+                )
+            }
+        };
+        (
+            out.baseline_offered,
+            out.baseline_kept,
+            out.calibration_rows,
+        ) = kept;
         out.guard_refused = guard_refused;
-        res.repeats.push(out);
-    }
-    Ok(())
-}
-
-/// One repeat with the site baseline and the site forest's threats at every budget of `results`:
-/// the profile as in [`with_baseline`] decides unknowns (no threat armed in the embedding), the
-/// forest fitted on the profile's prototype rows and the supports, calibrated on its calibration
-/// rows, names threats.
-fn with_site_forest(
-    flows: &SiteFlows,
-    embeddings: &[f32],
-    draw: &Draw<'_>,
-    families: &[(String, usize)],
-    cfg: &SiteConfig,
-    results: &mut [BudgetResult],
-) -> Result<(), EvalError> {
-    let (dim, fd) = (flows.dim, flows.feature_dim);
-    let emb = |r: usize| &embeddings[r * dim..(r + 1) * dim];
-    let feat = |r: usize| &flows.features[r * fd..(r + 1) * fd];
-    let base_emb = rows_of(embeddings, dim, draw.base.iter().copied());
-    for res in results.iter_mut() {
-        if res.refused.is_some() {
-            continue;
-        }
-        let options = ProfileOptions {
-            budget: res.budget,
-            seed: draw.seed,
-            force: cfg.force,
-            ..cfg.profile
-        };
-        let profile = match SiteProfile::learn(&base_emb, dim, draw.base_src, options) {
-            Ok(p) => p,
-            Err(e) => {
-                res.refused = Some(e.to_string());
-                res.repeats.clear();
-                continue;
-            }
-        };
-        // The profile as `metaids baseline --threat-rule forest` learns it: the window's feature
-        // rows kept beside its embeddings.
-        let base_x = rows_of(&flows.features, fd, draw.base.iter().copied());
-        let profile = profile
-            .with_forest_rows(&base_x, fd, draw.base_src, options)
-            .map_err(|e| err(format!("the site forest's rows: {e}")))?;
-        let reference = profile.reference();
-        let gather = |rows: &[usize]| rows_of(embeddings, dim, rows.iter().copied());
-        let (threats, _) = enrol_all(
-            &reference,
-            families,
-            draw.support,
-            &gather,
-            profile.budget / 2.0,
-        )?;
-        let support: Vec<Vec<f32>> = draw
-            .support
-            .iter()
-            .map(|s| rows_of(&flows.features, fd, s.iter().copied()))
-            .collect();
-        let forest = profile
-            .site_forest(&support)
-            .map_err(|e| err(format!("the site forest: {e}")))?;
-        // The enrolments the product's guard would refuse under this rule (stored anyway, as
-        // with `--force`, and counted).
-        let mut guard_refused = 0;
-        for t in 0..support.len() {
-            let check = profile
-                .forest_check(&support, t)
-                .map_err(|e| err(format!("the site forest's guard: {e}")))?;
-            guard_refused += usize::from(!check.accepts());
-        }
-        let decider = Decider::new(reference, threats, profile.unknown_threshold)
-            .and_then(|d| d.with_site_forest(forest))
-            .map_err(|e| err(format!("arming the site forest: {e}")))?;
-        let decide = |r: usize| -> (Option<usize>, bool) {
-            let v = decider.decide_flow(emb(r), feat(r));
-            (v.flagged(), v.kind != VerdictKind::Benign)
-        };
-        let mut out = RepeatOutcome {
-            baseline_offered: profile.flows_offered,
-            baseline_kept: profile.flows_kept,
-            calibration_rows: profile.calibration_rows(),
-            benign_scored: draw.benign_test.len(),
-            benign_threat: 0,
-            benign_unknown: 0,
-            guard_refused,
-            families: Vec::with_capacity(draw.scored.len()),
-        };
-        for &r in draw.benign_test {
-            match decide(r) {
-                (Some(_), _) => out.benign_threat += 1,
-                (None, true) => out.benign_unknown += 1,
-                (None, false) => {}
-            }
-        }
-        for (f, rows) in draw.scored.iter().enumerate() {
-            let mut c = FamilyCounts {
-                scored: rows.len(),
-                named: 0,
-                any: 0,
-            };
-            for &r in rows {
-                let (t, flagged) = decide(r);
-                c.named += usize::from(t == Some(f));
-                c.any += usize::from(flagged);
-            }
-            out.families.push(c);
-        }
         res.repeats.push(out);
     }
     Ok(())
@@ -404,11 +346,10 @@ fn enrol_all(
 /// every flow's embedding recomputed with something fit on those flows only.
 pub type Adaptation<'a> = &'a dyn Fn(&[usize]) -> Result<Vec<f32>, EvalError>;
 
-/// Decides the scored rows with `decider`: benign verdict counts and per-family counts (the
-/// baseline fields left at 0).
-fn score<'a>(
-    decider: &Decider,
-    row: &impl Fn(usize) -> &'a [f32],
+/// Decides the scored rows with `decide` (a flow index to its verdict): benign verdict counts and
+/// per-family counts (the baseline fields left at 0).
+fn score(
+    decide: &dyn Fn(usize) -> Verdict,
     benign: &[usize],
     scored: &[Vec<usize>],
 ) -> RepeatOutcome {
@@ -423,7 +364,7 @@ fn score<'a>(
         families: Vec::with_capacity(scored.len()),
     };
     for &r in benign {
-        match decider.decide(row(r)).kind {
+        match decide(r).kind {
             VerdictKind::Threat => out.benign_threat += 1,
             VerdictKind::Unknown => out.benign_unknown += 1,
             VerdictKind::Benign => {}
@@ -436,7 +377,7 @@ fn score<'a>(
             any: 0,
         };
         for &r in rows {
-            let v = decider.decide(row(r));
+            let v = decide(r);
             c.named += usize::from(v.flagged() == Some(f));
             c.any += usize::from(v.kind != VerdictKind::Benign);
         }
@@ -572,7 +513,15 @@ pub fn run(
             support: &support,
             scored: &scored,
         };
-        with_baseline(&flows.embeddings, dim, &draw, &families, cfg, &mut budgets)?;
+        with_baseline(
+            &flows.embeddings,
+            dim,
+            None,
+            &draw,
+            &families,
+            cfg,
+            &mut budgets,
+        )?;
         let adapted_emb = match adapt {
             Some(adapt) => {
                 let emb = adapt(base)?;
@@ -588,14 +537,15 @@ pub fn run(
             None => None,
         };
         if let Some(emb) = &adapted_emb {
-            with_baseline(emb, dim, &draw, &families, cfg, &mut adapted)?;
+            with_baseline(emb, dim, None, &draw, &families, cfg, &mut adapted)?;
         }
         // The site forest decides unknowns with the adapted embeddings when there are some (as
         // `metaids baseline` does by default); the forest itself reads the model's preprocessed
         // rows, which a refit of the normaliser changes only by a monotone map per column.
         if let Some(results) = forest.as_mut() {
             let emb = adapted_emb.as_deref().unwrap_or(&flows.embeddings);
-            with_site_forest(flows, emb, &draw, &families, cfg, results)?;
+            let features = Some((flows.features.as_slice(), flows.feature_dim));
+            with_baseline(emb, dim, features, &draw, &families, cfg, results)?;
         }
         // The same draws without a baseline: the model's own reference decides, threats enrolled
         // on it at its budget, as a library with no baseline does.
@@ -609,7 +559,7 @@ pub fn run(
             )?;
             let decider = Decider::new(reference.clone(), threats, reference.unknown_threshold)
                 .map_err(|e| err(format!("arming the threats: {e}")))?;
-            let mut out = score(&decider, &row, benign_test, &scored);
+            let mut out = score(&|r| decider.decide(row(r)), benign_test, &scored);
             out.calibration_rows = reference.calibration_rows();
             out.guard_refused = guard_refused;
             res.repeats.push(out);
@@ -639,9 +589,15 @@ impl SiteResult {
     /// What the site forest's rows were decided with besides the baseline: ` + ADAPTATION` when
     /// the draws were adapted (its unknown rule then reads the adapted embeddings), else nothing.
     fn forest_with(&self) -> String {
-        self.adaptation
+        let adapted = self
+            .adaptation
             .as_ref()
-            .map_or_else(String::new, |(name, _)| format!(" + {name}"))
+            .map_or_else(String::new, |(name, _)| format!(" + {name}"));
+        if self.config.source_context {
+            adapted + " + source context"
+        } else {
+            adapted
+        }
     }
 
     /// The report as Markdown.
@@ -819,6 +775,7 @@ impl SiteResult {
             "site_forest": self.forest.as_ref().map(|bs| serde_json::json!({
                 "description": "threats named by a histogram random forest fitted on the profile's prototype rows and the supports in feature space, calibrated on the profile's calibration rows at half the budget; the embedding's unknown rule at the other half",
                 "adaptation": self.adaptation.as_ref().map(|(name, _)| name),
+                "source_context": c.source_context,
                 "budgets": bs.iter().map(budget_json).collect::<Vec<_>>(),
             })),
         })

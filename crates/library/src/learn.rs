@@ -30,6 +30,8 @@ pub struct LearnOptions {
     /// How threats are named on the site: in the embedding, or by the site forest (whose rows the
     /// profile then keeps). Flow models only.
     pub threat_rule: ThreatRule,
+    /// With the forest rule: the forest also reads each flow's source context.
+    pub source_context: bool,
 }
 
 /// A learnt profile, not yet stored.
@@ -58,6 +60,33 @@ pub fn source_addresses(frame: &FlowFrame, rows: &[usize]) -> Vec<String> {
         })
         .collect()
 }
+
+/// The source context (`metaids_core::context`) of rows `rows` of `frame`, counted over those rows
+/// in order (a capture's flows in the order its flow engine produced them, a flow file's in file
+/// order), from their `Src IP`, `Timestamp` and `Dst Port` identifiers: row-major, three values
+/// per row. A row without a source address counts as its own source.
+pub fn source_context(frame: &FlowFrame, rows: &[usize]) -> Vec<f32> {
+    let mut c = metaids_core::context::SourceContext::new(CONTEXT_SOURCES);
+    let mut out = Vec::with_capacity(rows.len() * metaids_core::context::CONTEXT_WIDTH);
+    for &r in rows {
+        let ids = frame.identifiers(r);
+        let get = |name: &str| {
+            ids.iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| *v)
+        };
+        let source = get("Src IP").map_or_else(|| format!("row {r}"), str::to_string);
+        let start = get("Timestamp")
+            .and_then(metaids_core::time::parse_timestamp_us)
+            .unwrap_or(0);
+        let port = get("Dst Port").and_then(|p| p.parse().ok()).unwrap_or(0);
+        out.extend(c.push(&source, start, port));
+    }
+    out
+}
+
+/// Sources the source context tracks at once (the one seen longest ago is forgotten first).
+pub const CONTEXT_SOURCES: usize = 65_536;
 
 /// Learns a site profile from rows `rows` of `frame`, whose source addresses are `sources` (what
 /// the per-source cap groups by), for the library `library` (`None`: a library yet to be created).
@@ -154,8 +183,15 @@ pub fn learn_site_profile(
                 message: "the site forest names flow threats; a web-request model's threats are named by their prototypes (--threat-rule prototypes)".into(),
             });
         }
-        profile =
-            profile.with_forest_rows(&x, normaliser.output_dim(), sources, options.profile)?;
+        let d = normaliser.output_dim();
+        if options.source_context {
+            let w = metaids_core::context::CONTEXT_WIDTH;
+            let rows_x = metaids_core::context::with_context(&x, d, &source_context(frame, rows));
+            profile = profile.with_forest_rows(&rows_x, d + w, sources, options.profile)?;
+            profile.source_context = true;
+        } else {
+            profile = profile.with_forest_rows(&x, d, sources, options.profile)?;
+        }
     }
     profile.adaptation = adaptation;
     Ok(LearntProfile {

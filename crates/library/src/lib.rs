@@ -25,7 +25,10 @@ mod time;
 pub use armed::{ArmedThreats, ThreatOrigin};
 pub use error::{LibraryError, Result};
 pub use exchange::{ImportSummary, ThreatDocument, DOCUMENT_FORMAT, DOCUMENT_VERSION};
-pub use learn::{learn_site_profile, source_addresses, LearnOptions, LearntProfile, ATTACK_WINDOW};
+pub use learn::{
+    learn_site_profile, source_addresses, source_context, LearnOptions, LearntProfile,
+    ATTACK_WINDOW, CONTEXT_SOURCES,
+};
 pub use metaids_decide::threat::{
     EnrolOptions, EnrolmentReport, FlowValues, SupportFlow, Threat, ThreatDraft, SIGNATURE_BASE,
 };

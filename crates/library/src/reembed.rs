@@ -64,6 +64,11 @@ pub fn support_flows(
     let emb = kernel_of(model)?
         .embed(&x)
         .map_err(|e| LibraryError::Model(Box::new(e)))?;
+    // Each flow's source context, counted over every flow of its frame in order (the capture or
+    // flow file it came from), as detection counts it over the stream.
+    let all: Vec<usize> = (0..frame.len()).collect();
+    let context = crate::learn::source_context(frame, &all);
+    let w = metaids_core::context::CONTEXT_WIDTH;
     Ok(rows
         .iter()
         .zip(emb.chunks_exact(model.dim()))
@@ -75,6 +80,7 @@ pub fn support_flows(
                 numeric: frame.numeric_row(r).to_vec(),
                 categorical: frame.categorical_row(r).map(String::from).collect(),
             },
+            context: context.get(r * w..(r + 1) * w).unwrap_or(&[]).to_vec(),
         })
         .collect())
 }
@@ -156,22 +162,41 @@ pub fn reembed_threats(
 /// Each threat's support flows preprocessed by `normaliser` (rows of its output width): what the
 /// site forest is fitted on. Flows without feature values (confirmed from alerts) are left out; a
 /// threat left with none is an error naming it.
-pub fn support_rows(normaliser: &Normaliser, threats: &[Threat]) -> Result<Vec<Vec<f32>>> {
+pub fn support_rows(
+    normaliser: &Normaliser,
+    threats: &[Threat],
+    context: bool,
+) -> Result<Vec<Vec<f32>>> {
     let d = normaliser.output_dim();
+    let w = metaids_core::context::CONTEXT_WIDTH;
     let mut row = vec![0f32; d];
     threats
         .iter()
         .map(|t| {
-            let mut rows = Vec::with_capacity(t.support.len() * d);
+            let mut rows = Vec::with_capacity(t.support.len() * (d + w));
             for f in &t.support {
+                if context && f.context.len() != w {
+                    continue;
+                }
                 if input(normaliser, f, &mut row)? {
                     rows.extend_from_slice(&row);
+                    if context {
+                        rows.extend_from_slice(&f.context);
+                    }
                 }
             }
             if rows.is_empty() {
                 return Err(LibraryError::Invalid {
                     field: format!("threat {:?}", t.name),
-                    message: "none of its support flows keeps its feature values (they came from alerts, or an earlier build enrolled them), so the site forest cannot learn it: enrol it again from its flows, or learn the baseline with the prototype rule (`--threat-rule prototypes`; `threat_rule=prototypes` in the API)".into(),
+                    message: format!(
+                        "none of its support flows keeps its feature values{} (they came from alerts, or an earlier build enrolled them), so the site forest cannot learn it: enrol it again from its flows, or learn the baseline {}",
+                        if context { " and source context" } else { "" },
+                        if context {
+                            "without source context (`--no-source-context`; `source_context=false` in the API) or with the prototype rule (`--threat-rule prototypes`; `threat_rule=prototypes`)"
+                        } else {
+                            "with the prototype rule (`--threat-rule prototypes`; `threat_rule=prototypes` in the API)"
+                        }
+                    ),
                 });
             }
             Ok(rows)
@@ -190,17 +215,23 @@ pub fn site_forest(
     if profile.threat_rule != ThreatRule::Forest || threats.is_empty() {
         return Ok(None);
     }
-    if profile.row_width != normaliser.output_dim() {
+    let width = normaliser.output_dim()
+        + if profile.source_context {
+            metaids_core::context::CONTEXT_WIDTH
+        } else {
+            0
+        };
+    if profile.row_width != width {
         return Err(LibraryError::Invalid {
             field: "site profile".into(),
             message: format!(
-                "its feature rows have {} values, the model preprocesses into {}: learn the baseline again",
+                "its feature rows have {} values, the model's preprocessed rows{} have {width}: learn the baseline again",
                 profile.row_width,
-                normaliser.output_dim()
+                if profile.source_context { " with their source context" } else { "" },
             ),
         });
     }
-    let support = support_rows(normaliser, threats)?;
+    let support = support_rows(normaliser, threats, profile.source_context)?;
     Ok(Some(profile.site_forest(&support)?))
 }
 
@@ -213,6 +244,6 @@ pub fn forest_guard(
     threats: &[Threat],
     which: usize,
 ) -> Result<ForestCheck> {
-    let support = support_rows(normaliser, threats)?;
+    let support = support_rows(normaliser, threats, profile.source_context)?;
     Ok(profile.forest_check(&support, which)?)
 }

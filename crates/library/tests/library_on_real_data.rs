@@ -137,6 +137,7 @@ fn embed(rows: &[usize]) -> Vec<SupportFlow> {
                 numeric: d.frame.numeric_row(r).to_vec(),
                 categorical: d.frame.categorical_row(r).map(String::from).collect(),
             },
+            context: Vec::new(),
         })
         .collect()
 }
@@ -1071,6 +1072,7 @@ fn imports_refit_and_guard_what_the_document_claims() {
         locator: "alert x-1".into(),
         embedding: vec![3e38; m.dim()],
         values: FlowValues::default(),
+        context: Vec::new(),
     };
     let v = lib2.current().expect("current").version;
     let err = lib2

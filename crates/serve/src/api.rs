@@ -736,6 +736,7 @@ struct BaselineQuery {
     seed: Option<u64>,
     adapt: Option<String>,
     threat_rule: Option<String>,
+    source_context: Option<bool>,
     update: Option<bool>,
     force: Option<bool>,
 }
@@ -787,6 +788,8 @@ async fn learn_baseline(
             update: q.update.unwrap_or(false),
             force,
             threat_rule,
+            source_context: threat_rule == metaids_decide::ThreatRule::Forest
+                && q.source_context.unwrap_or(true),
         },
         author: format!("api:{author}"),
     };
