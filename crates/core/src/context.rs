@@ -23,12 +23,42 @@ pub const CONTEXT_NAMES: [&str; CONTEXT_WIDTH] = [
     "Source Flows 1s",
 ];
 
+/// Flows remembered per source at most (the counts saturate there: a source opening more flows
+/// than this within the window is already far beyond any benign rate).
+pub const MAX_PER_SOURCE: usize = 512;
+
+/// One source's recent flows.
+#[derive(Debug, Clone, Default)]
+struct Recent {
+    /// (start µs, destination port) in arrival order.
+    flows: VecDeque<(i64, u16)>,
+    /// How many of `flows` go to each destination port.
+    ports: HashMap<u16, u32>,
+    /// The arrival counter when the source was last seen.
+    seen: u64,
+}
+
+impl Recent {
+    fn pop_front(&mut self) {
+        if let Some((_, p)) = self.flows.pop_front() {
+            if let Some(n) = self.ports.get_mut(&p) {
+                *n -= 1;
+                if *n == 0 {
+                    self.ports.remove(&p);
+                }
+            }
+        }
+    }
+}
+
 /// The streaming source context.
 #[derive(Debug, Clone)]
 pub struct SourceContext {
-    /// Per source: (start µs, destination port) of its recent flows in arrival order, and the
-    /// arrival counter when it was last seen.
-    sources: HashMap<String, (VecDeque<(i64, u16)>, u64)>,
+    sources: HashMap<String, Recent>,
+    /// Sources in the order they were last seen, with the arrival counter of that sighting; an
+    /// entry whose counter is not its source's latest is stale (skipped when evicting, dropped when
+    /// the queue is compacted), so eviction is amortised O(1) even when every flow has a new source.
+    order: VecDeque<(String, u64)>,
     max_sources: usize,
     arrivals: u64,
 }
@@ -38,6 +68,7 @@ impl SourceContext {
     pub fn new(max_sources: usize) -> Self {
         SourceContext {
             sources: HashMap::new(),
+            order: VecDeque::new(),
             max_sources: max_sources.max(1),
             arrivals: 0,
         }
@@ -54,53 +85,52 @@ impl SourceContext {
     }
 
     /// The context of a flow from `source` that started at `start_us` towards `dst_port`, then the
-    /// flow is remembered. Only flows produced before it count, by their start times within
-    /// `[start − WINDOW, start + WINDOW]` (a long flow produced late counts the flows that started
-    /// near its start).
+    /// flow is remembered. Counted over the flows of that source produced before it and still
+    /// remembered: flows are forgotten once they started more than the long window before a later
+    /// flow's start (in arrival order), and beyond [`MAX_PER_SOURCE`]. Amortised O(1) per flow, plus
+    /// the flows of the short window (at most [`MAX_PER_SOURCE`]).
     pub fn push(&mut self, source: &str, start_us: i64, dst_port: u16) -> [f32; CONTEXT_WIDTH] {
         self.arrivals += 1;
         if !self.sources.contains_key(source) && self.sources.len() >= self.max_sources {
-            if let Some(oldest) = self
-                .sources
-                .iter()
-                .min_by_key(|(_, (_, seen))| *seen)
-                .map(|(k, _)| k.clone())
-            {
-                self.sources.remove(&oldest);
+            // Forget the source seen longest ago: the first entry of the queue that is current.
+            while let Some((name, at)) = self.order.pop_front() {
+                if self.sources.get(&name).is_some_and(|r| r.seen == at) {
+                    self.sources.remove(&name);
+                    break;
+                }
             }
         }
-        let (flows, seen) = self
-            .sources
-            .entry(source.to_string())
-            .or_insert_with(|| (VecDeque::new(), 0));
-        *seen = self.arrivals;
-        // Forget flows that started before the long window of the newest start seen.
-        let newest = flows
+        self.order.push_back((source.to_string(), self.arrivals));
+        if self.order.len() > 2 * self.max_sources + 16 {
+            let sources = &self.sources;
+            let arrivals = self.arrivals;
+            self.order.retain(|(name, at)| {
+                *at == arrivals || sources.get(name).is_some_and(|r| r.seen == *at)
+            });
+        }
+        let recent = self.sources.entry(source.to_string()).or_default();
+        recent.seen = self.arrivals;
+        while recent
+            .flows
+            .front()
+            .is_some_and(|f| f.0 < start_us - WINDOW_US)
+        {
+            recent.pop_front();
+        }
+        let long = recent.flows.len();
+        let ports = recent.ports.len() + usize::from(!recent.ports.contains_key(&dst_port));
+        let short = recent
+            .flows
             .iter()
-            .map(|f| f.0)
-            .max()
-            .unwrap_or(start_us)
-            .max(start_us);
-        while flows.front().is_some_and(|f| f.0 < newest - WINDOW_US) {
-            flows.pop_front();
+            .rev()
+            .take_while(|f| f.0 >= start_us - SHORT_US)
+            .count();
+        if recent.flows.len() >= MAX_PER_SOURCE {
+            recent.pop_front();
         }
-        let mut long = 0u32;
-        let mut short = 0u32;
-        let mut ports: Vec<u16> = vec![dst_port];
-        for &(t, p) in flows.iter() {
-            let gap = (t - start_us).abs();
-            if gap <= WINDOW_US {
-                long += 1;
-                if !ports.contains(&p) {
-                    ports.push(p);
-                }
-                if gap <= SHORT_US {
-                    short += 1;
-                }
-            }
-        }
-        flows.push_back((start_us, dst_port));
-        [long as f32, ports.len() as f32, short as f32]
+        recent.flows.push_back((start_us, dst_port));
+        *recent.ports.entry(dst_port).or_insert(0) += 1;
+        [long as f32, ports as f32, short as f32]
     }
 
     /// The context of every flow of one stream, in order (`sources`, `starts_us` and `dst_ports`
@@ -144,9 +174,8 @@ mod tests {
         assert_eq!(c.push("b", 2_000_000, 80), [0.0, 1.0, 0.0]);
         // 11 s later the first two have left the long window.
         assert_eq!(c.push("a", 11_000_000, 443), [1.0, 2.0, 0.0]);
-        // A flow produced late that started earlier counts the remembered flows near its start
-        // (the first two were forgotten when the 11 s flow moved the window on).
-        assert_eq!(c.push("a", 1_900_000, 80), [2.0, 3.0, 1.0]);
+        // A flow produced late that started earlier counts what is still remembered.
+        assert_eq!(c.push("a", 10_500_000, 80), [2.0, 3.0, 1.0]);
     }
 
     #[test]
@@ -156,16 +185,42 @@ mod tests {
             c.push(&format!("s{}", i % 7), i * 1_000_000, 80);
         }
         assert!(c.len() <= 3);
+        // The source seen longest ago goes first: s1 was seen after s0, so s0 is forgotten.
+        let mut lru = SourceContext::new(2);
+        lru.push("s0", 0, 80);
+        lru.push("s1", 0, 80);
+        lru.push("s0", 1, 80);
+        lru.push("s2", 2, 80);
+        assert!(lru.sources.contains_key("s0") && !lru.sources.contains_key("s1"));
+        // A new source per flow (spoofed addresses): the queue stays bounded too.
+        let mut spoofed = SourceContext::new(100);
+        for i in 0..20_000i64 {
+            spoofed.push(
+                &format!("10.{}.{}.{}", i >> 16, (i >> 8) & 255, i & 255),
+                i,
+                80,
+            );
+            spoofed.push("steady", i, 80);
+        }
+        assert!(spoofed.len() <= 100 && spoofed.order.len() <= 2 * 100 + 16);
         let mut one = SourceContext::new(3);
-        for i in 0..10_000i64 {
+        for i in 0..2_000i64 {
             one.push("x", i * 100_000, (i % 50) as u16);
         }
         // 10 flows a second kept for 10 s at most.
         assert!(
-            one.sources["x"].0.len() <= 101,
+            one.sources["x"].flows.len() <= 101,
             "{}",
-            one.sources["x"].0.len()
+            one.sources["x"].flows.len()
         );
+        // A flood saturates at the cap instead of growing.
+        let mut flood = SourceContext::new(3);
+        let mut last = [0.0; CONTEXT_WIDTH];
+        for i in 0..5_000i64 {
+            last = flood.push("x", i, (i % 7) as u16);
+        }
+        let cap = MAX_PER_SOURCE as f32;
+        assert_eq!(last, [cap, 7.0, cap]);
         let m = SourceContext::of_stream(&["a".into(), "a".into()], &[0, 100], &[1, 2], 4);
         assert_eq!(m, vec![0.0, 1.0, 0.0, 1.0, 2.0, 1.0]);
         assert_eq!(
