@@ -637,3 +637,42 @@ fn exported_document_detects_exactly_as_the_library() {
     let err = p.push_frame(&nsl, &mut |_| {}).expect_err("schema");
     assert!(err.to_string().contains("nsl-kdd"), "{err}");
 }
+
+/// The source context the site forest reads is counted the same way from a frame (baseline,
+/// enrolment, site-eval: `metaids_library::source_context` over identifiers and the `Dst Port`
+/// column) as from the flow records the pipeline scores (their address, start and port), on a real
+/// capture with many sources and ports.
+#[test]
+fn source_context_from_a_frame_equals_the_pipelines() {
+    let scanner = std::fs::read_dir(shared("pcaps/esnet-scanners/nmap"))
+        .expect("scanners")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "pcap" || x == "pcapng"))
+        .min()
+        .expect("a scanner capture");
+    let mut ports_seen = 0.0f32;
+    for pcap in [sshguess(), scanner] {
+        let flows = flows_of(&pcap);
+        let pcap = pcap.display();
+        let mut b = FrameBuilder::with_identifiers("capture");
+        for f in &flows {
+            b.push(f);
+        }
+        let all: Vec<usize> = (0..flows.len()).collect();
+        let from_frame = metaids_library::source_context(b.frame(), &all);
+        let sources: Vec<String> = flows.iter().map(|f| f.src.to_string()).collect();
+        let starts: Vec<i64> = flows.iter().map(|f| f.start_us).collect();
+        let ports: Vec<u16> = flows.iter().map(|f| f.dst_port).collect();
+        let from_records = metaids_core::context::SourceContext::of_stream(
+            &sources,
+            &starts,
+            &ports,
+            metaids_library::CONTEXT_SOURCES,
+        );
+        assert_eq!(from_frame, from_records, "{pcap}");
+        // Not trivially equal: some source opens more than one flow, and (the scan) to other ports.
+        assert!(from_frame.chunks_exact(3).any(|c| c[0] > 0.0), "{pcap}");
+        ports_seen = ports_seen.max(from_frame.chunks_exact(3).map(|c| c[1]).fold(0.0, f32::max));
+    }
+    assert!(ports_seen >= 2.0, "the ports must be read: {ports_seen}");
+}

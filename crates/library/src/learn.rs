@@ -68,6 +68,12 @@ pub fn source_addresses(frame: &FlowFrame, rows: &[usize]) -> Vec<String> {
 pub fn source_context(frame: &FlowFrame, rows: &[usize]) -> Vec<f32> {
     let mut c = metaids_core::context::SourceContext::new(CONTEXT_SOURCES);
     let mut out = Vec::with_capacity(rows.len() * metaids_core::context::CONTEXT_WIDTH);
+    // The destination port is a categorical feature of the CIC layout, not an identifier.
+    let port_column = frame
+        .layout
+        .categorical
+        .iter()
+        .position(|n| n.eq_ignore_ascii_case("Dst Port"));
     for &r in rows {
         let ids = frame.identifiers(r);
         let get = |name: &str| {
@@ -79,7 +85,11 @@ pub fn source_context(frame: &FlowFrame, rows: &[usize]) -> Vec<f32> {
         let start = get("Timestamp")
             .and_then(metaids_core::time::parse_timestamp_us)
             .unwrap_or(0);
-        let port = get("Dst Port").and_then(|p| p.parse().ok()).unwrap_or(0);
+        let port = port_column
+            .and_then(|j| frame.categorical_row(r).nth(j))
+            .or_else(|| get("Dst Port"))
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or(0);
         out.extend(c.push(&source, start, port));
     }
     out
