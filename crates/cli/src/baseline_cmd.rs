@@ -220,6 +220,7 @@ pub fn run(a: BaselineArgs) -> Result<()> {
     )
     .with_context(|| format!("baseline of {} flows", c.rows.len()))?;
     let (profile, emb, embed_s) = (learnt.profile, learnt.embeddings, learnt.embed_seconds);
+    let forest_rows = learnt.forest_rows;
     let dim = model.dim();
     let normaliser = model.site_normaliser(profile.adaptation.as_ref())?;
     let library = match existing {
@@ -310,17 +311,9 @@ pub fn run(a: BaselineArgs) -> Result<()> {
         b.threats.clone(),
         profile.unknown_threshold,
     )?;
-    let mut x = Vec::new();
-    let mut width = normaliser.output_dim();
+    let (x, width) = &forest_rows;
     if let Some(forest) = metaids_library::site_forest(&normaliser, &profile, &b.threats)? {
         decider = decider.with_site_forest(forest)?;
-        x = normaliser.transform(&c.frame, &c.rows)?;
-        if profile.source_context {
-            let w = metaids_core::context::CONTEXT_WIDTH;
-            let context = metaids_library::source_context(&c.frame, &c.rows);
-            x = metaids_core::context::with_context(&x, width, &context);
-            width += w;
-        }
     }
     let mut listed = 0;
     let mut flagged = 0;

@@ -349,15 +349,18 @@ fn the_site_protocol_on_the_lab_captures() {
         .output()
         .expect("baseline"));
     assert!(out.contains("threat rule: the site forest"), "{out}");
-    let add = ok(&metaids()
-        .args(["threat", "add", "--library"])
-        .arg(&forest_lib)
-        .arg("--model")
-        .arg(&model)
-        .args(["--name", "sqli", "--enrol-shots", "5", "--pcap"])
-        .arg(repo().join("data/lab/attack-sqli.pcap.gz"))
-        .output()
-        .expect("threat add"));
+    let forest_add = |name: &str, pcap: &str| {
+        metaids()
+            .args(["threat", "add", "--library"])
+            .arg(&forest_lib)
+            .arg("--model")
+            .arg(&model)
+            .args(["--name", name, "--enrol-shots", "5", "--pcap"])
+            .arg(repo().join(pcap))
+            .output()
+            .expect("threat add")
+    };
+    let add = ok(&forest_add("sqli", "data/lab/attack-sqli.pcap.gz"));
     assert!(
         add.contains("guard (site forest): names") && add.contains("accepted"),
         "{add}"
@@ -382,62 +385,43 @@ fn the_site_protocol_on_the_lab_captures() {
         }
         ok(&c.output().expect("detect"))
     };
-    let attack = forest_detect(&["data/lab/attack-sqli.pcap.gz"], "sqli.json");
+    // Share of a capture's flows named as `threat`.
+    let named_share = |pcap: &str, threat: &str| {
+        let out = forest_detect(&[pcap], &format!("{threat}.json"));
+        let (flows, named) = (
+            count(&out, "flows "),
+            count(&out, &format!("threat[{threat}] ")),
+        );
+        (named as f64 / flows.max(1) as f64, out)
+    };
+    // The site's own web and API flows stay quiet: at most 3% named a threat.
+    let quiet = |name: &str| {
+        let benign = forest_detect(
+            &["data/lab/benign-web.pcap.gz", "data/lab/benign-api.pcap.gz"],
+            name,
+        );
+        let (flows, flagged) = (count(&benign, "flows "), count(&benign, "threat "));
+        assert!(
+            flagged * 100 <= flows * 3,
+            "{flagged} of {flows} benign flows named a threat:\n{benign}"
+        );
+    };
+    let (share, attack) = named_share("data/lab/attack-sqli.pcap.gz", "sqli");
     assert!(
         attack.contains("threats named by the site forest"),
         "{attack}"
     );
-    let (flows, named) = (count(&attack, "flows "), count(&attack, "threat[sqli] "));
-    assert!(
-        named * 10 >= flows * 9,
-        "{named} of {flows} named sqli:\n{attack}"
-    );
-    let benign = forest_detect(
-        &["data/lab/benign-web.pcap.gz", "data/lab/benign-api.pcap.gz"],
-        "quiet.json",
-    );
-    let (flows, flagged) = (count(&benign, "flows "), count(&benign, "threat "));
-    assert!(
-        flagged * 100 <= flows * 3,
-        "{flagged} of {flows} benign flows named a threat:\n{benign}"
-    );
+    assert!(share >= 0.9, "{share} named sqli:\n{attack}");
+    quiet("quiet.json");
     // The HTTP flood: single GETs of the site's own pages, told apart only by their source's rate
     // (the source context the forest reads by default).
-    ok(&metaids()
-        .args(["threat", "add", "--library"])
-        .arg(&forest_lib)
-        .arg("--model")
-        .arg(&model)
-        .args(["--name", "flood", "--enrol-shots", "5", "--pcap"])
-        .arg(repo().join("data/lab/attack-http-flood.pcap.gz"))
-        .output()
-        .expect("threat add"));
-    let flood = forest_detect(&["data/lab/attack-http-flood.pcap.gz"], "flood.json");
-    let (flows, named) = (count(&flood, "flows "), count(&flood, "threat[flood] "));
-    assert!(
-        named * 10 >= flows * 8,
-        "{named} of {flows} named flood:\n{flood}"
-    );
-    let benign = forest_detect(
-        &["data/lab/benign-web.pcap.gz", "data/lab/benign-api.pcap.gz"],
-        "quiet2.json",
-    );
-    let (flows, flagged) = (count(&benign, "flows "), count(&benign, "threat "));
-    assert!(
-        flagged * 100 <= flows * 3,
-        "{flagged} of {flows} benign flows named a threat:\n{benign}"
-    );
+    ok(&forest_add("flood", "data/lab/attack-http-flood.pcap.gz"));
+    let (share, flood) = named_share("data/lab/attack-http-flood.pcap.gz", "flood");
+    assert!(share >= 0.8, "{share} named flood:\n{flood}");
+    quiet("quiet2.json");
     // A support set of the site's own web flows is refused by the forest's guard: nothing tells
     // them from the baseline.
-    let out = metaids()
-        .args(["threat", "add", "--library"])
-        .arg(&forest_lib)
-        .arg("--model")
-        .arg(&model)
-        .args(["--name", "not-an-attack", "--enrol-shots", "5", "--pcap"])
-        .arg(repo().join("data/lab/benign-web.pcap.gz"))
-        .output()
-        .expect("threat add");
+    let out = forest_add("not-an-attack", "data/lab/benign-web.pcap.gz");
     assert!(
         !out.status.success(),
         "{}",

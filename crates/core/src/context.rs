@@ -9,6 +9,7 @@
 //! seen longest ago is forgotten first), each keeping only flows inside the window.
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::{DefaultHasher, Hash, Hasher};
 
 /// The long window: 10 s.
 pub const WINDOW_US: i64 = 10_000_000;
@@ -54,11 +55,12 @@ impl Recent {
 /// The streaming source context.
 #[derive(Debug, Clone)]
 pub struct SourceContext {
-    sources: HashMap<String, Recent>,
+    /// Per source, by the 64-bit hash of its key (so a flow costs no allocation).
+    sources: HashMap<u64, Recent>,
     /// Sources in the order they were last seen, with the arrival counter of that sighting; an
     /// entry whose counter is not its source's latest is stale (skipped when evicting, dropped when
     /// the queue is compacted), so eviction is amortised O(1) even when every flow has a new source.
-    order: VecDeque<(String, u64)>,
+    order: VecDeque<(u64, u64)>,
     max_sources: usize,
     arrivals: u64,
 }
@@ -84,14 +86,27 @@ impl SourceContext {
         self.sources.is_empty()
     }
 
-    /// The context of a flow from `source` that started at `start_us` towards `dst_port`, then the
-    /// flow is remembered. Counted over the flows of that source produced before it and still
+    /// A source's key: a fixed 64-bit hash (SipHash with zero keys, the same in every run) of
+    /// whatever names it — an address, or its text. One context must name sources one way.
+    pub fn key<K: Hash + ?Sized>(source: &K) -> u64 {
+        let mut h = DefaultHasher::new();
+        source.hash(&mut h);
+        h.finish()
+    }
+
+    /// [`SourceContext::push_key`] for the source named `source` (text, as a frame's `Src IP`).
+    pub fn push(&mut self, source: &str, start_us: i64, dst_port: u16) -> [f32; CONTEXT_WIDTH] {
+        self.push_key(Self::key(source), start_us, dst_port)
+    }
+
+    /// The context of a flow from the source keyed `source` ([`SourceContext::key`]) that started at
+    /// `start_us` towards `dst_port`, then the flow is remembered. Counted over the flows of that source produced before it and still
     /// remembered: flows are forgotten once they started more than the long window before a later
     /// flow's start (in arrival order), and beyond [`MAX_PER_SOURCE`]. Amortised O(1) per flow, plus
     /// the flows of the short window (at most [`MAX_PER_SOURCE`]).
-    pub fn push(&mut self, source: &str, start_us: i64, dst_port: u16) -> [f32; CONTEXT_WIDTH] {
+    pub fn push_key(&mut self, source: u64, start_us: i64, dst_port: u16) -> [f32; CONTEXT_WIDTH] {
         self.arrivals += 1;
-        if !self.sources.contains_key(source) && self.sources.len() >= self.max_sources {
+        if !self.sources.contains_key(&source) && self.sources.len() >= self.max_sources {
             // Forget the source seen longest ago: the first entry of the queue that is current.
             while let Some((name, at)) = self.order.pop_front() {
                 if self.sources.get(&name).is_some_and(|r| r.seen == at) {
@@ -100,7 +115,7 @@ impl SourceContext {
                 }
             }
         }
-        self.order.push_back((source.to_string(), self.arrivals));
+        self.order.push_back((source, self.arrivals));
         if self.order.len() > 2 * self.max_sources + 16 {
             let sources = &self.sources;
             let arrivals = self.arrivals;
@@ -108,7 +123,7 @@ impl SourceContext {
                 *at == arrivals || sources.get(name).is_some_and(|r| r.seen == *at)
             });
         }
-        let recent = self.sources.entry(source.to_string()).or_default();
+        let recent = self.sources.entry(source).or_default();
         recent.seen = self.arrivals;
         while recent
             .flows
@@ -191,7 +206,8 @@ mod tests {
         lru.push("s1", 0, 80);
         lru.push("s0", 1, 80);
         lru.push("s2", 2, 80);
-        assert!(lru.sources.contains_key("s0") && !lru.sources.contains_key("s1"));
+        let k = SourceContext::key;
+        assert!(lru.sources.contains_key(&k("s0")) && !lru.sources.contains_key(&k("s1")));
         // A new source per flow (spoofed addresses): the queue stays bounded too.
         let mut spoofed = SourceContext::new(100);
         for i in 0..20_000i64 {
@@ -209,9 +225,9 @@ mod tests {
         }
         // 10 flows a second kept for 10 s at most.
         assert!(
-            one.sources["x"].flows.len() <= 101,
+            one.sources[&SourceContext::key("x")].flows.len() <= 101,
             "{}",
-            one.sources["x"].flows.len()
+            one.sources[&SourceContext::key("x")].flows.len()
         );
         // A flood saturates at the cap instead of growing.
         let mut flood = SourceContext::new(3);

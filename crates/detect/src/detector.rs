@@ -99,8 +99,6 @@ pub struct Detector {
     /// The inference kernel: the encoder's forward pass, hand-written for throughput (equal to
     /// candle's within 1e-4 per row; `metaids_model::score` tests the equivalence).
     kernel: ScoringKernel,
-    /// Whether the armed site forest reads each flow's source context after its row.
-    source_context: bool,
 }
 
 /// The model version alerts report: the first 16 hex digits of its [`ModelIdentity`].
@@ -173,7 +171,6 @@ impl Detector {
             library_id: String::new(),
             model_version,
             input_names,
-            source_context: false,
         })
     }
 
@@ -206,7 +203,6 @@ impl Detector {
             })?;
             if let Some(forest) = forest {
                 detector.decider = detector.decider.with_site_forest(forest)?;
-                detector.source_context = profile.source_context;
             }
         }
         detector.set_library_id(set.library_id);
@@ -235,7 +231,10 @@ impl Detector {
     /// Whether the site forest reads each flow's source context (`metaids_core::context`) after its
     /// preprocessed row: [`Detector::decide`] then takes rows of `input_dim + 3` values.
     pub fn source_context(&self) -> bool {
-        self.source_context
+        // Its rows are wider than the model's input exactly when they carry the context.
+        self.decider
+            .site_forest()
+            .is_some_and(|f| f.width() > self.normaliser.output_dim())
     }
 
     /// The normaliser flows are preprocessed with (the model's, or the site's refit).

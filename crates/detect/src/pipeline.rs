@@ -11,6 +11,7 @@ use std::io::Read;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use metaids_core::context::SourceContext;
 use metaids_core::FlowFrame;
 use metaids_flow::{
     CaptureSource, FlowConfig, FlowRecord, FlowSource, FrameBuilder, ReaderConfig, SourceReport,
@@ -224,7 +225,7 @@ pub struct Pipeline {
     x: Vec<f32>,
     /// With a site forest that reads source context: the context of the flows seen so far, and the
     /// batch's rows with their context appended.
-    context: metaids_core::context::SourceContext,
+    context: SourceContext,
     xc: Vec<f32>,
     verdicts: Vec<Verdict>,
     summary: Summary,
@@ -310,7 +311,7 @@ impl Pipeline {
             next_alert: 1,
             last_batch: Instant::now(),
             x: Vec::new(),
-            context: metaids_core::context::SourceContext::new(metaids_library::CONTEXT_SOURCES),
+            context: SourceContext::new(metaids_library::CONTEXT_SOURCES),
             xc: Vec::new(),
             verdicts: Vec::new(),
             summary,
@@ -515,12 +516,14 @@ impl Pipeline {
             self.xc.clear();
             for (row, m) in self.x.chunks_exact(din).zip(metas) {
                 self.xc.extend_from_slice(row);
-                let source = m
-                    .src_ip
-                    .map_or_else(|| format!("flow {}", m.flow_id), |ip| ip.to_string());
+                // Keyed by the address itself: no text, no allocation per flow.
+                let source = m.src_ip.map_or_else(
+                    || SourceContext::key(&("flow", m.flow_id)),
+                    |ip| SourceContext::key(&ip),
+                );
                 self.xc.extend(
                     self.context
-                        .push(&source, m.start_us.unwrap_or(0), m.dest_port),
+                        .push_key(source, m.start_us.unwrap_or(0), m.dest_port),
                 );
             }
             &self.xc

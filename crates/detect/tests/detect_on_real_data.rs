@@ -640,8 +640,8 @@ fn exported_document_detects_exactly_as_the_library() {
 
 /// The source context the site forest reads is counted the same way from a frame (baseline,
 /// enrolment, site-eval: `metaids_library::source_context` over identifiers and the `Dst Port`
-/// column) as from the flow records the pipeline scores (their address, start and port), on a real
-/// capture with many sources and ports.
+/// column, keyed by the address's text) as the pipeline counts the flow records it scores (keyed by
+/// the address itself, with their start and port), on real captures.
 #[test]
 fn source_context_from_a_frame_equals_the_pipelines() {
     let scanner = std::fs::read_dir(shared("pcaps/esnet-scanners/nmap"))
@@ -660,15 +660,16 @@ fn source_context_from_a_frame_equals_the_pipelines() {
         }
         let all: Vec<usize> = (0..flows.len()).collect();
         let from_frame = metaids_library::source_context(b.frame(), &all);
-        let sources: Vec<String> = flows.iter().map(|f| f.src.to_string()).collect();
-        let starts: Vec<i64> = flows.iter().map(|f| f.start_us).collect();
-        let ports: Vec<u16> = flows.iter().map(|f| f.dst_port).collect();
-        let from_records = metaids_core::context::SourceContext::of_stream(
-            &sources,
-            &starts,
-            &ports,
-            metaids_library::CONTEXT_SOURCES,
-        );
+        // As the pipeline counts: keyed by the record's address, its start and port.
+        let mut context =
+            metaids_core::context::SourceContext::new(metaids_library::CONTEXT_SOURCES);
+        let from_records: Vec<f32> = flows
+            .iter()
+            .flat_map(|f| {
+                let key = metaids_core::context::SourceContext::key(&f.src);
+                context.push_key(key, f.start_us, f.dst_port)
+            })
+            .collect();
         assert_eq!(from_frame, from_records, "{pcap}");
         // Not trivially equal: some source opens more than one flow, and (the scan) to other ports.
         assert!(from_frame.chunks_exact(3).any(|c| c[0] > 0.0), "{pcap}");

@@ -6,6 +6,7 @@
 
 use std::time::Instant;
 
+use metaids_core::context::SourceContext;
 use metaids_core::FlowFrame;
 use metaids_decide::{Decider, ProfileOptions, SiteProfile, ThreatRule, VerdictKind};
 use metaids_model::{ScoringKernel, ThreatModel};
@@ -45,6 +46,10 @@ pub struct LearntProfile {
     pub embed_seconds: f64,
     /// Flows the library's threats flagged as they decide now (before the profile), of all rows.
     pub flagged_before: usize,
+    /// With the forest rule: every row's decision row (its preprocessed values, then its source
+    /// context when the forest reads it), row-major in the rows' order, and its width; empty
+    /// with the prototype rule.
+    pub forest_rows: (Vec<f32>, usize),
 }
 
 /// Each row's source address (`Src IP`; `unknown` when the layout has none): what the baseline's
@@ -52,21 +57,25 @@ pub struct LearntProfile {
 pub fn source_addresses(frame: &FlowFrame, rows: &[usize]) -> Vec<String> {
     rows.iter()
         .map(|&r| {
-            frame
-                .identifiers(r)
-                .into_iter()
-                .find(|(n, _)| n.eq_ignore_ascii_case("Src IP"))
-                .map_or_else(|| "unknown".to_string(), |(_, v)| v.to_string())
+            identifier(&frame.identifiers(r), "Src IP")
+                .map_or_else(|| "unknown".to_string(), str::to_string)
         })
         .collect()
 }
 
+/// The value of the identifier `name` among a row's identifiers (names compared without case).
+fn identifier<'a>(ids: &[(&str, &'a str)], name: &str) -> Option<&'a str> {
+    ids.iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| *v)
+}
+
 /// The source context (`metaids_core::context`) of rows `rows` of `frame`, counted over those rows
 /// in order (a capture's flows in the order its flow engine produced them, a flow file's in file
-/// order), from their `Src IP`, `Timestamp` and `Dst Port` identifiers: row-major, three values
-/// per row. A row without a source address counts as its own source.
+/// order), from their `Src IP` and `Timestamp` identifiers and their `Dst Port` column: row-major,
+/// three values per row. A row without a source address counts as its own source.
 pub fn source_context(frame: &FlowFrame, rows: &[usize]) -> Vec<f32> {
-    let mut c = metaids_core::context::SourceContext::new(CONTEXT_SOURCES);
+    let mut c = SourceContext::new(CONTEXT_SOURCES);
     let mut out = Vec::with_capacity(rows.len() * metaids_core::context::CONTEXT_WIDTH);
     // The destination port is a categorical feature of the CIC layout, not an identifier.
     let port_column = frame
@@ -76,21 +85,18 @@ pub fn source_context(frame: &FlowFrame, rows: &[usize]) -> Vec<f32> {
         .position(|n| n.eq_ignore_ascii_case("Dst Port"));
     for &r in rows {
         let ids = frame.identifiers(r);
-        let get = |name: &str| {
-            ids.iter()
-                .find(|(n, _)| n.eq_ignore_ascii_case(name))
-                .map(|(_, v)| *v)
+        let source = match identifier(&ids, "Src IP") {
+            Some(ip) => SourceContext::key(ip),
+            None => SourceContext::key(&("row", r)),
         };
-        let source = get("Src IP").map_or_else(|| format!("row {r}"), str::to_string);
-        let start = get("Timestamp")
+        let start = identifier(&ids, "Timestamp")
             .and_then(metaids_core::time::parse_timestamp_us)
             .unwrap_or(0);
         let port = port_column
             .and_then(|j| frame.categorical_row(r).nth(j))
-            .or_else(|| get("Dst Port"))
             .and_then(|p| p.trim().parse().ok())
             .unwrap_or(0);
-        out.extend(c.push(&source, start, port));
+        out.extend(c.push_key(source, start, port));
     }
     out
 }
@@ -186,6 +192,7 @@ pub fn learn_site_profile(
         }
     }
     let mut profile = SiteProfile::learn(&embeddings, dim, sources, options.profile)?;
+    let mut forest_rows = (Vec::new(), 0);
     if options.threat_rule == ThreatRule::Forest {
         if normaliser.kind == metaids_core::schema::DatasetKind::HttpRequests {
             return Err(LibraryError::Invalid {
@@ -194,14 +201,16 @@ pub fn learn_site_profile(
             });
         }
         let d = normaliser.output_dim();
-        if options.source_context {
+        forest_rows = if options.source_context {
+            let context = source_context(frame, rows);
             let w = metaids_core::context::CONTEXT_WIDTH;
-            let rows_x = metaids_core::context::with_context(&x, d, &source_context(frame, rows));
-            profile = profile.with_forest_rows(&rows_x, d + w, sources, options.profile)?;
-            profile.source_context = true;
+            (metaids_core::context::with_context(&x, d, &context), d + w)
         } else {
-            profile = profile.with_forest_rows(&x, d, sources, options.profile)?;
-        }
+            (x, d)
+        };
+        profile =
+            profile.with_forest_rows(&forest_rows.0, forest_rows.1, sources, options.profile)?;
+        profile.source_context = options.source_context;
     }
     profile.adaptation = adaptation;
     Ok(LearntProfile {
@@ -209,5 +218,6 @@ pub fn learn_site_profile(
         embeddings,
         embed_seconds,
         flagged_before,
+        forest_rows,
     })
 }

@@ -714,12 +714,15 @@ impl ThreatLibrary {
                 &path,
             )?;
             threats.push(threat.clone());
-            let checked = forest_check(model, profile.as_ref(), threats, threats.len() - 1);
+            let checked = apply_forest_guard(
+                model,
+                profile.as_ref(),
+                threats,
+                threats.len() - 1,
+                &mut threat.report,
+            );
             threats.pop();
-            threat.report.site_forest = checked?;
-            if let Some(c) = threat.report.site_forest {
-                threat.report.accepted = c.accepts();
-            }
+            checked?;
             if !threat.report.accepted && !options.force {
                 return Err(LibraryError::Refused {
                     name: draft.name.clone(),
@@ -983,10 +986,7 @@ impl ThreatLibrary {
                 f.threshold,
             );
             let at = threats.iter().position(|t| t.name == name).unwrap_or(0);
-            f.report.site_forest = forest_check(model, profile.as_ref(), threats, at)?;
-            if let Some(c) = f.report.site_forest {
-                f.report.accepted = c.accepts();
-            }
+            apply_forest_guard(model, profile.as_ref(), threats, at, &mut f.report)?;
             let Some(t) = threats.iter_mut().find(|t| t.name == name) else {
                 let v = self.current()?.version;
                 return Err(self.unknown(threats, name, v));
@@ -1269,11 +1269,8 @@ impl ThreatLibrary {
                     .cloned()
                     .collect();
                 beside.push(t.clone());
-                f.report.site_forest =
-                    forest_check(model, profile.as_ref(), &beside, beside.len() - 1)?;
-                if let Some(c) = f.report.site_forest {
-                    f.report.accepted = c.accepts();
-                }
+                let last = beside.len() - 1;
+                apply_forest_guard(model, profile.as_ref(), &beside, last, &mut f.report)?;
                 if !f.report.accepted && !options.force {
                     return Err(LibraryError::Refused {
                         name: t.name.clone(),
@@ -1546,19 +1543,24 @@ fn build(
     Ok(threat)
 }
 
-/// The site forest's guard for `threats[which]` when the profile names threats with the forest
-/// (`None` otherwise): see [`crate::forest_guard`].
-fn forest_check(
+/// When the profile names threats with the forest, its guard for `threats[which]`
+/// ([`crate::forest_guard`]) goes into `report` and decides `accepted` (the embedding's figures stay
+/// beside it for reference); otherwise `report` is left as the embedding's guard made it.
+fn apply_forest_guard(
     model: &ThreatModel,
     profile: Option<&SiteProfile>,
     threats: &[Threat],
     which: usize,
-) -> Result<Option<metaids_decide::ForestCheck>> {
+    report: &mut metaids_decide::EnrolmentReport,
+) -> Result<()> {
     let Some(p) = profile.filter(|p| p.threat_rule == metaids_decide::ThreatRule::Forest) else {
-        return Ok(None);
+        return Ok(());
     };
     let normaliser = model.site_normaliser(p.adaptation.as_ref())?;
-    crate::forest_guard(&normaliser, p, threats, which).map(Some)
+    let check = crate::forest_guard(&normaliser, p, threats, which)?;
+    report.site_forest = Some(check);
+    report.accepted = check.accepts();
+    Ok(())
 }
 
 /// The guard's budget: the user's, else the threats' share of the site profile's budget (half: the
