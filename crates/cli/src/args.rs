@@ -378,9 +378,16 @@ pub struct BaselineArgs {
     /// Calibrate so that the budget holds with this confidence (e.g. 0.95) rather than on
     /// average: each half of the budget (threats, unknown rule) is calibrated at the largest rate
     /// whose exact binomial upper bound on the calibration rows is that half, which flags less and
-    /// needs a longer baseline. Default: the calibration rows' own rate is the budget.
+    /// needs a longer baseline. Default: on average, each half at the split-conformal rank (at most
+    /// `⌊h (n + 1)⌋ − 1` of the n calibration rows above each threshold, for half budget h), so
+    /// that a benign flow the baseline never saw is flagged with probability at most the budget.
     #[arg(long)]
     pub confidence: Option<f64>,
+    /// Without --confidence, calibrate each half at the calibration rows' own rate (`⌊h n⌋` rows
+    /// above) instead of the split-conformal rank: the calibration before the rank, which overshoots
+    /// the budget on unseen flows by about one row in n per half. To compare.
+    #[arg(long, conflicts_with = "confidence")]
+    pub in_sample_rank: bool,
     /// Largest share of the baseline flows one source address may contribute.
     #[arg(long, default_value_t = 0.1)]
     pub per_source_cap: f64,
@@ -1225,6 +1232,10 @@ pub struct SiteEvalArgs {
     /// Calibrate so that each budget holds with this confidence (as `baseline --confidence`).
     #[arg(long)]
     pub confidence: Option<f64>,
+    /// Calibrate each half at the calibration rows' own rate instead of the split-conformal rank
+    /// (as `baseline --in-sample-rank`).
+    #[arg(long, conflicts_with = "confidence")]
+    pub in_sample_rank: bool,
     /// Calibrate budgets the baseline cannot support instead of reporting them refused.
     #[arg(long)]
     pub force: bool,

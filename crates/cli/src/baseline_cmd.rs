@@ -163,6 +163,7 @@ pub fn run(a: BaselineArgs) -> Result<()> {
         seed: a.seed,
         force: a.force,
         confidence: a.confidence,
+        in_sample: a.in_sample_rank,
         ..ProfileOptions::default()
     };
     let adapt = match a
@@ -247,12 +248,23 @@ pub fn run(a: BaselineArgs) -> Result<()> {
         profile.calibration_rows(),
         metaids_decide::site::smallest_budget(profile.calibration_rows())
     );
-    if let Some(c) = a.confidence {
-        println!(
-            "confidence {c}: budget {budget} calibrated at {:.6} on the calibration rows, so that it holds with {c} \
-             for threats and for the unknown rule alike (exact binomial upper bound on each half)",
+    let per_half =
+        metaids_decide::geometry::allowed_above(profile.budget / 2.0, profile.calibration_rows());
+    match a.confidence {
+        Some(c) => println!(
+            "confidence {c}: budget {budget} calibrated at {:.6} on the calibration rows ({per_half} above each half's threshold), \
+             so that it holds with {c} for threats and for the unknown rule alike (exact binomial upper bound on each half)",
             profile.budget
-        );
+        ),
+        None if a.in_sample_rank => println!(
+            "calibration: budget {budget} at the calibration rows' own rate ({per_half} of {} above each half's threshold; --in-sample-rank)",
+            profile.calibration_rows()
+        ),
+        None => println!(
+            "calibration: budget {budget} at the split-conformal rank ({per_half} of {} calibration rows above each half's threshold), \
+             so that a benign flow the baseline never saw is flagged with probability at most {budget} on average",
+            profile.calibration_rows()
+        ),
     }
     for s in &profile.capped {
         println!(
@@ -293,7 +305,7 @@ pub fn run(a: BaselineArgs) -> Result<()> {
         }
         let (threats, report) =
             metaids_decide::calibrate_jointly(&profile.reference(), &threats, profile.budget)?;
-        print_joint(&report, &threats);
+        print_joint(&report, &threats, profile.asked_budget());
         // The forest rule arms only if every threat keeps flows it can learn from.
         metaids_library::site_forest(&normaliser, &profile, &threats)?;
         println!("dry run: nothing stored");
@@ -303,7 +315,7 @@ pub fn run(a: BaselineArgs) -> Result<()> {
     if let Some(r) = &b.reembedded {
         report_reembedded(r);
     }
-    print_joint(&b.report, &b.threats);
+    print_joint(&b.report, &b.threats, profile.asked_budget());
 
     // Baseline flows the refitted threats flag: attacks hiding in the window?
     let mut decider = Decider::new(
@@ -361,9 +373,9 @@ fn report_reembedded(r: &metaids_library::Reembedded) {
     }
 }
 
-fn print_joint(r: &metaids_decide::JointReport, threats: &[metaids_library::Threat]) {
+fn print_joint(r: &metaids_decide::JointReport, threats: &[metaids_library::Threat], budget: f64) {
     println!(
-        "joint calibration on {} calibration rows at budget {}: {} flagged by a threat, {} unknown (FPR {:.4}); threat thresholds raised to level {:.3}",
+        "joint calibration on {} calibration rows at budget {budget} (rows' rate {:.5}): {} flagged by a threat, {} unknown (FPR {:.4}); threat thresholds raised to level {:.3}",
         r.rows, r.budget, r.threat_flagged, r.unknown_flagged, r.fpr, r.level
     );
     for (t, (k, n)) in threats.iter().zip(&r.support_flagged) {

@@ -123,9 +123,10 @@ fn arm(
     // The site profile, when the library has one, is the benign reference every verdict uses.
     let site_line = match &set.profile {
         Some(p) => format!(
-            "site profile: {} calibration rows of the site's benign traffic ({} flows kept), budget {} (threats and unknown rule together), adaptation: {}, threats named by {}",
+            "site profile: {} calibration rows of the site's benign traffic ({} flows kept), budget {} (threats and unknown rule together; calibrated at {:.5}), adaptation: {}, threats named by {}",
             p.calibration_rows(),
             p.flows_kept,
+            p.asked_budget(),
             p.budget,
             if p.adaptation.is_some() { "normaliser refit on the baseline" } else { "none" },
             match p.threat_rule {

@@ -352,6 +352,7 @@ pub fn run(a: SiteEvalArgs) -> Result<()> {
         profile: ProfileOptions {
             per_source_cap: a.per_source_cap,
             confidence: a.confidence,
+            in_sample: a.in_sample_rank,
             ..ProfileOptions::default()
         },
         force: a.force,

@@ -34,10 +34,18 @@ pub fn upper_quantile(values: &mut [f32], alpha: f64) -> f32 {
     if n == 0 {
         return f32::NEG_INFINITY;
     }
-    let allowed = ((alpha.clamp(0.0, 1.0) * n as f64).floor() as usize).min(n - 1);
+    let allowed = allowed_above(alpha, n).min(n - 1);
     let idx = n - 1 - allowed;
     let (_, v, _) = values.select_nth_unstable_by(idx, f32::total_cmp);
     *v
+}
+
+/// `⌊α n⌋`: how many of `n` calibration rows a rate `α` lets lie above a threshold. A rate given
+/// as `k / n` gives `k` back even where the division rounded down (`0.29 · 100` is
+/// `28.999…` in floating point).
+pub fn allowed_above(alpha: f64, n: usize) -> usize {
+    let x = alpha.clamp(0.0, 1.0) * n as f64;
+    (x + x * 1e-12).floor() as usize
 }
 
 /// Mean of `n` row-major rows of width `dim`.
@@ -147,6 +155,17 @@ pub fn kmeans(rows: &[f32], dim: usize, k: usize, iterations: usize, seed: u64) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rate_of_k_rows_allows_k_rows() {
+        for n in 1..3_000usize {
+            for k in [0, 1, n / 7, n / 3, n - 1] {
+                assert_eq!(allowed_above(k as f64 / n as f64, n), k, "{k}/{n}");
+            }
+        }
+        assert_eq!(allowed_above(0.29, 100), 29);
+        assert_eq!(allowed_above(0.015, 100), 1);
+    }
 
     #[test]
     fn quantile_respects_the_budget() {

@@ -296,7 +296,7 @@ impl BenignReference {
                 .filter(|&c| scores.iter().zip(tau).any(|(s, &ti)| s[c] > ti))
                 .count()
         };
-        let allowed = (budget.clamp(0.0, 1.0) * n as f64).floor() as usize;
+        let allowed = crate::geometry::allowed_above(budget, n);
         // Standardised score of each calibration row under its most alarming prototype, decreasing.
         let mut z: Vec<f32> = (0..n)
             .map(|c| {

@@ -49,9 +49,14 @@ pub struct ProfileOptions {
     /// Accept a budget the calibration rows cannot support.
     pub force: bool,
     /// Calibrate so that the budget holds with this confidence (each half — threats, unknown rule —
-    /// at the exact binomial upper bound, [`held_budget`]) rather than on average; `None`: the
-    /// calibration rows' own rate equals the budget.
+    /// at the exact binomial upper bound, [`held_budget`]) rather than on average; `None`: on
+    /// average, at the split-conformal rank ([`conformal_rate`]).
     pub confidence: Option<f64>,
+    /// Without a confidence, calibrate each half at the calibration rows' own rate (at most
+    /// `⌊α n / 2⌋` rows above each threshold) instead of the split-conformal rank: the calibration
+    /// the project used before the rank, which flags a flow it never saw with probability up to
+    /// `(⌊α n / 2⌋ + 1) / (n + 1)` per half — above the budget. Kept to compare.
+    pub in_sample: bool,
 }
 
 impl Default for ProfileOptions {
@@ -64,6 +69,7 @@ impl Default for ProfileOptions {
             seed: 2026,
             force: false,
             confidence: None,
+            in_sample: false,
         }
     }
 }
@@ -94,8 +100,14 @@ pub struct SiteProfile {
     pub per_source_cap: f64,
     /// Sources the cap cut, most offered first (at most 20).
     pub capped: Vec<CappedSource>,
-    /// The budget α of the joint calibration.
+    /// The rate α the calibration rows are calibrated at (each half: threats, unknown rule): the
+    /// budget asked for, lowered to the split-conformal rank or to a confidence's
+    /// ([`SiteProfile::learn`]).
     pub budget: f64,
+    /// The budget asked for when [`SiteProfile::budget`] differs from it; `None` in a profile
+    /// written before the two could differ (then they are the same).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_budget: Option<f64>,
     /// Seed of the draws.
     pub seed: u64,
     /// Benign prototypes, `m × dim`.
@@ -320,6 +332,18 @@ pub fn held_budget(budget: f64, n: usize, confidence: f64) -> Option<f64> {
     Some(lo as f64 / n as f64)
 }
 
+/// The rate to calibrate `n` rows at so that a flow of the same traffic outside them is flagged
+/// with probability at most `rate` (the split-conformal rank): `k / n` for the largest
+/// `k` with `(k + 1) / (n + 1) ≤ rate`. With at most `k` of `n` exchangeable scores above a
+/// threshold, a new one lies above it with probability at most `(k + 1) / (n + 1)` (its rank among
+/// the `n + 1` is uniform; ties only lower it). Calibrating at `⌊rate · n⌋` rows instead — the rows'
+/// own rate — overshoots by about `1 / n` per threshold. `None` when not even `k = 0` fits
+/// (`n + 1 < 1 / rate`).
+pub fn conformal_rate(rate: f64, n: usize) -> Option<f64> {
+    let slots = crate::geometry::allowed_above(rate, n + 1);
+    (slots >= 1 && n > 0).then(|| (slots - 1) as f64 / n as f64)
+}
+
 /// The window's flows kept after the per-source cap, in the seeded order the profile uses them,
 /// with how many of the first are its prototype rows (the rest are its calibration rows), and the
 /// sources the cap cut. [`SiteProfile::learn`] splits a window this way; a decision learnt beside
@@ -411,9 +435,15 @@ impl SiteProfile {
             ));
         }
         // With a confidence, each half of the budget is calibrated at the rate whose upper bound
-        // is that half (so, by the union bound, the whole holds with at least 2·confidence − 1).
+        // is that half (so, by the union bound, the whole holds with at least 2·confidence − 1);
+        // without, at the split-conformal rank, so that each half holds on average for flows the
+        // calibration never saw (the rows' own rate would overshoot by about 1/n per half).
+        let target = b;
+        // A rate of no row at all is kept positive (a profile's budget is), below one row.
+        let rate_of = |half: f64| 2.0 * half.max(0.25 / n_cal as f64);
         let b = match options.confidence {
-            None => b,
+            None if options.in_sample => b,
+            None => rate_of(conformal_rate(b / 2.0, n_cal).unwrap_or(0.0)),
             Some(c) if !(c.is_finite() && (0.5..1.0).contains(&c)) => {
                 return Err(DecideError::invalid(
                     "confidence",
@@ -421,7 +451,7 @@ impl SiteProfile {
                 ))
             }
             Some(c) => match held_budget(b / 2.0, n_cal, c) {
-                Some(half) if half > 0.0 || options.force => 2.0 * half,
+                Some(half) if half > 0.0 || options.force => rate_of(half),
                 _ => {
                     let needed = ((1.0 / (1.0 - c)).ln() / (b / 2.0)).ceil() as usize;
                     return Err(DecideError::invalid(
@@ -456,6 +486,7 @@ impl SiteProfile {
             per_source_cap: cap,
             capped,
             budget: b,
+            target_budget: Some(target),
             seed: options.seed,
             prototypes,
             calibration,
@@ -593,6 +624,12 @@ impl SiteProfile {
         self.calibration.len().checked_div(self.dim).unwrap_or(0)
     }
 
+    /// The budget the profile was asked for (what it holds the site's benign flows to);
+    /// [`SiteProfile::budget`] is the rate its calibration rows are calibrated at.
+    pub fn asked_budget(&self) -> f64 {
+        self.target_budget.unwrap_or(self.budget)
+    }
+
     /// Checks the profile's shapes and values (a profile read from a file).
     pub fn validate(&self, dim: usize) -> Result<()> {
         let bad = |field: &str, message: String| Err(DecideError::invalid(field, message));
@@ -615,6 +652,11 @@ impl SiteProfile {
         }
         if !(self.budget > 0.0 && self.budget < 1.0) || self.unknown_threshold.is_nan() {
             return bad("budget", format!("{}", self.budget));
+        }
+        if let Some(t) = self.target_budget {
+            if !(t > 0.0 && t < 1.0) {
+                return bad("target_budget", format!("{t}"));
+            }
         }
         if let Some(a) = &self.adaptation {
             a.validate()?;
@@ -711,7 +753,7 @@ pub fn calibrate_jointly(
             (m, (t.threshold - m).max(1e-6))
         })
         .collect();
-    let allowed = (half.clamp(0.0, 1.0) * n as f64).floor() as usize;
+    let allowed = crate::geometry::allowed_above(half, n);
     // Each row's standardised level under its most alarming threat; rows above 1 are flagged now.
     let mut z: Vec<f32> = (0..n)
         .map(|c| {
@@ -814,6 +856,52 @@ mod tests {
     }
 
     #[test]
+    fn the_conformal_rate_is_the_largest_rank_whose_next_fits() {
+        for (rate, n) in [
+            (0.005f64, 1_500usize),
+            (0.0005, 63_000),
+            (0.05, 19),
+            (0.01, 99),
+        ] {
+            let r = conformal_rate(rate, n).expect("enough rows");
+            let k = crate::geometry::allowed_above(r, n);
+            assert!(
+                (k + 1) as f64 / (n + 1) as f64 <= rate + 1e-12,
+                "{rate} {n}: {k}"
+            );
+            assert!((k + 2) as f64 / (n + 1) as f64 > rate, "{rate} {n}: {k}");
+            assert!(r < rate);
+        }
+        // 1,500 rows at 0.005: six rows above (seven of 1,501), not the rows' own seven.
+        assert_eq!(conformal_rate(0.005, 1_500), Some(6.0 / 1_500.0));
+        // Fewer than 1/rate − 1 rows: not even a threshold above every row holds it.
+        assert_eq!(conformal_rate(0.01, 98), None);
+        assert_eq!(conformal_rate(0.01, 0), None);
+    }
+
+    /// Exchangeable scores: a threshold at the conformal rank flags new scores at most at the
+    /// rate on average; at the rows' own rate it overshoots by about one row in `n`.
+    #[test]
+    fn the_conformal_rank_holds_the_rate_on_scores_it_never_saw() {
+        use rand::Rng;
+        let (n, m, trials, rate) = (150usize, 200usize, 2_000usize, 0.02f64);
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        let (mut conformal, mut own) = (0usize, 0usize);
+        for _ in 0..trials {
+            let mut cal: Vec<f32> = (0..n).map(|_| rng.random()).collect();
+            let fresh: Vec<f32> = (0..m).map(|_| rng.random()).collect();
+            let t_conf = upper_quantile(&mut cal, conformal_rate(rate, n).expect("rows"));
+            let t_own = upper_quantile(&mut cal, rate);
+            conformal += fresh.iter().filter(|&&v| v > t_conf).count();
+            own += fresh.iter().filter(|&&v| v > t_own).count();
+        }
+        let per = |c: usize| c as f64 / (m * trials) as f64;
+        // Expected: 3/151 ≈ 0.0199 and 4/151 ≈ 0.0265; the mean's standard error is about 0.0003.
+        assert!(per(conformal) <= rate + 0.001, "{}", per(conformal));
+        assert!(per(own) >= rate + 0.004, "{}", per(own));
+    }
+
+    #[test]
     fn a_held_budget_is_the_largest_rate_whose_bound_fits() {
         for (budget, n) in [(0.0005f64, 63_000usize), (0.005, 4_000), (0.025, 60_000)] {
             let held = held_budget(budget, n, 0.95).expect("enough rows");
@@ -839,6 +927,16 @@ mod tests {
             ..ProfileOptions::default()
         };
         let plain = SiteProfile::learn(&e, dim, &sources, o).expect("plain");
+        let in_sample = SiteProfile::learn(
+            &e,
+            dim,
+            &sources,
+            ProfileOptions {
+                in_sample: true,
+                ..o
+            },
+        )
+        .expect("in-sample");
         let held = SiteProfile::learn(
             &e,
             dim,
@@ -849,8 +947,22 @@ mod tests {
             },
         )
         .expect("held");
-        assert_eq!(plain.budget, 0.02);
-        assert!(held.budget < 0.02 && held.budget > 0.005, "{}", held.budget);
+        // 3,000 calibration rows: the conformal rank allows ⌊0.01 · 3001⌋ − 1 = 29 per half.
+        assert_eq!(plain.calibration_rows(), 3_000);
+        assert_eq!(in_sample.budget, 0.02);
+        assert!(
+            (plain.budget - 2.0 * 29.0 / 3_000.0).abs() < 1e-12,
+            "{}",
+            plain.budget
+        );
+        for p in [&plain, &in_sample, &held] {
+            assert_eq!(p.asked_budget(), 0.02);
+        }
+        assert!(
+            held.budget < plain.budget && held.budget > 0.005,
+            "{}",
+            held.budget
+        );
         let too_few = SiteProfile::learn(
             &e,
             dim,
@@ -957,7 +1069,7 @@ mod tests {
             .collect();
         let (fitted, rep) = calibrate_jointly(&r, &threats, p.budget).expect("joint");
         assert_eq!(rep.rows, p.calibration_rows());
-        let allowed = (p.budget * rep.rows as f64).floor() as usize;
+        let allowed = crate::geometry::allowed_above(p.budget, rep.rows);
         assert!(
             rep.threat_flagged + rep.unknown_flagged <= allowed,
             "{rep:?}"

@@ -259,8 +259,8 @@ fn with_baseline(
         )?;
         let mut out = match forest {
             None => {
-                // The profile's budget: the one asked for, or lower where a confidence asked it
-                // to hold.
+                // The profile's budget: the one asked for, lowered to the split-conformal rank or
+                // to a confidence's.
                 let (threats, _) = calibrate_jointly(&reference, &threats, profile.budget)
                     .map_err(|e| err(format!("joint calibration: {e}")))?;
                 let decider = Decider::new(reference, threats, profile.unknown_threshold)
@@ -615,11 +615,13 @@ impl SiteResult {
             c.profile.per_source_cap,
             c.profile.prototypes
         );
-        if let Some(conf) = c.profile.confidence {
-            s += &format!(
+        s += &match c.profile.confidence {
+            Some(conf) => format!(
                 "budgets calibrated to hold with confidence {conf} (exact binomial upper bound on each half)\n"
-            );
-        }
+            ),
+            None if c.profile.in_sample => "budgets calibrated at the calibration rows' own rate (each half: ⌊h n⌋ rows above its threshold)\n".to_string(),
+            None => "budgets calibrated at the split-conformal rank (each half h: ⌊h (n + 1)⌋ − 1 of the n calibration rows above its threshold)\n".to_string(),
+        };
         for (name, n) in &self.skipped {
             s += &format!(
                 "skipped {name}: {n} flows, fewer than the {} needed\n",
@@ -760,6 +762,7 @@ impl SiteResult {
                 "prototype_share": c.profile.prototype_share,
                 "benign_prototypes": c.profile.prototypes,
                 "confidence": c.profile.confidence,
+                "rank": if c.profile.confidence.is_some() { "binomial upper bound" } else if c.profile.in_sample { "in-sample" } else { "split-conformal" },
                 "forced": c.force,
                 "interval": "mean ± 95% Student t over repeats; Wilson 95% per repeat for the benign count",
             },
@@ -876,9 +879,11 @@ mod tests {
             // without flagging the benign flows around it.
             let h = &protos.families[hidden];
             assert!(h.named * 2 < h.scored, "{protos:?}");
-            // The forest finds the column, names every family and keeps the budget.
+            // The forest finds the column, names every family and keeps the budget (from 5
+            // shots the hidden family's scores spread: at the conformal rank one repeat names 29
+            // of its 35 flows, against fewer than half for the prototypes).
             for c in &trees.families {
-                assert!(c.named * 10 >= c.scored * 9, "{trees:?}");
+                assert!(c.named * 10 >= c.scored * 8, "{trees:?}");
             }
             assert!(trees.benign_rate() < 0.12, "{trees:?}");
             // Each family's left-out flows are named by the forest: its guard accepts all three.

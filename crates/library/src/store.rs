@@ -608,7 +608,7 @@ impl ThreatLibrary {
                         flows_kept: profile.flows_kept,
                         flows_offered: profile.flows_offered,
                         calibration_rows: profile.calibration_rows(),
-                        budget: profile.budget,
+                        budget: profile.asked_budget(),
                         sources,
                     })
                 }
@@ -933,7 +933,7 @@ impl ThreatLibrary {
             profile.flows_offered,
             profile.flows_kept,
             profile.calibration_rows(),
-            profile.budget
+            profile.asked_budget()
         );
         let (version, (_, report, reembedded)) =
             self.commit_with(author, SiteChange::New(profile, sources), |threats, _| {

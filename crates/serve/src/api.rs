@@ -733,6 +733,7 @@ struct BaselineQuery {
     per_source_cap: Option<f64>,
     prototype_share: Option<f64>,
     confidence: Option<f64>,
+    in_sample_rank: Option<bool>,
     seed: Option<u64>,
     adapt: Option<String>,
     threat_rule: Option<String>,
@@ -781,6 +782,7 @@ async fn learn_baseline(
                 prototype_share: q.prototype_share.unwrap_or(defaults.prototype_share),
                 seed: q.seed.unwrap_or(defaults.seed),
                 confidence: q.confidence,
+                in_sample: q.in_sample_rank.unwrap_or(false),
                 force,
                 ..defaults
             },
