@@ -972,8 +972,8 @@ pub struct ExtractArgs {
     #[arg(long)]
     pub jsonl: bool,
     /// Publish the flows to Kafka (needs a build with `--features kafka`): each flow record in
-    /// the binary wire format (crates/flow/src/wire.rs), keyed by its conversation. With --out too,
-    /// both are written.
+    /// the binary wire format (crates/flow/src/wire.rs), keyed by its source address (or its
+    /// conversation, --kafka-key). With --out too, both are written.
     #[command(flatten)]
     pub kafka: KafkaPublishArgs,
     /// Flow engine settings.
@@ -993,6 +993,13 @@ pub struct KafkaPublishArgs {
     /// Partitions of the flows topic when this command creates it: the most workers that can share it.
     #[arg(long, default_value_t = 12, requires = "kafka_brokers")]
     pub kafka_partitions: i32,
+    /// What a flow's message key is made of: `source` (its source address: every flow of a source
+    /// lands in one partition, so the worker that owns it counts the source context the site
+    /// forest reads over all of them, as `detect` does) or `conversation` (both endpoints and the
+    /// protocol: spread more evenly, but a worker then counts a source's context over its own
+    /// partitions only, lower than the baseline's counts).
+    #[arg(long, default_value = "source", requires = "kafka_brokers")]
+    pub kafka_key: String,
     /// Publish at most this many flows a second (a replay at a fixed rate; default: as fast as
     /// the captures are read).
     #[arg(long, requires = "kafka_brokers")]

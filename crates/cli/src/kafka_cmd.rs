@@ -40,11 +40,15 @@ impl Publisher {
                 anyhow::bail!("--kafka-rate must be a positive number of flows a second, got {r}");
             }
         }
+        let key: metaids_kafka::sensor::FlowKey = a
+            .kafka_key
+            .parse()
+            .map_err(|e| anyhow::anyhow!("--kafka-key {e}"))?;
         let settings = metaids_kafka::KafkaSettings::new(brokers, &a.kafka_options)?;
         metaids_kafka::check_name("flows topic", topic)?;
         metaids_kafka::control::ensure_topics(&settings, &[(topic, a.kafka_partitions, false)])?;
         Ok(Some(Publisher {
-            inner: metaids_kafka::sensor::FlowPublisher::new(&settings, topic)?,
+            inner: metaids_kafka::sensor::FlowPublisher::new(&settings, topic, key)?,
             topic: topic.clone(),
             pace: a.kafka_rate.map(|r| (r, std::time::Instant::now())),
         }))

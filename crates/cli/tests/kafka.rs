@@ -2,7 +2,8 @@
 //! stopped here; `scripts/kafka-broker.sh install` puts it at target/tools/tansu, or set
 //! METAIDS_TANSU): a sensor (`extract --kafka-brokers`) publishes the lab captures' flows, three
 //! workers of one group score them, one is killed with SIGKILL mid-stream, and every flow still
-//! gets exactly one verdict after dedup by key, the same verdict single-process `detect` gives.
+//! gets exactly one verdict after dedup by key, the same verdict single-process `detect` gives;
+//! every source's flows sit in one partition (the sensor keys them by source).
 //! Then a poison record goes to the dead-letter topic, a new library version reaches every worker
 //! between batches, a worker started with an older library file catches up before scoring, and
 //! after a broker outage (the broker stopped with SIGSTOP past the session timeout while a sensor
@@ -431,6 +432,29 @@ fn a_worker_group_scores_every_flow_once_through_a_kill_a_library_change_and_an_
         got.len() - keys.len()
     );
     let first = first_verdicts(&got);
+    // The sensor keys flows by source (`extract --kafka-key source`, the default): every source's
+    // flows are in one partition, so one worker counts its source context over all of them.
+    let flows = read_topic(&settings, "flows", Duration::from_secs(60)).expect("flows topic");
+    assert_eq!(flows.len() as u64, n1);
+    let mut partitions_of: BTreeMap<std::net::IpAddr, BTreeSet<i32>> = BTreeMap::new();
+    for f in &flows {
+        let record = metaids_flow::wire::decode(&f.payload).expect("a wire record");
+        partitions_of
+            .entry(record.src)
+            .or_default()
+            .insert(f.partition);
+    }
+    let used: BTreeSet<i32> = partitions_of.values().flatten().copied().collect();
+    assert!(
+        partitions_of.len() > 3 && used.len() > 1,
+        "{} sources over {used:?}",
+        partitions_of.len()
+    );
+    let split: Vec<_> = partitions_of.iter().filter(|(_, p)| p.len() > 1).collect();
+    assert!(
+        split.is_empty(),
+        "sources spread over partitions: {split:?}"
+    );
     // The same decisions single-process `detect` makes on the same captures and library.
     let detect_verdicts = dir.path().join("detect-verdicts.jsonl");
     ok(&metaids()

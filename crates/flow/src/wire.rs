@@ -274,6 +274,22 @@ pub fn partition_key(record: &FlowRecord) -> [u8; 8] {
     h.to_be_bytes()
 }
 
+/// A partitioning key for `record` by its source (the flow's initiator): FNV-1a (64-bit) of the
+/// source address alone, so every flow a source opens lands in one partition and the worker that
+/// owns it counts the source's context (`metaids_core::context`) over all of them, as `detect`
+/// does over a whole capture.
+pub fn source_key(record: &FlowRecord) -> [u8; 8] {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let bytes: &[u8] = match &record.src {
+        IpAddr::V4(a) => &a.octets(),
+        IpAddr::V6(a) => &a.octets(),
+    };
+    for &x in bytes {
+        h = (h ^ u64::from(x)).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h.to_be_bytes()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -362,6 +378,22 @@ mod tests {
         v[at..].copy_from_slice(&f64::NAN.to_le_bytes());
         let e = decode(&v).expect_err("refused");
         assert!(e.to_string().contains(CIC_FLOW_FEATURES[80]), "{e}");
+    }
+
+    #[test]
+    fn a_sources_flows_share_a_source_key() {
+        let src: IpAddr = "10.0.0.7".parse().expect("ip");
+        let mut a = record(src, "10.0.0.1".parse().expect("ip"));
+        let mut b = record(src, "192.168.1.9".parse().expect("ip"));
+        (a.src_port, a.dst_port, a.protocol) = (40_000, 80, 6);
+        (b.src_port, b.dst_port, b.protocol) = (53_111, 53, 17);
+        assert_eq!(source_key(&a), source_key(&b));
+        assert_ne!(partition_key(&a), partition_key(&b));
+        // Another source, or the reply direction's initiator, is another key.
+        let c = record("10.0.0.8".parse().expect("ip"), a.dst);
+        assert_ne!(source_key(&a), source_key(&c));
+        let v6 = record("fd00::7".parse().expect("ip"), a.dst);
+        assert_ne!(source_key(&a), source_key(&v6));
     }
 
     #[test]

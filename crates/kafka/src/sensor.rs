@@ -172,22 +172,48 @@ pub fn client_err(what: String) -> impl FnOnce(RdError) -> KafkaError {
     }
 }
 
-/// Publishes flow records to the flows topic, keyed by [`wire::partition_key`] (both directions of
-/// a conversation land in one partition).
+/// What a flow record's message key (hence its partition) is made of.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum FlowKey {
+    /// Its source address ([`wire::source_key`]): a source's flows share a partition, so one worker
+    /// counts each source's context over all its flows, as `detect` does.
+    #[default]
+    Source,
+    /// Its two endpoints and protocol ([`wire::partition_key`]): flows spread more evenly (one busy
+    /// source no longer weighs on one partition), but a worker then counts a source's context
+    /// over the flows of its own partitions only.
+    Conversation,
+}
+
+impl std::str::FromStr for FlowKey {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "source" => Ok(FlowKey::Source),
+            "conversation" => Ok(FlowKey::Conversation),
+            other => Err(format!("{other:?}: expected source or conversation")),
+        }
+    }
+}
+
+/// Publishes flow records to the flows topic, keyed as its [`FlowKey`] says.
 pub struct FlowPublisher {
     outbox: Outbox,
     topic: String,
+    key: FlowKey,
     buf: Vec<u8>,
     published: u64,
 }
 
 impl FlowPublisher {
-    /// A publisher to `topic` with [`SENSOR_DEFAULTS`].
-    pub fn new(settings: &KafkaSettings, topic: &str) -> Result<Self> {
+    /// A publisher to `topic` with [`SENSOR_DEFAULTS`], keying records by `key`.
+    pub fn new(settings: &KafkaSettings, topic: &str, key: FlowKey) -> Result<Self> {
         crate::check_name("flows topic", topic)?;
         Ok(FlowPublisher {
             outbox: Outbox::new(settings, SENSOR_DEFAULTS, &format!("flows topic {topic}"))?,
             topic: topic.to_string(),
+            key,
             buf: Vec::with_capacity(wire::V6_LEN),
             published: 0,
         })
@@ -196,7 +222,10 @@ impl FlowPublisher {
     /// Queues one flow record.
     pub fn publish(&mut self, record: &FlowRecord) -> Result<()> {
         wire::encode_into(record, &mut self.buf);
-        let key = wire::partition_key(record);
+        let key = match self.key {
+            FlowKey::Source => wire::source_key(record),
+            FlowKey::Conversation => wire::partition_key(record),
+        };
         self.outbox.send(&self.topic, &key, &self.buf, None)?;
         self.published += 1;
         Ok(())
