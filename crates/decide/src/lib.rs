@@ -11,6 +11,7 @@
 pub mod error;
 pub mod forest;
 pub mod geometry;
+pub mod packed;
 pub mod reference;
 pub mod rule;
 pub mod site;

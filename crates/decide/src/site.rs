@@ -112,7 +112,8 @@ pub struct SiteProfile {
     pub seed: u64,
     /// Benign prototypes, `m × dim`.
     pub prototypes: Vec<f32>,
-    /// Calibration rows, `n × dim`.
+    /// Calibration rows, `n × dim` (packed in JSON: [`crate::packed`]).
+    #[serde(with = "crate::packed")]
     pub calibration: Vec<f32>,
     /// Unknown threshold `u` (at `α/2` over the calibration rows).
     pub unknown_threshold: f32,
@@ -128,7 +129,8 @@ pub struct SiteProfile {
     /// adaptation), its prototype rows then its calibration rows in the order the embeddings were
     /// split ([`window_rows`]), `(p + n) × row_width`: what the site forest is fitted and
     /// calibrated on when a library is armed. Empty with the prototype rule.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    /// Packed in JSON ([`crate::packed`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty", with = "crate::packed")]
     pub rows: Vec<f32>,
     /// Width of [`SiteProfile::rows`] (the model's preprocessed input, plus the source context's
     /// columns with [`SiteProfile::source_context`]; 0 without rows).
@@ -1007,6 +1009,52 @@ mod tests {
             .collect();
         let d = ThreatDraft::from_embeddings(&format!("t{id}"), &rows, 2, "t.csv", "test");
         Threat::enrol(r, id, &d, 0.01, String::new()).expect("enrol")
+    }
+
+    #[test]
+    fn a_profile_packs_its_rows_and_reads_the_plain_arrays_of_older_files() {
+        let (e, sources) = benign(2_000, 50);
+        let o = ProfileOptions {
+            per_source_cap: 1.0,
+            ..ProfileOptions::default()
+        };
+        let x: Vec<f32> = e.iter().map(|v| v * 3.0).collect();
+        let p = SiteProfile::learn(&e, 2, &sources, o)
+            .expect("learn")
+            .with_forest_rows(&x, 2, &sources, o)
+            .expect("rows");
+        let json = serde_json::to_string(&p).expect("write");
+        assert_eq!(
+            json.matches(crate::packed::TAG).count(),
+            2,
+            "rows and calibration"
+        );
+        assert_eq!(serde_json::from_str::<SiteProfile>(&json).expect("read"), p);
+        // A profile written before the packing: the same arrays as JSON numbers.
+        let mut old = serde_json::to_value(&p).expect("value");
+        old["rows"] = serde_json::json!(p.rows);
+        old["calibration"] = serde_json::json!(p.calibration);
+        let old_text = old.to_string();
+        assert!(
+            old_text.len() > 3 * json.len(),
+            "{} vs {}",
+            old_text.len(),
+            json.len()
+        );
+        assert_eq!(
+            serde_json::from_str::<SiteProfile>(&old_text).expect("old"),
+            p
+        );
+        // A corrupt packed array is an error saying what is wrong and where.
+        let n = p.calibration.len();
+        let declared = format!("{}:{n}:", crate::packed::TAG);
+        assert!(json.contains(&declared));
+        let bad = json.replacen(&declared, &format!("{}:{}:", crate::packed::TAG, n + 1), 1);
+        let e = serde_json::from_str::<SiteProfile>(&bad).expect_err("corrupt");
+        assert!(
+            e.to_string().contains("values declared") && e.to_string().contains("column"),
+            "{e}"
+        );
     }
 
     #[test]
