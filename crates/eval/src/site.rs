@@ -107,6 +107,30 @@ pub struct FamilyCounts {
     pub named: usize,
     /// Flagged at all (any threat or unknown).
     pub any: usize,
+    /// Scored flows of other classes (benign or another family) named as this family's threat.
+    pub wrongly_named: usize,
+}
+
+impl FamilyCounts {
+    /// F1 of the family as a class: its flows named as its threat against the other flows named
+    /// so and its flows named otherwise (0 when nothing is named and none is scored).
+    pub fn f1(&self) -> f64 {
+        f1(
+            self.named,
+            self.wrongly_named,
+            self.scored.saturating_sub(self.named),
+        )
+    }
+}
+
+/// `2 tp / (2 tp + fp + fn)`, 0 when all three are 0.
+fn f1(tp: usize, fp: usize, fn_: usize) -> f64 {
+    let d = 2 * tp + fp + fn_;
+    if d == 0 {
+        0.0
+    } else {
+        2.0 * tp as f64 / d as f64
+    }
 }
 
 /// One repeat at one budget.
@@ -160,6 +184,20 @@ impl RepeatOutcome {
     /// Mean over families of the share flagged at all.
     pub fn macro_any(&self) -> f64 {
         self.macro_of(|c| c.any)
+    }
+
+    /// Macro-F1 over the families and benign, each scored flow's verdict read as a class (its
+    /// threat, benign; an unknown verdict is no class, so it counts against the flow's own): the
+    /// benign class's false positives are the attack flows decided benign.
+    pub fn macro_f1(&self) -> f64 {
+        let missed: usize = self.families.iter().map(|c| c.scored - c.any).sum();
+        let benign = f1(
+            self.benign_scored - self.benign_flagged(),
+            missed,
+            self.benign_flagged(),
+        );
+        let sum: f64 = self.families.iter().map(FamilyCounts::f1).sum::<f64>() + benign;
+        sum / (self.families.len() + 1) as f64
     }
 }
 
@@ -363,11 +401,16 @@ fn score(
         guard_refused: 0,
         families: Vec::with_capacity(scored.len()),
     };
+    let mut wrongly = vec![0usize; scored.len()];
     for &r in benign {
-        match decide(r).kind {
+        let v = decide(r);
+        match v.kind {
             VerdictKind::Threat => out.benign_threat += 1,
             VerdictKind::Unknown => out.benign_unknown += 1,
             VerdictKind::Benign => {}
+        }
+        if let Some(w) = v.flagged().and_then(|t| wrongly.get_mut(t)) {
+            *w += 1;
         }
     }
     for (f, rows) in scored.iter().enumerate() {
@@ -375,13 +418,25 @@ fn score(
             scored: rows.len(),
             named: 0,
             any: 0,
+            wrongly_named: 0,
         };
         for &r in rows {
             let v = decide(r);
-            c.named += usize::from(v.flagged() == Some(f));
+            match v.flagged() {
+                Some(t) if t == f => c.named += 1,
+                Some(t) => {
+                    if let Some(w) = wrongly.get_mut(t) {
+                        *w += 1;
+                    }
+                }
+                None => {}
+            }
             c.any += usize::from(v.kind != VerdictKind::Benign);
         }
         out.families.push(c);
+    }
+    for (c, w) in out.families.iter_mut().zip(wrongly) {
+        c.wrongly_named = w;
     }
     out
 }
@@ -628,7 +683,7 @@ impl SiteResult {
                 c.shots + 1
             );
         }
-        s += "\n| reference, budget | baseline flows (kept) | calibration rows | benign flagged | Wilson 95% (first repeat) | as threat | as unknown | macro recall, named | macro recall, any alert | guard refusals |\n|---|---:|---:|---:|---|---:|---:|---:|---:|---:|\n";
+        s += "\n| reference, budget | baseline flows (kept) | calibration rows | benign flagged | Wilson 95% (first repeat) | as threat | as unknown | macro recall, named | macro recall, any alert | macro-F1 (families + benign) | guard refusals |\n|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|\n";
         let rows = self
             .without_baseline
             .iter()
@@ -653,14 +708,14 @@ impl SiteResult {
             }));
         for (name, b) in rows {
             if let Some(why) = &b.refused {
-                s += &format!("| {name} | refused: {why} |||||||||\n");
+                s += &format!("| {name} | refused: {why} ||||||||||\n");
                 continue;
             }
             let r = &b.repeats;
             let first = &r[0];
             let (lo, hi) = wilson95(first.benign_flagged() as u64, first.benign_scored as u64);
             s += &format!(
-                "| {name} | {} ({}) | {} | {} | [{lo:.4}, {hi:.4}] | {} | {} | {} | {} | {:.1} |\n",
+                "| {name} | {} ({}) | {} | {} | [{lo:.4}, {hi:.4}] | {} | {} | {} | {} | {} | {:.1} |\n",
                 first.baseline_offered,
                 first.baseline_kept,
                 first.calibration_rows,
@@ -673,6 +728,7 @@ impl SiteResult {
                 .display4(),
                 summary_of(r, RepeatOutcome::macro_named).display(),
                 summary_of(r, RepeatOutcome::macro_any).display(),
+                summary_of(r, RepeatOutcome::macro_f1).display(),
                 r.iter().map(|o| o.guard_refused as f64).sum::<f64>() / r.len() as f64,
             );
         }
@@ -714,7 +770,7 @@ impl SiteResult {
                 s += "\n";
             }
         }
-        s += "\n(mean ± 95% interval over the repeats; benign flagged = threat or unknown verdicts on scored benign flows; named = the family's flows decided as its own threat)\n";
+        s += "\n(mean ± 95% interval over the repeats; benign flagged = threat or unknown verdicts on scored benign flows; named = the family's flows decided as its own threat; macro-F1 = mean F1 over the families and benign, each scored flow's verdict read as a class — its threat or benign, an unknown verdict counting against its own class)\n";
         s
     }
 
@@ -729,6 +785,7 @@ impl SiteResult {
                 "benign_flagged_rate": (!r.is_empty()).then(|| summary_json(&summary_of(r, RepeatOutcome::benign_rate))),
                 "macro_recall_named": (!r.is_empty()).then(|| summary_json(&summary_of(r, RepeatOutcome::macro_named))),
                 "macro_recall_any_alert": (!r.is_empty()).then(|| summary_json(&summary_of(r, RepeatOutcome::macro_any))),
+                "macro_f1": (!r.is_empty()).then(|| summary_json(&summary_of(r, RepeatOutcome::macro_f1))),
                 "repeats": r.iter().map(|o| {
                     let (lo, hi) = wilson95(o.benign_flagged() as u64, o.benign_scored as u64);
                     serde_json::json!({
@@ -742,6 +799,7 @@ impl SiteResult {
                         "guard_refused": o.guard_refused,
                         "families": self.families.iter().zip(&o.families).map(|((name, _), f)| serde_json::json!({
                             "family": name, "scored": f.scored, "named": f.named, "any_alert": f.any,
+                            "wrongly_named": f.wrongly_named, "f1": f.f1(),
                         })).collect::<Vec<_>>(),
                     })
                 }).collect::<Vec<_>>(),
@@ -858,6 +916,39 @@ mod tests {
             .flat_map(|(e, l)| [e[0], e[1], f32::from(l == "hidden")])
             .collect();
         f
+    }
+
+    #[test]
+    fn macro_f1_reads_every_verdict_as_a_class() {
+        let fam = |scored, named, any, wrongly_named| FamilyCounts {
+            scored,
+            named,
+            any,
+            wrongly_named,
+        };
+        // Two benign flows named as family 0, one unknown; family 0: 8 of 10 named, 9 flagged;
+        // family 1: 18 of 20 named, one as family 0, all flagged.
+        let o = RepeatOutcome {
+            baseline_offered: 0,
+            baseline_kept: 0,
+            calibration_rows: 0,
+            benign_scored: 100,
+            benign_threat: 2,
+            benign_unknown: 1,
+            guard_refused: 0,
+            families: vec![fam(10, 8, 9, 3), fam(20, 18, 20, 0)],
+        };
+        let f0 = 16.0 / 21.0;
+        let f1 = 36.0 / 38.0;
+        // Benign: 97 decided benign, one attack flow decided benign, three benign flagged.
+        let fb = 194.0 / 198.0;
+        assert!((o.families[0].f1() - f0).abs() < 1e-12);
+        assert!(
+            (o.macro_f1() - (f0 + f1 + fb) / 3.0).abs() < 1e-12,
+            "{}",
+            o.macro_f1()
+        );
+        assert_eq!(fam(0, 0, 0, 0).f1(), 0.0);
     }
 
     #[test]
