@@ -419,6 +419,81 @@ fn the_site_protocol_on_the_lab_captures() {
     let (share, flood) = named_share("data/lab/attack-http-flood.pcap.gz", "flood");
     assert!(share >= 0.8, "{share} named flood:\n{flood}");
     quiet("quiet2.json");
+    // Feedback under the forest: an alert carries its flow's raw values and source context, the
+    // rejected flow keeps them as the threat's negative example (it vetoes the forest in feature
+    // space), and it is not named again.
+    let alerts = std::fs::read_to_string(dir.path().join("flood.json")).expect("flood alerts");
+    let first = alerts
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("eve line"))
+        .find(|e| e["alert"]["signature"] == "metaids flood")
+        .expect("a flood alert");
+    let info = &first["alert"]["context"]["metaids"];
+    assert!(
+        info["values"]["numeric"]
+            .as_array()
+            .is_some_and(|v| v.len() > 50),
+        "{info}"
+    );
+    assert_eq!(
+        info["source_context"].as_array().map(Vec::len),
+        Some(3),
+        "{info}"
+    );
+    let (alert_id, origin) = (
+        info["alert_id"].as_str().expect("alert id").to_string(),
+        info["origin"].as_str().expect("origin").to_string(),
+    );
+    ok(&metaids()
+        .args(["feedback", "--alerts"])
+        .arg(dir.path().join("flood.json"))
+        .args(["--alert", &alert_id, "--reject", "--library"])
+        .arg(&forest_lib)
+        .arg("--model")
+        .arg(&model)
+        .output()
+        .expect("feedback"));
+    let doc = dir.path().join("forest-export.json");
+    ok(&metaids()
+        .args(["threat", "export", "--library"])
+        .arg(&forest_lib)
+        .arg("--out")
+        .arg(&doc)
+        .output()
+        .expect("export"));
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&doc).expect("doc")).expect("json");
+    let flood_threat = doc["threats"]
+        .as_array()
+        .and_then(|ts| ts.iter().find(|t| t["name"] == "flood"))
+        .expect("the flood threat");
+    let negative = &flood_threat["negatives"][0];
+    assert!(negative["values"]["numeric"].is_array(), "{negative}");
+    assert_eq!(negative["context"].as_array().map(Vec::len), Some(3));
+    let verdicts = dir.path().join("after-reject.jsonl");
+    ok(&metaids()
+        .args(["detect", "--model"])
+        .arg(&model)
+        .arg("--library")
+        .arg(&forest_lib)
+        .arg("--alerts")
+        .arg(dir.path().join("after-reject.json"))
+        .arg("--verdicts")
+        .arg(&verdicts)
+        .arg("--pcap")
+        .arg(repo().join("data/lab/attack-http-flood.pcap.gz"))
+        .output()
+        .expect("detect"));
+    let again = std::fs::read_to_string(&verdicts).expect("verdicts");
+    let rejected = again
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("verdict"))
+        .find(|v| v["origin"] == origin.as_str())
+        .expect("the rejected flow's verdict");
+    assert!(
+        rejected["verdict"] != "threat" || rejected["threat"] != "flood",
+        "{rejected}"
+    );
     // A support set of the site's own web flows is refused by the forest's guard: nothing tells
     // them from the baseline.
     let out = forest_add("not-an-attack", "data/lab/benign-web.pcap.gz");

@@ -42,6 +42,10 @@ pub struct Decider {
     /// With a site forest, per threat: its support flows' and its negative examples' embeddings,
     /// row-major (the analyst's rejections veto the forest: [`Decider::decide_flow`]).
     support_negatives: Vec<(Vec<f32>, Vec<f32>)>,
+    /// With a site forest, per threat: its support flows' and its negative examples' rows in the
+    /// forest's feature space, row-major, for the flows that keep feature values
+    /// ([`Decider::with_rejected_rows`]; empty: none).
+    rejected_rows: Vec<(Vec<f32>, Vec<f32>)>,
 }
 
 impl Decider {
@@ -108,6 +112,7 @@ impl Decider {
             forest: None,
             calibration_benign: Vec::new(),
             support_negatives: Vec::new(),
+            rejected_rows: Vec::new(),
         })
     }
 
@@ -150,6 +155,39 @@ impl Decider {
         Ok(self)
     }
 
+    /// Arms the feature-space veto of a site forest: per threat (in order), its support flows'
+    /// rows and its negative examples' rows (flows an analyst rejected as it, where their alerts
+    /// carried feature values), in the forest's row space. A flow the forest names as threat `t`
+    /// whose row is nearer one of `t`'s rejected rows than any of its support rows is not named
+    /// ([`Decider::decide_flow`]). Refused without a site forest, for another number of threats
+    /// and for rows of another width.
+    pub fn with_rejected_rows(mut self, rows: Vec<(Vec<f32>, Vec<f32>)>) -> Result<Self> {
+        let Some(forest) = &self.forest else {
+            return Err(DecideError::invalid(
+                "rejected rows",
+                "no site forest is armed: the rows veto its names",
+            ));
+        };
+        if rows.len() != self.threats.len() {
+            return Err(DecideError::invalid(
+                "rejected rows",
+                format!("{} threats' rows, {} armed", rows.len(), self.threats.len()),
+            ));
+        }
+        let w = forest.width();
+        if let Some(i) = rows
+            .iter()
+            .position(|(s, r)| !s.len().is_multiple_of(w) || !r.len().is_multiple_of(w))
+        {
+            return Err(DecideError::invalid(
+                format!("rejected rows[{i}]"),
+                format!("rows of another width than the forest's {w}"),
+            ));
+        }
+        self.rejected_rows = rows;
+        Ok(self)
+    }
+
     /// The site forest, when threats are named by one.
     pub fn site_forest(&self) -> Option<&SiteForest> {
         self.forest.as_ref()
@@ -158,8 +196,10 @@ impl Decider {
     /// The verdict of a flow from its embedding `e` and its preprocessed feature row `x`: with a
     /// site forest, a threat when the forest names one — unless the flow's embedding is nearer one
     /// of that threat's negative examples (flows an analyst rejected as it) than any of its support
-    /// flows, so a rejected flow is not named again — else the unknown rule on the benign
-    /// distance; without one, [`Decider::decide`] (`x` unused).
+    /// flows, or its row nearer one of their rows than any support row
+    /// ([`Decider::with_rejected_rows`]), so a rejected flow and its like are not named again —
+    /// else the unknown rule on the benign distance; without one, [`Decider::decide`] (`x`
+    /// unused).
     ///
     /// # Shapes
     /// `e`: `dim`, `x`: the forest's row width → one [`Verdict`].
@@ -173,9 +213,20 @@ impl Decider {
         let margin = score - forest.threshold();
         let vetoed = || {
             let (support, negatives) = &self.support_negatives[t];
-            !negatives.is_empty()
+            let by_embedding = !negatives.is_empty()
                 && crate::geometry::min_distance(e, negatives.chunks_exact(dim))
-                    < crate::geometry::min_distance(e, support.chunks_exact(dim))
+                    < crate::geometry::min_distance(e, support.chunks_exact(dim));
+            by_embedding
+                || self
+                    .rejected_rows
+                    .get(t)
+                    .is_some_and(|(support, rejected)| {
+                        let w = forest.width();
+                        !rejected.is_empty()
+                            && x.len() == w
+                            && crate::geometry::min_distance(x, rejected.chunks_exact(w))
+                                < crate::geometry::min_distance(x, support.chunks_exact(w))
+                    })
         };
         if margin > 0.0 && !vetoed() {
             return Verdict {
@@ -441,6 +492,44 @@ mod tests {
         // A forest fitted for another number of threats is refused.
         let two = Decider::new(reference(0.01), Vec::new(), u).expect("arm");
         assert!(two.with_site_forest(forest()).is_err());
+    }
+
+    #[test]
+    fn rejected_rows_veto_the_forest_in_feature_space() {
+        let r = reference(0.01);
+        let t = threat(&r, 1, "hidden", [0.2, 0.0]);
+        let u = r.unknown_threshold;
+        let armed = || {
+            Decider::new(r.clone(), vec![t.clone()], u)
+                .expect("arm")
+                .with_site_forest(forest())
+                .expect("forest")
+        };
+        // Support rows at column 1 = 5 with column 0 in [0, 0.3]; an analyst rejected a flow
+        // named as the threat whose column 0 was 0.95 (its embedding is the support's, so the
+        // embedding's veto cannot tell them apart).
+        let support: Vec<f32> = (0..5).flat_map(|i| [i as f32 / 17.0, 5.0]).collect();
+        let d = armed()
+            .with_rejected_rows(vec![(support.clone(), vec![0.95, 5.0])])
+            .expect("rows");
+        let e = [0.25, 0.05];
+        assert_eq!(
+            armed().decide_flow(&e, &[0.9, 5.0]).kind,
+            VerdictKind::Threat
+        );
+        assert_ne!(d.decide_flow(&e, &[0.9, 5.0]).kind, VerdictKind::Threat);
+        // Flows like the support are still named.
+        assert_eq!(d.decide_flow(&e, &[0.1, 5.0]).threat, Some(0));
+        assert_eq!(d.decide_flow(&e, &[0.1, 5.0]).kind, VerdictKind::Threat);
+        // Refused: no forest, another number of threats, another width.
+        let plain = Decider::new(r.clone(), vec![t.clone()], u).expect("arm");
+        assert!(plain
+            .with_rejected_rows(vec![(support.clone(), Vec::new())])
+            .is_err());
+        assert!(armed().with_rejected_rows(Vec::new()).is_err());
+        assert!(armed()
+            .with_rejected_rows(vec![(support, vec![1.0, 2.0, 3.0])])
+            .is_err());
     }
 
     #[test]

@@ -202,7 +202,21 @@ impl Detector {
                 message: e.to_string(),
             })?;
             if let Some(forest) = forest {
-                detector.decider = detector.decider.with_site_forest(forest)?;
+                // The analyst's rejections, where their alerts carried feature values, veto the
+                // forest in its own feature space.
+                let rejected = metaids_library::rejected_rows(
+                    &detector.normaliser,
+                    detector.decider.threats(),
+                    profile.source_context,
+                )
+                .map_err(|e| DetectError::Config {
+                    field: "site forest",
+                    message: e.to_string(),
+                })?;
+                detector.decider = detector
+                    .decider
+                    .with_site_forest(forest)?
+                    .with_rejected_rows(rejected)?;
             }
         }
         detector.set_library_id(set.library_id);

@@ -546,6 +546,14 @@ pub struct MetaidsInfo {
     /// The flow's embedding (alerts only).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub embedding: Vec<f32>,
+    /// The flow's raw feature values (alerts of flows whose threats a site forest names), so that
+    /// a flow `metaids feedback` confirms or rejects reaches the forest's feature space (a support
+    /// row, a veto) and survives a change of the site adaptation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub values: Option<metaids_decide::FlowValues>,
+    /// The flow's source context as the forest read it (with `values`, when it reads one).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub source_context: Vec<f32>,
     /// For a web request: the value its verdict was decided on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub matched: Option<MatchedValue>,
@@ -688,6 +696,8 @@ fn info(
             .then(|| app_proto_guess(flow.proto, flow.dest_port).map(|_| "port".to_string()))
             .flatten(),
         embedding: Vec::new(),
+        values: None,
+        source_context: Vec::new(),
         matched: None,
     }
 }

@@ -5,7 +5,12 @@
 //!
 //! An alert carries the flow's embedding (`metaids.embedding`), the model (a prefix of its weights'
 //! sha256) and the library id that raised it: feedback is refused for another model or library,
-//! since the embedding would not fit it, or would move a threat that never raised the alert.
+//! since the embedding would not fit it, or would move a threat that never raised the alert. Under
+//! a site forest an alert also carries the flow's raw feature values and source context
+//! (`metaids.values`, `metaids.source_context`), kept with the example: a confirmed flow becomes
+//! one of its threat's support rows for the forest, a rejected one vetoes the forest's name for
+//! flows nearer it than any support row in the forest's feature space, and both are embedded again
+//! when the site adaptation changes (examples without values are dropped then).
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
@@ -178,8 +183,9 @@ pub fn alert_id_on_line(line: &[u8]) -> Option<&str> {
     std::str::from_utf8(&line[at..at + len]).ok()
 }
 
-/// The alert's flow as a support or negative example for `library`: its embedding (alerts carry
-/// no feature values), with the alert and flow as its locator. Refused for a record that is not an
+/// The alert's flow as a support or negative example for `library`: its embedding, and its raw
+/// feature values and source context where the alert carries them (alerts of a site forest), with
+/// the alert and flow as its locator. Refused for a record that is not an
 /// alert, or one raised by another model or library.
 pub fn alert_flow(
     library: &ThreatLibrary,
@@ -221,6 +227,34 @@ pub fn alert_flow(
             library.id()
         )));
     }
+    // Under a site forest the alert carries the flow's raw values and source context: kept, so
+    // the forest learns the flow (checked against the model's layout first).
+    let values = info.values.clone().unwrap_or_default();
+    if !values.is_empty() {
+        let cats: Vec<&str> = values.categorical.iter().map(String::as_str).collect();
+        let mut row = vec![0f32; model.normaliser.output_dim()];
+        if let Err(e) = model
+            .normaliser
+            .transform_values(&values.numeric, &cats, &mut row)
+        {
+            return Err(FeedbackError::Mismatch(format!(
+                "alert {id} ({}) carries feature values that do not fit the model: {e}",
+                alert.place
+            )));
+        }
+    }
+    let context = &info.source_context;
+    if !context.is_empty()
+        && (context.len() != metaids_core::context::CONTEXT_WIDTH
+            || context.iter().any(|v| !v.is_finite()))
+    {
+        return Err(FeedbackError::Mismatch(format!(
+            "alert {id} ({}) carries a source context of {} values; expected {} finite values",
+            alert.place,
+            context.len(),
+            metaids_core::context::CONTEXT_WIDTH
+        )));
+    }
     Ok(SupportFlow {
         source: alert.place.clone(),
         locator: format!(
@@ -234,9 +268,8 @@ pub fn alert_flow(
             event.timestamp
         ),
         embedding: info.embedding.clone(),
-        // An alert carries the flow's embedding, not its feature values.
-        values: metaids_decide::FlowValues::default(),
-        context: Vec::new(),
+        values,
+        context: context.clone(),
     })
 }
 

@@ -629,6 +629,13 @@ impl Pipeline {
             host: &self.options.sensor,
         };
         let dim = d.dim();
+        // Under a site forest a flow's alert carries its raw values and source context, so that
+        // feedback on it reaches the forest's feature space (a web request's alert does not).
+        let forest_width = d
+            .decider()
+            .site_forest()
+            .filter(|_| picks.is_none())
+            .map(|f| f.width());
         let mut alerts = Vec::with_capacity(candidates.len());
         for ((i, v), explanation) in candidates.into_iter().zip(explanations) {
             let alert_id = match self.options.alert_ids {
@@ -647,6 +654,19 @@ impl Pipeline {
                 explanation,
                 &emb[row * dim..(row + 1) * dim],
             );
+            if let (Some(w), Some(c)) = (
+                forest_width,
+                event.alert.as_mut().and_then(|a| a.context.as_mut()),
+            ) {
+                c.metaids.values = Some(metaids_decide::FlowValues {
+                    numeric: frame.numeric_row(rows[row]).to_vec(),
+                    categorical: frame.categorical_row(rows[row]).map(String::from).collect(),
+                });
+                if d.source_context() {
+                    let din = d.normaliser().output_dim();
+                    c.metaids.source_context = self.xc[row * w + din..(row + 1) * w].to_vec();
+                }
+            }
             if let (Some(http), Some(alert)) = (&metas[i].http, &mut event.alert) {
                 if let Some(c) = &mut alert.context {
                     c.metaids.matched = http.values.get(within).cloned();

@@ -204,6 +204,41 @@ pub fn support_rows(
         .collect()
 }
 
+/// The feature-space veto of the site forest ([`metaids_decide::Decider::with_rejected_rows`]):
+/// per threat, its support rows and the rows of its negative flows (flows an analyst rejected as
+/// it) that keep their feature values (and source context, when `context`), preprocessed by
+/// `normaliser` as [`support_rows`] preprocesses. Negatives from alerts written without values are
+/// left out (the embedding's veto still covers them).
+pub fn rejected_rows(
+    normaliser: &Normaliser,
+    threats: &[Threat],
+    context: bool,
+) -> Result<Vec<(Vec<f32>, Vec<f32>)>> {
+    let support = support_rows(normaliser, threats, context)?;
+    let d = normaliser.output_dim();
+    let w = metaids_core::context::CONTEXT_WIDTH;
+    let mut row = vec![0f32; d];
+    threats
+        .iter()
+        .zip(support)
+        .map(|(t, support)| {
+            let mut rows = Vec::new();
+            for f in &t.negatives {
+                if context && f.context.len() != w {
+                    continue;
+                }
+                if input(normaliser, f, &mut row)? {
+                    rows.extend_from_slice(&row);
+                    if context {
+                        rows.extend_from_slice(&f.context);
+                    }
+                }
+            }
+            Ok((support, rows))
+        })
+        .collect()
+}
+
 /// The site forest that names `threats` on a profile with the forest rule (`None` with the
 /// prototype rule, or with no threat to name), fitted on their support flows preprocessed by
 /// `normaliser` — the profile's: the model's normaliser with the profile's adaptation.
