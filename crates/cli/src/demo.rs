@@ -223,7 +223,7 @@ pub fn run(mut a: DemoArgs) -> Result<()> {
             r.would_flag,
             r.benign_reference_rows,
             r.fpr,
-            r.budget,
+            metaids_decide::threat::shown_rate(r.budget),
             if r.accepted { "accepted" } else { "refused" }
         );
         println!("{line}");

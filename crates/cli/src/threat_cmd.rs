@@ -295,12 +295,18 @@ fn print_report(r: &EnrolmentReport) {
         }
         println!(
             "  the embedding's rule, for reference: flags {} of {} benign reference flows (FPR {:.4}, budget {})",
-            r.would_flag, r.benign_reference_rows, r.fpr, r.budget
+            r.would_flag,
+            r.benign_reference_rows,
+            r.fpr,
+            metaids_decide::threat::shown_rate(r.budget)
         );
     } else {
         println!(
             "guard: flags {} of {} benign reference flows (FPR {:.4}, budget {}) — {verdict}",
-            r.would_flag, r.benign_reference_rows, r.fpr, r.budget,
+            r.would_flag,
+            r.benign_reference_rows,
+            r.fpr,
+            metaids_decide::threat::shown_rate(r.budget),
         );
     }
     println!(

@@ -194,6 +194,12 @@ impl ForestCheck {
     }
 }
 
+/// A rate as reports print it: rounded to six decimals (a budget lowered to a rank, `2k / n`,
+/// prints as `0.007989`, not `0.007989347536617843`).
+pub fn shown_rate(x: f64) -> f64 {
+    (x * 1e6).round() / 1e6
+}
+
 impl EnrolmentReport {
     /// One line: flagged reference rows against the budget, and why it was refused if it was.
     pub fn summary(&self) -> String {
@@ -202,7 +208,7 @@ impl EnrolmentReport {
             self.would_flag,
             self.benign_reference_rows,
             self.fpr,
-            self.budget,
+            shown_rate(self.budget),
             self.support_flagged,
             self.support
         );
