@@ -167,24 +167,10 @@ pub fn support_rows(
     threats: &[Threat],
     context: bool,
 ) -> Result<Vec<Vec<f32>>> {
-    let d = normaliser.output_dim();
-    let w = metaids_core::context::CONTEXT_WIDTH;
-    let mut row = vec![0f32; d];
     threats
         .iter()
         .map(|t| {
-            let mut rows = Vec::with_capacity(t.support.len() * (d + w));
-            for f in &t.support {
-                if context && f.context.len() != w {
-                    continue;
-                }
-                if input(normaliser, f, &mut row)? {
-                    rows.extend_from_slice(&row);
-                    if context {
-                        rows.extend_from_slice(&f.context);
-                    }
-                }
-            }
+            let rows = forest_rows(normaliser, &t.support, context)?;
             if rows.is_empty() {
                 return Err(LibraryError::Invalid {
                     field: format!("threat {:?}", t.name),
@@ -215,28 +201,32 @@ pub fn rejected_rows(
     context: bool,
 ) -> Result<Vec<(Vec<f32>, Vec<f32>)>> {
     let support = support_rows(normaliser, threats, context)?;
-    let d = normaliser.output_dim();
-    let w = metaids_core::context::CONTEXT_WIDTH;
-    let mut row = vec![0f32; d];
     threats
         .iter()
         .zip(support)
-        .map(|(t, support)| {
-            let mut rows = Vec::new();
-            for f in &t.negatives {
-                if context && f.context.len() != w {
-                    continue;
-                }
-                if input(normaliser, f, &mut row)? {
-                    rows.extend_from_slice(&row);
-                    if context {
-                        rows.extend_from_slice(&f.context);
-                    }
-                }
-            }
-            Ok((support, rows))
-        })
+        .map(|(t, support)| Ok((support, forest_rows(normaliser, &t.negatives, context)?)))
         .collect()
+}
+
+/// The site forest's rows of the `flows` that keep feature values (and, when `context`, their
+/// source context), preprocessed by `normaliser`, row-major; the others are left out.
+fn forest_rows(normaliser: &Normaliser, flows: &[SupportFlow], context: bool) -> Result<Vec<f32>> {
+    let d = normaliser.output_dim();
+    let w = metaids_core::context::CONTEXT_WIDTH;
+    let mut row = vec![0f32; d];
+    let mut rows = Vec::with_capacity(flows.len() * (d + w));
+    for f in flows {
+        if context && f.context.len() != w {
+            continue;
+        }
+        if input(normaliser, f, &mut row)? {
+            rows.extend_from_slice(&row);
+            if context {
+                rows.extend_from_slice(&f.context);
+            }
+        }
+    }
+    Ok(rows)
 }
 
 /// The site forest that names `threats` on a profile with the forest rule (`None` with the
