@@ -104,8 +104,8 @@ pub struct SiteProfile {
     /// budget asked for, lowered to the split-conformal rank or to a confidence's
     /// ([`SiteProfile::learn`]).
     pub budget: f64,
-    /// The budget asked for when [`SiteProfile::budget`] differs from it; `None` in a profile
-    /// written before the two could differ (then they are the same).
+    /// The budget asked for ([`SiteProfile::asked_budget`]); `None` in a profile written before
+    /// it was kept, when [`SiteProfile::budget`] was both.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_budget: Option<f64>,
     /// Seed of the draws.

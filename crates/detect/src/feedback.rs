@@ -227,8 +227,8 @@ pub fn alert_flow(
             library.id()
         )));
     }
-    // Under a site forest the alert carries the flow's raw values and source context: kept, so
-    // the forest learns the flow (checked against the model's layout first).
+    // Under a site forest the alert carries the flow's raw values and source context: kept (a
+    // support row for the forest, or its veto; checked against the model's layout first).
     let values = info.values.clone().unwrap_or_default();
     if !values.is_empty() {
         let cats: Vec<&str> = values.categorical.iter().map(String::as_str).collect();
