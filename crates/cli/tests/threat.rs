@@ -582,6 +582,13 @@ fn baseline_learns_the_site_and_detect_uses_it() {
         out.contains("joint calibration on 3426 calibration rows at budget 0.01"),
         "{out}"
     );
+    // Each half at the split-conformal rank: ⌊0.005 · 3427⌋ − 1 = 16 rows above its threshold.
+    assert!(
+        out.contains(
+            "calibration: budget 0.01 at the split-conformal rank (16 of 3426 calibration rows"
+        ),
+        "{out}"
+    );
     assert!(out.contains("stored as library version 3"), "{out}");
     // The default adaptation (chosen on a validation site): the numeric columns refit on the kept
     // flows, and the threat enrolled before it embedded again from its kept feature values.
