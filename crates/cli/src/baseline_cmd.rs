@@ -324,8 +324,10 @@ pub fn run(a: BaselineArgs) -> Result<()> {
         profile.unknown_threshold,
     )?;
     let (x, width) = &forest_rows;
-    if let Some(forest) = metaids_library::site_forest(&normaliser, &profile, &b.threats)? {
-        decider = decider.with_site_forest(forest)?;
+    if let Some(a) = metaids_library::site_forest(&normaliser, &profile, &b.threats)? {
+        decider = decider
+            .with_site_forest(a.forest)?
+            .with_rejected_rows(a.vetoes)?;
     }
     let mut listed = 0;
     let mut flagged = 0;

@@ -11,6 +11,15 @@ pub use crate::rule::{rule, Verdict, VerdictKind};
 use crate::site_forest::SiteForest;
 use crate::threat::Threat;
 
+/// Whether `p` is nearer one of the `rejected` rows than any of the `support` rows (rows of `p`'s
+/// width, row-major; never without a rejected row).
+fn nearer_a_rejection(p: &[f32], support: &[f32], rejected: &[f32]) -> bool {
+    let w = p.len().max(1);
+    !rejected.is_empty()
+        && crate::geometry::min_distance(p, rejected.chunks_exact(w))
+            < crate::geometry::min_distance(p, support.chunks_exact(w))
+}
+
 /// Fraction of the sorted `values` strictly below `x`.
 fn percentile(sorted: &[f32], x: f32) -> f32 {
     if sorted.is_empty() {
@@ -211,22 +220,15 @@ impl Decider {
         let db = self.reference.benign_distance(e);
         let (score, t) = forest.score(x);
         let margin = score - forest.threshold();
+        // Vetoed when the flow is nearer a rejected flow of `t` than any of its support flows, in
+        // the embedding or in the forest's feature space.
         let vetoed = || {
             let (support, negatives) = &self.support_negatives[t];
-            let by_embedding = !negatives.is_empty()
-                && crate::geometry::min_distance(e, negatives.chunks_exact(dim))
-                    < crate::geometry::min_distance(e, support.chunks_exact(dim));
-            by_embedding
+            nearer_a_rejection(e, support, negatives)
                 || self
                     .rejected_rows
                     .get(t)
-                    .is_some_and(|(support, rejected)| {
-                        let w = forest.width();
-                        !rejected.is_empty()
-                            && x.len() == w
-                            && crate::geometry::min_distance(x, rejected.chunks_exact(w))
-                                < crate::geometry::min_distance(x, support.chunks_exact(w))
-                    })
+                    .is_some_and(|(support, rejected)| nearer_a_rejection(x, support, rejected))
         };
         if margin > 0.0 && !vetoed() {
             return Verdict {

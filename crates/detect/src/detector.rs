@@ -192,7 +192,7 @@ impl Detector {
         // The forest rule: the site forest fitted on the profile's rows and the threats' support
         // flows, preprocessed as the detector preprocesses.
         if let Some(profile) = &set.profile {
-            let forest = metaids_library::site_forest(
+            let armed = metaids_library::site_forest(
                 &detector.normaliser,
                 profile,
                 detector.decider.threats(),
@@ -201,22 +201,13 @@ impl Detector {
                 field: "site forest",
                 message: e.to_string(),
             })?;
-            if let Some(forest) = forest {
+            if let Some(a) = armed {
                 // The analyst's rejections, where their alerts carried feature values, veto the
                 // forest in its own feature space.
-                let rejected = metaids_library::rejected_rows(
-                    &detector.normaliser,
-                    detector.decider.threats(),
-                    profile.source_context,
-                )
-                .map_err(|e| DetectError::Config {
-                    field: "site forest",
-                    message: e.to_string(),
-                })?;
                 detector.decider = detector
                     .decider
-                    .with_site_forest(forest)?
-                    .with_rejected_rows(rejected)?;
+                    .with_site_forest(a.forest)?
+                    .with_rejected_rows(a.vetoes)?;
             }
         }
         detector.set_library_id(set.library_id);

@@ -33,8 +33,8 @@ pub use metaids_decide::threat::{
     EnrolOptions, EnrolmentReport, FlowValues, SupportFlow, Threat, ThreatDraft, SIGNATURE_BASE,
 };
 pub use reembed::{
-    forest_guard, kernel_of, reembed_flows, reembed_threats, rejected_rows, site_forest,
-    support_flows, support_rows, Reembedded,
+    forest_guard, kernel_of, reembed_flows, reembed_threats, site_forest, support_flows,
+    support_rows, ArmedForest, Reembedded,
 };
 pub use store::{
     Baseline, Enrolment, LibraryVersion, ModelIdentity, SiteRef, ThreatLibrary, VersionSummary,

@@ -190,24 +190,6 @@ pub fn support_rows(
         .collect()
 }
 
-/// The feature-space veto of the site forest ([`metaids_decide::Decider::with_rejected_rows`]):
-/// per threat, its support rows and the rows of its negative flows (flows an analyst rejected as
-/// it) that keep their feature values (and source context, when `context`), preprocessed by
-/// `normaliser` as [`support_rows`] preprocesses. Negatives from alerts written without values are
-/// left out (the embedding's veto still covers them).
-pub fn rejected_rows(
-    normaliser: &Normaliser,
-    threats: &[Threat],
-    context: bool,
-) -> Result<Vec<(Vec<f32>, Vec<f32>)>> {
-    let support = support_rows(normaliser, threats, context)?;
-    threats
-        .iter()
-        .zip(support)
-        .map(|(t, support)| Ok((support, forest_rows(normaliser, &t.negatives, context)?)))
-        .collect()
-}
-
 /// The site forest's rows of the `flows` that keep feature values (and, when `context`, their
 /// source context), preprocessed by `normaliser`, row-major; the others are left out.
 fn forest_rows(normaliser: &Normaliser, flows: &[SupportFlow], context: bool) -> Result<Vec<f32>> {
@@ -229,14 +211,27 @@ fn forest_rows(normaliser: &Normaliser, flows: &[SupportFlow], context: bool) ->
     Ok(rows)
 }
 
+/// A site forest with the rows that veto it.
+#[derive(Debug, Clone)]
+pub struct ArmedForest {
+    /// The forest.
+    pub forest: SiteForest,
+    /// Per threat, its support rows and the rows of its negative flows (flows an analyst rejected
+    /// as it) that keep their feature values: the forest's feature-space veto
+    /// ([`metaids_decide::Decider::with_rejected_rows`]). Negatives from alerts written without
+    /// values are left out (the embedding's veto still covers them).
+    pub vetoes: Vec<(Vec<f32>, Vec<f32>)>,
+}
+
 /// The site forest that names `threats` on a profile with the forest rule (`None` with the
 /// prototype rule, or with no threat to name), fitted on their support flows preprocessed by
-/// `normaliser` — the profile's: the model's normaliser with the profile's adaptation.
+/// `normaliser` — the profile's: the model's normaliser with the profile's adaptation — with its
+/// veto rows.
 pub fn site_forest(
     normaliser: &Normaliser,
     profile: &SiteProfile,
     threats: &[Threat],
-) -> Result<Option<SiteForest>> {
+) -> Result<Option<ArmedForest>> {
     if profile.threat_rule != ThreatRule::Forest || threats.is_empty() {
         return Ok(None);
     }
@@ -257,7 +252,18 @@ pub fn site_forest(
         });
     }
     let support = support_rows(normaliser, threats, profile.source_context)?;
-    Ok(Some(profile.site_forest(&support)?))
+    let forest = profile.site_forest(&support)?;
+    let vetoes = threats
+        .iter()
+        .zip(support)
+        .map(|(t, s)| {
+            Ok((
+                s,
+                forest_rows(normaliser, &t.negatives, profile.source_context)?,
+            ))
+        })
+        .collect::<Result<_>>()?;
+    Ok(Some(ArmedForest { forest, vetoes }))
 }
 
 /// The forest rule's enrolment guard for `threats[which]` (the threat being enrolled, refitted or
