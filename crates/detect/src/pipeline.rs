@@ -511,8 +511,10 @@ impl Pipeline {
         let emb = d.embed(&self.x)?;
         // A site forest with source context reads each flow's row and its source's recent flows,
         // counted over the stream in the order flows arrive (as the baseline counted its window).
-        let forest_rows: &[f32] = if d.source_context() && groups.is_none() {
-            let din = d.normaliser().output_dim();
+        // Web requests (grouped rows) have no forest.
+        let din = d.normaliser().output_dim();
+        let with_context = d.source_context() && groups.is_none();
+        let forest_rows: &[f32] = if with_context {
             self.xc.clear();
             for (row, m) in self.x.chunks_exact(din).zip(metas) {
                 self.xc.extend_from_slice(row);
@@ -606,11 +608,7 @@ impl Pipeline {
                 .map(|&v| f64::from(v))
                 .collect()
         };
-        let forest_rows: &[f32] = if d.source_context() && picks.is_none() {
-            &self.xc
-        } else {
-            &self.x
-        };
+        let forest_rows: &[f32] = if with_context { &self.xc } else { &self.x };
         let explanations = match &picks {
             None => d.explain(&self.x, forest_rows, &emb, &raw, &candidates)?,
             Some(p) => {
@@ -634,7 +632,7 @@ impl Pipeline {
         let forest_width = d
             .decider()
             .site_forest()
-            .filter(|_| picks.is_none())
+            .filter(|_| groups.is_none())
             .map(|f| f.width());
         let mut alerts = Vec::with_capacity(candidates.len());
         for ((i, v), explanation) in candidates.into_iter().zip(explanations) {
@@ -662,8 +660,7 @@ impl Pipeline {
                     numeric: frame.numeric_row(rows[row]).to_vec(),
                     categorical: frame.categorical_row(rows[row]).map(String::from).collect(),
                 });
-                if d.source_context() {
-                    let din = d.normaliser().output_dim();
+                if with_context {
                     c.metaids.source_context = self.xc[row * w + din..(row + 1) * w].to_vec();
                 }
             }

@@ -972,11 +972,12 @@ impl ThreatLibrary {
         let (reference, profile) = self.reference(model)?;
         let budget = guard_budget(options, model, profile.as_ref());
         let (version, threat) = self.commit(author, |threats, _| {
-            let Some(t) = threats.iter_mut().find(|t| t.name == name) else {
+            let Some(at) = threats.iter().position(|t| t.name == name) else {
                 let v = self.current()?.version;
                 return Err(self.unknown(threats, name, v));
             };
-            edit(t);
+            edit(&mut threats[at]);
+            let t = &threats[at];
             let mut f = fit(&reference, &t.support, &t.negatives, seed_for(t.id), budget)?;
             f.report.model_fpr = model_fpr(
                 model,
@@ -985,12 +986,8 @@ impl ThreatLibrary {
                 &f.prototypes,
                 f.threshold,
             );
-            let at = threats.iter().position(|t| t.name == name).unwrap_or(0);
             apply_forest_guard(model, profile.as_ref(), threats, at, &mut f.report)?;
-            let Some(t) = threats.iter_mut().find(|t| t.name == name) else {
-                let v = self.current()?.version;
-                return Err(self.unknown(threats, name, v));
-            };
+            let t = &mut threats[at];
             if !f.report.accepted && !options.force {
                 return Err(LibraryError::Refused {
                     name: name.to_string(),
