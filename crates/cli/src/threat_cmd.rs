@@ -279,20 +279,15 @@ fn print_report(r: &EnrolmentReport) {
     };
     if let Some(f) = &r.site_forest {
         // The library names threats with the site forest: its guard decides.
-        match f.left_out {
-            0 => println!(
-                "guard (site forest): one support flow, nothing to check it against — {verdict}"
-            ),
-            n => println!(
-                "guard (site forest): names {} of {n} support flows, each left out of its fit — {verdict}{}",
-                f.named,
-                if r.accepted {
-                    ""
-                } else {
-                    ": the forest cannot tell them from the site's benign traffic (a mislabelled or poisoned support set?)"
-                }
-            ),
-        }
+        println!(
+            "guard (site forest): {} — {verdict}{}",
+            f.describe(),
+            if r.accepted {
+                String::new()
+            } else {
+                format!(": {}", metaids_decide::threat::FOREST_REFUSAL)
+            }
+        );
         println!(
             "  the embedding's rule, for reference: flags {} of {} benign reference flows (FPR {:.4}, budget {})",
             r.would_flag,

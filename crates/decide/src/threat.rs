@@ -192,7 +192,22 @@ impl ForestCheck {
     pub fn accepts(&self) -> bool {
         self.left_out == 0 || 2 * self.named >= self.left_out
     }
+
+    /// What the check found, as reports print it.
+    pub fn describe(&self) -> String {
+        match self.left_out {
+            0 => "one support flow, nothing to check it against".to_string(),
+            n => format!(
+                "names {} of {n} support flows, each left out of its fit",
+                self.named
+            ),
+        }
+    }
 }
+
+/// Why the forest's guard refused a support set, as reports print it.
+pub const FOREST_REFUSAL: &str =
+    "the forest cannot tell these flows from the site's benign traffic — a mislabelled or poisoned support set?";
 
 /// A rate as reports print it: rounded to six decimals (a budget lowered to a rank, `2k / n`,
 /// prints as `0.007989`, not `0.007989347536617843`).
@@ -213,17 +228,12 @@ impl EnrolmentReport {
             self.support
         );
         if let Some(f) = &self.site_forest {
-            s.push_str(&match f.left_out {
-                0 => "; site forest: one support flow, nothing to check it against".to_string(),
-                n => format!(
-                    "; site forest (the rule in force): names {} of {n} support flows each left out",
-                    f.named
-                ),
-            });
+            s.push_str(&format!(
+                "; site forest (the rule in force): {}",
+                f.describe()
+            ));
             if !self.accepted {
-                s.push_str(
-                    ": the forest cannot tell these flows from the site's benign traffic — a mislabelled or poisoned support set? Drop them, or force",
-                );
+                s.push_str(&format!(": {FOREST_REFUSAL} Drop them, or force"));
             }
             return s;
         }
