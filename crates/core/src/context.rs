@@ -94,11 +94,6 @@ impl SourceContext {
         h.finish()
     }
 
-    /// [`SourceContext::push_key`] for the source named `source` (text, as a frame's `Src IP`).
-    pub fn push(&mut self, source: &str, start_us: i64, dst_port: u16) -> [f32; CONTEXT_WIDTH] {
-        self.push_key(Self::key(source), start_us, dst_port)
-    }
-
     /// The context of a flow from the source keyed `source` ([`SourceContext::key`]) that started at
     /// `start_us` towards `dst_port`, then the flow is remembered. Counted over the flows of that source produced before it and still
     /// remembered: flows are forgotten once they started more than the long window before a later
@@ -147,23 +142,6 @@ impl SourceContext {
         *recent.ports.entry(dst_port).or_insert(0) += 1;
         [long as f32, ports as f32, short as f32]
     }
-
-    /// The context of every flow of one stream, in order (`sources`, `starts_us` and `dst_ports`
-    /// one per flow), as a row-major `n × CONTEXT_WIDTH` matrix.
-    pub fn of_stream(
-        sources: &[String],
-        starts_us: &[i64],
-        dst_ports: &[u16],
-        max_sources: usize,
-    ) -> Vec<f32> {
-        let mut c = SourceContext::new(max_sources);
-        sources
-            .iter()
-            .zip(starts_us)
-            .zip(dst_ports)
-            .flat_map(|((s, &t), &p)| c.push(s, t, p))
-            .collect()
-    }
 }
 
 /// Rows of `width` values (row-major), each followed by its context row: the rows a site forest
@@ -178,6 +156,13 @@ pub fn with_context(x: &[f32], width: usize, context: &[f32]) -> Vec<f32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    impl SourceContext {
+        /// [`SourceContext::push_key`] for a source named by text.
+        fn push(&mut self, source: &str, start_us: i64, dst_port: u16) -> [f32; CONTEXT_WIDTH] {
+            self.push_key(Self::key(source), start_us, dst_port)
+        }
+    }
 
     #[test]
     fn counts_the_sources_recent_flows_and_ports() {
@@ -237,7 +222,11 @@ mod tests {
         }
         let cap = MAX_PER_SOURCE as f32;
         assert_eq!(last, [cap, 7.0, cap]);
-        let m = SourceContext::of_stream(&["a".into(), "a".into()], &[0, 100], &[1, 2], 4);
+        let mut two = SourceContext::new(4);
+        let m: Vec<f32> = [("a", 0, 1), ("a", 100, 2)]
+            .into_iter()
+            .flat_map(|(s, t, p)| two.push(s, t, p))
+            .collect();
         assert_eq!(m, vec![0.0, 1.0, 0.0, 1.0, 2.0, 1.0]);
         assert_eq!(
             with_context(&[7.0, 8.0], 1, &m),
