@@ -371,18 +371,14 @@ fn all_alerts(addr: SocketAddr) -> serde_json::Value {
 
 /// Waits until the service has armed library version `v`.
 fn wait_armed(addr: SocketAddr, v: &serde_json::Value, what: &str) {
-    let start = Instant::now();
-    loop {
+    wait_for(what, || {
         let last = http(addr, "GET", "/api/v1/ready", Some(READ), None).1;
         if json(&last)["library_version"] == *v {
-            return;
+            Ok(())
+        } else {
+            Err(format!("/ready says {last}"))
         }
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "timed out waiting for {what}; /ready says {last}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    });
 }
 
 fn json(body: &str) -> serde_json::Value {
@@ -391,11 +387,16 @@ fn json(body: &str) -> serde_json::Value {
 
 /// Waits (at most 60 s) until `f` holds.
 fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    wait_for(what, || if f() { Ok(()) } else { Err(String::new()) });
+}
+
+/// Polls `f` every 100 ms for at most 60 s; a timeout names `what` and `f`'s last complaint.
+fn wait_for(what: &str, mut f: impl FnMut() -> Result<(), String>) {
     let start = Instant::now();
-    while !f() {
+    while let Err(last) = f() {
         assert!(
             start.elapsed() < Duration::from_secs(60),
-            "timed out waiting for {what}"
+            "timed out waiting for {what}; {last}"
         );
         std::thread::sleep(Duration::from_millis(100));
     }

@@ -371,6 +371,7 @@ fn the_site_protocol_on_the_lab_captures() {
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or_else(|| panic!("no {key} in {out}"))
     };
+    // Alerts to `name`, verdicts to `name` with `.jsonl`.
     let forest_detect = |pcaps: &[&str], name: &str| {
         let mut c = metaids();
         c.args(["detect", "--model"])
@@ -379,6 +380,8 @@ fn the_site_protocol_on_the_lab_captures() {
             .arg(&forest_lib)
             .arg("--alerts")
             .arg(dir.path().join(name))
+            .arg("--verdicts")
+            .arg(dir.path().join(name).with_extension("jsonl"))
             .arg("--pcap");
         for p in pcaps {
             c.arg(repo().join(p));
@@ -453,16 +456,7 @@ fn the_site_protocol_on_the_lab_captures() {
         .arg(&model)
         .output()
         .expect("feedback"));
-    let doc = dir.path().join("forest-export.json");
-    ok(&metaids()
-        .args(["threat", "export", "--library"])
-        .arg(&forest_lib)
-        .arg("--out")
-        .arg(&doc)
-        .output()
-        .expect("export"));
-    let doc: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&doc).expect("doc")).expect("json");
+    let doc = common::export(&forest_lib, &dir.path().join("forest-export.json"), &[]);
     let flood_threat = doc["threats"]
         .as_array()
         .and_then(|ts| ts.iter().find(|t| t["name"] == "flood"))
@@ -470,21 +464,8 @@ fn the_site_protocol_on_the_lab_captures() {
     let negative = &flood_threat["negatives"][0];
     assert!(negative["values"]["numeric"].is_array(), "{negative}");
     assert_eq!(negative["context"].as_array().map(Vec::len), Some(3));
-    let verdicts = dir.path().join("after-reject.jsonl");
-    ok(&metaids()
-        .args(["detect", "--model"])
-        .arg(&model)
-        .arg("--library")
-        .arg(&forest_lib)
-        .arg("--alerts")
-        .arg(dir.path().join("after-reject.json"))
-        .arg("--verdicts")
-        .arg(&verdicts)
-        .arg("--pcap")
-        .arg(repo().join("data/lab/attack-http-flood.pcap.gz"))
-        .output()
-        .expect("detect"));
-    let again = std::fs::read_to_string(&verdicts).expect("verdicts");
+    forest_detect(&["data/lab/attack-http-flood.pcap.gz"], "after-reject.json");
+    let again = std::fs::read_to_string(dir.path().join("after-reject.jsonl")).expect("verdicts");
     let rejected = again
         .lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("verdict"))
