@@ -14,8 +14,16 @@ use metaids_model::io::ModelIdentity;
 
 /// `format` of an exchange document.
 pub const DOCUMENT_FORMAT: &str = "metaids-threats";
-/// `format_version` this build writes and reads.
-pub const DOCUMENT_VERSION: u32 = 1;
+/// `format_version` this build writes for a document that carries a site profile, and the newest
+/// it reads. Version 2 marks a profile whose rows are packed ([`metaids_decide::packed`]), which
+/// builds that read only version 1 cannot parse: they refuse it by its version instead of failing
+/// on a field. A document without a profile is written as [`DOCUMENT_VERSION_PLAIN`], which every
+/// build reads.
+pub const DOCUMENT_VERSION: u32 = 2;
+
+/// `format_version` of a document without a site profile (and of every document written before
+/// profiles were packed); read by this build too.
+pub const DOCUMENT_VERSION_PLAIN: u32 = 1;
 
 /// An exported library version.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -23,7 +31,8 @@ pub const DOCUMENT_VERSION: u32 = 1;
 pub struct ThreatDocument {
     /// Always [`DOCUMENT_FORMAT`].
     pub format: String,
-    /// Always [`DOCUMENT_VERSION`].
+    /// [`DOCUMENT_VERSION`] with a site profile, [`DOCUMENT_VERSION_PLAIN`] without
+    /// ([`ThreatDocument::version_for`]).
     pub format_version: u32,
     /// The model the prototypes belong to; an import into a library of another model is refused.
     pub model: ModelIdentity,
@@ -74,6 +83,15 @@ fn doc_err(path: &Path, field: impl Into<String>, message: impl Into<String>) ->
 }
 
 impl ThreatDocument {
+    /// The `format_version` a document with (or without) a site profile is written as.
+    pub fn version_for(site: Option<&SiteProfile>) -> u32 {
+        if site.is_some() {
+            DOCUMENT_VERSION
+        } else {
+            DOCUMENT_VERSION_PLAIN
+        }
+    }
+
     /// Parses a document, checking its format and version first so an unrelated JSON file gets a
     /// plain message rather than a missing-field one.
     pub fn parse(text: &str, path: &Path) -> Result<Self> {
@@ -105,12 +123,16 @@ impl ThreatDocument {
             .get("format_version")
             .and_then(serde_json::Value::as_u64)
         {
-            Some(v) if v == u64::from(DOCUMENT_VERSION) => {}
+            Some(v)
+                if (u64::from(DOCUMENT_VERSION_PLAIN)..=u64::from(DOCUMENT_VERSION)).contains(&v) => {}
             Some(v) => {
                 return Err(doc_err(
                     path,
                     "format_version",
-                    format!("{v}, this build reads version {DOCUMENT_VERSION}"),
+                    format!(
+                        "{v}, this build reads versions {DOCUMENT_VERSION_PLAIN} to {DOCUMENT_VERSION} \
+                         (written by a newer metaids?)"
+                    ),
                 ))
             }
             None => return Err(doc_err(path, "format_version", "missing or not a number")),
@@ -223,6 +245,7 @@ impl ThreatDocument {
     pub fn redacted(mut self) -> Self {
         // The site profile describes this site's traffic (and names its chattiest addresses).
         self.site = None;
+        self.format_version = Self::version_for(None);
         for t in &mut self.threats {
             // Each source path, longest first, with the name it is cut to.
             let mut paths: Vec<(String, String)> = Vec::new();

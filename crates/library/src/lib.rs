@@ -24,7 +24,9 @@ mod time;
 
 pub use armed::{ArmedThreats, ThreatOrigin};
 pub use error::{LibraryError, Result};
-pub use exchange::{ImportSummary, ThreatDocument, DOCUMENT_FORMAT, DOCUMENT_VERSION};
+pub use exchange::{
+    ImportSummary, ThreatDocument, DOCUMENT_FORMAT, DOCUMENT_VERSION, DOCUMENT_VERSION_PLAIN,
+};
 pub use learn::{
     learn_site_profile, source_addresses, source_context, LearnOptions, LearntProfile,
     ATTACK_WINDOW, CONTEXT_SOURCES,
@@ -38,5 +40,5 @@ pub use reembed::{
 };
 pub use store::{
     Baseline, Enrolment, LibraryVersion, ModelIdentity, SiteRef, ThreatLibrary, VersionSummary,
-    CHECK_THREAD, LIBRARY_FORMAT, MAX_THREAT_ID,
+    CHECK_THREAD, LIBRARY_FORMAT, LIBRARY_FORMAT_PLAIN, MAX_THREAT_ID,
 };

@@ -18,7 +18,7 @@ use redb::{
 use serde::{Deserialize, Serialize};
 
 use crate::error::{LibraryError, Result};
-use crate::exchange::{ImportSummary, ThreatDocument, DOCUMENT_FORMAT, DOCUMENT_VERSION};
+use crate::exchange::{ImportSummary, ThreatDocument, DOCUMENT_FORMAT};
 use crate::reembed::{kernel_of, reembed_flows, reembed_threats, Reembedded};
 use metaids_decide::site::{calibrate_jointly, JointReport, SiteProfile};
 use metaids_decide::threat::{
@@ -29,8 +29,14 @@ use metaids_decide::BenignReference;
 pub use metaids_decide::MAX_THREAT_ID;
 pub use metaids_model::io::ModelIdentity;
 
-/// Library format this build writes and reads.
-pub const LIBRARY_FORMAT: &str = "metaids-threat-library-v1";
+/// Library format of a file that holds a site profile, which this build writes packed
+/// ([`metaids_decide::packed`]); builds that read only [`LIBRARY_FORMAT_PLAIN`] refuse such a file by
+/// its format instead of calling its profile records damaged. This build reads both.
+pub const LIBRARY_FORMAT: &str = "metaids-threat-library-v2";
+
+/// Library format of a file without a site profile (what a new library is created as, and what
+/// every file was before profiles were packed), read by every build.
+pub const LIBRARY_FORMAT_PLAIN: &str = "metaids-threat-library-v1";
 
 const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
 const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
@@ -278,7 +284,7 @@ impl ThreatLibrary {
             let txn = db.begin_write().map_err(store(path, "starting a write"))?;
             {
                 let mut meta = txn.open_table(META).map_err(store(path, "opening meta"))?;
-                meta.insert("format", LIBRARY_FORMAT)
+                meta.insert("format", LIBRARY_FORMAT_PLAIN)
                     .map_err(store(path, "writing meta"))?;
                 meta.insert("identity", to_json(path, "identity", &identity)?.as_str())
                     .map_err(store(path, "writing meta"))?;
@@ -602,6 +608,11 @@ impl ThreatLibrary {
                     profiles
                         .insert(version, to_json(path, "site profile", profile)?.as_str())
                         .map_err(store(path, "writing a site profile"))?;
+                    // In the same transaction: the file now holds a packed profile.
+                    txn.open_table(META)
+                        .map_err(store(path, "opening meta"))?
+                        .insert("format", LIBRARY_FORMAT)
+                        .map_err(store(path, "writing meta"))?;
                     Some(SiteRef {
                         profile: version,
                         created_at: crate::time::now(),
@@ -1119,7 +1130,7 @@ impl ThreatLibrary {
         let site = self.profile(&current)?;
         Ok(ThreatDocument {
             format: DOCUMENT_FORMAT.to_string(),
-            format_version: DOCUMENT_VERSION,
+            format_version: ThreatDocument::version_for(site.as_ref()),
             model: self.identity.clone(),
             library_version: current.version,
             library_id: self.id.clone(),
@@ -1403,10 +1414,10 @@ fn check_file(db: &Db, path: &Path) -> Result<(ModelIdentity, String)> {
         .map_err(store(path, "reading meta"))?
         .map(|v| v.value().to_string());
     match format.as_deref() {
-        Some(LIBRARY_FORMAT) => {}
+        Some(LIBRARY_FORMAT | LIBRARY_FORMAT_PLAIN) => {}
         Some(other) => {
             return Err(not_lib(format!(
-                "format {other:?}, this build reads {LIBRARY_FORMAT:?}"
+                "format {other:?}, this build reads {LIBRARY_FORMAT_PLAIN:?} and {LIBRARY_FORMAT:?}"
             )))
         }
         None => return Err(not_lib("no format record".into())),

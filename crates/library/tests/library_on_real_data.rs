@@ -917,6 +917,73 @@ fn baseline_refits_threats_on_the_site_profile_and_rolls_back() {
     wrong.dim += 1;
     assert!(lib.baseline(m, &wrong, vec![], "tester").is_err());
     assert_eq!(lib.current().expect("current").version, back.version);
+
+    // Formats: the profile is stored packed, so the file and a document carrying it say a newer
+    // format that older builds refuse by name; what carries no profile stays readable by them.
+    lib.rollback(after.version, "tester")
+        .expect("back to the baseline");
+    let doc = lib.export_document().expect("export");
+    assert!(doc.site.is_some());
+    assert_eq!(doc.format_version, metaids_library::DOCUMENT_VERSION);
+    let plain = doc.clone().redacted();
+    assert_eq!(
+        plain.format_version,
+        metaids_library::DOCUMENT_VERSION_PLAIN
+    );
+    let text = serde_json::to_string(&doc).expect("json");
+    assert!(
+        text.contains(metaids_decide::packed::TAG),
+        "rows are packed"
+    );
+    let here = Path::new("doc.json");
+    assert!(metaids_library::ThreatDocument::parse(&text, here).expect("v2") == doc);
+    // A document of the builds that packed rows under version 1 still reads.
+    let v1 = text.replace("\"format_version\":2", "\"format_version\":1");
+    assert!(v1 != text);
+    let read = metaids_library::ThreatDocument::parse(&v1, here).expect("v1");
+    assert!(read.format_version == 1 && read.site == doc.site && read.threats == doc.threats);
+    let v3 = text.replace("\"format_version\":2", "\"format_version\":3");
+    let e = metaids_library::ThreatDocument::parse(&v3, here)
+        .expect_err("a newer version is refused")
+        .to_string();
+    assert!(
+        e.contains("format_version") && e.contains("3") && e.contains("1 to 2"),
+        "{e}"
+    );
+    drop(lib);
+    let format = |p: &Path| -> String {
+        use redb::ReadableDatabase as _;
+        let db = redb::Database::open(p).expect("open");
+        let txn = db.begin_read().expect("read");
+        let meta = txn
+            .open_table(redb::TableDefinition::<&str, &str>::new("meta"))
+            .expect("meta");
+        let f = meta
+            .get("format")
+            .expect("get")
+            .expect("format")
+            .value()
+            .to_string();
+        f
+    };
+    assert_eq!(format(&path), metaids_library::LIBRARY_FORMAT);
+    let plain_path = fresh("plain.redb");
+    drop(ThreatLibrary::create(&plain_path, m).expect("create"));
+    assert_eq!(format(&plain_path), metaids_library::LIBRARY_FORMAT_PLAIN);
+    // A file the builds before the format change wrote (a packed profile under the plain format)
+    // still opens with its profile.
+    {
+        let db = redb::Database::open(&path).expect("open");
+        let txn = db.begin_write().expect("write");
+        txn.open_table(redb::TableDefinition::<&str, &str>::new("meta"))
+            .expect("meta")
+            .insert("format", metaids_library::LIBRARY_FORMAT_PLAIN)
+            .expect("insert");
+        txn.commit().expect("commit");
+    }
+    let old = ThreatLibrary::open_read_only(&path).expect("a plain-format file with a profile");
+    let cur = old.current().expect("current");
+    assert_eq!(old.profile(&cur).expect("profile").as_ref(), Some(&profile));
 }
 
 /// Issue 12 (items 2, 3): a baseline that adapts the model (the normaliser refit on the site's
