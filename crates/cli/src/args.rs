@@ -391,8 +391,9 @@ pub struct BaselineArgs {
     /// Largest share of the baseline flows one source address may contribute.
     #[arg(long, default_value_t = 0.1)]
     pub per_source_cap: f64,
-    /// Share of the kept flows that give the benign prototypes (the rest calibrate).
-    #[arg(long, default_value_t = 0.25)]
+    /// Share of the kept flows that give the benign prototypes and train the site forest (the rest
+    /// calibrate).
+    #[arg(long, default_value_t = metaids_decide::ProfileOptions::default().prototype_share)]
     pub prototype_share: f64,
     /// Unsupervised adaptation of the model to the site, fit on the kept baseline flows:
     /// `normaliser` (the numeric columns' mean and spread refit) or `none`. Detection, enrolment
@@ -1243,6 +1244,10 @@ pub struct SiteEvalArgs {
     /// (as `baseline --in-sample-rank`).
     #[arg(long, conflicts_with = "confidence")]
     pub in_sample_rank: bool,
+    /// Share of the kept baseline flows that give the benign prototypes and train the site forest
+    /// (the rest calibrate), as `baseline --prototype-share`.
+    #[arg(long, default_value_t = metaids_decide::ProfileOptions::default().prototype_share)]
+    pub prototype_share: f64,
     /// Calibrate budgets the baseline cannot support instead of reporting them refused.
     #[arg(long)]
     pub force: bool,

@@ -353,6 +353,7 @@ pub fn run(a: SiteEvalArgs) -> Result<()> {
             per_source_cap: a.per_source_cap,
             confidence: a.confidence,
             in_sample: a.in_sample_rank,
+            prototype_share: a.prototype_share,
             ..ProfileOptions::default()
         },
         force: a.force,
