@@ -1244,6 +1244,12 @@ pub struct SiteEvalArgs {
     /// (as `baseline --in-sample-rank`).
     #[arg(long, conflicts_with = "confidence")]
     pub in_sample_rank: bool,
+    /// Also write every scored flow's verdict (and each repeat's enrolled flows) as CSV: rule,
+    /// budget, repeat, role, flow, label, verdict, the family named, whether it is correct, and the
+    /// flow's capture, position in it, addresses, ports and start — to see which flows a rule
+    /// misses. Memory grows with flows × repeats × budgets × rules.
+    #[arg(long)]
+    pub verdicts_csv: Option<PathBuf>,
     /// Share of the kept baseline flows that give the benign prototypes and train the site forest
     /// (the rest calibrate), as `baseline --prototype-share`.
     #[arg(long, default_value_t = metaids_decide::ProfileOptions::default().prototype_share)]

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use metaids_decide::ProfileOptions;
-use metaids_eval::site::{SiteConfig, SiteFlows};
+use metaids_eval::site::{SiteConfig, SiteFlows, SiteResult};
 use metaids_ingest::write_atomic;
 
 use crate::args::SiteEvalArgs;
@@ -147,6 +147,10 @@ fn labelled_captures(dir: &Path) -> Result<Labelled> {
 pub(crate) struct Captured {
     frames: Vec<(metaids_core::FlowFrame, Vec<usize>)>,
     index: Vec<(usize, usize)>,
+    /// Each frame's capture file.
+    files: Vec<PathBuf>,
+    /// Each flow's position among its capture's flows (1-based, the flow engine's order).
+    positions: Vec<usize>,
 }
 
 /// The labelled captures of `dir` read into flows and embedded with `model` (captures with no
@@ -159,6 +163,8 @@ pub(crate) fn embed_captures(
     let mut captured = Captured {
         frames: Vec::new(),
         index: Vec::new(),
+        files: Vec::new(),
+        positions: Vec::new(),
     };
     let captures = labelled_captures(dir)?;
     let kernel = metaids_model::ScoringKernel::for_model(model)?;
@@ -187,7 +193,9 @@ pub(crate) fn embed_captures(
             .extend(std::iter::repeat_n(label.clone(), c.rows.len()));
         let f = captured.frames.len();
         captured.index.extend(c.rows.iter().map(|&r| (f, r)));
+        captured.positions.extend(1..=c.rows.len());
         captured.frames.push((c.frame, c.rows));
+        captured.files.push(path.clone());
     }
     Ok((flows, captures, captured))
 }
@@ -359,6 +367,7 @@ pub fn run(a: SiteEvalArgs) -> Result<()> {
         force: a.force,
         site_forest: a.site_forest || a.site_context,
         source_context: a.site_context,
+        keep_verdicts: a.verdicts_csv.is_some(),
     };
     let how = SiteAdaptation::parse(&a.adapt, a.ln_max_ratio)?;
     let refit = |base: &[usize]| -> std::result::Result<Vec<f32>, metaids_eval::EvalError> {
@@ -386,7 +395,58 @@ pub fn run(a: SiteEvalArgs) -> Result<()> {
         write_atomic(path, text.as_bytes())?;
         eprintln!("wrote {}", path.display());
     }
+    if let Some(path) = &a.verdicts_csv {
+        let csv = verdicts_csv(&result, &flows, &captured).context("writing the verdicts CSV")?;
+        write_atomic(path, &csv)?;
+        eprintln!("wrote {}", path.display());
+    }
     Ok(())
+}
+
+/// The columns that say where each flow came from in `--verdicts-csv`.
+const WHERE: [&str; 7] = [
+    "capture",
+    "capture_flow",
+    "src_ip",
+    "src_port",
+    "dest_ip",
+    "dest_port",
+    "start",
+];
+
+/// Every kept verdict of `result` as CSV, each flow located by its capture file, its position
+/// among that capture's flows and its identifiers.
+fn verdicts_csv(result: &SiteResult, flows: &SiteFlows, captured: &Captured) -> Result<Vec<u8>> {
+    let describe = |flow: usize| -> Vec<String> {
+        let Some(&(f, r)) = captured.index.get(flow) else {
+            return vec![String::new(); WHERE.len()];
+        };
+        let frame = &captured.frames[f].0;
+        let ids = frame.identifiers(r);
+        let id = |name: &str| {
+            ids.iter()
+                .find(|(n, _)| *n == name)
+                .map_or(String::new(), |(_, v)| (*v).to_string())
+        };
+        // The destination port is a categorical feature of the CIC layout, not an identifier.
+        let dest_port = frame
+            .layout
+            .categorical
+            .iter()
+            .position(|n| n.eq_ignore_ascii_case("Dst Port"))
+            .and_then(|j| frame.categorical_row(r).nth(j))
+            .map_or_else(|| id("Dst Port"), |p| p.trim().to_string());
+        vec![
+            captured.files[f].display().to_string(),
+            captured.positions[flow].to_string(),
+            id("Src IP"),
+            id("Src Port"),
+            id("Dst IP"),
+            dest_port,
+            id("Timestamp"),
+        ]
+    };
+    Ok(result.verdicts_csv(&flows.labels, &WHERE, &describe)?)
 }
 
 #[cfg(test)]

@@ -36,6 +36,7 @@ fn the_site_protocol_on_the_lab_captures() {
         .output()
         .expect("train"));
     let json = dir.path().join("site.json");
+    let verdicts = dir.path().join("verdicts.csv");
     let table = ok(&metaids()
         .args(["site-eval", "--model"])
         .arg(&model)
@@ -43,6 +44,8 @@ fn the_site_protocol_on_the_lab_captures() {
         .arg(repo().join("data/lab"))
         .args(["--repeats", "2", "--site-forest", "--json"])
         .arg(&json)
+        .arg("--verdicts-csv")
+        .arg(&verdicts)
         .output()
         .expect("site-eval"));
     assert!(table.contains("| site baseline, 0.01 |"), "{table}");
@@ -109,6 +112,41 @@ fn the_site_protocol_on_the_lab_captures() {
             "site forest on SQL injection: {sqli}"
         );
     }
+    // Every scored flow's verdict, located in its capture: the SQL injection flows the site
+    // forest named in its first repeat are the JSON's count, each from the attacker to the web
+    // server (nginx proxies the API inside the server).
+    let csv = std::fs::read_to_string(&verdicts).expect("verdicts csv");
+    let mut lines = csv.lines();
+    assert_eq!(
+        lines.next(),
+        Some("rule,budget,repeat,role,flow,label,verdict,named,correct,capture,capture_flow,src_ip,src_port,dest_ip,dest_port,start")
+    );
+    let sqli: Vec<Vec<&str>> = lines
+        .map(|l| l.split(',').collect::<Vec<_>>())
+        .filter(|c| {
+            c[0] == "site baseline + normaliser refit + site forest"
+                && c[2] == "0"
+                && c[3] == "scored"
+                && c[5] == "sql-injection"
+        })
+        .collect();
+    let first = forest["repeats"][0]["families"]
+        .as_array()
+        .expect("families")
+        .iter()
+        .find(|f| f["family"] == "sql-injection")
+        .expect("sql-injection")
+        .clone();
+    assert_eq!(Some(sqli.len() as u64), first["scored"].as_u64());
+    let named = sqli.iter().filter(|c| c[8] == "true").count() as u64;
+    assert_eq!(Some(named), first["named"].as_u64());
+    assert!(
+        sqli.iter().all(|c| c[9].ends_with("attack-sqli.pcap.gz")
+            && c[14] == "80"
+            && c[11] == "10.77.0.66"),
+        "{:?}",
+        sqli.first()
+    );
     for r in b[0]["repeats"].as_array().expect("repeats") {
         assert_eq!(r["baseline_offered"], 2000);
         let scored: u64 = r["families"]

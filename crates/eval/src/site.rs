@@ -79,6 +79,10 @@ pub struct SiteConfig {
     /// Whether [`SiteFlows::features`] end with each flow's source context (reported with the
     /// site forest's rows).
     pub source_context: bool,
+    /// Keep every scored flow's verdict and each repeat's enrolled flows
+    /// ([`RepeatOutcome::verdicts`], [`SiteResult::verdicts_csv`]): memory grows with flows ×
+    /// repeats × budgets × rules, so only when asked.
+    pub keep_verdicts: bool,
 }
 
 impl Default for SiteConfig {
@@ -94,6 +98,7 @@ impl Default for SiteConfig {
             force: false,
             site_forest: false,
             source_context: false,
+            keep_verdicts: false,
         }
     }
 }
@@ -152,6 +157,22 @@ pub struct RepeatOutcome {
     pub guard_refused: usize,
     /// Per family, in [`SiteResult::families`] order.
     pub families: Vec<FamilyCounts>,
+    /// Every scored flow's verdict, benign flows first then each family's, when
+    /// [`SiteConfig::keep_verdicts`] (else empty).
+    pub verdicts: Vec<FlowVerdict>,
+    /// The flows enrolled, per family, when [`SiteConfig::keep_verdicts`] (else empty).
+    pub support: Vec<Vec<usize>>,
+}
+
+/// One scored flow's verdict in a repeat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlowVerdict {
+    /// The flow (index into [`SiteFlows`]).
+    pub flow: usize,
+    /// Benign, threat or unknown.
+    pub kind: VerdictKind,
+    /// The family (index into [`SiteResult::families`]) it was named as, for a threat verdict.
+    pub named: Option<usize>,
 }
 
 impl RepeatOutcome {
@@ -303,7 +324,12 @@ fn with_baseline(
                     .map_err(|e| err(format!("joint calibration: {e}")))?;
                 let decider = Decider::new(reference, threats, profile.unknown_threshold)
                     .map_err(|e| err(format!("arming the threats: {e}")))?;
-                score(&|r| decider.decide(row(r)), draw.benign_test, draw.scored)
+                score(
+                    &|r| decider.decide(row(r)),
+                    draw.benign_test,
+                    draw.scored,
+                    cfg.keep_verdicts,
+                )
             }
             Some((features, fd)) => {
                 let feat = |r: usize| &features[r * fd..(r + 1) * fd];
@@ -336,6 +362,7 @@ fn with_baseline(
                     &|r| decider.decide_flow(row(r), feat(r)),
                     draw.benign_test,
                     draw.scored,
+                    cfg.keep_verdicts,
                 )
             }
         };
@@ -345,6 +372,9 @@ fn with_baseline(
             out.calibration_rows,
         ) = kept;
         out.guard_refused = guard_refused;
+        if cfg.keep_verdicts {
+            out.support = draw.support.to_vec();
+        }
         res.repeats.push(out);
     }
     Ok(())
@@ -390,6 +420,7 @@ fn score(
     decide: &dyn Fn(usize) -> Verdict,
     benign: &[usize],
     scored: &[Vec<usize>],
+    keep: bool,
 ) -> RepeatOutcome {
     let mut out = RepeatOutcome {
         baseline_offered: 0,
@@ -400,6 +431,20 @@ fn score(
         benign_unknown: 0,
         guard_refused: 0,
         families: Vec::with_capacity(scored.len()),
+        verdicts: Vec::new(),
+        support: Vec::new(),
+    };
+    let mut kept = Vec::new();
+    let mut decide = |r: usize| -> Verdict {
+        let v = decide(r);
+        if keep {
+            kept.push(FlowVerdict {
+                flow: r,
+                kind: v.kind,
+                named: v.flagged(),
+            });
+        }
+        v
     };
     let mut wrongly = vec![0usize; scored.len()];
     for &r in benign {
@@ -438,6 +483,7 @@ fn score(
     for (c, w) in out.families.iter_mut().zip(wrongly) {
         c.wrongly_named = w;
     }
+    out.verdicts = kept;
     out
 }
 
@@ -614,9 +660,17 @@ pub fn run(
             )?;
             let decider = Decider::new(reference.clone(), threats, reference.unknown_threshold)
                 .map_err(|e| err(format!("arming the threats: {e}")))?;
-            let mut out = score(&|r| decider.decide(row(r)), benign_test, &scored);
+            let mut out = score(
+                &|r| decider.decide(row(r)),
+                benign_test,
+                &scored,
+                cfg.keep_verdicts,
+            );
             out.calibration_rows = reference.calibration_rows();
             out.guard_refused = guard_refused;
+            if cfg.keep_verdicts {
+                out.support = support.clone();
+            }
             res.repeats.push(out);
         }
     }
@@ -641,6 +695,106 @@ fn summary_json(s: &Summary) -> serde_json::Value {
 }
 
 impl SiteResult {
+    /// Every result with the name of the rule that decided it (`model's (no baseline)`, `site
+    /// baseline`, `site baseline + ADAPTATION`, `site baseline[ + ADAPTATION][ + source context] +
+    /// site forest`), one per budget, in the report's order.
+    pub fn results_by_rule(&self) -> Vec<(String, &BudgetResult)> {
+        let with = self.forest_with();
+        self.without_baseline
+            .iter()
+            .map(|b| ("model's (no baseline)".to_string(), b))
+            .chain(
+                self.budgets
+                    .iter()
+                    .map(|b| ("site baseline".to_string(), b)),
+            )
+            .chain(self.adaptation.iter().flat_map(|(name, bs)| {
+                bs.iter()
+                    .map(move |b| (format!("site baseline + {name}"), b))
+            }))
+            .chain(self.forest.iter().flat_map(|bs| {
+                let with = with.clone();
+                bs.iter()
+                    .map(move |b| (format!("site baseline{with} + site forest"), b))
+            }))
+            .collect()
+    }
+
+    /// Every kept verdict ([`SiteConfig::keep_verdicts`]) and enrolled flow as CSV: `rule`,
+    /// `budget`, `repeat`, `role` (`scored` or `enrolled`), `flow` (index into [`SiteFlows`]),
+    /// `label`, `verdict` (`benign`, `threat`, `unknown`; empty for an enrolled flow), `named` (the
+    /// family a threat verdict names), `correct` (a benign flow decided benign, or an attack flow
+    /// named as its own family), then `columns` from `describe(flow)` (where the flow came from).
+    pub fn verdicts_csv(
+        &self,
+        labels: &[String],
+        columns: &[&str],
+        describe: &dyn Fn(usize) -> Vec<String>,
+    ) -> Result<Vec<u8>, csv::Error> {
+        let mut w = csv::Writer::from_writer(Vec::new());
+        let mut header = vec![
+            "rule", "budget", "repeat", "role", "flow", "label", "verdict", "named", "correct",
+        ];
+        header.extend_from_slice(columns);
+        w.write_record(&header)?;
+        for (rule, b) in self.results_by_rule() {
+            for (rep, o) in b.repeats.iter().enumerate() {
+                let label = |f: usize| labels.get(f).map_or("", String::as_str);
+                for (fam, rows) in o.support.iter().enumerate() {
+                    for &f in rows {
+                        let mut record = vec![
+                            rule.clone(),
+                            b.budget.to_string(),
+                            rep.to_string(),
+                            "enrolled".to_string(),
+                            f.to_string(),
+                            label(f).to_string(),
+                            String::new(),
+                            self.families
+                                .get(fam)
+                                .map_or(String::new(), |(n, _)| n.clone()),
+                            String::new(),
+                        ];
+                        record.extend(describe(f));
+                        w.write_record(&record)?;
+                    }
+                }
+                for v in &o.verdicts {
+                    let named = v
+                        .named
+                        .and_then(|t| self.families.get(t))
+                        .map_or("", |(n, _)| n.as_str());
+                    let own = label(v.flow);
+                    let is_family = self.families.iter().any(|(n, _)| n == own);
+                    let correct = if is_family {
+                        named == own
+                    } else {
+                        v.kind == VerdictKind::Benign
+                    };
+                    let kind = match v.kind {
+                        VerdictKind::Benign => "benign",
+                        VerdictKind::Threat => "threat",
+                        VerdictKind::Unknown => "unknown",
+                    };
+                    let mut record = vec![
+                        rule.clone(),
+                        b.budget.to_string(),
+                        rep.to_string(),
+                        "scored".to_string(),
+                        v.flow.to_string(),
+                        own.to_string(),
+                        kind.to_string(),
+                        named.to_string(),
+                        correct.to_string(),
+                    ];
+                    record.extend(describe(v.flow));
+                    w.write_record(&record)?;
+                }
+            }
+        }
+        w.into_inner().map_err(|e| e.into_error().into())
+    }
+
     /// What the site forest's rows were decided with besides the baseline: ` + ADAPTATION` when
     /// the draws were adapted (its unknown rule then reads the adapted embeddings), else nothing.
     fn forest_with(&self) -> String {
@@ -685,27 +839,9 @@ impl SiteResult {
         }
         s += "\n| reference, budget | baseline flows (kept) | calibration rows | benign flagged | Wilson 95% (first repeat) | as threat | as unknown | macro recall, named | macro recall, any alert | macro-F1 (families + benign) | guard refusals |\n|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|\n";
         let rows = self
-            .without_baseline
-            .iter()
-            .map(|b| (format!("model's (no baseline), {}", b.budget), b))
-            .chain(
-                self.budgets
-                    .iter()
-                    .map(|b| (format!("site baseline, {}", b.budget), b)),
-            )
-            .chain(self.adaptation.iter().flat_map(|(name, bs)| {
-                bs.iter()
-                    .map(move |b| (format!("site baseline + {name}, {}", b.budget), b))
-            }))
-            .chain(self.forest.iter().flat_map(|bs| {
-                let with = self.forest_with();
-                bs.iter().map(move |b| {
-                    (
-                        format!("site baseline{with} + site forest, {}", b.budget),
-                        b,
-                    )
-                })
-            }));
+            .results_by_rule()
+            .into_iter()
+            .map(|(rule, b)| (format!("{rule}, {}", b.budget), b));
         for (name, b) in rows {
             if let Some(why) = &b.refused {
                 s += &format!("| {name} | refused: {why} ||||||||||\n");
@@ -937,6 +1073,8 @@ mod tests {
             benign_unknown: 1,
             guard_refused: 0,
             families: vec![fam(10, 8, 9, 3), fam(20, 18, 20, 0)],
+            verdicts: Vec::new(),
+            support: Vec::new(),
         };
         let f0 = 16.0 / 21.0;
         let f1 = 36.0 / 38.0;
@@ -1016,6 +1154,78 @@ mod tests {
         );
         let j = r.to_json();
         assert_eq!(j["budgets"][0]["repeats"].as_array().map(Vec::len), Some(3));
+    }
+
+    #[test]
+    fn kept_verdicts_agree_with_the_counts_and_write_as_csv() {
+        let f = flows(1200);
+        let cfg = SiteConfig {
+            budgets: vec![0.05],
+            repeats: 2,
+            ..SiteConfig::default()
+        };
+        let plain = run(&f, &cfg, None, None).expect("run");
+        assert!(plain.budgets[0].repeats[0].verdicts.is_empty());
+        let keep = SiteConfig {
+            keep_verdicts: true,
+            ..cfg
+        };
+        let r = run(&f, &keep, None, None).expect("run");
+        for (o, p) in r.budgets[0].repeats.iter().zip(&plain.budgets[0].repeats) {
+            // Keeping verdicts changes no figure.
+            assert_eq!(
+                (o.benign_threat, o.benign_unknown),
+                (p.benign_threat, p.benign_unknown)
+            );
+            assert_eq!(o.families, p.families);
+            let scored: usize = o.families.iter().map(|c| c.scored).sum();
+            assert_eq!(o.verdicts.len(), o.benign_scored + scored);
+            let flagged = o.verdicts[..o.benign_scored]
+                .iter()
+                .filter(|v| v.kind != VerdictKind::Benign)
+                .count();
+            assert_eq!(flagged, o.benign_flagged());
+            for (fam, c) in o.families.iter().enumerate() {
+                let named = o
+                    .verdicts
+                    .iter()
+                    .filter(|v| f.labels[v.flow] == r.families[fam].0 && v.named == Some(fam))
+                    .count();
+                assert_eq!(named, c.named);
+            }
+            assert_eq!(o.support.len(), r.families.len());
+            assert!(o.support.iter().all(|s| s.len() == keep.shots));
+        }
+        let csv = r
+            .verdicts_csv(&f.labels, &["where"], &|i| vec![format!("flow {i}")])
+            .expect("csv");
+        let text = String::from_utf8(csv).expect("utf8");
+        let mut lines = text.lines();
+        assert_eq!(
+            lines.next(),
+            Some("rule,budget,repeat,role,flow,label,verdict,named,correct,where")
+        );
+        let rows: Vec<Vec<&str>> = lines.map(|l| l.split(',').collect()).collect();
+        let o = &r.budgets[0].repeats;
+        let scored: usize = o.iter().map(|o| o.verdicts.len()).sum();
+        let enrolled = 2 * r.families.len() * keep.shots;
+        assert_eq!(rows.len(), scored + enrolled);
+        // Correct rows: benign decided benign plus each family's named flows.
+        let correct = rows
+            .iter()
+            .filter(|c| c[3] == "scored" && c[8] == "true")
+            .count();
+        let expected: usize = o
+            .iter()
+            .map(|o| {
+                o.benign_scored - o.benign_flagged()
+                    + o.families.iter().map(|c| c.named).sum::<usize>()
+            })
+            .sum();
+        assert_eq!(correct, expected);
+        assert!(rows
+            .iter()
+            .all(|c| c[0] == "site baseline" && c[9].starts_with("flow ")));
     }
 
     #[test]
