@@ -1244,6 +1244,11 @@ pub struct SiteEvalArgs {
     /// (as `baseline --in-sample-rank`).
     #[arg(long, conflicts_with = "confidence")]
     pub in_sample_rank: bool,
+    /// Fit the site forest on the enrolled flows as they are, without the timing jitter `baseline`
+    /// arms it with (each enrolled flow also learnt with its durations, inter-arrival times and
+    /// rates stretched and shrunk by a factor of 4). To compare.
+    #[arg(long)]
+    pub no_timing_jitter: bool,
     /// Also write every scored flow's verdict (and each repeat's enrolled flows) as CSV: rule,
     /// budget, repeat, role, flow, label, verdict, the family named, whether it is correct, and the
     /// flow's capture, position in it, addresses, ports and start — to see which flows a rule

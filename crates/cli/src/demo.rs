@@ -421,6 +421,7 @@ pub fn run(mut a: DemoArgs) -> Result<()> {
             seed: a.protocol.seed,
             site_forest: true,
             source_context: true,
+            timing_shift: metaids_library::timing_shift(&model.normaliser),
             ..metaids_eval::site::SiteConfig::default()
         };
         // The same draws also with `baseline`'s default adaptation (the normaliser refit on the

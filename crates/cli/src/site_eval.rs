@@ -367,6 +367,11 @@ pub fn run(a: SiteEvalArgs) -> Result<()> {
         force: a.force,
         site_forest: a.site_forest || a.site_context,
         source_context: a.site_context,
+        timing_shift: if a.no_timing_jitter {
+            Vec::new()
+        } else {
+            metaids_library::timing_shift(&model.normaliser)
+        },
         keep_verdicts: a.verdicts_csv.is_some(),
     };
     let how = SiteAdaptation::parse(&a.adapt, a.ln_max_ratio)?;

@@ -94,6 +94,31 @@ pub fn standardisation(values: impl Iterator<Item = f32>, log: bool) -> Option<(
     Some((mean as f32, if std < 1e-9 { 1.0 } else { std as f32 }))
 }
 
+/// Whether a numeric column measures time (a duration, an inter-arrival time, an active or idle
+/// period, a flow time) or a per-second rate — what a loaded server or a slower link stretches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimingKind {
+    /// Grows with the flow's timing.
+    Time,
+    /// Shrinks with it (`…/s`).
+    Rate,
+}
+
+/// [`TimingKind`] of a column by its (CICFlowMeter) name, case-insensitive; `None` for the rest.
+pub fn timing_kind(name: &str) -> Option<TimingKind> {
+    let n = name.to_ascii_lowercase();
+    if n.ends_with("/s") {
+        Some(TimingKind::Rate)
+    } else if ["iat", "duration", "active", "idle", "flow time"]
+        .iter()
+        .any(|k| n.contains(k))
+    {
+        Some(TimingKind::Time)
+    } else {
+        None
+    }
+}
+
 /// Signed log1p: `sign(x) · ln(1 + |x|)`, defined on the whole real line (`±inf` for `±inf`,
 /// NaN for NaN).
 ///
@@ -208,6 +233,32 @@ impl Normaliser {
             categorical,
             fit_rows: rows.len(),
         })
+    }
+
+    /// Per output column, the shift in preprocessed units that multiplies a flow's timing by
+    /// `factor`: `+ln(factor)/std` for the log-scaled durations, inter-arrival times, active and idle
+    /// periods and TCP flow time, `−ln(factor)/std` for the log-scaled per-second rates, 0 for every
+    /// other column (counts, sizes, flags, one-hot). On the log scale `ln(1 + f·x) ≈ ln(1 + x) +
+    /// ln f` once `x` is well above 1, as durations in microseconds are. The site forest's timing
+    /// jitter ([`timing_kind`] says which columns).
+    pub fn timing_shift(&self, factor: f32) -> Vec<f32> {
+        let mut out = vec![0.0; self.output_dim()];
+        let step = if factor.is_finite() && factor > 0.0 {
+            factor.ln()
+        } else {
+            0.0
+        };
+        for (o, c) in out.iter_mut().zip(&self.numeric) {
+            if !c.log || c.std <= 0.0 {
+                continue;
+            }
+            match timing_kind(&c.name) {
+                Some(TimingKind::Time) => *o = step / c.std,
+                Some(TimingKind::Rate) => *o = -step / c.std,
+                None => {}
+            }
+        }
+        out
     }
 
     /// Width of a transformed row.
@@ -614,6 +665,44 @@ mod tests {
             .find(|c| c.name == "same_srv_rate")
             .expect("rate");
         assert!(!rate.log);
+    }
+
+    #[test]
+    fn the_timing_shift_moves_timing_columns_as_a_slower_flow_would() {
+        assert_eq!(timing_kind("Flow Duration"), Some(TimingKind::Time));
+        assert_eq!(timing_kind("Bwd IAT Mean"), Some(TimingKind::Time));
+        assert_eq!(timing_kind("Idle Max"), Some(TimingKind::Time));
+        assert_eq!(timing_kind("Total TCP Flow Time"), Some(TimingKind::Time));
+        assert_eq!(timing_kind("Flow Packets/s"), Some(TimingKind::Rate));
+        assert_eq!(timing_kind("Fwd Act Data Pkts"), None);
+        assert_eq!(timing_kind("Total Fwd Packet"), None);
+        let lines: Vec<String> = [3_000, 40_000, 200_000, 9_000]
+            .iter()
+            .map(|&d| line(d, "tcp", "http", "normal"))
+            .collect();
+        let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+        let frame = frame_from(&refs);
+        let norm =
+            Normaliser::fit(&frame, &[0, 1, 2, 3], PreprocessConfig::default()).expect("fit");
+        let shift = norm.timing_shift(4.0);
+        assert_eq!(shift.len(), norm.output_dim());
+        let names = norm.output_names();
+        let at = |n: &str| names.iter().position(|x| x == n).expect("column");
+        let d = &norm.numeric[at("duration")];
+        assert!(d.log);
+        assert!((shift[at("duration")] - 4f32.ln() / d.std).abs() < 1e-6);
+        // Everything else stays: byte counts, rates in [0, 1], the one-hot columns.
+        let moved = shift.iter().filter(|&&v| v != 0.0).count();
+        assert_eq!(moved, 1, "{shift:?}");
+        // A flow four times slower is where the shift says, on the log scale.
+        let slow = frame_from(&[line(160_000, "tcp", "http", "normal").as_str()]);
+        let fast = frame_from(&[line(40_000, "tcp", "http", "normal").as_str()]);
+        let (a, b) = (
+            norm.transform(&fast, &[0]).expect("fast")[at("duration")],
+            norm.transform(&slow, &[0]).expect("slow")[at("duration")],
+        );
+        assert!((b - a - shift[at("duration")]).abs() < 1e-3, "{a} {b}");
+        assert!(norm.timing_shift(f32::NAN).iter().all(|&v| v == 0.0));
     }
 
     #[test]

@@ -544,18 +544,20 @@ impl SiteProfile {
 
     /// The site forest of a profile with the forest rule: fitted on its prototype rows and the
     /// threats' support rows (`support[t]`: threat `t`'s, preprocessed like the profile's rows),
+    /// each with its timing jitter (`shift`: [`crate::site_forest::jittered`]; empty for none),
     /// calibrated on its calibration rows at the threats' half of its budget, seeded by its seed.
     /// What arming a library and the site protocol both call.
-    pub fn site_forest(&self, support: &[Vec<f32>]) -> Result<SiteForest> {
+    pub fn site_forest(&self, support: &[Vec<f32>], shift: &[f32]) -> Result<SiteForest> {
         let Some((benign, calibration)) = self.forest_rows() else {
             return Err(DecideError::invalid(
                 "site profile",
                 "it keeps no feature rows: learnt with the prototype rule",
             ));
         };
+        let support = crate::site_forest::jittered(support, self.row_width, shift);
         SiteForest::learn(
             benign,
-            support,
+            &support,
             calibration,
             self.row_width,
             self.budget / 2.0,
@@ -564,10 +566,15 @@ impl SiteProfile {
     }
 
     /// The site forest's enrolment guard for threat `which` of `support` (every threat's support
-    /// rows, as for [`SiteProfile::site_forest`]): each of its rows is left out in turn, the forest
-    /// fitted without it, and the row decided. With a single row nothing remains to fit on: none is
-    /// left out.
-    pub fn forest_check(&self, support: &[Vec<f32>], which: usize) -> Result<ForestCheck> {
+    /// rows, and the jitter `shift`, as for [`SiteProfile::site_forest`]): each of its rows is left
+    /// out in turn — with its jittered copies — the forest fitted without it, and the row decided.
+    /// With a single row nothing remains to fit on: none is left out.
+    pub fn forest_check(
+        &self,
+        support: &[Vec<f32>],
+        which: usize,
+        shift: &[f32],
+    ) -> Result<ForestCheck> {
         let d = self.row_width.max(1);
         let mut support = support.to_vec();
         let Some(own) = support.get_mut(which).map(std::mem::take) else {
@@ -591,7 +598,7 @@ impl SiteProfile {
                 .filter(|&(j, _)| j != i)
                 .flat_map(|(_, r)| r.iter().copied())
                 .collect();
-            let forest = self.site_forest(&support)?;
+            let forest = self.site_forest(&support, shift)?;
             named += usize::from(forest.flag(&own[i * d..(i + 1) * d]) == Some(which));
         }
         Ok(ForestCheck { named, left_out: k })
@@ -1078,6 +1085,33 @@ mod tests {
         assert_eq!(p.calibration_rows(), 1125);
         assert!(p.validate(2).is_ok() && p.validate(3).is_err());
         assert_eq!(p, SiteProfile::learn(&emb, 2, &src, o).expect("again"));
+    }
+
+    /// A support row's own jittered copies never vouch for it in the guard: a threat of two
+    /// unlike rows, jittered along a column that says nothing, names neither row when it is left
+    /// out (each copy would name its row if it stayed in the fit).
+    #[test]
+    fn the_forest_guard_leaves_a_row_out_with_its_jittered_copies() {
+        let (emb, src) = benign(800, 40);
+        let o = ProfileOptions {
+            budget: 0.05,
+            ..ProfileOptions::default()
+        };
+        use rand::Rng;
+        let mut rng = ChaCha8Rng::seed_from_u64(9);
+        let x: Vec<f32> = (0..800 * 3).map(|_| rng.random::<f32>()).collect();
+        let p = SiteProfile::learn(&emb, 2, &src, o)
+            .and_then(|p| p.with_forest_rows(&x, 3, &src, o))
+            .expect("profile");
+        let other: Vec<f32> = (0..5).flat_map(|i| [-3.0, 0.1 * i as f32, 0.5]).collect();
+        let support = vec![vec![0.2, 0.8, 5.0, 0.9, 0.1, -5.0], other];
+        let shift = [0.0, 0.01, 0.0];
+        let check = p.forest_check(&support, 0, &shift).expect("check");
+        assert_eq!((check.named, check.left_out), (0, 2));
+        // Fitted with both rows (and their copies), each is named.
+        let f = p.site_forest(&support, &shift).expect("forest");
+        assert_eq!(f.flag(&[0.2, 0.8, 5.0]), Some(0));
+        assert_eq!(f.flag(&[0.9, 0.1, -5.0]), Some(0));
     }
 
     #[test]

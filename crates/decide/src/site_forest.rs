@@ -23,6 +23,40 @@ use crate::geometry::upper_quantile;
 /// Trees of the site forest (its other settings are [`ForestConfig`]'s defaults).
 pub const SITE_FOREST_TREES: usize = 50;
 
+/// The timing factor of the site forest's jitter ([`jittered`]): each support flow is also
+/// learnt with its timing columns stretched and shrunk by this factor. Chosen on the validation
+/// sites b and c (factors 2, 4 and 8 within a point of each other on both; 4 the middle).
+pub const TIMING_FACTOR: f32 = 4.0;
+
+/// Support rows with timing jitter: each row of `width` values, then for each of `−shift` and
+/// `+shift` (per column, in preprocessed units — `Normaliser::timing_shift(TIMING_FACTOR)`, zero
+/// beyond its length) a copy moved by it. A few shots of an attack show the timing of the moment
+/// they were taken; a loaded server or another link stretches it, and a forest learns the shots'
+/// range as part of the threat (site c's HTTP flood: the missed flows were the slower ones, past
+/// the shots' durations). An empty or all-zero `shift` leaves the rows as they are.
+pub fn jittered(support: &[Vec<f32>], width: usize, shift: &[f32]) -> Vec<Vec<f32>> {
+    if width == 0 || shift.iter().all(|&v| v == 0.0) {
+        return support.to_vec();
+    }
+    support
+        .iter()
+        .map(|rows| {
+            let mut out = Vec::with_capacity(rows.len() * 3);
+            out.extend_from_slice(rows);
+            for sign in [-1.0f32, 1.0] {
+                for r in rows.chunks_exact(width) {
+                    out.extend(
+                        r.iter()
+                            .enumerate()
+                            .map(|(j, v)| v + sign * shift.get(j).copied().unwrap_or(0.0)),
+                    );
+                }
+            }
+            out
+        })
+        .collect()
+}
+
 /// A site forest, fitted and calibrated.
 #[derive(Debug, Clone)]
 pub struct SiteForest {
@@ -211,6 +245,25 @@ mod tests {
             })
             .collect();
         (benign, vec![a, b], cal)
+    }
+
+    #[test]
+    fn jitter_adds_a_shrunk_and_a_stretched_copy_of_each_row() {
+        let support = vec![vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0], vec![0.0, 0.0, 0.0]];
+        // Shorter than the width: the columns past it (the source context) are not moved.
+        let shift = [0.5, 0.0];
+        let j = jittered(&support, 3, &shift);
+        assert_eq!(
+            j[0],
+            vec![
+                1.0, 2.0, 3.0, 4.0, 5.0, 6.0, // the rows
+                0.5, 2.0, 3.0, 3.5, 5.0, 6.0, // shrunk
+                1.5, 2.0, 3.0, 4.5, 5.0, 6.0, // stretched
+            ]
+        );
+        assert_eq!(j[1], vec![0.0, 0.0, 0.0, -0.5, 0.0, 0.0, 0.5, 0.0, 0.0]);
+        assert_eq!(jittered(&support, 3, &[]), support);
+        assert_eq!(jittered(&support, 3, &[0.0; 3]), support);
     }
 
     #[test]

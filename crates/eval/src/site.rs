@@ -79,6 +79,9 @@ pub struct SiteConfig {
     /// Whether [`SiteFlows::features`] end with each flow's source context (reported with the
     /// site forest's rows).
     pub source_context: bool,
+    /// The site forest's timing jitter for these feature rows (per column, preprocessed units:
+    /// `Normaliser::timing_shift(TIMING_FACTOR)`, as `metaids baseline` arms it); empty for none.
+    pub timing_shift: Vec<f32>,
     /// Keep every scored flow's verdict and each repeat's enrolled flows
     /// ([`RepeatOutcome::verdicts`], [`SiteResult::verdicts_csv`]): memory grows with flows ×
     /// repeats × budgets × rules, so only when asked.
@@ -98,6 +101,7 @@ impl Default for SiteConfig {
             force: false,
             site_forest: false,
             source_context: false,
+            timing_shift: Vec::new(),
             keep_verdicts: false,
         }
     }
@@ -344,14 +348,14 @@ fn with_baseline(
                     .map(|s| rows_of(features, fd, s.iter().copied()))
                     .collect();
                 let site_forest = profile
-                    .site_forest(&support)
+                    .site_forest(&support, &cfg.timing_shift)
                     .map_err(|e| err(format!("the site forest: {e}")))?;
                 // The enrolments this rule's guard would refuse (stored anyway, as with
                 // `--force`, and counted) replace the prototype guard's count.
                 guard_refused = 0;
                 for t in 0..support.len() {
                     let check = profile
-                        .forest_check(&support, t)
+                        .forest_check(&support, t, &cfg.timing_shift)
                         .map_err(|e| err(format!("the site forest's guard: {e}")))?;
                     guard_refused += usize::from(!check.accepts());
                 }

@@ -36,7 +36,7 @@ pub use metaids_decide::threat::{
 };
 pub use reembed::{
     forest_guard, kernel_of, reembed_flows, reembed_threats, site_forest, support_flows,
-    support_rows, ArmedForest, Reembedded,
+    support_rows, timing_shift, ArmedForest, Reembedded,
 };
 pub use store::{
     Baseline, Enrolment, LibraryVersion, ModelIdentity, SiteRef, ThreatLibrary, VersionSummary,

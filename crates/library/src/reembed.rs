@@ -252,7 +252,7 @@ pub fn site_forest(
         });
     }
     let support = support_rows(normaliser, threats, profile.source_context)?;
-    let forest = profile.site_forest(&support)?;
+    let forest = profile.site_forest(&support, &timing_shift(normaliser))?;
     let vetoes = threats
         .iter()
         .zip(support)
@@ -276,5 +276,12 @@ pub fn forest_guard(
     which: usize,
 ) -> Result<ForestCheck> {
     let support = support_rows(normaliser, threats, profile.source_context)?;
-    Ok(profile.forest_check(&support, which)?)
+    Ok(profile.forest_check(&support, which, &timing_shift(normaliser))?)
+}
+
+/// The site forest's timing jitter for rows preprocessed by `normaliser`
+/// ([`metaids_decide::site_forest::jittered`] at [`metaids_decide::site_forest::TIMING_FACTOR`]; the
+/// source context columns after them are not moved).
+pub fn timing_shift(normaliser: &Normaliser) -> Vec<f32> {
+    normaliser.timing_shift(metaids_decide::site_forest::TIMING_FACTOR)
 }
