@@ -76,6 +76,9 @@ fn the_site_protocol_on_the_lab_captures() {
         ]
     );
     assert!(v["benign_flows"].as_u64().expect("benign") > 3000);
+    // The site forest is fitted with the timing jitter `baseline` arms it with, and says so.
+    assert_eq!(v["protocol"]["timing_jitter"], true);
+    assert!(table.contains("timing-jittered copies"), "{table}");
     // 0.01 is calibrated; 0.001 needs 10,000 calibration rows the window does not have.
     let b = &v["budgets"];
     assert!(b[0]["refused"].is_null(), "{}", b[0]);

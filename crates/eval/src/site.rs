@@ -828,6 +828,13 @@ impl SiteResult {
             c.profile.per_source_cap,
             c.profile.prototypes
         );
+        if c.site_forest {
+            s += if c.timing_shift.iter().all(|&v| v == 0.0) {
+                "site forest fitted on the enrolled flows as they are (no timing jitter)\n"
+            } else {
+                "site forest fitted on the enrolled flows and their timing-jittered copies\n"
+            };
+        }
         s += &match c.profile.confidence {
             Some(conf) => format!(
                 "budgets calibrated to hold with confidence {conf} (exact binomial upper bound on each half)\n"
@@ -958,6 +965,7 @@ impl SiteResult {
                 "baseline_max": c.baseline_max,
                 "per_source_cap": c.profile.per_source_cap,
                 "prototype_share": c.profile.prototype_share,
+                "timing_jitter": !c.timing_shift.iter().all(|&v| v == 0.0),
                 "benign_prototypes": c.profile.prototypes,
                 "confidence": c.profile.confidence,
                 "rank": if c.profile.confidence.is_some() { "binomial upper bound" } else if c.profile.in_sample { "in-sample" } else { "split-conformal" },
