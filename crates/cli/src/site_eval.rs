@@ -422,33 +422,26 @@ const WHERE: [&str; 7] = [
 /// Every kept verdict of `result` as CSV, each flow located by its capture file, its position
 /// among that capture's flows and its identifiers.
 fn verdicts_csv(result: &SiteResult, flows: &SiteFlows, captured: &Captured) -> Result<Vec<u8>> {
+    // The flow facts detect's verdicts carry, read as detect reads them (columns found once per frame).
+    let columns: Vec<metaids_detect::FrameColumns> = captured
+        .frames
+        .iter()
+        .map(|(frame, _)| metaids_detect::FrameColumns::new(frame))
+        .collect();
     let describe = |flow: usize| -> Vec<String> {
         let Some(&(f, r)) = captured.index.get(flow) else {
             return vec![String::new(); WHERE.len()];
         };
-        let frame = &captured.frames[f].0;
-        let ids = frame.identifiers(r);
-        let id = |name: &str| {
-            ids.iter()
-                .find(|(n, _)| *n == name)
-                .map_or(String::new(), |(_, v)| (*v).to_string())
-        };
-        // The destination port is a categorical feature of the CIC layout, not an identifier.
-        let dest_port = frame
-            .layout
-            .categorical
-            .iter()
-            .position(|n| n.eq_ignore_ascii_case("Dst Port"))
-            .and_then(|j| frame.categorical_row(r).nth(j))
-            .map_or_else(|| id("Dst Port"), |p| p.trim().to_string());
+        let m = metaids_detect::FlowMeta::from_frame(0, &captured.frames[f].0, r, &columns[f]);
         vec![
             captured.files[f].display().to_string(),
             captured.positions[flow].to_string(),
-            id("Src IP"),
-            id("Src Port"),
-            id("Dst IP"),
-            dest_port,
-            id("Timestamp"),
+            metaids_detect::ip_text(m.src_ip),
+            m.src_port.to_string(),
+            metaids_detect::ip_text(m.dest_ip),
+            m.dest_port.to_string(),
+            m.start_us
+                .map_or_else(String::new, metaids_detect::eve_timestamp),
         ]
     };
     Ok(result.verdicts_csv(&flows.labels, &WHERE, &describe)?)

@@ -741,9 +741,11 @@ impl SiteResult {
         ];
         header.extend_from_slice(columns);
         w.write_record(&header)?;
+        let label = |f: usize| labels.get(f).map_or("", String::as_str);
+        let family: std::collections::HashSet<&str> =
+            self.families.iter().map(|(n, _)| n.as_str()).collect();
         for (rule, b) in self.results_by_rule() {
             for (rep, o) in b.repeats.iter().enumerate() {
-                let label = |f: usize| labels.get(f).map_or("", String::as_str);
                 for (fam, rows) in o.support.iter().enumerate() {
                     for &f in rows {
                         let mut record = vec![
@@ -769,8 +771,7 @@ impl SiteResult {
                         .and_then(|t| self.families.get(t))
                         .map_or("", |(n, _)| n.as_str());
                     let own = label(v.flow);
-                    let is_family = self.families.iter().any(|(n, _)| n == own);
-                    let correct = if is_family {
+                    let correct = if family.contains(own) {
                         named == own
                     } else {
                         v.kind == VerdictKind::Benign
